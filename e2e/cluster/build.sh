@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Build (once) every upstream binary the local cluster needs, from the upstream Go modules
+# at the versions pinned in versions.env, and cache them under
+#   ${PAGODA_CACHE:-~/.cache/pagoda}/bin/<component>-<version>/
+# Idempotent: a binary already in the cache is not rebuilt. Safe to run concurrently with
+# nothing else of ours; uses at most GO_PARALLEL (default: nproc) compile jobs.
+#
+# usage: e2e/cluster/build.sh [controlplane|node|kind|all]...   (default: controlplane node)
+#   controlplane: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
+#   node:         kubelet kube-proxy traefik (ingress controller)
+#   kind:         kind (only for running the e2e tier on a kind cluster elsewhere)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$HERE/versions.env"
+CACHE=${PAGODA_CACHE:-$HOME/.cache/pagoda}
+SRC=$CACHE/src
+export GOFLAGS="-trimpath -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
+export GOMAXPROCS=${GOMAXPROCS:-$(nproc)}
+P=${GO_PARALLEL:-$(nproc)}
+command -v go >/dev/null || { echo "build.sh: Go (>= 1.24) is needed: apt-get install golang-go or put go on PATH" >&2; exit 1; }
+
+log() { echo "[build.sh $(date +%H:%M:%S)] $*" >&2; }
+
+# gobuild MODDIR OUTDIR LDFLAGS PKG... : build PKGs of the temp module MODDIR into OUTDIR
+gobuild() {
+  local mod=$1 out=$2 ld=$3; shift 3
+  local tmp; tmp=$(mktemp -d "$out.tmp.XXXX")
+  (cd "$mod" && go build -mod=mod -p "$P" -ldflags "-s -w $ld" -o "$tmp/" "$@")
+  for f in "$tmp"/*; do mv -f "$f" "$out/"; done
+  rmdir "$tmp"
+}
+
+k8s_module() {  # temp module that requires k8s.io/kubernetes with its staging repos pinned
+  local mod=$SRC/k8s-$K8S_VERSION
+  mkdir -p "$mod"
+  if [ ! -f "$mod/go.mod" ]; then
+    {
+      echo "module pagoda.local/k8sbuild"
+      echo "go 1.24.0"
+      echo "require k8s.io/kubernetes $K8S_VERSION"
+      echo "replace ("
+      for m in api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider \
+        cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api \
+        cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms \
+        kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics \
+        mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller; do
+        echo "  k8s.io/$m => k8s.io/$m $K8S_STAGING_VERSION"
+      done
+      echo ")"
+    } > "$mod/go.mod.new"
+    mv "$mod/go.mod.new" "$mod/go.mod"
+  fi
+  echo "$mod"
+}
+
+build_k8s() {  # build_k8s NAME... (cmd names under k8s.io/kubernetes/cmd)
+  local out=$CACHE/bin/k8s-$K8S_VERSION pkgs=() n
+  mkdir -p "$out"
+  for n in "$@"; do [ -x "$out/$n" ] || pkgs+=("k8s.io/kubernetes/cmd/$n"); done
+  [ ${#pkgs[@]} -eq 0 ] && { log "k8s $K8S_VERSION: $* cached"; return; }
+  log "k8s $K8S_VERSION: building ${pkgs[*]}"
+  local mod; mod=$(k8s_module)
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local ld="" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  gobuild "$mod" "$out" "$ld" "${pkgs[@]}"
+  log "k8s $K8S_VERSION: built ${pkgs[*]}"
+}
+
+build_etcd() {
+  local out=$CACHE/bin/etcd-$ETCD_VERSION
+  [ -x "$out/etcd" ] && { log "etcd $ETCD_VERSION cached"; return; }
+  log "etcd $ETCD_VERSION: building"
+  local mod=$SRC/etcd-$ETCD_VERSION
+  mkdir -p "$mod" "$out"
+  printf 'module pagoda.local/etcdbuild\ngo 1.24.0\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > "$mod/go.mod"
+  gobuild "$mod" "$out" "" go.etcd.io/etcd/server/v3
+  [ -x "$out/v3" ] && mv "$out/v3" "$out/etcd"
+  log "etcd $ETCD_VERSION: built"
+}
+
+build_helm() {
+  local out=$CACHE/bin/helm-$HELM_VERSION
+  [ -x "$out/helm" ] && { log "helm $HELM_VERSION cached"; return; }
+  log "helm $HELM_VERSION: building"
+  local mod=$SRC/helm-$HELM_VERSION
+  mkdir -p "$mod" "$out"
+  printf 'module pagoda.local/helmbuild\ngo 1.24.0\nrequire helm.sh/helm/v3 %s\n' "$HELM_VERSION" > "$mod/go.mod"
+  gobuild "$mod" "$out" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+  log "helm $HELM_VERSION: built"
+}
+
+build_traefik() {
+  local out=$CACHE/bin/traefik-$TRAEFIK_VERSION
+  [ -x "$out/traefik" ] && { log "traefik $TRAEFIK_VERSION cached"; return; }
+  log "traefik $TRAEFIK_VERSION: building"
+  local mod=$SRC/traefik-$TRAEFIK_VERSION
+  mkdir -p "$mod" "$out"
+  printf 'module pagoda.local/traefikbuild\ngo 1.24.0\nrequire github.com/traefik/traefik/v3 %s\n' "$TRAEFIK_VERSION" > "$mod/go.mod"
+  gobuild "$mod" "$out" "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    github.com/traefik/traefik/v3/cmd/traefik
+  log "traefik $TRAEFIK_VERSION: built"
+}
+
+build_kind() {
+  local out=$CACHE/bin/kind-$KIND_VERSION
+  [ -x "$out/kind" ] && { log "kind $KIND_VERSION cached"; return; }
+  mkdir -p "$out"
+  GOBIN=$out go install "sigs.k8s.io/kind@$KIND_VERSION"
+  log "kind $KIND_VERSION: built"
+}
+
+targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(controlplane node)
+start=$(date +%s)
+for t in "${targets[@]}"; do
+  case $t in
+    controlplane) build_etcd; build_k8s kube-apiserver kube-controller-manager kube-scheduler kubectl; build_helm ;;
+    node) build_k8s kubelet kube-proxy; build_traefik ;;
+    kind) build_kind ;;
+    all) build_etcd; build_k8s kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
+         build_helm; build_traefik ;;
+    etcd|helm|traefik) "build_$t" ;;
+    kube-*|kubectl|kubelet) build_k8s "$t" ;;
+    *) echo "unknown target $t" >&2; exit 2 ;;
+  esac
+done
+log "done in $(( $(date +%s) - start ))s; binaries under $CACHE/bin"

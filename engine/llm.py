@@ -1,0 +1,67 @@
+"""The offline Python API, as vLLM's: `LLM(model=...).generate(prompts, params)`."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import fields
+from typing import Any, Sequence as Seq
+
+from tqdm import tqdm
+
+from pagoda.engine.config import EngineConfig
+from pagoda.engine.llm_engine import LLMEngine
+from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.sampling_params import SamplingParams
+
+Message = dict[str, Any]
+
+
+class LLM:
+    def __init__(self, model: str | None = None, **kwargs: Any) -> None:
+        names = {f.name for f in fields(EngineConfig)}
+        unknown = set(kwargs) - names
+        if unknown:
+            raise TypeError(f"unknown engine option(s): {', '.join(sorted(unknown))}")
+        config = EngineConfig(**kwargs) if model is None else EngineConfig(model=model, **kwargs)
+        self.engine = LLMEngine(config, log_stats=False)
+        self._ids = itertools.count()
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    def generate(self, prompts: str | list[int] | Seq[str | list[int]],
+                 params: SamplingParams | Seq[SamplingParams] | None = None,
+                 use_tqdm: bool = False, priority: Seq[int] | None = None) -> list[RequestOutput]:
+        """Generate for every prompt together (continuous batching); outputs in prompt order."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        params = params or SamplingParams()
+        params_list = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
+        if len(params_list) != len(prompts):
+            raise ValueError("give one SamplingParams, or one per prompt")
+        ids = []
+        for i, (prompt, p) in enumerate(zip(prompts, params_list)):
+            rid = str(next(self._ids))
+            self.engine.add_request(rid, prompt, _copy(p), priority=priority[i] if priority else 0)
+            ids.append(rid)
+        done: dict[str, RequestOutput] = {}
+        with tqdm(total=len(ids), disable=not use_tqdm, desc="requests") as bar:
+            while self.engine.has_unfinished_requests():
+                for out in self.engine.step():
+                    if out.finished:
+                        done[out.request_id] = out
+                        bar.update(1)
+        return [done[rid] for rid in ids]
+
+    def chat(self, messages: list[Message] | list[list[Message]], params: SamplingParams | None = None,
+             use_tqdm: bool = False) -> list[RequestOutput]:
+        """Apply the model's chat template to each conversation, then generate."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else messages
+        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                   for c in conversations]
+        return self.generate(prompts, params, use_tqdm=use_tqdm)
+
+
+def _copy(params: SamplingParams) -> SamplingParams:
+    # The engine fills in max_tokens per prompt; don't let one prompt's value leak into the next.
+    return SamplingParams(**{f.name: getattr(params, f.name) for f in fields(SamplingParams)})

@@ -1,0 +1,245 @@
+"""The engine loop: requests in, one scheduled forward pass per step, outputs out."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pagoda.engine.config import EngineConfig
+from pagoda.engine.core.kv_cache_manager import KVCacheManager
+from pagoda.engine.core.scheduler import Scheduler, SchedulerOutput
+from pagoda.engine.core.sequence import Sequence
+from pagoda.engine.detokenizer import IncrementalDetokenizer
+from pagoda.engine.metrics import EngineMetrics
+from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from pagoda.engine.sample.sampler import SamplerOutput, make_generator
+from pagoda.engine.sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """What the engine needs of a model runner (ModelRunner, or a fake in scheduler tests)."""
+    num_blocks: int
+    device: object
+
+    def execute(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], SamplerOutput | None]: ...
+
+
+@dataclass(eq=False)
+class Request:
+    request_id: str
+    prompt: str | None
+    seqs: list[Sequence]
+    detoks: list[IncrementalDetokenizer]
+    arrival_time: float
+    # Text and token ids gained since the last RequestOutput, per sequence.
+    pending: list[tuple[str, list[int]]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return all(s.is_finished for s in self.seqs)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig, runner: Runner | None = None, tokenizer=None,
+                 max_position_embeddings: int | None = None, eos_token_ids: list[int] | None = None,
+                 log_stats: bool = True) -> None:
+        config.validate()
+        self.config = config
+        if runner is None:
+            from pagoda.engine.runner.model_runner import ModelRunner  # torch model code: only when real
+            runner = ModelRunner(config)
+            max_position_embeddings = runner.model_config.max_position_embeddings
+            eos_token_ids = runner.model_config.eos_token_ids
+        if tokenizer is None:
+            from pagoda.engine.tokenizer import load_tokenizer
+            tokenizer = load_tokenizer(config)
+        self.runner, self.tokenizer = runner, tokenizer
+        self.eos_token_ids = set(eos_token_ids or [])
+        self.max_model_len = config.max_model_len or max_position_embeddings
+        capacity = runner.num_blocks * config.block_size
+        if self.max_model_len > capacity:
+            raise ValueError(f"max_model_len {self.max_model_len} does not fit the KV cache ({capacity} tokens); "
+                             "lower --max-model-len or give the cache more memory")
+        self.kv = KVCacheManager(runner.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens,
+                                   config.scheduling_policy)
+        self.requests: dict[str, Request] = {}
+        self.metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def tokenize(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt).input_ids
+        return list(prompt)
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
+                    priority: int = 0, cache_salt: str | None = None) -> None:
+        """Queue a request. ValueError (an HTTP 400) when it cannot be served as asked."""
+        self.add(self.make_request(request_id, prompt, params, priority, cache_salt))
+
+    def make_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
+                     priority: int = 0, cache_salt: str | None = None) -> Request:
+        """Tokenize and check a request without touching the engine's state (safe off its thread)."""
+        prompt_ids = self.tokenize(prompt)
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        vocab = getattr(getattr(self.runner, "model_config", None), "vocab_size", None)
+        if vocab is not None and not all(0 <= t < vocab for t in prompt_ids):
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        room = self.max_model_len - len(prompt_ids)
+        if params.max_tokens is None:
+            params.max_tokens = room
+        if len(prompt_ids) + params.max_tokens > self.max_model_len:
+            raise ValueError(f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                             f"requested {len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the "
+                             f"prompt, {params.max_tokens} for the completion). Reduce the length of the prompt "
+                             "or the completion.")
+        now = time.monotonic()
+        seqs, detoks = [], []
+        for i in range(params.n):
+            generator = None
+            if params.seed is not None:
+                generator = make_generator(params.seed + i, self.runner.device)
+            seqs.append(Sequence(f"{request_id}#{i}", request_id, i, prompt_ids, params, priority, now,
+                                 cache_salt, generator))
+            detoks.append(IncrementalDetokenizer(self.tokenizer, prompt_ids, params.skip_special_tokens,
+                                                 params.stop, params.include_stop_str_in_output))
+        return Request(request_id, prompt if isinstance(prompt, str) else None, seqs, detoks, now,
+                       [("", []) for _ in seqs])
+
+    def add(self, req: Request) -> None:
+        if req.request_id in self.requests:
+            raise ValueError(f"request id {req.request_id!r} is already in use")
+        self.requests[req.request_id] = req
+        for seq in req.seqs:
+            self.scheduler.add(seq)
+
+    def abort_request(self, request_id: str) -> RequestOutput | None:
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return None
+        for seq in req.seqs:
+            if not seq.is_finished:
+                self.scheduler.finish(seq)
+                seq.finish_reason = "abort"
+                if self.metrics:
+                    self.metrics.finished("abort")
+        return self._output(req)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.num_unfinished > 0
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        sched = self.scheduler.schedule()
+        if sched.scheduled:
+            sampled_seqs, sampled = self.runner.execute(sched.scheduled)
+        else:
+            sampled_seqs, sampled = [], None
+        for seq, n in sched.scheduled:
+            seq.num_computed_tokens += n
+            self.kv.cache_full_blocks(seq)
+        now = time.monotonic()
+        touched: dict[str, Request] = {}
+        for i, seq in enumerate(sampled_seqs):
+            req = self.requests[seq.request_id]
+            self._append_token(req, seq, sampled, i, now)
+            touched[req.request_id] = req
+        self._record_step(sched, len(sampled_seqs))
+        outputs = [self._output(req) for req in touched.values()]
+        for req in touched.values():
+            if req.finished:
+                del self.requests[req.request_id]
+        return outputs
+
+    def _append_token(self, req: Request, seq: Sequence, sampled: SamplerOutput, i: int, now: float) -> None:
+        token, params = sampled.token_ids[i], seq.params
+        first = not seq.output_token_ids
+        seq.output_token_ids.append(token)
+        seq.cumulative_logprob += sampled.logprobs[i]
+        if params.logprobs is not None:
+            seq.logprobs.append(sampled.top_logprobs[i])
+        detok = req.detoks[seq.index]
+        delta = detok.append(token)
+        if self.metrics:
+            if first:
+                self.metrics.ttft.observe(now - seq.arrival_time)
+                self.metrics.prompt_tokens.inc(seq.num_prompt_tokens)
+            else:
+                self.metrics.itl.observe(now - seq.last_token_time)
+        seq.first_token_time = seq.first_token_time or now
+        seq.last_token_time = now
+        reason = self._finish_reason(seq, token, detok)
+        if reason is not None:
+            seq.finish_reason = reason
+            if reason == "stop" and seq.stop_reason is None and detok.stop_reason is not None:
+                seq.stop_reason = detok.stop_reason
+            if detok.stop_reason is None:
+                delta += detok.finish()
+            self.scheduler.finish(seq)
+            self._record_finished(seq, now)
+        text, ids = req.pending[seq.index]
+        req.pending[seq.index] = (text + delta, ids + [token])
+
+    def _finish_reason(self, seq: Sequence, token: int, detok: IncrementalDetokenizer) -> str | None:
+        params = seq.params
+        n_out = len(seq.output_token_ids)
+        if detok.stop_reason is not None:
+            return "stop"
+        if n_out >= params.min_tokens:
+            if token in params.stop_token_ids:
+                seq.stop_reason = token
+                return "stop"
+            if token in self.eos_token_ids and not params.ignore_eos:
+                return "stop"
+        if n_out >= params.max_tokens or seq.num_tokens >= self.max_model_len:
+            return "length"
+        return None
+
+    def _output(self, req: Request) -> RequestOutput:
+        outs = []
+        for seq, detok in zip(req.seqs, req.detoks):
+            outs.append(CompletionOutput(
+                index=seq.index, text=detok.text, token_ids=list(seq.output_token_ids),
+                cumulative_logprob=seq.cumulative_logprob if seq.params.logprobs is not None else None,
+                logprobs=list(seq.logprobs) if seq.params.logprobs is not None else None,
+                finish_reason=seq.finish_reason, stop_reason=seq.stop_reason))
+        first = req.seqs[0]
+        metrics = RequestMetrics(req.arrival_time, first.first_scheduled_time, first.first_token_time,
+                                 max((s.last_token_time or 0.0) for s in req.seqs) or None,
+                                 time.monotonic() if req.finished else None)
+        deltas, req.pending = req.pending, [("", []) for _ in req.seqs]
+        return RequestOutput(req.request_id, req.prompt, first.prompt_token_ids, outs, req.finished,
+                             num_cached_tokens=first.num_cached_tokens, metrics=metrics, deltas=deltas)
+
+    # -- metrics ----------------------------------------------------------------------------------
+
+    def _record_step(self, sched: SchedulerOutput, num_generated: int) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.running.set(len(self.scheduler.running))
+        m.waiting.set(len(self.scheduler.waiting))
+        m.kv_usage.set(self.kv.usage)
+        m.generation_tokens.inc(num_generated)
+        if sched.num_preemptions:
+            m.preemptions.inc(sched.num_preemptions)
+        if sched.prefix_cache_queries:
+            m.prefix_queries.inc(sched.prefix_cache_queries)
+            m.prefix_hits.inc(sched.prefix_cache_hits)
+
+    def _record_finished(self, seq: Sequence, now: float) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.finished(seq.finish_reason)
+        m.e2e.observe(now - seq.arrival_time)
+        if seq.first_scheduled_time is not None:
+            m.queue.observe(seq.first_scheduled_time - seq.arrival_time)
+        m.request_prompt_tokens.observe(seq.num_prompt_tokens)
+        m.request_generation_tokens.observe(len(seq.output_token_ids))

@@ -1,0 +1,147 @@
+"""The model runner: owns the weights and the KV cache, turns a scheduled batch into one forward pass.
+
+The batch is flattened into the layout of AttentionMetadata (all sequences' new tokens
+concatenated), so prefill chunks and decodes run together; logits are taken only at each
+sequence's last new token, and only for sequences whose prompt (or recompute) is complete.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from pagoda.engine.attention.metadata import AttentionMetadata
+from pagoda.engine.config import EngineConfig
+from pagoda.engine.core.sequence import Sequence
+from pagoda.engine.loader import load_model
+from pagoda.engine.sample.sampler import Sampler, SamplerOutput, SamplingRow
+
+log = logging.getLogger(__name__)
+
+CPU_DEFAULT_KV_BYTES = 2 * 1024**3
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        # CPUs without bf16 matrix units run float32 faster; GPUs run bf16.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.device = pick_device(config.device)
+        self.dtype = pick_dtype(config.dtype, self.device)
+        torch.manual_seed(config.seed)
+        self.model, self.model_config = load_model(config, self.device, self.dtype)
+        mc = self.model_config
+        self.block_size = config.block_size
+        self.num_blocks = self._num_kv_blocks()
+        shape = (self.num_blocks, self.block_size, mc.num_kv_heads, mc.head_dim)
+        self.kv_caches = [(torch.empty(shape, dtype=self.dtype, device=self.device),
+                           torch.empty(shape, dtype=self.dtype, device=self.device))
+                          for _ in range(mc.num_layers)]
+        self.sampler = Sampler(mc.vocab_size, mc.eos_token_ids)
+        log.info("KV cache: %d blocks of %d tokens (%.2f GiB)", self.num_blocks, self.block_size,
+                 self.num_blocks * self.bytes_per_block / 1024**3)
+
+    @property
+    def bytes_per_block(self) -> int:
+        mc = self.model_config
+        return 2 * mc.num_layers * self.block_size * mc.num_kv_heads * mc.head_dim * self.dtype.itemsize
+
+    def _num_kv_blocks(self) -> int:
+        cfg = self.config
+        if cfg.num_gpu_blocks_override is not None:
+            return cfg.num_gpu_blocks_override
+        if self.device.type == "cuda":
+            budget = self._profile_free_gpu_memory()
+        else:
+            budget = cfg.kv_cache_memory_bytes or CPU_DEFAULT_KV_BYTES
+        num_blocks = budget // self.bytes_per_block
+        if num_blocks < 1:
+            raise ValueError(f"no memory left for the KV cache ({budget} bytes); raise "
+                             "--gpu-memory-utilization or --kv-cache-memory-bytes")
+        return int(num_blocks)
+
+    @torch.inference_mode()
+    def _profile_free_gpu_memory(self) -> int:
+        """What --gpu-memory-utilization leaves for the KV cache after a full-budget forward pass."""
+        if self.config.kv_cache_memory_bytes is not None:
+            return self.config.kv_cache_memory_bytes
+        mc, dev = self.model_config, self.device
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+        n = self.config.max_num_batched_tokens
+        shape = (1, self.block_size, mc.num_kv_heads, mc.head_dim)
+        kv = [(torch.zeros(shape, dtype=self.dtype, device=dev), torch.zeros(shape, dtype=self.dtype, device=dev))
+              for _ in range(mc.num_layers)]
+        # One long sequence of n tokens written nowhere (slot -1): the activations of a full step.
+        meta = AttentionMetadata(
+            slot_mapping=torch.full((n,), -1, dtype=torch.long, device=dev),
+            query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
+            block_tables=torch.zeros((1, 1), dtype=torch.int32, device=dev),
+            max_query_len=n, max_seq_len=n, block_size=self.block_size,
+            query_start_loc_cpu=[0, n], seq_lens_cpu=[n])
+        hidden = self.model(torch.zeros(n, dtype=torch.long, device=dev), torch.arange(n, device=dev), kv, meta)
+        self.model.compute_logits(hidden[-min(n, self.config.max_num_seqs):])
+        torch.cuda.synchronize(dev)
+        peak = torch.cuda.max_memory_allocated(dev)
+        free, total = torch.cuda.mem_get_info(dev)
+        non_torch = (total - free) - torch.cuda.memory_reserved(dev)
+        del kv, hidden
+        torch.cuda.empty_cache()
+        return int(total * self.config.gpu_memory_utilization - peak - max(non_torch, 0))
+
+    def prepare(self, batch: list[tuple[Sequence, int]]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+        """Flatten the batch: token ids, positions, attention metadata, and where to take logits."""
+        bs = self.block_size
+        tokens: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        qsl, seq_lens, logits_at = [0], [], []
+        max_blocks = max(len(seq.block_table) for seq, _ in batch)
+        tables = []
+        for seq, n in batch:
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
+            tokens += seq.token_ids(start, end)
+            positions += range(start, end)
+            table = seq.block_table
+            slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
+            qsl.append(qsl[-1] + n)
+            seq_lens.append(end)
+            tables.append(table + [0] * (max_blocks - len(table)))
+            if end == seq.num_tokens:
+                logits_at.append(qsl[-1] - 1)
+        dev = self.device
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
+            query_start_loc=torch.tensor(qsl, dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
+            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+            max_query_len=max(n for _, n in batch), max_seq_len=max(seq_lens), block_size=bs,
+            query_start_loc_cpu=qsl, seq_lens_cpu=seq_lens)
+        return (torch.tensor(tokens, dtype=torch.long, device=dev),
+                torch.tensor(positions, dtype=torch.long, device=dev), meta, logits_at)
+
+    @torch.inference_mode()
+    def execute(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], SamplerOutput | None]:
+        """Run one forward pass; sample for the sequences whose last new token ends their context."""
+        input_ids, positions, meta, logits_at = self.prepare(batch)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        sampling = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
+        if not sampling:
+            return [], None
+        logits = self.model.compute_logits(hidden[torch.tensor(logits_at, device=self.device)])
+        rows = [SamplingRow(seq.params, seq.prompt_token_ids, seq.output_token_ids, seq.generator)
+                for seq in sampling]
+        return sampling, self.sampler(logits, rows)

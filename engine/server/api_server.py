@@ -1,0 +1,149 @@
+"""The OpenAI-compatible server: the FastAPI app over one or more engines, and running it.
+
+`pagoda serve` (engine/cli.py) adds `add_server_args` to its parser and calls `run_server`.
+SIGTERM (or Ctrl-C) starts a drain: new requests get 503, those in flight may finish within
+--shutdown-timeout, then the engines shut down and the process exits 0. A second Ctrl-C forces it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import time
+from contextlib import asynccontextmanager
+from dataclasses import fields
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from pagoda.engine.config import EngineConfig
+from pagoda.engine.server.errors import install_error_handlers
+from pagoda.engine.server.middleware import GateMiddleware, Lifecycle
+from pagoda.engine.server.routes import router
+
+log = logging.getLogger(__name__)
+
+API_KEY_ENV = ("PAGODA_API_KEY", "VLLM_API_KEY")
+TEST_HOOKS_ENV = "PAGODA_TEST_HOOKS"  # "1" mounts /debug routes for the integration tests; never in production
+
+
+def build_app(engines: dict, api_key: str | None = None, allowed_origins: list[str] | None = None,
+              test_hooks: bool = False) -> FastAPI:
+    """`engines` maps served model name -> AsyncLLM; the first is the default model."""
+    if not engines:
+        raise ValueError("build_app needs at least one engine")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        for engine in engines.values():
+            await engine.start()
+        try:
+            yield
+        finally:
+            for engine in engines.values():
+                await engine.shutdown()
+
+    app = FastAPI(title="Pagoda OpenAI-compatible server", lifespan=lifespan)
+    app.state.engines = engines
+    app.state.lifecycle = Lifecycle()
+    install_error_handlers(app)
+    app.include_router(router)
+    if test_hooks:
+        from pagoda.engine.server.test_hooks import router as hooks
+        app.include_router(hooks)
+    app.add_middleware(GateMiddleware, lifecycle=app.state.lifecycle, api_key=api_key)
+    if allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=allowed_origins, allow_methods=["*"],
+                           allow_headers=["*"], allow_credentials=True)
+    return app
+
+
+def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("HTTP server")
+    g.add_argument("--host", default="0.0.0.0")
+    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--api-key", default=None,
+                   help=f"require 'Authorization: Bearer KEY' on the API (else ${API_KEY_ENV[0]} or ${API_KEY_ENV[1]})")
+    g.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds in-flight requests may take to finish after SIGTERM")
+    g.add_argument("--config", default=None,
+                   help="YAML or JSON file with `models:`, a list of engine settings (flag names), "
+                        "served alongside any --model")
+    g.add_argument("--allowed-origins", nargs="*", default=None, help="CORS origins allowed to call the API")
+    g.add_argument("--uvicorn-log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug", "trace"])
+    return parser
+
+
+def load_model_configs(path: str) -> list[EngineConfig]:
+    """The --config file: `models: [{model: ..., served-model-name: ..., max-model-len: ...}, ...]`."""
+    text = Path(path).read_text()
+    if path.endswith(".json"):
+        data = json.loads(text)
+    else:
+        import yaml
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise ValueError(f"{path}: expected a mapping with a list under `models`")
+    known = {f.name for f in fields(EngineConfig)}
+    configs = []
+    for entry in data["models"]:
+        kw = {k.replace("-", "_"): v for k, v in entry.items()}
+        unknown = set(kw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown engine settings {sorted(unknown)}")
+        configs.append(EngineConfig(**kw))
+    return configs
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that SIGTERM first drains instead of closing the listening socket at once."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.lifecycle, self.drain_timeout = lifecycle, drain_timeout
+        self.drain_deadline: float | None = None
+
+    def handle_exit(self, sig: int, frame) -> None:
+        # Not uvicorn's handler: it would re-raise the signal after shutdown and so not exit 0.
+        if self.drain_deadline is not None and sig == signal.SIGINT:
+            self.force_exit = self.should_exit = True
+            return
+        if self.drain_deadline is None:
+            log.info("signal %d: draining %d in-flight request(s), at most %.0fs",
+                     sig, self.lifecycle.in_flight, self.drain_timeout)
+            self.lifecycle.draining = True
+            self.drain_deadline = time.monotonic() + self.drain_timeout
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_deadline is not None:
+            if self.lifecycle.in_flight == 0:
+                return True
+            if time.monotonic() >= self.drain_deadline:
+                log.warning("drain timeout: cancelling %d in-flight request(s)", self.lifecycle.in_flight)
+                return True
+        return await super().on_tick(counter)
+
+
+def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
+    """Load every model, serve until SIGTERM, drain, exit code 0."""
+    from pagoda.engine.async_llm import AsyncLLM
+
+    configs = list(configs) + (load_model_configs(args.config) if args.config else [])
+    names = [c.name for c in configs]
+    if not configs or len(set(names)) != len(names):
+        raise SystemExit(f"serve needs one or more models with distinct served names, got {names}")
+    engines = {}
+    for config in configs:
+        config.validate()
+        engines[config.name] = AsyncLLM.from_config(config)
+    api_key = args.api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
+    app = build_app(engines, api_key, args.allowed_origins, test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
+                            timeout_graceful_shutdown=1, timeout_keep_alive=5)
+    DrainingServer(config, app.state.lifecycle, args.shutdown_timeout).run()
+    return 0

@@ -1,0 +1,66 @@
+"""What chat and completions share: sampling parameters from a request, usage, the final output."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.server.errors import APIError
+from pagoda.engine.server.prompts import check_token_ids
+from pagoda.engine.server.protocol import PromptTokensDetails, SamplingFields, Usage
+from pagoda.engine.server.streams import merge
+
+
+def sampling_params(engine, body: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
+    if body.n > engine.config.max_num_seqs:
+        raise APIError(400, f"n must be at most max_num_seqs ({engine.config.max_num_seqs}), got {body.n}",
+                       param="n")
+    try:
+        params = body.sampling_params(max_tokens, logprobs)
+    except ValueError as e:
+        raise APIError(400, str(e), param=str(e).split(" ", 1)[0]) from None  # messages start with the field
+    check_token_ids(engine.tokenizer, params.stop_token_ids, param="stop_token_ids")
+    check_token_ids(engine.tokenizer, list(params.logit_bias or {}), param="logit_bias")
+    return params
+
+
+def check_priority(engine, priority: int) -> None:
+    if priority != 0 and engine.config.scheduling_policy != "priority":
+        raise APIError(400, "priority needs the server started with --scheduling-policy priority",
+                       param="priority")
+
+
+async def generate_all(engine, prompts: list[list[int]], params: SamplingParams, request_id: str,
+                       priority: int) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """Outputs of one engine request per prompt, tagged with the prompt's index.
+
+    The engine requests start on the first iteration, not before, so that a response that is never
+    iterated (the client left first) leaves nothing running in the engine.
+    """
+    ids = [request_id] if len(prompts) == 1 else [f"{request_id}-{i}" for i in range(len(prompts))]
+    merged = merge([engine.generate(p, params, rid, priority=priority) for p, rid in zip(prompts, ids)])
+    try:
+        async for item in merged:
+            yield item
+    finally:
+        await merged.aclose()
+
+
+async def collect(outputs: AsyncIterator[tuple[int, RequestOutput]], n: int) -> list[RequestOutput]:
+    """The final output of each of n requests."""
+    finals: list[RequestOutput | None] = [None] * n
+    try:
+        async for i, out in outputs:
+            finals[i] = out
+    finally:
+        await outputs.aclose()
+    if any(f is None for f in finals):
+        raise RuntimeError("the engine ended a request without any output")
+    return finals
+
+
+def usage(finals: list[RequestOutput]) -> Usage:
+    prompt = sum(len(f.prompt_token_ids) for f in finals)
+    completion = sum(len(o.token_ids) for f in finals for o in f.outputs)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                 prompt_tokens_details=PromptTokensDetails(cached_tokens=sum(f.num_cached_tokens for f in finals)))

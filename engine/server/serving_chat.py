@@ -1,0 +1,80 @@
+"""POST /v1/chat/completions: render the template, generate, answer whole or as SSE chunks."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+
+from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.server.errors import APIError
+from pagoda.engine.server.logprobs import chat_logprobs
+from pagoda.engine.server.prompts import fit_max_tokens, render_chat
+from pagoda.engine.server.protocol import (
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
+    ChatCompletionResponse, DeltaMessage, now)
+from pagoda.engine.server.serving import check_priority, collect, generate_all, sampling_params, usage
+from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
+
+
+async def create_chat_completion(engine, body: ChatCompletionRequest, request: Request):
+    tokenizer = engine.tokenizer
+    prompt_ids = render_chat(tokenizer, body.messages, body.add_generation_prompt, body.chat_template_kwargs)
+    max_tokens = fit_max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens,
+                                engine.max_model_len)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+    top_k = body.top_logprobs or 0
+    params = sampling_params(engine, body, max_tokens, top_k if body.logprobs else None)
+    check_priority(engine, body.priority)
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority)
+    if body.stream:
+        return StreamingResponse(stream_chunks(engine, body, request_id, outputs, top_k),
+                                 media_type="text/event-stream")
+    [final] = await until_disconnected(request, collect(outputs, 1))
+    choices = [ChatChoice(index=o.index, message=AssistantMessage(content=o.text),
+                          logprobs=chat_logprobs(tokenizer, o.token_ids, o.logprobs or [], top_k)
+                          if body.logprobs else None,
+                          finish_reason=o.finish_reason, stop_reason=o.stop_reason)
+               for o in final.outputs]
+    response = ChatCompletionResponse(id=request_id, model=engine.config.name, choices=choices, usage=usage([final]))
+    return JSONResponse(response.model_dump())
+
+
+async def stream_chunks(engine, body: ChatCompletionRequest, request_id: str,
+                        outputs: AsyncIterator[tuple[int, RequestOutput]], top_k: int) -> AsyncIterator[str]:
+    created, name = now(), engine.config.name
+
+    def chunk(choices: list[ChatChunkChoice], **kw) -> str:
+        return sse(ChatCompletionChunk(id=request_id, created=created, model=name, choices=choices, **kw))
+
+    yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
+                 for i in range(body.n)])
+    finished: set[int] = set()
+    last = None
+    try:
+        async for _, out in outputs:
+            last = out
+            choices = []
+            for o, (text, ids) in zip(out.outputs, out.deltas):
+                if o.index in finished or not (text or ids or o.finished):
+                    continue
+                logprobs = None
+                if body.logprobs:
+                    steps = (o.logprobs or [])[len(o.token_ids) - len(ids):]
+                    logprobs = chat_logprobs(engine.tokenizer, ids, steps, top_k)
+                choices.append(ChatChunkChoice(index=o.index, delta=DeltaMessage(content=text), logprobs=logprobs,
+                                               finish_reason=o.finish_reason, stop_reason=o.stop_reason))
+                if o.finished:
+                    finished.add(o.index)
+            if choices:
+                yield chunk(choices)
+        if body.stream_options and body.stream_options.include_usage and last is not None:
+            yield chunk([], usage=usage([last]))
+    except Exception as e:
+        yield sse_error(e)
+    finally:
+        await outputs.aclose()
+    yield SSE_DONE

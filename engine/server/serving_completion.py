@@ -1,0 +1,77 @@
+"""POST /v1/completions: one engine request per prompt, choices numbered prompt * n + output."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+
+from pagoda.engine.outputs import CompletionOutput, RequestOutput
+from pagoda.engine.server.errors import APIError
+from pagoda.engine.server.logprobs import completion_logprobs
+from pagoda.engine.server.prompts import completion_prompts, fit_max_tokens
+from pagoda.engine.server.protocol import CompletionChoice, CompletionRequest, CompletionResponse, now
+from pagoda.engine.server.serving import check_priority, collect, generate_all, sampling_params, usage
+from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
+
+
+async def create_completion(engine, body: CompletionRequest, request: Request):
+    tokenizer = engine.tokenizer
+    prompts = completion_prompts(tokenizer, body.prompt)
+    max_tokens = min(fit_max_tokens(len(p), body.max_tokens, engine.max_model_len) for p in prompts)
+    if body.echo and body.logprobs is not None:
+        raise APIError(400, "echo with logprobs (prompt logprobs) is not supported", param="echo")
+    params = sampling_params(engine, body, max_tokens, body.logprobs)
+    check_priority(engine, body.priority)
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    outputs = generate_all(engine, prompts, params, request_id, body.priority)
+    echoes = [tokenizer.decode(p) if body.echo else "" for p in prompts]
+    if body.stream:
+        return StreamingResponse(stream_chunks(engine, body, request_id, outputs, len(prompts), echoes),
+                                 media_type="text/event-stream")
+    finals = await until_disconnected(request, collect(outputs, len(prompts)))
+    choices = [choice(engine, body, i, o, echoes[i] + o.text, o.token_ids, o.logprobs or [], 0)
+               for i, final in enumerate(finals) for o in final.outputs]
+    response = CompletionResponse(id=request_id, model=engine.config.name, choices=choices, usage=usage(finals))
+    return JSONResponse(response.model_dump())
+
+
+def choice(engine, body: CompletionRequest, prompt_index: int, o: CompletionOutput, text: str,
+           ids: list[int], steps: list, offset: int) -> CompletionChoice:
+    logprobs = None
+    if body.logprobs is not None:
+        logprobs = completion_logprobs(engine.tokenizer, ids, steps, body.logprobs, offset)
+    return CompletionChoice(index=prompt_index * body.n + o.index, text=text, logprobs=logprobs,
+                            finish_reason=o.finish_reason, stop_reason=o.stop_reason)
+
+
+async def stream_chunks(engine, body: CompletionRequest, request_id: str,
+                        outputs: AsyncIterator[tuple[int, RequestOutput]], num_prompts: int,
+                        echoes: list[str]) -> AsyncIterator[str]:
+    created, name = now(), engine.config.name
+    finished: set[int] = set()
+    finals: list[RequestOutput | None] = [None] * num_prompts
+    try:
+        async for i, out in outputs:
+            finals[i] = out
+            choices = []
+            for o, (text, ids) in zip(out.outputs, out.deltas):
+                c = i * body.n + o.index
+                if c in finished or not (text or ids or o.finished):
+                    continue
+                done = len(o.token_ids) - len(ids)
+                offset = len(o.text) - len(text)
+                echo = echoes[i] if done == 0 else ""
+                choices.append(choice(engine, body, i, o, echo + text, ids, (o.logprobs or [])[done:], offset))
+                if o.finished:
+                    finished.add(c)
+            if choices:
+                yield sse(CompletionResponse(id=request_id, created=created, model=name, choices=choices))
+        if body.stream_options and body.stream_options.include_usage and all(finals):
+            yield sse(CompletionResponse(id=request_id, created=created, model=name, choices=[], usage=usage(finals)))
+    except Exception as e:
+        yield sse_error(e)
+    finally:
+        await outputs.aclose()
+    yield SSE_DONE

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TypeVar
 
 from fastapi import FastAPI, Request
@@ -37,9 +38,15 @@ def validation_error(e: ValidationError) -> APIError:
     if err["type"] == "json_invalid":
         return APIError(400, f"Malformed JSON body: {err.get('ctx', {}).get('error', err['msg'])}")
     loc = [str(p) for p in err["loc"]]
-    param = ".".join(loc) or None
+    # In a union, pydantic adds the member's type to the path ("prompt.list[int].0"): name the field.
+    cut = next((i for i, p in enumerate(loc) if UNION_TAG.match(p)), len(loc))
+    param = ".".join(loc[:cut]) or None
+    if cut < len(loc):
+        return APIError(400, f"{param}: none of its accepted types matches (first: {err['msg']})", param=param)
     return APIError(400, f"{param}: {err['msg']}" if param else err["msg"], param=param)
 
+
+UNION_TAG = re.compile(r"^(str|int|float|bool|none|[A-Z]\w*|\w+\[.*\]|[\w-]+-[\w-]+\[.*)$")
 
 M = TypeVar("M", bound=BaseModel)
 

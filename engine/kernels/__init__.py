@@ -2,5 +2,6 @@
 
 Every module holds a plain function taking torch tensors (the Triton path, CUDA tensors) and a
 `*_ref` function in PyTorch that computes the same thing on any device: the tests' oracle and the
-CPU path. The modules import on a CPU-only torch build, where Triton is absent (see triton_import).
+CPU path; the attention kernel's reference is the PyTorch attention backend. The modules import on a
+CPU-only torch build, where Triton is absent (see triton_import).
 """

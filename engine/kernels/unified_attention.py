@@ -212,32 +212,3 @@ def unified_attention(
         )
     return out
 
-
-def unified_attention_ref(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    query_start_loc: torch.Tensor,
-    seq_lens: torch.Tensor,
-    block_tables: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
-    """The same function, one sequence at a time in float32: gather its keys, mask, softmax."""
-    num_heads, block_size = q.shape[1], k_cache.shape[1]
-    heads_per_kv = num_heads // k_cache.shape[2]
-    out = torch.zeros_like(q)
-    starts, lens = query_start_loc.tolist(), seq_lens.tolist()
-    for i, seq_len in enumerate(lens):
-        qs = q[starts[i]:starts[i + 1]].float()
-        q_len = qs.shape[0]
-        if q_len == 0:
-            continue
-        pos = torch.arange(seq_len, device=q.device)
-        blocks = block_tables[i, pos // block_size].long()
-        k = k_cache[blocks, pos % block_size].float().repeat_interleave(heads_per_kv, dim=1)
-        v = v_cache[blocks, pos % block_size].float().repeat_interleave(heads_per_kv, dim=1)
-        s = torch.einsum("qhd,khd->hqk", qs, k) * scale
-        q_pos = torch.arange(seq_len - q_len, seq_len, device=q.device)
-        s.masked_fill_(pos[None, None, :] > q_pos[None, :, None], float("-inf"))
-        out[starts[i]:starts[i + 1]] = torch.einsum("hqk,khd->qhd", s.softmax(-1), v).to(q.dtype)
-    return out

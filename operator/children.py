@@ -1,0 +1,51 @@
+"""The full set of child objects an InferenceService asks for, and the kinds the operator prunes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pagoda.operator.resources.configmap import configmap
+from pagoda.operator.resources.deployment import deployment
+from pagoda.operator.resources.hpa import hpa
+from pagoda.operator.resources.ingress import ingress
+from pagoda.operator.resources.pdb import pdb
+from pagoda.operator.resources.service import service
+from pagoda.operator.resources.servicemonitor import servicemonitor
+from pagoda.operator.spec import Spec
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None) -> str:
+        base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        return f"{base}/namespaces/{namespace}/{self.plural}" + (f"/{name}" if name else "")
+
+
+CONFIGMAP = Kind("v1", "ConfigMap", "configmaps")
+SERVICE = Kind("v1", "Service", "services")
+DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
+INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses")
+PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
+SERVICEMONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
+# Apply order: what the Deployment's pods read first, what reads the Deployment last.
+KINDS = [CONFIGMAP, SERVICE, DEPLOYMENT, INGRESS, PDB, HPA, SERVICEMONITOR]
+
+
+def kind_of(obj: dict[str, Any]) -> Kind:
+    return next(k for k in KINDS if k.kind == obj["kind"] and k.api_version == obj["apiVersion"])
+
+
+def engine_image(s: Spec, gpu_image: str, cpu_image: str) -> str:
+    return s.engine.get("image") or (gpu_image if s.gpus else cpu_image)
+
+
+def desired(s: Spec, pods: Spec, image: str, replicas: int | None, servicemonitors: bool) -> list[dict[str, Any]]:
+    """`pods` is the spec the pods come from: `s` itself, or the stable spec after a rollback."""
+    objs = [configmap(pods), service(s), deployment(pods, image, replicas), ingress(s), pdb(s), hpa(s),
+            servicemonitor(s) if servicemonitors else None]
+    return [o for o in objs if o is not None]

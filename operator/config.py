@@ -1,0 +1,31 @@
+"""Operator-wide settings: images and intervals, from flags (main.py) or the environment."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+
+def _tag() -> str:
+    try:
+        return version("pagoda")
+    except PackageNotFoundError:
+        return "dev"
+
+
+@dataclass
+class OperatorConfig:
+    engine_image: str  # CUDA engine, for specs that ask for GPUs
+    engine_cpu_image: str
+    observe_interval: float  # seconds between scrapes (autoscaler, rollout gate, live status)
+
+
+def from_env() -> OperatorConfig:
+    return OperatorConfig(
+        engine_image=os.environ.get("PAGODA_ENGINE_IMAGE", f"pagoda-engine:{_tag()}"),
+        engine_cpu_image=os.environ.get("PAGODA_ENGINE_CPU_IMAGE", f"pagoda-engine-cpu:{_tag()}"),
+        observe_interval=float(os.environ.get("PAGODA_OBSERVE_INTERVAL", "10")),
+    )
+
+
+CONFIG = from_env()

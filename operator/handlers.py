@@ -1,0 +1,94 @@
+"""kopf handlers: small, one concern each; the work is in reconcile.py and observe.py.
+
+Run with `pagoda operator` (main.py), or `kopf run -m pagoda.operator.handlers`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import kopf
+import kubernetes
+
+from pagoda.operator import metrics
+from pagoda.operator.config import CONFIG
+from pagoda.operator.observe import ObjectState, observe
+from pagoda.operator.reconcile import LOCKS, reconcile
+from pagoda.operator.spec import GROUP, KIND, PLURAL, VERSION
+
+ISVC = (GROUP, VERSION, PLURAL)
+MANAGED = {"app.kubernetes.io/managed-by": "pagoda-operator"}
+# Children whose edits and deletions are watched and undone (ServiceMonitors come back on the
+# next reconcile: watching them would need their CRD installed).
+CHILDREN = [("", "v1", "configmaps"), ("", "v1", "services"), ("apps", "v1", "deployments"),
+            ("networking.k8s.io", "v1", "ingresses"), ("policy", "v1", "poddisruptionbudgets"),
+            ("autoscaling", "v2", "horizontalpodautoscalers")]
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Handler progress in annotations, not status: the status schema is ours alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="pagoda.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="pagoda.dev", key="last-handled-configuration")
+    settings.posting.level = logging.INFO  # every action becomes an Event
+    # Watches end server-side before any proxy or load balancer cuts them silently.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 16
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    memo.api = kubernetes.client.ApiClient()
+    memo.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0))
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.http.aclose()
+    memo.api.close()
+
+
+@kopf.on.resume(*ISVC, backoff=15)
+@kopf.on.create(*ISVC, backoff=15)
+@kopf.on.update(*ISVC, backoff=15)
+async def reconcile_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    await reconcile(memo.api, namespace, name)
+
+
+@kopf.on.delete(*ISVC, optional=True)
+def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
+    # Children go with the owner through the garbage collector; only our own bookkeeping stays.
+    metrics.forget(namespace, name)
+    LOCKS.pop((namespace, name), None)
+    logger.info("children are left to the garbage collector")
+
+
+@kopf.timer(*ISVC, interval=CONFIG.observe_interval, initial_delay=CONFIG.observe_interval)
+async def observe_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    if "state" not in memo:
+        memo.state = ObjectState()
+    await observe(memo.api, memo.http, memo.state, namespace, name)
+
+
+def _owner(body: kopf.Body) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences", []):
+        if ref.get("kind") == KIND and ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
+            return ref["name"]
+    return None
+
+
+def _register_child_watch(group: str, version: str, plural: str) -> None:
+    @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
+    async def child_changed(type: str | None, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+        # None is the initial listing (resume handlers cover it); ADDED is our own creation.
+        owner = _owner(body)
+        if type in ("MODIFIED", "DELETED") and owner:
+            await reconcile(memo.api, namespace, owner)
+
+
+for _child in CHILDREN:
+    _register_child_watch(*_child)

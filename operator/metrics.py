@@ -1,0 +1,24 @@
+"""The operator's own Prometheus metrics (the Grafana dashboards read these names)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+LABELS = ["namespace", "name"]
+
+desired_replicas = Gauge("pagoda_operator_desired_replicas", "Replicas the operator wants", LABELS)
+ready_replicas = Gauge("pagoda_operator_ready_replicas", "Ready engine pods", LABELS)
+scaling_decisions = Counter("pagoda_operator_scaling_decisions", "Replica changes made by the autoscaler",
+                            LABELS + ["direction"])
+reconciles = Counter("pagoda_operator_reconcile", "Reconciliations", LABELS + ["result"])
+rollbacks = Counter("pagoda_operator_rollbacks", "Automatic rollbacks", LABELS)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a deleted InferenceService's series, so dashboards do not show it forever."""
+    for metric, extra in ((desired_replicas, [()]), (ready_replicas, [()]), (rollbacks, [()]),
+                          (scaling_decisions, [("up",), ("down",)]), (reconciles, [("ok",), ("error",)])):
+        for values in extra:
+            try:
+                metric.remove(namespace, name, *values)
+            except KeyError:
+                pass

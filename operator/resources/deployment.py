@@ -1,0 +1,114 @@
+"""The engine Deployment: one `pagoda serve` container per pod, surge-first rollouts.
+
+The pod template's hash is its revision (label pagoda.dev/revision): the rollout gate tells new
+pods from old ones by it, and the Deployment rolls whenever it changes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pagoda.operator.resources import digest, labels, metadata
+from pagoda.operator.resources.configmap import configmap, configmap_name
+from pagoda.operator.spec import CACHE_MOUNT, ENGINE_PORT, MODEL_MOUNT, REVISION_LABEL, Spec, engine_args
+
+PRESTOP_SECONDS = 5  # time for endpoints and ingresses to stop routing here before SIGTERM
+PROBE_PERIOD = 5
+SHM_SIZE = "2Gi"  # torch.distributed and dataloaders use /dev/shm; the runtime's default is 64 MiB
+
+
+def deployment(s: Spec, image: str, replicas: int | None) -> dict[str, Any]:
+    """`replicas` None leaves the field out, for when an HPA owns it."""
+    template = pod_template(s, image)
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": s.selector},
+        "strategy": {"type": "RollingUpdate",
+                     "rollingUpdate": {"maxSurge": s.max_surge, "maxUnavailable": s.max_unavailable}},
+        # Past the model's load time, a stuck rollout shows as Progressing=False on the Deployment.
+        "progressDeadlineSeconds": s.startup_timeout_seconds + 60,
+        "revisionHistoryLimit": 3,
+        "template": template,
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(s), "spec": spec}
+
+
+def revision(deploy: dict[str, Any]) -> str:
+    return deploy["spec"]["template"]["metadata"]["labels"][REVISION_LABEL]
+
+
+def pod_template(s: Spec, image: str) -> dict[str, Any]:
+    volumes, mounts = _volumes(s)
+    pod: dict[str, Any] = {
+        "containers": [_container(s, image, mounts)],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": PRESTOP_SECONDS + s.drain_seconds + 10,
+        "automountServiceAccountToken": False,  # engines never talk to the apiserver
+        "enableServiceLinks": False,  # service env vars (e.g. <NAME>_PORT) must not reach the engine
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    sched = s.scheduling
+    for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
+        if key in sched:
+            pod[key] = sched[key]
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(ENGINE_PORT),
+        "prometheus.io/path": "/metrics",
+        # envFrom is read at pod start: a changed ConfigMap must roll the pods.
+        "pagoda.dev/config-hash": digest(configmap(s)["data"]),
+    }
+    template = {"metadata": {"labels": labels(s), "annotations": annotations}, "spec": pod}
+    template["metadata"]["labels"] = {**labels(s), REVISION_LABEL: digest(template)}
+    return template
+
+
+def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    env = list(s.engine.get("env", []))
+    if "apiKeySecret" in s.engine:
+        ref = s.engine["apiKeySecret"]
+        env.append({"name": "PAGODA_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}})
+    health = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": PROBE_PERIOD}
+    c: dict[str, Any] = {
+        "name": "engine",
+        "image": image,
+        "command": ["pagoda", "serve"],
+        "args": engine_args(s),
+        "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": configmap_name(s)}}],
+        "resources": _resources(s),
+        "volumeMounts": mounts,
+        # Loading a model takes minutes; the startup probe holds the others off until then.
+        "startupProbe": {**health, "failureThreshold": math.ceil(s.startup_timeout_seconds / PROBE_PERIOD)},
+        "readinessProbe": {**health, "failureThreshold": 2, "timeoutSeconds": 2},
+        # /health fails only when the engine loop died: restart then, not on a slow step.
+        "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    if env:
+        c["env"] = env
+    if "imagePullPolicy" in s.engine:
+        c["imagePullPolicy"] = s.engine["imagePullPolicy"]
+    return c
+
+
+def _resources(s: Spec) -> dict[str, Any]:
+    amounts = {k: s.resources[k] for k in ("cpu", "memory") if k in s.resources}
+    if s.gpus:
+        amounts[s.gpu_resource] = s.gpus
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _volumes(s: Spec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+               {"name": "model-cache", "emptyDir": {}}]
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "model-cache", "mountPath": CACHE_MOUNT}]
+    if s.model_uri.startswith("pvc://"):
+        claim = s.model_uri.removeprefix("pvc://").partition("/")[0]
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    return volumes, mounts

@@ -1,0 +1,179 @@
+"""The InferenceService as plain data: the operator's defaults live here and nowhere else.
+
+The CRD (crds/inferenceservice.yaml) validates; this module fills in what was left out. Engine
+fields stay a dict: each one is an engine flag in camelCase, so `engine_args` needs no table.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+GROUP, VERSION, PLURAL, KIND = "pagoda.dev", "v1alpha1", "inferenceservices", "InferenceService"
+FIELD_MANAGER = "pagoda-operator"
+ENGINE_PORT = 8000
+SELECTOR_LABEL = "pagoda.dev/inferenceservice"
+REVISION_LABEL = "pagoda.dev/revision"
+MODEL_MOUNT = "/mnt/models"
+CACHE_MOUNT = "/models"
+
+# Engine fields that are operator settings, not flags.
+_NOT_FLAGS = {"image", "imagePullPolicy", "apiKeySecret", "args", "env"}
+
+
+@dataclass(frozen=True)
+class ScaleRule:
+    """One direction of scaling: wait `stabilization_window_seconds`, move at most `pods` per period."""
+    stabilization_window_seconds: int
+    pods: int
+    period_seconds: int
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    mode: str  # Operator | HPA
+    min_replicas: int
+    max_replicas: int
+    metric: str  # WaitingRequests | InFlightRequests | KVCacheUsage | TTFTSecondsP95
+    target: float
+    window_seconds: int = 60  # the TTFT quantile's window
+    tolerance: float = 0.1
+    scale_up: ScaleRule = ScaleRule(0, 4, 60)
+    scale_down: ScaleRule = ScaleRule(300, 1, 60)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    max_error_rate: float | None = None
+    max_ttft_seconds_p95: float | None = None
+    window_seconds: int = 120
+    min_requests: int = 10
+
+
+@dataclass(frozen=True)
+class Ingress:
+    class_name: str | None = None
+    host: str | None = None
+    path: str = "/"
+    tls_secret: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    namespace: str
+    raw: dict[str, Any]  # the spec as the apiserver stored it
+    model_uri: str
+    served_name: str | None
+    engine: dict[str, Any]
+    resources: dict[str, Any]
+    gpus: int
+    gpu_resource: str
+    replicas: int | None  # None when autoscaling owns the count
+    autoscaling: Autoscaling | None
+    max_surge: int = 1
+    max_unavailable: int = 0
+    analysis: Analysis | None = None
+    startup_timeout_seconds: int = 600
+    drain_seconds: int = 30
+    ingress: Ingress | None = None
+    disruption: dict[str, Any] | None = None
+    service_monitor: bool = False
+    service_monitor_interval: str = "15s"
+    scheduling: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def replicas_owner(self) -> str:
+        if self.autoscaling is None:
+            return "spec"
+        return "hpa" if self.autoscaling.mode == "HPA" else "autoscaler"
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return {SELECTOR_LABEL: self.name}
+
+
+def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
+    model, res, rollout = spec["model"], spec.get("resources", {}), spec.get("rollout", {})
+    life, ing = spec.get("lifecycle", {}), spec.get("exposure", {}).get("ingress")
+    sm = spec.get("monitoring", {}).get("serviceMonitor", {})
+    analysis = rollout.get("analysis")
+    return Spec(
+        name=name, namespace=namespace, raw=spec,
+        model_uri=model["uri"], served_name=model.get("servedName"),
+        engine=spec.get("engine", {}), resources=res,
+        gpus=res.get("gpu", {}).get("count", 0),
+        gpu_resource=res.get("gpu", {}).get("resourceName", "nvidia.com/gpu"),
+        replicas=None if "autoscaling" in spec else spec.get("replicas", 1),
+        autoscaling=_autoscaling(spec["autoscaling"]) if "autoscaling" in spec else None,
+        max_surge=rollout.get("maxSurge", 1), max_unavailable=rollout.get("maxUnavailable", 0),
+        analysis=None if analysis is None else Analysis(
+            max_error_rate=analysis.get("maxErrorRate"),
+            max_ttft_seconds_p95=analysis.get("maxTTFTSecondsP95"),
+            window_seconds=analysis.get("windowSeconds", 120),
+            min_requests=analysis.get("minRequests", 10)),
+        startup_timeout_seconds=life.get("startupTimeoutSeconds", 600),
+        drain_seconds=life.get("drainSeconds", 30),
+        ingress=None if ing is None else Ingress(
+            class_name=ing.get("className"), host=ing.get("host"), path=ing.get("path", "/"),
+            tls_secret=ing.get("tls", {}).get("secretName"), annotations=ing.get("annotations", {})),
+        disruption=spec.get("disruption"),
+        service_monitor=sm.get("enabled", False), service_monitor_interval=sm.get("interval", "15s"),
+        scheduling=spec.get("scheduling", {}),
+    )
+
+
+def _autoscaling(a: dict[str, Any]) -> Autoscaling:
+    defaults = Autoscaling("Operator", 1, 1, "WaitingRequests", 1.0)
+
+    def rule(d: dict[str, Any] | None, base: ScaleRule) -> ScaleRule:
+        d = d or {}
+        return ScaleRule(d.get("stabilizationWindowSeconds", base.stabilization_window_seconds),
+                         d.get("pods", base.pods), d.get("periodSeconds", base.period_seconds))
+
+    return Autoscaling(
+        mode=a.get("mode", "Operator"), min_replicas=a["minReplicas"], max_replicas=a["maxReplicas"],
+        metric=a["metric"]["type"], target=float(a["metric"]["target"]),
+        window_seconds=a["metric"].get("windowSeconds", defaults.window_seconds),
+        tolerance=a.get("tolerance", defaults.tolerance),
+        scale_up=rule(a.get("scaleUp"), defaults.scale_up),
+        scale_down=rule(a.get("scaleDown"), defaults.scale_down),
+    )
+
+
+def flag(camel: str) -> str:
+    """maxNumSeqs -> --max-num-seqs"""
+    return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", camel).lower()
+
+
+def model_arg(uri: str) -> str:
+    """What the engine gets as MODEL: a hub id, a path, or `default`."""
+    if uri.startswith("hf://"):
+        return uri.removeprefix("hf://")
+    if uri.startswith("pvc://"):
+        _, _, path = uri.removeprefix("pvc://").partition("/")
+        return f"{MODEL_MOUNT}/{path}".rstrip("/")
+    if uri.startswith("file://"):
+        return uri.removeprefix("file://")
+    return uri
+
+
+def engine_args(s: Spec) -> list[str]:
+    """`pagoda serve` arguments, vLLM-named; an engine field not set is a flag not passed."""
+    args = [model_arg(s.model_uri), "--host", "0.0.0.0", "--port", str(ENGINE_PORT),
+            "--served-model-name", s.served_name or s.name]
+    for key, value in s.engine.items():
+        if key in _NOT_FLAGS:
+            continue
+        if isinstance(value, bool):
+            if key == "enablePrefixCaching":
+                args.append(flag(key) if value else "--no-enable-prefix-caching")
+            elif value:
+                args.append(flag(key))
+        else:
+            args += [flag(key), str(value)]
+    if "apiKeySecret" in s.engine:
+        args += ["--api-key", "$(PAGODA_API_KEY)"]  # the kubelet expands it from the Secret-backed env
+    args += ["--shutdown-timeout", str(s.drain_seconds)]
+    return args + list(s.engine.get("args", []))

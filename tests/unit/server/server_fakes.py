@@ -4,7 +4,13 @@ logprobs, and accounts KV blocks so that tests can see aborts free them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import threading
+import time
+from collections.abc import Iterator
+
+import uvicorn
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -47,6 +53,7 @@ class FakeAsyncLLM:
         self.requests: list[tuple[list[int], SamplingParams, str, int]] = []
         self.aborted: list[str] = []
         self.finished: list[str] = []
+        self.active = self.max_active = 0
 
     async def start(self) -> None:
         self.started = True
@@ -69,6 +76,8 @@ class FakeAsyncLLM:
     async def generate(self, prompt, params: SamplingParams, request_id: str, priority: int = 0):
         assert isinstance(prompt, list), "the server hands the engine token ids"
         self.requests.append((prompt, params, request_id, priority))
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
         blocks = params.n * math.ceil((len(prompt) + params.max_tokens) / self.block_size)
         self.free_blocks -= blocks
         outs = [CompletionOutput(index=i, text="", token_ids=[], logprobs=[] if params.logprobs is not None else None)
@@ -109,6 +118,7 @@ class FakeAsyncLLM:
             raise
         finally:
             self.free_blocks += blocks
+            self.active -= 1
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -125,3 +135,20 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 BYTE_CHARS = bytes_to_unicode()
+
+
+@contextlib.contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """uvicorn on a free loopback port in a thread; yields the base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

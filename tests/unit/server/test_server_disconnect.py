@@ -1,13 +1,11 @@
 """A client that leaves aborts its request: over real sockets (uvicorn in a thread), fake engine."""
 from __future__ import annotations
 
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
-from server_fakes import FakeAsyncLLM
+from server_fakes import FakeAsyncLLM, serve_in_thread
 
 from pagoda.engine.server.api_server import build_app
 
@@ -15,17 +13,8 @@ from pagoda.engine.server.api_server import build_app
 @pytest.fixture
 def slow_server():
     engine = FakeAsyncLLM(step_delay=0.02)
-    server = uvicorn.Server(uvicorn.Config(build_app({"fake": engine}), host="127.0.0.1", port=0, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield engine, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(build_app({"fake": engine})) as url:
+        yield engine, url
 
 
 def wait_until(predicate, timeout: float = 5.0) -> None:

@@ -81,7 +81,7 @@ class Sampler:
         if logits.dim() != 2 or logits.shape != (len(rows), self.vocab_size):
             raise ValueError(f"logits must be [{len(rows)}, {self.vocab_size}], got {list(logits.shape)}")
         logits = logits.float()
-        x = self._process(logits, rows)
+        x = self.process_logits(logits, rows)
         greedy = [i for i, row in enumerate(rows) if row.params.greedy]
         sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
         token_ids = x.argmax(dim=-1) if greedy else None
@@ -92,8 +92,10 @@ class Sampler:
             token_ids[index] = self._sample(x[index], [rows[i] for i in sampled])
         return self._logprobs(logits, token_ids, rows)
 
-    def _process(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        """logit_bias, min_tokens, penalties: on a copy, only when some row asks for them."""
+    def process_logits(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        """logit_bias, min_tokens, penalties: the logits a greedy row takes the argmax of.
+
+        Works on a copy, made only when some row asks for one of them."""
         biased = [(i, t, b) for i, row in enumerate(rows) for t, b in (row.params.logit_bias or {}).items()]
         banned = [(i, t) for i, row in enumerate(rows) if len(row.output_token_ids) < row.params.min_tokens
                   for t in {*self.eos_token_ids, *row.params.stop_token_ids}]

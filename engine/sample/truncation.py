@@ -18,6 +18,8 @@ def apply_min_p(logits: torch.Tensor, min_p: list[float]) -> torch.Tensor:
 
 def apply_top_k(logits: torch.Tensor, top_k: list[int]) -> torch.Tensor:
     """Keep the k largest logits of each row (ties with the k-th kept too); k == 0: keep all."""
+    if not any(top_k):
+        return logits
     n, vocab_size = logits.shape
     k_max = min(max(top_k), vocab_size)
     kth = torch.tensor([min(k, vocab_size) - 1 if k else k_max - 1 for k in top_k], device=logits.device)

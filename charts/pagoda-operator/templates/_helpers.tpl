@@ -36,39 +36,58 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
-{{/* What the operator does inside a namespace it serves. */}}
+{{/* What the operator does inside a namespace it serves: exactly the calls it makes. */}}
 {{- define "pagoda.namespacedRules" -}}
-# The resource it serves: read it, keep its finalizer, status and scale.
+# The resource it serves: kopf watches it and keeps its finalizer and progress annotations;
+# the operator reads it fresh and writes its status.
 - apiGroups: [pagoda.dev]
   resources: [inferenceservices]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch]
 - apiGroups: [pagoda.dev]
-  resources: [inferenceservices/status, inferenceservices/scale]
-  verbs: [get, patch, update]
-# The objects it renders for each InferenceService.
+  resources: [inferenceservices/status]
+  verbs: [patch]
+# Children carry blockOwnerDeletion owner references; clusters that enforce owner-reference
+# permissions ask for this.
+- apiGroups: [pagoda.dev]
+  resources: [inferenceservices/finalizers]
+  verbs: [update]
+# The children, written by server-side apply, pruned when the spec drops them, watched so that an
+# edit or deletion is undone.
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [create, get, list, watch, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [create, get, list, watch, patch, update, delete]
-- apiGroups: [""]
-  resources: [services, configmaps]
-  verbs: [create, get, list, watch, patch, update, delete]
+  verbs: [create, get, list, watch, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
-  verbs: [create, get, list, watch, patch, update, delete]
+  verbs: [create, get, list, watch, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [create, get, list, watch, patch, update, delete]
+  verbs: [create, get, list, watch, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [create, get, list, watch, patch, update, delete]
+  verbs: [create, get, list, watch, patch, delete]
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
-  verbs: [create, get, list, watch, patch, update, delete]
-# The engine pods: their readiness, and their /metrics for autoscaling and rollout analysis.
+  verbs: [create, get, list, patch, delete]
+# The autoscaler sets the replica count through the Deployment's scale subresource.
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [patch]
+# Engine pods: which are ready, and their addresses for scraping /metrics.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list]
+# kopf reports each handler's outcome as an Event on the InferenceService.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
+{{- end -}}
+
+{{/* kopf's peering: the replicas announce themselves in one object and the highest priority acts. */}}
+{{- define "pagoda.peeringRule" -}}
+- apiGroups: [kopf.dev]
+  resources: [{{ if eq .Values.watch.scope "cluster" }}clusterkopfpeerings{{ else }}kopfpeerings{{ end }}]
+  verbs: [list, watch, patch]
 {{- end -}}

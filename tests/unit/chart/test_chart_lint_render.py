@@ -7,8 +7,9 @@ import pytest
 from conftest import CHART, K8S_MINOR, REPO, VALUES_EXAMPLES, render, run_helm
 
 EXAMPLE_IDS = [p.stem for p in VALUES_EXAMPLES]
-# Prometheus Operator kinds are not in the Kubernetes schemas; test_chart_objects checks them.
-NOT_CORE = {"monitoring.coreos.com/v1"}
+# Custom resources are not in the Kubernetes schemas: Prometheus Operator kinds are checked in
+# test_chart_objects, kopf's peering objects against the CRDs the chart installs, below.
+NOT_CORE = {"monitoring.coreos.com/v1", "kopf.dev/v1"}
 
 
 def test_every_values_example_is_documented():
@@ -35,7 +36,12 @@ def test_rendering_validates_against_kubernetes_schemas(helm, values):
     objs = render(helm, *(["-f", str(values)] if values else []))
     kinds = {o["kind"] for o in objs}
     assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole"} <= kinds
+    crds = {(c["spec"]["names"]["kind"], f"{c['spec']['group']}/{v['name']}"): c["spec"]["scope"]
+            for c in objs if c["kind"] == "CustomResourceDefinition" for v in c["spec"]["versions"]}
     for o in objs:
+        if o["apiVersion"] == "kopf.dev/v1":
+            scope = crds[(o["kind"], o["apiVersion"])]
+            assert ("namespace" in o["metadata"]) == (scope == "Namespaced"), o
         if o["apiVersion"] in NOT_CORE:
             continue
         try:

@@ -28,7 +28,8 @@ def arg(c, name):
 def test_operator_pod_is_locked_down_and_probed(helm):
     deploy, c = operator_container(render(helm))
     pod = deploy["spec"]["template"]["spec"]
-    assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     sc = c["securityContext"]
@@ -43,7 +44,35 @@ def test_operator_pod_is_locked_down_and_probed(helm):
     for probe in (c["livenessProbe"], c["readinessProbe"]):
         assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
     assert arg(c, "engine-image") == ["pagoda-engine:0.1.0"]  # the chart's appVersion
+    assert arg(c, "engine-cpu-image") == ["pagoda-engine-cpu:0.1.0"]
     assert c["image"] == "pagoda-operator:0.1.0"
+
+
+@pytest.mark.parametrize("extra,kind,namespaces", [
+    ([], "ClusterKopfPeering", [None]),
+    (["--set", "watch.scope=namespaces", "--set", "watch.namespaces={team-a,team-b}"], "KopfPeering",
+     ["team-a", "team-b"]),
+], ids=["cluster", "namespaces"])
+def test_replicas_meet_in_the_peering_object(helm, extra, kind, namespaces):
+    objs = render(helm, *extra)
+    _, c = operator_container(objs)
+    peerings = by_kind(objs, kind)
+    assert [p["metadata"].get("namespace") for p in peerings] == namespaces
+    assert {p["metadata"]["name"] for p in peerings} == set(arg(c, "peering-name"))
+    assert any(o["kind"] == "CustomResourceDefinition" and o["spec"]["names"]["kind"] == kind for o in objs)
+    plural = kind.lower() + "s"
+    for role in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
+        granted = _rules_grant(role["rules"], "kopf.dev", plural, ["list", "watch", "patch"])
+        assert granted == (role["kind"] == ("ClusterRole" if namespaces == [None] else "Role")), role
+
+
+def test_standby_replicas_get_a_disruption_budget(helm):
+    assert not by_kind(render(helm), "PodDisruptionBudget")
+    objs = render(helm, "--set", "replicaCount=2")
+    deploy, _ = operator_container(objs)
+    (pdb,) = by_kind(objs, "PodDisruptionBudget")
+    assert deploy["spec"]["replicas"] == 2 and pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_metrics_service_selects_the_operator_pod(helm):
@@ -77,6 +106,7 @@ def test_cluster_scope_rbac(helm):
     assert _rules_grant(rules, "pagoda.dev", "inferenceservices/status", ["patch"])
     assert _rules_grant(rules, "apps", "deployments", ["create", "patch", "delete"])
     assert _rules_grant(rules, "apiextensions.k8s.io", "customresourcedefinitions", ["list", "watch"])
+    assert _rules_grant(rules, "apps", "deployments/scale", ["patch"])
     assert not _rules_grant(rules, "apiextensions.k8s.io", "customresourcedefinitions", ["create"])
 
 
@@ -99,6 +129,8 @@ def test_namespaced_scope_rbac(helm, extra, namespaces):
     for rule in cluster_role["rules"]:
         assert not WRITE_VERBS & set(rule["verbs"]), rule
         assert set(rule["resources"]) <= {"customresourcedefinitions", "namespaces"}, rule
+    # kopf lists namespaces to keep its list current; nothing else cluster-wide.
+    assert _rules_grant(cluster_role["rules"], "", "namespaces", ["list", "watch"])
 
 
 @pytest.mark.parametrize("extra", [[], ["--set", "watch.scope=namespaces"]], ids=["cluster", "namespaces"])
@@ -143,9 +175,10 @@ def test_monitoring_objects(helm):
 
 
 def test_chart_crd_is_the_repo_crd(helm):
-    """One source: the chart's crds/ entry is the repo's CRD file, not a copy."""
-    entry = CHART / "crds" / "inferenceservice.yaml"
-    assert entry.resolve() == CRD.resolve()
+    """One source: the chart's crds/ entries are the repo's CRD files, not copies."""
+    for entry in (CHART / "crds").iterdir():
+        assert entry.is_symlink() and entry.resolve() == (CRD.parent / entry.name).resolve(), entry
+    assert (CHART / "crds" / "inferenceservice.yaml").resolve() == CRD.resolve()
     (crd,) = [o for o in by_kind(render(helm), "CustomResourceDefinition")
               if o["metadata"]["name"] == "inferenceservices.pagoda.dev"]
     assert crd == yaml.safe_load(CRD.read_text())

@@ -7,10 +7,11 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import CHART, VALUES_EXAMPLES, run_helm
+from conftest import CHART, VALUES_EXAMPLES, VERSIONS, run_helm
 
 BAD = {
-    "unknown top-level key": (["--set", "replicaCount=2"], "replicaCount"),
+    "unknown top-level key": (["--set", "replicas=2"], "replicas"),
+    "no replicas": (["--set", "replicaCount=0"], "replicaCount"),
     "scope not an enum value": (["--set", "watch.scope=everything"], "scope"),
     "namespaces with cluster scope": (["--set", "watch.namespaces={team-a}"], "namespaces"),
     "namespace not a DNS label": (["--set", "watch.scope=namespaces", "--set", "watch.namespaces={Team_A}"],
@@ -30,7 +31,7 @@ BAD = {
 
 @pytest.mark.parametrize("args,field", BAD.values(), ids=BAD.keys())
 def test_helm_rejects_bad_value(helm, args, field):
-    out = run_helm(helm, "template", "pagoda", str(CHART), *args)
+    out = run_helm(helm, "template", "pagoda", str(CHART), "--kube-version", VERSIONS["K8S_VERSION"], *args)
     assert out.returncode != 0, f"helm accepted {args}"
     assert "values don't meet the specifications of the schema" in out.stderr, out.stderr
     assert field in out.stderr, out.stderr

@@ -1,0 +1,79 @@
+"""load_model: resolve the source, build our model on the device, fill its weights."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pagoda.engine.attention import get_backend
+from pagoda.engine.config import EngineConfig
+from pagoda.engine.loader.cache import cache_dir, save_tensors, write_atomic
+from pagoda.engine.loader.dummy import fill_dummy
+from pagoda.engine.loader.gguf_file import gguf_model_config, gguf_weights, open_gguf
+from pagoda.engine.loader.hf_folder import hf_model_config, safetensors_weights
+from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
+from pagoda.engine.models import ModelConfig, build_model
+
+log = logging.getLogger(__name__)
+
+Weights = Iterable[tuple[str, torch.Tensor]]
+
+
+def load_model(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, ModelConfig]:
+    start = time.perf_counter()
+    resolved = resolve_model(config)
+    if resolved.kind == "dummy":
+        model_config, weights = dummy_model_config(resolved), None
+    elif resolved.kind == "hf":
+        model_config = hf_model_config(resolved.path)
+        weights = safetensors_weights(sorted(resolved.path.glob("*.safetensors")))
+    else:
+        model_config, weights = gguf_source(resolved.path, dtype)
+    with _default_device_dtype(device, dtype):
+        model = build_model(model_config, get_backend(config.attention_backend, device))
+    if weights is None:
+        fill_dummy(model, config.seed)
+    else:
+        model.load_weights(weights)
+    log.info("loaded %s (%s) in %.1f s", resolved.name, resolved.kind, time.perf_counter() - start)
+    return model.eval(), model_config
+
+
+def dummy_model_config(resolved: ResolvedModel) -> ModelConfig:
+    if resolved.shape is not None:
+        return ModelConfig.from_shape(resolved.shape)
+    return ModelConfig.from_hf(json.loads(resolved.path.read_text()))
+
+
+def gguf_source(path: Path, dtype: torch.dtype) -> tuple[ModelConfig, Weights]:
+    """The GGUF's config and weights; dequantized once, then read back from the cache."""
+    folder = cache_dir(path)
+    config_file = folder / "model_config.json"
+    weights_file = folder / f"model.{str(dtype).removeprefix('torch.')}.safetensors"
+    if config_file.is_file() and weights_file.is_file():
+        return ModelConfig(**json.loads(config_file.read_text())), safetensors_weights([weights_file])
+    reader = open_gguf(path)
+    model_config = gguf_model_config(reader)
+    weights = {name: w.to(dtype) for name, w in gguf_weights(reader, model_config)}
+    save_tensors(weights_file, weights)
+    write_atomic(config_file, lambda tmp: Path(tmp).write_text(json.dumps(dataclasses.asdict(model_config))))
+    return model_config, weights.items()
+
+
+@contextmanager
+def _default_device_dtype(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Parameters are born on the target device in the target dtype: no copy, no float32 detour."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)

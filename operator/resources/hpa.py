@@ -45,6 +45,6 @@ def _behavior(r: ScaleRule) -> dict[str, Any]:
 
 
 def quantity(x: float) -> str:
-    """0.8 -> '800m', 4.0 -> '4': Kubernetes quantities, exact to a thousandth."""
-    milli = round(x * 1000)
+    """0.8 -> '800m', 4.0 -> '4': Kubernetes quantities to the thousandth (and never 0: targets are > 0)."""
+    milli = max(1, round(x * 1000))
     return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"

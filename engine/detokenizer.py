@@ -25,8 +25,11 @@ class IncrementalDetokenizer:
         self.include_stop_str_in_output = include_stop_str_in_output
         # window = token ids from the prefix offset on; window[:read] is the decoded prefix.
         self._window = list(prompt_token_ids[-PROMPT_CONTEXT_TOKENS:])
-        self._read = len(self._window)
         self._prefix_text = self._decode(self._window)
+        if self._prefix_text.endswith("\ufffd"):
+            # The prompt ends inside a character: its bytes must not merge into the output's text.
+            self._window, self._prefix_text = [], ""
+        self._read = len(self._window)
         self._decoded = ""  # all output text decoded so far, stop strings not yet cut
         self._emitted = 0  # characters of _decoded handed out
         self._stop_reason: str | None = None

@@ -143,7 +143,12 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
         engines[config.name] = AsyncLLM.from_config(config)
     api_key = args.api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
     app = build_app(engines, api_key, args.allowed_origins, test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
-                            timeout_graceful_shutdown=1, timeout_keep_alive=5)
-    DrainingServer(config, app.state.lifecycle, args.shutdown_timeout).run()
+    return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
+
+
+def serve_app(app: FastAPI, host: str, port: int, shutdown_timeout: float, log_level: str = "info") -> int:
+    """Serve a built app until a signal, then drain; 0 once the engines have shut down."""
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=1,
+                            timeout_keep_alive=5)
+    DrainingServer(config, app.state.lifecycle, shutdown_timeout).run()
     return 0

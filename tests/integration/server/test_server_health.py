@@ -1,0 +1,66 @@
+"""Two models in one real `pagoda serve`: routing, per-model metrics, and /health when a loop dies.
+
+The server runs with PAGODA_TEST_HOOKS=1, which mounts /debug routes that kill or wedge an engine
+loop from the inside; /health must then fail, naming the engine.
+"""
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+from server_process import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = ServerProcess("--model", "default", "--model", "default", "--served-model-name", "a,b",
+                         "--max-model-len", "256", "--max-num-seqs", "4", env={"PAGODA_TEST_HOOKS": "1"})
+    try:
+        yield proc.wait_healthy()
+    finally:
+        proc.kill()  # a wedged loop thread never joins: no graceful exit to wait for
+
+
+def wait_for(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def sick(server: ServerProcess) -> list[str]:
+    """The engines /health names as not healthy (none when it answers 200)."""
+    r = httpx.get(f"{server.url}/health")
+    return [] if r.status_code == 200 else r.json()["error"]["message"].split(": ")[1].split(", ")
+
+
+def test_two_models_route_and_label_metrics(server):
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+    assert [(m.id, m.model_extra["max_model_len"]) for m in client.models.list().data] == [("a", 256), ("b", 256)]
+    ra = client.completions.create(model="a", prompt="Hi", max_tokens=3, temperature=0)
+    rb = client.completions.create(model="b", prompt="Hi", max_tokens=3, temperature=0)
+    assert (ra.model, rb.model) == ("a", "b") and ra.choices[0].text == rb.choices[0].text
+    m = server.metrics()
+    for name in ("a", "b"):
+        key = ("vllm:request_success_total", tuple(sorted({"model_name": name, "engine": "0",
+                                                            "finished_reason": "length"}.items())))
+        assert m[key] == 1, name
+
+
+def test_killed_loop_fails_health_and_its_requests(server):
+    assert httpx.post(f"{server.url}/debug/engine/a/kill").status_code == 204
+    wait_for(lambda: sick(server) == ["a"])
+    r = httpx.post(f"{server.url}/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 2}, timeout=10)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unhealthy"
+    ok = httpx.post(f"{server.url}/v1/completions", json={"model": "b", "prompt": "Hi", "max_tokens": 2}, timeout=60)
+    assert ok.status_code == 200, "the other model still serves"
+
+
+def test_wedged_loop_fails_health(server):
+    assert httpx.post(f"{server.url}/debug/engine/b/wedge", params={"health_timeout_s": 1.0}).status_code == 204
+    wait_for(lambda: "b" in sick(server))
+    assert httpx.get(f"{server.url}/health").status_code == 503

@@ -1,0 +1,108 @@
+"""SIGTERM drains: a real process serving the fake engine, so no model is loaded."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pagoda.engine.server.api_server import add_server_args, load_model_configs
+
+SERVE_FAKE = """
+import sys
+from server_fakes import FakeAsyncLLM
+from pagoda.engine.server.api_server import build_app, serve_app
+engine = FakeAsyncLLM(step_delay=0.05)
+code = serve_app(build_app({{"fake": engine}}), "127.0.0.1", {port}, shutdown_timeout={timeout}, log_level="warning")
+print("EXIT", code, "ABORTED", len(engine.aborted), "FINISHED", len(engine.finished), "STOPPED", engine.stopped,
+      "FREE", engine.free_blocks == engine.total_blocks, flush=True)
+sys.exit(code)
+"""
+
+
+def start_fake_server(timeout: float) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_FAKE.format(port=port, timeout=timeout)],
+                            cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+        time.sleep(0.05)
+
+
+def stream_in_thread(url: str, max_tokens: int) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            with httpx.stream("POST", f"{url}/v1/completions", timeout=30,
+                              json={"prompt": "x", "max_tokens": max_tokens, "stream": True}) as r:
+                out["lines"] = [line for line in r.iter_lines() if line]
+        except httpx.HTTPError as e:
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)  # the request is in flight
+    return t, out
+
+
+def test_sigterm_finishes_in_flight_refuses_new_exits_0():
+    proc, url = start_fake_server(timeout=30)
+    t, out = stream_in_thread(url, max_tokens=30)  # 1.5 s of steps
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    late = httpx.post(f"{url}/v1/completions", json={"prompt": "x"})
+    assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down"
+    assert httpx.get(f"{url}/health").status_code == 503
+    assert httpx.get(f"{url}/metrics").status_code == 200
+    t.join(timeout=30)
+    assert out["lines"][-1] == "data: [DONE]" and '"finish_reason":"length"' in out["lines"][-2]
+    assert proc.wait(timeout=30) == 0
+    assert "EXIT 0 ABORTED 0 FINISHED 1 STOPPED True FREE True" in proc.stdout.read()
+
+
+def test_drain_timeout_cancels_what_is_left_and_still_exits_0():
+    proc, url = start_fake_server(timeout=0.5)
+    t, out = stream_in_thread(url, max_tokens=200)  # 10 s: longer than the drain allows
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert time.monotonic() - started < 5
+    t.join(timeout=30)
+    assert "EXIT 0 ABORTED 1 FINISHED 0 STOPPED True FREE True" in proc.stdout.read()
+
+
+def test_server_args_and_config_file(tmp_path, monkeypatch):
+    args = add_server_args(argparse.ArgumentParser()).parse_args(["--port", "9000", "--shutdown-timeout", "5"])
+    assert (args.host, args.port, args.shutdown_timeout, args.api_key, args.config) == ("0.0.0.0", 9000, 5.0, None,
+                                                                                       None)
+    (tmp_path / "m.yaml").write_text("models:\n  - model: default\n    served-model-name: a\n    max_model_len: 128\n"
+                                     "  - {model: /m/other, served_model_name: b}\n")
+    a, b = load_model_configs(str(tmp_path / "m.yaml"))
+    assert (a.name, a.model, a.max_model_len, b.name) == ("a", "default", 128, "b")
+    (tmp_path / "m.json").write_text(json.dumps({"models": [{"model": "x", "max-num-seqs": 3}]}))
+    [c] = load_model_configs(str(tmp_path / "m.json"))
+    assert c.max_num_seqs == 3
+    (tmp_path / "bad.yaml").write_text("models:\n  - model: x\n    max_num_sequences: 3\n")
+    with pytest.raises(ValueError, match="max_num_sequences"):
+        load_model_configs(str(tmp_path / "bad.yaml"))
+    (tmp_path / "bad2.yaml").write_text("- model: x\n")
+    with pytest.raises(ValueError, match="models"):
+        load_model_configs(str(tmp_path / "bad2.yaml"))

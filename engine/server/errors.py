@@ -22,6 +22,15 @@ class APIError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
 
+def as_api_error(e: Exception) -> APIError:
+    """An engine's ValueError is the request's fault (400); anything else is ours (500)."""
+    if isinstance(e, APIError):
+        return e
+    if isinstance(e, ValueError):
+        return APIError(400, str(e))
+    return APIError(500, f"Internal server error: {type(e).__name__}: {e}")
+
+
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"),
                       "param": param, "code": code}}
@@ -74,5 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(500, f"Internal server error: {type(e).__name__}: {e}")
+        err = as_api_error(e)
+        if err.status == 500:
+            log.exception("unhandled error")
+        return error_response(err.status, err.message, err.param, err.code)

@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from pagoda.engine.server.errors import error_body
+from pagoda.engine.server.errors import as_api_error, error_body
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -77,5 +79,7 @@ SSE_DONE = "data: [DONE]\n\n"
 
 def sse_error(e: Exception) -> str:
     """Headers are gone once a stream has started: an error mid-stream is an event of its own."""
-    status = getattr(e, "status", 500)
-    return sse(error_body(status, getattr(e, "message", f"{type(e).__name__}: {e}")))
+    err = as_api_error(e)
+    if err.status == 500:
+        log.exception("error mid-stream")
+    return sse(error_body(err.status, err.message, err.param, err.code))

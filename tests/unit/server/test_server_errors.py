@@ -123,6 +123,18 @@ def test_engine_error_mid_stream_is_an_error_event(client, engine):
     assert_error(client.post("/v1/completions", json={"prompt": "x"}), 500)
 
 
+def test_engine_value_error_is_the_requests_fault(client, engine):
+    async def refuses(prompt, params, request_id, priority=0):
+        raise ValueError("prompt token ids must be in [0, 100)")
+        yield  # an async generator
+
+    engine.generate = refuses
+    assert "[0, 100)" in assert_error(client.post("/v1/completions", json={"prompt": "x"}), 400)["message"]
+    r = client.post("/v1/chat/completions", json={"messages": MSGS, "stream": True})
+    err = json.loads([e for e in r.text.split("\n\n") if e][-2][len("data: "):])["error"]
+    assert err["type"] == "invalid_request_error" and "[0, 100)" in err["message"]
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import DASHBOARD
+from chart_render import DASHBOARD
 
 PANEL_TYPES = {"row", "timeseries", "stat", "gauge", "bargauge", "table", "heatmap", "text"}
 UNITS = {"reqps", "short", "s", "percentunit", "ops"}

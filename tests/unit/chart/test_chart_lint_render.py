@@ -4,7 +4,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from conftest import CHART, K8S_MINOR, REPO, VALUES_EXAMPLES, render, run_helm
+from chart_render import CHART, K8S_MINOR, REPO, VALUES_EXAMPLES, render, run_helm
 
 EXAMPLE_IDS = [p.stem for p in VALUES_EXAMPLES]
 # Custom resources are not in the Kubernetes schemas: Prometheus Operator kinds are checked in

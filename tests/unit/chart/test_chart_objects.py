@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from conftest import CHART, CRD, DASHBOARD, NAMESPACE, by_kind, render
+from chart_render import CHART, CRD, DASHBOARD, NAMESPACE, by_kind, render
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 ALERTS = {"PagodaEngineDown", "PagodaKVCacheSaturated", "PagodaTTFTHigh", "PagodaPreemptionsHigh",

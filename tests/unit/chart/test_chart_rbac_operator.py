@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import by_kind, render
+from chart_render import by_kind, render
 from pagoda.operator.children import KINDS
 from pagoda.operator.handlers import CHILDREN, ISVC
 from pagoda.operator.observe import POD

@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import CHART, VALUES_EXAMPLES, VERSIONS, run_helm
+from chart_render import CHART, VALUES_EXAMPLES, VERSIONS, run_helm
 
 BAD = {
     "unknown top-level key": (["--set", "replicas=2"], "replicas"),

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import CRD, REPO
+from chart_render import CRD, REPO
 
 EXAMPLES = sorted((REPO / "crds" / "examples").glob("*.yaml"))
 TOPOLOGIES = {"cpu-default.yaml", "single-gpu.yaml", "tensor-parallel.yaml", "ha-replicas.yaml",

@@ -27,7 +27,7 @@ BLOCK_SIZE = 16
 
 
 def _decodes(n: int, max_len: int, gen: torch.Generator) -> list[tuple[int, int]]:
-    return [(int(c), 1) for c in torch.randint(0, max_len, (n,), generator=gen)]
+    return [(int(c), 1) for c in torch.randint(0, max_len, (n,), generator=gen, device=gen.device)]
 
 
 def attention_batches(gen: torch.Generator) -> dict[str, list[tuple[int, int]]]:

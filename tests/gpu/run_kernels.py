@@ -1,10 +1,11 @@
 """Check every Triton kernel against its reference, then time them, in one run on the GPU machine.
 
-    python tests/gpu/run_kernels.py [--quick]
+    python tests/gpu/run_kernels.py [--quick] [--tune]
 
 Prints a table last: per check family the worst relative error; per timing the median time (CUDA
 graph replays), the memory floor (fewest bytes / measured copy bandwidth) and the fraction of it
-achieved. Exits 1 if any check fails. Writes results.json under $OUT when OUT is set.
+achieved; --tune adds the attention kernel's tile and split variants. Exits 1 if any check fails.
+Writes results.json under $OUT when OUT is set.
 """
 from __future__ import annotations
 
@@ -79,21 +80,21 @@ def run_checks(gen: torch.Generator, quick: bool) -> list[tuple[str, int, float,
 
 def measure_ceilings() -> tuple[float, float]:
     """Copy bandwidth (bytes read + written per second) and bf16 matmul FLOP/s on this card."""
-    src = torch.randn(1 << 28, device="cuda")  # 1 GiB
+    src = torch.randn(1 << 29, device="cuda")  # 2 GiB
     dst = torch.empty_like(src)
-    copy_us = bench(lambda: dst.copy_(src))
+    copy_us = triton.testing.do_bench(lambda: dst.copy_(src), rep=200, return_mode="median") * 1e3
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     mm_us = bench(lambda: a @ b)
     return 2 * src.numel() * 4 / (copy_us * 1e-6), 2 * 8192**3 / (mm_us * 1e-6)
 
 
-def decode_timings(gen: torch.Generator, bw: float, num_sms: int, quick: bool) -> list[dict]:
+def decode_timings(gen: torch.Generator, bw: float, num_sms: int, quick: bool, tune: bool) -> list[dict]:
     rows = []
-    shapes = [(b, c) for b in (64, 128, 256) for c in (512, 1024, 2048)] + [(1, 4096), (8, 2048)]
+    shapes = [(b, c) for b in (64, 128, 256) for c in (512, 1024, 2048)] + [(1, 4096), (8, 2048), (32, 1024)]
     if quick:
         shapes = [(64, 1024), (256, 2048), (1, 4096)]
-    tuning = {(64, 1024), (256, 2048), (1, 4096)}
+    tuning = {(64, 1024), (256, 2048), (1, 4096), (32, 1024)}
     for batch, ctx in shapes:
         b = make_attention_batch([(ctx - 1, 1)] * batch, HQ, HKV, D, torch.bfloat16, torch.device("cuda"), gen)
         m = b.meta
@@ -101,9 +102,9 @@ def decode_timings(gen: torch.Generator, bw: float, num_sms: int, quick: bool) -
         floor_us = kv_bytes / bw * 1e6
         auto = decode_num_splits(batch, HKV, num_sms)
         variants = [dict(num_splits=auto)]
-        if (batch, ctx) in tuning:
-            variants += [dict(num_splits=s, tile_n=t, num_stages=st) for s in sorted({1, auto, 2 * auto})
-                         for t in (16, 32, 64) for st in (2, 3)]
+        if tune and (batch, ctx) in tuning:
+            variants += [dict(num_splits=s, tile_n=t, num_warps=w) for s in sorted({auto, 2 * auto})
+                         for t in (32, 64, 128) for w in (4, 8)]
         for kw in variants:
             us = bench(lambda: unified_attention(b.q, b.k_cache, b.v_cache, m.query_start_loc, m.seq_lens,
                                                  m.block_tables, 1, D**-0.5, **kw))
@@ -113,18 +114,28 @@ def decode_timings(gen: torch.Generator, bw: float, num_sms: int, quick: bool) -
     return rows
 
 
-def prefill_timings(gen: torch.Generator, mm_flops: float) -> list[dict]:
+def prefill_timings(gen: torch.Generator, mm_flops: float, bw: float, tune: bool) -> list[dict]:
+    """Fresh and chunked prefill, and a W1-like mixed step: 240 decodes beside 2 prefill chunks."""
     rows = []
-    for name, seqs in [("16 x 1024 fresh", [(0, 1024)] * 16), ("4 x 512 chunk at 3584", [(3584, 512)] * 4)]:
+    mixed = [(1023, 1)] * 240 + [(0, 1024), (512, 768)]
+    cases = [("16 x 1024 fresh", [(0, 1024)] * 16), ("4 x 512 chunk at 3584", [(3584, 512)] * 4),
+             ("240 decodes ctx1024 + 2 chunks", mixed)]
+    variants = [{}] + [dict(block_m=bm, tile_n=t, num_warps=w, num_stages=st)
+                       for bm, t, w, st in [(64, 64, 4, 2), (16, 64, 4, 2), (32, 64, 4, 2), (128, 64, 8, 2),
+                                            (128, 64, 8, 3), (64, 128, 8, 2), (128, 128, 8, 2)] if tune]
+    for name, seqs in cases:
         b = make_attention_batch(seqs, HQ, HKV, D, torch.bfloat16, torch.device("cuda"), gen)
         m = b.meta
         # QK^T and PV over the causal triangle of each chunk: 4 * D FLOPs per (query, visible key, head).
         flops = sum(4 * D * HQ * (q * c + q * (q + 1) / 2) for c, q in seqs)
-        us = bench(lambda: unified_attention(b.q, b.k_cache, b.v_cache, m.query_start_loc, m.seq_lens,
-                                             m.block_tables, m.max_query_len, D**-0.5))
-        floor_us = flops / mm_flops * 1e6
-        rows.append(dict(kernel="prefill attention", shape=name, config={}, us=us, floor_us=floor_us,
-                         frac=floor_us / us, tflops=flops / us / 1e6))
+        kv_bytes = sum(c + q for c, q in seqs) * HKV * D * 2 * 2
+        floor_us = max(flops / mm_flops, kv_bytes / bw) * 1e6
+        for kw in variants:
+            us = bench(lambda: unified_attention(b.q, b.k_cache, b.v_cache, m.query_start_loc, m.seq_lens,
+                                                 m.block_tables, m.max_query_len, D**-0.5, **kw))
+            rows.append(dict(kernel="prefill attention", shape=name, config=kw, us=us, floor_us=floor_us,
+                             frac=floor_us / us, tflops=flops / us / 1e6))
+        del b
     return rows
 
 
@@ -164,6 +175,7 @@ def small_kernel_timings(gen: torch.Generator, bw: float) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
+    parser.add_argument("--tune", action="store_true", help="time tile and split variants of attention")
     args = parser.parse_args()
     seed = random.randrange(2**31)
     gen = torch.Generator(device="cuda").manual_seed(seed)
@@ -172,14 +184,14 @@ def main() -> int:
 
     checks = run_checks(gen, args.quick)
     bw, mm = measure_ceilings()
-    timings = decode_timings(gen, bw, props.multi_processor_count, args.quick)
-    timings += prefill_timings(gen, mm)
+    timings = decode_timings(gen, bw, props.multi_processor_count, args.quick, args.tune)
+    timings += prefill_timings(gen, mm, bw, args.tune)
     timings += small_kernel_timings(gen, bw)
 
     print(f"\nceilings: copy {bw / 1e12:.2f} TB/s (read + write), bf16 matmul {mm / 1e12:.0f} TFLOP/s")
     for t in timings:
         extra = f" {t['tflops']:.0f} TFLOP/s" if "tflops" in t else ""
-        print(f"{t['kernel']:<20} {t['shape']:<24} {json.dumps(t['config']):<48} {t['us']:9.1f} us  floor {t['floor_us']:8.1f} us  {t['frac']:5.2f}{extra}")
+        print(f"{t['kernel']:<20} {t['shape']:<24} {json.dumps(t['config']):<70} {t['us']:9.1f} us  floor {t['floor_us']:8.1f} us  {t['frac']:5.2f}{extra}")
     print(f"\n{'check':<34} {'cases':>5} {'max rel err':>12}  result")
     for name, n, err, ok in checks:
         print(f"{name:<34} {n:>5} {err:>12.2e}  {'ok' if ok else 'FAIL'}")

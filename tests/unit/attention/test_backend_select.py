@@ -50,7 +50,7 @@ print("ok")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-@pytest.mark.parametrize("num_seqs,expected", [(1, 16), (8, 8), (16, 4), (17, 1), (256, 1)])
+@pytest.mark.parametrize("num_seqs,expected", [(1, 32), (8, 8), (16, 4), (17, 2), (32, 2), (33, 1), (256, 1)])
 def test_decode_splits_fill_the_gpu_only_when_needed(num_seqs, expected):
     assert decode_num_splits(num_seqs, num_kv_heads=8, num_sms=132) == expected
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 # The chart tests' renderer and the server tests' `pagoda serve` process, reused rather than copied.
@@ -48,3 +52,79 @@ def dashboard_queries() -> list[tuple[str, str]]:
             assert not re.search(r"\$\w", expr), expr
             out.append((f"{p['title']} {t['refId']}", expr))
     return out
+
+
+class Prometheus:
+    """A real Prometheus (Debian's package) on loopback, scraping the given targets every second."""
+
+    def __init__(self, workdir: Path, jobs: dict[str, dict[str, Any]], rules: list[dict[str, Any]]) -> None:
+        from server_process import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (workdir / "rules.yaml").write_text(yaml.safe_dump({"groups": rules}))
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(workdir / "rules.yaml")],
+            "scrape_configs": [{"job_name": name, **job} for name, job in jobs.items()],
+        }
+        (workdir / "prometheus.yaml").write_text(yaml.safe_dump(config))
+        self.log = open(workdir / "prometheus.log", "w+")
+        self.proc = subprocess.Popen(
+            [tool("prometheus"), f"--config.file={workdir / 'prometheus.yaml'}",
+             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> "Prometheus":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus not ready after {timeout}s:\n{self.output()}")
+
+    def api(self, path: str, **params: str) -> Any:
+        body = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10).json()
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", data
+        return data["result"]
+
+    def wait_for(self, what: str, probe, timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = probe()
+            if value:
+                return value
+            time.sleep(0.5)
+        raise AssertionError(f"Prometheus: {what} not seen in {timeout}s")
+
+    def firing(self) -> list[dict[str, Any]]:
+        return [a for a in self.api("alerts")["alerts"] if a["state"] == "firing"]
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()[-5000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def queried_metric_names(exprs: list[str]) -> set[str]:
+    return {n for e in exprs for n in re.findall(r"\b(vllm:[a-zA-Z0-9_:]+|pagoda_operator_[a-zA-Z0-9_]+)", e)}

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,20 +31,22 @@ def cache_dir(source: Path) -> Path:
     return cache_root() / f"{source.stem}-{key}"
 
 
-def write_atomic(path: Path, write) -> None:
-    """write(tmp_path) then rename, so a crash or a concurrent start never sees half a file.
+def write_atomic(path: Path, write: Callable[[str], object], directory: bool = False) -> None:
+    """write(tmp) then rename tmp to path, so a crash or a concurrent start never sees half of it.
 
     A cache that cannot be written (read-only home in a container) only costs the next start time.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
+        tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.") if directory else \
+            tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")[1]
         try:
             write(tmp)
             os.replace(tmp, path)
         finally:
-            if os.path.exists(tmp):
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp)
+            elif os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError as e:
         log.warning("could not cache %s: %s", path, e)

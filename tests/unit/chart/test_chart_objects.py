@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from chart_render import CHART, CRD, DASHBOARD, NAMESPACE, by_kind, render
+from chart_render import CHART, CRD, DASHBOARD, NAMESPACE, REPO, by_kind, render
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 ALERTS = {"PagodaEngineDown", "PagodaKVCacheSaturated", "PagodaTTFTHigh", "PagodaPreemptionsHigh",
@@ -43,9 +43,16 @@ def test_operator_pod_is_locked_down_and_probed(helm):
     assert arg(c, "metrics-port") == [str(ports["metrics"])]
     for probe in (c["livenessProbe"], c["readinessProbe"]):
         assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert arg(c, "engine-image") == ["pagoda-engine:0.1.0"]  # the chart's appVersion
-    assert arg(c, "engine-cpu-image") == ["pagoda-engine-cpu:0.1.0"]
+    assert arg(c, "engine-image") == ["pagoda-engine:0.1.0-cuda"]  # the chart's appVersion
+    assert arg(c, "engine-cpu-image") == ["pagoda-engine:0.1.0"]
     assert c["image"] == "pagoda-operator:0.1.0"
+
+
+def test_default_images_are_the_ones_images_build_tags():
+    """The chart names what images/build.sh builds (e2e loads those into the node, no registry)."""
+    script = (REPO / "images" / "build.sh").read_text()
+    for image in ("pagoda-engine:$TAG-cuda", "pagoda-engine:$TAG", "pagoda-operator:$TAG"):
+        assert f"img={image} " in script, f"images/build.sh no longer tags {image}"
 
 
 @pytest.mark.parametrize("extra,kind,namespaces", [

@@ -79,7 +79,7 @@ build_etcd() {
   mkdir -p "$mod" "$out"
   printf 'module pagoda.local/etcdbuild\ngo 1.24.0\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > "$mod/go.mod"
   gobuild "$mod" "$out" "" go.etcd.io/etcd/server/v3
-  [ -x "$out/v3" ] && mv "$out/v3" "$out/etcd"
+  [ -x "$out/server" ] && mv "$out/server" "$out/etcd"
   log "etcd $ETCD_VERSION: built"
 }
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from pagoda.engine.outputs import TokenLogprobs
+from pagoda.engine.sample.device_tensor import device_tensor
 from pagoda.engine.sample.penalties import apply_penalties
 from pagoda.engine.sample.truncation import apply_min_p, apply_top_k, apply_top_k_top_p
 from pagoda.engine.sampling_params import SamplingParams
@@ -47,21 +48,26 @@ def has_penalties(params: SamplingParams) -> bool:
             or params.frequency_penalty != 0.0)
 
 
-def random_sample(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
-    """argmax(probs / q) with q ~ Exp(1) is a draw from probs (the exponential race).
+def random_sample(logits: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
+    """One draw per row from softmax(logits), by inverting the row's cumulative distribution.
 
-    A seeded row draws its q from its own generator, so its tokens depend on nothing else in the
-    batch; the unseeded rows share one draw from the default generator.
+    One uniform number per row (not one per token, as the exponential race needs: on the CPU
+    drawing V random numbers costs several softmaxes). A seeded row draws it from its own
+    generator, so its tokens depend on nothing else in the batch; the others share one draw.
     """
-    q = torch.empty_like(probs)
+    weights = (logits - logits.amax(dim=-1, keepdim=True)).exp_()  # dropped tokens weigh 0
+    cdf = weights.cumsum(dim=-1, dtype=torch.float64)
+    u = torch.empty(len(generators), 1, dtype=torch.float64, device=logits.device)
     if any(g is None for g in generators):
-        q.exponential_()
+        u.uniform_()
     for i, generator in enumerate(generators):
         if generator is not None:
-            q[i].exponential_(generator=generator)
-    # An exact 0 from exponential_ would give inf / nan and pick a dropped token.
-    q.clamp_(min=torch.finfo(q.dtype).tiny)
-    return probs.div_(q).argmax(dim=-1)
+            u[i].uniform_(generator=generator)
+    total = cdf[:, -1:]
+    # The first token whose cdf exceeds u * total; kept below total so that rounding never
+    # lands past the last token of positive weight.
+    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).view(-1)
 
 
 class Sampler:
@@ -82,15 +88,15 @@ class Sampler:
             raise ValueError(f"logits must be [{len(rows)}, {self.vocab_size}], got {list(logits.shape)}")
         logits = logits.float()
         x = self.process_logits(logits, rows)
-        greedy = [i for i, row in enumerate(rows) if row.params.greedy]
         sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
-        token_ids = x.argmax(dim=-1) if greedy else None
-        if sampled and not greedy:
+        if len(sampled) == len(rows):
             token_ids = self._sample(x, rows)
-        elif sampled:
-            index = torch.tensor(sampled, device=x.device)
-            token_ids[index] = self._sample(x[index], [rows[i] for i in sampled])
-        return self._logprobs(logits, token_ids, rows)
+        else:
+            token_ids = x.argmax(dim=-1)
+            if sampled:
+                index = device_tensor(sampled, torch.long, x.device)
+                token_ids[index] = self._sample(x[index], [rows[i] for i in sampled])
+        return self._output(logits, token_ids, rows)
 
     def process_logits(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         """logit_bias, min_tokens, penalties: the logits a greedy row takes the argmax of.
@@ -106,14 +112,14 @@ class Sampler:
         device = x.device
         if biased:
             r, t, b = zip(*biased)
-            x.index_put_((torch.tensor(r, device=device), torch.tensor(t, device=device)),
-                         torch.tensor(b, dtype=x.dtype, device=device), accumulate=True)
+            x.index_put_((device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)),
+                         device_tensor(b, x.dtype, device), accumulate=True)
         if banned:
             r, t = zip(*banned)
-            x[torch.tensor(r, device=device), torch.tensor(t, device=device)] = float("-inf")
+            x[device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)] = float("-inf")
         if penalized:
             sub = [rows[i] for i in penalized]
-            index = torch.tensor(penalized, device=device)
+            index = device_tensor(penalized, torch.long, device)
             x[index] = apply_penalties(
                 x[index], [r.prompt_token_ids for r in sub], [r.output_token_ids for r in sub],
                 [r.params.repetition_penalty for r in sub], [r.params.presence_penalty for r in sub],
@@ -121,36 +127,37 @@ class Sampler:
         return x
 
     def _sample(self, x: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        """Temperature, min_p, top_k / top_p, then a random draw; x [len(rows), V] is free to overwrite."""
-        temperature = torch.tensor([r.params.temperature for r in rows], dtype=x.dtype, device=x.device)
-        x = x / temperature.view(-1, 1)
-        min_p = [r.params.min_p for r in rows]
-        if any(min_p):
-            apply_min_p(x, min_p)
-        top_k = [r.params.top_k for r in rows]
-        top_p = [r.params.top_p for r in rows]
-        if any(p < 1.0 for p in top_p):
-            apply_top_k_top_p(x, top_k, top_p)
-        elif any(top_k):
-            apply_top_k(x, top_k)
-        return random_sample(x.softmax(dim=-1), [r.generator for r in rows])
+        """Temperature, min_p, top_k / top_p, then a random draw, for rows [len(rows), V]."""
+        params = [r.params for r in rows]
+        x = x / device_tensor([p.temperature for p in params], x.dtype, x.device).view(-1, 1)
+        if any(p.min_p for p in params):
+            apply_min_p(x, device_tensor([p.min_p for p in params], x.dtype, x.device))
+        k_max = max(p.top_k for p in params)
+        top_k = device_tensor([p.top_k for p in params], torch.long, x.device) if k_max else None
+        if any(p.top_p < 1.0 for p in params):
+            apply_top_k_top_p(x, top_k, device_tensor([p.top_p for p in params], x.dtype, x.device))
+        elif top_k is not None:
+            apply_top_k(x, top_k, k_max)
+        return random_sample(x, [r.generator for r in rows])
 
-    def _logprobs(self, logits: torch.Tensor, token_ids: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
+    def _output(self, logits: torch.Tensor, token_ids: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
+        """Logprobs from the raw logits; everything crosses to the host in one copy."""
         normalizer = logits.logsumexp(dim=-1, keepdim=True)
-        chosen = logits.gather(1, token_ids.view(-1, 1)) - normalizer
+        columns = [token_ids.view(-1, 1).double(), (logits.gather(1, token_ids.view(-1, 1)) - normalizer).double()]
         k = max((r.params.logprobs or 0 for r in rows), default=0)
-        top = logits.topk(k, dim=-1) if k else None
-        token_list = token_ids.tolist()
-        chosen_list = chosen.view(-1).tolist()
-        top_ids = top.indices.tolist() if top else None
-        top_values = (top.values - normalizer).tolist() if top else None
+        if k:
+            top = logits.topk(k, dim=-1)
+            columns += [top.indices.double(), (top.values - normalizer).double()]  # ids < 2**53: exact
+        packed = torch.cat(columns, dim=1).tolist()
+        token_list = [int(p[0]) for p in packed]
+        chosen = [p[1] for p in packed]
         top_logprobs: list[TokenLogprobs | None] = []
-        for i, row in enumerate(rows):
+        for row, p, token, logprob in zip(rows, packed, token_list, chosen):
             wanted = row.params.logprobs
             if wanted is None:
                 top_logprobs.append(None)
                 continue
-            entry = dict(zip(top_ids[i][:wanted], top_values[i][:wanted])) if wanted else {}
-            entry.setdefault(token_list[i], chosen_list[i])
+            entry = {int(t): v for t, v in zip(p[2:2 + wanted], p[2 + k:2 + k + wanted])}
+            entry.setdefault(token, logprob)
             top_logprobs.append(entry)
-        return SamplerOutput(token_list, chosen_list, top_logprobs)
+        return SamplerOutput(token_list, chosen, top_logprobs)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pagoda.engine.sample.penalties import apply_penalties
 from pagoda.engine.sample.sampler import Sampler, SamplingRow, make_generator
-from pagoda.engine.sample.truncation import apply_min_p, apply_top_k, apply_top_k_top_p
+from pagoda.engine.sample.truncation import CANDIDATES, apply_min_p, apply_top_k, apply_top_k_top_p
 from pagoda.engine.sampling_params import SamplingParams
 
 V = 50
@@ -53,7 +53,7 @@ def test_greedy_rows_among_sampled_rows_stay_argmax():
 @given(seed=st.integers(0, 10_000), ks=st.lists(st.integers(0, V + 5), min_size=1, max_size=6))
 def test_top_k_keeps_exactly_the_k_largest(seed, ks):
     x = logits_for(seed, len(ks))
-    out = apply_top_k(x.clone(), ks)
+    out = apply_top_k(x.clone(), torch.tensor(ks), max(max(ks), 1))
     for i, k in enumerate(ks):
         expected = set(x[i].argsort(descending=True)[:k or V].tolist())
         assert kept(out[i]) == expected
@@ -89,7 +89,7 @@ def test_top_p_keeps_the_smallest_set_with_mass_p_after_top_k(seed, ps, ks):
         if k:
             top[top < top.topk(k).values[-1]] = float("-inf")
         assume(p == 1.0 or far_from_ties(top, p))
-    out = apply_top_k_top_p(x.clone(), ks, ps)
+    out = apply_top_k_top_p(x.clone(), torch.tensor(ks), torch.tensor(ps))
     for i, (k, p) in enumerate(zip(ks, ps)):
         top = x[i].clone()
         if k:
@@ -102,7 +102,7 @@ def test_top_p_keeps_the_smallest_set_with_mass_p_after_top_k(seed, ps, ks):
 @given(seed=st.integers(0, 10_000), min_ps=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5))
 def test_min_p_drops_tokens_below_the_scaled_max(seed, min_ps):
     x = logits_for(seed, len(min_ps))
-    out = apply_min_p(x.clone(), min_ps)
+    out = apply_min_p(x.clone(), torch.tensor(min_ps))
     for i, min_p in enumerate(min_ps):
         probs = x[i].double().softmax(-1)
         assume(((probs - min_p * probs.max()).abs() > 1e-6).all())
@@ -266,3 +266,26 @@ def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match="stop_token_ids.*-1"):
         sampler.validate(SamplingParams(stop_token_ids=[-1]))
     sampler.validate(SamplingParams(logit_bias={49: 1.0}, stop_token_ids=[0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000),
+       rows=st.lists(st.tuples(st.sampled_from([0, 1, 5, 255, 256, 257, 2000]), st.sampled_from([0.3, 0.9, 0.99, 1.0]),
+                               st.sampled_from([0.2, 1.0, 4.0])), min_size=1, max_size=5))
+def test_top_p_on_the_cpu_looks_among_candidates_first_and_stays_exact(seed, rows):
+    """A large vocabulary: peaked rows (nucleus among the candidates) and flat ones (beyond them)."""
+    vocab = 1000
+    assert vocab > CANDIDATES
+    scale = torch.tensor([s for _, _, s in rows]).view(-1, 1)
+    x = logits_for(seed, len(rows), vocab) * scale
+    ks, ps = [k for k, _, _ in rows], [p for _, p, _ in rows]
+    tops = []
+    for i, (k, p) in enumerate(zip(ks, ps)):
+        top = x[i].clone()
+        if k:
+            top[top < top.topk(min(k, vocab)).values[-1]] = float("-inf")
+        assume(p == 1.0 or far_from_ties(top, p))
+        tops.append(top)
+    out = apply_top_k_top_p(x.clone(), torch.tensor(ks), torch.tensor(ps))
+    for i, p in enumerate(ps):
+        assert kept(out[i]) == (kept(tops[i]) if p == 1.0 else reference_top_p(tops[i], p))

@@ -13,10 +13,22 @@ reconciles = Counter("pagoda_operator_reconcile", "Reconciliations", LABELS + ["
 rollbacks = Counter("pagoda_operator_rollbacks", "Automatic rollbacks", LABELS)
 
 
+# Every series one InferenceService has: (metric, the label values after namespace and name).
+_SERIES = ((desired_replicas, [()]), (ready_replicas, [()]), (rollbacks, [()]),
+           (scaling_decisions, [("up",), ("down",)]), (reconciles, [("ok",), ("error",)]))
+
+
+def track(namespace: str, name: str) -> None:
+    """Export an InferenceService's series from its first reconcile, counters at 0, so rate() and the
+    dashboard panels see them before the first scaling decision or rollback."""
+    for metric, extra in _SERIES:
+        for values in extra:
+            metric.labels(namespace, name, *values)
+
+
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted InferenceService's series, so dashboards do not show it forever."""
-    for metric, extra in ((desired_replicas, [()]), (ready_replicas, [()]), (rollbacks, [()]),
-                          (scaling_decisions, [("up",), ("down",)]), (reconciles, [("ok",), ("error",)])):
+    for metric, extra in _SERIES:
         for values in extra:
             try:
                 metric.remove(namespace, name, *values)

@@ -167,6 +167,7 @@ def write_status(api: ApiClient, body: dict[str, Any], s: Spec, deploy: dict[str
         **extra,
     }
     kube.patch_status(api, s.namespace, s.name, status)
+    metrics.track(s.namespace, s.name)
     metrics.desired_replicas.labels(s.namespace, s.name).set(desired_n)
     metrics.ready_replicas.labels(s.namespace, s.name).set(facts.ready)
 

@@ -1,20 +1,26 @@
 """Repetition, presence and frequency penalties, as vLLM applies them."""
 from __future__ import annotations
 
+from itertools import chain
+
+import numpy as np
 import torch
 
 from pagoda.engine.sample.device_tensor import device_tensor
 
 
 def token_counts(token_ids: list[list[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
-    """[N, V] int counts of each token id per row, by one scatter_add over a padded [N, L] tensor."""
-    width = max((len(ids) for ids in token_ids), default=0)
-    # Pad with an extra id (vocab_size) that lands in a spare column, dropped at the end.
-    padded = device_tensor([ids + [vocab_size] * (width - len(ids)) for ids in token_ids],
-                           torch.long, device).view(len(token_ids), width)
-    counts = torch.zeros(len(token_ids), vocab_size + 1, dtype=torch.long, device=device)
-    counts.scatter_add_(1, padded, torch.ones_like(padded))
-    return counts[:, :vocab_size]
+    """[N, V] float32 counts of each token id per row: one scatter_add of ones at row * V + id.
+
+    The ids are flattened through numpy (some ten times faster than torch.tensor on nested lists)
+    and need no padding."""
+    lengths = [len(ids) for ids in token_ids]
+    flat = np.fromiter(chain.from_iterable(token_ids), dtype=np.int64, count=sum(lengths))
+    flat += np.repeat(np.arange(len(token_ids), dtype=np.int64) * vocab_size, lengths)
+    index = device_tensor(flat, torch.long, device)
+    counts = torch.zeros(len(token_ids) * vocab_size, dtype=torch.float32, device=device)
+    counts.scatter_add_(0, index, torch.ones_like(index, dtype=torch.float32))
+    return counts.view(len(token_ids), vocab_size)
 
 
 def apply_penalties(logits: torch.Tensor, prompt_ids: list[list[int]], output_ids: list[list[int]],
@@ -34,9 +40,7 @@ def apply_penalties(logits: torch.Tensor, prompt_ids: list[list[int]], output_id
         penalty = torch.where(seen, rep, torch.ones_like(rep))
         logits.copy_(torch.where(logits > 0, logits / penalty, logits * penalty))
     if any(f != 0.0 for f in frequency):
-        freq = device_tensor(frequency, logits.dtype, device).view(n, 1)
-        logits.sub_(freq * output_counts)
+        logits.sub_(device_tensor(frequency, logits.dtype, device).view(n, 1) * output_counts)
     if any(p != 0.0 for p in presence):
-        pres = device_tensor(presence, logits.dtype, device).view(n, 1)
-        logits.sub_(pres * output_seen)
+        logits.sub_(device_tensor(presence, logits.dtype, device).view(n, 1) * output_seen)
     return logits

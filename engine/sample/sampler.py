@@ -116,14 +116,19 @@ class Sampler:
                          device_tensor(b, x.dtype, device), accumulate=True)
         if banned:
             r, t = zip(*banned)
-            x[device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)] = float("-inf")
+            # A tensor value: a Python float would be copied to the GPU with a sync.
+            x.index_put_((device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)),
+                         x.new_full((), float("-inf")))
         if penalized:
             sub = [rows[i] for i in penalized]
-            index = device_tensor(penalized, torch.long, device)
-            x[index] = apply_penalties(
-                x[index], [r.prompt_token_ids for r in sub], [r.output_token_ids for r in sub],
-                [r.params.repetition_penalty for r in sub], [r.params.presence_penalty for r in sub],
-                [r.params.frequency_penalty for r in sub])
+            index = None if len(sub) == len(rows) else device_tensor(penalized, torch.long, device)
+            penalties = ([r.prompt_token_ids for r in sub], [r.output_token_ids for r in sub],
+                         [r.params.repetition_penalty for r in sub], [r.params.presence_penalty for r in sub],
+                         [r.params.frequency_penalty for r in sub])
+            if index is None:
+                apply_penalties(x, *penalties)
+            else:
+                x[index] = apply_penalties(x[index], *penalties)
         return x
 
     def _sample(self, x: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:

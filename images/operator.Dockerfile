@@ -1,0 +1,14 @@
+# The Pagoda operator: `pagoda operator` (kopf). No torch: only pagoda[operator].
+# Build context from images/build.sh (wheels/, no network during the build):
+#   images/build.sh operator
+#   BASE_IMAGE=python:3.11-slim-bookworm images/build.sh operator
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+RUN --mount=type=bind,source=wheels,target=/wheels \
+    python3 -m venv /opt/pagoda \
+ && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /wheels "pagoda[operator]" \
+ && /opt/pagoda/bin/python -c "import pagoda.operator"
+ENV PATH=/opt/pagoda/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+USER 65532:65532
+ENTRYPOINT ["pagoda"]
+CMD ["operator", "--all-namespaces"]

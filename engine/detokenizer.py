@@ -16,13 +16,17 @@ PROMPT_CONTEXT_TOKENS = 5
 
 class IncrementalDetokenizer:
     def __init__(self, tokenizer, prompt_token_ids: list[int], skip_special_tokens: bool,
-                 stop: list[str], include_stop_str_in_output: bool) -> None:
+                 stop: list[str], include_stop_str_in_output: bool, min_tokens: int = 0) -> None:
         if any(not s for s in stop):
             raise ValueError("stop strings must not be empty")
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
         self.stop = list(stop)
         self.include_stop_str_in_output = include_stop_str_in_output
+        # As vLLM: a stop string counts only if it ends in text after the first min_tokens tokens.
+        self.min_tokens = min_tokens
+        self._num_tokens = 0
+        self._stop_floor = 0  # length of the text of the first min_tokens tokens
         # window = token ids from the prefix offset on; window[:read] is the decoded prefix.
         self._window = list(prompt_token_ids[-PROMPT_CONTEXT_TOKENS:])
         self._prefix_text = self._decode(self._window)
@@ -49,6 +53,7 @@ class IncrementalDetokenizer:
         if self._stop_reason is not None:
             return ""  # the text ended at a stop string: later tokens add nothing
         self._window.append(token_id)
+        self._num_tokens += 1
         window_text = self._decode(self._window)
         if window_text.endswith("\ufffd") or len(window_text) <= len(self._prefix_text):
             return self._release(final=False)
@@ -57,6 +62,8 @@ class IncrementalDetokenizer:
         self._window = self._window[self._read:]
         self._read = len(self._window)
         self._prefix_text = self._decode(self._window)
+        if self._num_tokens <= self.min_tokens:
+            self._stop_floor = len(self._decoded)
         return self._release(final=False)
 
     def finish(self) -> str:
@@ -94,7 +101,7 @@ class IncrementalDetokenizer:
         best = None
         for s in self.stop:
             # Only occurrences that end in text not checked before: no earlier one exists.
-            start = self._decoded.find(s, max(0, self._emitted - len(s) + 1))
+            start = self._decoded.find(s, max(0, self._emitted - len(s) + 1, self._stop_floor - len(s) + 1))
             if start >= 0 and (best is None or (start + len(s), start) < (best[0] + len(best[1]), best[0])):
                 best = (start, s)
         return best

@@ -140,3 +140,13 @@ def test_a_prompt_ending_inside_a_character_does_not_merge_into_the_output(tok):
     assert len(ids) == 2  # two byte tokens
     detok, deltas = stream(tok, ids[:1], ids[1:])
     assert "".join(deltas) + detok.finish() == tok.decode(ids[1:])
+
+
+def test_min_tokens_defers_stop_strings_as_vllm_does(tok):
+    ids = tok.encode("one two three two four")
+    assert len(ids) == 5
+    detok = IncrementalDetokenizer(tok, [], True, [" two"], False, min_tokens=2)
+    assert "".join(detok.append(t) for t in ids) == "one two three" and detok.stop_reason == " two"
+    # A stop string that begins in the first min_tokens tokens' text and ends after them counts.
+    detok = IncrementalDetokenizer(tok, [], True, ["two three"], False, min_tokens=2)
+    assert "".join(detok.append(t) for t in ids) == "one " and detok.stop_reason == "two three"

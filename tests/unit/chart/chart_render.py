@@ -3,7 +3,9 @@
 Also imported by tests/integration/monitoring, which renders the alerts it loads into Prometheus."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -53,3 +55,24 @@ def render(helm: str, *args: str, crds: bool = True) -> list[dict[str, Any]]:
 
 def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objs if o["kind"] == kind]
+
+
+def node_types() -> Path:
+    """Where schemas/install.sh puts the upstream types (Grafana, prometheus-operator) and TypeScript."""
+    d = Path(os.environ.get("PAGODA_CACHE", Path.home() / ".cache" / "pagoda")) / "npm" / "chart-schemas"
+    if not (d / "node_modules" / "typescript").is_dir() or shutil.which("node") is None:
+        pytest.fail(f"the upstream types are not in {d}: run tests/unit/chart/schemas/install.sh (needs node)")
+    return d
+
+
+def type_check(workdir: Path, imports: str, typed: dict[str, tuple[str, object]]) -> subprocess.CompletedProcess:
+    """tsc on `const NAME: TYPE = <the JSON>` for each entry: object literals, so an unknown or
+    mistyped field anywhere in them is an error."""
+    modules = node_types() / "node_modules"
+    if not (workdir / "node_modules").exists():
+        (workdir / "node_modules").symlink_to(modules)
+    body = "".join(f"export const {name}: {t} = {json.dumps(value, indent=1)};\n" for name, (t, value) in typed.items())
+    (workdir / "check.ts").write_text(imports + "\n" + body)
+    return subprocess.run(["node", str(modules / "typescript" / "bin" / "tsc"), "--noEmit", "--strict",
+                           "--skipLibCheck", "--module", "esnext", "--moduleResolution", "bundler",
+                           "--target", "es2022", "check.ts"], cwd=workdir, capture_output=True, text=True, timeout=120)

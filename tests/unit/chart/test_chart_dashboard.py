@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from chart_render import DASHBOARD
+from chart_render import DASHBOARD, type_check
 
 PANEL_TYPES = {"row", "timeseries", "stat", "gauge", "bargauge", "table", "heatmap", "text"}
 UNITS = {"reqps", "short", "s", "percentunit", "ops"}
@@ -34,29 +31,12 @@ def exprs(dash):
     return [t["expr"] for p in panels(dash) for t in p["targets"]]
 
 
-def grafana_types() -> Path:
-    """Where tests/unit/chart/grafana-schema/install.sh puts @grafana/schema and TypeScript."""
-    d = Path(os.environ.get("PAGODA_CACHE", Path.home() / ".cache" / "pagoda")) / "npm" / "grafana-schema"
-    if not (d / "node_modules" / "@grafana" / "schema").is_dir() or shutil.which("node") is None:
-        pytest.fail(f"Grafana's dashboard types are not in {d}: run tests/unit/chart/grafana-schema/install.sh")
-    return d
-
-
-def type_check(dash: dict, tmp_path: Path) -> subprocess.CompletedProcess:
-    """`const d: Dashboard = <the JSON>`: an object literal, so every unknown or mistyped field is an error."""
-    types = grafana_types()
-    (tmp_path / "node_modules").symlink_to(types / "node_modules")
-    (tmp_path / "check.ts").write_text(
-        'import type { Dashboard } from "@grafana/schema";\n'
-        f"export const dashboard: Dashboard = {json.dumps(dash, indent=1)};\n")
-    tsc = types / "node_modules" / "typescript" / "bin" / "tsc"
-    return subprocess.run(["node", str(tsc), "--noEmit", "--strict", "--skipLibCheck", "--module", "esnext",
-                           "--moduleResolution", "bundler", "--target", "es2022", "check.ts"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+def grafana_check(dash: dict, tmp_path) -> subprocess.CompletedProcess:
+    return type_check(tmp_path, 'import type { Dashboard } from "@grafana/schema";', {"dashboard": ("Dashboard", dash)})
 
 
 def test_dashboard_type_checks_against_grafanas_schema(dash, tmp_path):
-    out = type_check(dash, tmp_path)
+    out = grafana_check(dash, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -64,7 +44,7 @@ def test_type_check_catches_a_mistyped_field(dash, tmp_path):
     broken = json.loads(json.dumps(dash))
     broken["panels"][1]["gridPos"]["w"] = "8"
     broken["panels"][2]["fieldconfig"] = {}
-    out = type_check(broken, tmp_path)
+    out = grafana_check(broken, tmp_path)
     assert out.returncode != 0
     assert "not assignable to type 'number'" in out.stdout and "'\"fieldconfig\"' does not exist" in out.stdout
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Install Grafana's dashboard types and TypeScript (pinned in package.json, no other dependencies)
-# into the cache, outside the work tree, for test_chart_dashboard.py's type check. Needs node/npm.
+# Install the upstream types the chart tests check against (pinned in package.json: Grafana's
+# dashboard model, prometheus-operator's models, TypeScript) into the cache, outside the work
+# tree. Needs node and npm.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-DEST=${PAGODA_CACHE:-$HOME/.cache/pagoda}/npm/grafana-schema
+DEST=${PAGODA_CACHE:-$HOME/.cache/pagoda}/npm/chart-schemas
 mkdir -p "$DEST"
 cp "$HERE/package.json" "$DEST/package.json"
 cd "$DEST" && npm install --no-audit --no-fund --no-package-lock --silent
-echo "grafana-schema: $(node -p 'require("typescript/package.json").version') typescript, @grafana/schema $(node -p 'require("@grafana/schema/package.json").version') in $DEST"
+echo "chart schemas installed in $DEST"

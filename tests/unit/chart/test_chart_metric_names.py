@@ -28,13 +28,13 @@ def exported_series() -> dict[str, set[str]]:
     from pagoda.operator import metrics as op
 
     EngineMetrics("smollm2", max_model_len=2048)
-    for gauge in (op.desired_replicas, op.ready_replicas):
-        gauge.labels("ns", "isvc").set(1)
-    op.scaling_decisions.labels("ns", "isvc", "up")
-    op.reconciles.labels("ns", "isvc", "ok")
-    op.rollbacks.labels("ns", "isvc")
+    op.track("ns", "isvc")
+    try:
+        text = generate_latest(REGISTRY).decode()
+    finally:
+        op.forget("ns", "isvc")  # the registry is process-wide: leave no series to other tests
     series: dict[str, set[str]] = {"up": set()}
-    for family in text_string_to_metric_families(generate_latest(REGISTRY).decode()):
+    for family in text_string_to_metric_families(text):
         for s in family.samples:
             series.setdefault(s.name, set()).update(s.labels)
     return series

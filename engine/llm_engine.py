@@ -32,7 +32,7 @@ class Request:
     request_id: str
     prompt: str | None
     seqs: list[Sequence]
-    detoks: list[IncrementalDetokenizer]
+    detoks: list[IncrementalDetokenizer | None]  # None where detokenize=False
     arrival_time: float
     # Text and token ids gained since the last RequestOutput, per sequence.
     pending: list[tuple[str, list[int]]] = field(default_factory=list)
@@ -107,7 +107,8 @@ class LLMEngine:
             seqs.append(Sequence(f"{request_id}#{i}", request_id, i, prompt_ids, params, priority, now,
                                  cache_salt, generator))
             detoks.append(IncrementalDetokenizer(self.tokenizer, prompt_ids, params.skip_special_tokens,
-                                                 params.stop, params.include_stop_str_in_output))
+                                                 params.stop, params.include_stop_str_in_output)
+                          if params.detokenize else None)
         return Request(request_id, prompt if isinstance(prompt, str) else None, seqs, detoks, now,
                        [("", []) for _ in seqs])
 
@@ -128,6 +129,7 @@ class LLMEngine:
                 seq.finish_reason = "abort"
                 if self.metrics:
                     self.metrics.finished("abort")
+        self._record_gauges()  # an idle engine takes no further step that would refresh them
         return self._output(req)
 
     def has_unfinished_requests(self) -> bool:
@@ -165,7 +167,7 @@ class LLMEngine:
         if params.logprobs is not None:
             seq.logprobs.append(sampled.top_logprobs[i])
         detok = req.detoks[seq.index]
-        delta = detok.append(token)
+        delta = detok.append(token) if detok else ""
         if self.metrics:
             if first:
                 self.metrics.ttft.observe(now - seq.arrival_time)
@@ -177,19 +179,19 @@ class LLMEngine:
         reason = self._finish_reason(seq, token, detok)
         if reason is not None:
             seq.finish_reason = reason
-            if reason == "stop" and seq.stop_reason is None and detok.stop_reason is not None:
+            if reason == "stop" and seq.stop_reason is None and detok and detok.stop_reason is not None:
                 seq.stop_reason = detok.stop_reason
-            if detok.stop_reason is None:
+            if detok and detok.stop_reason is None:
                 delta += detok.finish()
             self.scheduler.finish(seq)
             self._record_finished(seq, now)
         text, ids = req.pending[seq.index]
         req.pending[seq.index] = (text + delta, ids + [token])
 
-    def _finish_reason(self, seq: Sequence, token: int, detok: IncrementalDetokenizer) -> str | None:
+    def _finish_reason(self, seq: Sequence, token: int, detok: IncrementalDetokenizer | None) -> str | None:
         params = seq.params
         n_out = len(seq.output_token_ids)
-        if detok.stop_reason is not None:
+        if detok and detok.stop_reason is not None:
             return "stop"
         if n_out >= params.min_tokens:
             if token in params.stop_token_ids:
@@ -205,7 +207,7 @@ class LLMEngine:
         outs = []
         for seq, detok in zip(req.seqs, req.detoks):
             outs.append(CompletionOutput(
-                index=seq.index, text=detok.text, token_ids=list(seq.output_token_ids),
+                index=seq.index, text=detok.text if detok else "", token_ids=list(seq.output_token_ids),
                 cumulative_logprob=seq.cumulative_logprob if seq.params.logprobs is not None else None,
                 logprobs=list(seq.logprobs) if seq.params.logprobs is not None else None,
                 finish_reason=seq.finish_reason, stop_reason=seq.stop_reason))
@@ -219,13 +221,17 @@ class LLMEngine:
 
     # -- metrics ----------------------------------------------------------------------------------
 
+    def _record_gauges(self) -> None:
+        if self.metrics is not None:
+            self.metrics.running.set(len(self.scheduler.running))
+            self.metrics.waiting.set(len(self.scheduler.waiting))
+            self.metrics.kv_usage.set(self.kv.usage)
+
     def _record_step(self, sched: SchedulerOutput, num_generated: int) -> None:
         m = self.metrics
         if m is None:
             return
-        m.running.set(len(self.scheduler.running))
-        m.waiting.set(len(self.scheduler.waiting))
-        m.kv_usage.set(self.kv.usage)
+        self._record_gauges()
         m.generation_tokens.inc(num_generated)
         if sched.num_preemptions:
             m.preemptions.inc(sched.num_preemptions)

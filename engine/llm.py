@@ -57,7 +57,10 @@ class LLM:
              use_tqdm: bool = False) -> list[RequestOutput]:
         """Apply the model's chat template to each conversation, then generate."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
-        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+        # The template writes the special tokens itself: tokenize without adding them again.
+        prompts = [self.tokenizer.encode(self.tokenizer.apply_chat_template(c, tokenize=False,
+                                                                            add_generation_prompt=True),
+                                         add_special_tokens=False)
                    for c in conversations]
         return self.generate(prompts, params, use_tqdm=use_tqdm)
 

@@ -25,6 +25,7 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     logit_bias: dict[int, float] | None = None
     skip_special_tokens: bool = True
+    detokenize: bool = True  # off: token ids only (benchmarks), no text, no stop strings
     use_beam_search: bool = False
     best_of: int | None = None
     length_penalty: float = 1.0
@@ -66,5 +67,7 @@ class SamplingParams:
             raise ValueError(f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})")
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             raise ValueError(f"logprobs must be in [0, 20], got {self.logprobs}")
+        if self.stop and not self.detokenize:
+            raise ValueError("stop strings need detokenize=True")
         if self.best_of is not None and self.best_of < self.n:
             raise ValueError(f"best_of ({self.best_of}) must be at least n ({self.n})")

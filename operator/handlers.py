@@ -5,6 +5,7 @@ Run with `pagoda operator` (main.py), or `kopf run -m pagoda.operator.handlers`.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import httpx
@@ -26,6 +27,12 @@ CHILDREN = [("", "v1", "configmaps"), ("", "v1", "services"), ("apps", "v1", "de
             ("autoscaling", "v2", "horizontalpodautoscalers")]
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's own readers: they look at KUBECONFIG when called, not when a client library was imported.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Handler progress in annotations, not status: the status schema is ours alone.
@@ -41,7 +48,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        # Read KUBECONFIG now: the client's own default was fixed when it was imported.
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     memo.api = kubernetes.client.ApiClient()
     memo.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0))
 

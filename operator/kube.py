@@ -16,10 +16,13 @@ from pagoda.operator.spec import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
 def _call(api: ApiClient, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None,
           content_type: str = "application/json") -> Any:
-    return api.call_api(path, method, query_params=query or [], body=body,
-                        header_params={"Content-Type": content_type, "Accept": "application/json"},
-                        response_type="object", auth_settings=["BearerToken"],
-                        _return_http_data_only=True, _request_timeout=30)
+    """One request; the JSON answer as plain data. Raises ApiException on a non-2xx answer."""
+    req = api.param_serialize(method=method, resource_path=path, query_params=query or [], body=body,
+                              header_params={"Content-Type": content_type, "Accept": "application/json"},
+                              auth_settings=["BearerToken"])
+    resp = api.call_api(*req[:4], _request_timeout=30)
+    resp.read()
+    return api.response_deserialize(resp, {"2XX": "object"}).data
 
 
 def apply(api: ApiClient, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:

@@ -52,12 +52,15 @@ def main(argv: list[str]) -> int:
 
     if args.metrics_port:
         start_http_server(args.metrics_port)
+    # kopf makes peering mandatory whenever a peering name is given, even with standalone=True.
+    peering = {} if args.standalone else {
+        "peering_name": args.peering_name,
+        "priority": args.priority if args.priority is not None else random.randrange(1, 2**31)}
     kopf.run(
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         standalone=args.standalone,
-        peering_name=args.peering_name,
-        priority=args.priority if args.priority is not None else random.randrange(1, 2**31),
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
+        **peering,
     )
     return 0

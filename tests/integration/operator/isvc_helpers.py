@@ -1,0 +1,125 @@
+"""Helpers for the operator's integration tests: polling, InferenceService calls, and a stand-in
+for the missing kubelet (FakeEnginePod)."""
+from __future__ import annotations
+
+import http.server
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes
+import pytest
+
+from pagoda.operator.spec import ENGINE_PORT, GROUP, PLURAL, VERSION
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30, every: float = 0.25) -> Any:
+    """Poll until `probe` returns something truthy; fail saying `what` (and the last value) if not."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
+
+
+def isvc(api, ns: str, name: str) -> dict | None:
+    try:
+        return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    except kubernetes.client.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def create_isvc(api, ns: str, name: str, spec: dict) -> dict:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService", "metadata": {"name": name}, "spec": spec}
+    return kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+
+def patch_isvc(api, ns: str, name: str, patch: dict) -> dict:
+    return kubernetes.client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, name, patch, _content_type="application/merge-patch+json")
+
+
+def events(api, ns: str, name: str) -> list[tuple[str, str, str]]:
+    items = kubernetes.client.CoreV1Api(api).list_namespaced_event(
+        ns, field_selector=f"involvedObject.name={name},involvedObject.kind=InferenceService").items
+    return [(e.type, e.reason, e.message) for e in items]
+
+
+def condition(obj: dict | None, type_: str) -> dict:
+    for c in ((obj or {}).get("status") or {}).get("conditions", []):
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+class FakeEnginePod:
+    """Plays a running engine pod: a /metrics server on a loopback address of its own, and the
+    pod status (IP, Ready) that the kubelet would write."""
+
+    def __init__(self, metrics: Callable[[], str]):
+        self.metrics = metrics
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = outer.metrics().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        for _ in range(20):
+            self.ip = f"127.0.{random.randint(1, 254)}.{random.randint(2, 254)}"
+            try:
+                self.server = http.server.ThreadingHTTPServer((self.ip, ENGINE_PORT), Handler)
+                break
+            except OSError:
+                continue
+        else:
+            pytest.fail(f"no loopback address with port {ENGINE_PORT} free")
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def mark_ready(self, api, ns: str, pod: str) -> None:
+        status = {"phase": "Running", "podIP": self.ip, "podIPs": [{"ip": self.ip}],
+                  "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}
+        kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(pod, ns, {"status": status})
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def exposition(running: float = 0, waiting: float = 0, kv: float = 0.0, ok: float = 0, aborted: float = 0,
+               ttft_fast: float = 0) -> str:
+    """Prometheus text as the engine writes it (vLLM's names and labels)."""
+    lbl = 'engine="0",model_name="m"'
+    total = ok + aborted
+    return f"""# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{{{lbl}}} {running}
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{{{lbl}}} {waiting}
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{{{lbl}}} {kv}
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{{{lbl}}} {10 * total}
+# TYPE vllm:request_success_total counter
+vllm:request_success_total{{{lbl},finished_reason="stop"}} {ok}
+vllm:request_success_total{{{lbl},finished_reason="abort"}} {aborted}
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{{{lbl},le="0.1"}} {ttft_fast}
+vllm:time_to_first_token_seconds_bucket{{{lbl},le="1.0"}} {total}
+vllm:time_to_first_token_seconds_bucket{{{lbl},le="+Inf"}} {total}
+vllm:time_to_first_token_seconds_count{{{lbl}}} {total}
+vllm:time_to_first_token_seconds_sum{{{lbl}}} {0.05 * total}
+"""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import sys
 import time
@@ -205,6 +206,7 @@ def run_bench_serve(args: argparse.Namespace) -> int:
         raise ValueError("--num-prompts and --max-concurrency must be at least 1")
     if args.request_rate <= 0:
         raise ValueError("--request-rate must be positive (inf: all at once)")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per request
     summary = asyncio.run(benchmark(args))
     print(report(summary, args.metric_percentiles.split(",")))
     if args.result_file:

@@ -53,7 +53,7 @@ def build_app(engines: dict, api_key: str | None = None, allowed_origins: list[s
     install_error_handlers(app)
     app.include_router(router)
     if test_hooks:
-        from pagoda.engine.server.test_hooks import router as hooks
+        from pagoda.engine.server.fault_hooks import router as hooks
         app.include_router(hooks)
     app.add_middleware(GateMiddleware, lifecycle=app.state.lifecycle, api_key=api_key)
     if allowed_origins:
@@ -133,7 +133,9 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
     """Load every model, serve until SIGTERM, drain, exit code 0."""
     from pagoda.engine.async_llm import AsyncLLM
 
-    configs = list(configs) + (load_model_configs(args.config) if args.config else [])
+    if args.config:  # the file's models, plus those named on the command line (not the default one)
+        named = getattr(args, "model", None) or getattr(args, "model_positional", None)
+        configs = (list(configs) if named else []) + load_model_configs(args.config)
     names = [c.name for c in configs]
     if not configs or len(set(names)) != len(names):
         raise SystemExit(f"serve needs one or more models with distinct served names, got {names}")

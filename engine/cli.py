@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server (default model when none is named)")
     add_engine_args(serve)
-    from pagoda.engine.server.api_server import add_server_args
+    from pagoda.engine.server.args import add_server_args
     add_server_args(serve)
 
     chat = sub.add_parser("chat", help="chat with a model in the terminal")

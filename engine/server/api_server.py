@@ -1,6 +1,6 @@
 """The OpenAI-compatible server: the FastAPI app over one or more engines, and running it.
 
-`pagoda serve` (engine/cli.py) adds `add_server_args` to its parser and calls `run_server`.
+`pagoda serve` (engine/cli.py) adds `add_server_args` (server/args.py) to its parser and calls `run_server`.
 SIGTERM (or Ctrl-C) starts a drain: new requests get 503, those in flight may finish within
 --shutdown-timeout, then the engines shut down and the process exits 0. A second Ctrl-C forces it.
 """
@@ -21,13 +21,13 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.server.args import API_KEY_ENV
 from pagoda.engine.server.errors import install_error_handlers
 from pagoda.engine.server.middleware import GateMiddleware, Lifecycle
 from pagoda.engine.server.routes import router
 
 log = logging.getLogger(__name__)
 
-API_KEY_ENV = ("PAGODA_API_KEY", "VLLM_API_KEY")
 TEST_HOOKS_ENV = "PAGODA_TEST_HOOKS"  # "1" mounts /debug routes for the integration tests; never in production
 
 
@@ -60,23 +60,6 @@ def build_app(engines: dict, api_key: str | None = None, allowed_origins: list[s
         app.add_middleware(CORSMiddleware, allow_origins=allowed_origins, allow_methods=["*"],
                            allow_headers=["*"], allow_credentials=True)
     return app
-
-
-def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    g = parser.add_argument_group("HTTP server")
-    g.add_argument("--host", default="0.0.0.0")
-    g.add_argument("--port", type=int, default=8000)
-    g.add_argument("--api-key", default=None,
-                   help=f"require 'Authorization: Bearer KEY' on the API (else ${API_KEY_ENV[0]} or ${API_KEY_ENV[1]})")
-    g.add_argument("--shutdown-timeout", type=float, default=30.0,
-                   help="seconds in-flight requests may take to finish after SIGTERM")
-    g.add_argument("--config", default=None,
-                   help="YAML or JSON file with `models:`, a list of engine settings (flag names), "
-                        "served alongside any --model")
-    g.add_argument("--allowed-origins", nargs="*", default=None, help="CORS origins allowed to call the API")
-    g.add_argument("--uvicorn-log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug", "trace"])
-    return parser
 
 
 def load_model_configs(path: str) -> list[EngineConfig]:

@@ -5,19 +5,18 @@
 #   STAGE=tests|w1|all   W1_ARGS="extra engine flags"   HF_BUDGET=seconds per HF mode
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl .whl/pytest-*.whl \
-  .whl/pluggy-*.whl .whl/iniconfig-*.whl 2>&1 | tail -2
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl 2>&1 | tail -2
 mkdir -p /tmp/p/pagoda && ln -sfn "$PWD/engine" /tmp/p/pagoda/engine
 export PYTHONPATH=/tmp/site:/tmp/p
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 STAGE=${STAGE:-all}
 if [ "$STAGE" != w1 ]; then
-  python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu/test_runner_gpu.py 2>&1 | tail -15
+  python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests/gpu/test_runner_gpu.py 2>&1 | tail -15
 fi
 if [ "$STAGE" != tests ]; then
   python3 -m pagoda.engine.cli bench throughput --load-format dummy --dummy-shape llama-3.1-8b \
     --tokenizer .devcarry/tokenizer --max-num-seqs 256 --max-num-batched-tokens 8192 --max-model-len 4096 \
     ${W1_ARGS:-} --result-file "$OUT/pagoda_w1.json" 2>&1 | grep -v "^Loading\|it/s\]" | tee "$OUT/pagoda_w1.log"
-  BUDGET=${HF_BUDGET:-60} python3 .devcarry/hf_baseline.py static:64 cb 2>&1 | grep '^{' | tee "$OUT/hf.log"
+  BUDGET=${HF_BUDGET:-60} python3 .devcarry/hf_baseline.py ${HF_MODES:-static:64} 2>&1 | grep '^{' | tee "$OUT/hf.log"
 fi

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pagoda.engine.server.api_server import add_server_args, load_model_configs
+from pagoda.engine.server.api_server import load_model_configs
+from pagoda.engine.server.args import add_server_args
 
 SERVE_FAKE = """
 import sys

@@ -1,0 +1,23 @@
+"""The server's own flags; kept apart from the app so `pagoda --help` imports no web stack."""
+from __future__ import annotations
+
+import argparse
+
+API_KEY_ENV = ("PAGODA_API_KEY", "VLLM_API_KEY")
+
+
+def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("HTTP server")
+    g.add_argument("--host", default="0.0.0.0")
+    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--api-key", default=None,
+                   help=f"require 'Authorization: Bearer KEY' on the API (else ${API_KEY_ENV[0]} or ${API_KEY_ENV[1]})")
+    g.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds in-flight requests may take to finish after SIGTERM")
+    g.add_argument("--config", default=None,
+                   help="YAML or JSON file with `models:`, a list of engine settings (flag names), "
+                        "served alongside any --model")
+    g.add_argument("--allowed-origins", nargs="*", default=None, help="CORS origins allowed to call the API")
+    g.add_argument("--uvicorn-log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug", "trace"])
+    return parser

@@ -1,4 +1,4 @@
-"""Two models in one real `pagoda serve`: routing, per-model metrics, and /health when a loop dies.
+"""Two models in one real `pagoda serve` (one from --model, one from --config): routing, per-model metrics, and /health when a loop dies.
 
 The server runs with PAGODA_TEST_HOOKS=1, which mounts /debug routes that kill or wedge an engine
 loop from the inside; /health must then fail, naming the engine.
@@ -16,9 +16,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc = ServerProcess("--model", "default", "--model", "default", "--served-model-name", "a,b",
-                         "--max-model-len", "256", "--max-num-seqs", "4", env={"PAGODA_TEST_HOOKS": "1"})
+def server(tmp_path_factory):
+    """Model a named on the command line, model b in a --config file."""
+    config = tmp_path_factory.mktemp("serve") / "models.yaml"
+    config.write_text("models:\n  - {model: default, served-model-name: b, max-model-len: 256, max-num-seqs: 4}\n")
+    proc = ServerProcess("--model", "default", "--served-model-name", "a", "--max-model-len", "256",
+                         "--max-num-seqs", "4", "--config", str(config), env={"PAGODA_TEST_HOOKS": "1"})
     try:
         yield proc.wait_healthy()
     finally:

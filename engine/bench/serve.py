@@ -17,12 +17,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import httpx
 import numpy as np
 from tqdm import tqdm
 
 from pagoda.engine.bench.workload import random_workload
+
+if TYPE_CHECKING:
+    import httpx
 
 WORDS = ("the of and to in is was for on as with by at from his her that this which or an be are "
          "time year people way day man thing woman life child world school state family student").split()
@@ -64,6 +67,7 @@ class RequestResult:
 
 async def send(client: httpx.AsyncClient, url: str, body: dict, headers: dict) -> RequestResult:
     """One streamed request; timestamps from the client's side of the wire."""
+    import httpx
     res = RequestResult()
     start = last = time.perf_counter()
     try:
@@ -124,6 +128,7 @@ async def arrivals(n: int, rate: float, seed: int):
 
 
 async def benchmark(args: argparse.Namespace) -> dict:
+    import httpx  # here, not at the top: `pagoda --help` builds this parser where httpx may be absent
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     limits = httpx.Limits(max_connections=args.max_concurrency or args.num_prompts, max_keepalive_connections=None)
     async with httpx.AsyncClient(base_url=args.base_url, timeout=args.request_timeout, limits=limits) as client:

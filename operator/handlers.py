@@ -39,6 +39,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="pagoda.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="pagoda.dev", key="last-handled-configuration")
+    # kopf's timers need a finalizer (to stop before the object goes): name it after us.
+    settings.persistence.finalizer = "pagoda.dev/operator"
     settings.posting.level = logging.INFO  # every action becomes an Event
     # Watches end server-side before any proxy or load balancer cuts them silently.
     settings.watching.server_timeout = 300

@@ -76,6 +76,7 @@ def converged(api, ns, name):
 def test_create_makes_every_child(api, kube, kube_ns, operator):
     created = create_isvc(api, kube_ns, "smol", FULL)
     uid = created["metadata"]["uid"]
+    wait_for("the finalizer", lambda: isvc(api, kube_ns, "smol")["metadata"].get("finalizers") == ["pagoda.dev/operator"])
     want = {"ConfigMap": ["smol-engine"], "Service": ["smol"], "Deployment": ["smol"], "Ingress": ["smol"],
             "PodDisruptionBudget": ["smol"]}
     wait_for("every child", lambda: children(api, kube_ns, "smol") == want)
@@ -182,8 +183,10 @@ def test_deleting_the_inferenceservice_removes_its_children(api, kube_ns, operat
     wait_for("children", lambda: len(children(api, kube_ns, "gone")) == 5)
     kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(
         "pagoda.dev", "v1alpha1", kube_ns, "inferenceservices", "gone")
-    # The garbage collector of kube-controller-manager follows the owner references.
-    wait_for("the garbage collector", lambda: children(api, kube_ns, "gone") == {}, timeout=60)
+    # The operator stops its timer and lifts its finalizer; then the object is gone ...
+    wait_for("the InferenceService to go", lambda: isvc(api, kube_ns, "gone") is None, timeout=30)
+    # ... and the garbage collector of kube-controller-manager follows the owner references.
+    wait_for("the garbage collector", lambda: children(api, kube_ns, "gone") == {}, timeout=90)
     wait_for("the pods to go", lambda: not core(api).list_namespaced_pod(
         kube_ns, label_selector="pagoda.dev/inferenceservice=gone").items, timeout=60)
 

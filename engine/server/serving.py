@@ -38,7 +38,8 @@ async def generate_all(engine, prompts: list[list[int]], params: SamplingParams,
     iterated (the client left first) leaves nothing running in the engine.
     """
     ids = [request_id] if len(prompts) == 1 else [f"{request_id}-{i}" for i in range(len(prompts))]
-    merged = merge([engine.generate(p, params, rid, priority=priority) for p, rid in zip(prompts, ids)])
+    merged = merge([engine.generate(p, params, rid, priority=priority) for p, rid in zip(prompts, ids)],
+                   alive=engine.is_healthy)
     try:
         async for item in merged:
             yield item

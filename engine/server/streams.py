@@ -9,28 +9,35 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from pagoda.engine.server.errors import as_api_error, error_body
+from pagoda.engine.server.errors import APIError, as_api_error, error_body
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+HEALTH_POLL_S = 1.0
 
 
 class ClientDisconnected(Exception):
     pass
 
 
-async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
-    """Items of several streams as they come, tagged with the stream's index."""
+async def merge(streams: list[AsyncIterator[T]], alive: Callable[[], bool]) -> AsyncIterator[tuple[int, T]]:
+    """Items of several streams as they come, tagged with the stream's index.
+
+    While nothing comes, `alive()` is asked every HEALTH_POLL_S: a dead or wedged engine ends the
+    request with a 503 instead of leaving it open for ever.
+    """
     pending = {asyncio.ensure_future(anext(s)): i for i, s in enumerate(streams)}
     try:
         while pending:
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(pending, timeout=HEALTH_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+            if not done and not alive():
+                raise APIError(503, "The engine stopped stepping; the request was abandoned", code="engine_unhealthy")
             for task in done:
                 i = pending.pop(task)
                 try:

@@ -5,6 +5,7 @@ loop from the inside; /health must then fail, naming the engine.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -63,7 +64,19 @@ def test_killed_loop_fails_health_and_its_requests(server):
     assert ok.status_code == 200, "the other model still serves"
 
 
-def test_wedged_loop_fails_health(server):
+def test_wedged_loop_fails_health_and_ends_its_requests(server):
+    result: dict = {}
+
+    def long_request() -> None:
+        result["r"] = httpx.post(f"{server.url}/v1/completions", timeout=60,
+                                 json={"model": "b", "prompt": "Count: 1, 2,", "max_tokens": 200, "ignore_eos": True})
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    running = ("vllm:num_requests_running", (("engine", "0"), ("model_name", "b")))
+    wait_for(lambda: server.metrics().get(running) == 1)
     assert httpx.post(f"{server.url}/debug/engine/b/wedge", params={"health_timeout_s": 1.0}).status_code == 204
     wait_for(lambda: "b" in sick(server))
-    assert httpx.get(f"{server.url}/health").status_code == 503
+    t.join(timeout=30)
+    assert result["r"].status_code == 503, "a request on a wedged engine ends instead of hanging"
+    assert result["r"].json()["error"]["code"] == "engine_unhealthy"

@@ -54,6 +54,7 @@ class FakeAsyncLLM:
         self.aborted: list[str] = []
         self.finished: list[str] = []
         self.active = self.max_active = 0
+        self.wedge_after: int | None = None  # steps; then the "loop" hangs and reports itself unhealthy
 
     async def start(self) -> None:
         self.started = True
@@ -86,6 +87,9 @@ class FakeAsyncLLM:
         try:
             for step in range(params.max_tokens):
                 await asyncio.sleep(self.step_delay)
+                if step == self.wedge_after:
+                    self.healthy = False
+                    await asyncio.Event().wait()
                 deltas = []
                 for o in outs:
                     if o.finished:

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pagoda.engine.server import streams
 from pagoda.engine.server.api_server import build_app
 from server_fakes import FakeAsyncLLM
 
@@ -133,6 +134,18 @@ def test_engine_value_error_is_the_requests_fault(client, engine):
     r = client.post("/v1/chat/completions", json={"messages": MSGS, "stream": True})
     err = json.loads([e for e in r.text.split("\n\n") if e][-2][len("data: "):])["error"]
     assert err["type"] == "invalid_request_error" and "[0, 100)" in err["message"]
+
+
+def test_a_wedged_engine_ends_its_requests_with_503(client, engine, monkeypatch):
+    monkeypatch.setattr(streams, "HEALTH_POLL_S", 0.05)
+    engine.wedge_after = 2
+    err = assert_error(client.post("/v1/completions", json={"prompt": "x", "max_tokens": 50}), 503)
+    assert err["code"] == "engine_unhealthy"
+    engine.healthy = True
+    r = client.post("/v1/chat/completions", json={"messages": MSGS, "max_tokens": 50, "stream": True})
+    events = [e for e in r.text.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]" and "engine_unhealthy" in events[-2]
+    assert len(engine.aborted) == 2 and engine.free_blocks == engine.total_blocks
 
 
 json_values = st.recursive(

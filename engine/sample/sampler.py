@@ -89,6 +89,8 @@ class Sampler:
         logits = logits.float()
         x = self.process_logits(logits, rows)
         sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
+        if not rows:
+            return SamplerOutput([], [], [])
         if len(sampled) == len(rows):
             token_ids = self._sample(x, rows)
         else:

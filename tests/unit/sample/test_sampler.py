@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pagoda.engine.sample.penalties import apply_penalties
-from pagoda.engine.sample.sampler import Sampler, SamplingRow, make_generator
+from pagoda.engine.sample.sampler import Sampler, SamplerOutput, SamplingRow, make_generator
 from pagoda.engine.sample.truncation import CANDIDATES, apply_min_p, apply_top_k, apply_top_k_top_p
 from pagoda.engine.sampling_params import SamplingParams
 
@@ -255,7 +255,7 @@ def test_logprobs_are_the_raw_log_softmax():
 
 # -- bad input ---------------------------------------------------------------------------------------
 
-def test_bad_input_is_refused_clearly():
+def test_bad_input_is_refused_clearly_and_an_empty_batch_is_fine():
     sampler = Sampler(V, EOS)
     with pytest.raises(ValueError, match=r"logits must be \[2, 50\]"):
         sampler(torch.zeros(2, V + 1), [row(), row()])
@@ -266,6 +266,7 @@ def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match="stop_token_ids.*-1"):
         sampler.validate(SamplingParams(stop_token_ids=[-1]))
     sampler.validate(SamplingParams(logit_bias={49: 1.0}, stop_token_ids=[0]))
+    assert sampler(torch.zeros(0, V), []) == SamplerOutput([], [], [])
 
 
 @settings(max_examples=60, deadline=None)

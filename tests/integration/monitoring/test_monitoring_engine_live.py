@@ -10,7 +10,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import Prometheus, dashboard_queries, queried_metric_names, rule_groups
+from monitoring_stack import Prometheus, dashboard_queries, queried_metric_names, rule_groups
 from server_process import ServerProcess
 
 pytestmark = pytest.mark.integration

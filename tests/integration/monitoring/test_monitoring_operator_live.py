@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 from chart_render import CHART, REPO, find_helm
-from conftest import Prometheus, dashboard_queries, queried_metric_names, rule_groups
+from monitoring_stack import Prometheus, dashboard_queries, queried_metric_names, rule_groups
 from server_process import free_port
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import dashboard_queries, rule_groups, tool
+from monitoring_stack import dashboard_queries, rule_groups, tool
 
 pytestmark = pytest.mark.integration
 

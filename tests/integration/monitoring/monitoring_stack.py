@@ -1,4 +1,6 @@
-"""Shared by the monitoring tests: the chart's rendered alerts and dashboard queries, promtool."""
+"""Shared by the monitoring tests: the chart's rendered alerts and dashboard queries, promtool,
+and a real Prometheus process. (Not conftest.py: test modules import it by name, and every test
+folder has its own `conftest`.)"""
 from __future__ import annotations
 
 import json

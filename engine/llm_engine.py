@@ -207,9 +207,10 @@ class LLMEngine:
         outs = []
         for seq, detok in zip(req.seqs, req.detoks):
             outs.append(CompletionOutput(
-                index=seq.index, text=detok.text if detok else "", token_ids=list(seq.output_token_ids),
+                # The sequence's own lists, not copies: a step must not cost O(tokens so far).
+                index=seq.index, text=detok.text if detok else "", token_ids=seq.output_token_ids,
                 cumulative_logprob=seq.cumulative_logprob if seq.params.logprobs is not None else None,
-                logprobs=list(seq.logprobs) if seq.params.logprobs is not None else None,
+                logprobs=seq.logprobs if seq.params.logprobs is not None else None,
                 finish_reason=seq.finish_reason, stop_reason=seq.stop_reason))
         first = req.seqs[0]
         metrics = RequestMetrics(req.arrival_time, first.first_scheduled_time, first.first_token_time,

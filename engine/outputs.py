@@ -11,7 +11,7 @@ TokenLogprobs = dict[int, float]
 class CompletionOutput:
     index: int
     text: str
-    token_ids: list[int]
+    token_ids: list[int]  # while running, the engine's own growing list: copy it to keep a snapshot
     cumulative_logprob: float | None = None
     logprobs: list[TokenLogprobs] | None = None
     finish_reason: str | None = None  # "stop" | "length" | "abort" | None while running

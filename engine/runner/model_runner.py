@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from pagoda.engine.attention.metadata import AttentionMetadata
@@ -110,35 +111,51 @@ class ModelRunner:
         return int(total * self.config.gpu_memory_utilization - peak - max(non_torch, 0))
 
     def prepare(self, batch: list[tuple[Sequence, int]]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
-        """Flatten the batch: token ids, positions, attention metadata, and where to take logits."""
+        """Flatten the batch: token ids, positions, attention metadata, and where to take logits.
+
+        Host work per step is on the critical path of every decode, so everything goes into two
+        host buffers and crosses to the device in two copies.
+        """
         bs = self.block_size
         tokens: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
         qsl, seq_lens, logits_at = [0], [], []
-        max_blocks = max(len(seq.block_table) for seq, _ in batch)
-        tables = []
-        for seq, n in batch:
+        tables = np.zeros((len(batch), max(len(seq.block_table) for seq, _ in batch)), dtype=np.int32)
+        for i, (seq, n) in enumerate(batch):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
-            tokens += seq.token_ids(start, end)
-            positions += range(start, end)
             table = seq.block_table
-            slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
+            tables[i, :len(table)] = table
+            if n == 1:  # a decode: no ranges to build
+                tokens.append(seq.token_ids(start, end)[0])
+                positions.append(start)
+                slots.append(table[start // bs] * bs + start % bs)
+            else:
+                pos = np.arange(start, end)
+                tokens += seq.token_ids(start, end)
+                positions += range(start, end)
+                slots += (np.asarray(table, dtype=np.int64)[pos // bs] * bs + pos % bs).tolist()
             qsl.append(qsl[-1] + n)
             seq_lens.append(end)
-            tables.append(table + [0] * (max_blocks - len(table)))
             if end == seq.num_tokens:
                 logits_at.append(qsl[-1] - 1)
-        dev = self.device
+        t = len(tokens)
+        longs = self._to_device(np.array(tokens + positions + slots + logits_at, dtype=np.int64))
+        ints = self._to_device(np.concatenate([np.array(qsl + seq_lens, dtype=np.int32), tables.ravel()]))
+        b = len(batch)
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
-            query_start_loc=torch.tensor(qsl, dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
-            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+            slot_mapping=longs[2 * t:3 * t], query_start_loc=ints[:b + 1], seq_lens=ints[b + 1:2 * b + 1],
+            block_tables=ints[2 * b + 1:].view(b, tables.shape[1]),
             max_query_len=max(n for _, n in batch), max_seq_len=max(seq_lens), block_size=bs,
             query_start_loc_cpu=qsl, seq_lens_cpu=seq_lens)
-        return (torch.tensor(tokens, dtype=torch.long, device=dev),
-                torch.tensor(positions, dtype=torch.long, device=dev), meta, logits_at)
+        self._logits_index = longs[3 * t:]
+        return longs[:t], longs[t:2 * t], meta, logits_at
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(array)
+        if self.device.type == "cpu":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def execute(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], SamplerOutput | None]:
@@ -151,7 +168,7 @@ class ModelRunner:
         sampling = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
         if not sampling:
             return [], None
-        logits = self.model.compute_logits(hidden[torch.tensor(logits_at, device=self.device)])
+        logits = self.model.compute_logits(hidden[self._logits_index])
         rows = [SamplingRow(seq.params, seq.prompt_token_ids, seq.output_token_ids, seq.generator)
                 for seq in sampling]
         return sampling, self.sampler(logits, rows)

@@ -5,7 +5,7 @@
 #   STAGE=tests|w1|all   W1_ARGS="extra engine flags"   HF_BUDGET=seconds per HF mode
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl 2>&1 | tail -2
+rm -rf /tmp/site; python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl 2>&1 | tail -2
 mkdir -p /tmp/p/pagoda && ln -sfn "$PWD/engine" /tmp/p/pagoda/engine
 export PYTHONPATH=/tmp/site:/tmp/p
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

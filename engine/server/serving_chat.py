@@ -21,8 +21,8 @@ from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconn
 async def create_chat_completion(engine, body: ChatCompletionRequest, request: Request):
     tokenizer = engine.tokenizer
     prompt_ids = render_chat(tokenizer, body.messages, body.add_generation_prompt, body.chat_template_kwargs)
-    max_tokens = fit_max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens,
-                                engine.max_model_len)
+    asked = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
+    max_tokens = fit_max_tokens(len(prompt_ids), asked, engine.max_model_len)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     top_k = body.top_logprobs or 0

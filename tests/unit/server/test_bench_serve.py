@@ -18,7 +18,7 @@ def bench_args(url: str, *extra: str) -> argparse.Namespace:
 
 
 def test_fixed_concurrency_completions(tmp_path, capsys):
-    engine = FakeAsyncLLM(step_delay=0.005)
+    engine = FakeAsyncLLM(step_delay=0.02)  # slow enough that two requests overlap
     with serve_in_thread(build_app({"fake": engine})) as url:
         result = tmp_path / "r.json"
         assert run_bench_serve(bench_args(url, "--max-concurrency", "2", "--result-file", str(result))) == 0

@@ -27,6 +27,7 @@ def assert_error(r, status: int, param: str | None = "any") -> dict:
 @pytest.mark.parametrize("path,body,param", [
     ("/v1/chat/completions", {"messages": MSGS, "max_tokens": -1}, "max_tokens"),
     ("/v1/chat/completions", {"messages": MSGS, "max_tokens": 0}, "max_tokens"),
+    ("/v1/chat/completions", {"messages": MSGS, "max_completion_tokens": 0, "max_tokens": 5}, "max_tokens"),
     ("/v1/chat/completions", {"messages": MSGS, "temperature": -0.1}, "temperature"),
     ("/v1/chat/completions", {"messages": MSGS, "n": 0}, "n"),
     ("/v1/chat/completions", {"messages": MSGS, "n": 9}, "n"),  # beyond max_num_seqs

@@ -48,19 +48,25 @@ def start_fake_server(timeout: float) -> tuple[subprocess.Popen, str]:
 
 
 def stream_in_thread(url: str, max_tokens: int) -> tuple[threading.Thread, dict]:
-    out: dict = {}
+    """A streamed request in a thread; returns once its first chunk has arrived."""
+    out: dict = {"lines": []}
+    streaming = threading.Event()
 
     def run() -> None:
         try:
             with httpx.stream("POST", f"{url}/v1/completions", timeout=30,
                               json={"prompt": "x", "max_tokens": max_tokens, "stream": True}) as r:
-                out["lines"] = [line for line in r.iter_lines() if line]
+                for line in r.iter_lines():
+                    streaming.set()
+                    if line:
+                        out["lines"].append(line)
         except httpx.HTTPError as e:
             out["error"] = e
+        streaming.set()
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.3)  # the request is in flight
+    assert streaming.wait(timeout=20) and "error" not in out
     return t, out
 
 

@@ -21,11 +21,17 @@ def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
     v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v)
 
 
+def gather_blocks(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """cache[blocks] as [len(blocks) * block_size, kv_heads, head_dim]; a 2-D index_select is a
+    row memcpy on the CPU, several times faster than indexing the 4-D cache."""
+    rows = cache.view(cache.shape[0], -1).index_select(0, blocks)
+    return rows.view(-1, *cache.shape[2:])
+
+
 def gather_context(cache: torch.Tensor, block_table: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """The first num_tokens cached tokens of one sequence: [num_tokens, kv_heads, head_dim]."""
-    block_size = cache.shape[1]
-    num_blocks = -(-num_tokens // block_size)
-    return cache[block_table[:num_blocks]].flatten(0, 1)[:num_tokens]
+    num_blocks = -(-num_tokens // cache.shape[1])
+    return gather_blocks(cache, block_table[:num_blocks])[:num_tokens]
 
 
 class TorchAttentionBackend:
@@ -42,20 +48,23 @@ class TorchAttentionBackend:
             self._decode(q, k_cache, v_cache, meta, scale, decodes, starts, seq_lens, out)
         for i in range(len(seq_lens)):
             start, end = starts[i], starts[i + 1]
-            if end - start > 1:
-                out[start:end] = self._prefill(q[start:end], k_cache, v_cache, meta.block_tables[i],
-                                               seq_lens[i], scale)
+            if end - start == 1:
+                continue
+            if end - start == seq_lens[i]:  # no earlier context: this step's k, v are all of it
+                key, value = k[start:end], v[start:end]
+            else:
+                key = gather_context(k_cache, meta.block_tables[i], seq_lens[i])
+                value = gather_context(v_cache, meta.block_tables[i], seq_lens[i])
+            out[start:end] = self._prefill(q[start:end], key, value, scale)
         return out
 
     @staticmethod
-    def _prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                 block_table: torch.Tensor, seq_len: int, scale: float) -> torch.Tensor:
-        """One sequence whose last q.shape[0] tokens of seq_len are the queries."""
+    def _prefill(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+        """One sequence: q [Lq, H, d] are the last Lq of the seq_len tokens of key, value [L, kvh, d]."""
         query_len, num_heads, head_dim = q.shape
-        num_kv_heads = k_cache.shape[2]
+        seq_len, num_kv_heads = key.shape[:2]
         group = num_heads // num_kv_heads
-        key = gather_context(k_cache, block_table, seq_len).transpose(0, 1)  # [kvh, L, d]
-        value = gather_context(v_cache, block_table, seq_len).transpose(0, 1)
+        key, value = key.transpose(0, 1), value.transpose(0, 1)  # [kvh, L, d]
         # [L, H, d] -> [kvh, group * L, d]: heads of one KV group are consecutive, as in HF's repeat_kv.
         query = q.transpose(0, 1).reshape(num_kv_heads, group * query_len, head_dim)
         q_pos = torch.arange(seq_len - query_len, seq_len, device=q.device)
@@ -75,10 +84,14 @@ class TorchAttentionBackend:
         max_blocks = -(-max(lens) // block_size)
         device = q.device
         seq_idx = torch.tensor(seqs, device=device)
-        tokens = torch.tensor([starts[i] for i in seqs], device=device)
-        tables = meta.block_tables[seq_idx, :max_blocks]  # [B, nb]; unused entries are masked below
-        key = k_cache[tables].flatten(1, 2).transpose(1, 2)  # [B, kvh, nb * bs, d]
-        value = v_cache[tables].flatten(1, 2).transpose(1, 2)
+        token_list = [starts[i] for i in seqs]
+        # A pure decode batch has its tokens at 0..B-1: slice instead of gather and scatter.
+        tokens = slice(0, len(seqs)) if token_list[-1] == len(seqs) - 1 else torch.tensor(token_list, device=device)
+        # [B, nb] blocks, entries past a sequence's length masked below
+        tables = meta.block_tables[seq_idx, :max_blocks].flatten()
+        shape = (len(seqs), max_blocks * block_size, num_kv_heads, head_dim)
+        key = gather_blocks(k_cache, tables).view(shape).transpose(1, 2)  # [B, kvh, nb * bs, d]
+        value = gather_blocks(v_cache, tables).view(shape).transpose(1, 2)
         query = q[tokens].view(len(seqs), num_kv_heads, num_heads // num_kv_heads, head_dim)
         positions = torch.arange(max_blocks * block_size, device=device)
         mask = positions[None, :] < torch.tensor(lens, device=device)[:, None]

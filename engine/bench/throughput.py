@@ -60,11 +60,19 @@ def _run_engine(engine, wl: Workload) -> dict:
                                                                  detokenize=False))
     bs = engine.config.block_size
     used = reserved = static = 0
-    generated = steps = 0
+    generated = steps = decode_steps = 0
+    decode_s = 0.0
     t0 = time.perf_counter()
     while engine.has_unfinished_requests():
+        # A decode-only step: nothing waits and every running sequence has its prompt in the cache.
+        decode_only = not engine.scheduler.waiting and all(
+            s.num_computed_tokens == s.num_tokens - 1 for s in engine.scheduler.running)
+        ts = time.perf_counter()
         for out in engine.step():
             generated += sum(len(d[1]) for d in out.deltas)
+        if decode_only:
+            decode_steps += 1
+            decode_s += time.perf_counter() - ts
         steps += 1
         running = engine.scheduler.running
         used += sum(s.num_computed_tokens for s in running)
@@ -72,7 +80,8 @@ def _run_engine(engine, wl: Workload) -> dict:
         static += len(running) * engine.max_model_len  # a static system reserves the whole context
     dt = time.perf_counter() - t0
     n = len(wl.prompts)
-    return {"requests": n, "seconds": round(dt, 2), "steps": steps, "requests_per_s": round(n / dt, 3),
+    return {"requests": n, "seconds": round(dt, 2), "steps": steps, "decode_only_steps": decode_steps,
+            "decode_only_seconds": round(decode_s, 2), "requests_per_s": round(n / dt, 3),
             "output_tok_per_s": round(generated / dt, 1),
             "total_tok_per_s": round((generated + wl.prompt_tokens) / dt, 1),
             "kv_waste_pct": round(100 * (1 - used / max(reserved, 1)), 2),

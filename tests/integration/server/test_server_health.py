@@ -1,4 +1,5 @@
-"""Two models in one real `pagoda serve` (one from --model, one from --config): routing, per-model metrics, and /health when a loop dies.
+"""Two models in one real `pagoda serve` (one from --model, one from --config): routing, per-model
+metrics, and /health when a loop dies.
 
 The server runs with PAGODA_TEST_HOOKS=1, which mounts /debug routes that kill or wedge an engine
 loop from the inside; /health must then fail, naming the engine.

@@ -161,7 +161,7 @@ def test_completion_logprobs(client):
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 4
     assert "".join(lp.tokens) == r.choices[0].text
     assert lp.text_offset[0] == 0 and lp.text_offset[1] == len(lp.tokens[0])
-    for tok, chosen, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+    for chosen, top in zip(lp.token_logprobs, lp.top_logprobs):
         assert 1 <= len(top) <= 2 and chosen == pytest.approx(max(top.values()), abs=1e-4)
 
 

@@ -21,7 +21,7 @@ SERVE_FAKE = """
 import sys
 from server_fakes import FakeAsyncLLM
 from pagoda.engine.server.api_server import build_app, serve_app
-engine = FakeAsyncLLM(step_delay=0.05)
+engine = FakeAsyncLLM(step_delay={step_delay})
 code = serve_app(build_app({{"fake": engine}}), "127.0.0.1", {port}, shutdown_timeout={timeout}, log_level="warning")
 print("EXIT", code, "ABORTED", len(engine.aborted), "FINISHED", len(engine.finished), "STOPPED", engine.stopped,
       "FREE", engine.free_blocks == engine.total_blocks, flush=True)
@@ -29,11 +29,12 @@ sys.exit(code)
 """
 
 
-def start_fake_server(timeout: float) -> tuple[subprocess.Popen, str]:
+def start_fake_server(timeout: float, step_delay: float) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-c", SERVE_FAKE.format(port=port, timeout=timeout)],
+    script = SERVE_FAKE.format(port=port, timeout=timeout, step_delay=step_delay)
+    proc = subprocess.Popen([sys.executable, "-c", script],
                             cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -71,7 +72,7 @@ def stream_in_thread(url: str, max_tokens: int) -> tuple[threading.Thread, dict]
 
 
 def test_sigterm_finishes_in_flight_refuses_new_exits_0():
-    proc, url = start_fake_server(timeout=30)
+    proc, url = start_fake_server(timeout=30, step_delay=0.05)
     t, out = stream_in_thread(url, max_tokens=30)  # 1.5 s of steps
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
@@ -86,12 +87,12 @@ def test_sigterm_finishes_in_flight_refuses_new_exits_0():
 
 
 def test_drain_timeout_cancels_what_is_left_and_still_exits_0():
-    proc, url = start_fake_server(timeout=0.5)
-    t, out = stream_in_thread(url, max_tokens=200)  # 10 s: longer than the drain allows
+    proc, url = start_fake_server(timeout=0.5, step_delay=0.2)
+    t, out = stream_in_thread(url, max_tokens=200)  # 40 s: far longer than the drain allows
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20
     t.join(timeout=30)
     assert "EXIT 0 ABORTED 1 FINISHED 0 STOPPED True FREE True" in proc.stdout.read()
 

@@ -41,7 +41,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix="pagoda.dev", key="last-handled-configuration")
     # kopf's timers need a finalizer (to stop before the object goes): name it after us.
     settings.persistence.finalizer = "pagoda.dev/operator"
-    settings.posting.level = logging.INFO  # every action becomes an Event
+    # Our actions are Events (kopf.event, posted whatever the level); kopf's own per-handler
+    # chatter would be an Event on every child change: only its warnings and errors are.
+    settings.posting.level = logging.WARNING
     # Watches end server-side before any proxy or load balancer cuts them silently.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

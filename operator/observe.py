@@ -88,7 +88,8 @@ def _autoscale(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState
     a = s.autoscaling
     current = deploy["spec"].get("replicas", a.min_replicas)
     if a.metric == "TTFTSecondsP95":
-        values: list[float | None] = [state.history.window(list(scraped), a.window_seconds, now).ttft_p95] if scraped else []
+        p95 = state.history.window(list(scraped), a.window_seconds, now).ttft_p95
+        values: list[float | None] = [p95] if scraped else []
     else:
         per_pod = {"WaitingRequests": lambda x: x.waiting, "InFlightRequests": lambda x: x.running + x.waiting,
                    "KVCacheUsage": lambda x: x.kv_usage}[a.metric]
@@ -103,7 +104,7 @@ def _autoscale(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState
     longest = max(a.scale_up.period_seconds, a.scale_down.period_seconds)
     autoscale.record(state.scaler, now, decision.replicas - current, longest)
     metrics.scaling_decisions.labels(s.namespace, s.name, direction).inc()
-    kopf.info(body, reason="Scaled", message=f"{current} -> {decision.replicas}: {decision.reason}")
+    kopf.event(body, type="Normal", reason="Scaled", message=f"{current} -> {decision.replicas}: {decision.reason}")
     return True
 
 
@@ -128,16 +129,18 @@ def _gate(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState, rol
             return False  # the spec moved on; the reconcile it triggered starts the next rollout
         rollout.update(phase="Succeeded", stableRevision=rollout["revision"], message=f"{v.reason}: {v.message}",
                        stableSpec=json.dumps(s.raw, sort_keys=True))
-        kopf.info(body, reason="RolloutSucceeded", message=f"revision {rollout['revision']}: {v.message}")
+        kopf.event(body, type="Normal", reason="RolloutSucceeded",
+                   message=f"revision {rollout['revision']}: {v.message}")
         return False
     if not rollout.get("stableSpec") or rollout.get("stableRevision") == rollout["revision"]:
         rollout.update(phase="Failed", message=f"{v.reason}: {v.message} (no earlier revision to roll back to)")
-        kopf.warn(body, reason="RolloutFailed", message=rollout["message"])
+        kopf.event(body, type="Warning", reason="RolloutFailed", message=rollout["message"])
         return False
     rollout.update(phase="RolledBack", failedRevision=rollout["revision"], revision=rollout["stableRevision"],
                    message=f"{v.reason}: {v.message}; rolled back to revision {rollout['stableRevision']}")
     metrics.rollbacks.labels(s.namespace, s.name).inc()
-    kopf.warn(body, reason="RolledBack", message=f"revision {rollout['failedRevision']}: {rollout['message']}")
+    kopf.event(body, type="Warning", reason="RolledBack",
+               message=f"revision {rollout['failedRevision']}: {rollout['message']}")
     kube.patch_status(api, s.namespace, s.name, {"rollout": rollout})
     reconcile_now(api, s.namespace, s.name)
     return True

@@ -66,7 +66,7 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
         applied = apply_children(api, body, s, pods, replicas)
     except kube.ApiException as e:
         error = f"applying children failed: {e.status} {e.reason}: {_api_message(e)}"
-        kopf.warn(body, reason="ApplyFailed", message=error)
+        kopf.event(body, type="Warning", reason="ApplyFailed", message=error)
         write_status(api, body, s, live, rollout, apply_error=error)
         raise kopf.TemporaryError(error, delay=15) from e
     deploy = next(o for o in applied if o["kind"] == "Deployment")
@@ -77,7 +77,7 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
             rollout.update(phase="Succeeded", message=f"back on stable revision {rendered}")
         else:
             rollout.update(phase="Progressing", message=f"rolling out revision {rendered}")
-            kopf.info(body, reason="RolloutStarted", message=f"rolling out revision {rendered}")
+            kopf.event(body, type="Normal", reason="RolloutStarted", message=f"rolling out revision {rendered}")
     write_status(api, body, s, deploy, rollout)
 
 
@@ -108,9 +108,10 @@ def replicas_to_apply(s: Spec, live: dict[str, Any] | None) -> int | None:
 def apply_children(api: ApiClient, body: dict[str, Any], s: Spec, pods: Spec, replicas: int | None
                    ) -> list[dict[str, Any]]:
     sm = servicemonitors_served(api)
-    if s.service_monitor and not sm:
-        kopf.warn(body, reason="ServiceMonitorSkipped",
-                  message="monitoring.serviceMonitor.enabled, but the ServiceMonitor CRD is not installed")
+    new_generation = (body.get("status") or {}).get("observedGeneration") != body["metadata"].get("generation")
+    if s.service_monitor and not sm and new_generation:  # said once per spec, not on every reconcile
+        kopf.event(body, type="Warning", reason="ServiceMonitorSkipped",
+                   message="monitoring.serviceMonitor.enabled, but the ServiceMonitor CRD is not installed")
     image = engine_image(pods, CONFIG.engine_image, CONFIG.engine_cpu_image)
     want = desired(s, pods, image, replicas, sm)
     uid = body["metadata"]["uid"]
@@ -131,14 +132,15 @@ def apply_children(api: ApiClient, body: dict[str, Any], s: Spec, pods: Spec, re
         applied.append(out)
         key = (obj["kind"], obj["metadata"]["name"])
         if key not in existing:
-            kopf.info(body, reason="Created", message=f"created {obj['kind']} {key[1]}")
+            kopf.event(body, type="Normal", reason="Created", message=f"created {obj['kind']} {key[1]}")
         elif existing[key] != out["metadata"]["resourceVersion"]:
-            kopf.info(body, reason="Updated", message=f"updated {obj['kind']} {key[1]}")
+            kopf.event(body, type="Normal", reason="Updated", message=f"updated {obj['kind']} {key[1]}")
     keep = {(o["kind"], o["metadata"]["name"]) for o in want}
     for kind, child in owned:
         if (kind.kind, child) not in keep:
             kube.delete(api, kind, s.namespace, child)
-            kopf.info(body, reason="Deleted", message=f"deleted {kind.kind} {child}: the spec no longer asks for it")
+            kopf.event(body, type="Normal", reason="Deleted",
+                       message=f"deleted {kind.kind} {child}: the spec no longer asks for it")
     return applied
 
 

@@ -57,7 +57,8 @@ def conditions(f: Facts) -> list[dict[str, Any]]:
     if f.pods_scraped is None:
         metrics = condition("MetricsAvailable", False, "NotScrapedYet", "no scrape has run yet")
     elif f.pods_scraped > 0:
-        metrics = condition("MetricsAvailable", True, "Scraped", f"{f.pods_scraped}/{f.ready} ready pods answered /metrics")
+        metrics = condition("MetricsAvailable", True, "Scraped",
+                            f"{f.pods_scraped}/{f.ready} ready pods answered /metrics")
     elif f.ready == 0:
         metrics = condition("MetricsAvailable", False, "NoReadyPods", "no ready pod to scrape")
     else:
@@ -71,6 +72,7 @@ def merge(old: list[dict[str, Any]], new: list[dict[str, Any]], now: str, genera
     out = []
     for c in new:
         prev = before.get(c["type"])
-        since = prev["lastTransitionTime"] if prev and prev.get("status") == c["status"] and "lastTransitionTime" in prev else now
+        held = prev is not None and prev.get("status") == c["status"] and "lastTransitionTime" in prev
+        since = prev["lastTransitionTime"] if held else now
         out.append({**c, "lastTransitionTime": since, "observedGeneration": generation})
     return out

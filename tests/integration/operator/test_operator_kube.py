@@ -184,7 +184,7 @@ def test_deleting_the_inferenceservice_removes_its_children(api, kube_ns, operat
     kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(
         "pagoda.dev", "v1alpha1", kube_ns, "inferenceservices", "gone")
     # The operator stops its timer and lifts its finalizer; then the object is gone ...
-    wait_for("the InferenceService to go", lambda: isvc(api, kube_ns, "gone") is None, timeout=30)
+    wait_for("the InferenceService to go", lambda: isvc(api, kube_ns, "gone") is None, timeout=60)
     # ... and the garbage collector of kube-controller-manager follows the owner references.
     wait_for("the garbage collector", lambda: children(api, kube_ns, "gone") == {}, timeout=90)
     wait_for("the pods to go", lambda: not core(api).list_namespaced_pod(
@@ -231,31 +231,66 @@ def test_examples_are_accepted(kube, isvc_crd, kube_ns):
         assert out.returncode == 0, f"{path.name}: {out.stderr}"
 
 
+def block_service(kube, ns: str, name: str) -> str:
+    """A ValidatingAdmissionPolicy that refuses the Service `name` in `ns`: reconciles stop half-way."""
+    policy = f"block-{ns}"
+    doc = [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": policy},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                          "operations": ["CREATE", "UPDATE"],
+                                                          "resources": ["services"]}]},
+                  "validations": [{"expression": f"object.metadata.name != '{name}'",
+                                   "message": "blocked by the test"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": policy},
+         "spec": {"policyName": policy, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}},
+    ]
+    kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": doc}))
+    probe = json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+                        "spec": {"ports": [{"port": 80}]}})
+    wait_for("the policy to take effect", lambda: "blocked by the test" in kube.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=probe, check=False).stderr)
+    return policy
+
+
 def test_killed_mid_reconcile_restarts_and_converges(api, kube, isvc_crd, kube_ns):
     from kopf.testing import KopfRunner
+    policy = block_service(kube, kube_ns, "crash")
     code = "import sys; from pagoda.operator.main import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--standalone", "-n", kube_ns, "--metrics-port", "0", "--liveness-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "KUBECONFIG": kube.kubeconfig})
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "KUBECONFIG": kube.kubeconfig})
     try:
         create_isvc(api, kube_ns, "crash", FULL)
-        # Kill it (SIGKILL: no cleanup) as soon as the first children show up, before it is done.
-        wait_for("the first child", lambda: children(api, kube_ns, "crash") or proc.poll() is not None,
-                 timeout=60, every=0.01)
+        # The ConfigMap is applied, the Service refused: the reconcile is stuck half-way. Kill it there
+        # (SIGKILL: no cleanup, kopf's progress annotations left as they are).
+        obj = wait_for("a half-done reconcile", lambda: condition(isvc(api, kube_ns, "crash"), "Degraded")
+                       .get("reason") == "ApplyFailed" and isvc(api, kube_ns, "crash"), timeout=60)
+        assert "blocked by the test" in condition(obj, "Degraded")["message"]
+        assert proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert children(api, kube_ns, "crash") == {"ConfigMap": ["crash-engine"]}
+    assert any(r == "ApplyFailed" for _, r, _ in events(api, kube_ns, "crash"))
+    kube.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy)
+
     with KopfRunner(["run", "--standalone", "--namespace", kube_ns, "-m", "pagoda.operator.handlers"], timeout=60):
-        obj = wait_for("convergence after the restart", lambda: converged(api, kube_ns, "crash"), timeout=60)
         want = {"ConfigMap": ["crash-engine"], "Service": ["crash"], "Deployment": ["crash"],
                 "Ingress": ["crash"], "PodDisruptionBudget": ["crash"]}
-        wait_for("every child, once", lambda: children(api, kube_ns, "crash") == want)
+        wait_for("every child, once", lambda: children(api, kube_ns, "crash") == want, timeout=60)
+        obj = wait_for("Degraded to clear", lambda: condition(isvc(api, kube_ns, "crash"), "Degraded")
+                       .get("status") == "False" and isvc(api, kube_ns, "crash"), timeout=30)
         time.sleep(2)  # a few more reconciles must not add anything
         assert children(api, kube_ns, "crash") == want
         rs = apps(api).list_namespaced_replica_set(kube_ns, label_selector="pagoda.dev/inferenceservice=crash").items
-        assert len(rs) == 1  # no second rollout from the restart
+        assert len(rs) == 1  # one rollout, not one per attempt
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
         assert obj["status"]["replicasOwner"] == "spec"
 
 

@@ -1,0 +1,55 @@
+"""The pure parts of reconcile.py and children.py: which spec renders the pods, who sets replicas."""
+import json
+
+from pagoda.operator import metrics
+from pagoda.operator.children import DEPLOYMENT, KINDS, kind_of
+from pagoda.operator.reconcile import pod_spec, replicas_to_apply, spec_revision
+from pagoda.operator.spec import parse
+
+AUTO = {"minReplicas": 2, "maxReplicas": 5, "metric": {"type": "WaitingRequests", "target": 4}}
+
+
+def spec(**over):
+    return parse("m", "ns", {"model": {"uri": "default"}, **over})
+
+
+def live(replicas):
+    return {"spec": {"replicas": replicas}}
+
+
+def test_replicas_per_owner():
+    assert replicas_to_apply(spec(replicas=3), live(7)) == 3  # the spec wins over a hand edit
+    assert replicas_to_apply(spec(), None) == 1
+    assert replicas_to_apply(spec(autoscaling={**AUTO, "mode": "HPA"}), live(4)) is None
+    auto = spec(autoscaling=AUTO)
+    assert replicas_to_apply(auto, None) == 2  # a new Deployment starts at minReplicas
+    assert replicas_to_apply(auto, live(4)) == 4  # the autoscaler's count is kept
+    assert replicas_to_apply(auto, live(9)) == 5  # ... within the bounds
+    assert replicas_to_apply(auto, live(1)) == 2
+
+
+def test_pods_come_from_the_stable_spec_only_while_the_failed_revision_is_asked_for():
+    stable, bad = spec(engine={"maxNumSeqs": 8}), spec(engine={"maxNumSeqs": 4})
+    rollout = {"stableSpec": json.dumps(stable.raw), "failedRevision": spec_revision(bad)}
+    assert pod_spec(bad, rollout).raw == stable.raw
+    fixed = spec(engine={"maxNumSeqs": 6})
+    assert pod_spec(fixed, rollout) is fixed
+    assert pod_spec(bad, {}) is bad
+    assert spec_revision(stable) != spec_revision(bad) and spec_revision(bad) == spec_revision(spec(
+        engine={"maxNumSeqs": 4}))
+
+
+def test_kinds():
+    assert DEPLOYMENT.path("ns", "m") == "/apis/apps/v1/namespaces/ns/deployments/m"
+    assert kind_of({"apiVersion": "v1", "kind": "Service"}).path("ns") == "/api/v1/namespaces/ns/services"
+    assert len({k.kind for k in KINDS}) == len(KINDS)
+
+
+def test_forget_drops_series():
+    metrics.desired_replicas.labels("ns-f", "m").set(3)
+    metrics.scaling_decisions.labels("ns-f", "m", "up").inc()
+    metrics.forget("ns-f", "m")
+    metrics.forget("ns-f", "m")  # twice is fine
+    samples = [s for m in (metrics.desired_replicas, metrics.scaling_decisions) for f in m.collect()
+               for s in f.samples if s.labels.get("namespace") == "ns-f"]
+    assert samples == []

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.server.args import API_KEY_ENV
+from pagoda.engine.server.args import resolve_api_key
 from pagoda.engine.server.errors import install_error_handlers
 from pagoda.engine.server.middleware import GateMiddleware, Lifecycle
 from pagoda.engine.server.routes import router
@@ -126,8 +126,8 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
     for config in configs:
         config.validate()
         engines[config.name] = AsyncLLM.from_config(config)
-    api_key = args.api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
-    app = build_app(engines, api_key, args.allowed_origins, test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")
+    app = build_app(engines, resolve_api_key(args.api_key), args.allowed_origins,
+                    test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")
     return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
 
 

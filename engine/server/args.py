@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 API_KEY_ENV = ("PAGODA_API_KEY", "VLLM_API_KEY")
 
@@ -21,3 +22,8 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--uvicorn-log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug", "trace"])
     return parser
+
+
+def resolve_api_key(flag: str | None) -> str | None:
+    """--api-key, else the first of API_KEY_ENV that is set; None: the API is open."""
+    return flag or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)

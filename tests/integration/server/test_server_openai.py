@@ -245,7 +245,7 @@ def test_sigterm_drains_in_flight_then_exits_0(server):
 
     def long_request() -> None:
         with httpx.stream("POST", f"{server.url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
-                          json={"model": MODEL, "prompt": "Count: 1, 2, 3,", "max_tokens": 40, "ignore_eos": True,
+                          json={"model": MODEL, "prompt": "Count: 1, 2, 3,", "max_tokens": 24, "ignore_eos": True,
                                 "stream": True}, timeout=60) as r:
             result["lines"] = [line for line in r.iter_lines() if line]
 

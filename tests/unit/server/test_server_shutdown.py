@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from pagoda.engine.server.api_server import load_model_configs
-from pagoda.engine.server.args import add_server_args
+from pagoda.engine.server.args import add_server_args, resolve_api_key
 
 SERVE_FAKE = """
 import sys
@@ -114,3 +114,13 @@ def test_server_args_and_config_file(tmp_path, monkeypatch):
     (tmp_path / "bad2.yaml").write_text("- model: x\n")
     with pytest.raises(ValueError, match="models"):
         load_model_configs(str(tmp_path / "bad2.yaml"))
+
+
+def test_api_key_from_flag_or_environment(monkeypatch):
+    monkeypatch.delenv("PAGODA_API_KEY", raising=False)
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    assert resolve_api_key(None) is None
+    monkeypatch.setenv("VLLM_API_KEY", "v")
+    assert resolve_api_key(None) == "v"
+    monkeypatch.setenv("PAGODA_API_KEY", "p")
+    assert resolve_api_key(None) == "p" and resolve_api_key("flag") == "flag"

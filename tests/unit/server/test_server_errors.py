@@ -36,7 +36,7 @@ def assert_error(r, status: int, param: str | None = "any") -> dict:
     ("/v1/chat/completions", {"messages": []}, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
     ("/v1/chat/completions", {}, "messages"),
-    ("/v1/chat/completions", {"messages": MSGS, "logprobs": True, "top_logprobs": 21}, "logprobs"),
+    ("/v1/chat/completions", {"messages": MSGS, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ("/v1/chat/completions", {"messages": MSGS, "top_logprobs": 2}, "top_logprobs"),
     ("/v1/chat/completions", {"messages": MSGS, "logit_bias": {"x": 1}}, "logit_bias"),
     ("/v1/chat/completions", {"messages": MSGS, "logit_bias": {"5": 101}}, "logit_bias"),

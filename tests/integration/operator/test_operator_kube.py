@@ -363,3 +363,41 @@ def test_rollout_gate_rolls_back_a_bad_revision(api, kube, kube_ns, operator, fa
     patch_isvc(api, kube_ns, "roll", {"metadata": {"annotations": {"touch": "1"}}})
     time.sleep(2)
     assert deployment(api, kube_ns, "roll").spec.template.metadata.labels["pagoda.dev/revision"] == stable
+
+
+SERVICEMONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+             "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+@pytest.fixture
+def servicemonitor_crd(kube):
+    """prometheus-operator's CRD (its shape only), for one test; the operator's cached answer is reset around it."""
+    from pagoda.operator import reconcile
+    kube.kubectl("apply", "-f", "-", input=json.dumps(SERVICEMONITOR_CRD))
+    wait_for("the ServiceMonitor API",
+             lambda: kube.kubectl("get", "servicemonitors", "-A", check=False).returncode == 0)
+    reconcile._served_cache.clear()
+    yield
+    kube.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=true")
+    reconcile._served_cache.clear()
+
+
+def test_servicemonitor_where_its_crd_exists(api, kube, kube_ns, servicemonitor_crd, operator):
+    custom = kubernetes.client.CustomObjectsApi(api)
+
+    def monitors():
+        return custom.list_namespaced_custom_object("monitoring.coreos.com", "v1", kube_ns, "servicemonitors")["items"]
+
+    obj = create_isvc(api, kube_ns, "mon", FULL)
+    sm = wait_for("the ServiceMonitor", monitors)[0]
+    assert sm["metadata"]["name"] == "mon" and sm["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    assert sm["spec"]["selector"]["matchLabels"] == {"pagoda.dev/inferenceservice": "mon"}
+    patch_isvc(api, kube_ns, "mon", {"spec": {"monitoring": {"serviceMonitor": {"enabled": False}}}})
+    wait_for("the ServiceMonitor to be pruned", lambda: monitors() == [])

@@ -86,7 +86,8 @@ class TorchAttentionBackend:
         seq_idx = torch.tensor(seqs, device=device)
         token_list = [starts[i] for i in seqs]
         # A pure decode batch has its tokens at 0..B-1: slice instead of gather and scatter.
-        tokens = slice(0, len(seqs)) if token_list[-1] == len(seqs) - 1 else torch.tensor(token_list, device=device)
+        tokens = (slice(0, len(seqs)) if token_list[-1] == len(seqs) - 1
+                  else torch.tensor(token_list, device=device))
         # [B, nb] blocks, entries past a sequence's length masked below
         tables = meta.block_tables[seq_idx, :max_blocks].flatten()
         shape = (len(seqs), max_blocks * block_size, num_kv_heads, head_dim)

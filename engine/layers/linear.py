@@ -33,5 +33,6 @@ class MergedLinear(Linear):
         """Copy one projection's weight (or bias) into its rows of the merged parameter."""
         start, rows = self.shard_rows[shard]
         if tensor.shape[0] != rows or tensor.shape[1:] != param.shape[1:]:
-            raise ValueError(f"shard {shard!r}: expected {(rows, *param.shape[1:])}, got {tuple(tensor.shape)}")
+            raise ValueError(f"shard {shard!r}: expected {(rows, *param.shape[1:])}, "
+                             f"got {tuple(tensor.shape)}")
         param.data.narrow(0, start, rows).copy_(tensor)

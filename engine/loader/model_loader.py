@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 Weights = Iterable[tuple[str, torch.Tensor]]
 
 
-def load_model(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, ModelConfig]:
+def load_model(config: EngineConfig, device: torch.device,
+               dtype: torch.dtype) -> tuple[nn.Module, ModelConfig]:
     start = time.perf_counter()
     resolved = resolve_model(config)
     if resolved.kind == "dummy":

@@ -20,6 +20,15 @@ def hf_model_config(folder: Path) -> ModelConfig:
     return ModelConfig.from_hf(cfg, gen)
 
 
+def safetensors_files(folder: Path) -> list[Path]:
+    """The shards the index names (some repos also ship a consolidated.safetensors in another
+    naming scheme); without an index, every *.safetensors file."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return sorted(folder.glob("*.safetensors"))
+
+
 def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor of the files, read one at a time, with a progress bar on stderr."""
     with ExitStack() as stack:

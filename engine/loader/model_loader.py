@@ -17,7 +17,7 @@ from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader.cache import cache_dir, save_tensors, write_atomic
 from pagoda.engine.loader.dummy import fill_dummy
 from pagoda.engine.loader.gguf_file import gguf_model_config, gguf_weights, open_gguf
-from pagoda.engine.loader.hf_folder import hf_model_config, safetensors_weights
+from pagoda.engine.loader.hf_folder import hf_model_config, safetensors_files, safetensors_weights
 from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
 from pagoda.engine.models import ModelConfig, build_model
 
@@ -34,7 +34,7 @@ def load_model(config: EngineConfig, device: torch.device,
         model_config, weights = dummy_model_config(resolved), None
     elif resolved.kind == "hf":
         model_config = hf_model_config(resolved.path)
-        weights = safetensors_weights(sorted(resolved.path.glob("*.safetensors")))
+        weights = safetensors_weights(safetensors_files(resolved.path))
     else:
         model_config, weights = gguf_source(resolved.path, dtype)
     with _default_device_dtype(device, dtype):

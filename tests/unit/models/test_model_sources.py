@@ -59,6 +59,16 @@ def test_hf_folder(tmp_path, arch: str, overrides: dict) -> None:
     assert_same_logits(ours, cfg, hf, IDS)
 
 
+def test_hf_folder_sharded_with_index(tmp_path) -> None:
+    """Shards listed in the index are read; a stray consolidated file beside them is not."""
+    hf = hf_model("LlamaForCausalLM", tie_word_embeddings=False)
+    hf.save_pretrained(tmp_path, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    (tmp_path / "consolidated.safetensors").write_bytes(b"other naming scheme")
+    ours, cfg = load_model(EngineConfig(model=str(tmp_path)), torch.device("cpu"), torch.float32)
+    assert_same_logits(ours, cfg, hf, IDS)
+
+
 def permute(w: np.ndarray, num_heads: int) -> np.ndarray:
     """llama.cpp's convert_hf_to_gguf reordering of q/k rows."""
     return w.reshape(num_heads, 2, w.shape[0] // num_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

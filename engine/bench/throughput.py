@@ -39,7 +39,7 @@ def run_throughput(config: EngineConfig, args: argparse.Namespace) -> int:
     wl = random_workload(args.num_prompts, tuple(args.input_len), tuple(args.output_len), vocab, args.workload_seed)
     print(f"workload: {len(wl.prompts)} requests, {wl.prompt_tokens} prompt tokens, {wl.output_tokens} output "
           f"tokens; model loaded in {load_s:.1f}s; KV cache {engine.kv.num_blocks} blocks", file=sys.stderr)
-    results = {"engine": "pagoda", "model": config.name, "device": str(engine.runner.device),
+    results = {"engine": "pagoda", "model": config.dummy_shape or config.name, "device": str(engine.runner.device),
                "dtype": str(engine.runner.dtype).removeprefix("torch."), **_run_engine(engine, wl)}
     _print(results)
     all_results = [results]

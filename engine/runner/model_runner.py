@@ -13,6 +13,7 @@ import torch
 
 from pagoda.engine.attention.metadata import AttentionMetadata
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.core.kv_cache_manager import BlockOp
 from pagoda.engine.core.sequence import Sequence
 from pagoda.engine.loader import load_model
 from pagoda.engine.sample.sampler import Sampler, SamplerOutput, SamplingRow
@@ -21,6 +22,22 @@ log = logging.getLogger(__name__)
 
 CPU_DEFAULT_KV_BYTES = 2 * 1024**3
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def op_runs(ops: list[BlockOp]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Split ordered block moves into runs of one kind that can run as one indexed copy each: a run
+    ends before a move that reads or writes a block an earlier move of the run wrote."""
+    runs: list[tuple[str, list[tuple[int, int]]]] = []
+    written: set[tuple[str, int]] = set()
+    for op in ops:
+        src_space, dst_space = {"copy": ("gpu", "gpu"), "swap_out": ("gpu", "cpu"), "swap_in": ("cpu", "gpu")}[op.kind]
+        src, dst = (src_space, op.src), (dst_space, op.dst)
+        if not runs or runs[-1][0] != op.kind or src in written or dst in written:
+            runs.append((op.kind, []))
+            written = set()
+        runs[-1][1].append((op.src, op.dst))
+        written.add(dst)
+    return runs
 
 
 def pick_device(name: str) -> torch.device:
@@ -50,6 +67,14 @@ class ModelRunner:
         self.kv_caches = [(torch.empty(shape, dtype=self.dtype, device=self.device),
                            torch.empty(shape, dtype=self.dtype, device=self.device))
                           for _ in range(mc.num_layers)]
+        # The swap pool: a CPU mirror of the cache's layout (pinned, so copies from a GPU are fast).
+        self.num_cpu_blocks = (int(config.swap_space * 1024**3 // self.bytes_per_block)
+                               if config.preemption_mode == "swap" else 0)
+        cpu_shape = (self.num_cpu_blocks, *shape[1:])
+        pin = self.device.type == "cuda"
+        self.cpu_kv_caches = [(torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
+                               torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin))
+                              for _ in range(mc.num_layers if self.num_cpu_blocks else 0)]
         self.sampler = Sampler(mc.vocab_size, mc.eos_token_ids)
         self.graphs = None
         if self.device.type == "cuda" and not config.enforce_eager:
@@ -58,6 +83,8 @@ class ModelRunner:
             sizes = [s for s in config.cuda_graph_sizes if s <= config.max_num_seqs] or [1]
             self.graphs = DecodeGraphs(self.model, self.kv_caches, sizes, -(-max_len // self.block_size),
                                        max_len, self.block_size, self.device)
+        if self.device.type == "cuda":
+            self._warm_up()
         log.info("KV cache: %d blocks of %d tokens (%.2f GiB)", self.num_blocks, self.block_size,
                  self.num_blocks * self.bytes_per_block / 1024**3)
 
@@ -157,9 +184,39 @@ class ModelRunner:
             return host
         return host.pin_memory().to(self.device, non_blocking=True)
 
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy-on-write: block src's K/V into block dst, on every layer."""
+        src, dst = (torch.tensor(ids, dtype=torch.long, device=self.device) for ids in zip(*pairs))
+        for k, v in self.kv_caches:
+            k[dst] = k[src]
+            v[dst] = v[src]
+
+    def swap_out(self, pairs: list[tuple[int, int]]) -> None:
+        """(GPU block, CPU block): move a preempted sequence's K/V to the swap pool."""
+        src, dst = (torch.tensor(ids, dtype=torch.long) for ids in zip(*pairs))
+        src = src.to(self.device)
+        for (k, v), (ck, cv) in zip(self.kv_caches, self.cpu_kv_caches):
+            ck[dst] = k[src].cpu()
+            cv[dst] = v[src].cpu()
+
+    def swap_in(self, pairs: list[tuple[int, int]]) -> None:
+        """(CPU block, GPU block): bring a swapped sequence's K/V back."""
+        src, dst = (torch.tensor(ids, dtype=torch.long) for ids in zip(*pairs))
+        dst = dst.to(self.device)
+        for (k, v), (ck, cv) in zip(self.kv_caches, self.cpu_kv_caches):
+            k[dst] = ck[src].to(self.device, non_blocking=True)
+            v[dst] = cv[src].to(self.device, non_blocking=True)
+
     @torch.inference_mode()
-    def execute(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], SamplerOutput | None]:
-        """Run one forward pass; sample for the sequences whose last new token ends their context."""
+    def execute(self, batch: list[tuple[Sequence, int]],
+                block_ops: list[BlockOp] = ()) -> tuple[list[Sequence], SamplerOutput | None]:
+        """Perform the block moves, run one forward pass, and sample for the sequences whose last
+        new token ends their context (and for their pending forks, from the same logits row)."""
+        moves = {"copy": self.copy_blocks, "swap_out": self.swap_out, "swap_in": self.swap_in}
+        for kind, pairs in op_runs(block_ops):
+            moves[kind](pairs)
+        if not batch:
+            return [], None
         input_ids, positions, meta, logits_at = self.prepare(batch)
         if self.graphs is not None and meta.max_query_len == 1 and self.graphs.fits(len(batch)):
             hidden = self.graphs.run(input_ids, positions, meta)
@@ -169,6 +226,27 @@ class ModelRunner:
         if not sampling:
             return [], None
         logits = self.model.compute_logits(hidden[self._logits_index])
+        if any(seq.forks for seq in sampling):
+            repeats = torch.tensor([1 + len(seq.forks) for seq in sampling], device=logits.device)
+            logits = logits.repeat_interleave(repeats, dim=0)
+            sampling = [s for seq in sampling for s in (seq, *seq.forks)]
         rows = [SamplingRow(seq.params, seq.prompt_token_ids, seq.output_token_ids, seq.generator)
                 for seq in sampling]
         return sampling, self.sampler(logits, rows)
+
+    def _warm_up(self) -> None:
+        """One mixed step (prefills of several lengths beside decodes) before serving, so that
+        kernel compilation and library start-up land here and not on the first requests."""
+        from pagoda.engine.sampling_params import SamplingParams
+
+        seqs, next_block = [], 0
+        for i, (n, computed) in enumerate([(17, 0), (300, 0), (100, 99), (40, 39), (700, 512)]):
+            seq = Sequence(f"warm-up-{i}", "warm-up", 0, [1] * n, SamplingParams(temperature=0.0))
+            blocks = -(-n // self.block_size)
+            seq.block_table = list(range(next_block, next_block + blocks))
+            seq.num_computed_tokens = computed
+            next_block += blocks
+            seqs.append(seq)
+        if next_block <= self.num_blocks:
+            self.execute([(s, s.num_tokens - s.num_computed_tokens) for s in seqs])
+            torch.cuda.synchronize(self.device)

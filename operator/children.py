@@ -11,7 +11,7 @@ from pagoda.operator.resources.ingress import ingress
 from pagoda.operator.resources.pdb import pdb
 from pagoda.operator.resources.service import service
 from pagoda.operator.resources.servicemonitor import servicemonitor
-from pagoda.operator.spec import Spec
+from pagoda.operator.spec import FIELD_MANAGER, GROUP, KIND, VERSION, Spec
 
 
 @dataclass(frozen=True)
@@ -49,3 +49,22 @@ def desired(s: Spec, pods: Spec, image: str, replicas: int | None, servicemonito
     objs = [configmap(pods), service(s), deployment(pods, image, replicas), ingress(s), pdb(s), hpa(s),
             servicemonitor(s) if servicemonitors else None]
     return [o for o in objs if o is not None]
+
+
+def owner_of(meta: dict[str, Any]) -> str | None:
+    """The InferenceService that controls a child, by its owner reference."""
+    for ref in meta.get("ownerReferences", []):
+        if ref.get("kind") == KIND and ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
+            return ref["name"]
+    return None
+
+
+def edited_by_others(meta: dict[str, Any]) -> bool:
+    """Whether a child's latest write came from someone else than the operator and was not a mere
+    status update: the writes worth undoing. (Ours, and controllers' status reports, are not.)"""
+    entries = meta.get("managedFields") or []
+    if not entries:
+        return True
+    latest = max(e.get("time", "") for e in entries)
+    return any(e.get("manager") != FIELD_MANAGER and e.get("subresource") != "status"
+               for e in entries if e.get("time", "") == latest)

@@ -13,10 +13,11 @@ import kopf
 import kubernetes
 
 from pagoda.operator import metrics
+from pagoda.operator.children import edited_by_others, owner_of
 from pagoda.operator.config import CONFIG
 from pagoda.operator.observe import ObjectState, observe
 from pagoda.operator.reconcile import LOCKS, reconcile
-from pagoda.operator.spec import GROUP, KIND, PLURAL, VERSION
+from pagoda.operator.spec import GROUP, PLURAL, VERSION
 
 ISVC = (GROUP, VERSION, PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "pagoda-operator"}
@@ -86,19 +87,13 @@ async def observe_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> 
     await observe(memo.api, memo.http, memo.state, namespace, name)
 
 
-def _owner(body: kopf.Body) -> str | None:
-    for ref in body.get("metadata", {}).get("ownerReferences", []):
-        if ref.get("kind") == KIND and ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
-            return ref["name"]
-    return None
-
-
 def _register_child_watch(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
     async def child_changed(type: str | None, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-        # None is the initial listing (resume handlers cover it); ADDED is our own creation.
-        owner = _owner(body)
-        if type in ("MODIFIED", "DELETED") and owner:
+        # None is the initial listing (resume handlers cover it); ADDED is our own creation; status
+        # changes reach the InferenceService's status through the observe timer.
+        owner = owner_of(body["metadata"])
+        if owner and (type == "DELETED" or type == "MODIFIED" and edited_by_others(body["metadata"])):
             await reconcile(memo.api, namespace, owner)
 
 

@@ -2,7 +2,7 @@
 import json
 
 from pagoda.operator import metrics
-from pagoda.operator.children import DEPLOYMENT, KINDS, kind_of
+from pagoda.operator.children import DEPLOYMENT, KINDS, edited_by_others, kind_of, owner_of
 from pagoda.operator.reconcile import pod_spec, replicas_to_apply, spec_revision
 from pagoda.operator.spec import parse
 
@@ -53,3 +53,28 @@ def test_forget_drops_series():
     samples = [s for m in (metrics.desired_replicas, metrics.scaling_decisions) for f in m.collect()
                for s in f.samples if s.labels.get("namespace") == "ns-f"]
     assert samples == []
+
+
+def entry(manager, time, subresource=None):
+    e = {"manager": manager, "operation": "Apply" if manager == "pagoda-operator" else "Update", "time": time}
+    return {**e, "subresource": subresource} if subresource else e
+
+
+def test_owner_of():
+    ref = {"apiVersion": "pagoda.dev/v1alpha1", "kind": "InferenceService", "name": "m", "uid": "u", "controller": True}
+    assert owner_of({"ownerReferences": [ref]}) == "m"
+    assert owner_of({"ownerReferences": [{**ref, "controller": False}]}) is None
+    assert owner_of({"ownerReferences": [{**ref, "kind": "Deployment"}]}) is None
+    assert owner_of({}) is None
+
+
+def test_edited_by_others():
+    ours = entry("pagoda-operator", "2026-01-01T00:00:01Z")
+    assert not edited_by_others({"managedFields": [ours]})
+    status = entry("kube-controller-manager", "2026-01-01T00:00:02Z", "status")
+    assert not edited_by_others({"managedFields": [ours, status]})
+    by_hand = entry("kubectl-edit", "2026-01-01T00:00:03Z")
+    assert edited_by_others({"managedFields": [ours, status, by_hand]})
+    assert not edited_by_others({"managedFields": [by_hand, {**ours, "time": "2026-01-01T00:00:04Z"}]})
+    assert edited_by_others({"managedFields": [entry("kubectl", "2026-01-01T00:00:05Z", "scale"), ours]})
+    assert edited_by_others({})  # no record: assume the worst

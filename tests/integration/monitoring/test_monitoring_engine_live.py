@@ -1,11 +1,13 @@
-"""A real Prometheus scraping a real `pagoda serve` (the default model): after a few requests,
-every engine series the dashboard and alerts read is in the scrape, every engine panel's query
-returns data, the chart's alert rules evaluate without errors, and the alerts fire when their
-condition holds (TTFT above a bound set low; the engine killed).
+"""A real Prometheus scraping a real `pagoda serve` (the default model, with a KV cache of 12
+blocks): after a few requests and a burst that overfills the cache, every engine series the
+dashboard and alerts read is in the scrape, every engine panel's query returns data, the chart's
+alert rules evaluate without errors, and each engine alert fires when its condition holds (TTFT
+above a bound set low, the cache saturated, requests preempted, the engine killed).
 """
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -18,14 +20,19 @@ pytestmark = pytest.mark.integration
 MODEL = "smol"
 # Engine panels read vllm:*; the operator's are checked in test_monitoring_operator_live.
 ENGINE_QUERIES = [(t, e) for t, e in dashboard_queries() if "pagoda_operator_" not in e]
-# Alerts set to fire on a healthy CPU engine: any TTFT is above 1 µs; `for: 0s` fires at once.
+# Bounds low enough for this engine's load to cross; `for: 0s` fires at once.
 RULE_VALUES = ['monitoring.prometheusRule.rules.ttftHigh={"thresholdSeconds": 0.000001, "for": "0s"}',
-               'monitoring.prometheusRule.rules.engineDown={"for": "0s"}']
+               'monitoring.prometheusRule.rules.engineDown={"for": "0s"}',
+               'monitoring.prometheusRule.rules.kvCacheSaturated={"threshold": 0.5, "for": "0s"}',
+               'monitoring.prometheusRule.rules.preemptionsHigh={"threshold": 0.001, "for": "0s"}']
+# 12 blocks of 16 tokens: one request of up to 192 tokens fits, four of about 100 do not.
+KV_BLOCKS, MAX_LEN = 12, 192
 
 
 @pytest.fixture(scope="module")
 def engine():
-    proc = ServerProcess("--served-model-name", MODEL, "--max-model-len", "512", "--max-num-seqs", "4")
+    proc = ServerProcess("--served-model-name", MODEL, "--max-model-len", str(MAX_LEN), "--max-num-seqs", "6",
+                         "--num-gpu-blocks-override", str(KV_BLOCKS))
     try:
         yield proc.wait_healthy()
     finally:
@@ -60,6 +67,13 @@ def _traffic(engine: ServerProcess) -> None:
     stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Count to ten."}],
                                             max_tokens=12, stream=True)
     assert len([c for c in stream]) > 2
+    # Four at once, each growing to 7 blocks of the 12: the cache fills and the scheduler preempts.
+    def long(i: int) -> int:
+        out = client.completions.create(model=MODEL, prompt=f"{i}: " + prompt[:120], max_tokens=64,
+                                        temperature=0, extra_body={"ignore_eos": True})
+        return out.usage.completion_tokens
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(long, range(4))) == [64] * 4
 
 
 def test_live_scrape_has_every_queried_engine_series(engine, prometheus):
@@ -87,10 +101,13 @@ def test_panels_show_the_traffic(prometheus):
         (s,) = prometheus.query(expr)
         return float(s["value"][1])
 
-    assert value('sum(increase(vllm:request_success_total{finished_reason="length"}[1m]))') >= 4
-    assert value("sum(increase(vllm:generation_tokens_total[1m]))") >= 3 * 8 + 12 - 1
-    assert value("sum(increase(vllm:prefix_cache_hits_total[1m]))") > 0
-    assert 0 < value("histogram_quantile(0.5, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))") < 60
+    # Windows reach back over all the traffic (Prometheus started just before it).
+    assert value('sum(increase(vllm:request_success_total{finished_reason="length"}[5m]))') >= 3 + 1 + 4
+    assert value("sum(increase(vllm:generation_tokens_total[5m]))") >= 3 * 8 + 12 - 1 + 4 * 64
+    assert value("sum(increase(vllm:prefix_cache_hits_total[5m]))") > 0
+    assert value("sum(increase(vllm:num_preemptions_total[5m]))") > 0
+    assert value("max_over_time(vllm:kv_cache_usage_perc[5m])") > 0.5
+    assert 0 < value("histogram_quantile(0.5, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[5m])))") < 60
 
 
 def test_alert_rules_evaluate_and_fire(engine, prometheus):
@@ -106,6 +123,10 @@ def test_alert_rules_evaluate_and_fire(engine, prometheus):
         a for a in prometheus.firing() if a["labels"]["alertname"] == "PagodaTTFTHigh"])
     assert firing[0]["labels"]["model_name"] == MODEL and firing[0]["labels"]["namespace"] == "pagoda-test"
     assert not [a for a in prometheus.firing() if a["labels"]["alertname"] == "PagodaEngineDown"]
+    # The burst is over by now; Prometheus's ALERTS series remembers that these fired during it.
+    for name in ("PagodaKVCacheSaturated", "PagodaPreemptionsHigh"):
+        fired = prometheus.query(f'max_over_time(ALERTS{{alertname="{name}", alertstate="firing"}}[5m])')
+        assert fired and fired[0]["metric"]["model_name"] == MODEL, name
 
     engine.proc.kill()  # the engine dies; its target fails the next scrape
     engine.proc.wait(timeout=30)

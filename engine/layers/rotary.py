@@ -23,7 +23,10 @@ def inv_frequencies(head_dim: int, theta: float, rope_scaling: dict[str, Any] | 
         return inv_freq / rope_scaling["factor"]
     if rope_type == "llama3":
         return llama3_frequencies(inv_freq, rope_scaling)
-    raise ValueError(f"unsupported rope_scaling type {rope_type!r}; supported: default, linear, llama3")
+    if rope_type == "freq_factors":  # GGUF's rope_freqs: the same scaling, as one divisor per frequency
+        return inv_freq / torch.tensor(rope_scaling["factors"], dtype=torch.float32)
+    raise ValueError(f"unsupported rope_scaling type {rope_type!r}; "
+                     "supported: default, linear, llama3, freq_factors")
 
 
 def llama3_frequencies(inv_freq: torch.Tensor, s: dict[str, Any]) -> torch.Tensor:

@@ -27,6 +27,7 @@ _BLOCK_NAMES = {
     "attn_output": "self_attn.o_proj",
     "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
 }
+ROPE_FREQS = "rope_freqs.weight"
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
 
@@ -40,7 +41,8 @@ def open_gguf(path: Path) -> gguf.GGUFReader:
 def gguf_model_config(reader: gguf.GGUFReader) -> ModelConfig:
     meta = {k: f.contents() for k, f in reader.fields.items() if k not in _SKIPPED_ARRAYS}
     shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}
-    return ModelConfig.from_gguf(meta, shapes)
+    rope_freqs = next((_dequantize(t).tolist() for t in reader.tensors if t.name == ROPE_FREQS), None)
+    return ModelConfig.from_gguf(meta, shapes, rope_freqs)
 
 
 def hf_name(name: str) -> str:
@@ -52,6 +54,12 @@ def hf_name(name: str) -> str:
     return f"model.layers.{m.group(1)}.{_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"
 
 
+def _dequantize(t: gguf.ReaderTensor) -> torch.Tensor:
+    # np.require: a float32 tensor comes back as a read-only view of the mapped file.
+    w = np.require(gguf.quants.dequantize(t.data, t.tensor_type), requirements="CW")
+    return torch.from_numpy(w).reshape(tuple(int(n) for n in reversed(t.shape)))
+
+
 def unpermute(w: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Undo llama.cpp's per-head row interleave of q/k (weights and biases alike)."""
     return w.reshape(num_heads, -1, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
@@ -60,10 +68,10 @@ def unpermute(w: torch.Tensor, num_heads: int) -> torch.Tensor:
 def gguf_weights(reader: gguf.GGUFReader, cfg: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, float32 tensor) for every tensor, with a progress bar on stderr."""
     for t in tqdm(reader.tensors, desc="Dequantizing GGUF", unit="tensor", leave=False):
+        if t.name == ROPE_FREQS:
+            continue  # part of the config
         name = hf_name(t.name)
-        # np.require: a float32 tensor comes back as a read-only view of the mapped file.
-        w = torch.from_numpy(np.require(gguf.quants.dequantize(t.data, t.tensor_type), requirements="CW"))
-        w = w.reshape(tuple(int(n) for n in reversed(t.shape)))
+        w = _dequantize(t)
         if ".q_proj." in name:
             w = unpermute(w, cfg.num_heads)
         elif ".k_proj." in name:

@@ -70,22 +70,23 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_gguf(cls, meta: dict[str, Any], tensors: dict[str, tuple[int, ...]]) -> ModelConfig:
-        """From GGUF metadata (key -> value) and the file's tensor shapes (rows first)."""
+    def from_gguf(cls, meta: dict[str, Any], tensors: dict[str, tuple[int, ...]],
+                  rope_freqs: list[float] | None = None) -> ModelConfig:
+        """From GGUF metadata (key -> value), the file's tensor shapes (rows first) and its
+        rope_freqs tensor, where llama.cpp keeps Llama 3.1's RoPE scaling as per-frequency factors."""
         arch = meta["general.architecture"]
         if arch not in GGUF_ARCHITECTURES:
             raise ValueError(f"unsupported GGUF architecture {arch!r}; supported: "
                              f"{', '.join(GGUF_ARCHITECTURES)}")
-        if "rope_freqs.weight" in tensors:
-            raise ValueError("GGUF files with per-frequency RoPE factors (rope_freqs, Llama 3.1) are "
-                             "not supported yet; load the HF safetensors folder instead")
         num_heads = meta[f"{arch}.attention.head_count"]
         hidden = meta[f"{arch}.embedding_length"]
-        rope_scaling = None
-        if meta.get(f"{arch}.rope.scaling.type", "none") == "linear":
+        rope_scaling, scaling_type = None, meta.get(f"{arch}.rope.scaling.type", "none")
+        if rope_freqs is not None:
+            rope_scaling = {"rope_type": "freq_factors", "factors": rope_freqs}
+        elif scaling_type == "linear":
             rope_scaling = {"rope_type": "linear", "factor": meta[f"{arch}.rope.scaling.factor"]}
-        elif meta.get(f"{arch}.rope.scaling.type", "none") != "none":
-            raise ValueError(f"unsupported GGUF rope scaling {meta[f'{arch}.rope.scaling.type']!r}")
+        elif scaling_type != "none":
+            raise ValueError(f"unsupported GGUF rope scaling {scaling_type!r}")
         eos = [meta[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                                  "tokenizer.ggml.eom_token_id") if k in meta]
         return cls(

@@ -3,6 +3,7 @@ models, written by transformers and by gguf's writer, give our model HF's logits
 from __future__ import annotations
 
 import json
+import math
 
 import gguf
 import numpy as np
@@ -99,7 +100,12 @@ def write_gguf(hf, path) -> None:
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_eot_token_id(7)
+    rope = c.rope_parameters
+    if rope.get("rope_type") == "llama3":
+        writer.add_tensor("rope_freqs.weight", llama_cpp_rope_factors(c.head_dim, rope))
     for i, (name, param) in enumerate(hf.state_dict().items()):
+        if name == "lm_head.weight" and c.tie_word_embeddings:
+            continue  # llama.cpp stores a tied table once, as token_embd
         w = param.numpy()
         if name == "model.embed_tokens.weight":
             gguf_name = "token_embd.weight"
@@ -122,6 +128,34 @@ def write_gguf(hf, path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def llama_cpp_rope_factors(head_dim: int, rope: dict) -> np.ndarray:
+    """What llama.cpp's converter stores for Llama 3.1's RoPE scaling (its formula, not ours)."""
+    low_wavelen = rope["original_max_position_embeddings"] / rope["low_freq_factor"]
+    high_wavelen = rope["original_max_position_embeddings"] / rope["high_freq_factor"]
+    factors = []
+    for i in range(0, head_dim, 2):
+        wavelen = 2 * math.pi * rope["rope_theta"] ** (i / head_dim)
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(rope["factor"])
+        else:
+            smooth = ((rope["original_max_position_embeddings"] / wavelen - rope["low_freq_factor"])
+                      / (rope["high_freq_factor"] - rope["low_freq_factor"]))
+            factors.append(1 / ((1 - smooth) / rope["factor"] + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+def test_gguf_with_llama3_rope_factors(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    hf = hf_model("LlamaForCausalLM", rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, tie_word_embeddings=True)
+    path = tmp_path / "llama3.gguf"
+    write_gguf(hf, path)
+    ours, cfg = load_model(EngineConfig(model=str(path)), torch.device("cpu"), torch.float32)
+    assert cfg.rope_scaling["rope_type"] == "freq_factors" and cfg.tie_word_embeddings
+    assert_same_logits(ours, cfg, hf, IDS)
 
 
 def test_gguf_file_and_its_cache(tmp_path, monkeypatch) -> None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.core.kv_cache_manager import KVCacheManager
+from pagoda.engine.core.kv_cache_manager import BlockOp, KVCacheManager
 from pagoda.engine.core.scheduler import Scheduler, SchedulerOutput
-from pagoda.engine.core.sequence import Sequence
+from pagoda.engine.core.sequence import Sequence, SequenceStatus
 from pagoda.engine.detokenizer import IncrementalDetokenizer
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
@@ -22,9 +22,13 @@ log = logging.getLogger(__name__)
 class Runner(Protocol):
     """What the engine needs of a model runner (ModelRunner, or a fake in scheduler tests)."""
     num_blocks: int
+    num_cpu_blocks: int  # the swap pool
     device: object
 
-    def execute(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], SamplerOutput | None]: ...
+    def execute(self, batch: list[tuple[Sequence, int]],
+                block_ops: list[BlockOp]) -> tuple[list[Sequence], SamplerOutput | None]:
+        """Perform the block moves in order, then run the batch; a sequence with `forks` pending
+        gets a row for itself and one for each fork, from the same logits, in the returned order."""
 
 
 @dataclass(eq=False)
@@ -63,9 +67,10 @@ class LLMEngine:
         if self.max_model_len > capacity:
             raise ValueError(f"max_model_len {self.max_model_len} does not fit the KV cache ({capacity} tokens); "
                              "lower --max-model-len or give the cache more memory")
-        self.kv = KVCacheManager(runner.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.kv = KVCacheManager(runner.num_blocks, config.block_size, config.enable_prefix_caching,
+                                 runner.num_cpu_blocks)
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens,
-                                   config.scheduling_policy)
+                                   config.scheduling_policy, config.preemption_mode)
         self.requests: dict[str, Request] = {}
         self.metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
 
@@ -93,6 +98,10 @@ class LLMEngine:
         room = self.max_model_len - len(prompt_ids)
         if params.max_tokens is None:
             params.max_tokens = room
+        if params.use_beam_search:
+            raise ValueError("beam search is not supported")
+        if params.n > self.config.max_num_seqs:
+            raise ValueError(f"n ({params.n}) must not exceed max_num_seqs ({self.config.max_num_seqs})")
         if len(prompt_ids) + params.max_tokens > self.max_model_len:
             raise ValueError(f"This model's maximum context length is {self.max_model_len} tokens. However, you "
                              f"requested {len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the "
@@ -109,6 +118,10 @@ class LLMEngine:
             detoks.append(IncrementalDetokenizer(self.tokenizer, prompt_ids, params.skip_special_tokens,
                                                  params.stop, params.include_stop_str_in_output)
                           if params.detokenize else None)
+        # The first sequence computes the prompt; the others fork from it at its first token.
+        seqs[0].forks = seqs[1:]
+        for seq in seqs[1:]:
+            seq.status = SequenceStatus.FORKING
         return Request(request_id, prompt if isinstance(prompt, str) else None, seqs, detoks, now,
                        [("", []) for _ in seqs])
 
@@ -116,8 +129,7 @@ class LLMEngine:
         if req.request_id in self.requests:
             raise ValueError(f"request id {req.request_id!r} is already in use")
         self.requests[req.request_id] = req
-        for seq in req.seqs:
-            self.scheduler.add(seq)
+        self.scheduler.add(req.seqs[0])
 
     def abort_request(self, request_id: str) -> RequestOutput | None:
         req = self.requests.pop(request_id, None)
@@ -139,13 +151,17 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         sched = self.scheduler.schedule()
-        if sched.scheduled:
-            sampled_seqs, sampled = self.runner.execute(sched.scheduled)
+        if sched.scheduled or sched.block_ops:
+            sampled_seqs, sampled = self.runner.execute(sched.scheduled, sched.block_ops)
         else:
             sampled_seqs, sampled = [], None
         for seq, n in sched.scheduled:
             seq.num_computed_tokens += n
             self.kv.cache_full_blocks(seq)
+        for seq in sampled_seqs:
+            for child in seq.forks:  # before any token is appended: the children share the context
+                self.scheduler.fork(seq, child)
+            seq.forks = []
         now = time.monotonic()
         touched: dict[str, Request] = {}
         for i, seq in enumerate(sampled_seqs):
@@ -225,7 +241,7 @@ class LLMEngine:
     def _record_gauges(self) -> None:
         if self.metrics is not None:
             self.metrics.running.set(len(self.scheduler.running))
-            self.metrics.waiting.set(len(self.scheduler.waiting))
+            self.metrics.waiting.set(len(self.scheduler.waiting) + len(self.scheduler.swapped))
             self.metrics.kv_usage.set(self.kv.usage)
 
     def _record_step(self, sched: SchedulerOutput, num_generated: int) -> None:

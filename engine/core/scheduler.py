@@ -1,9 +1,11 @@
-"""Continuous batching under a token budget, with chunked prefill and preemption by recompute.
+"""Continuous batching under a token budget, with chunked prefill and preemption.
 
 Each step first advances the running sequences (a decode token each, or the next chunk of a
-prefill), then admits waiting ones while the budget, `max_num_seqs` and the KV pool allow. When
-blocks run out, the worst running sequence (highest priority value, latest arrival) is preempted:
-its blocks are freed and it waits again, to be recomputed from its prompt and output so far.
+prefill), then brings swapped sequences back, then admits waiting ones while the budget,
+`max_num_seqs` and the KV pool allow. When blocks run out, the worst running sequence (highest
+priority value, latest arrival) is preempted: by recompute, its blocks are freed and it waits again,
+to be recomputed from its prompt and output so far; by swap, its blocks move to the CPU pool and it
+resumes where it stopped (recompute when the CPU pool is full).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pagoda.engine.core.kv_cache_manager import KVCacheManager
+from pagoda.engine.core.kv_cache_manager import BlockOp, KVCacheManager
 from pagoda.engine.core.sequence import Sequence, SequenceStatus
 
 
@@ -21,6 +23,7 @@ class SchedulerOutput:
     num_preemptions: int = 0
     prefix_cache_queries: int = 0  # prompt tokens looked up, first admissions only
     prefix_cache_hits: int = 0
+    block_ops: list[BlockOp] = field(default_factory=list)  # for the runner, before the forward pass
 
     @property
     def num_tokens(self) -> int:
@@ -29,7 +32,8 @@ class SchedulerOutput:
 
 class Scheduler:
     def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
-                 policy: Literal["fcfs", "priority"] = "fcfs") -> None:
+                 policy: Literal["fcfs", "priority"] = "fcfs",
+                 preemption_mode: Literal["recompute", "swap"] = "recompute") -> None:
         if max_num_batched_tokens < max_num_seqs:
             # Otherwise running decodes could outnumber the budget and the tail would starve.
             raise ValueError(f"max_num_batched_tokens ({max_num_batched_tokens}) must be at least "
@@ -38,34 +42,55 @@ class Scheduler:
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.policy = policy
+        self.preemption_mode = preemption_mode
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
+        self.swapped: list[Sequence] = []
 
     def _key(self, seq: Sequence) -> tuple[int, float]:
         return seq.sort_key if self.policy == "priority" else (0, seq.arrival_time)
 
     @property
     def num_unfinished(self) -> int:
-        return len(self.waiting) + len(self.running)
+        return len(self.waiting) + len(self.running) + len(self.swapped)
+
+    @property
+    def num_running_seqs(self) -> int:
+        """Running sequences, counting the forks they will start (max_num_seqs bounds this)."""
+        return sum(1 + len(s.forks) for s in self.running)
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """Start `child` running on `parent`'s blocks (after the parent's step has been counted)."""
+        self.kv.fork(parent, child)
+        child.num_cached_tokens = parent.num_cached_tokens
+        child.first_scheduled_time = parent.first_scheduled_time
+        child.status = SequenceStatus.RUNNING
+        self.running.append(child)
+
     def finish(self, seq: Sequence) -> None:
-        """Take a sequence out (finished or aborted) and free its blocks."""
-        if seq.status is SequenceStatus.RUNNING:
-            self.running.remove(seq)
-        elif seq.status is SequenceStatus.WAITING:
-            self.waiting.remove(seq)
+        """Take a sequence out (finished or aborted) and free its blocks. A sequence never added (a
+        fork not started, or one aborted before it arrived) is only marked finished."""
+        queue = {SequenceStatus.RUNNING: self.running, SequenceStatus.WAITING: self.waiting,
+                 SequenceStatus.SWAPPED: self.swapped}.get(seq.status, [])
+        if seq in queue:
+            queue.remove(seq)
         self.kv.free_sequence(seq)
         seq.status = SequenceStatus.FINISHED
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
-        self.kv.free_sequence(seq)
-        seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
-        self.waiting.append(seq)
+        if self.preemption_mode == "swap" and self.kv.can_swap_out(seq):
+            self.kv.swap_out(seq)
+            seq.status = SequenceStatus.SWAPPED
+            self.swapped.append(seq)
+        else:
+            self.kv.free_sequence(seq)
+            seq.status = SequenceStatus.WAITING
+            self.waiting.append(seq)
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
@@ -87,13 +112,33 @@ class Scheduler:
                 out.scheduled.append((seq, n))
                 budget -= n
         if out.num_preemptions == 0:
-            self._admit(out, budget)
+            budget = self._swap_in(out, budget)
+            if not self.swapped:  # swapped sequences go before new ones
+                self._admit(out, budget)
+        out.block_ops = self.kv.take_ops()
         return out
 
+    def _swap_in(self, out: SchedulerOutput, budget: int) -> int:
+        self.swapped.sort(key=self._key)
+        while self.swapped and budget > 0 and self.num_running_seqs + 1 + len(self.swapped[0].forks) <= self.max_num_seqs:
+            seq = self.swapped[0]
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            if not self.kv.can_swap_in(seq, n):
+                break
+            self.swapped.pop(0)
+            self.kv.swap_in(seq, n)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            out.scheduled.append((seq, n))
+            budget -= n
+        return budget
+
     def _admit(self, out: SchedulerOutput, budget: int) -> None:
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+        while self.waiting and budget > 0:
             self.waiting.sort(key=self._key)  # nearly sorted: linear; preemptions below append
             seq = self.waiting[0]
+            if self.num_running_seqs + 1 + len(seq.forks) > self.max_num_seqs:
+                return
             cached = self.kv.find_cached_prefix(seq)
             n = min(seq.num_tokens - len(cached) * self.kv.block_size, budget)
             while not self.kv.allocate(seq, n, cached):

@@ -1,7 +1,8 @@
 """A sequence: one stream of tokens the engine generates, with its place in the KV cache.
 
-A request with n > 1 fans out into n sequences sharing the prompt (the prefix cache shares its
-full blocks); `Request` in llm_engine.py groups them back for output.
+A request with n > 1 computes its prompt once, in its first sequence; the others wait in its
+`forks` and, when it samples its first token, draw theirs from the same logits and fork from it,
+sharing its blocks (copy-on-write). `Request` in llm_engine.py groups them back for output.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from pagoda.engine.sampling_params import SamplingParams
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
+    SWAPPED = "swapped"  # preempted, its blocks in the CPU pool
+    FORKING = "forking"  # not yet started: forks from its parent at the parent's first token
     FINISHED = "finished"
 
 
@@ -41,6 +44,8 @@ class Sequence:
     num_preemptions: int = 0
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of this seq's full blocks
+    cpu_block_table: list[int] = field(default_factory=list)  # while swapped out
+    forks: list[Sequence] = field(default_factory=list)  # children to fork at the first token
 
     cumulative_logprob: float = 0.0
     logprobs: list[TokenLogprobs] = field(default_factory=list)

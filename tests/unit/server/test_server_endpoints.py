@@ -209,3 +209,11 @@ def test_several_models_route_by_name():
         assert len(b.requests) == 1 and not a.requests
         assert c.post("/v1/completions", json={"prompt": "x", "max_tokens": 1}).json()["model"] == "a"
         assert c.post("/v1/completions", json={"model": "c", "prompt": "x"}).status_code == 404
+
+
+def test_cors_only_for_allowed_origins():
+    with TestClient(build_app({"fake": FakeAsyncLLM()}, allowed_origins=["https://ui.example"])) as c:
+        ok = c.options("/v1/models", headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "GET"})
+        assert ok.headers["access-control-allow-origin"] == "https://ui.example"
+        other = c.get("/v1/models", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers

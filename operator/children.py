@@ -68,3 +68,22 @@ def edited_by_others(meta: dict[str, Any]) -> bool:
     latest = max(e.get("time", "") for e in entries)
     return any(e.get("manager") != FIELD_MANAGER and e.get("subresource") != "status"
                for e in entries if e.get("time", "") == latest)
+
+
+HANDOVER_MANAGER = "pagoda-operator-handover"
+
+
+def applies_replicas(meta: dict[str, Any]) -> bool:
+    """Whether the operator's applies own a Deployment's spec.replicas (see handover)."""
+    return any(e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply"
+               and "f:replicas" in (e.get("fieldsV1") or {}).get("f:spec", {})
+               for e in meta.get("managedFields") or [])
+
+
+def handover(deploy: dict[str, Any]) -> dict[str, Any]:
+    """The replica count alone, applied under a second manager before an HPA takes the field over:
+    dropping it from the operator's apply would otherwise reset it to the default, 1."""
+    meta = deploy["metadata"]
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": deploy["spec"]["replicas"]}}

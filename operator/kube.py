@@ -25,10 +25,10 @@ def _call(api: ApiClient, method: str, path: str, body: Any = None, query: list[
     return api.response_deserialize(resp, {"2XX": "object"}).data
 
 
-def apply(api: ApiClient, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+def apply(api: ApiClient, kind: Kind, obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
     meta = obj["metadata"]
     return _call(api, "PATCH", kind.path(meta["namespace"], meta["name"]), obj,
-                 [("fieldManager", FIELD_MANAGER), ("force", "true")], "application/apply-patch+yaml")
+                 [("fieldManager", manager), ("force", "true")], "application/apply-patch+yaml")
 
 
 def get(api: ApiClient, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:

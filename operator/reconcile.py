@@ -16,7 +16,8 @@ import kopf
 from kubernetes.client import ApiClient
 
 from pagoda.operator import kube, metrics
-from pagoda.operator.children import DEPLOYMENT, KINDS, SERVICEMONITOR, desired, engine_image, kind_of
+from pagoda.operator.children import (DEPLOYMENT, HANDOVER_MANAGER, KINDS, SERVICEMONITOR, applies_replicas, desired,
+                                      engine_image, handover, kind_of)
 from pagoda.operator.config import CONFIG
 from pagoda.operator.resources.deployment import deployment, revision
 from pagoda.operator.resources.ingress import ingress_url
@@ -62,6 +63,8 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
     pods = pod_spec(s, rollout)
     live = kube.get(api, DEPLOYMENT, namespace, name)
     replicas = replicas_to_apply(s, live)
+    if replicas is None and live is not None and applies_replicas(live["metadata"]):
+        kube.apply(api, DEPLOYMENT, handover(live), manager=HANDOVER_MANAGER)
     try:
         applied = apply_children(api, body, s, pods, replicas)
     except kube.ApiException as e:

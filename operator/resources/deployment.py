@@ -14,6 +14,7 @@ from pagoda.operator.spec import CACHE_MOUNT, ENGINE_PORT, MODEL_MOUNT, REVISION
 
 PRESTOP_SECONDS = 5  # time for endpoints and ingresses to stop routing here before SIGTERM
 PROBE_PERIOD = 5
+ENGINE_UID = 65532  # the engine images' USER; fsGroup makes the volumes writable for it
 SHM_SIZE = "2Gi"  # torch.distributed and dataloaders use /dev/shm; the runtime's default is 64 MiB
 
 
@@ -46,8 +47,8 @@ def pod_template(s: Spec, image: str) -> dict[str, Any]:
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + s.drain_seconds + 10,
         "automountServiceAccountToken": False,  # engines never talk to the apiserver
         "enableServiceLinks": False,  # service env vars (e.g. <NAME>_PORT) must not reach the engine
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": ENGINE_UID, "runAsGroup": ENGINE_UID,
+                            "fsGroup": ENGINE_UID, "seccompProfile": {"type": "RuntimeDefault"}},
     }
     sched = s.scheduling
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):

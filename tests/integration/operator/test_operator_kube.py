@@ -153,6 +153,10 @@ def test_edit_flows_to_children_and_removed_features_are_pruned(api, kube, kube_
     assert hpa.spec.scale_target_ref.name == "edit" and hpa.spec.max_replicas == 4
     assert hpa.spec.metrics[0].pods.metric.name == "vllm_num_requests_waiting"
     wait_for("owner hpa", lambda: isvc(api, kube_ns, "edit")["status"].get("replicasOwner") == "hpa")
+    # The count was handed over, not dropped (which would have reset it to 1 before the HPA acts).
+    assert deployment(api, kube_ns, "edit").spec.replicas == 3
+    managers = {(m.manager, m.operation) for m in deployment(api, kube_ns, "edit").metadata.managed_fields}
+    assert ("pagoda-operator-handover", "Apply") in managers
     # With an owner other than the spec, `kubectl scale` is refused instead of fighting it.
     out = kube.kubectl("scale", "pisvc/edit", "-n", kube_ns, "--replicas=2", check=False)
     assert out.returncode != 0 and "mutually exclusive" in out.stderr

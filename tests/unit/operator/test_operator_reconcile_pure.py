@@ -2,7 +2,7 @@
 import json
 
 from pagoda.operator import metrics
-from pagoda.operator.children import DEPLOYMENT, KINDS, edited_by_others, kind_of, owner_of
+from pagoda.operator.children import DEPLOYMENT, KINDS, applies_replicas, edited_by_others, handover, kind_of, owner_of
 from pagoda.operator.reconcile import pod_spec, replicas_to_apply, spec_revision
 from pagoda.operator.spec import parse
 
@@ -78,3 +78,15 @@ def test_edited_by_others():
     assert not edited_by_others({"managedFields": [by_hand, {**ours, "time": "2026-01-01T00:00:04Z"}]})
     assert edited_by_others({"managedFields": [entry("kubectl", "2026-01-01T00:00:05Z", "scale"), ours]})
     assert edited_by_others({})  # no record: assume the worst
+
+
+def test_handover_of_replicas():
+    ours = {"manager": "pagoda-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    theirs = {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    no_replicas = {**ours, "fieldsV1": {"f:spec": {"f:template": {}}}}
+    assert applies_replicas({"managedFields": [theirs, ours]})
+    assert not applies_replicas({"managedFields": [theirs, no_replicas]})
+    assert not applies_replicas({})
+    live = {"metadata": {"name": "m", "namespace": "ns", "uid": "x"}, "spec": {"replicas": 4, "template": {}}}
+    assert handover(live) == {"apiVersion": "apps/v1", "kind": "Deployment",
+                              "metadata": {"name": "m", "namespace": "ns"}, "spec": {"replicas": 4}}

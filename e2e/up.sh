@@ -35,7 +35,7 @@ for b in containerd runc iptables conntrack /usr/lib/cni/bridge; do
   command -v "$b" >/dev/null || die "$b missing: apt-get install -y containerd runc iptables conntrack containernetworking-plugins"
 done
 if [ -f "$RUN/kubelet.pid" ]; then die "already up (run e2e/down.sh first)"; fi
-mkdir -p "$STATE/logs" "$RUN" "$STATE/cni/net.d" "$STATE/pki"
+rm -rf "$STATE/logs"; mkdir -p "$STATE/logs" "$RUN" "$STATE/cni/net.d" "$STATE/pki"
 
 start() {  # start NAME CMD... : a daemon with a pid file and a log
   local name=$1; shift
@@ -146,6 +146,7 @@ authentication:
   x509: {clientCAFile: $PKI/ca.crt}
 authorization: {mode: Webhook}
 clusterDomain: cluster.local
+clusterDNS: [$NODE_IP]
 resolvConf: /etc/resolv.conf
 evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}
 imageGCHighThresholdPercent: 99
@@ -175,6 +176,35 @@ EOF
 start kube-proxy kube-proxy --config "$STATE/kube-proxy.yaml" --v=1
 wait_for 60 kube-proxy curl -sf http://127.0.0.1:10256/healthz
 log "kube-proxy up"
+
+# --- cluster DNS: CoreDNS (kubernetes plugin) on the bridge address ------------------------
+kubectl apply -f "$HERE/node/coredns-rbac.yaml" >/dev/null
+token_kubeconfig() {  # token_kubeconfig SA FILE: a kubeconfig with a ServiceAccount token
+  kubectl config --kubeconfig "$2" set-cluster local --server "https://$NODE_IP:$APISERVER_PORT" \
+    --certificate-authority "$PKI/ca.crt" >/dev/null
+  kubectl config --kubeconfig "$2" set-credentials "$1" \
+    --token "$(kubectl -n kube-system create token "$1" --duration=48h)" >/dev/null
+  kubectl config --kubeconfig "$2" set-context local --cluster local --user "$1" >/dev/null
+  kubectl config --kubeconfig "$2" use-context local >/dev/null
+}
+token_kubeconfig pagoda-coredns "$STATE/pki/coredns.kubeconfig"
+cat >"$STATE/Corefile" <<EOF
+.:53 {
+    bind $NODE_IP
+    errors
+    ready 127.0.0.1:8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $STATE/pki/coredns.kubeconfig local
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    forward . /etc/resolv.conf
+    cache 30
+}
+EOF
+start coredns "$CACHE/bin/coredns-$COREDNS_VERSION/coredns" -conf "$STATE/Corefile"
+wait_for 60 coredns curl -sf http://127.0.0.1:8181/ready
+log "coredns up on $NODE_IP:53"
 
 # --- ingress: Traefik, watching Ingresses with a ServiceAccount token ------------------------
 kubectl apply -f "$HERE/node/traefik-rbac.yaml" >/dev/null

@@ -13,6 +13,9 @@ RUN --mount=type=bind,source=wheels,target=/wheels \
  && /opt/pagoda/bin/python -c "import torch, triton; from pagoda.engine.loader.resolve import default_gguf_path as p; print(torch.__version__, p())"
 ENV PATH=/opt/pagoda/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HF_HUB_OFFLINE=1 HOME=/tmp \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# A named user: kopf (getpass.getuser) and others look the uid up in /etc/passwd.
+RUN echo 'pagoda:x:65532:65532:pagoda:/tmp:/usr/sbin/nologin' >>/etc/passwd \
+ && echo 'pagoda:x:65532:' >>/etc/group
 USER 65532:65532
 EXPOSE 8000
 ENTRYPOINT ["pagoda", "serve"]

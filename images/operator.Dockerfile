@@ -9,6 +9,9 @@ RUN --mount=type=bind,source=wheels,target=/wheels \
  && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /wheels "pagoda[operator]" \
  && /opt/pagoda/bin/python -c "import pagoda.operator"
 ENV PATH=/opt/pagoda/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+# A named user: kopf (getpass.getuser) and others look the uid up in /etc/passwd.
+RUN echo 'pagoda:x:65532:65532:pagoda:/tmp:/usr/sbin/nologin' >>/etc/passwd \
+ && echo 'pagoda:x:65532:' >>/etc/group
 USER 65532:65532
 ENTRYPOINT ["pagoda"]
 CMD ["operator", "--all-namespaces"]

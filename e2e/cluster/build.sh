@@ -7,7 +7,7 @@
 #
 # usage: e2e/cluster/build.sh [controlplane|node|kind|all]...   (default: controlplane node)
 #   controlplane: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
-#   node:         kubelet kube-proxy traefik (ingress controller)
+#   node:         kubelet kube-proxy traefik (ingress controller) coredns (cluster DNS)
 #   kind:         kind (only for running the e2e tier on a kind cluster elsewhere)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -110,6 +110,22 @@ build_traefik() {  # in a copy of Traefik's own module: its go.mod has replace/e
   log "traefik $TRAEFIK_VERSION: built"
 }
 
+build_coredns() {  # cluster DNS for the node (kopf reaches kubernetes.default.svc by name)
+  local out=$CACHE/bin/coredns-$COREDNS_VERSION
+  [ -x "$out/coredns" ] && { log "coredns $COREDNS_VERSION cached"; return; }
+  log "coredns $COREDNS_VERSION: building"
+  local dir mod=$SRC/coredns-module-$COREDNS_VERSION
+  dir=$(cd /tmp && go mod download -json "github.com/coredns/coredns@$COREDNS_VERSION" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  if [ ! -f "$mod/go.mod" ]; then
+    rm -rf "$mod"; mkdir -p "$(dirname "$mod")"
+    cp -r "$dir" "$mod.tmp" && chmod -R u+w "$mod.tmp" && mv "$mod.tmp" "$mod"
+  fi
+  mkdir -p "$out"
+  gobuild "$mod" "$out" "" .
+  log "coredns $COREDNS_VERSION: built"
+}
+
 build_kind() {
   local out=$CACHE/bin/kind-$KIND_VERSION
   [ -x "$out/kind" ] && { log "kind $KIND_VERSION cached"; return; }
@@ -123,11 +139,11 @@ start=$(date +%s)
 for t in "${targets[@]}"; do
   case $t in
     controlplane) build_etcd; build_k8s kube-apiserver kube-controller-manager kube-scheduler kubectl; build_helm ;;
-    node) build_k8s kubelet kube-proxy; build_traefik ;;
+    node) build_k8s kubelet kube-proxy; build_traefik; build_coredns ;;
     kind) build_kind ;;
     all) build_etcd; build_k8s kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
-         build_helm; build_traefik ;;
-    etcd|helm|traefik) "build_$t" ;;
+         build_helm; build_traefik; build_coredns ;;
+    etcd|helm|traefik|coredns) "build_$t" ;;
     kube-*|kubectl|kubelet) build_k8s "$t" ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac

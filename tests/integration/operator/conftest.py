@@ -24,7 +24,8 @@ def isvc_crd(kube):
     kube.kubectl("apply", "--server-side", "-f", str(CRD))
     # `kubectl wait` right after the create can miss the object; poll instead.
     wait_for("the CRD to be established", lambda: "True" in kube.kubectl(
-        "get", "crd/inferenceservices.pagoda.dev", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+        "get", "crd/inferenceservices.pagoda.dev",
+        "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}",
         check=False).stdout)
     return CRD
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import kubernetes
 import pytest
@@ -76,7 +77,8 @@ def converged(api, ns, name):
 def test_create_makes_every_child(api, kube, kube_ns, operator):
     created = create_isvc(api, kube_ns, "smol", FULL)
     uid = created["metadata"]["uid"]
-    wait_for("the finalizer", lambda: isvc(api, kube_ns, "smol")["metadata"].get("finalizers") == ["pagoda.dev/operator"])
+    wait_for("the finalizer",
+             lambda: isvc(api, kube_ns, "smol")["metadata"].get("finalizers") == ["pagoda.dev/operator"])
     want = {"ConfigMap": ["smol-engine"], "Service": ["smol"], "Deployment": ["smol"], "Ingress": ["smol"],
             "PodDisruptionBudget": ["smol"]}
     wait_for("every child", lambda: children(api, kube_ns, "smol") == want)
@@ -229,7 +231,6 @@ def test_invalid_spec_is_rejected_with_the_schema_message(kube, isvc_crd, kube_n
 
 
 def test_examples_are_accepted(kube, isvc_crd, kube_ns):
-    from pathlib import Path
     for path in sorted((Path(__file__).resolve().parents[3] / "crds" / "examples").glob("*.yaml")):
         out = kube.kubectl("create", "--dry-run=server", "-n", kube_ns, "-f", str(path), check=False)
         assert out.returncode == 0, f"{path.name}: {out.stderr}"
@@ -321,7 +322,7 @@ def test_autoscaler_scales_on_waiting_requests(api, kube, kube_ns, operator, fak
                                      {"namespace": kube_ns, "name": "auto", "direction": "up"}) == 1
     assert REGISTRY.get_sample_value("pagoda_operator_desired_replicas", {"namespace": kube_ns, "name": "auto"}) == 3
     # Reconciles keep the autoscaler's count (they do not reset it to minReplicas).
-    patch_isvc(api, kube_ns, "auto", {"metadata": {"labels": {"touched": "yes"}}, "spec": {"engine": {"maxNumSeqs": 64}}})
+    patch_isvc(api, kube_ns, "auto", {"spec": {"engine": {"maxNumSeqs": 64}}})
     wait_for("the edit", lambda: "64" in args_of(deployment(api, kube_ns, "auto")))
     assert deployment(api, kube_ns, "auto").spec.replicas == 3
 
@@ -405,3 +406,31 @@ def test_servicemonitor_where_its_crd_exists(api, kube, kube_ns, servicemonitor_
     assert sm["spec"]["selector"]["matchLabels"] == {"pagoda.dev/inferenceservice": "mon"}
     patch_isvc(api, kube_ns, "mon", {"spec": {"monitoring": {"serviceMonitor": {"enabled": False}}}})
     wait_for("the ServiceMonitor to be pruned", lambda: monitors() == [])
+
+
+def test_two_peered_replicas_one_acts(api, kube, isvc_crd, kube_ns, tmp_path):
+    """Without --standalone the replicas peer (crds/kopf-peering.yaml): only the highest priority acts."""
+    root = Path(__file__).resolve().parents[3]
+    kube.kubectl("apply", "-f", str(root / "crds" / "kopf-peering.yaml"))
+    wait_for("the peering CRD", lambda: kube.kubectl("get", "kopfpeerings", "-n", kube_ns, check=False).returncode == 0)
+    kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                                                      "metadata": {"name": "pagoda-operator", "namespace": kube_ns}}))
+    code = "import sys; from pagoda.operator.main import main; sys.exit(main(sys.argv[1:]))"
+    logs = [tmp_path / f"replica-{i}.log" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, "-n", kube_ns, "--metrics-port", "0", "--liveness-port", "0",
+                               "--priority", str(10 + i)], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                              env={**os.environ, "KUBECONFIG": kube.kubeconfig}) for i, log in enumerate(logs)]
+    try:
+        wait_for("both replicas in the peering object", lambda: len(json.loads(kube.kubectl(
+            "get", "kopfpeering", "pagoda-operator", "-n", kube_ns, "-o", "jsonpath={.status}").stdout or "{}")) == 2)
+        create_isvc(api, kube_ns, "peer", {"model": {"uri": "default"}})
+        wait_for("the children", lambda: "Deployment" in children(api, kube_ns, "peer"), timeout=60)
+        patch_isvc(api, kube_ns, "peer", {"spec": {"engine": {"maxNumSeqs": 4}}})
+        wait_for("the edit", lambda: "4" in args_of(deployment(api, kube_ns, "peer")))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+    handled = ["reconcile_isvc' succeeded" in log.read_text() for log in logs]
+    assert handled == [False, True], [log.read_text()[-2000:] for log in logs]  # priority 11 acts, 10 stands by

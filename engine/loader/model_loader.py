@@ -59,7 +59,11 @@ def gguf_source(path: Path, dtype: torch.dtype) -> tuple[ModelConfig, Weights]:
     config_file = folder / "model_config.json"
     weights_file = folder / f"model.{str(dtype).removeprefix('torch.')}.safetensors"
     if config_file.is_file() and weights_file.is_file():
-        return ModelConfig(**json.loads(config_file.read_text())), safetensors_weights([weights_file])
+        try:
+            cached = ModelConfig(**json.loads(config_file.read_text()))
+            return cached, safetensors_weights([weights_file])
+        except (TypeError, ValueError) as e:  # written by an older ModelConfig: convert again
+            log.warning("ignoring the cached copy in %s: %s", folder, e)
     reader = open_gguf(path)
     model_config = gguf_model_config(reader)
     weights = {name: w.to(dtype) for name, w in gguf_weights(reader, model_config)}

@@ -53,6 +53,7 @@ async def stream_chunks(engine, body: ChatCompletionRequest, request_id: str,
     yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
                  for i in range(body.n)])
     finished: set[int] = set()
+    sent_tokens = [0] * body.n  # not len(o.token_ids): the engine thread may have appended more since
     last = None
     try:
         async for _, out in outputs:
@@ -63,8 +64,9 @@ async def stream_chunks(engine, body: ChatCompletionRequest, request_id: str,
                     continue
                 logprobs = None
                 if body.logprobs:
-                    steps = (o.logprobs or [])[len(o.token_ids) - len(ids):]
-                    logprobs = chat_logprobs(engine.tokenizer, ids, steps, top_k)
+                    done = sent_tokens[o.index]
+                    logprobs = chat_logprobs(engine.tokenizer, ids, (o.logprobs or [])[done:done + len(ids)], top_k)
+                sent_tokens[o.index] += len(ids)
                 choices.append(ChatChunkChoice(index=o.index, delta=DeltaMessage(content=text), logprobs=logprobs,
                                                finish_reason=o.finish_reason, stop_reason=o.stop_reason))
                 if o.finished:

@@ -51,6 +51,10 @@ async def stream_chunks(engine, body: CompletionRequest, request_id: str,
                         echoes: list[str]) -> AsyncIterator[str]:
     created, name = now(), engine.config.name
     finished: set[int] = set()
+    # Tokens and characters sent so far per choice: the output's own lists may already hold more,
+    # since the engine thread goes on appending to them while this chunk is written.
+    sent_tokens: dict[int, int] = {}
+    sent_chars: dict[int, int] = {}
     finals: list[RequestOutput | None] = [None] * num_prompts
     try:
         async for i, out in outputs:
@@ -60,10 +64,11 @@ async def stream_chunks(engine, body: CompletionRequest, request_id: str,
                 c = i * body.n + o.index
                 if c in finished or not (text or ids or o.finished):
                     continue
-                done = len(o.token_ids) - len(ids)
-                offset = len(o.text) - len(text)
+                done, offset = sent_tokens.get(c, 0), sent_chars.get(c, 0)
                 echo = echoes[i] if done == 0 else ""
-                choices.append(choice(engine, body, i, o, echo + text, ids, (o.logprobs or [])[done:], offset))
+                steps = (o.logprobs or [])[done:done + len(ids)]
+                choices.append(choice(engine, body, i, o, echo + text, ids, steps, offset))
+                sent_tokens[c], sent_chars[c] = done + len(ids), offset + len(text)
                 if o.finished:
                     finished.add(c)
             if choices:

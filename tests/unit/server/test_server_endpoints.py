@@ -217,3 +217,28 @@ def test_cors_only_for_allowed_origins():
         assert ok.headers["access-control-allow-origin"] == "https://ui.example"
         other = c.get("/v1/models", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_streamed_logprobs_do_not_read_ahead_of_the_chunk(client, engine):
+    """The real engine's outputs share token lists that its thread keeps appending to; here the
+    whole request runs before the first chunk is written, so each list is already complete."""
+    live = engine.generate
+
+    async def ahead(*args, **kw):
+        for out in [out async for out in live(*args, **kw)]:
+            yield out
+
+    whole = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 5, "logprobs": 1, "n": 2}).json()
+    engine.generate = ahead
+    merged = {i: {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []} for i in (0, 1)}
+    for e in sse_events(client.post("/v1/completions", json={"prompt": "x", "max_tokens": 5, "logprobs": 1, "n": 2,
+                                                              "stream": True}).text):
+        for c in e["choices"]:
+            for k, v in c["logprobs"].items():
+                merged[c["index"]][k] += v
+    assert merged == {c["index"]: c["logprobs"] for c in whole["choices"]}
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+                                                   "logprobs": True, "stream": True})
+    chat = [c["token"] for e in sse_events(r.text) for ch in e["choices"] if ch["logprobs"]
+            for c in ch["logprobs"]["content"]]
+    assert chat == list(SCRIPT[:5])

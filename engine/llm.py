@@ -67,4 +67,6 @@ class LLM:
 
 def _copy(params: SamplingParams) -> SamplingParams:
     # The engine fills in max_tokens per prompt; don't let one prompt's value leak into the next.
-    return SamplingParams(**{f.name: getattr(params, f.name) for f in fields(SamplingParams)})
+    # Only finished outputs are read here, so the engine need not build the others.
+    return SamplingParams(**{f.name: getattr(params, f.name) for f in fields(SamplingParams)
+                             if f.name != "output_kind"}, output_kind="final_only")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -26,6 +27,9 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None
     skip_special_tokens: bool = True
     detokenize: bool = True  # off: token ids only (benchmarks), no text, no stop strings
+    # "cumulative": an output every step the request gains tokens (streaming); "final_only": one
+    # output when it finishes (offline generation: no per-step cost). vLLM's RequestOutputKind.
+    output_kind: Literal["cumulative", "final_only"] = "cumulative"
     use_beam_search: bool = False
     best_of: int | None = None
     length_penalty: float = 1.0

@@ -57,7 +57,7 @@ def run_throughput(config: EngineConfig, args: argparse.Namespace) -> int:
 def _run_engine(engine, wl: Workload) -> dict:
     for i, (prompt, out) in enumerate(zip(wl.prompts, wl.output_lens)):
         engine.add_request(str(i), prompt, SamplingParams(max_tokens=out, ignore_eos=True, temperature=0.0,
-                                                                 detokenize=False))
+                                                                 detokenize=False, output_kind="final_only"))
     bs = engine.config.block_size
     used = reserved = static = 0
     generated = steps = decode_steps = 0
@@ -68,8 +68,8 @@ def _run_engine(engine, wl: Workload) -> dict:
         decode_only = not engine.scheduler.waiting and all(
             s.num_computed_tokens == s.num_tokens - 1 for s in engine.scheduler.running)
         ts = time.perf_counter()
-        for out in engine.step():
-            generated += sum(len(d[1]) for d in out.deltas)
+        for out in engine.step():  # finished requests only (final_only)
+            generated += sum(len(o.token_ids) for o in out.outputs)
         if decode_only:
             decode_steps += 1
             decode_s += time.perf_counter() - ts

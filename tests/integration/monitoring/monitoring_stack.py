@@ -107,7 +107,8 @@ class Prometheus:
             if value:
                 return value
             time.sleep(0.5)
-        raise AssertionError(f"Prometheus: {what} not seen in {timeout}s")
+        targets = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in self.api("targets")["activeTargets"]]
+        raise AssertionError(f"Prometheus: {what} not seen in {timeout}s; targets {targets}\n{self.output()}")
 
     def firing(self) -> list[dict[str, Any]]:
         return [a for a in self.api("alerts")["alerts"] if a["state"] == "firing"]

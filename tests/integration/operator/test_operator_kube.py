@@ -310,12 +310,13 @@ def test_autoscaler_scales_on_waiting_requests(api, kube, kube_ns, operator, fak
     engine.mark_ready(api, kube_ns, pod.metadata.name)
 
     wait_for("a scale-up to 3", lambda: deployment(api, kube_ns, "auto").spec.replicas == 3, timeout=30)
-    obj = wait_for("status", lambda: (o := isvc(api, kube_ns, "auto"))["status"].get("desiredReplicas") == 3 and o)
+    # The Deployment's readyReplicas (Ready) comes from kube-controller-manager, on its own time.
+    obj = wait_for("status", lambda: (o := isvc(api, kube_ns, "auto"))["status"].get("desiredReplicas") == 3
+                   and condition(o, "Ready").get("status") == condition(o, "MetricsAvailable").get("status") == "True"
+                   and o)
     st = obj["status"]
     assert st["replicasOwner"] == "autoscaler" and "lastScaleTime" in st
     assert st["metrics"]["requestsWaiting"] == 10 and st["metrics"]["kvCacheUsage"] == 0.5
-    assert condition(obj, "MetricsAvailable")["status"] == "True"
-    assert condition(obj, "Ready")["status"] == "True"
     scaled = [m for _, r, m in events(api, kube_ns, "auto") if r == "Scaled"]
     assert scaled and scaled[0].startswith("1 -> 3") and "WaitingRequests" in scaled[0]
     assert REGISTRY.get_sample_value("pagoda_operator_scaling_decisions_total",

@@ -33,16 +33,17 @@ def drive(requests, num_blocks, block_size, max_num_seqs, budget, policy="fcfs",
     finished_at: dict[int, int] = {}
     preemptions = 0
     step = 0
-    pending = [i for i in range(len(seqs)) if i not in arrive_at]
-    for i in pending:
+    added = {i for i in range(len(seqs)) if i not in arrive_at}
+    for i in added:
         sched.add(seqs[i])
     bound = 50 * sum(len(p) + m for p, m, _ in requests) + 100
     while sched.num_unfinished or any(s >= step for s in arrive_at.values()):
         for i, s in arrive_at.items():
             if s == step:
                 sched.add(seqs[i])
+                added.add(i)
         for i, s in abort_at.items():
-            if s == step and not seqs[i].is_finished:
+            if s == step and i in added and not seqs[i].is_finished:
                 sched.finish(seqs[i])
                 finished_at[i] = step
         out = sched.schedule()

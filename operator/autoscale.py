@@ -5,7 +5,8 @@ Pure, and the same arithmetic as the Kubernetes HPA, so its behaviour is familia
    not report count as 0 when scaling up and as on-target when scaling down (a pod still loading
    its model neither forces a scale-up nor hides one); no reports at all -> hold;
 2. stabilization: scale up to the lowest recommendation of the up-window, down to the highest of
-   the down-window, so one burst or one quiet scrape does not move anything;
+   the down-window, so one burst or one quiet scrape does not move anything (and a fresh memory,
+   after a restart, waits out a whole down-window before any scale-down);
 3. rate limits: at most `pods` added (removed) per period, counted from what was done in it;
 4. min and max.
 """
@@ -22,6 +23,7 @@ class ScalerState:
     """What the autoscaler remembers between decisions (kept in memory, per InferenceService)."""
     recommendations: list[tuple[float, int]] = field(default_factory=list)  # (time, replicas)
     changes: list[tuple[float, int]] = field(default_factory=list)  # (time, replicas added; < 0 removed)
+    since: float | None = None  # the first decision: a fresh memory has not seen a whole down-window
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def decide(a: Autoscaling, current: int, values: list[float | None], now: float,
     if raw is None:
         bounded = min(max(current, a.min_replicas), a.max_replicas)
         return Decision(bounded, f"{why}: holding {bounded}")
+    state.since = now if state.since is None else state.since
     state.recommendations.append((now, raw))
     keep = max(a.scale_up.stabilization_window_seconds, a.scale_down.stabilization_window_seconds)
     state.recommendations = [(t, r) for t, r in state.recommendations if t >= now - keep]
@@ -78,7 +81,7 @@ def decide(a: Autoscaling, current: int, values: list[float | None], now: float,
     desired, notes = current, [f"recommends {raw}"]
     if up > current:
         desired = up
-    elif down < current:
+    elif down < current and now - state.since >= a.scale_down.stabilization_window_seconds:
         desired = down
     if desired != raw:
         notes.append(f"stabilized to {desired}")

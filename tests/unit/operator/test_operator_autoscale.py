@@ -139,3 +139,10 @@ def test_direction_and_reason():
     d = decide(policy(scale_up=ScaleRule(0, 1, 60)), 1, [20.0], 0, ScalerState())
     assert d.replicas == 2 and d.direction(1) == "up" and d.direction(2) is None
     assert "WaitingRequests" in d.reason and "scale-up rate" in d.reason
+
+
+def test_a_fresh_memory_waits_a_whole_down_window():
+    # An operator restarted into a quiet period: no history says the quiet has lasted, so wait.
+    out = run(policy(), [0.0] * 40, start=5)
+    assert out[:30] == [5] * 30 and out[30] == 4
+    assert run(policy(), [40.0], start=5) == [9]  # scaling up needs no history

@@ -32,8 +32,11 @@ TEST_HOOKS_ENV = "PAGODA_TEST_HOOKS"  # "1" mounts /debug routes for the integra
 
 
 def build_app(engines: dict, api_key: str | None = None, allowed_origins: list[str] | None = None,
-              test_hooks: bool = False) -> FastAPI:
-    """`engines` maps served model name -> AsyncLLM; the first is the default model."""
+              test_hooks: bool = False, root_path: str = "") -> FastAPI:
+    """`engines` maps served model name -> AsyncLLM; the first is the default model.
+
+    `root_path`: the path prefix a proxy passes through unchanged (an Ingress path such as /m1):
+    routes answer under it as well as without it."""
     if not engines:
         raise ValueError("build_app needs at least one engine")
 
@@ -47,7 +50,7 @@ def build_app(engines: dict, api_key: str | None = None, allowed_origins: list[s
             for engine in engines.values():
                 await engine.shutdown()
 
-    app = FastAPI(title="Pagoda OpenAI-compatible server", lifespan=lifespan)
+    app = FastAPI(title="Pagoda OpenAI-compatible server", lifespan=lifespan, root_path=root_path)
     app.state.engines = engines
     app.state.lifecycle = Lifecycle()
     install_error_handlers(app)
@@ -127,7 +130,7 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
         config.validate()
         engines[config.name] = AsyncLLM.from_config(config)
     app = build_app(engines, resolve_api_key(args.api_key), args.allowed_origins,
-                    test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1")
+                    test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1", root_path=args.root_path)
     return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
 
 

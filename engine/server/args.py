@@ -18,6 +18,8 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--config", default=None,
                    help="YAML or JSON file with `models:`, a list of engine settings (flag names), "
                         "served alongside any --model")
+    g.add_argument("--root-path", default="",
+                   help="path prefix a proxy forwards unchanged (an Ingress path like /m1); routes answer under it")
     g.add_argument("--allowed-origins", nargs="*", default=None, help="CORS origins allowed to call the API")
     g.add_argument("--uvicorn-log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug", "trace"])

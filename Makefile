@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   serve the default model (SmolLM2-135M-Instruct on the CPU) on :8000
-#   make test    install everything the tests need, build the cluster parts, run every CPU test tier
+#   make test    install everything the tests need, build the cluster parts, run every CPU tier
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-unit system-deps cluster-bins
+.PHONY: setup serve test test-deps test-unit test-e2e
 
 $(VENV)/.installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -20,17 +20,22 @@ setup: $(VENV)/.installed
 serve: setup
 	$(VENV)/bin/pagoda serve $(ARGS)
 
-# Debian packages for the integration and e2e tiers (real Prometheus, container runtime, CNI).
-system-deps:
-	bash e2e/cluster/system-deps.sh
-
-# etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl, helm, the
-# ingress controller: built from their upstream Go modules, cached under ~/.cache/pagoda.
-cluster-bins:
-	bash e2e/cluster/build.sh
-
-test: setup system-deps cluster-bins
-	$(PY) -m pytest $(PYTEST_ARGS)
+# What the integration tier runs against: Debian's Prometheus (promtool too), the control plane and
+# helm built from their upstream Go modules (cached under ~/.cache/pagoda), and the published
+# Grafana / prometheus-operator schemas the chart tests type-check against (npm).
+test-deps:
+	command -v prometheus >/dev/null || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
+	bash e2e/cluster/ci-setup.sh integration
+	bash tests/unit/chart/schemas/install.sh
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The e2e tier: a real single-node cluster on this machine, images built here, torn down after.
+test-e2e: setup
+	PYTHON=$(abspath $(PY)) bash e2e/run.sh $(PYTEST_ARGS)
+
+test: setup test-deps
+	$(PY) -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
+	$(MAKE) test-e2e

@@ -21,6 +21,8 @@ def get_backend(name: str, device: torch.device) -> AttentionBackend:
 
     if name == "torch" or (name == "auto" and (device.type != "cuda" or not HAS_TRITON)):
         return TorchAttentionBackend()
+    if device.type != "cuda":
+        raise ValueError(f"attention backend 'triton' needs a CUDA device, got {device}")
     try:
         return TritonAttentionBackend(device)
     except RuntimeError as e:

@@ -55,6 +55,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     except kubernetes.config.ConfigException:
         # Read KUBECONFIG now: the client's own default was fixed when it was imported.
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    LOCKS.clear()  # asyncio locks belong to one event loop: a second run in this process starts afresh
     memo.api = kubernetes.client.ApiClient()
     memo.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0))
 

@@ -64,8 +64,10 @@ class ModelRunner:
         self.block_size = config.block_size
         self.num_blocks = self._num_kv_blocks()
         shape = (self.num_blocks, self.block_size, mc.num_kv_heads, mc.head_dim)
-        self.kv_caches = [(torch.empty(shape, dtype=self.dtype, device=self.device),
-                           torch.empty(shape, dtype=self.dtype, device=self.device))
+        # Zeros, not empty: attention reads whole blocks and masks the slots past a sequence's
+        # length, and a NaN left there by the allocator would still poison the output (0 * NaN).
+        self.kv_caches = [(torch.zeros(shape, dtype=self.dtype, device=self.device),
+                           torch.zeros(shape, dtype=self.dtype, device=self.device))
                           for _ in range(mc.num_layers)]
         # The swap pool: a CPU mirror of the cache's layout (pinned, so copies from a GPU are fast).
         self.num_cpu_blocks = (int(config.swap_space * 1024**3 // self.bytes_per_block)

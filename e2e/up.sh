@@ -57,12 +57,15 @@ if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
   ip addr add "$NODE_IP/24" dev "$BRIDGE"
 fi
 ip link set "$BRIDGE" up
+# "firewall": dockerd sets the FORWARD policy to DROP; the CNI firewall plugin accepts each
+# pod's traffic in its CNI-FORWARD chain (without it, pod-to-pod traffic is dropped).
 cat >"$STATE/cni/net.d/10-pagoda.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "pagoda", "plugins": [
   {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET", "gateway": "$NODE_IP"}]],
             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$STATE/cni/ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "firewall", "backend": "iptables"},
   {"type": "loopback"}]}
 EOF
 
@@ -209,13 +212,15 @@ log "coredns up on $NODE_IP:53"
 # --- ingress: Traefik, watching Ingresses with a ServiceAccount token ------------------------
 kubectl apply -f "$HERE/node/traefik-rbac.yaml" >/dev/null
 kubectl -n kube-system create token pagoda-traefik --duration=48h >"$STATE/pki/traefik.token"
-start traefik "$TRAEFIK" --entryPoints.web.address="127.0.0.1:$INGRESS_PORT" \
+# no KUBECONFIG: Traefik would prefer it to the token; no phoning home (version check, stats)
+start traefik env -u KUBECONFIG "$TRAEFIK" --global.checkNewVersion=false --global.sendAnonymousUsage=false \
+  --entryPoints.web.address="127.0.0.1:$INGRESS_PORT" \
   --providers.kubernetesingress=true \
   --providers.kubernetesingress.endpoint="https://$NODE_IP:$APISERVER_PORT" \
   --providers.kubernetesingress.token="$(cat "$STATE/pki/traefik.token")" \
   --providers.kubernetesingress.certauthfilepath="$PKI/ca.crt" \
   --providers.kubernetesingress.ingressclass=traefik \
-  --ping=true --ping.entryPoint=web --log.level=INFO
+  --ping=true --ping.entryPoint=web --log.level=INFO --log.noColor=true
 wait_for 60 traefik curl -sf "http://127.0.0.1:$INGRESS_PORT/ping"
 log "traefik up on 127.0.0.1:$INGRESS_PORT"
 

@@ -1,7 +1,8 @@
 """Maps the folders engine/ and operator/ onto the import names pagoda.engine and pagoda.operator.
 
-The folder `operator/` must never be importable as `operator` (a standard-library module), so the
-packages are listed under their mapped names; package-dir in pyproject.toml says where each lives.
+The folder `operator/` must never be importable as `operator` (a standard-library module): it has
+no __init__.py, so from the repository root (on sys.path under `python -m ...`) the name `operator`
+still finds the standard library first; as pagoda.operator it imports through the mapping below.
 """
 from setuptools import find_packages, setup
 

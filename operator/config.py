@@ -22,8 +22,8 @@ class OperatorConfig:
 
 def from_env() -> OperatorConfig:
     return OperatorConfig(
-        engine_image=os.environ.get("PAGODA_ENGINE_IMAGE", f"pagoda-engine:{_tag()}"),
-        engine_cpu_image=os.environ.get("PAGODA_ENGINE_CPU_IMAGE", f"pagoda-engine-cpu:{_tag()}"),
+        engine_image=os.environ.get("PAGODA_ENGINE_IMAGE", f"pagoda-engine:{_tag()}-cuda"),
+        engine_cpu_image=os.environ.get("PAGODA_ENGINE_CPU_IMAGE", f"pagoda-engine:{_tag()}"),
         observe_interval=float(os.environ.get("PAGODA_OBSERVE_INTERVAL", "10")),
     )
 

@@ -91,7 +91,7 @@ def test_create_makes_every_child(api, kube, kube_ns, operator):
     c = d.spec.template.spec.containers[0]
     assert c.args[:7] == ["default", "--host", "0.0.0.0", "--port", "8000", "--served-model-name", "smol"]
     assert c.args[c.args.index("--max-num-seqs") + 1] == "8"
-    assert c.image.startswith("pagoda-engine-cpu:")
+    assert c.image.startswith("pagoda-engine:") and not c.image.endswith("-cuda")  # the CPU image
     assert c.resources.limits == {"cpu": "1", "memory": "1Gi"}
     assert c.startup_probe.http_get.path == "/health"
     assert any(v.empty_dir and v.empty_dir.medium == "Memory" for v in d.spec.template.spec.volumes)
@@ -178,7 +178,8 @@ def test_deleted_or_edited_child_comes_back(api, kube_ns, operator):
     apps(api).patch_namespaced_deployment("heal", kube_ns, {"spec": {"replicas": 5, "template": {"spec": {
         "containers": [{"name": "engine", "image": "someone/else:1"}]}}}})
     wait_for("the Deployment to be taken back", lambda: (d := deployment(api, kube_ns, "heal")) and
-             d.spec.replicas == 1 and d.spec.template.spec.containers[0].image.startswith("pagoda-engine-cpu:"))
+             d.spec.replicas == 1 and d.spec.template.spec.containers[0].image.startswith("pagoda-engine:")
+             and not d.spec.template.spec.containers[0].image.endswith("-cuda"))
 
     core(api).delete_namespaced_config_map("heal-engine", kube_ns)
     wait_for("the ConfigMap to return", lambda: "ConfigMap" in children(api, kube_ns, "heal"))

@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     add_engine_args(throughput)
     from pagoda.engine.bench.throughput import add_throughput_args
     add_throughput_args(throughput)
+    prefix = bench.add_parser("prefix", help="shared-prefix workload, prefix caching on and off")
+    add_engine_args(prefix)
+    from pagoda.engine.bench.prefix import add_prefix_args
+    add_prefix_args(prefix)
     serve_bench = bench.add_parser("serve", help="drive an OpenAI-compatible server; TTFT/ITL/latency percentiles")
     from pagoda.engine.bench.serve import add_bench_serve_args
     add_bench_serve_args(serve_bench)
@@ -48,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.bench == "throughput":
             from pagoda.engine.bench.throughput import run_throughput
             return run_throughput(configs_from_args(args)[0], args)
+        if args.bench == "prefix":
+            from pagoda.engine.bench.prefix import run_prefix
+            return run_prefix(configs_from_args(args)[0], args)
         from pagoda.engine.bench.serve import run_bench_serve
         return run_bench_serve(args)
     except ValueError as e:  # a bad flag value found after parsing: a message, not a traceback

@@ -45,8 +45,10 @@ def isvc(cluster: Cluster, ns: str) -> dict:
         "spec": {
             "model": {"uri": "default", "servedName": "smollm2"},
             # one sequence at a time: a few concurrent clients make requests wait
+            # a 256 MiB KV pool: the CPU default (2 GiB, zeroed, so resident) would not fit the limit
             "engine": {"image": cluster.engine_image, "imagePullPolicy": "IfNotPresent",
-                       "maxNumSeqs": 1, "maxModelLen": 2048},
+                       "maxNumSeqs": 1, "maxModelLen": 2048,
+                       "args": ["--kv-cache-memory-bytes", str(256 * 2**20)]},
             "resources": {"memory": "3Gi"},
             "autoscaling": {"minReplicas": 1, "maxReplicas": 2,
                             "metric": {"type": "WaitingRequests", "target": 1},

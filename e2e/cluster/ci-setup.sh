@@ -14,7 +14,7 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v go >/dev/null || need_apt+=(golang-go)
 if [ "$tier" = e2e ]; then
   for p in containerd:containerd runc:runc dockerd:docker.io iptables:iptables conntrack:conntrack \
-           debootstrap:debootstrap gcc:gcc; do
+           debootstrap:debootstrap gcc:gcc curl:curl; do
     command -v "${p%%:*}" >/dev/null || need_apt+=("${p#*:}")
   done
   [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import time
+
+import torch
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -13,6 +15,7 @@ from pagoda.engine.core.sequence import Sequence, SequenceStatus
 from pagoda.engine.detokenizer import IncrementalDetokenizer
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from pagoda.engine.sample.beam import BeamSearch
 from pagoda.engine.sample.sampler import SamplerOutput, make_generator
 from pagoda.engine.sampling_params import SamplingParams
 
@@ -40,6 +43,8 @@ class Request:
     arrival_time: float
     # Text and token ids gained since the last RequestOutput, per sequence.
     pending: list[tuple[str, list[int]]] = field(default_factory=list)
+    # Beam search: `seqs` are the live beams in the search's order; output comes only at the end.
+    beam: BeamSearch | None = None
 
     @property
     def finished(self) -> bool:
@@ -98,16 +103,21 @@ class LLMEngine:
         room = self.max_model_len - len(prompt_ids)
         if params.max_tokens is None:
             params.max_tokens = room
-        if params.use_beam_search:
-            raise ValueError("beam search is not supported")
-        if params.n > self.config.max_num_seqs:
-            raise ValueError(f"n ({params.n}) must not exceed max_num_seqs ({self.config.max_num_seqs})")
+        width = (params.best_of or params.n) if params.use_beam_search else params.n
+        if width > self.config.max_num_seqs:
+            raise ValueError(f"n ({width}) must not exceed max_num_seqs ({self.config.max_num_seqs})")
         if len(prompt_ids) + params.max_tokens > self.max_model_len:
             raise ValueError(f"This model's maximum context length is {self.max_model_len} tokens. However, you "
                              f"requested {len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the "
                              f"prompt, {params.max_tokens} for the completion). Reduce the length of the prompt "
                              "or the completion.")
         now = time.monotonic()
+        if params.use_beam_search:
+            seq = Sequence(f"{request_id}#0", request_id, 0, prompt_ids, params, priority, now, cache_salt)
+            beam = BeamSearch(width, params.max_tokens, [] if params.ignore_eos else sorted(self.eos_token_ids),
+                              params.length_penalty)
+            return Request(request_id, prompt if isinstance(prompt, str) else None, [seq], [None], now,
+                           [("", [])], beam)
         seqs, detoks = [], []
         for i in range(params.n):
             generator = None
@@ -164,12 +174,22 @@ class LLMEngine:
             seq.forks = []
         now = time.monotonic()
         touched: dict[str, Request] = {}
+        beam_groups: dict[str, Request] = {}
         for i, seq in enumerate(sampled_seqs):
             req = self.requests[seq.request_id]
+            if req.beam is not None:
+                beam_groups[req.request_id] = req
+                continue
             self._append_token(req, seq, sampled, i, now)
             touched[req.request_id] = req
+        for req in beam_groups.values():
+            if all(s.beam_logprobs is not None for s in req.seqs):
+                self._advance_beams(req, now)
+                if req.finished:
+                    touched[req.request_id] = req
         self._record_step(sched, len(sampled_seqs))
-        outputs = [self._output(req) for req in touched.values()]
+        outputs = [self._output(req) for req in touched.values()
+                   if req.finished or req.seqs[0].params.output_kind == "cumulative"]
         for req in touched.values():
             if req.finished:
                 del self.requests[req.request_id]
@@ -204,6 +224,40 @@ class LLMEngine:
         text, ids = req.pending[seq.index]
         req.pending[seq.index] = (text + delta, ids + [token])
 
+    def _advance_beams(self, req: Request, now: float) -> None:
+        """One beam-search step for a group whose live beams all have their logprobs: the new live
+        beams extend old ones; a beam extended twice is forked (sharing its blocks), one not
+        extended is freed."""
+        old = req.seqs
+        parents = req.beam.step(torch.stack([s.beam_logprobs for s in old]))
+        for s in old:
+            s.beam_logprobs = None
+        new: list[Sequence] = []
+        for p in parents:  # forks first: a child shares its parent's context before the new token
+            parent = old[p]
+            if parent in new:
+                child = Sequence(f"{parent.seq_id}.{len(new)}", req.request_id, 0, parent.prompt_token_ids,
+                                 parent.params, parent.priority, parent.arrival_time, parent.cache_salt,
+                                 output_token_ids=list(parent.output_token_ids))
+                self.scheduler.fork(parent, child)
+                new.append(child)
+            else:
+                new.append(parent)
+        for s in old:
+            if s not in new:
+                self.scheduler.finish(s)
+        for s, b in zip(new, req.beam.beams):
+            s.output_token_ids.append(b.token_ids[-1])
+            s.first_token_time = s.first_token_time or now
+            s.last_token_time = now
+        req.seqs = new
+        if req.beam.done:
+            for s in new:
+                s.finish_reason = "length"
+                self.scheduler.finish(s)
+            if self.metrics:
+                self.metrics.finished("stop")
+
     def _finish_reason(self, seq: Sequence, token: int, detok: IncrementalDetokenizer | None) -> str | None:
         params = seq.params
         n_out = len(seq.output_token_ids)
@@ -219,7 +273,25 @@ class LLMEngine:
             return "length"
         return None
 
+    def _beam_output(self, req: Request) -> list[CompletionOutput]:
+        params = req.seqs[0].params
+        outs = []
+        for i, h in enumerate(req.beam.best(params.n)):
+            text = self.tokenizer.decode(h.token_ids, skip_special_tokens=params.skip_special_tokens) \
+                if params.detokenize else ""
+            reason = "stop" if h.token_ids[-1] in req.beam.eos_token_ids else "length"
+            outs.append(CompletionOutput(i, text, h.token_ids, h.logprob, None, reason))
+        req.pending = [(o.text, o.token_ids) for o in outs]
+        return outs
+
     def _output(self, req: Request) -> RequestOutput:
+        if req.beam is not None and req.beam.done:
+            outs = self._beam_output(req)
+            first = req.seqs[0]
+            metrics = RequestMetrics(req.arrival_time, first.first_scheduled_time, first.first_token_time,
+                                     first.last_token_time, time.monotonic())
+            return RequestOutput(req.request_id, req.prompt, first.prompt_token_ids, outs, True,
+                                 num_cached_tokens=first.num_cached_tokens, metrics=metrics, deltas=req.pending)
         outs = []
         for seq, detok in zip(req.seqs, req.detoks):
             outs.append(CompletionOutput(

@@ -63,7 +63,12 @@ class Scheduler:
         self.waiting.append(seq)
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
-        """Start `child` running on `parent`'s blocks (after the parent's step has been counted)."""
+        """Start `child` running on `parent`'s blocks (after the parent's step has been counted);
+        a child of a preempted parent (a beam waiting for its group) waits to be computed afresh."""
+        if parent.status is not SequenceStatus.RUNNING:
+            child.status = SequenceStatus.WAITING
+            self.waiting.append(child)
+            return
         self.kv.fork(parent, child)
         child.num_cached_tokens = parent.num_cached_tokens
         child.first_scheduled_time = parent.first_scheduled_time
@@ -101,6 +106,8 @@ class Scheduler:
             if budget == 0:
                 break
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            if n == 0:
+                continue  # a beam whose logprobs wait for the rest of its group
             while not self.kv.allocate(seq, n):
                 victim = max(self.running, key=self._key)
                 budget += self._unschedule(out, victim)

@@ -46,6 +46,8 @@ class Sequence:
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of this seq's full blocks
     cpu_block_table: list[int] = field(default_factory=list)  # while swapped out
     forks: list[Sequence] = field(default_factory=list)  # children to fork at the first token
+    # A beam's next-token log-probabilities, held until every live beam of its group has them.
+    beam_logprobs: torch.Tensor | None = None
 
     cumulative_logprob: float = 0.0
     logprobs: list[TokenLogprobs] = field(default_factory=list)

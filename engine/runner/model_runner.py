@@ -234,6 +234,11 @@ class ModelRunner:
             sampling = [s for seq in sampling for s in (seq, *seq.forks)]
         rows = [SamplingRow(seq.params, seq.prompt_token_ids, seq.output_token_ids, seq.generator)
                 for seq in sampling]
+        beams = [i for i, seq in enumerate(sampling) if seq.params.use_beam_search]
+        if beams:  # beam search ranks every token: the log-probabilities of the processed logits
+            logprobs = self.sampler.process_logits(logits.float(), rows).log_softmax(dim=-1)
+            for i in beams:
+                sampling[i].beam_logprobs = logprobs[i]
         return sampling, self.sampler(logits, rows)
 
     def _warm_up(self) -> None:

@@ -60,8 +60,9 @@ def fill_caches(fast, ref, rng):
             b.copy_(a)
 
 
-def test_attention_backends_agree_layer_by_layer(runners):
-    """The first layer alone: only the attention backend differs between the two paths."""
+def run_both(runners, forward):
+    """The same mixed batch through both runners over equal caches: fresh prefill, chunked prefill
+    over cached context, a one-token chunk and decodes. Returns both outputs and per-sequence errors."""
     fast, ref = runners
     rng = random.Random()
     fill_caches(fast, ref, rng)
@@ -70,29 +71,26 @@ def test_attention_backends_agree_layer_by_layer(runners):
     outs = []
     for r in (fast, ref):
         ids, pos, meta, _ = r.prepare(batch)
-        layer = r.model.model.layers[0]
         with torch.inference_mode():
-            x = r.model.model.embed_tokens(ids)
-            h = layer.input_layernorm(x)
-            outs.append(layer.self_attn(pos, h, r.kv_caches[0], meta))
-    per_seq = [rel_err(outs[0][a:b], outs[1][a:b]) for a, b in zip(meta.query_start_loc_cpu, meta.query_start_loc_cpu[1:])]
+            outs.append(forward(r, ids, pos, meta))
+    qsl = meta.query_start_loc_cpu
+    return outs, [rel_err(outs[0][a:b], outs[1][a:b]) for a, b in zip(qsl, qsl[1:])]
+
+
+def first_layer_attention(r, ids, pos, meta):
+    layer = r.model.model.layers[0]
+    return layer.self_attn(pos, layer.input_layernorm(r.model.model.embed_tokens(ids)), r.kv_caches[0], meta)
+
+
+def test_attention_backends_agree_layer_by_layer(runners):
+    """The first layer alone: only the attention backend differs between the two paths."""
+    outs, per_seq = run_both(runners, first_layer_attention)
     assert rel_err(outs[0], outs[1]) < 1e-2, per_seq
 
 
 def test_mixed_batch_forward_matches_the_torch_path(runners):
-    fast, ref = runners
-    rng = random.Random()
-    fill_caches(fast, ref, rng)
-    # fresh prefill, chunked prefill over cached context, decodes
-    lens, computed = [300, 700, 513, 90, 2000], [0, 400, 512, 89, 1999]
-    batch = [(s, s.num_tokens - s.num_computed_tokens) for s in seqs_with_blocks(fast, lens, computed, rng)]
-    outs = []
-    for r in (fast, ref):
-        ids, pos, meta, _ = r.prepare(batch)
-        with torch.inference_mode():
-            outs.append(r.model(ids, pos, r.kv_caches, meta))
+    outs, per_seq = run_both(runners, lambda r, ids, pos, meta: r.model(ids, pos, r.kv_caches, meta))
     assert not outs[0].isnan().any()
-    per_seq = [rel_err(outs[0][a:b], outs[1][a:b]) for a, b in zip(meta.query_start_loc_cpu, meta.query_start_loc_cpu[1:])]
     # Sixteen bf16 layers compound the per-layer difference bounded above (1e-2) to a few percent,
     # spread evenly over the sequences; a wrong kernel path would show in one sequence, far larger.
     assert rel_err(outs[0], outs[1]) < 5e-2, per_seq

@@ -81,7 +81,9 @@ def _run(engine: LLMEngine) -> tuple[list, int]:
         return out
 
     engine.scheduler.schedule = counting
-    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, ignore_eos=True, logprobs=TOP)
+    # min_tokens as HF's min_new_tokens: EOS masked, so both sides pick among the same tokens.
+    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, min_tokens=MAX_TOKENS, ignore_eos=True,
+                            logprobs=TOP)
     for i, prompt in enumerate(PROMPTS):
         engine.add_request(str(i), prompt, SamplingParams(**vars(params)))
     done = {}

@@ -100,6 +100,9 @@ class LLMEngine:
         vocab = getattr(getattr(self.runner, "model_config", None), "vocab_size", None)
         if vocab is not None and not all(0 <= t < vocab for t in prompt_ids):
             raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        sampler = getattr(self.runner, "sampler", None)
+        if sampler is not None:  # ids outside the vocabulary would fail the whole batch's step
+            sampler.validate(params)
         room = self.max_model_len - len(prompt_ids)
         if params.max_tokens is None:
             params.max_tokens = room
@@ -126,7 +129,8 @@ class LLMEngine:
             seqs.append(Sequence(f"{request_id}#{i}", request_id, i, prompt_ids, params, priority, now,
                                  cache_salt, generator))
             detoks.append(IncrementalDetokenizer(self.tokenizer, prompt_ids, params.skip_special_tokens,
-                                                 params.stop, params.include_stop_str_in_output)
+                                                 params.stop, params.include_stop_str_in_output,
+                                                 min_tokens=params.min_tokens)
                           if params.detokenize else None)
         # The first sequence computes the prompt; the others fork from it at its first token.
         seqs[0].forks = seqs[1:]
@@ -203,7 +207,9 @@ class LLMEngine:
         if params.logprobs is not None:
             seq.logprobs.append(sampled.top_logprobs[i])
         detok = req.detoks[seq.index]
-        delta = detok.append(token) if detok else ""
+        # As vLLM: the EOS or stop token that ends a sequence is not part of its text.
+        hidden = self._is_stop_token(seq, token) and not params.include_stop_str_in_output
+        delta = detok.append(token) if detok and not hidden else ""
         if self.metrics:
             if first:
                 self.metrics.ttft.observe(now - seq.arrival_time)
@@ -258,17 +264,21 @@ class LLMEngine:
             if self.metrics:
                 self.metrics.finished("stop")
 
+    def _is_stop_token(self, seq: Sequence, token: int) -> bool:
+        """The token (already appended) ends the sequence: a stop token id, or EOS unless ignored."""
+        params = seq.params
+        return len(seq.output_token_ids) >= params.min_tokens and (
+            token in params.stop_token_ids or (token in self.eos_token_ids and not params.ignore_eos))
+
     def _finish_reason(self, seq: Sequence, token: int, detok: IncrementalDetokenizer | None) -> str | None:
         params = seq.params
         n_out = len(seq.output_token_ids)
         if detok and detok.stop_reason is not None:
             return "stop"
-        if n_out >= params.min_tokens:
+        if self._is_stop_token(seq, token):
             if token in params.stop_token_ids:
                 seq.stop_reason = token
-                return "stop"
-            if token in self.eos_token_ids and not params.ignore_eos:
-                return "stop"
+            return "stop"
         if n_out >= params.max_tokens or seq.num_tokens >= self.max_model_len:
             return "length"
         return None

@@ -42,11 +42,7 @@ class BlockOpsFakeRunner(FakeRunner):
         if not batch:
             return [], None
         self.steps += 1
-        for seq, n in batch:
-            start = seq.num_computed_tokens
-            assert len(seq.block_table) * self.block_size >= start + n, "no room allocated"
-            for pos, tok in zip(range(start, start + n), seq.token_ids(start, start + n)):
-                self.slots[self._slot(seq, pos)] = tok
+        self.write_batch(batch)
         sampling = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
         tokens = []
         for seq in sampling:

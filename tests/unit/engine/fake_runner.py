@@ -38,13 +38,17 @@ class FakeRunner:
     def _slot(self, seq: Sequence, pos: int) -> int:
         return seq.block_table[pos // self.block_size] * self.block_size + pos % self.block_size
 
-    def execute(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], FakeSamplerOutput]:
-        self.steps += 1
+    def write_batch(self, batch: list[tuple[Sequence, int]]) -> None:
+        """Write each scheduled token's id at its slot, as the model writes its K/V."""
         for seq, n in batch:
             start = seq.num_computed_tokens
             assert len(seq.block_table) * self.block_size >= start + n, "no room allocated"
             for pos, tok in zip(range(start, start + n), seq.token_ids(start, start + n)):
                 self.slots[self._slot(seq, pos)] = tok
+
+    def execute(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], FakeSamplerOutput]:
+        self.steps += 1
+        self.write_batch(batch)
         sampling = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
         tokens = [next_token([self.slots[self._slot(s, p)] for p in range(s.num_tokens)]) for s in sampling]
         return sampling, FakeSamplerOutput(tokens, [0.0] * len(tokens), [None] * len(tokens))

@@ -16,6 +16,10 @@ pgrep -x dockerd >/dev/null || { nohup dockerd >/var/log/pagoda-dockerd.log 2>&1
 trap 'bash "$HERE/down.sh"' EXIT
 bash "$HERE/up.sh"
 for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+# Loading the 6 GB engine image briefly needs it twice over (content + unpacked snapshot);
+# below the kubelet's 2% eviction threshold it would start evicting, so say so up front.
+free_gib=$(( $(df --output=avail -k "$STATE" | tail -1) / 1048576 ))
+[ "$free_gib" -ge 16 ] || { echo "[e2e/run.sh] only ${free_gib} GiB free under $STATE; loading the images needs about 16" >&2; exit 1; }
 bash "$ROOT/images/build.sh" --load engine-cpu operator
 echo "[e2e/run.sh] cluster and images ready after $(( $(date +%s) - t0 ))s" >&2
 # shellcheck disable=SC1091

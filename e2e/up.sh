@@ -152,8 +152,10 @@ clusterDomain: cluster.local
 clusterDNS: [$NODE_IP]
 resolvConf: /etc/resolv.conf
 evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}
-imageGCHighThresholdPercent: 99
-imageGCLowThresholdPercent: 98
+# Image GC off (100): images come from ctr import, not a registry, so a collected image (the
+# pause image included) could never be pulled back; a large image load must not trigger it.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 podPidsLimit: -1
 EOF

@@ -85,12 +85,20 @@ build_etcd() {
 
 build_helm() {
   local out=$CACHE/bin/helm-$HELM_VERSION
-  [ -x "$out/helm" ] && { log "helm $HELM_VERSION cached"; return; }
+  # Helm's own Makefile stamps the Kubernetes version it was built against (from client-go,
+  # v0.34 -> 1.34); without it `helm template` and `helm lint` assume Kubernetes 1.20.
+  local kv; kv=$(printf '%s' "$K8S_STAGING_VERSION" | sed -E 's/^v0\.([0-9]+)\..*/\1/')
+  local ld="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in pkg/lint/rules pkg/chartutil; do
+    ld+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$kv"
+  done
+  [ -x "$out/helm" ] && [ "$(cat "$out/.ldflags" 2>/dev/null)" = "$ld" ] && { log "helm $HELM_VERSION cached"; return; }
   log "helm $HELM_VERSION: building"
   local mod=$SRC/helm-$HELM_VERSION
   mkdir -p "$mod" "$out"
   printf 'module pagoda.local/helmbuild\ngo 1.24.0\nrequire helm.sh/helm/v3 %s\n' "$HELM_VERSION" > "$mod/go.mod"
-  gobuild "$mod" "$out" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+  gobuild "$mod" "$out" "$ld" helm.sh/helm/v3/cmd/helm
+  printf '%s' "$ld" > "$out/.ldflags"
   log "helm $HELM_VERSION: built"
 }
 

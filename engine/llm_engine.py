@@ -192,10 +192,12 @@ class LLMEngine:
                 if req.finished:
                     touched[req.request_id] = req
         self._record_step(sched, len(sampled_seqs))
-        outputs = [self._output(req) for req in touched.values()
-                   if req.finished or req.seqs[0].params.output_kind == "cumulative"]
+        outputs = []
         for req in touched.values():
-            if req.finished:
+            finished = req.finished
+            if finished or req.seqs[0].params.output_kind == "cumulative":
+                outputs.append(self._output(req))
+            if finished:
                 del self.requests[req.request_id]
         return outputs
 
@@ -203,7 +205,8 @@ class LLMEngine:
         token, params = sampled.token_ids[i], seq.params
         first = not seq.output_token_ids
         seq.output_token_ids.append(token)
-        seq.cumulative_logprob += sampled.logprobs[i]
+        if sampled.logprobs is not None:
+            seq.cumulative_logprob += sampled.logprobs[i]
         if params.logprobs is not None:
             seq.logprobs.append(sampled.top_logprobs[i])
         detok = req.detoks[seq.index]

@@ -105,6 +105,9 @@ class KVCacheManager:
         the sequence's computed-token count moves past them; `num_new_tokens` count after them.
         """
         assert not cached_blocks or not seq.block_table, "prefix hits are taken only by a fresh sequence"
+        if (not cached_blocks and seq.num_computed_tokens + num_new_tokens <= len(seq.block_table) * self.block_size
+                and self._shared_write_block(seq) is None):
+            return True  # most decode steps: the token fits in the sequence's own last block
         if not self.can_allocate(seq, num_new_tokens, cached_blocks):
             return False
         for block_id in cached_blocks:

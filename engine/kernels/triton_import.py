@@ -22,8 +22,11 @@ except ImportError:
         def __getitem__(self, grid):
             raise RuntimeError(f"Triton is not installed: cannot launch kernel {self.fn.__name__}")
 
+    def _jit(fn=None, **_options):  # @triton.jit and @triton.jit(do_not_specialize=...)
+        return _Unavailable(fn) if fn is not None else _Unavailable
+
     triton = types.SimpleNamespace(
-        jit=_Unavailable, cdiv=lambda a, b: -(-a // b), next_power_of_2=lambda n: 1 << (n - 1).bit_length()
+        jit=_jit, cdiv=lambda a, b: -(-a // b), next_power_of_2=lambda n: 1 << (n - 1).bit_length()
     )
     tl = types.SimpleNamespace(constexpr=int)
 

@@ -37,7 +37,10 @@ def _find_seq(query_start_loc_ptr, block_id, num_seqs, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
-@triton.jit
+# The batch size and the block-table width change every step: specialized (Triton keys a
+# compiled kernel on whether an int is 1 or a multiple of 16), each new combination would compile
+# anew in the middle of serving, a second or more of stall.
+@triton.jit(do_not_specialize=["num_seqs", "stride_bt"])
 def _attention_kernel(
     out_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
     block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,

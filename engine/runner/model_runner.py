@@ -168,17 +168,30 @@ class ModelRunner:
             seq_lens.append(end)
             if end == seq.num_tokens:
                 logits_at.append(qsl[-1] - 1)
-        t = len(tokens)
-        longs = self._to_device(np.array(tokens + positions + slots + logits_at, dtype=np.int64))
-        ints = self._to_device(np.concatenate([np.array(qsl + seq_lens, dtype=np.int32), tables.ravel()]))
-        b = len(batch)
+        input_ids, positions_d, slot_mapping, self._logits_index = self._pack(
+            [tokens, positions, slots, logits_at], np.int64)
+        query_start_loc, seq_lens_d, block_tables = self._pack([qsl, seq_lens, tables.ravel()], np.int32)
         meta = AttentionMetadata(
-            slot_mapping=longs[2 * t:3 * t], query_start_loc=ints[:b + 1], seq_lens=ints[b + 1:2 * b + 1],
-            block_tables=ints[2 * b + 1:].view(b, tables.shape[1]),
+            slot_mapping=slot_mapping, query_start_loc=query_start_loc, seq_lens=seq_lens_d,
+            block_tables=block_tables.view(len(batch), tables.shape[1]),
             max_query_len=max(n for _, n in batch), max_seq_len=max(seq_lens), block_size=bs,
             query_start_loc_cpu=qsl, seq_lens_cpu=seq_lens)
-        self._logits_index = longs[3 * t:]
-        return longs[:t], longs[t:2 * t], meta, logits_at
+        return input_ids, positions_d, meta, logits_at
+
+    def _pack(self, parts: list, dtype) -> list[torch.Tensor]:
+        """One host buffer, one copy to the device, one view per part. Each part starts 16-byte
+        aligned: Triton compiles a kernel anew for each alignment of its pointer arguments, and an
+        alignment that moved with the batch size would recompile in the middle of serving."""
+        per16 = 16 // np.dtype(dtype).itemsize
+        starts, end = [], 0
+        for part in parts:
+            starts.append(end)
+            end += -(-len(part) // per16) * per16
+        host = np.zeros(end, dtype=dtype)
+        for start, part in zip(starts, parts):
+            host[start:start + len(part)] = part
+        buf = self._to_device(host)
+        return [buf[start:start + len(part)] for start, part in zip(starts, parts)]
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         host = torch.from_numpy(array)

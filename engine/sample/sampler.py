@@ -30,7 +30,9 @@ class SamplingRow:
 @dataclass
 class SamplerOutput:
     token_ids: list[int]  # one per row
-    logprobs: list[float]  # the chosen token's logprob, one per row
+    # The chosen token's logprob, one per row; None when no row asks for logprobs (a softmax
+    # over the vocabulary for every row is then work nobody reads).
+    logprobs: list[float] | None
     # Where params.logprobs is set: the top-k tokens in descending order, then the chosen token
     # if it is not among them.
     top_logprobs: list[TokenLogprobs | None]
@@ -149,6 +151,8 @@ class Sampler:
 
     def _output(self, logits: torch.Tensor, token_ids: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
         """Logprobs from the raw logits; everything crosses to the host in one copy."""
+        if all(r.params.logprobs is None for r in rows):
+            return SamplerOutput(token_ids.tolist(), None, [None] * len(rows))
         normalizer = logits.logsumexp(dim=-1, keepdim=True)
         columns = [token_ids.view(-1, 1).double(), (logits.gather(1, token_ids.view(-1, 1)) - normalizer).double()]
         k = max((r.params.logprobs or 0 for r in rows), default=0)

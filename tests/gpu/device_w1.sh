@@ -12,7 +12,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 STAGE=${STAGE:-all}
 if [ "$STAGE" != w1 ]; then
-  python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests/gpu/test_runner_gpu.py 2>&1 | grep -E "^E |passed|failed|Error" | head -40
+  python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | grep -E "^E |passed|failed|Error" | head -40
 fi
 if [ "$STAGE" != tests ]; then
   python3 -m pagoda.engine.cli bench throughput --load-format dummy --dummy-shape llama-3.1-8b \

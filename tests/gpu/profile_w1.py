@@ -111,6 +111,8 @@ def main() -> None:
         for name, v in spans.items():
             acc[name] += v
         counts[kind] += 1
+        if kind == "prefill":
+            print(f"prefill step {counts[kind]}: wall {1e3 * wall:.1f} ms, GPU forward {1e3 * gpu:.1f} ms")
     total = time.perf_counter() - t0
     print(f"\nW1 done in {total:.2f}s (profiled steps included; their tables above)")
     for kind, acc in totals.items():

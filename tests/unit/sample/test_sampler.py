@@ -251,6 +251,10 @@ def test_logprobs_are_the_raw_log_softmax():
         assert entry[out.token_ids[i]] == pytest.approx(out.logprobs[i])
         assert len(entry) == k + (out.token_ids[i] not in top.indices.tolist())
     assert all(math.isfinite(v) for v in out.logprobs)
+    # No row asks: no softmax over the vocabulary, and the same tokens.
+    quiet = Sampler(V, EOS)(x[:2], [row(temperature=0.0), row(temperature=0.0)])
+    assert quiet.logprobs is None and quiet.top_logprobs == [None, None]
+    assert quiet.token_ids == x[:2].argmax(-1).tolist()
 
 
 # -- bad input ---------------------------------------------------------------------------------------

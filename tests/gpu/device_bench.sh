@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
 # On the lent GPU machine: W1 with CUDA graphs and eager, and batch-1 latency with and without
 # graphs, all at Llama-3.1-8B shape (the step-time gain of CUDA graphs, and the latency floor).
-set -uo pipefail
-export PYTHONUNBUFFERED=1
-rm -rf /tmp/site; python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl 2>&1 | tail -2
-mkdir -p /tmp/p/pagoda && ln -sfn "$PWD/engine" /tmp/p/pagoda/engine
-export PYTHONPATH=/tmp/site:/tmp/p
+source "$(dirname "$0")/device_env.sh"
 bench() { python3 -m pagoda.engine.cli bench throughput --load-format dummy --dummy-shape llama-3.1-8b \
   --tokenizer .devcarry/tokenizer --max-model-len 4096 "$@" 2>&1 | grep '^{'; }
 bench --max-num-seqs 256 --max-num-batched-tokens 8192

@@ -4,11 +4,8 @@
 # batching in the same run, 64 requests, prompts 16..256, outputs 16..256, at the default model's
 # shape (SmolLM2-135M, float32; random weights: the GGUF package is too large to carry, and the
 # arithmetic does not depend on the values with EOS ignored).
-set -uo pipefail
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 CUDA_VISIBLE_DEVICES=
-rm -rf /tmp/site; python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl 2>&1 | tail -2
-mkdir -p /tmp/p/pagoda && ln -sfn "$PWD/engine" /tmp/p/pagoda/engine
-export PYTHONPATH=/tmp/site:/tmp/p
+export OMP_NUM_THREADS=2 CUDA_VISIBLE_DEVICES=
+source "$(dirname "$0")/device_env.sh"
 lscpu | grep -E "Model name|^CPU\(s\)"
 taskset -c 0,1 python3 -m pagoda.engine.cli bench throughput --device cpu --dtype float32 \
   --load-format dummy --dummy-shape smollm2-135m --tokenizer .devcarry/tokenizer \

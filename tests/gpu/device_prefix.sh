@@ -4,12 +4,7 @@
 # and each its own (0% hits), prefix caching off and on. Needs, carried: .whl (gguf) and
 # .devcarry/tokenizer.
 #   PREFIX_ARGS="extra flags"
-set -uo pipefail
-export PYTHONUNBUFFERED=1
-rm -rf /tmp/site; python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl 2>&1 | tail -2
-mkdir -p /tmp/p/pagoda && ln -sfn "$PWD/engine" /tmp/p/pagoda/engine
-export PYTHONPATH=/tmp/site:/tmp/p
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 python3 -m pagoda.engine.cli bench prefix --load-format dummy --dummy-shape llama-3.1-8b \
   --tokenizer .devcarry/tokenizer --max-num-seqs 256 --max-num-batched-tokens 8192 --max-model-len 4096 \

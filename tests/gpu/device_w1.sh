@@ -3,12 +3,7 @@
 # HF transformers' baseline in the same call on the same card. Needs, carried: .whl (gguf) and
 # .devcarry (hf_baseline.py from ../shared/bench, and the default model's tokenizer folder).
 #   STAGE=tests|w1|all   W1_ARGS="extra engine flags"   HF_BUDGET=seconds per HF mode
-set -uo pipefail
-export PYTHONUNBUFFERED=1
-rm -rf /tmp/site; python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/gguf-*.whl 2>&1 | tail -2
-mkdir -p /tmp/p/pagoda && ln -sfn "$PWD/engine" /tmp/p/pagoda/engine
-export PYTHONPATH=/tmp/site:/tmp/p
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 STAGE=${STAGE:-all}
 if [ "$STAGE" != w1 ]; then

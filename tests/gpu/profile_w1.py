@@ -52,32 +52,22 @@ def main() -> None:
     timed(engine.scheduler, "schedule", spans)
     timed(runner, "prepare", spans)
     timed(runner, "sampler", spans)
-    forward = runner.model.forward
     gpu_events = []
 
-    def forward_timed(*a, **k):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        t = time.perf_counter()
-        start.record()
-        out = forward(*a, **k)
-        end.record()
-        spans["forward_launch"] += time.perf_counter() - t
-        gpu_events.append((start, end))
-        return out
-    runner.model.forward = forward_timed
-    if runner.graphs is not None:
-        replay = runner.graphs.run
-
-        def graphs_timed(*a, **k):
+    def gpu_timed(fn):
+        def wrapper(*a, **k):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             t = time.perf_counter()
             start.record()
-            out = replay(*a, **k)
+            out = fn(*a, **k)
             end.record()
             spans["forward_launch"] += time.perf_counter() - t
             gpu_events.append((start, end))
             return out
-        runner.graphs.run = graphs_timed
+        return wrapper
+    runner.model.forward = gpu_timed(runner.model.forward)
+    if runner.graphs is not None:
+        runner.graphs.run = gpu_timed(runner.graphs.run)
 
     totals = {kind: defaultdict(float) for kind in ("prefill", "decode")}
     counts = defaultdict(int)

@@ -37,6 +37,10 @@ class EngineConfig:
     preemption_mode: Literal["recompute", "swap"] = "recompute"
     scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
     enforce_eager: bool = False
+    # Schedule and launch step N+1 while step N computes, its sampled tokens read on the device
+    # (for sequences whose sampling needs no host-side history); a sequence that stops computes
+    # one token more, dropped.
+    async_scheduling: bool = False
     cuda_graph_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128, 256])
     tensor_parallel_size: int = 1
     attention_backend: Literal["auto", "torch", "triton"] = "auto"

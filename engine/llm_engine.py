@@ -11,12 +11,12 @@ from typing import Protocol
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.kv_cache_manager import BlockOp, KVCacheManager
 from pagoda.engine.core.scheduler import Scheduler, SchedulerOutput
-from pagoda.engine.core.sequence import Sequence, SequenceStatus
+from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence, SequenceStatus
 from pagoda.engine.detokenizer import IncrementalDetokenizer
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from pagoda.engine.sample.beam import BeamSearch
-from pagoda.engine.sample.sampler import SamplerOutput, make_generator
+from pagoda.engine.sample.sampler import SampledBatch, SamplerOutput, has_penalties, make_generator
 from pagoda.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,33 @@ class Runner(Protocol):
     device: object
 
     def execute(self, batch: list[tuple[Sequence, int]],
-                block_ops: list[BlockOp]) -> tuple[list[Sequence], SamplerOutput | None]:
-        """Perform the block moves in order, then run the batch; a sequence with `forks` pending
+                block_ops: list[BlockOp]) -> tuple[list[Sequence], SampledBatch | None]:
+        """Perform the block moves in order, then launch the batch; a sequence with `forks` pending
         gets a row for itself and one for each fork, from the same logits, in the returned order."""
+
+
+def runs_ahead(params: SamplingParams) -> bool:
+    """Whether the next step may be scheduled before this sequence's token is on the host: not when
+    sampling reads the tokens so far on the host (penalties, min_tokens) or tokens fork (n, beams)."""
+    return not (params.use_beam_search or params.n > 1 or params.min_tokens or has_penalties(params))
+
+
+def known_tokens(seq: Sequence) -> list[int]:
+    """The sequence's output tokens that have reached the host: its own list, not a copy (a step
+    must not cost O(tokens so far)), unless a token is still computing at its end."""
+    ids = seq.output_token_ids
+    return ids[:-1] if ids and ids[-1] == PENDING_TOKEN else ids
+
+
+@dataclass
+class LaunchedStep:
+    """A step on the device: what was scheduled, and for each sampled sequence its output slot
+    (None for a beam, which takes its tokens in _advance_beams)."""
+    sched: SchedulerOutput
+    seqs: list[Sequence]
+    sampled: SampledBatch | None
+    slots: list[int | None]
+    can_run_ahead: bool  # every sampled sequence runs_ahead: the next step need not wait for it
 
 
 @dataclass(eq=False)
@@ -77,6 +101,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens,
                                    config.scheduling_policy, config.preemption_mode)
         self.requests: dict[str, Request] = {}
+        self._in_flight: LaunchedStep | None = None  # async scheduling: launched, tokens not yet taken in
         self.metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
 
     # -- requests -------------------------------------------------------------------------------
@@ -151,6 +176,8 @@ class LLMEngine:
             return None
         for seq in req.seqs:
             if not seq.is_finished:
+                while seq.output_token_ids and seq.output_token_ids[-1] == PENDING_TOKEN:
+                    seq.output_token_ids.pop()  # computing still; dropped when it arrives
                 self.scheduler.finish(seq)
                 seq.finish_reason = "abort"
                 if self.metrics:
@@ -159,39 +186,72 @@ class LLMEngine:
         return self._output(req)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.num_unfinished > 0
+        return self.scheduler.num_unfinished > 0 or self._in_flight is not None
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        """Schedule and launch a step, then take in the tokens of the one before it (async
+        scheduling: the GPU computes this step while the host handles the last) or of this one."""
         sched = self.scheduler.schedule()
-        if sched.scheduled or sched.block_ops:
-            sampled_seqs, sampled = self.runner.execute(sched.scheduled, sched.block_ops)
-        else:
-            sampled_seqs, sampled = [], None
+        launched = self._launch(sched) if sched.scheduled or sched.block_ops else None
+        outputs = []
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            outputs = self._finish(in_flight)
+        if launched is not None:
+            if self.config.async_scheduling and launched.can_run_ahead:
+                self._in_flight = launched
+            else:
+                outputs += self._finish(launched)
+        return outputs
+
+    def _launch(self, sched: SchedulerOutput) -> LaunchedStep:
+        """Run the batch on the device and give each sampled sequence a PENDING_TOKEN slot."""
+        sampled_seqs, sampled = self.runner.execute(sched.scheduled, sched.block_ops)
         for seq, n in sched.scheduled:
             seq.num_computed_tokens += n
-            self.kv.cache_full_blocks(seq)
         for seq in sampled_seqs:
             for child in seq.forks:  # before any token is appended: the children share the context
                 self.scheduler.fork(seq, child)
             seq.forks = []
-        now = time.monotonic()
-        touched: dict[str, Request] = {}
-        beam_groups: dict[str, Request] = {}
-        for i, seq in enumerate(sampled_seqs):
-            req = self.requests[seq.request_id]
-            if req.beam is not None:
-                beam_groups[req.request_id] = req
+        slots: list[int | None] = []
+        for seq in sampled_seqs:
+            if self.requests[seq.request_id].beam is not None:
+                slots.append(None)  # beams take their tokens all at once, in _advance_beams
                 continue
-            self._append_token(req, seq, sampled, i, now)
+            seq.output_token_ids.append(PENDING_TOKEN)
+            slots.append(len(seq.output_token_ids) - 1)
+            if len(seq.output_token_ids) >= seq.params.max_tokens or seq.num_tokens >= self.max_model_len:
+                seq.awaiting_last_token = True
+        return LaunchedStep(sched, sampled_seqs, sampled, slots,
+                            can_run_ahead=all(slot is not None and runs_ahead(seq.params)
+                                              for seq, slot in zip(sampled_seqs, slots)))
+
+    def _finish(self, step: LaunchedStep) -> list[RequestOutput]:
+        """Take in a launched step's tokens: fill the slots, cache the full blocks, check stops."""
+        sampled = step.sampled.result() if step.sampled is not None else None
+        now = time.monotonic()
+        live = [(i, seq, slot) for i, (seq, slot) in enumerate(zip(step.seqs, step.slots))
+                if slot is not None and not seq.is_finished]  # a finished one's token is dropped
+        for i, seq, slot in live:
+            seq.output_token_ids[slot] = sampled.token_ids[i]
+        for seq, _ in step.sched.scheduled:
+            if seq.status is SequenceStatus.RUNNING:  # every token it has computed is known now
+                self.kv.cache_full_blocks(seq)
+        touched: dict[str, Request] = {}
+        for i, seq, slot in live:
+            req = self.requests[seq.request_id]
+            self._accept_token(req, seq, sampled, i, slot, now)
             touched[req.request_id] = req
-        for req in beam_groups.values():
-            if all(s.beam_logprobs is not None for s in req.seqs):
+        for seq, slot in zip(step.seqs, step.slots):
+            req = self.requests.get(seq.request_id)
+            if slot is None and req is not None and req.beam is not None and not req.finished \
+                    and all(s.beam_logprobs is not None for s in req.seqs):
                 self._advance_beams(req, now)
                 if req.finished:
                     touched[req.request_id] = req
-        self._record_step(sched, len(sampled_seqs))
+        self._record_step(step.sched, len(live) + step.slots.count(None))
         outputs = []
         for req in touched.values():
             finished = req.finished
@@ -201,17 +261,19 @@ class LLMEngine:
                 del self.requests[req.request_id]
         return outputs
 
-    def _append_token(self, req: Request, seq: Sequence, sampled: SamplerOutput, i: int, now: float) -> None:
+    def _accept_token(self, req: Request, seq: Sequence, sampled: SamplerOutput, i: int, slot: int,
+                      now: float) -> None:
+        """The token at output position `slot` has arrived (already in place): its logprobs,
+        text, metrics, and whether it ends the sequence."""
         token, params = sampled.token_ids[i], seq.params
-        first = not seq.output_token_ids
-        seq.output_token_ids.append(token)
+        first = slot == 0
         if sampled.logprobs is not None:
             seq.cumulative_logprob += sampled.logprobs[i]
         if params.logprobs is not None:
             seq.logprobs.append(sampled.top_logprobs[i])
         detok = req.detoks[seq.index]
         # As vLLM: the EOS or stop token that ends a sequence is not part of its text.
-        hidden = self._is_stop_token(seq, token) and not params.include_stop_str_in_output
+        hidden = self._is_stop_token(seq, token, slot + 1) and not params.include_stop_str_in_output
         delta = detok.append(token) if detok and not hidden else ""
         if self.metrics:
             if first:
@@ -221,13 +283,14 @@ class LLMEngine:
                 self.metrics.itl.observe(now - seq.last_token_time)
         seq.first_token_time = seq.first_token_time or now
         seq.last_token_time = now
-        reason = self._finish_reason(seq, token, detok)
+        reason = self._finish_reason(seq, token, slot + 1, detok)
         if reason is not None:
             seq.finish_reason = reason
             if reason == "stop" and seq.stop_reason is None and detok and detok.stop_reason is not None:
                 seq.stop_reason = detok.stop_reason
             if detok and detok.stop_reason is None:
                 delta += detok.finish()
+            del seq.output_token_ids[slot + 1:]  # a token computing beyond the end is dropped
             self.scheduler.finish(seq)
             self._record_finished(seq, now)
         text, ids = req.pending[seq.index]
@@ -267,22 +330,21 @@ class LLMEngine:
             if self.metrics:
                 self.metrics.finished("stop")
 
-    def _is_stop_token(self, seq: Sequence, token: int) -> bool:
-        """The token (already appended) ends the sequence: a stop token id, or EOS unless ignored."""
+    def _is_stop_token(self, seq: Sequence, token: int, num_output: int) -> bool:
+        """The token, the num_output-th of the sequence, ends it: a stop token id, or EOS unless ignored."""
         params = seq.params
-        return len(seq.output_token_ids) >= params.min_tokens and (
+        return num_output >= params.min_tokens and (
             token in params.stop_token_ids or (token in self.eos_token_ids and not params.ignore_eos))
 
-    def _finish_reason(self, seq: Sequence, token: int, detok: IncrementalDetokenizer | None) -> str | None:
+    def _finish_reason(self, seq: Sequence, token: int, n_out: int, detok: IncrementalDetokenizer | None) -> str | None:
         params = seq.params
-        n_out = len(seq.output_token_ids)
         if detok and detok.stop_reason is not None:
             return "stop"
-        if self._is_stop_token(seq, token):
+        if self._is_stop_token(seq, token, n_out):
             if token in params.stop_token_ids:
                 seq.stop_reason = token
             return "stop"
-        if n_out >= params.max_tokens or seq.num_tokens >= self.max_model_len:
+        if n_out >= params.max_tokens or seq.num_prompt_tokens + n_out >= self.max_model_len:
             return "length"
         return None
 
@@ -309,7 +371,7 @@ class LLMEngine:
         for seq, detok in zip(req.seqs, req.detoks):
             outs.append(CompletionOutput(
                 # The sequence's own lists, not copies: a step must not cost O(tokens so far).
-                index=seq.index, text=detok.text if detok else "", token_ids=seq.output_token_ids,
+                index=seq.index, text=detok.text if detok else "", token_ids=known_tokens(seq),
                 cumulative_logprob=seq.cumulative_logprob if seq.params.logprobs is not None else None,
                 logprobs=seq.logprobs if seq.params.logprobs is not None else None,
                 finish_reason=seq.finish_reason, stop_reason=seq.stop_reason))

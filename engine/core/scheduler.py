@@ -106,8 +106,8 @@ class Scheduler:
             if budget == 0:
                 break
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            if n == 0:
-                continue  # a beam whose logprobs wait for the rest of its group
+            if n == 0 or seq.awaiting_last_token:
+                continue  # a beam whose logprobs wait for the rest of its group, or a sequence ending
             while not self.kv.allocate(seq, n):
                 victim = max(self.running, key=self._key)
                 budget += self._unschedule(out, victim)

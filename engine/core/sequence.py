@@ -16,6 +16,11 @@ from pagoda.engine.outputs import TokenLogprobs
 from pagoda.engine.sampling_params import SamplingParams
 
 
+# A sampled token still on its way to the host (async scheduling): the next step already computes
+# with it, the runner reading its value on the device; the engine fills it in when it arrives.
+PENDING_TOKEN = -1
+
+
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
@@ -42,6 +47,9 @@ class Sequence:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens the prefix cache served at first schedule
     num_preemptions: int = 0
+    # Its last token (by a length limit) is computing: it ends when that token arrives, so it is
+    # not scheduled again (async scheduling schedules before the token is back).
+    awaiting_last_token: bool = False
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of this seq's full blocks
     cpu_block_table: list[int] = field(default_factory=list)  # while swapped out

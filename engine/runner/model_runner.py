@@ -14,9 +14,9 @@ import torch
 from pagoda.engine.attention.metadata import AttentionMetadata
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.kv_cache_manager import BlockOp
-from pagoda.engine.core.sequence import Sequence
+from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence
 from pagoda.engine.loader import load_model
-from pagoda.engine.sample.sampler import Sampler, SamplerOutput, SamplingRow
+from pagoda.engine.sample.sampler import SampledBatch, Sampler, SamplingRow
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,10 @@ class ModelRunner:
                                torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin))
                               for _ in range(mc.num_layers if self.num_cpu_blocks else 0)]
         self.sampler = Sampler(mc.vocab_size, mc.eos_token_ids)
+        # The last step's sampled ids, on the device, and each sampled sequence's row in them: a
+        # decode whose input is still PENDING_TOKEN on the host takes its value from here.
+        self._last_token_ids = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._last_rows: dict[Sequence, int] = {}
         self.graphs = None
         if self.device.type == "cuda" and not config.enforce_eager:
             from pagoda.engine.runner.cuda_graphs import DecodeGraphs
@@ -143,20 +147,26 @@ class ModelRunner:
         """Flatten the batch: token ids, positions, attention metadata, and where to take logits.
 
         Host work per step is on the critical path of every decode, so everything goes into two
-        host buffers and crosses to the device in two copies.
+        host buffers and crosses to the device in two copies. A decode input not yet back from the
+        last step (PENDING_TOKEN) is filled in on the device from that step's samples.
         """
         bs = self.block_size
         tokens: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
         qsl, seq_lens, logits_at = [0], [], []
+        pending_at, pending_rows = [], []
         tables = np.zeros((len(batch), max(len(seq.block_table) for seq, _ in batch)), dtype=np.int32)
         for i, (seq, n) in enumerate(batch):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             table = seq.block_table
             tables[i, :len(table)] = table
             if n == 1:  # a decode: no ranges to build
-                tokens.append(seq.token_ids(start, end)[0])
+                token = seq.token_ids(start, end)[0]
+                if token == PENDING_TOKEN:
+                    pending_at.append(len(tokens))
+                    pending_rows.append(self._last_rows[seq])
+                tokens.append(token)
                 positions.append(start)
                 slots.append(table[start // bs] * bs + start % bs)
             else:
@@ -168,8 +178,10 @@ class ModelRunner:
             seq_lens.append(end)
             if end == seq.num_tokens:
                 logits_at.append(qsl[-1] - 1)
-        input_ids, positions_d, slot_mapping, self._logits_index = self._pack(
-            [tokens, positions, slots, logits_at], np.int64)
+        input_ids, positions_d, slot_mapping, self._logits_index, pending_at_d, pending_rows_d = self._pack(
+            [tokens, positions, slots, logits_at, pending_at, pending_rows], np.int64)
+        if pending_at:
+            input_ids.index_copy_(0, pending_at_d, self._last_token_ids.index_select(0, pending_rows_d))
         query_start_loc, seq_lens_d, block_tables = self._pack([qsl, seq_lens, tables.ravel()], np.int32)
         meta = AttentionMetadata(
             slot_mapping=slot_mapping, query_start_loc=query_start_loc, seq_lens=seq_lens_d,
@@ -224,13 +236,15 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, batch: list[tuple[Sequence, int]],
-                block_ops: list[BlockOp] = ()) -> tuple[list[Sequence], SamplerOutput | None]:
+                block_ops: list[BlockOp] = ()) -> tuple[list[Sequence], SampledBatch | None]:
         """Perform the block moves, run one forward pass, and sample for the sequences whose last
-        new token ends their context (and for their pending forks, from the same logits row)."""
+        new token ends their context (and for their pending forks, from the same logits row).
+        Returns without waiting for the GPU: the samples' copy to the host is under way."""
         moves = {"copy": self.copy_blocks, "swap_out": self.swap_out, "swap_in": self.swap_in}
         for kind, pairs in op_runs(block_ops):
             moves[kind](pairs)
         if not batch:
+            self._last_rows = {}
             return [], None
         input_ids, positions, meta, logits_at = self.prepare(batch)
         if self.graphs is not None and meta.max_query_len == 1 and self.graphs.fits(len(batch)):
@@ -239,6 +253,7 @@ class ModelRunner:
             hidden = self.model(input_ids, positions, self.kv_caches, meta)
         sampling = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
         if not sampling:
+            self._last_rows = {}
             return [], None
         logits = self.model.compute_logits(hidden[self._logits_index])
         if any(seq.forks for seq in sampling):
@@ -252,7 +267,9 @@ class ModelRunner:
             logprobs = self.sampler.process_logits(logits.float(), rows).log_softmax(dim=-1)
             for i in beams:
                 sampling[i].beam_logprobs = logprobs[i]
-        return sampling, self.sampler(logits, rows)
+        sampled = self.sampler.start(logits, rows)
+        self._last_token_ids, self._last_rows = sampled.token_ids, {seq: i for i, seq in enumerate(sampling)}
+        return sampling, sampled
 
     def _warm_up(self) -> None:
         """One mixed step (prefills of several lengths beside decodes) before serving, so that

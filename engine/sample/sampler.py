@@ -72,6 +72,43 @@ def random_sample(logits: torch.Tensor, generators: list[torch.Generator | None]
     return torch.searchsorted(cdf, target, right=True).view(-1)
 
 
+class SampledBatch:
+    """One step's samples on their way to the host. `token_ids` stays on the device, where the next
+    step's inputs can take it before the host has seen it (async scheduling); result() waits for
+    the one copy to the host and unpacks it."""
+
+    def __init__(self, token_ids: torch.Tensor, packed: torch.Tensor, rows: list[SamplingRow], k: int) -> None:
+        self.token_ids = token_ids
+        self.rows, self.k = rows, k
+        self.ready = None
+        if packed.device.type == "cuda":  # start the copy now; result() only waits for it
+            self.packed = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+            self.packed.copy_(packed, non_blocking=True)
+            self.ready = torch.cuda.Event()
+            self.ready.record()
+        else:
+            self.packed = packed
+
+    def result(self) -> SamplerOutput:
+        if self.ready is not None:
+            self.ready.synchronize()
+        if self.packed.dim() == 1:  # token ids alone: no row asked for logprobs
+            return SamplerOutput(self.packed.tolist(), None, [None] * len(self.rows))
+        packed, k = self.packed.tolist(), self.k
+        token_list = [int(p[0]) for p in packed]
+        chosen = [p[1] for p in packed]
+        top_logprobs: list[TokenLogprobs | None] = []
+        for row, p, token, logprob in zip(self.rows, packed, token_list, chosen):
+            wanted = row.params.logprobs
+            if wanted is None:
+                top_logprobs.append(None)
+                continue
+            entry = {int(t): v for t, v in zip(p[2:2 + wanted], p[2 + k:2 + k + wanted])}
+            entry.setdefault(token, logprob)
+            top_logprobs.append(entry)
+        return SamplerOutput(token_list, chosen, top_logprobs)
+
+
 class Sampler:
     def __init__(self, vocab_size: int, eos_token_ids: list[int]) -> None:
         self.vocab_size = vocab_size
@@ -86,13 +123,17 @@ class Sampler:
                 raise ValueError(f"{name} has token ids outside the vocabulary (size {self.vocab_size}): {bad}")
 
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
+        return self.start(logits, rows).result()
+
+    def start(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampledBatch:
+        """Sample on the logits' device; the host copy is under way when this returns."""
         if logits.dim() != 2 or logits.shape != (len(rows), self.vocab_size):
             raise ValueError(f"logits must be [{len(rows)}, {self.vocab_size}], got {list(logits.shape)}")
         logits = logits.float()
         x = self.process_logits(logits, rows)
         sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
         if not rows:
-            return SamplerOutput([], [], [])
+            return SampledBatch(logits.new_zeros(0, dtype=torch.long), logits.new_zeros(0, dtype=torch.long), rows, 0)
         if len(sampled) == len(rows):
             token_ids = self._sample(x, rows)
         else:
@@ -149,26 +190,14 @@ class Sampler:
             apply_top_k(x, top_k, k_max)
         return random_sample(x, [r.generator for r in rows])
 
-    def _output(self, logits: torch.Tensor, token_ids: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
-        """Logprobs from the raw logits; everything crosses to the host in one copy."""
+    def _output(self, logits: torch.Tensor, token_ids: torch.Tensor, rows: list[SamplingRow]) -> SampledBatch:
+        """Logprobs from the raw logits, packed with the token ids so that one copy brings all."""
         if all(r.params.logprobs is None for r in rows):
-            return SamplerOutput(token_ids.tolist(), None, [None] * len(rows))
+            return SampledBatch(token_ids, token_ids, rows, 0)
         normalizer = logits.logsumexp(dim=-1, keepdim=True)
         columns = [token_ids.view(-1, 1).double(), (logits.gather(1, token_ids.view(-1, 1)) - normalizer).double()]
         k = max((r.params.logprobs or 0 for r in rows), default=0)
         if k:
             top = logits.topk(k, dim=-1)
             columns += [top.indices.double(), (top.values - normalizer).double()]  # ids < 2**53: exact
-        packed = torch.cat(columns, dim=1).tolist()
-        token_list = [int(p[0]) for p in packed]
-        chosen = [p[1] for p in packed]
-        top_logprobs: list[TokenLogprobs | None] = []
-        for row, p, token, logprob in zip(rows, packed, token_list, chosen):
-            wanted = row.params.logprobs
-            if wanted is None:
-                top_logprobs.append(None)
-                continue
-            entry = {int(t): v for t, v in zip(p[2:2 + wanted], p[2 + k:2 + k + wanted])}
-            entry.setdefault(token, logprob)
-            top_logprobs.append(entry)
-        return SamplerOutput(token_list, chosen, top_logprobs)
+        return SampledBatch(token_ids, torch.cat(columns, dim=1), rows, k)

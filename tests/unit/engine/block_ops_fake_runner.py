@@ -40,6 +40,7 @@ class BlockOpsFakeRunner(FakeRunner):
                         "swap_in": (self.cpu_slots, self.slots)}[op.kind]
             self._move(src, op.src, dst, op.dst)
         if not batch:
+            self.last_tokens = {}
             return [], None
         self.steps += 1
         self.write_batch(batch)
@@ -49,4 +50,5 @@ class BlockOpsFakeRunner(FakeRunner):
             context = [self.slots[self._slot(seq, p)] for p in range(seq.num_tokens)]
             tokens += [fake_token(context, s.generator) for s in (seq, *seq.forks)]
         sampling = [s for seq in sampling for s in (seq, *seq.forks)]
+        self.last_tokens = dict(zip(sampling, tokens))
         return sampling, FakeSamplerOutput(tokens, [0.0] * len(tokens), [None] * len(tokens))

@@ -24,11 +24,11 @@ def solo(prompt: list[int], max_tokens: int, seed: int | None) -> list[int]:
 
 
 def make_engine(num_blocks: int, block_size: int = 4, num_cpu_blocks: int = 0, max_num_seqs: int = 8,
-                budget: int = 64, prefix: bool = True) -> LLMEngine:
+                budget: int = 64, prefix: bool = True, async_scheduling: bool = False) -> LLMEngine:
     mode = "swap" if num_cpu_blocks else "recompute"
     config = EngineConfig(block_size=block_size, max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
                           enable_prefix_caching=prefix, preemption_mode=mode, swap_space=1.0 if num_cpu_blocks else 0.0,
-                          max_model_len=num_blocks * block_size)
+                          max_model_len=num_blocks * block_size, async_scheduling=async_scheduling)
     runner = BlockOpsFakeRunner(num_blocks, block_size, num_cpu_blocks)
     return LLMEngine(config, runner=runner, tokenizer=object(), log_stats=False)
 
@@ -128,6 +128,7 @@ def test_full_cpu_pool_falls_back_to_recompute():
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_random_forks_preemptions_and_aborts_match_solo_runs_and_leave_pools_whole(data):
+    # With async scheduling too: step N+1 scheduled before N's tokens reach the host.
     block_size = data.draw(st.sampled_from([1, 2, 4]))
     num_blocks = data.draw(st.integers(6, 30))
     max_num_seqs = data.draw(st.integers(4, 8))
@@ -142,7 +143,7 @@ def test_random_forks_preemptions_and_aborts_match_solo_runs_and_leave_pools_who
         reqs.append((prompt, total - plen, n, data.draw(st.none() | st.integers(0, 1000))))
     aborts = {i: data.draw(st.integers(0, 30)) for i in range(len(reqs)) if data.draw(st.integers(0, 4)) == 0}
     engine = make_engine(num_blocks, block_size, data.draw(st.sampled_from([0, 0, 3, 40])), max_num_seqs,
-                         budget, prefix=data.draw(st.booleans()))
+                         budget, prefix=data.draw(st.booleans()), async_scheduling=data.draw(st.booleans()))
     out = run(engine, reqs, aborts)
     for i, r in enumerate(reqs):
         want = expected(*r)

@@ -270,7 +270,7 @@ def test_bad_input_is_refused_clearly_and_an_empty_batch_is_fine():
     with pytest.raises(ValueError, match="stop_token_ids.*-1"):
         sampler.validate(SamplingParams(stop_token_ids=[-1]))
     sampler.validate(SamplingParams(logit_bias={49: 1.0}, stop_token_ids=[0]))
-    assert sampler(torch.zeros(0, V), []) == SamplerOutput([], [], [])
+    assert sampler(torch.zeros(0, V), []) == SamplerOutput([], None, [])
 
 
 @settings(max_examples=60, deadline=None)

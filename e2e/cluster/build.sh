@@ -31,6 +31,15 @@ gobuild() {
   rmdir "$tmp"
 }
 
+module_copy() {  # module_copy PATH@VERSION DIR : a writable copy of a module's own tree, whose
+  # go.mod (with its replace/exclude directives) then builds its commands as upstream does
+  local dir
+  [ -f "$2/go.mod" ] && return
+  dir=$(cd /tmp && go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$2" "$2.tmp"; mkdir -p "$(dirname "$2")"
+  cp -r "$dir" "$2.tmp" && chmod -R u+w "$2.tmp" && mv "$2.tmp" "$2"
+}
+
 k8s_module() {  # temp module that requires k8s.io/kubernetes with its staging repos pinned
   local mod=$SRC/k8s-$K8S_VERSION
   mkdir -p "$mod"
@@ -106,13 +115,8 @@ build_traefik() {  # in a copy of Traefik's own module: its go.mod has replace/e
   local out=$CACHE/bin/traefik-$TRAEFIK_VERSION
   [ -x "$out/traefik" ] && { log "traefik $TRAEFIK_VERSION cached"; return; }
   log "traefik $TRAEFIK_VERSION: building"
-  local dir mod=$SRC/traefik-module-$TRAEFIK_VERSION
-  dir=$(cd /tmp && go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  if [ ! -f "$mod/go.mod" ]; then
-    rm -rf "$mod"; mkdir -p "$(dirname "$mod")"
-    cp -r "$dir" "$mod.tmp" && chmod -R u+w "$mod.tmp" && mv "$mod.tmp" "$mod"
-  fi
+  local mod=$SRC/traefik-module-$TRAEFIK_VERSION
+  module_copy "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" "$mod"
   mkdir -p "$out"
   gobuild "$mod" "$out" "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" ./cmd/traefik
   log "traefik $TRAEFIK_VERSION: built"
@@ -122,13 +126,8 @@ build_coredns() {  # cluster DNS for the node (kopf reaches kubernetes.default.s
   local out=$CACHE/bin/coredns-$COREDNS_VERSION
   [ -x "$out/coredns" ] && { log "coredns $COREDNS_VERSION cached"; return; }
   log "coredns $COREDNS_VERSION: building"
-  local dir mod=$SRC/coredns-module-$COREDNS_VERSION
-  dir=$(cd /tmp && go mod download -json "github.com/coredns/coredns@$COREDNS_VERSION" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  if [ ! -f "$mod/go.mod" ]; then
-    rm -rf "$mod"; mkdir -p "$(dirname "$mod")"
-    cp -r "$dir" "$mod.tmp" && chmod -R u+w "$mod.tmp" && mv "$mod.tmp" "$mod"
-  fi
+  local mod=$SRC/coredns-module-$COREDNS_VERSION
+  module_copy "github.com/coredns/coredns@$COREDNS_VERSION" "$mod"
   mkdir -p "$out"
   gobuild "$mod" "$out" "" .
   log "coredns $COREDNS_VERSION: built"

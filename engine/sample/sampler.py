@@ -129,11 +129,12 @@ class Sampler:
         """Sample on the logits' device; the host copy is under way when this returns."""
         if logits.dim() != 2 or logits.shape != (len(rows), self.vocab_size):
             raise ValueError(f"logits must be [{len(rows)}, {self.vocab_size}], got {list(logits.shape)}")
+        if not rows:
+            empty = logits.new_zeros(0, dtype=torch.long)
+            return SampledBatch(empty, empty, rows, 0)
         logits = logits.float()
         x = self.process_logits(logits, rows)
         sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
-        if not rows:
-            return SampledBatch(logits.new_zeros(0, dtype=torch.long), logits.new_zeros(0, dtype=torch.long), rows, 0)
         if len(sampled) == len(rows):
             token_ids = self._sample(x, rows)
         else:

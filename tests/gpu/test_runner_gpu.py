@@ -118,10 +118,6 @@ def test_decode_graph_replay_matches_eager(runners, batch_size):
 def test_async_scheduling_gives_the_same_tokens_on_the_gpu():
     """Step N+1 launched before step N's tokens are on the host (its inputs read on the device,
     under CUDA graphs): token for token what the synchronous loop gives."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "engine"))
-    from test_async_scheduling import generate_all
+    from engine_harness import generate_all
 
     assert generate_all("llama-3.2-1b", True, "cuda") == generate_all("llama-3.2-1b", False, "cuda")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_harness import PreemptionCounter, run_to_completion
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
@@ -47,26 +48,14 @@ def hf_beams(model, prompt_ids: list[int], eos: list[int]) -> list[tuple[list[in
 @pytest.mark.parametrize("num_blocks", [64, 5])  # 5: too few blocks for all beams, so beams are preempted
 def test_beam_search_matches_hf(hf_results, num_blocks):
     engine = make_engine(num_blocks)
-    preemptions = 0
-    schedule = engine.scheduler.schedule
-
-    def counting():
-        nonlocal preemptions
-        out = schedule()
-        preemptions += out.num_preemptions
-        return out
-
-    engine.scheduler.schedule = counting
+    preemptions = PreemptionCounter(engine)
     params = SamplingParams(n=WIDTH, use_beam_search=True, temperature=0.0, max_tokens=MAX_TOKENS)
     for i, prompt in enumerate(PROMPTS):
         engine.add_request(str(i), prompt, SamplingParams(**vars(params)))
-    done = {}
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            assert out.finished, "beam search outputs only at the end"
-            done[int(out.request_id)] = out.outputs
-    assert engine.kv.num_free_blocks == engine.kv.num_blocks
-    assert (preemptions > 0) == (num_blocks < 8)
+    outs = run_to_completion(engine)
+    assert all(out.finished for out in outs), "beam search outputs only at the end"
+    done = {int(out.request_id): out.outputs for out in outs}
+    assert (preemptions.count > 0) == (num_blocks < 8)
     for i, prompt in enumerate(PROMPTS):
         want, got = hf_results[i], done[i]
         assert [o.token_ids for o in got] == [t for t, _ in want], prompt

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from engine_harness import generate_all
 from test_fork_swap import expected, make_engine, run
 
 from pagoda.engine.core.sequence import PENDING_TOKEN
@@ -70,31 +71,6 @@ def test_abort_while_a_token_computes():
     while engine.has_unfinished_requests():
         assert engine.step() == []
     assert engine.kv.num_free_blocks == engine.kv.num_blocks
-
-
-def generate_all(model: str, async_scheduling: bool, device: str = "cpu") -> dict[str, list[int]]:
-    """A real engine (random weights): greedy and seeded requests of assorted lengths, one batch."""
-    import random
-
-    from pagoda.engine.config import EngineConfig
-    from pagoda.engine.llm_engine import LLMEngine
-
-    config = EngineConfig(load_format="dummy", model=model, device=device, max_model_len=512,
-                          max_num_seqs=16, max_num_batched_tokens=256, kv_cache_memory_bytes=64 << 20,
-                          async_scheduling=async_scheduling)
-    engine = LLMEngine(config, tokenizer=object(), log_stats=False)
-    rng = random.Random(0)
-    for i in range(12):
-        prompt = [rng.randrange(1000) for _ in range(rng.randint(3, 90))]
-        seeded = dict(temperature=0.8, top_p=0.9, seed=i) if i % 3 == 0 else dict(temperature=0.0)
-        engine.add_request(str(i), prompt, SamplingParams(max_tokens=rng.randint(1, 14), ignore_eos=True,
-                                                          detokenize=False, output_kind="final_only", **seeded))
-    done = {}
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            done[out.request_id] = out.outputs[0].token_ids
-    assert engine.kv.num_free_blocks == engine.kv.num_blocks
-    return done
 
 
 def test_real_runner_gives_the_same_tokens_with_and_without_async_scheduling(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_harness import PreemptionCounter, run_to_completion
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
@@ -71,28 +72,14 @@ def _engine(num_blocks: int | None, **kw) -> LLMEngine:
 
 
 def _run(engine: LLMEngine) -> tuple[list, int]:
-    preemptions = 0
-    schedule = engine.scheduler.schedule
-
-    def counting():
-        nonlocal preemptions
-        out = schedule()
-        preemptions += out.num_preemptions
-        return out
-
-    engine.scheduler.schedule = counting
+    preemptions = PreemptionCounter(engine)
     # min_tokens as HF's min_new_tokens: EOS masked, so both sides pick among the same tokens.
     params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, min_tokens=MAX_TOKENS, ignore_eos=True,
                             logprobs=TOP)
     for i, prompt in enumerate(PROMPTS):
         engine.add_request(str(i), prompt, SamplingParams(**vars(params)))
-    done = {}
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            if out.finished:
-                done[int(out.request_id)] = out.outputs[0]
-    assert engine.kv.num_free_blocks == engine.kv.num_blocks
-    return [done[i] for i in range(len(PROMPTS))], preemptions
+    done = {int(out.request_id): out.outputs[0] for out in run_to_completion(engine) if out.finished}
+    return [done[i] for i in range(len(PROMPTS))], preemptions.count
 
 
 def _assert_close(ours, hf_greedy) -> None:

@@ -4,6 +4,7 @@ The folder `operator/` must never be importable as `operator` (a standard-librar
 no __init__.py, so from the repository root (on sys.path under `python -m ...`) the name `operator`
 still finds the standard library first; as pagoda.operator it imports through the mapping below.
 """
+
 from setuptools import find_packages, setup
 
 

@@ -9,6 +9,7 @@ Go modules. Standard library only (plus the `openssl` command for certificates).
 or from a shell (runs until SIGTERM/SIGINT, prints the kubeconfig path):
     python3 e2e/controlplane.py --dir /tmp/cp [--bind-address 10.244.0.1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,10 +54,23 @@ def bin_dirs() -> dict[str, Path]:
     """Where build.sh puts each binary."""
     v, b = versions(), cache_dir() / "bin"
     k8s = b / f"k8s-{v['K8S_VERSION']}"
-    dirs = {n: k8s for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                             "kubectl", "kubelet", "kube-proxy")}
-    dirs.update(etcd=b / f"etcd-{v['ETCD_VERSION']}", helm=b / f"helm-{v['HELM_VERSION']}",
-                traefik=b / f"traefik-{v['TRAEFIK_VERSION']}", kind=b / f"kind-{v['KIND_VERSION']}")
+    dirs = {
+        n: k8s
+        for n in (
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubectl",
+            "kubelet",
+            "kube-proxy",
+        )
+    }
+    dirs.update(
+        etcd=b / f"etcd-{v['ETCD_VERSION']}",
+        helm=b / f"helm-{v['HELM_VERSION']}",
+        traefik=b / f"traefik-{v['TRAEFIK_VERSION']}",
+        kind=b / f"kind-{v['KIND_VERSION']}",
+    )
     return dirs
 
 
@@ -65,7 +79,8 @@ def binary(name: str) -> str:
     if not os.access(path, os.X_OK):
         raise MissingBinaries(
             f"{path} is missing: build the cluster binaries first with `bash e2e/cluster/build.sh` "
-            f"(one-time, cached under {cache_dir()}/bin; takes ~20 min fresh on 2 cores)")
+            f"(one-time, cached under {cache_dir()}/bin; takes ~20 min fresh on 2 cores)"
+        )
     return str(path)
 
 
@@ -86,21 +101,65 @@ def make_pki(d: Path, ips: list[str]) -> None:
         raise MissingBinaries("the `openssl` command is needed (apt-get install openssl)")
     d.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-             "-subj", "/CN=pagoda-test-ca", cwd=d)
-    sans = ",".join([f"IP:{ip}" for ip in ips] + ["DNS:localhost", "DNS:kubernetes",
-                    "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
-                    "DNS:kubernetes.default.svc.cluster.local"])
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=pagoda-test-ca",
+        cwd=d,
+    )
+    sans = ",".join(
+        [f"IP:{ip}" for ip in ips]
+        + [
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+        ]
+    )
     for name, subj, ext in (
         ("apiserver", "/CN=kube-apiserver", f"subjectAltName={sans}\nextendedKeyUsage=serverAuth"),
         ("admin", "/O=system:masters/CN=pagoda-admin", "extendedKeyUsage=clientAuth"),
     ):
         (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", subj, cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "3650", "-extfile", f"{name}.ext",
-                 "-out", f"{name}.crt", cwd=d)
+        _openssl(
+            "req",
+            "-new",
+            *ec,
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subj,
+            cwd=d,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.crt",
+            cwd=d,
+        )
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=d)
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 
@@ -108,11 +167,24 @@ def make_pki(d: Path, ips: list[str]) -> None:
 def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
     # JSON is valid YAML; absolute paths to the certificates.
     cfg = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "pagoda",
-        "clusters": [{"name": "pagoda", "cluster": {
-            "server": server, "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": "admin", "user": {
-            "client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "pagoda",
+        "clusters": [
+            {
+                "name": "pagoda",
+                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate": str(pki / "admin.crt"),
+                    "client-key": str(pki / "admin.key"),
+                },
+            }
+        ],
         "contexts": [{"name": "pagoda", "context": {"cluster": "pagoda", "user": "admin"}}],
     }
     path.write_text(json.dumps(cfg, indent=1) + "\n")
@@ -124,8 +196,13 @@ class ControlPlane:
     bind_address: where the apiserver listens and what it advertises (127.0.0.1 for
     integration tests; an address pods can reach when a kubelet joins, see e2e/up.sh)."""
 
-    def __init__(self, workdir: str | os.PathLike | None = None, bind_address: str = "127.0.0.1",
-                 apiserver_port: int | None = None, scheduler: bool = True):
+    def __init__(
+        self,
+        workdir: str | os.PathLike | None = None,
+        bind_address: str = "127.0.0.1",
+        apiserver_port: int | None = None,
+        scheduler: bool = True,
+    ):
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="pagoda-cp-"))
         self.bind = bind_address
@@ -136,28 +213,36 @@ class ControlPlane:
         self.logs = self.dir / "logs"
         self.with_scheduler = scheduler
         self.procs: dict[str, subprocess.Popen] = {}
-        self.bins = {n: binary(n) for n in
-                     ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")}
+        self.bins = {
+            n: binary(n)
+            for n in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+        }
 
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
-            [self.bins[name], *args], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            [self.bins[name], *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
 
     def _tail(self, name: str, n: int = 25) -> str:
         try:
-            return "\n".join((self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-n:])
+            return "\n".join(
+                (self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-n:]
+            )
         except OSError:
             return ""
 
     def _get(self, port: int, path: str, host: str | None = None) -> tuple[int, bytes]:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
-        if port != self.port:   # kcm / scheduler serve self-signed certificates
+        if port != self.port:  # kcm / scheduler serve self-signed certificates
             ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         conn = http.client.HTTPSConnection(host or "127.0.0.1", port, context=ctx, timeout=5)
         try:
@@ -172,16 +257,19 @@ class ControlPlane:
             for n in names:
                 p = self.procs[n]
                 if p.poll() is not None:
-                    raise RuntimeError(f"{n} exited with {p.returncode} while waiting for {what}:\n"
-                                       f"{self._tail(n)}")
+                    raise RuntimeError(
+                        f"{n} exited with {p.returncode} while waiting for {what}:\n{self._tail(n)}"
+                    )
             try:
                 if probe():
                     return
             except (OSError, http.client.HTTPException, ssl.SSLError):
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}; logs in {self.logs}:\n" +
-                                   "\n".join(f"--- {n}\n{self._tail(n)}" for n in names))
+                raise TimeoutError(
+                    f"timed out waiting for {what}; logs in {self.logs}:\n"
+                    + "\n".join(f"--- {n}\n{self._tail(n)}" for n in names)
+                )
             time.sleep(0.1)
 
     def start(self, timeout: float = 90) -> "ControlPlane":
@@ -192,64 +280,122 @@ class ControlPlane:
         write_kubeconfig(Path(self.kubeconfig), self.server, self.pki)
         etcd_port, peer_port = free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        self._spawn("etcd", [
-            "--name=pagoda", f"--data-dir={self.dir / 'etcd'}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-cluster=pagoda=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync", "--log-level=warn"])
+        self._spawn(
+            "etcd",
+            [
+                "--name=pagoda",
+                f"--data-dir={self.dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=pagoda=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
         pki = self.pki
-        self._spawn("kube-apiserver", [
-            f"--etcd-servers={etcd_url}", f"--bind-address={self.bind}",
-            f"--advertise-address={self.bind}", f"--secure-port={self.port}",
-            f"--cert-dir={self.dir / 'apiserver-certs'}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--kubelet-client-certificate={pki / 'admin.crt'}",
-            f"--kubelet-client-key={pki / 'admin.key'}",
-            "--kubelet-preferred-address-types=InternalIP,Hostname",
-            f"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
-            "--profiling=false", "--v=1"])
-        self._wait("kube-apiserver /readyz", ["etcd", "kube-apiserver"],
-                   lambda: self._get(self.port, "/readyz", self.bind)[0] == 200, deadline)
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={etcd_url}",
+                f"--bind-address={self.bind}",
+                f"--advertise-address={self.bind}",
+                f"--secure-port={self.port}",
+                f"--cert-dir={self.dir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        self._wait(
+            "kube-apiserver /readyz",
+            ["etcd", "kube-apiserver"],
+            lambda: self._get(self.port, "/readyz", self.bind)[0] == 200,
+            deadline,
+        )
         self.apiserver_ready_s = time.monotonic() - t0
         kcm_port, sched_port = free_port(), free_port()
-        self._spawn("kube-controller-manager", [
-            f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
-            f"--cert-dir={self.dir / 'kcm-certs'}", "--leader-elect=false",
-            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-            f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", f"--cluster-cidr={CLUSTER_CIDR}",
-            "--allocate-node-cidrs=true", "--node-cidr-mask-size=24", "--use-service-account-credentials",
-            "--controllers=*", "--profiling=false", "--v=1"])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--cert-dir={self.dir / 'kcm-certs'}",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--cluster-cidr={CLUSTER_CIDR}",
+                "--allocate-node-cidrs=true",
+                "--node-cidr-mask-size=24",
+                "--use-service-account-credentials",
+                "--controllers=*",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         names = ["etcd", "kube-apiserver", "kube-controller-manager"]
         if self.with_scheduler:
-            self._spawn("kube-scheduler", [
-                f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--bind-address=127.0.0.1", f"--secure-port={sched_port}",
-                f"--cert-dir={self.dir / 'scheduler-certs'}", "--leader-elect=false", "--v=1"])
+            self._spawn(
+                "kube-scheduler",
+                [
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={sched_port}",
+                    f"--cert-dir={self.dir / 'scheduler-certs'}",
+                    "--leader-elect=false",
+                    "--v=1",
+                ],
+            )
             names.append("kube-scheduler")
-            self._wait("kube-scheduler /healthz", names,
-                       lambda: self._get(sched_port, "/healthz")[0] == 200, deadline)
-        self._wait("kube-controller-manager /healthz", names,
-                   lambda: self._get(kcm_port, "/healthz")[0] == 200, deadline)
+            self._wait(
+                "kube-scheduler /healthz",
+                names,
+                lambda: self._get(sched_port, "/healthz")[0] == 200,
+                deadline,
+            )
+        self._wait(
+            "kube-controller-manager /healthz",
+            names,
+            lambda: self._get(kcm_port, "/healthz")[0] == 200,
+            deadline,
+        )
         # The serviceaccount controller has run: pods can be created in `default`.
-        self._wait("the default ServiceAccount", names, lambda: self._get(
-            self.port, "/api/v1/namespaces/default/serviceaccounts/default", self.bind)[0] == 200,
-            deadline)
+        self._wait(
+            "the default ServiceAccount",
+            names,
+            lambda: (
+                self._get(
+                    self.port, "/api/v1/namespaces/default/serviceaccounts/default", self.bind
+                )[0]
+                == 200
+            ),
+            deadline,
+        )
         self.startup_s = time.monotonic() - t0
         return self
 
     def stop(self, timeout: float = 15) -> None:
-        for name in reversed(list(self.procs)):   # scheduler, kcm, apiserver, then etcd
+        for name in reversed(list(self.procs)):  # scheduler, kcm, apiserver, then etcd
             p = self.procs[name]
             if p.poll() is None:
                 p.terminate()
@@ -263,8 +409,13 @@ class ControlPlane:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def kubectl(self, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run([binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-                              check=check, capture_output=True, text=True, **kw)
+        return subprocess.run(
+            [binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            **kw,
+        )
 
     def __enter__(self) -> "ControlPlane":
         try:
@@ -278,7 +429,9 @@ class ControlPlane:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--dir", help="state directory (default: a new temp dir, removed at exit)")
     ap.add_argument("--bind-address", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=None)
@@ -286,13 +439,18 @@ def main() -> None:
     if a.dir:
         shutil.rmtree(a.dir, ignore_errors=True)
     cp = ControlPlane(a.dir, bind_address=a.bind_address, apiserver_port=a.port)
+
     def on_term(*_):
         raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, on_term)
     try:
         cp.start()
-        print(f"control plane ready in {cp.startup_s:.1f}s (apiserver {cp.apiserver_ready_s:.1f}s); "
-              f"KUBECONFIG={cp.kubeconfig}", flush=True)
+        print(
+            f"control plane ready in {cp.startup_s:.1f}s (apiserver {cp.apiserver_ready_s:.1f}s); "
+            f"KUBECONFIG={cp.kubeconfig}",
+            flush=True,
+        )
         while all(p.poll() is None for p in cp.procs.values()):
             time.sleep(1)
         dead = [n for n, p in cp.procs.items() if p.poll() is not None]

@@ -2,6 +2,7 @@
 
 Exports load lazily, so `pagoda --help` and the operator never import torch.
 """
+
 from __future__ import annotations
 
 import importlib

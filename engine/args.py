@@ -1,4 +1,5 @@
 """The engine's CLI flags, made from EngineConfig's fields: `max_num_seqs` is `--max-num-seqs`."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,16 @@ def add_engine_args(parser: argparse.ArgumentParser, positional_model: bool = Tr
         if f.name == "model":
             kw.pop("dest")
             if positional_model:
-                parser.add_argument("model_positional", nargs="?", metavar="MODEL", default=None,
-                                    help=HELP["model"])
-            group.add_argument(flag, dest="model", action="append", default=None,
-                               help=HELP["model"] + "; repeat to serve several")
+                parser.add_argument(
+                    "model_positional", nargs="?", metavar="MODEL", default=None, help=HELP["model"]
+                )
+            group.add_argument(
+                flag,
+                dest="model",
+                action="append",
+                default=None,
+                help=HELP["model"] + "; repeat to serve several",
+            )
             continue
         group.add_argument(flag, **kw)
 
@@ -66,10 +73,19 @@ def _help(name: str, default) -> str:
 
 def configs_from_args(ns: argparse.Namespace) -> list[EngineConfig]:
     """One EngineConfig per model named (positional MODEL and each --model); flags apply to all."""
-    models = ([ns.model_positional] if getattr(ns, "model_positional", None) else []) + (ns.model or [])
-    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(EngineConfig)
-             if f.name != "model" and getattr(ns, f.name, None) is not None}
-    names = (given.pop("served_model_name", None) or "").split(",") if "served_model_name" in given else []
+    models = ([ns.model_positional] if getattr(ns, "model_positional", None) else []) + (
+        ns.model or []
+    )
+    given = {
+        f.name: getattr(ns, f.name)
+        for f in dataclasses.fields(EngineConfig)
+        if f.name != "model" and getattr(ns, f.name, None) is not None
+    }
+    names = (
+        (given.pop("served_model_name", None) or "").split(",")
+        if "served_model_name" in given
+        else []
+    )
     configs = []
     for i, model in enumerate(models or [EngineConfig.model]):
         cfg = EngineConfig(model=model, **given)

@@ -3,6 +3,7 @@
 The model's forward pass is blocking PyTorch work, so it runs off the event loop; requests and
 aborts reach the engine thread through an inbox, outputs come back with call_soon_threadsafe.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -49,12 +50,18 @@ class AsyncLLM:
     async def start(self) -> None:
         if self._thread is None:
             self._loop = asyncio.get_running_loop()
-            self._thread = threading.Thread(target=self._run, name=f"engine-{self.config.name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"engine-{self.config.name}", daemon=True
+            )
             self._thread.start()
 
     def is_healthy(self) -> bool:
-        return (self._thread is not None and self._thread.is_alive() and self.error is None
-                and time.monotonic() - self._heartbeat < self.health_timeout_s)
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self.error is None
+            and time.monotonic() - self._heartbeat < self.health_timeout_s
+        )
 
     def num_free_blocks(self) -> int:
         return self.engine.kv.num_free_blocks
@@ -62,8 +69,14 @@ class AsyncLLM:
     def num_total_blocks(self) -> int:
         return self.engine.kv.num_blocks
 
-    async def generate(self, prompt: str | list[int], params: SamplingParams, request_id: str,
-                       priority: int = 0, cache_salt: str | None = None) -> AsyncIterator[RequestOutput]:
+    async def generate(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str,
+        priority: int = 0,
+        cache_salt: str | None = None,
+    ) -> AsyncIterator[RequestOutput]:
         """Yield a RequestOutput whenever the request gains tokens; the last one is finished.
 
         Leaving the iteration early (a client gone) aborts the request and frees its blocks.

@@ -1,4 +1,5 @@
 """The `pagoda` command: serve, chat, bench, operator."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,13 +13,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "operator":
         from pagoda.operator.main import main as operator_main  # no torch in the operator's image
+
         return operator_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="pagoda", description="Serve open LLMs, and run them on Kubernetes.")
+    parser = argparse.ArgumentParser(
+        prog="pagoda", description="Serve open LLMs, and run them on Kubernetes."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server (default model when none is named)")
+    serve = sub.add_parser(
+        "serve", help="OpenAI-compatible HTTP server (default model when none is named)"
+    )
     add_engine_args(serve)
     from pagoda.engine.server.args import add_server_args
+
     add_server_args(serve)
 
     chat = sub.add_parser("chat", help="chat with a model in the terminal")
@@ -26,36 +33,49 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--max-tokens", type=int, default=256)
     chat.add_argument("--temperature", type=float, default=0.7)
 
-    bench = sub.add_parser("bench", help="benchmarks, like `vllm bench`").add_subparsers(dest="bench", required=True)
+    bench = sub.add_parser("bench", help="benchmarks, like `vllm bench`").add_subparsers(
+        dest="bench", required=True
+    )
     throughput = bench.add_parser("throughput", help="offline throughput on a W1-shaped workload")
     add_engine_args(throughput)
     from pagoda.engine.bench.throughput import add_throughput_args
+
     add_throughput_args(throughput)
     prefix = bench.add_parser("prefix", help="shared-prefix workload, prefix caching on and off")
     add_engine_args(prefix)
     from pagoda.engine.bench.prefix import add_prefix_args
+
     add_prefix_args(prefix)
-    serve_bench = bench.add_parser("serve", help="drive an OpenAI-compatible server; TTFT/ITL/latency percentiles")
+    serve_bench = bench.add_parser(
+        "serve", help="drive an OpenAI-compatible server; TTFT/ITL/latency percentiles"
+    )
     from pagoda.engine.bench.serve import add_bench_serve_args
+
     add_bench_serve_args(serve_bench)
 
     sub.add_parser("operator", help="run the Kubernetes operator (see `pagoda operator --help`)")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command == "serve":
             from pagoda.engine.server.api_server import run_server
+
             return run_server(configs_from_args(args), args)
         if args.command == "chat":
             return _chat(args)
         if args.bench == "throughput":
             from pagoda.engine.bench.throughput import run_throughput
+
             return run_throughput(configs_from_args(args)[0], args)
         if args.bench == "prefix":
             from pagoda.engine.bench.prefix import run_prefix
+
             return run_prefix(configs_from_args(args)[0], args)
         from pagoda.engine.bench.serve import run_bench_serve
+
         return run_bench_serve(args)
     except ValueError as e:  # a bad flag value found after parsing: a message, not a traceback
         parser.error(str(e))

@@ -8,6 +8,7 @@ ends in U+FFFD the token ends inside a UTF-8 character, and the text waits for t
 Stop strings: the text is cut at the first stop string to complete, and a tail that could still
 grow into one is held back until it cannot.
 """
+
 from __future__ import annotations
 
 # Prompt tokens kept as context for the first output token (vLLM uses 5 as well).
@@ -15,8 +16,15 @@ PROMPT_CONTEXT_TOKENS = 5
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer, prompt_token_ids: list[int], skip_special_tokens: bool,
-                 stop: list[str], include_stop_str_in_output: bool, min_tokens: int = 0) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        prompt_token_ids: list[int],
+        skip_special_tokens: bool,
+        stop: list[str],
+        include_stop_str_in_output: bool,
+        min_tokens: int = 0,
+    ) -> None:
         if any(not s for s in stop):
             raise ValueError("stop strings must not be empty")
         self.tokenizer = tokenizer
@@ -41,7 +49,7 @@ class IncrementalDetokenizer:
     @property
     def text(self) -> str:
         """The text emitted so far: the concatenation of all deltas returned."""
-        return self._decoded[:self._emitted]
+        return self._decoded[: self._emitted]
 
     @property
     def stop_reason(self) -> str | None:
@@ -57,9 +65,9 @@ class IncrementalDetokenizer:
         window_text = self._decode(self._window)
         if window_text.endswith("\ufffd") or len(window_text) <= len(self._prefix_text):
             return self._release(final=False)
-        self._decoded += window_text[len(self._prefix_text):]
+        self._decoded += window_text[len(self._prefix_text) :]
         # What was new becomes the prefix: the window slides up to the read offset.
-        self._window = self._window[self._read:]
+        self._window = self._window[self._read :]
         self._read = len(self._window)
         self._prefix_text = self._decode(self._window)
         if self._num_tokens <= self.min_tokens:
@@ -71,13 +79,16 @@ class IncrementalDetokenizer:
         if self._stop_reason is not None:
             return ""
         window_text = self._decode(self._window)
-        self._decoded += window_text[len(self._prefix_text):]
+        self._decoded += window_text[len(self._prefix_text) :]
         self._window, self._read, self._prefix_text = [], 0, ""
         return self._release(final=True)
 
     def _decode(self, token_ids: list[int]) -> str:
-        return self.tokenizer.decode(token_ids, skip_special_tokens=self.skip_special_tokens,
-                                     clean_up_tokenization_spaces=False)
+        return self.tokenizer.decode(
+            token_ids,
+            skip_special_tokens=self.skip_special_tokens,
+            clean_up_tokenization_spaces=False,
+        )
 
     def _release(self, final: bool) -> str:
         """Check the new text for stop strings and return what may be emitted."""
@@ -89,7 +100,7 @@ class IncrementalDetokenizer:
             self._decoded = self._decoded[:end]
         elif not final:
             end -= self._partial_stop_length()
-        delta = self._decoded[self._emitted:end]
+        delta = self._decoded[self._emitted : end]
         self._emitted = end
         return delta
 
@@ -101,14 +112,18 @@ class IncrementalDetokenizer:
         best = None
         for s in self.stop:
             # Only occurrences that end in text not checked before: no earlier one exists.
-            start = self._decoded.find(s, max(0, self._emitted - len(s) + 1, self._stop_floor - len(s) + 1))
-            if start >= 0 and (best is None or (start + len(s), start) < (best[0] + len(best[1]), best[0])):
+            start = self._decoded.find(
+                s, max(0, self._emitted - len(s) + 1, self._stop_floor - len(s) + 1)
+            )
+            if start >= 0 and (
+                best is None or (start + len(s), start) < (best[0] + len(best[1]), best[0])
+            ):
                 best = (start, s)
         return best
 
     def _partial_stop_length(self) -> int:
         """Length of the longest tail of the text that is the beginning of a stop string."""
-        tail = self._decoded[self._emitted:]
+        tail = self._decoded[self._emitted :]
         for length in range(min(len(tail), max((len(s) for s in self.stop), default=1) - 1), 0, -1):
             if any(s.startswith(tail[-length:]) for s in self.stop):
                 return length

@@ -1,4 +1,5 @@
 """The offline Python API, as vLLM's: `LLM(model=...).generate(prompts, params)`."""
+
 from __future__ import annotations
 
 import itertools
@@ -29,9 +30,13 @@ class LLM:
     def tokenizer(self):
         return self.engine.tokenizer
 
-    def generate(self, prompts: str | list[int] | Seq[str | list[int]],
-                 params: SamplingParams | Seq[SamplingParams] | None = None,
-                 use_tqdm: bool = False, priority: Seq[int] | None = None) -> list[RequestOutput]:
+    def generate(
+        self,
+        prompts: str | list[int] | Seq[str | list[int]],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        use_tqdm: bool = False,
+        priority: Seq[int] | None = None,
+    ) -> list[RequestOutput]:
         """Generate for every prompt together (continuous batching); outputs in prompt order."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
@@ -53,20 +58,33 @@ class LLM:
                         bar.update(1)
         return [done[rid] for rid in ids]
 
-    def chat(self, messages: list[Message] | list[list[Message]], params: SamplingParams | None = None,
-             use_tqdm: bool = False) -> list[RequestOutput]:
+    def chat(
+        self,
+        messages: list[Message] | list[list[Message]],
+        params: SamplingParams | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
         """Apply the model's chat template to each conversation, then generate."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
         # The template writes the special tokens itself: tokenize without adding them again.
-        prompts = [self.tokenizer.encode(self.tokenizer.apply_chat_template(c, tokenize=False,
-                                                                            add_generation_prompt=True),
-                                         add_special_tokens=False)
-                   for c in conversations]
+        prompts = [
+            self.tokenizer.encode(
+                self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                add_special_tokens=False,
+            )
+            for c in conversations
+        ]
         return self.generate(prompts, params, use_tqdm=use_tqdm)
 
 
 def _copy(params: SamplingParams) -> SamplingParams:
     # The engine fills in max_tokens per prompt; don't let one prompt's value leak into the next.
     # Only finished outputs are read here, so the engine need not build the others.
-    return SamplingParams(**{f.name: getattr(params, f.name) for f in fields(SamplingParams)
-                             if f.name != "output_kind"}, output_kind="final_only")
+    return SamplingParams(
+        **{
+            f.name: getattr(params, f.name)
+            for f in fields(SamplingParams)
+            if f.name != "output_kind"
+        },
+        output_kind="final_only",
+    )

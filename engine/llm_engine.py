@@ -1,4 +1,5 @@
 """The engine loop: requests in, one scheduled forward pass per step, outputs out."""
+
 from __future__ import annotations
 
 import logging
@@ -24,12 +25,14 @@ log = logging.getLogger(__name__)
 
 class Runner(Protocol):
     """What the engine needs of a model runner (ModelRunner, or a fake in scheduler tests)."""
+
     num_blocks: int
     num_cpu_blocks: int  # the swap pool
     device: object
 
-    def execute(self, batch: list[tuple[Sequence, int]],
-                block_ops: list[BlockOp]) -> tuple[list[Sequence], SampledBatch | None]:
+    def execute(
+        self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp]
+    ) -> tuple[list[Sequence], SampledBatch | None]:
         """Perform the block moves in order, then launch the batch; a sequence with `forks` pending
         gets a row for itself and one for each fork, from the same logits, in the returned order."""
 
@@ -37,7 +40,9 @@ class Runner(Protocol):
 def runs_ahead(params: SamplingParams) -> bool:
     """Whether the next step may be scheduled before this sequence's token is on the host: not when
     sampling reads the tokens so far on the host (penalties, min_tokens) or tokens fork (n, beams)."""
-    return not (params.use_beam_search or params.n > 1 or params.min_tokens or has_penalties(params))
+    return not (
+        params.use_beam_search or params.n > 1 or params.min_tokens or has_penalties(params)
+    )
 
 
 def known_tokens(seq: Sequence) -> list[int]:
@@ -51,6 +56,7 @@ def known_tokens(seq: Sequence) -> list[int]:
 class LaunchedStep:
     """A step on the device: what was scheduled, and for each sampled sequence its output slot
     (None for a beam, which takes its tokens in _advance_beams)."""
+
     sched: SchedulerOutput
     seqs: list[Sequence]
     sampled: SampledBatch | None
@@ -76,32 +82,55 @@ class Request:
 
 
 class LLMEngine:
-    def __init__(self, config: EngineConfig, runner: Runner | None = None, tokenizer=None,
-                 max_position_embeddings: int | None = None, eos_token_ids: list[int] | None = None,
-                 log_stats: bool = True) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        runner: Runner | None = None,
+        tokenizer=None,
+        max_position_embeddings: int | None = None,
+        eos_token_ids: list[int] | None = None,
+        log_stats: bool = True,
+    ) -> None:
         config.validate()
         self.config = config
         if runner is None:
-            from pagoda.engine.runner.model_runner import ModelRunner  # torch model code: only when real
+            from pagoda.engine.runner.model_runner import (
+                ModelRunner,
+            )  # torch model code: only when real
+
             runner = ModelRunner(config)
             max_position_embeddings = runner.model_config.max_position_embeddings
             eos_token_ids = runner.model_config.eos_token_ids
         if tokenizer is None:
             from pagoda.engine.tokenizer import load_tokenizer
+
             tokenizer = load_tokenizer(config)
         self.runner, self.tokenizer = runner, tokenizer
         self.eos_token_ids = set(eos_token_ids or [])
         self.max_model_len = config.max_model_len or max_position_embeddings
         capacity = runner.num_blocks * config.block_size
         if self.max_model_len > capacity:
-            raise ValueError(f"max_model_len {self.max_model_len} does not fit the KV cache ({capacity} tokens); "
-                             "lower --max-model-len or give the cache more memory")
-        self.kv = KVCacheManager(runner.num_blocks, config.block_size, config.enable_prefix_caching,
-                                 runner.num_cpu_blocks)
-        self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens,
-                                   config.scheduling_policy, config.preemption_mode)
+            raise ValueError(
+                f"max_model_len {self.max_model_len} does not fit the KV cache ({capacity} tokens); "
+                "lower --max-model-len or give the cache more memory"
+            )
+        self.kv = KVCacheManager(
+            runner.num_blocks,
+            config.block_size,
+            config.enable_prefix_caching,
+            runner.num_cpu_blocks,
+        )
+        self.scheduler = Scheduler(
+            self.kv,
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
+            config.scheduling_policy,
+            config.preemption_mode,
+        )
         self.requests: dict[str, Request] = {}
-        self._in_flight: LaunchedStep | None = None  # async scheduling: launched, tokens not yet taken in
+        self._in_flight: LaunchedStep | None = (
+            None  # async scheduling: launched, tokens not yet taken in
+        )
         self.metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
 
     # -- requests -------------------------------------------------------------------------------
@@ -111,13 +140,25 @@ class LLMEngine:
             return self.tokenizer(prompt).input_ids
         return list(prompt)
 
-    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
-                    priority: int = 0, cache_salt: str | None = None) -> None:
+    def add_request(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams,
+        priority: int = 0,
+        cache_salt: str | None = None,
+    ) -> None:
         """Queue a request. ValueError (an HTTP 400) when it cannot be served as asked."""
         self.add(self.make_request(request_id, prompt, params, priority, cache_salt))
 
-    def make_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
-                     priority: int = 0, cache_salt: str | None = None) -> Request:
+    def make_request(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams,
+        priority: int = 0,
+        cache_salt: str | None = None,
+    ) -> Request:
         """Tokenize and check a request without touching the engine's state (safe off its thread)."""
         prompt_ids = self.tokenize(prompt)
         if not prompt_ids:
@@ -133,36 +174,78 @@ class LLMEngine:
             params.max_tokens = room
         width = (params.best_of or params.n) if params.use_beam_search else params.n
         if width > self.config.max_num_seqs:
-            raise ValueError(f"n ({width}) must not exceed max_num_seqs ({self.config.max_num_seqs})")
+            raise ValueError(
+                f"n ({width}) must not exceed max_num_seqs ({self.config.max_num_seqs})"
+            )
         if len(prompt_ids) + params.max_tokens > self.max_model_len:
-            raise ValueError(f"This model's maximum context length is {self.max_model_len} tokens. However, you "
-                             f"requested {len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the "
-                             f"prompt, {params.max_tokens} for the completion). Reduce the length of the prompt "
-                             "or the completion.")
+            raise ValueError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                f"requested {len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the "
+                f"prompt, {params.max_tokens} for the completion). Reduce the length of the prompt "
+                "or the completion."
+            )
         now = time.monotonic()
         if params.use_beam_search:
-            seq = Sequence(f"{request_id}#0", request_id, 0, prompt_ids, params, priority, now, cache_salt)
-            beam = BeamSearch(width, params.max_tokens, [] if params.ignore_eos else sorted(self.eos_token_ids),
-                              params.length_penalty)
-            return Request(request_id, prompt if isinstance(prompt, str) else None, [seq], [None], now,
-                           [("", [])], beam)
+            seq = Sequence(
+                f"{request_id}#0", request_id, 0, prompt_ids, params, priority, now, cache_salt
+            )
+            beam = BeamSearch(
+                width,
+                params.max_tokens,
+                [] if params.ignore_eos else sorted(self.eos_token_ids),
+                params.length_penalty,
+            )
+            return Request(
+                request_id,
+                prompt if isinstance(prompt, str) else None,
+                [seq],
+                [None],
+                now,
+                [("", [])],
+                beam,
+            )
         seqs, detoks = [], []
         for i in range(params.n):
             generator = None
             if params.seed is not None:
                 generator = make_generator(params.seed + i, self.runner.device)
-            seqs.append(Sequence(f"{request_id}#{i}", request_id, i, prompt_ids, params, priority, now,
-                                 cache_salt, generator))
-            detoks.append(IncrementalDetokenizer(self.tokenizer, prompt_ids, params.skip_special_tokens,
-                                                 params.stop, params.include_stop_str_in_output,
-                                                 min_tokens=params.min_tokens)
-                          if params.detokenize else None)
+            seqs.append(
+                Sequence(
+                    f"{request_id}#{i}",
+                    request_id,
+                    i,
+                    prompt_ids,
+                    params,
+                    priority,
+                    now,
+                    cache_salt,
+                    generator,
+                )
+            )
+            detoks.append(
+                IncrementalDetokenizer(
+                    self.tokenizer,
+                    prompt_ids,
+                    params.skip_special_tokens,
+                    params.stop,
+                    params.include_stop_str_in_output,
+                    min_tokens=params.min_tokens,
+                )
+                if params.detokenize
+                else None
+            )
         # The first sequence computes the prompt; the others fork from it at its first token.
         seqs[0].forks = seqs[1:]
         for seq in seqs[1:]:
             seq.status = SequenceStatus.FORKING
-        return Request(request_id, prompt if isinstance(prompt, str) else None, seqs, detoks, now,
-                       [("", []) for _ in seqs])
+        return Request(
+            request_id,
+            prompt if isinstance(prompt, str) else None,
+            seqs,
+            detoks,
+            now,
+            [("", []) for _ in seqs],
+        )
 
     def add(self, req: Request) -> None:
         if req.request_id in self.requests:
@@ -224,16 +307,26 @@ class LLMEngine:
             slots.append(len(seq.output_token_ids) - 1)
             if self._ends_by_length(seq, len(seq.output_token_ids)):
                 seq.awaiting_last_token = True
-        return LaunchedStep(sched, sampled_seqs, sampled, slots,
-                            can_run_ahead=all(slot is not None and runs_ahead(seq.params)
-                                              for seq, slot in zip(sampled_seqs, slots)))
+        return LaunchedStep(
+            sched,
+            sampled_seqs,
+            sampled,
+            slots,
+            can_run_ahead=all(
+                slot is not None and runs_ahead(seq.params)
+                for seq, slot in zip(sampled_seqs, slots)
+            ),
+        )
 
     def _finish(self, step: LaunchedStep) -> list[RequestOutput]:
         """Take in a launched step's tokens: fill the slots, cache the full blocks, check stops."""
         sampled = step.sampled.result() if step.sampled is not None else None
         now = time.monotonic()
-        live = [(i, seq, slot) for i, (seq, slot) in enumerate(zip(step.seqs, step.slots))
-                if slot is not None and not seq.is_finished]  # a finished one's token is dropped
+        live = [
+            (i, seq, slot)
+            for i, (seq, slot) in enumerate(zip(step.seqs, step.slots))
+            if slot is not None and not seq.is_finished
+        ]  # a finished one's token is dropped
         for i, seq, slot in live:
             seq.output_token_ids[slot] = sampled.token_ids[i]
         for seq, _ in step.sched.scheduled:
@@ -246,8 +339,13 @@ class LLMEngine:
             touched[req.request_id] = req
         for seq, slot in zip(step.seqs, step.slots):
             req = self.requests.get(seq.request_id)
-            if slot is None and req is not None and req.beam is not None and not req.finished \
-                    and all(s.beam_logprobs is not None for s in req.seqs):
+            if (
+                slot is None
+                and req is not None
+                and req.beam is not None
+                and not req.finished
+                and all(s.beam_logprobs is not None for s in req.seqs)
+            ):
                 self._advance_beams(req, now)
                 if req.finished:
                     touched[req.request_id] = req
@@ -261,8 +359,9 @@ class LLMEngine:
                 del self.requests[req.request_id]
         return outputs
 
-    def _accept_token(self, req: Request, seq: Sequence, sampled: SamplerOutput, i: int, slot: int,
-                      now: float) -> None:
+    def _accept_token(
+        self, req: Request, seq: Sequence, sampled: SamplerOutput, i: int, slot: int, now: float
+    ) -> None:
         """The token at output position `slot` has arrived (already in place): its logprobs,
         text, metrics, and whether it ends the sequence."""
         token, params = sampled.token_ids[i], seq.params
@@ -286,11 +385,16 @@ class LLMEngine:
         reason = self._finish_reason(seq, token, slot + 1, detok)
         if reason is not None:
             seq.finish_reason = reason
-            if reason == "stop" and seq.stop_reason is None and detok and detok.stop_reason is not None:
+            if (
+                reason == "stop"
+                and seq.stop_reason is None
+                and detok
+                and detok.stop_reason is not None
+            ):
                 seq.stop_reason = detok.stop_reason
             if detok and detok.stop_reason is None:
                 delta += detok.finish()
-            del seq.output_token_ids[slot + 1:]  # a token computing beyond the end is dropped
+            del seq.output_token_ids[slot + 1 :]  # a token computing beyond the end is dropped
             self.scheduler.finish(seq)
             self._record_finished(seq, now)
         text, ids = req.pending[seq.index]
@@ -308,9 +412,17 @@ class LLMEngine:
         for p in parents:  # forks first: a child shares its parent's context before the new token
             parent = old[p]
             if parent in new:
-                child = Sequence(f"{parent.seq_id}.{len(new)}", req.request_id, 0, parent.prompt_token_ids,
-                                 parent.params, parent.priority, parent.arrival_time, parent.cache_salt,
-                                 output_token_ids=list(parent.output_token_ids))
+                child = Sequence(
+                    f"{parent.seq_id}.{len(new)}",
+                    req.request_id,
+                    0,
+                    parent.prompt_token_ids,
+                    parent.params,
+                    parent.priority,
+                    parent.arrival_time,
+                    parent.cache_salt,
+                    output_token_ids=list(parent.output_token_ids),
+                )
                 self.scheduler.fork(parent, child)
                 new.append(child)
             else:
@@ -334,13 +446,17 @@ class LLMEngine:
         """The token, the num_output-th of the sequence, ends it: a stop token id, or EOS unless ignored."""
         params = seq.params
         return num_output >= params.min_tokens and (
-            token in params.stop_token_ids or (token in self.eos_token_ids and not params.ignore_eos))
+            token in params.stop_token_ids
+            or (token in self.eos_token_ids and not params.ignore_eos)
+        )
 
     def _ends_by_length(self, seq: Sequence, n_out: int) -> bool:
         """Its n_out-th output token is its last: max_tokens, or the model's context, is reached."""
         return n_out >= seq.params.max_tokens or seq.num_prompt_tokens + n_out >= self.max_model_len
 
-    def _finish_reason(self, seq: Sequence, token: int, n_out: int, detok: IncrementalDetokenizer | None) -> str | None:
+    def _finish_reason(
+        self, seq: Sequence, token: int, n_out: int, detok: IncrementalDetokenizer | None
+    ) -> str | None:
         params = seq.params
         if detok and detok.stop_reason is not None:
             return "stop"
@@ -356,8 +472,11 @@ class LLMEngine:
         params = req.seqs[0].params
         outs = []
         for i, h in enumerate(req.beam.best(params.n)):
-            text = self.tokenizer.decode(h.token_ids, skip_special_tokens=params.skip_special_tokens) \
-                if params.detokenize else ""
+            text = (
+                self.tokenizer.decode(h.token_ids, skip_special_tokens=params.skip_special_tokens)
+                if params.detokenize
+                else ""
+            )
             reason = "stop" if h.token_ids[-1] in req.beam.eos_token_ids else "length"
             outs.append(CompletionOutput(i, text, h.token_ids, h.logprob, None, reason))
         req.pending = [(o.text, o.token_ids) for o in outs]
@@ -367,25 +486,58 @@ class LLMEngine:
         if req.beam is not None and req.beam.done:
             outs = self._beam_output(req)
             first = req.seqs[0]
-            metrics = RequestMetrics(req.arrival_time, first.first_scheduled_time, first.first_token_time,
-                                     first.last_token_time, time.monotonic())
-            return RequestOutput(req.request_id, req.prompt, first.prompt_token_ids, outs, True,
-                                 num_cached_tokens=first.num_cached_tokens, metrics=metrics, deltas=req.pending)
+            metrics = RequestMetrics(
+                req.arrival_time,
+                first.first_scheduled_time,
+                first.first_token_time,
+                first.last_token_time,
+                time.monotonic(),
+            )
+            return RequestOutput(
+                req.request_id,
+                req.prompt,
+                first.prompt_token_ids,
+                outs,
+                True,
+                num_cached_tokens=first.num_cached_tokens,
+                metrics=metrics,
+                deltas=req.pending,
+            )
         outs = []
         for seq, detok in zip(req.seqs, req.detoks):
-            outs.append(CompletionOutput(
-                # The sequence's own lists, not copies: a step must not cost O(tokens so far).
-                index=seq.index, text=detok.text if detok else "", token_ids=known_tokens(seq),
-                cumulative_logprob=seq.cumulative_logprob if seq.params.logprobs is not None else None,
-                logprobs=seq.logprobs if seq.params.logprobs is not None else None,
-                finish_reason=seq.finish_reason, stop_reason=seq.stop_reason))
+            outs.append(
+                CompletionOutput(
+                    # The sequence's own lists, not copies: a step must not cost O(tokens so far).
+                    index=seq.index,
+                    text=detok.text if detok else "",
+                    token_ids=known_tokens(seq),
+                    cumulative_logprob=seq.cumulative_logprob
+                    if seq.params.logprobs is not None
+                    else None,
+                    logprobs=seq.logprobs if seq.params.logprobs is not None else None,
+                    finish_reason=seq.finish_reason,
+                    stop_reason=seq.stop_reason,
+                )
+            )
         first = req.seqs[0]
-        metrics = RequestMetrics(req.arrival_time, first.first_scheduled_time, first.first_token_time,
-                                 max((s.last_token_time or 0.0) for s in req.seqs) or None,
-                                 time.monotonic() if req.finished else None)
+        metrics = RequestMetrics(
+            req.arrival_time,
+            first.first_scheduled_time,
+            first.first_token_time,
+            max((s.last_token_time or 0.0) for s in req.seqs) or None,
+            time.monotonic() if req.finished else None,
+        )
         deltas, req.pending = req.pending, [("", []) for _ in req.seqs]
-        return RequestOutput(req.request_id, req.prompt, first.prompt_token_ids, outs, req.finished,
-                             num_cached_tokens=first.num_cached_tokens, metrics=metrics, deltas=deltas)
+        return RequestOutput(
+            req.request_id,
+            req.prompt,
+            first.prompt_token_ids,
+            outs,
+            req.finished,
+            num_cached_tokens=first.num_cached_tokens,
+            metrics=metrics,
+            deltas=deltas,
+        )
 
     # -- metrics ----------------------------------------------------------------------------------
 

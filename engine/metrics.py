@@ -3,18 +3,81 @@
 One set of metric objects per process (several models share it, told apart by `model_name`), so
 dashboards, KEDA triggers and gateways written for vLLM read Pagoda unchanged.
 """
+
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
 LABELS = ["model_name", "engine"]
 
-TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]
-ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-               10.0, 20.0, 40.0, 80.0]
-REQUEST_LATENCY_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
-                           50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
+TTFT_BUCKETS = [
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+]
+ITL_BUCKETS = [
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+]
+REQUEST_LATENCY_BUCKETS = [
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+]
 
 
 def token_buckets(max_model_len: int) -> list[float]:
@@ -35,15 +98,29 @@ _kv_usage = Gauge("vllm:kv_cache_usage_perc", "Fraction of KV cache blocks in us
 _prompt_tokens = Counter("vllm:prompt_tokens", "Prefill tokens processed", LABELS)
 _generation_tokens = Counter("vllm:generation_tokens", "Generation tokens produced", LABELS)
 _preemptions = Counter("vllm:num_preemptions", "Cumulative preemptions", LABELS)
-_prefix_queries = Counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache", LABELS)
+_prefix_queries = Counter(
+    "vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache", LABELS
+)
 _prefix_hits = Counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache", LABELS)
 _success = Counter("vllm:request_success", "Finished requests", LABELS + ["finished_reason"])
-_ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token", LABELS, buckets=TTFT_BUCKETS)
-_itl = Histogram("vllm:inter_token_latency_seconds", "Time between output tokens", LABELS, buckets=ITL_BUCKETS)
-_e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end request latency", LABELS,
-                 buckets=REQUEST_LATENCY_BUCKETS)
-_queue = Histogram("vllm:request_queue_time_seconds", "Time spent waiting before first scheduled", LABELS,
-                   buckets=REQUEST_LATENCY_BUCKETS)
+_ttft = Histogram(
+    "vllm:time_to_first_token_seconds", "Time to first token", LABELS, buckets=TTFT_BUCKETS
+)
+_itl = Histogram(
+    "vllm:inter_token_latency_seconds", "Time between output tokens", LABELS, buckets=ITL_BUCKETS
+)
+_e2e = Histogram(
+    "vllm:e2e_request_latency_seconds",
+    "End-to-end request latency",
+    LABELS,
+    buckets=REQUEST_LATENCY_BUCKETS,
+)
+_queue = Histogram(
+    "vllm:request_queue_time_seconds",
+    "Time spent waiting before first scheduled",
+    LABELS,
+    buckets=REQUEST_LATENCY_BUCKETS,
+)
 _token_histograms: dict[str, tuple[Histogram, Histogram]] = {}
 
 
@@ -52,16 +129,29 @@ class EngineMetrics:
 
     def __init__(self, model_name: str, max_model_len: int, engine: str = "0") -> None:
         lv = dict(model_name=model_name, engine=engine)
-        self.running, self.waiting, self.kv_usage = (g.labels(**lv) for g in (_running, _waiting, _kv_usage))
+        self.running, self.waiting, self.kv_usage = (
+            g.labels(**lv) for g in (_running, _waiting, _kv_usage)
+        )
         self.prompt_tokens, self.generation_tokens, self.preemptions = (
-            c.labels(**lv) for c in (_prompt_tokens, _generation_tokens, _preemptions))
-        self.prefix_queries, self.prefix_hits = _prefix_queries.labels(**lv), _prefix_hits.labels(**lv)
-        self.ttft, self.itl, self.e2e, self.queue = (h.labels(**lv) for h in (_ttft, _itl, _e2e, _queue))
+            c.labels(**lv) for c in (_prompt_tokens, _generation_tokens, _preemptions)
+        )
+        self.prefix_queries, self.prefix_hits = (
+            _prefix_queries.labels(**lv),
+            _prefix_hits.labels(**lv),
+        )
+        self.ttft, self.itl, self.e2e, self.queue = (
+            h.labels(**lv) for h in (_ttft, _itl, _e2e, _queue)
+        )
         self._labels = lv
         prompt_h, gen_h = _request_token_histograms(max_model_len)
-        self.request_prompt_tokens, self.request_generation_tokens = prompt_h.labels(**lv), gen_h.labels(**lv)
+        self.request_prompt_tokens, self.request_generation_tokens = (
+            prompt_h.labels(**lv),
+            gen_h.labels(**lv),
+        )
         for reason in ("stop", "length", "abort"):
-            _success.labels(**lv, finished_reason=reason)  # export zeros so rate() works from the start
+            _success.labels(
+                **lv, finished_reason=reason
+            )  # export zeros so rate() works from the start
 
     def finished(self, reason: str) -> None:
         _success.labels(**self._labels, finished_reason=reason).inc()
@@ -73,6 +163,8 @@ def _request_token_histograms(max_model_len: int) -> tuple[Histogram, Histogram]
         b = token_buckets(max_model_len)
         _token_histograms["h"] = (
             Histogram("vllm:request_prompt_tokens", "Prompt tokens per request", LABELS, buckets=b),
-            Histogram("vllm:request_generation_tokens", "Generated tokens per request", LABELS, buckets=b),
+            Histogram(
+                "vllm:request_generation_tokens", "Generated tokens per request", LABELS, buckets=b
+            ),
         )
     return _token_histograms["h"]

@@ -1,4 +1,5 @@
 """What the engine hands back: vLLM's RequestOutput / CompletionOutput shapes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

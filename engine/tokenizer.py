@@ -1,4 +1,5 @@
 """The model's tokenizer, chat template included, from a HF folder or built from a GGUF file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,9 @@ def tokenizer_from(path: Path) -> PreTrainedTokenizerFast:
     if path.suffix == ".gguf" and path.is_file():
         return gguf_tokenizer(path)
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
-        raise FileNotFoundError(f"no tokenizer at {path}: give a .gguf file or a folder with tokenizer.json")
+        raise FileNotFoundError(
+            f"no tokenizer at {path}: give a .gguf file or a folder with tokenizer.json"
+        )
     return AutoTokenizer.from_pretrained(path)
 
 

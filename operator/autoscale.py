@@ -10,6 +10,7 @@ Pure, and the same arithmetic as the Kubernetes HPA, so its behaviour is familia
 3. rate limits: at most `pods` added (removed) per period, counted from what was done in it;
 4. min and max.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,14 @@ from pagoda.operator.spec import Autoscaling
 @dataclass
 class ScalerState:
     """What the autoscaler remembers between decisions (kept in memory, per InferenceService)."""
+
     recommendations: list[tuple[float, int]] = field(default_factory=list)  # (time, replicas)
-    changes: list[tuple[float, int]] = field(default_factory=list)  # (time, replicas added; < 0 removed)
-    since: float | None = None  # the first decision: a fresh memory has not seen a whole down-window
+    changes: list[tuple[float, int]] = field(
+        default_factory=list
+    )  # (time, replicas added; < 0 removed)
+    since: float | None = (
+        None  # the first decision: a fresh memory has not seen a whole down-window
+    )
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,9 @@ def recommend(a: Autoscaling, current: int, values: list[float | None]) -> tuple
     return math.ceil(len(values) * conservative), what
 
 
-def decide(a: Autoscaling, current: int, values: list[float | None], now: float, state: ScalerState) -> Decision:
+def decide(
+    a: Autoscaling, current: int, values: list[float | None], now: float, state: ScalerState
+) -> Decision:
     raw, why = recommend(a, current, values)
     if raw is None:
         bounded = min(max(current, a.min_replicas), a.max_replicas)
@@ -76,8 +84,12 @@ def decide(a: Autoscaling, current: int, values: list[float | None], now: float,
     state.recommendations.append((now, raw))
     keep = max(a.scale_up.stabilization_window_seconds, a.scale_down.stabilization_window_seconds)
     state.recommendations = [(t, r) for t, r in state.recommendations if t >= now - keep]
-    up = min(r for t, r in state.recommendations if t >= now - a.scale_up.stabilization_window_seconds)
-    down = max(r for t, r in state.recommendations if t >= now - a.scale_down.stabilization_window_seconds)
+    up = min(
+        r for t, r in state.recommendations if t >= now - a.scale_up.stabilization_window_seconds
+    )
+    down = max(
+        r for t, r in state.recommendations if t >= now - a.scale_down.stabilization_window_seconds
+    )
     desired, notes = current, [f"recommends {raw}"]
     if up > current:
         desired = up
@@ -89,10 +101,14 @@ def decide(a: Autoscaling, current: int, values: list[float | None], now: float,
     down_limit = current - a.scale_down.pods + _moved(state, now, a.scale_down.period_seconds, -1)
     if desired > max(up_limit, current):
         desired = max(up_limit, current)
-        notes.append(f"scale-up rate {a.scale_up.pods} pods/{a.scale_up.period_seconds}s caps it at {desired}")
+        notes.append(
+            f"scale-up rate {a.scale_up.pods} pods/{a.scale_up.period_seconds}s caps it at {desired}"
+        )
     elif desired < min(down_limit, current):
         desired = min(down_limit, current)
-        notes.append(f"scale-down rate {a.scale_down.pods} pods/{a.scale_down.period_seconds}s caps it at {desired}")
+        notes.append(
+            f"scale-down rate {a.scale_down.pods} pods/{a.scale_down.period_seconds}s caps it at {desired}"
+        )
     bounded = min(max(desired, a.min_replicas), a.max_replicas)
     if bounded != desired:
         notes.append(f"bounded to [{a.min_replicas}, {a.max_replicas}]")
@@ -101,7 +117,9 @@ def decide(a: Autoscaling, current: int, values: list[float | None], now: float,
 
 def record(state: ScalerState, now: float, change: int, longest_period: int) -> None:
     """Remember a change that was carried out, for the rate limits."""
-    state.changes = [(t, c) for t, c in state.changes if t >= now - longest_period] + [(now, change)]
+    state.changes = [(t, c) for t, c in state.changes if t >= now - longest_period] + [
+        (now, change)
+    ]
 
 
 def _moved(state: ScalerState, now: float, period: int, sign: int) -> int:

@@ -1,4 +1,5 @@
 """The full set of child objects an InferenceService asks for, and the kinds the operator prunes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,17 +45,30 @@ def engine_image(s: Spec, gpu_image: str, cpu_image: str) -> str:
     return s.engine.get("image") or (gpu_image if s.gpus else cpu_image)
 
 
-def desired(s: Spec, pods: Spec, image: str, replicas: int | None, servicemonitors: bool) -> list[dict[str, Any]]:
+def desired(
+    s: Spec, pods: Spec, image: str, replicas: int | None, servicemonitors: bool
+) -> list[dict[str, Any]]:
     """`pods` is the spec the pods come from: `s` itself, or the stable spec after a rollback."""
-    objs = [configmap(pods), service(s), deployment(pods, image, replicas), ingress(s), pdb(s), hpa(s),
-            servicemonitor(s) if servicemonitors else None]
+    objs = [
+        configmap(pods),
+        service(s),
+        deployment(pods, image, replicas),
+        ingress(s),
+        pdb(s),
+        hpa(s),
+        servicemonitor(s) if servicemonitors else None,
+    ]
     return [o for o in objs if o is not None]
 
 
 def owner_of(meta: dict[str, Any]) -> str | None:
     """The InferenceService that controls a child, by its owner reference."""
     for ref in meta.get("ownerReferences", []):
-        if ref.get("kind") == KIND and ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
+        if (
+            ref.get("kind") == KIND
+            and ref.get("apiVersion") == f"{GROUP}/{VERSION}"
+            and ref.get("controller")
+        ):
             return ref["name"]
     return None
 
@@ -66,8 +80,11 @@ def edited_by_others(meta: dict[str, Any]) -> bool:
     if not entries:
         return True
     latest = max(e.get("time", "") for e in entries)
-    return any(e.get("manager") != FIELD_MANAGER and e.get("subresource") != "status"
-               for e in entries if e.get("time", "") == latest)
+    return any(
+        e.get("manager") != FIELD_MANAGER and e.get("subresource") != "status"
+        for e in entries
+        if e.get("time", "") == latest
+    )
 
 
 HANDOVER_MANAGER = "pagoda-operator-handover"
@@ -75,15 +92,21 @@ HANDOVER_MANAGER = "pagoda-operator-handover"
 
 def applies_replicas(meta: dict[str, Any]) -> bool:
     """Whether the operator's applies own a Deployment's spec.replicas (see handover)."""
-    return any(e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply"
-               and "f:replicas" in (e.get("fieldsV1") or {}).get("f:spec", {})
-               for e in meta.get("managedFields") or [])
+    return any(
+        e.get("manager") == FIELD_MANAGER
+        and e.get("operation") == "Apply"
+        and "f:replicas" in (e.get("fieldsV1") or {}).get("f:spec", {})
+        for e in meta.get("managedFields") or []
+    )
 
 
 def handover(deploy: dict[str, Any]) -> dict[str, Any]:
     """The replica count alone, applied under a second manager before an HPA takes the field over:
     dropping it from the operator's apply would otherwise reset it to the default, 1."""
     meta = deploy["metadata"]
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-            "spec": {"replicas": deploy["spec"]["replicas"]}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": deploy["spec"]["replicas"]},
+    }

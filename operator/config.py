@@ -1,4 +1,5 @@
 """Operator-wide settings: images and intervals, from flags (main.py) or the environment."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 Run with `pagoda operator` (main.py), or `kopf run -m pagoda.operator.handlers`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,9 +24,14 @@ ISVC = (GROUP, VERSION, PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "pagoda-operator"}
 # Children whose edits and deletions are watched and undone (ServiceMonitors come back on the
 # next reconcile: watching them would need their CRD installed).
-CHILDREN = [("", "v1", "configmaps"), ("", "v1", "services"), ("apps", "v1", "deployments"),
-            ("networking.k8s.io", "v1", "ingresses"), ("policy", "v1", "poddisruptionbudgets"),
-            ("autoscaling", "v2", "horizontalpodautoscalers")]
+CHILDREN = [
+    ("", "v1", "configmaps"),
+    ("", "v1", "services"),
+    ("apps", "v1", "deployments"),
+    ("networking.k8s.io", "v1", "ingresses"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+]
 
 
 @kopf.on.login()
@@ -39,7 +45,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Handler progress in annotations, not status: the status schema is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="pagoda.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="pagoda.dev", key="last-handled-configuration")
+        prefix="pagoda.dev", key="last-handled-configuration"
+    )
     # kopf's timers need a finalizer (to stop before the object goes): name it after us.
     settings.persistence.finalizer = "pagoda.dev/operator"
     # Our actions are Events (kopf.event, posted whatever the level); kopf's own per-handler
@@ -90,11 +97,15 @@ async def observe_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> 
 
 def _register_child_watch(group: str, version: str, plural: str) -> None:
     @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
-    async def child_changed(type: str | None, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    async def child_changed(
+        type: str | None, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
+    ) -> None:
         # None is the initial listing (resume handlers cover it); ADDED is our own creation; status
         # changes reach the InferenceService's status through the observe timer.
         owner = owner_of(body["metadata"])
-        if owner and (type == "DELETED" or type == "MODIFIED" and edited_by_others(body["metadata"])):
+        if owner and (
+            type == "DELETED" or type == "MODIFIED" and edited_by_others(body["metadata"])
+        ):
             await reconcile(memo.api, namespace, owner)
 
 

@@ -3,6 +3,7 @@
 Children are written with server-side apply (field manager pagoda-operator, forced): applying
 the same object twice changes nothing, and a field someone edited by hand is taken back.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,21 +15,40 @@ from pagoda.operator.children import Kind
 from pagoda.operator.spec import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
 
-def _call(api: ApiClient, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None,
-          content_type: str = "application/json") -> Any:
+def _call(
+    api: ApiClient,
+    method: str,
+    path: str,
+    body: Any = None,
+    query: list[tuple[str, str]] | None = None,
+    content_type: str = "application/json",
+) -> Any:
     """One request; the JSON answer as plain data. Raises ApiException on a non-2xx answer."""
-    req = api.param_serialize(method=method, resource_path=path, query_params=query or [], body=body,
-                              header_params={"Content-Type": content_type, "Accept": "application/json"},
-                              auth_settings=["BearerToken"])
+    req = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=query or [],
+        body=body,
+        header_params={"Content-Type": content_type, "Accept": "application/json"},
+        auth_settings=["BearerToken"],
+    )
     resp = api.call_api(*req[:4], _request_timeout=30)
     resp.read()
     return api.response_deserialize(resp, {"2XX": "object"}).data
 
 
-def apply(api: ApiClient, kind: Kind, obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
+def apply(
+    api: ApiClient, kind: Kind, obj: dict[str, Any], manager: str = FIELD_MANAGER
+) -> dict[str, Any]:
     meta = obj["metadata"]
-    return _call(api, "PATCH", kind.path(meta["namespace"], meta["name"]), obj,
-                 [("fieldManager", manager), ("force", "true")], "application/apply-patch+yaml")
+    return _call(
+        api,
+        "PATCH",
+        kind.path(meta["namespace"], meta["name"]),
+        obj,
+        [("fieldManager", manager), ("force", "true")],
+        "application/apply-patch+yaml",
+    )
 
 
 def get(api: ApiClient, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -53,8 +73,14 @@ def delete(api: ApiClient, kind: Kind, namespace: str, name: str) -> None:
 
 
 def scale(api: ApiClient, namespace: str, name: str, replicas: int) -> None:
-    _call(api, "PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale",
-          {"spec": {"replicas": replicas}}, [("fieldManager", FIELD_MANAGER)], "application/merge-patch+json")
+    _call(
+        api,
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale",
+        {"spec": {"replicas": replicas}},
+        [("fieldManager", FIELD_MANAGER)],
+        "application/merge-patch+json",
+    )
 
 
 def isvc_path(namespace: str, name: str) -> str:
@@ -71,8 +97,13 @@ def get_isvc(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None
 
 
 def patch_status(api: ApiClient, namespace: str, name: str, status: dict[str, Any]) -> None:
-    _call(api, "PATCH", isvc_path(namespace, name) + "/status", {"status": status},
-          content_type="application/merge-patch+json")
+    _call(
+        api,
+        "PATCH",
+        isvc_path(namespace, name) + "/status",
+        {"status": status},
+        content_type="application/merge-patch+json",
+    )
 
 
 def served(api: ApiClient, api_version: str) -> bool:

@@ -1,4 +1,5 @@
 """The operator's own Prometheus metrics (the Grafana dashboards read these names)."""
+
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
@@ -7,15 +8,23 @@ LABELS = ["namespace", "name"]
 
 desired_replicas = Gauge("pagoda_operator_desired_replicas", "Replicas the operator wants", LABELS)
 ready_replicas = Gauge("pagoda_operator_ready_replicas", "Ready engine pods", LABELS)
-scaling_decisions = Counter("pagoda_operator_scaling_decisions", "Replica changes made by the autoscaler",
-                            LABELS + ["direction"])
+scaling_decisions = Counter(
+    "pagoda_operator_scaling_decisions",
+    "Replica changes made by the autoscaler",
+    LABELS + ["direction"],
+)
 reconciles = Counter("pagoda_operator_reconcile", "Reconciliations", LABELS + ["result"])
 rollbacks = Counter("pagoda_operator_rollbacks", "Automatic rollbacks", LABELS)
 
 
 # Every series one InferenceService has: (metric, the label values after namespace and name).
-_SERIES = ((desired_replicas, [()]), (ready_replicas, [()]), (rollbacks, [()]),
-           (scaling_decisions, [("up",), ("down",)]), (reconciles, [("ok",), ("error",)]))
+_SERIES = (
+    (desired_replicas, [()]),
+    (ready_replicas, [()]),
+    (rollbacks, [()]),
+    (scaling_decisions, [("up",), ("down",)]),
+    (reconciles, [("ok",), ("error",)]),
+)
 
 
 def track(namespace: str, name: str) -> None:

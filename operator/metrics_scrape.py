@@ -5,6 +5,7 @@ Counters and histograms are cumulative, so a window's figure is the difference b
 and oldest sample; a counter that went down means the pod restarted (Prometheus' reset rule:
 the newer sample alone is the increase).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,6 +22,7 @@ ERROR_REASONS = ("abort", "error")  # finished_reason values that count against 
 @dataclass(frozen=True)
 class Sample:
     """One pod's /metrics at one time, summed over label sets (engines, models)."""
+
     time: float
     running: float = 0.0
     waiting: float = 0.0
@@ -32,7 +34,11 @@ class Sample:
 
 def parse(text: str, time: float) -> Sample:
     """Raises ValueError on text that is not the Prometheus exposition format."""
-    gauges = {"vllm:num_requests_running": 0.0, "vllm:num_requests_waiting": 0.0, "vllm:kv_cache_usage_perc": 0.0}
+    gauges = {
+        "vllm:num_requests_running": 0.0,
+        "vllm:num_requests_waiting": 0.0,
+        "vllm:kv_cache_usage_perc": 0.0,
+    }
     kv_series = 0
     tokens, finished, buckets = 0.0, {}, {}
     for fam in text_string_to_metric_families(text):
@@ -66,8 +72,9 @@ def increase(new: float, old: float | None) -> float:
     return new - old
 
 
-def bucket_increase(new: tuple[tuple[float, float], ...], old: tuple[tuple[float, float], ...] | None
-                    ) -> list[tuple[float, float]]:
+def bucket_increase(
+    new: tuple[tuple[float, float], ...], old: tuple[tuple[float, float], ...] | None
+) -> list[tuple[float, float]]:
     if not old or [le for le, _ in new] != [le for le, _ in old] or new[-1][1] < old[-1][1]:
         return list(new)  # no baseline, other buckets, or a restart
     return [(le, n - o) for (le, n), (_, o) in zip(new, old)]
@@ -90,7 +97,9 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     return lower_le
 
 
-def add_buckets(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def add_buckets(
+    a: list[tuple[float, float]], b: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
     if not a:
         return list(b)
     if [le for le, _ in a] != [le for le, _ in b]:
@@ -101,6 +110,7 @@ def add_buckets(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> l
 @dataclass(frozen=True)
 class WindowStats:
     """What a set of pods did over a window."""
+
     requests: float
     errors: float
     ttft_p95: float | None
@@ -151,12 +161,20 @@ class History:
             covered = max(covered, new.time - old.time)
             if new.ttft:
                 ttft = add_buckets(ttft, bucket_increase(new.ttft, old.ttft))
-        return WindowStats(requests=requests, errors=errors, ttft_p95=quantile(0.95, ttft),
-                           tokens_per_second=tokens, covered_seconds=covered)
+        return WindowStats(
+            requests=requests,
+            errors=errors,
+            ttft_p95=quantile(0.95, ttft),
+            tokens_per_second=tokens,
+            covered_seconds=covered,
+        )
 
 
-async def scrape(client: httpx.AsyncClient, urls: dict[str, str], time: float) -> dict[str, Sample | None]:
+async def scrape(
+    client: httpx.AsyncClient, urls: dict[str, str], time: float
+) -> dict[str, Sample | None]:
     """pod -> its sample, or None where the pod did not answer with valid metrics."""
+
     async def one(url: str) -> Sample | None:
         try:
             r = await client.get(url)

@@ -5,6 +5,7 @@ State that must survive between looks (metric history, the autoscaler's memory) 
 object's kopf memo: with peering only one operator replica acts, and a restarted one starts over
 conservatively (an empty history never scales down before the stabilization window has passed).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,9 @@ class ObjectState:
     started: float = field(default_factory=time.time)
 
 
-async def observe(api: ApiClient, http: httpx.AsyncClient, state: ObjectState, namespace: str, name: str) -> None:
+async def observe(
+    api: ApiClient, http: httpx.AsyncClient, state: ObjectState, namespace: str, name: str
+) -> None:
     async with LOCKS[(namespace, name)]:
         body = await asyncio.to_thread(kube.get_isvc, api, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -46,8 +49,11 @@ async def observe(api: ApiClient, http: httpx.AsyncClient, state: ObjectState, n
         pods = await asyncio.to_thread(kube.list_, api, POD, namespace, f"{SELECTOR_LABEL}={name}")
         ready = {p["metadata"]["name"]: p for p in pods if _ready(p)}
         now = time.time()
-        samples = await scrape(http, {n: f"http://{p['status']['podIP']}:{ENGINE_PORT}/metrics"
-                                      for n, p in ready.items()}, now)
+        samples = await scrape(
+            http,
+            {n: f"http://{p['status']['podIP']}:{ENGINE_PORT}/metrics" for n, p in ready.items()},
+            now,
+        )
         state.history.keep_seconds = _keep_seconds(s)
         for pod, sample in samples.items():
             if sample is not None:
@@ -56,8 +62,15 @@ async def observe(api: ApiClient, http: httpx.AsyncClient, state: ObjectState, n
         await asyncio.to_thread(_act, api, body, s, state, pods, samples, now)
 
 
-def _act(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState, pods: list[dict[str, Any]],
-         samples: dict[str, Sample | None], now: float) -> None:
+def _act(
+    api: ApiClient,
+    body: dict[str, Any],
+    s: Spec,
+    state: ObjectState,
+    pods: list[dict[str, Any]],
+    samples: dict[str, Sample | None],
+    now: float,
+) -> None:
     scraped = {n: smp for n, smp in samples.items() if smp is not None}
     live = state.history.window(list(scraped), LIVE_WINDOW, now)
     figures: dict[str, Any] = {
@@ -83,16 +96,26 @@ def _act(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState, pods
     write_status(api, body, s, deploy, rollout, **extra)
 
 
-def _autoscale(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState, deploy: dict[str, Any],
-               scraped: dict[str, Sample], now: float) -> bool:
+def _autoscale(
+    api: ApiClient,
+    body: dict[str, Any],
+    s: Spec,
+    state: ObjectState,
+    deploy: dict[str, Any],
+    scraped: dict[str, Sample],
+    now: float,
+) -> bool:
     a = s.autoscaling
     current = deploy["spec"].get("replicas", a.min_replicas)
     if a.metric == "TTFTSecondsP95":
         p95 = state.history.window(list(scraped), a.window_seconds, now).ttft_p95
         values: list[float | None] = [p95] if scraped else []
     else:
-        per_pod = {"WaitingRequests": lambda x: x.waiting, "InFlightRequests": lambda x: x.running + x.waiting,
-                   "KVCacheUsage": lambda x: x.kv_usage}[a.metric]
+        per_pod = {
+            "WaitingRequests": lambda x: x.waiting,
+            "InFlightRequests": lambda x: x.running + x.waiting,
+            "KVCacheUsage": lambda x: x.kv_usage,
+        }[a.metric]
         # Every pod that should exist gets a slot; those that did not report are None.
         values = [per_pod(x) for x in scraped.values()]
         values += [None] * (current - len(values))
@@ -104,22 +127,48 @@ def _autoscale(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState
     longest = max(a.scale_up.period_seconds, a.scale_down.period_seconds)
     autoscale.record(state.scaler, now, decision.replicas - current, longest)
     metrics.scaling_decisions.labels(s.namespace, s.name, direction).inc()
-    kopf.event(body, type="Normal", reason="Scaled", message=f"{current} -> {decision.replicas}: {decision.reason}")
+    kopf.event(
+        body,
+        type="Normal",
+        reason="Scaled",
+        message=f"{current} -> {decision.replicas}: {decision.reason}",
+    )
     return True
 
 
-def _gate(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState, rollout: dict[str, Any],
-          deploy: dict[str, Any], pods: list[dict[str, Any]], now: float) -> bool:
+def _gate(
+    api: ApiClient,
+    body: dict[str, Any],
+    s: Spec,
+    state: ObjectState,
+    rollout: dict[str, Any],
+    deploy: dict[str, Any],
+    pods: list[dict[str, Any]],
+    now: float,
+) -> bool:
     """Judge the new revision; returns True when it rolled back (and reconciled)."""
-    new = [p for p in pods if p["metadata"].get("labels", {}).get(REVISION_LABEL) == rollout["revision"]]
+    new = [
+        p
+        for p in pods
+        if p["metadata"].get("labels", {}).get(REVISION_LABEL) == rollout["revision"]
+    ]
     window = s.analysis.window_seconds if s.analysis else LIVE_WINDOW
     stats = state.history.window([p["metadata"]["name"] for p in new if _ready(p)], window, now)
     started = datetime.fromisoformat(rollout["startedAt"].replace("Z", "+00:00")).timestamp()
     o = Observation(
-        elapsed_seconds=now - started, desired=deploy["spec"].get("replicas", 1),
+        elapsed_seconds=now - started,
+        desired=deploy["spec"].get("replicas", 1),
         ready=sum(_ready(p) for p in new),
-        restarts=sum(c.get("restartCount", 0) for p in new for c in p.get("status", {}).get("containerStatuses", [])),
-        requests=stats.requests, errors=stats.errors, ttft_p95=stats.ttft_p95, covered_seconds=stats.covered_seconds)
+        restarts=sum(
+            c.get("restartCount", 0)
+            for p in new
+            for c in p.get("status", {}).get("containerStatuses", [])
+        ),
+        requests=stats.requests,
+        errors=stats.errors,
+        ttft_p95=stats.ttft_p95,
+        covered_seconds=stats.covered_seconds,
+    )
     v = judge(s.analysis, s.startup_timeout_seconds, o)
     if v.action == "wait":
         rollout["message"] = v.message
@@ -127,20 +176,38 @@ def _gate(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState, rol
     if v.action == "promote":
         if spec_revision(s) != rollout["revision"]:
             return False  # the spec moved on; the reconcile it triggered starts the next rollout
-        rollout.update(phase="Succeeded", stableRevision=rollout["revision"], message=f"{v.reason}: {v.message}",
-                       stableSpec=json.dumps(s.raw, sort_keys=True))
-        kopf.event(body, type="Normal", reason="RolloutSucceeded",
-                   message=f"revision {rollout['revision']}: {v.message}")
+        rollout.update(
+            phase="Succeeded",
+            stableRevision=rollout["revision"],
+            message=f"{v.reason}: {v.message}",
+            stableSpec=json.dumps(s.raw, sort_keys=True),
+        )
+        kopf.event(
+            body,
+            type="Normal",
+            reason="RolloutSucceeded",
+            message=f"revision {rollout['revision']}: {v.message}",
+        )
         return False
     if not rollout.get("stableSpec") or rollout.get("stableRevision") == rollout["revision"]:
-        rollout.update(phase="Failed", message=f"{v.reason}: {v.message} (no earlier revision to roll back to)")
+        rollout.update(
+            phase="Failed", message=f"{v.reason}: {v.message} (no earlier revision to roll back to)"
+        )
         kopf.event(body, type="Warning", reason="RolloutFailed", message=rollout["message"])
         return False
-    rollout.update(phase="RolledBack", failedRevision=rollout["revision"], revision=rollout["stableRevision"],
-                   message=f"{v.reason}: {v.message}; rolled back to revision {rollout['stableRevision']}")
+    rollout.update(
+        phase="RolledBack",
+        failedRevision=rollout["revision"],
+        revision=rollout["stableRevision"],
+        message=f"{v.reason}: {v.message}; rolled back to revision {rollout['stableRevision']}",
+    )
     metrics.rollbacks.labels(s.namespace, s.name).inc()
-    kopf.event(body, type="Warning", reason="RolledBack",
-               message=f"revision {rollout['failedRevision']}: {rollout['message']}")
+    kopf.event(
+        body,
+        type="Warning",
+        reason="RolledBack",
+        message=f"revision {rollout['failedRevision']}: {rollout['message']}",
+    )
     kube.patch_status(api, s.namespace, s.name, {"rollout": rollout})
     reconcile_now(api, s.namespace, s.name)
     return True
@@ -149,7 +216,8 @@ def _gate(api: ApiClient, body: dict[str, Any], s: Spec, state: ObjectState, rol
 def _ready(pod: dict[str, Any]) -> bool:
     st = pod.get("status", {})
     return bool(st.get("podIP")) and any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", []))
+        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", [])
+    )
 
 
 def _keep_seconds(s: Spec) -> float:

@@ -3,6 +3,7 @@
 Runs in a worker thread (the kubernetes client is synchronous), under a per-object lock that the
 observe timer shares, so a reconcile and a scaling decision never interleave.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,17 @@ import kopf
 from kubernetes.client import ApiClient
 
 from pagoda.operator import kube, metrics
-from pagoda.operator.children import (DEPLOYMENT, HANDOVER_MANAGER, KINDS, SERVICEMONITOR, applies_replicas, desired,
-                                      engine_image, handover, kind_of)
+from pagoda.operator.children import (
+    DEPLOYMENT,
+    HANDOVER_MANAGER,
+    KINDS,
+    SERVICEMONITOR,
+    applies_replicas,
+    desired,
+    engine_image,
+    handover,
+    kind_of,
+)
 from pagoda.operator.config import CONFIG
 from pagoda.operator.resources.deployment import deployment, revision
 from pagoda.operator.resources.ingress import ingress_url
@@ -80,7 +90,12 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
             rollout.update(phase="Succeeded", message=f"back on stable revision {rendered}")
         else:
             rollout.update(phase="Progressing", message=f"rolling out revision {rendered}")
-            kopf.event(body, type="Normal", reason="RolloutStarted", message=f"rolling out revision {rendered}")
+            kopf.event(
+                body,
+                type="Normal",
+                reason="RolloutStarted",
+                message=f"rolling out revision {rendered}",
+            )
     write_status(api, body, s, deploy, rollout)
 
 
@@ -93,7 +108,9 @@ def pod_spec(s: Spec, rollout: dict[str, Any]) -> Spec:
 
 
 def spec_revision(s: Spec) -> str:
-    return revision(deployment(s, engine_image(s, CONFIG.engine_image, CONFIG.engine_cpu_image), None))
+    return revision(
+        deployment(s, engine_image(s, CONFIG.engine_image, CONFIG.engine_cpu_image), None)
+    )
 
 
 def replicas_to_apply(s: Spec, live: dict[str, Any] | None) -> int | None:
@@ -108,13 +125,22 @@ def replicas_to_apply(s: Spec, live: dict[str, Any] | None) -> int | None:
     return min(max(current, a.min_replicas), a.max_replicas)
 
 
-def apply_children(api: ApiClient, body: dict[str, Any], s: Spec, pods: Spec, replicas: int | None
-                   ) -> list[dict[str, Any]]:
+def apply_children(
+    api: ApiClient, body: dict[str, Any], s: Spec, pods: Spec, replicas: int | None
+) -> list[dict[str, Any]]:
     sm = servicemonitors_served(api)
-    new_generation = (body.get("status") or {}).get("observedGeneration") != body["metadata"].get("generation")
-    if s.service_monitor and not sm and new_generation:  # said once per spec, not on every reconcile
-        kopf.event(body, type="Warning", reason="ServiceMonitorSkipped",
-                   message="monitoring.serviceMonitor.enabled, but the ServiceMonitor CRD is not installed")
+    new_generation = (body.get("status") or {}).get("observedGeneration") != body["metadata"].get(
+        "generation"
+    )
+    if (
+        s.service_monitor and not sm and new_generation
+    ):  # said once per spec, not on every reconcile
+        kopf.event(
+            body,
+            type="Warning",
+            reason="ServiceMonitorSkipped",
+            message="monitoring.serviceMonitor.enabled, but the ServiceMonitor CRD is not installed",
+        )
     image = engine_image(pods, CONFIG.engine_image, CONFIG.engine_cpu_image)
     want = desired(s, pods, image, replicas, sm)
     uid = body["metadata"]["uid"]
@@ -135,29 +161,51 @@ def apply_children(api: ApiClient, body: dict[str, Any], s: Spec, pods: Spec, re
         applied.append(out)
         key = (obj["kind"], obj["metadata"]["name"])
         if key not in existing:
-            kopf.event(body, type="Normal", reason="Created", message=f"created {obj['kind']} {key[1]}")
+            kopf.event(
+                body, type="Normal", reason="Created", message=f"created {obj['kind']} {key[1]}"
+            )
         elif existing[key] != out["metadata"]["resourceVersion"]:
-            kopf.event(body, type="Normal", reason="Updated", message=f"updated {obj['kind']} {key[1]}")
+            kopf.event(
+                body, type="Normal", reason="Updated", message=f"updated {obj['kind']} {key[1]}"
+            )
     keep = {(o["kind"], o["metadata"]["name"]) for o in want}
     for kind, child in owned:
         if (kind.kind, child) not in keep:
             kube.delete(api, kind, s.namespace, child)
-            kopf.event(body, type="Normal", reason="Deleted",
-                       message=f"deleted {kind.kind} {child}: the spec no longer asks for it")
+            kopf.event(
+                body,
+                type="Normal",
+                reason="Deleted",
+                message=f"deleted {kind.kind} {child}: the spec no longer asks for it",
+            )
     return applied
 
 
-def write_status(api: ApiClient, body: dict[str, Any], s: Spec, deploy: dict[str, Any] | None,
-                 rollout: dict[str, Any], apply_error: str | None = None, **extra: Any) -> None:
+def write_status(
+    api: ApiClient,
+    body: dict[str, Any],
+    s: Spec,
+    deploy: dict[str, Any] | None,
+    rollout: dict[str, Any],
+    apply_error: str | None = None,
+    **extra: Any,
+) -> None:
     """Status from the Deployment as it is and what the caller knows; `extra` adds fields (metrics, ...)."""
     old = body.get("status") or {}
     dstatus = (deploy or {}).get("status", {})
     desired_n = (deploy or {}).get("spec", {}).get("replicas", s.replicas or 0)
     pods_scraped = (extra.get("metrics") or old.get("metrics") or {}).get("podsScraped")
-    facts = Facts(desired=desired_n, replicas=dstatus.get("replicas", 0), ready=dstatus.get("readyReplicas", 0),
-                  updated=dstatus.get("updatedReplicas", 0), deployment_conditions=dstatus.get("conditions", []),
-                  rollout_phase=rollout.get("phase"), rollout_message=rollout.get("message", ""),
-                  pods_scraped=pods_scraped, apply_error=apply_error)
+    facts = Facts(
+        desired=desired_n,
+        replicas=dstatus.get("replicas", 0),
+        ready=dstatus.get("readyReplicas", 0),
+        updated=dstatus.get("updatedReplicas", 0),
+        deployment_conditions=dstatus.get("conditions", []),
+        rollout_phase=rollout.get("phase"),
+        rollout_message=rollout.get("message", ""),
+        pods_scraped=pods_scraped,
+        apply_error=apply_error,
+    )
     generation = body["metadata"].get("generation", 0)
     status = {
         "observedGeneration": generation,

@@ -3,6 +3,7 @@
 The CRD (crds/inferenceservice.yaml) validates; this module fills in what was left out. Engine
 fields stay a dict: each one is an engine flag in camelCase, so `engine_args` needs no table.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,6 +25,7 @@ _NOT_FLAGS = {"image", "imagePullPolicy", "apiKeySecret", "args", "env"}
 @dataclass(frozen=True)
 class ScaleRule:
     """One direction of scaling: wait `stabilization_window_seconds`, move at most `pods` per period."""
+
     stabilization_window_seconds: int
     pods: int
     period_seconds: int
@@ -100,26 +102,41 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
     sm = spec.get("monitoring", {}).get("serviceMonitor", {})
     analysis = rollout.get("analysis")
     return Spec(
-        name=name, namespace=namespace, raw=spec,
-        model_uri=model["uri"], served_name=model.get("servedName"),
-        engine=spec.get("engine", {}), resources=res,
+        name=name,
+        namespace=namespace,
+        raw=spec,
+        model_uri=model["uri"],
+        served_name=model.get("servedName"),
+        engine=spec.get("engine", {}),
+        resources=res,
         gpus=res.get("gpu", {}).get("count", 0),
         gpu_resource=res.get("gpu", {}).get("resourceName", "nvidia.com/gpu"),
         replicas=None if "autoscaling" in spec else spec.get("replicas", 1),
         autoscaling=_autoscaling(spec["autoscaling"]) if "autoscaling" in spec else None,
-        max_surge=rollout.get("maxSurge", 1), max_unavailable=rollout.get("maxUnavailable", 0),
-        analysis=None if analysis is None else Analysis(
+        max_surge=rollout.get("maxSurge", 1),
+        max_unavailable=rollout.get("maxUnavailable", 0),
+        analysis=None
+        if analysis is None
+        else Analysis(
             max_error_rate=analysis.get("maxErrorRate"),
             max_ttft_seconds_p95=analysis.get("maxTTFTSecondsP95"),
             window_seconds=analysis.get("windowSeconds", 120),
-            min_requests=analysis.get("minRequests", 10)),
+            min_requests=analysis.get("minRequests", 10),
+        ),
         startup_timeout_seconds=life.get("startupTimeoutSeconds", 600),
         drain_seconds=life.get("drainSeconds", 30),
-        ingress=None if ing is None else Ingress(
-            class_name=ing.get("className"), host=ing.get("host"), path=ing.get("path", "/"),
-            tls_secret=ing.get("tls", {}).get("secretName"), annotations=ing.get("annotations", {})),
+        ingress=None
+        if ing is None
+        else Ingress(
+            class_name=ing.get("className"),
+            host=ing.get("host"),
+            path=ing.get("path", "/"),
+            tls_secret=ing.get("tls", {}).get("secretName"),
+            annotations=ing.get("annotations", {}),
+        ),
         disruption=spec.get("disruption"),
-        service_monitor=sm.get("enabled", False), service_monitor_interval=sm.get("interval", "15s"),
+        service_monitor=sm.get("enabled", False),
+        service_monitor_interval=sm.get("interval", "15s"),
         scheduling=spec.get("scheduling", {}),
     )
 
@@ -129,12 +146,18 @@ def _autoscaling(a: dict[str, Any]) -> Autoscaling:
 
     def rule(d: dict[str, Any] | None, base: ScaleRule) -> ScaleRule:
         d = d or {}
-        return ScaleRule(d.get("stabilizationWindowSeconds", base.stabilization_window_seconds),
-                         d.get("pods", base.pods), d.get("periodSeconds", base.period_seconds))
+        return ScaleRule(
+            d.get("stabilizationWindowSeconds", base.stabilization_window_seconds),
+            d.get("pods", base.pods),
+            d.get("periodSeconds", base.period_seconds),
+        )
 
     return Autoscaling(
-        mode=a.get("mode", "Operator"), min_replicas=a["minReplicas"], max_replicas=a["maxReplicas"],
-        metric=a["metric"]["type"], target=float(a["metric"]["target"]),
+        mode=a.get("mode", "Operator"),
+        min_replicas=a["minReplicas"],
+        max_replicas=a["maxReplicas"],
+        metric=a["metric"]["type"],
+        target=float(a["metric"]["target"]),
         window_seconds=a["metric"].get("windowSeconds", defaults.window_seconds),
         tolerance=a.get("tolerance", defaults.tolerance),
         scale_up=rule(a.get("scaleUp"), defaults.scale_up),
@@ -161,8 +184,15 @@ def model_arg(uri: str) -> str:
 
 def engine_args(s: Spec) -> list[str]:
     """`pagoda serve` arguments, vLLM-named; an engine field not set is a flag not passed."""
-    args = [model_arg(s.model_uri), "--host", "0.0.0.0", "--port", str(ENGINE_PORT),
-            "--served-model-name", s.served_name or s.name]
+    args = [
+        model_arg(s.model_uri),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(ENGINE_PORT),
+        "--served-model-name",
+        s.served_name or s.name,
+    ]
     for key, value in s.engine.items():
         if key in _NOT_FLAGS:
             continue
@@ -174,6 +204,9 @@ def engine_args(s: Spec) -> list[str]:
         else:
             args += [flag(key), str(value)]
     if "apiKeySecret" in s.engine:
-        args += ["--api-key", "$(PAGODA_API_KEY)"]  # the kubelet expands it from the Secret-backed env
+        args += [
+            "--api-key",
+            "$(PAGODA_API_KEY)",
+        ]  # the kubelet expands it from the Secret-backed env
     args += ["--shutdown-timeout", str(s.drain_seconds)]
     return args + list(s.engine.get("args", []))

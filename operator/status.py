@@ -1,4 +1,5 @@
 """Status conditions from observed facts (pure): Ready, Progressing, Degraded, MetricsAvailable."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,7 +20,12 @@ class Facts:
 
 
 def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
-    return {"type": type_, "status": "True" if status else "False", "reason": reason, "message": message}
+    return {
+        "type": type_,
+        "status": "True" if status else "False",
+        "reason": reason,
+        "message": message,
+    }
 
 
 def conditions(f: Facts) -> list[dict[str, Any]]:
@@ -34,7 +40,9 @@ def conditions(f: Facts) -> list[dict[str, Any]]:
     if f.rollout_phase == "Progressing":
         progressing = condition("Progressing", True, "RollingOut", f.rollout_message or pods)
     elif f.updated < f.desired or f.replicas != f.desired or f.ready < f.desired:
-        progressing = condition("Progressing", True, "Scaling", f"{pods}, {f.updated} updated, {f.replicas} exist")
+        progressing = condition(
+            "Progressing", True, "Scaling", f"{pods}, {f.updated} updated, {f.replicas} exist"
+        )
     else:
         progressing = condition("Progressing", False, "Stable", pods)
 
@@ -57,22 +65,32 @@ def conditions(f: Facts) -> list[dict[str, Any]]:
     if f.pods_scraped is None:
         metrics = condition("MetricsAvailable", False, "NotScrapedYet", "no scrape has run yet")
     elif f.pods_scraped > 0:
-        metrics = condition("MetricsAvailable", True, "Scraped",
-                            f"{f.pods_scraped}/{f.ready} ready pods answered /metrics")
+        metrics = condition(
+            "MetricsAvailable",
+            True,
+            "Scraped",
+            f"{f.pods_scraped}/{f.ready} ready pods answered /metrics",
+        )
     elif f.ready == 0:
         metrics = condition("MetricsAvailable", False, "NoReadyPods", "no ready pod to scrape")
     else:
-        metrics = condition("MetricsAvailable", False, "ScrapeFailed", f"0/{f.ready} ready pods answered /metrics")
+        metrics = condition(
+            "MetricsAvailable", False, "ScrapeFailed", f"0/{f.ready} ready pods answered /metrics"
+        )
     return [ready, progressing, degraded, metrics]
 
 
-def merge(old: list[dict[str, Any]], new: list[dict[str, Any]], now: str, generation: int) -> list[dict[str, Any]]:
+def merge(
+    old: list[dict[str, Any]], new: list[dict[str, Any]], now: str, generation: int
+) -> list[dict[str, Any]]:
     """New conditions, keeping lastTransitionTime where a condition's status did not change."""
     before = {c["type"]: c for c in old}
     out = []
     for c in new:
         prev = before.get(c["type"])
-        held = prev is not None and prev.get("status") == c["status"] and "lastTransitionTime" in prev
+        held = (
+            prev is not None and prev.get("status") == c["status"] and "lastTransitionTime" in prev
+        )
         since = prev["lastTransitionTime"] if held else now
         out.append({**c, "lastTransitionTime": since, "observedGeneration": generation})
     return out

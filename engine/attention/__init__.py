@@ -1,4 +1,5 @@
 """Attention backends behind one interface: `get_backend` picks the one for a device."""
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +14,7 @@ BACKENDS = ("auto", "torch", "triton")
 
 
 def get_backend(name: str, device: torch.device) -> AttentionBackend:
-    """"torch" runs anywhere; "triton" needs CUDA and Triton; "auto" takes triton where it can."""
+    """ "torch" runs anywhere; "triton" needs CUDA and Triton; "auto" takes triton where it can."""
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
     from pagoda.engine.attention.triton_unified import TritonAttentionBackend

@@ -1,4 +1,5 @@
 """The attention backend interface: where the GPU kernels plug in beside the PyTorch reference."""
+
 from __future__ import annotations
 
 from typing import Protocol

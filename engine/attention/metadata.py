@@ -7,6 +7,7 @@ seq_lens[i] - query_len_i + j`. Keys and values of earlier tokens live in the pa
 reached through block_tables[i]; slot_mapping says where each new token's K/V is written
 (block * block_size + offset; -1 means "do not write", used for padding).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

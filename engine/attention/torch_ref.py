@@ -4,6 +4,7 @@ Grouped-query attention is done without copying K/V per query head: the `group` 
 share a KV head are folded into the query-length axis, so one SDPA call over [kv_heads, group *
 query_len, head_dim] covers them (the mask is repeated `group` times instead of K/V).
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,13 @@ import torch.nn.functional as F
 from pagoda.engine.attention.metadata import AttentionMetadata
 
 
-def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-             slot_mapping: torch.Tensor) -> None:
+def write_kv(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
     """Store each token's K/V at its slot (block * block_size + offset); slot -1 is padding."""
     valid = slot_mapping >= 0
     slots, k, v = slot_mapping[valid], k[valid], v[valid]
@@ -37,8 +43,16 @@ def gather_context(cache: torch.Tensor, block_table: torch.Tensor, num_tokens: i
 class TorchAttentionBackend:
     name = "torch"
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
-                v_cache: torch.Tensor, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:
         write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
         starts = meta.query_start_loc_cpu or meta.query_start_loc.tolist()
         seq_lens = meta.seq_lens_cpu or meta.seq_lens.tolist()
@@ -59,7 +73,9 @@ class TorchAttentionBackend:
         return out
 
     @staticmethod
-    def _prefill(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+    def _prefill(
+        q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
+    ) -> torch.Tensor:
         """One sequence: q [Lq, H, d] are the last Lq of the seq_len tokens of key, value [L, kvh, d]."""
         query_len, num_heads, head_dim = q.shape
         seq_len, num_kv_heads = key.shape[:2]
@@ -69,14 +85,23 @@ class TorchAttentionBackend:
         query = q.transpose(0, 1).reshape(num_kv_heads, group * query_len, head_dim)
         q_pos = torch.arange(seq_len - query_len, seq_len, device=q.device)
         mask = torch.arange(seq_len, device=q.device)[None, :] <= q_pos[:, None]  # [L, seq_len]
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask.repeat(group, 1),
-                                             scale=scale)
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask.repeat(group, 1), scale=scale
+        )
         return out.reshape(num_heads, query_len, head_dim).transpose(0, 1)
 
     @staticmethod
-    def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                meta: AttentionMetadata, scale: float, seqs: list[int], starts: list[int],
-                seq_lens: list[int], out: torch.Tensor) -> None:
+    def _decode(
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        seqs: list[int],
+        starts: list[int],
+        seq_lens: list[int],
+        out: torch.Tensor,
+    ) -> None:
         """All one-token queries at once: one padded gather of their blocks and one SDPA call."""
         num_heads, head_dim = q.shape[1:]
         num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
@@ -86,8 +111,11 @@ class TorchAttentionBackend:
         seq_idx = torch.tensor(seqs, device=device)
         token_list = [starts[i] for i in seqs]
         # A pure decode batch has its tokens at 0..B-1: slice instead of gather and scatter.
-        tokens = (slice(0, len(seqs)) if token_list[-1] == len(seqs) - 1
-                  else torch.tensor(token_list, device=device))
+        tokens = (
+            slice(0, len(seqs))
+            if token_list[-1] == len(seqs) - 1
+            else torch.tensor(token_list, device=device)
+        )
         # [B, nb] blocks, entries past a sequence's length masked below
         tables = meta.block_tables[seq_idx, :max_blocks].flatten()
         shape = (len(seqs), max_blocks * block_size, num_kv_heads, head_dim)
@@ -96,6 +124,7 @@ class TorchAttentionBackend:
         query = q[tokens].view(len(seqs), num_kv_heads, num_heads // num_kv_heads, head_dim)
         positions = torch.arange(max_blocks * block_size, device=device)
         mask = positions[None, :] < torch.tensor(lens, device=device)[:, None]
-        attn = F.scaled_dot_product_attention(query, key, value, attn_mask=mask[:, None, None, :],
-                                              scale=scale)
+        attn = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask[:, None, None, :], scale=scale
+        )
         out[tokens] = attn.reshape(len(seqs), num_heads, head_dim)

@@ -3,6 +3,7 @@
 One launch writes this step's K/V into the cache, one (two when the context is split) attends;
 prefill, chunked prefill, prefix-cache hits and decode all go through the same kernel.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,9 @@ class TritonAttentionBackend:
                 f"torch.cuda.is_available() is {torch.cuda.is_available()}; use --attention-backend torch"
             )
         if not HAS_TRITON:
-            raise RuntimeError("attention backend 'triton' needs the triton package, which is not installed")
+            raise RuntimeError(
+                "attention backend 'triton' needs the triton package, which is not installed"
+            )
         self.num_sms = torch.cuda.get_device_properties(device).multi_processor_count
 
     def forward(
@@ -43,6 +46,13 @@ class TritonAttentionBackend:
         if meta.max_query_len == 1:
             num_splits = decode_num_splits(meta.num_seqs, k_cache.shape[2], self.num_sms)
         return unified_attention(
-            q, k_cache, v_cache, meta.query_start_loc, meta.seq_lens, meta.block_tables,
-            meta.max_query_len, scale, num_splits=num_splits,
+            q,
+            k_cache,
+            v_cache,
+            meta.query_start_loc,
+            meta.seq_lens,
+            meta.block_tables,
+            meta.max_query_len,
+            scale,
+            num_splits=num_splits,
         )

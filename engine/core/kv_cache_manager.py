@@ -8,6 +8,7 @@ holds a cached prefix (it has a hash) stays findable until allocation takes it f
 Data moves between blocks (a copy-on-write, a swap) are recorded as `BlockOp`s in the order they
 were decided; the model runner performs them, in that order, before the next forward pass.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -27,6 +28,7 @@ class Block:
 @dataclass(frozen=True)
 class BlockOp:
     """Copy one block's K/V: "copy" GPU -> GPU, "swap_out" GPU -> CPU, "swap_in" CPU -> GPU."""
+
     kind: Literal["copy", "swap_out", "swap_in"]
     src: int
     dst: int
@@ -38,8 +40,13 @@ def block_hash(parent: int | None, tokens: tuple[int, ...], salt: str | None) ->
 
 
 class KVCacheManager:
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True,
-                 num_cpu_blocks: int = 0) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        enable_prefix_caching: bool = True,
+        num_cpu_blocks: int = 0,
+    ) -> None:
         if num_blocks < 1:
             raise ValueError(f"the KV cache needs at least one block, got {num_blocks}")
         self.block_size = block_size
@@ -48,7 +55,9 @@ class KVCacheManager:
         self.free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self.cached: dict[int, int] = {}  # block hash -> block id
         self.num_cpu_blocks = num_cpu_blocks
-        self.cpu_free = list(range(num_cpu_blocks - 1, -1, -1))  # a stack: CPU blocks are not shared
+        self.cpu_free = list(
+            range(num_cpu_blocks - 1, -1, -1)
+        )  # a stack: CPU blocks are not shared
         self.ops: list[BlockOp] = []  # decided since the last take_ops()
 
     @property
@@ -75,8 +84,11 @@ class KVCacheManager:
             return []
         hits, parent = [], None
         for i in range((seq.num_tokens - 1) // self.block_size):
-            parent = block_hash(parent, tuple(seq.token_ids(i * self.block_size, (i + 1) * self.block_size)),
-                                seq.cache_salt)
+            parent = block_hash(
+                parent,
+                tuple(seq.token_ids(i * self.block_size, (i + 1) * self.block_size)),
+                seq.cache_salt,
+            )
             block_id = self.cached.get(parent)
             if block_id is None:
                 break
@@ -91,10 +103,16 @@ class KVCacheManager:
             return i
         return None
 
-    def can_allocate(self, seq: Sequence, num_new_tokens: int, cached_blocks: list[int] = ()) -> bool:
+    def can_allocate(
+        self, seq: Sequence, num_new_tokens: int, cached_blocks: list[int] = ()
+    ) -> bool:
         free_hits = sum(1 for b in cached_blocks if self.blocks[b].ref_count == 0)
         computed = seq.num_computed_tokens + len(cached_blocks) * self.block_size
-        need = self.blocks_needed(computed + num_new_tokens) - len(seq.block_table) - len(cached_blocks)
+        need = (
+            self.blocks_needed(computed + num_new_tokens)
+            - len(seq.block_table)
+            - len(cached_blocks)
+        )
         cow = self._shared_write_block(seq) is not None
         return max(need, 0) + cow + free_hits <= len(self.free)
 
@@ -104,9 +122,14 @@ class KVCacheManager:
         `cached_blocks` (from find_cached_prefix, for a sequence with no blocks yet) are shared, and
         the sequence's computed-token count moves past them; `num_new_tokens` count after them.
         """
-        assert not cached_blocks or not seq.block_table, "prefix hits are taken only by a fresh sequence"
-        if (not cached_blocks and seq.num_computed_tokens + num_new_tokens <= len(seq.block_table) * self.block_size
-                and self._shared_write_block(seq) is None):
+        assert not cached_blocks or not seq.block_table, (
+            "prefix hits are taken only by a fresh sequence"
+        )
+        if (
+            not cached_blocks
+            and seq.num_computed_tokens + num_new_tokens <= len(seq.block_table) * self.block_size
+            and self._shared_write_block(seq) is None
+        ):
             return True  # most decode steps: the token fits in the sequence's own last block
         if not self.can_allocate(seq, num_new_tokens, cached_blocks):
             return False
@@ -149,7 +172,9 @@ class KVCacheManager:
         seq.block_table = []
 
     def can_swap_in(self, seq: Sequence, num_new_tokens: int) -> bool:
-        need = max(len(seq.cpu_block_table), self.blocks_needed(seq.num_computed_tokens + num_new_tokens))
+        need = max(
+            len(seq.cpu_block_table), self.blocks_needed(seq.num_computed_tokens + num_new_tokens)
+        )
         return need <= len(self.free)
 
     def swap_in(self, seq: Sequence, num_new_tokens: int) -> None:

@@ -7,6 +7,7 @@ priority value, latest arrival) is preempted: by recompute, its blocks are freed
 to be recomputed from its prompt and output so far; by swap, its blocks move to the CPU pool and it
 resumes where it stopped (recompute when the CPU pool is full).
 """
+
 from __future__ import annotations
 
 import time
@@ -19,11 +20,15 @@ from pagoda.engine.core.sequence import Sequence, SequenceStatus
 
 @dataclass
 class SchedulerOutput:
-    scheduled: list[tuple[Sequence, int]] = field(default_factory=list)  # (sequence, tokens this step)
+    scheduled: list[tuple[Sequence, int]] = field(
+        default_factory=list
+    )  # (sequence, tokens this step)
     num_preemptions: int = 0
     prefix_cache_queries: int = 0  # prompt tokens looked up, first admissions only
     prefix_cache_hits: int = 0
-    block_ops: list[BlockOp] = field(default_factory=list)  # for the runner, before the forward pass
+    block_ops: list[BlockOp] = field(
+        default_factory=list
+    )  # for the runner, before the forward pass
 
     @property
     def num_tokens(self) -> int:
@@ -31,13 +36,20 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
-                 policy: Literal["fcfs", "priority"] = "fcfs",
-                 preemption_mode: Literal["recompute", "swap"] = "recompute") -> None:
+    def __init__(
+        self,
+        kv: KVCacheManager,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        policy: Literal["fcfs", "priority"] = "fcfs",
+        preemption_mode: Literal["recompute", "swap"] = "recompute",
+    ) -> None:
         if max_num_batched_tokens < max_num_seqs:
             # Otherwise running decodes could outnumber the budget and the tail would starve.
-            raise ValueError(f"max_num_batched_tokens ({max_num_batched_tokens}) must be at least "
-                             f"max_num_seqs ({max_num_seqs})")
+            raise ValueError(
+                f"max_num_batched_tokens ({max_num_batched_tokens}) must be at least "
+                f"max_num_seqs ({max_num_seqs})"
+            )
         self.kv = kv
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -78,8 +90,11 @@ class Scheduler:
     def finish(self, seq: Sequence) -> None:
         """Take a sequence out (finished or aborted) and free its blocks. A sequence never added (a
         fork not started, or one aborted before it arrived) is only marked finished."""
-        queue = {SequenceStatus.RUNNING: self.running, SequenceStatus.WAITING: self.waiting,
-                 SequenceStatus.SWAPPED: self.swapped}.get(seq.status, [])
+        queue = {
+            SequenceStatus.RUNNING: self.running,
+            SequenceStatus.WAITING: self.waiting,
+            SequenceStatus.SWAPPED: self.swapped,
+        }.get(seq.status, [])
         if seq in queue:
             queue.remove(seq)
         self.kv.free_sequence(seq)
@@ -127,7 +142,11 @@ class Scheduler:
 
     def _swap_in(self, out: SchedulerOutput, budget: int) -> int:
         self.swapped.sort(key=self._key)
-        while self.swapped and budget > 0 and self.num_running_seqs + 1 + len(self.swapped[0].forks) <= self.max_num_seqs:
+        while (
+            self.swapped
+            and budget > 0
+            and self.num_running_seqs + 1 + len(self.swapped[0].forks) <= self.max_num_seqs
+        ):
             seq = self.swapped[0]
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
             if not self.kv.can_swap_in(seq, n):
@@ -150,7 +169,11 @@ class Scheduler:
             n = min(seq.num_tokens - len(cached) * self.kv.block_size, budget)
             while not self.kv.allocate(seq, n, cached):
                 victim = max(self.running, key=self._key, default=None)
-                if self.policy != "priority" or victim is None or self._key(victim) <= self._key(seq):
+                if (
+                    self.policy != "priority"
+                    or victim is None
+                    or self._key(victim) <= self._key(seq)
+                ):
                     return
                 budget += self._unschedule(out, victim)
                 self._preempt(victim)

@@ -4,6 +4,7 @@ A request with n > 1 computes its prompt once, in its first sequence; the others
 `forks` and, when it samples its first token, draw theirs from the same logits and fork from it,
 sharing its blocks (copy-on-write). `Request` in llm_engine.py groups them back for output.
 """
+
 from __future__ import annotations
 
 import enum
@@ -51,7 +52,9 @@ class Sequence:
     # not scheduled again (async scheduling schedules before the token is back).
     awaiting_last_token: bool = False
     block_table: list[int] = field(default_factory=list)
-    block_hashes: list[int] = field(default_factory=list)  # chained hashes of this seq's full blocks
+    block_hashes: list[int] = field(
+        default_factory=list
+    )  # chained hashes of this seq's full blocks
     cpu_block_table: list[int] = field(default_factory=list)  # while swapped out
     forks: list[Sequence] = field(default_factory=list)  # children to fork at the first token
     # A beam's next-token log-probabilities, held until every live beam of its group has them.
@@ -80,8 +83,8 @@ class Sequence:
         if end <= n:
             return self.prompt_token_ids[start:end]
         if start >= n:
-            return self.output_token_ids[start - n:end - n]
-        return self.prompt_token_ids[start:] + self.output_token_ids[:end - n]
+            return self.output_token_ids[start - n : end - n]
+        return self.prompt_token_ids[start:] + self.output_token_ids[: end - n]
 
     @property
     def is_finished(self) -> bool:

@@ -1,4 +1,5 @@
 """SiLU-and-mul, the gate of a gated MLP: x = [gate | up] -> silu(gate) * up."""
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,9 @@ def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n_cols, BLOCK: tl.c
 
 def _check(x: torch.Tensor) -> None:
     if x.dim() != 2 or x.shape[1] % 2 or x.stride(1) != 1:
-        raise ValueError(f"x must be [N, 2 * intermediate] with contiguous rows, got {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be [N, 2 * intermediate] with contiguous rows, got {tuple(x.shape)}"
+        )
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

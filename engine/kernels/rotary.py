@@ -3,6 +3,7 @@
 cos_sin_cache[p] = [cos(p * f_0..f_{D/2-1}) | sin(p * f_0..f_{D/2-1})], built once by the model
 (any RoPE scaling, e.g. Llama 3.1's, goes into that table, not here).
 """
+
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,17 @@ from pagoda.engine.kernels.triton_import import tl, triton
 
 
 @triton.jit
-def _rotate_heads(ptr, stride_t, stride_h, t, cos, sin, NUM_HEADS: tl.constexpr, HALF: tl.constexpr, HEADS_PAD: tl.constexpr):
+def _rotate_heads(
+    ptr,
+    stride_t,
+    stride_h,
+    t,
+    cos,
+    sin,
+    NUM_HEADS: tl.constexpr,
+    HALF: tl.constexpr,
+    HEADS_PAD: tl.constexpr,
+):
     h = tl.arange(0, HEADS_PAD)[:, None]
     i = tl.arange(0, HALF)[None, :]
     mask = h < NUM_HEADS
@@ -24,10 +35,20 @@ def _rotate_heads(ptr, stride_t, stride_h, t, cos, sin, NUM_HEADS: tl.constexpr,
 
 @triton.jit
 def _rotary_kernel(
-    positions_ptr, q_ptr, k_ptr, cache_ptr,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_cache,
-    NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HALF: tl.constexpr,
-    HEADS_PAD: tl.constexpr, KV_HEADS_PAD: tl.constexpr,
+    positions_ptr,
+    q_ptr,
+    k_ptr,
+    cache_ptr,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_cache,
+    NUM_HEADS: tl.constexpr,
+    NUM_KV_HEADS: tl.constexpr,
+    HALF: tl.constexpr,
+    HEADS_PAD: tl.constexpr,
+    KV_HEADS_PAD: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
     pos = tl.load(positions_ptr + t)
@@ -38,14 +59,20 @@ def _rotary_kernel(
     _rotate_heads(k_ptr, stride_kt, stride_kh, t, cos, sin, NUM_KV_HEADS, HALF, KV_HEADS_PAD)
 
 
-def _check(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor) -> None:
+def _check(
+    positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor
+) -> None:
     if q.dim() != 3 or k.dim() != 3 or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
-        raise ValueError(f"q and k must be [T, heads, head_dim], got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise ValueError(
+            f"q and k must be [T, heads, head_dim], got {tuple(q.shape)} and {tuple(k.shape)}"
+        )
     if positions.shape != (q.shape[0],):
         raise ValueError(f"positions must be [{q.shape[0]}], got {tuple(positions.shape)}")
     head_dim = q.shape[2]
     if head_dim % 2 or cos_sin_cache.dim() != 2 or cos_sin_cache.shape[1] != head_dim:
-        raise ValueError(f"cos_sin_cache must be [max_position, {head_dim}], got {tuple(cos_sin_cache.shape)}")
+        raise ValueError(
+            f"cos_sin_cache must be [max_position, {head_dim}], got {tuple(cos_sin_cache.shape)}"
+        )
 
 
 def rotary_embedding(
@@ -62,14 +89,26 @@ def rotary_embedding(
         raise ValueError(f"head_dim must be twice a power of two, got {q.shape[2]}")
     if q.shape[0]:
         _rotary_kernel[(q.shape[0],)](
-            positions, q, k, cos_sin_cache,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos_sin_cache.stride(0),
-            NUM_HEADS=q.shape[1], NUM_KV_HEADS=k.shape[1], HALF=half,
-            HEADS_PAD=triton.next_power_of_2(q.shape[1]), KV_HEADS_PAD=triton.next_power_of_2(k.shape[1]),
+            positions,
+            q,
+            k,
+            cos_sin_cache,
+            q.stride(0),
+            q.stride(1),
+            k.stride(0),
+            k.stride(1),
+            cos_sin_cache.stride(0),
+            NUM_HEADS=q.shape[1],
+            NUM_KV_HEADS=k.shape[1],
+            HALF=half,
+            HEADS_PAD=triton.next_power_of_2(q.shape[1]),
+            KV_HEADS_PAD=triton.next_power_of_2(k.shape[1]),
         )
 
 
-def rotary_embedding_ref(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor) -> None:
+def rotary_embedding_ref(
+    positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor
+) -> None:
     _check(positions, q, k, cos_sin_cache)
     cos, sin = cos_sin_cache[positions].float()[:, None, :].chunk(2, dim=-1)
     for x in (q, k):

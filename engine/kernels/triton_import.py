@@ -3,6 +3,7 @@
 A CPU-only torch build ships no Triton. The references beside each kernel must still work there, so
 the `@triton.jit` definitions have to evaluate; calling a kernel without Triton raises.
 """
+
 from __future__ import annotations
 
 import types

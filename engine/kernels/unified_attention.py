@@ -12,6 +12,7 @@ its sequence by binary search and leaves if its block is past the sequence's que
 kv head; axis 2 splits the context (split-KV), for decode batches too small to fill the GPU: each
 split writes an unnormalised partial result and a second kernel merges them.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,15 +43,37 @@ def _find_seq(query_start_loc_ptr, block_id, num_seqs, BLOCK_Q: tl.constexpr):
 # anew in the middle of serving, a second or more of stall.
 @triton.jit(do_not_specialize=["num_seqs", "stride_bt"])
 def _attention_kernel(
-    out_ptr, q_ptr, k_cache_ptr, v_cache_ptr,
-    block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
-    part_acc_ptr, part_max_ptr, part_sum_ptr,
-    scale_log2, num_seqs,
-    stride_qt, stride_qh, stride_ot, stride_oh,
-    stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
+    out_ptr,
+    q_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    block_tables_ptr,
+    seq_lens_ptr,
+    query_start_loc_ptr,
+    part_acc_ptr,
+    part_max_ptr,
+    part_sum_ptr,
+    scale_log2,
+    num_seqs,
+    stride_qt,
+    stride_qh,
+    stride_ot,
+    stride_oh,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    stride_vb,
+    stride_vs,
+    stride_vh,
     stride_bt,
-    NUM_HEADS: tl.constexpr, HEADS_PER_KV: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, TILE_N: tl.constexpr,
+    NUM_HEADS: tl.constexpr,
+    HEADS_PER_KV: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DIM_PAD: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    TILE_N: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
 ):
     block_id = tl.program_id(0)
@@ -75,7 +98,8 @@ def _attention_kernel(
     d_ok = d < HEAD_DIM
     q = tl.load(
         q_ptr + token[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
-        mask=row_ok[:, None] & d_ok[None, :], other=0.0,
+        mask=row_ok[:, None] & d_ok[None, :],
+        other=0.0,
     )
     q_pos = context_len + q_idx  # causal: row r sees keys at positions <= q_pos[r]
 
@@ -97,17 +121,29 @@ def _attention_kernel(
         block = tl.load(block_table + pos // BLOCK_SIZE, mask=pos_ok, other=0).to(tl.int64)
         offset = pos % BLOCK_SIZE
         k = tl.load(
-            k_cache_ptr + block[None, :] * stride_kb + offset[None, :] * stride_ks + kv_head * stride_kh + d[:, None],
-            mask=pos_ok[None, :] & d_ok[:, None], other=0.0,
+            k_cache_ptr
+            + block[None, :] * stride_kb
+            + offset[None, :] * stride_ks
+            + kv_head * stride_kh
+            + d[:, None],
+            mask=pos_ok[None, :] & d_ok[:, None],
+            other=0.0,
         )  # [DIM_PAD, TILE_N]
         v = tl.load(
-            v_cache_ptr + block[:, None] * stride_vb + offset[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
-            mask=pos_ok[:, None] & d_ok[None, :], other=0.0,
+            v_cache_ptr
+            + block[:, None] * stride_vb
+            + offset[:, None] * stride_vs
+            + kv_head * stride_vh
+            + d[None, :],
+            mask=pos_ok[:, None] & d_ok[None, :],
+            other=0.0,
         )  # [TILE_N, DIM_PAD]
         s = tl.dot(q, k) * scale_log2
         s = tl.where(pos[None, :] <= q_pos[:, None], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet stays all zero
+        m_safe = tl.where(
+            m_new == float("-inf"), 0.0, m_new
+        )  # a row with no key yet stays all zero
         p = tl.exp2(s - m_safe[:, None])
         alpha = tl.exp2(m - m_safe)
         l = l * alpha + tl.sum(p, axis=1)
@@ -118,7 +154,8 @@ def _attention_kernel(
         out = acc / l[:, None]
         tl.store(
             out_ptr + token[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :],
-            out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :],
+            out.to(out_ptr.dtype.element_ty),
+            mask=row_ok[:, None] & d_ok[None, :],
         )
     else:
         part = (token * NUM_HEADS + head) * NUM_SPLITS + split
@@ -129,8 +166,16 @@ def _attention_kernel(
 
 @triton.jit
 def _merge_splits_kernel(
-    out_ptr, part_acc_ptr, part_max_ptr, part_sum_ptr, stride_ot, stride_oh,
-    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    out_ptr,
+    part_acc_ptr,
+    part_max_ptr,
+    part_sum_ptr,
+    stride_ot,
+    stride_oh,
+    NUM_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DIM_PAD: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
@@ -141,7 +186,11 @@ def _merge_splits_kernel(
     w = tl.exp2(m - m_all)  # an empty split has m = -inf and weighs nothing
     acc = tl.load(part_acc_ptr + part[:, None] * DIM_PAD + d[None, :])
     out = tl.sum(acc * w[:, None], axis=0) / tl.sum(tl.load(part_sum_ptr + part) * w, axis=0)
-    tl.store(out_ptr + token * stride_ot + head * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
+    tl.store(
+        out_ptr + token * stride_ot + head * stride_oh + d,
+        out.to(out_ptr.dtype.element_ty),
+        mask=d < HEAD_DIM,
+    )
 
 
 def decode_num_splits(num_seqs: int, num_kv_heads: int, num_sms: int) -> int:
@@ -168,17 +217,23 @@ def unified_attention(
     num_warps: int = 4,
     num_stages: int = 2,
     out: torch.Tensor | None = None,
-) -> torch.Tensor:  # [T, num_heads, head_dim]; rows of tokens outside every sequence are left unwritten
+) -> (
+    torch.Tensor
+):  # [T, num_heads, head_dim]; rows of tokens outside every sequence are left unwritten
     num_tokens, num_heads, head_dim = q.shape
     num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
     if num_heads % num_kv_heads:
         raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}")
     if k_cache.shape[3] != head_dim or v_cache.shape != k_cache.shape:
-        raise ValueError(f"caches {tuple(k_cache.shape)}, {tuple(v_cache.shape)} do not fit q {tuple(q.shape)}")
+        raise ValueError(
+            f"caches {tuple(k_cache.shape)}, {tuple(v_cache.shape)} do not fit q {tuple(q.shape)}"
+        )
     if q.stride(2) != 1 or k_cache.stride(3) != 1 or v_cache.stride(3) != 1:
         raise ValueError("q and the caches need a contiguous last (head_dim) dimension")
     if num_splits < 1 or num_splits & (num_splits - 1) or (num_splits > 1 and max_query_len != 1):
-        raise ValueError(f"num_splits must be a power of two, and above 1 only for decode; got {num_splits}")
+        raise ValueError(
+            f"num_splits must be a power of two, and above 1 only for decode; got {num_splits}"
+        )
     if out is None:
         out = torch.empty_like(q)
     num_seqs = seq_lens.shape[0]
@@ -197,25 +252,60 @@ def unified_attention(
     num_q_blocks = num_tokens // block_q + num_seqs
     part_acc = part_max = part_sum = out  # unused unless split
     if num_splits > 1:
-        part_acc = torch.empty((num_tokens, num_heads, num_splits, dim_pad), dtype=torch.float32, device=q.device)
-        part_max = torch.empty((num_tokens, num_heads, num_splits), dtype=torch.float32, device=q.device)
+        part_acc = torch.empty(
+            (num_tokens, num_heads, num_splits, dim_pad), dtype=torch.float32, device=q.device
+        )
+        part_max = torch.empty(
+            (num_tokens, num_heads, num_splits), dtype=torch.float32, device=q.device
+        )
         part_sum = torch.empty_like(part_max)
     _attention_kernel[(num_q_blocks, num_kv_heads, num_splits)](
-        out, q, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
-        part_acc, part_max, part_sum,
-        scale * _LOG2E, num_seqs,
-        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        out,
+        q,
+        k_cache,
+        v_cache,
+        block_tables,
+        seq_lens,
+        query_start_loc,
+        part_acc,
+        part_max,
+        part_sum,
+        scale * _LOG2E,
+        num_seqs,
+        q.stride(0),
+        q.stride(1),
+        out.stride(0),
+        out.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
         block_tables.stride(0),
-        NUM_HEADS=num_heads, HEADS_PER_KV=heads_per_kv, HEAD_DIM=head_dim, DIM_PAD=dim_pad,
-        BLOCK_SIZE=block_size, BLOCK_Q=block_q, BLOCK_M=block_m, TILE_N=tile_n, NUM_SPLITS=num_splits,
-        num_warps=num_warps, num_stages=num_stages,
+        NUM_HEADS=num_heads,
+        HEADS_PER_KV=heads_per_kv,
+        HEAD_DIM=head_dim,
+        DIM_PAD=dim_pad,
+        BLOCK_SIZE=block_size,
+        BLOCK_Q=block_q,
+        BLOCK_M=block_m,
+        TILE_N=tile_n,
+        NUM_SPLITS=num_splits,
+        num_warps=num_warps,
+        num_stages=num_stages,
     )
     if num_splits > 1:
         _merge_splits_kernel[(num_tokens, num_heads)](
-            out, part_acc, part_max, part_sum, out.stride(0), out.stride(1),
-            NUM_HEADS=num_heads, HEAD_DIM=head_dim, DIM_PAD=dim_pad, NUM_SPLITS=num_splits,
+            out,
+            part_acc,
+            part_max,
+            part_sum,
+            out.stride(0),
+            out.stride(1),
+            NUM_HEADS=num_heads,
+            HEAD_DIM=head_dim,
+            DIM_PAD=dim_pad,
+            NUM_SPLITS=num_splits,
         )
     return out
-

@@ -1,4 +1,5 @@
 """SiLU-and-mul, the gate of Llama's MLP: [gate | up] -> silu(gate) * up."""
+
 from __future__ import annotations
 
 import torch

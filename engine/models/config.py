@@ -1,4 +1,5 @@
 """What the model code and the runner need to know about a model, whatever file it came from."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,14 +32,20 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in LLAMA_ARCHITECTURES:
-            raise ValueError(f"unsupported architecture {self.architecture!r}; supported: "
-                             f"{', '.join(LLAMA_ARCHITECTURES)}")
+            raise ValueError(
+                f"unsupported architecture {self.architecture!r}; supported: "
+                f"{', '.join(LLAMA_ARCHITECTURES)}"
+            )
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
-                             f"({self.num_kv_heads})")
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                f"({self.num_kv_heads})"
+            )
 
     @classmethod
-    def from_hf(cls, cfg: dict[str, Any], generation_config: dict[str, Any] | None = None) -> ModelConfig:
+    def from_hf(
+        cls, cfg: dict[str, Any], generation_config: dict[str, Any] | None = None
+    ) -> ModelConfig:
         """From a HF config.json dict (transformers 4 or 5 spelling of the RoPE settings)."""
         architecture = (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
         rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
@@ -70,14 +77,20 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_gguf(cls, meta: dict[str, Any], tensors: dict[str, tuple[int, ...]],
-                  rope_freqs: list[float] | None = None) -> ModelConfig:
+    def from_gguf(
+        cls,
+        meta: dict[str, Any],
+        tensors: dict[str, tuple[int, ...]],
+        rope_freqs: list[float] | None = None,
+    ) -> ModelConfig:
         """From GGUF metadata (key -> value), the file's tensor shapes (rows first) and its
         rope_freqs tensor, where llama.cpp keeps Llama 3.1's RoPE scaling as per-frequency factors."""
         arch = meta["general.architecture"]
         if arch not in GGUF_ARCHITECTURES:
-            raise ValueError(f"unsupported GGUF architecture {arch!r}; supported: "
-                             f"{', '.join(GGUF_ARCHITECTURES)}")
+            raise ValueError(
+                f"unsupported GGUF architecture {arch!r}; supported: "
+                f"{', '.join(GGUF_ARCHITECTURES)}"
+            )
         num_heads = meta[f"{arch}.attention.head_count"]
         hidden = meta[f"{arch}.embedding_length"]
         rope_scaling, scaling_type = None, meta.get(f"{arch}.rope.scaling.type", "none")
@@ -87,8 +100,15 @@ class ModelConfig:
             rope_scaling = {"rope_type": "linear", "factor": meta[f"{arch}.rope.scaling.factor"]}
         elif scaling_type != "none":
             raise ValueError(f"unsupported GGUF rope scaling {scaling_type!r}")
-        eos = [meta[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-                                 "tokenizer.ggml.eom_token_id") if k in meta]
+        eos = [
+            meta[k]
+            for k in (
+                "tokenizer.ggml.eos_token_id",
+                "tokenizer.ggml.eot_token_id",
+                "tokenizer.ggml.eom_token_id",
+            )
+            if k in meta
+        ]
         return cls(
             architecture=GGUF_ARCHITECTURES[arch],
             vocab_size=meta.get(f"{arch}.vocab_size") or tensors["token_embd.weight"][0],
@@ -114,5 +134,7 @@ class ModelConfig:
         from pagoda.engine.models.shapes import DUMMY_SHAPES
 
         if name not in DUMMY_SHAPES:
-            raise ValueError(f"unknown model shape {name!r}; known shapes: {', '.join(DUMMY_SHAPES)}")
+            raise ValueError(
+                f"unknown model shape {name!r}; known shapes: {', '.join(DUMMY_SHAPES)}"
+            )
         return cls.from_hf(DUMMY_SHAPES[name])

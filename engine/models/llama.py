@@ -4,6 +4,7 @@ Input is the runner's flattened batch: [T] token ids and positions, one Attentio
 layer's attention writes its K/V into that layer's (k_cache, v_cache) and reads its context there.
 Weights load by HF checkpoint names (model.layers.N.self_attn.q_proj.weight ...).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -23,24 +24,39 @@ from pagoda.engine.models.config import ModelConfig
 KVCache = tuple[torch.Tensor, torch.Tensor]
 
 # HF checkpoint name part -> (our merged parameter's name part, shard)
-MERGED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
-          "gate_proj": ("gate_up_proj", "gate"), "up_proj": ("gate_up_proj", "up")}
+MERGED = {
+    "q_proj": ("qkv_proj", "q"),
+    "k_proj": ("qkv_proj", "k"),
+    "v_proj": ("qkv_proj", "v"),
+    "gate_proj": ("gate_up_proj", "gate"),
+    "up_proj": ("gate_up_proj", "up"),
+}
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig, backend: AttentionBackend, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, cfg: ModelConfig, backend: AttentionBackend, rotary: RotaryEmbedding
+    ) -> None:
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+        )
         self.q_size, self.kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.scale = cfg.head_dim ** -0.5
-        self.qkv_proj = MergedLinear(cfg.hidden_size, {"q": self.q_size, "k": self.kv_size,
-                                                       "v": self.kv_size}, bias=cfg.attention_bias)
+        self.scale = cfg.head_dim**-0.5
+        self.qkv_proj = MergedLinear(
+            cfg.hidden_size,
+            {"q": self.q_size, "k": self.kv_size, "v": self.kv_size},
+            bias=cfg.attention_bias,
+        )
         self.o_proj = Linear(self.q_size, cfg.hidden_size)
         self.rotary = rotary
         self.backend = backend
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, kv_cache: KVCache,
-                meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, positions: torch.Tensor, x: torch.Tensor, kv_cache: KVCache, meta: AttentionMetadata
+    ) -> torch.Tensor:
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
@@ -63,15 +79,23 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, backend: AttentionBackend, rotary: RotaryEmbedding) -> None:
+    def __init__(
+        self, cfg: ModelConfig, backend: AttentionBackend, rotary: RotaryEmbedding
+    ) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = LlamaAttention(cfg, backend, rotary)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = LlamaMLP(cfg)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None,
-                kv_cache: KVCache, meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        positions: torch.Tensor,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        kv_cache: KVCache,
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # The residual stream is carried apart from x so each norm can fuse the add before it.
         if residual is None:
             x, residual = self.input_layernorm(x), x
@@ -87,12 +111,21 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size)
         # One cos/sin table for all layers (Llama 3.1's is 64 MiB).
-        rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, backend, rotary) for _ in range(cfg.num_layers))
+        rotary = RotaryEmbedding(
+            cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling
+        )
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(cfg, backend, rotary) for _ in range(cfg.num_layers)
+        )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[KVCache],
-                meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[KVCache],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
         x, residual = self.embed_tokens(input_ids), None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x, residual = layer(positions, x, residual, kv_cache, meta)
@@ -106,8 +139,13 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(cfg, backend)
         self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[KVCache],
-                meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[KVCache],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
         """[T] ids and positions of the flattened batch -> final hidden states [T, hidden]."""
         return self.model(input_ids, positions, kv_caches, meta)
 
@@ -138,11 +176,15 @@ class LlamaForCausalLM(nn.Module):
                 raise KeyError(f"checkpoint tensor {name!r} has no place in the model")
             if shard is None:
                 if params[target].shape != tensor.shape:
-                    raise ValueError(f"{name}: model expects {tuple(params[target].shape)}, "
-                                     f"checkpoint has {tuple(tensor.shape)}")
+                    raise ValueError(
+                        f"{name}: model expects {tuple(params[target].shape)}, "
+                        f"checkpoint has {tuple(tensor.shape)}"
+                    )
                 params[target].copy_(tensor)
             else:
-                self.get_submodule(".".join([*prefix, merged])).load_shard(params[target], shard, tensor)
+                self.get_submodule(".".join([*prefix, merged])).load_shard(
+                    params[target], shard, tensor
+                )
             loaded.add((target, shard))
         if expected - loaded:
             missing = sorted(f"{n}[{s}]" if s else n for n, s in expected - loaded)

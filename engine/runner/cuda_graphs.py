@@ -4,6 +4,7 @@ A decode step launches hundreds of small kernels; replaying a captured graph rem
 cost. A batch of B decodes runs in the smallest captured size >= B; the padding rows write their
 K/V nowhere (slot -1) and attend to one token of block 0, and their outputs are dropped.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -18,8 +19,16 @@ log = logging.getLogger(__name__)
 
 
 class DecodeGraphs:
-    def __init__(self, model: nn.Module, kv_caches: list, sizes: list[int], max_blocks_per_seq: int,
-                 max_model_len: int, block_size: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        kv_caches: list,
+        sizes: list[int],
+        max_blocks_per_seq: int,
+        max_model_len: int,
+        block_size: int,
+        device: torch.device,
+    ) -> None:
         self.model, self.kv_caches = model, kv_caches
         self.sizes = sorted(set(sizes))
         n = self.sizes[-1]
@@ -37,20 +46,30 @@ class DecodeGraphs:
 
     def _meta(self, b: int) -> AttentionMetadata:
         # max_seq_len is the bound every replay obeys, not this batch's: the graph is fixed.
-        return AttentionMetadata(self.slot_mapping[:b], self.query_start_loc[:b + 1], self.seq_lens[:b],
-                                 self.block_tables[:b], max_query_len=1, max_seq_len=self.max_model_len,
-                                 block_size=self.block_size)
+        return AttentionMetadata(
+            self.slot_mapping[:b],
+            self.query_start_loc[: b + 1],
+            self.seq_lens[:b],
+            self.block_tables[:b],
+            max_query_len=1,
+            max_seq_len=self.max_model_len,
+            block_size=self.block_size,
+        )
 
     @torch.inference_mode()
     def _capture(self, device: torch.device) -> None:
         pool = None
         for b in reversed(self.sizes):  # largest first, so smaller graphs reuse its memory pool
             meta = self._meta(b)
-            self.model(self.input_ids[:b], self.positions[:b], self.kv_caches, meta)  # warm-up, compiles kernels
+            self.model(
+                self.input_ids[:b], self.positions[:b], self.kv_caches, meta
+            )  # warm-up, compiles kernels
             torch.cuda.synchronize(device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                self.outputs[b] = self.model(self.input_ids[:b], self.positions[:b], self.kv_caches, meta)
+                self.outputs[b] = self.model(
+                    self.input_ids[:b], self.positions[:b], self.kv_caches, meta
+                )
             pool = graph.pool()
             self.graphs[b] = graph
         torch.cuda.synchronize(device)
@@ -59,7 +78,9 @@ class DecodeGraphs:
     def fits(self, batch_size: int) -> bool:
         return batch_size <= self.sizes[-1]
 
-    def run(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def run(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
         b = input_ids.shape[0]
         size = self.sizes[bisect.bisect_left(self.sizes, b)]
         self.input_ids[:b].copy_(input_ids)

@@ -4,6 +4,7 @@ The batch is flattened into the layout of AttentionMetadata (all sequences' new 
 concatenated), so prefill chunks and decodes run together; logits are taken only at each
 sequence's last new token, and only for sequences whose prompt (or recompute) is complete.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,11 @@ def op_runs(ops: list[BlockOp]) -> list[tuple[str, list[tuple[int, int]]]]:
     runs: list[tuple[str, list[tuple[int, int]]]] = []
     written: set[tuple[str, int]] = set()
     for op in ops:
-        src_space, dst_space = {"copy": ("gpu", "gpu"), "swap_out": ("gpu", "cpu"), "swap_in": ("cpu", "gpu")}[op.kind]
+        src_space, dst_space = {
+            "copy": ("gpu", "gpu"),
+            "swap_out": ("gpu", "cpu"),
+            "swap_in": ("cpu", "gpu"),
+        }[op.kind]
         src, dst = (src_space, op.src), (dst_space, op.dst)
         if not runs or runs[-1][0] != op.kind or src in written or dst in written:
             runs.append((op.kind, []))
@@ -66,13 +71,20 @@ class ModelRunner:
         shape = (self.num_blocks, self.block_size, mc.num_kv_heads, mc.head_dim)
         self.kv_caches = [(self._zeros(shape), self._zeros(shape)) for _ in range(mc.num_layers)]
         # The swap pool: a CPU mirror of the cache's layout (pinned, so copies from a GPU are fast).
-        self.num_cpu_blocks = (int(config.swap_space * 1024**3 // self.bytes_per_block)
-                               if config.preemption_mode == "swap" else 0)
+        self.num_cpu_blocks = (
+            int(config.swap_space * 1024**3 // self.bytes_per_block)
+            if config.preemption_mode == "swap"
+            else 0
+        )
         cpu_shape = (self.num_cpu_blocks, *shape[1:])
         pin = self.device.type == "cuda"
-        self.cpu_kv_caches = [(torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
-                               torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin))
-                              for _ in range(mc.num_layers if self.num_cpu_blocks else 0)]
+        self.cpu_kv_caches = [
+            (
+                torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
+                torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
+            )
+            for _ in range(mc.num_layers if self.num_cpu_blocks else 0)
+        ]
         self.sampler = Sampler(mc.vocab_size, mc.eos_token_ids)
         # The last step's sampled ids, on the device, and each sampled sequence's row in them: a
         # decode whose input is still PENDING_TOKEN on the host takes its value from here.
@@ -81,14 +93,26 @@ class ModelRunner:
         self.graphs = None
         if self.device.type == "cuda" and not config.enforce_eager:
             from pagoda.engine.runner.cuda_graphs import DecodeGraphs
+
             max_len = config.max_model_len or mc.max_position_embeddings
             sizes = [s for s in config.cuda_graph_sizes if s <= config.max_num_seqs] or [1]
-            self.graphs = DecodeGraphs(self.model, self.kv_caches, sizes, -(-max_len // self.block_size),
-                                       max_len, self.block_size, self.device)
+            self.graphs = DecodeGraphs(
+                self.model,
+                self.kv_caches,
+                sizes,
+                -(-max_len // self.block_size),
+                max_len,
+                self.block_size,
+                self.device,
+            )
         if self.device.type == "cuda":
             self._warm_up()
-        log.info("KV cache: %d blocks of %d tokens (%.2f GiB)", self.num_blocks, self.block_size,
-                 self.num_blocks * self.bytes_per_block / 1024**3)
+        log.info(
+            "KV cache: %d blocks of %d tokens (%.2f GiB)",
+            self.num_blocks,
+            self.block_size,
+            self.num_blocks * self.bytes_per_block / 1024**3,
+        )
 
     def _zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
         """A KV cache tensor. Zeros, not empty: the CPU attention reads whole blocks and masks the
@@ -103,7 +127,14 @@ class ModelRunner:
     @property
     def bytes_per_block(self) -> int:
         mc = self.model_config
-        return 2 * mc.num_layers * self.block_size * mc.num_kv_heads * mc.head_dim * self.dtype.itemsize
+        return (
+            2
+            * mc.num_layers
+            * self.block_size
+            * mc.num_kv_heads
+            * mc.head_dim
+            * self.dtype.itemsize
+        )
 
     def _num_kv_blocks(self) -> int:
         cfg = self.config
@@ -115,8 +146,10 @@ class ModelRunner:
             budget = cfg.kv_cache_memory_bytes or CPU_DEFAULT_KV_BYTES
         num_blocks = budget // self.bytes_per_block
         if num_blocks < 1:
-            raise ValueError(f"no memory left for the KV cache ({budget} bytes); raise "
-                             "--gpu-memory-utilization or --kv-cache-memory-bytes")
+            raise ValueError(
+                f"no memory left for the KV cache ({budget} bytes); raise "
+                "--gpu-memory-utilization or --kv-cache-memory-bytes"
+            )
         return int(num_blocks)
 
     @torch.inference_mode()
@@ -129,18 +162,29 @@ class ModelRunner:
         torch.cuda.reset_peak_memory_stats(dev)
         n = self.config.max_num_batched_tokens
         shape = (1, self.block_size, mc.num_kv_heads, mc.head_dim)
-        kv = [(torch.zeros(shape, dtype=self.dtype, device=dev), torch.zeros(shape, dtype=self.dtype, device=dev))
-              for _ in range(mc.num_layers)]
+        kv = [
+            (
+                torch.zeros(shape, dtype=self.dtype, device=dev),
+                torch.zeros(shape, dtype=self.dtype, device=dev),
+            )
+            for _ in range(mc.num_layers)
+        ]
         # One long sequence of n tokens written nowhere (slot -1): the activations of a full step.
         meta = AttentionMetadata(
             slot_mapping=torch.full((n,), -1, dtype=torch.long, device=dev),
             query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
             seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
             block_tables=torch.zeros((1, -(-n // self.block_size)), dtype=torch.int32, device=dev),
-            max_query_len=n, max_seq_len=n, block_size=self.block_size,
-            query_start_loc_cpu=[0, n], seq_lens_cpu=[n])
-        hidden = self.model(torch.zeros(n, dtype=torch.long, device=dev), torch.arange(n, device=dev), kv, meta)
-        self.model.compute_logits(hidden[-min(n, self.config.max_num_seqs):])
+            max_query_len=n,
+            max_seq_len=n,
+            block_size=self.block_size,
+            query_start_loc_cpu=[0, n],
+            seq_lens_cpu=[n],
+        )
+        hidden = self.model(
+            torch.zeros(n, dtype=torch.long, device=dev), torch.arange(n, device=dev), kv, meta
+        )
+        self.model.compute_logits(hidden[-min(n, self.config.max_num_seqs) :])
         torch.cuda.synchronize(dev)
         peak = torch.cuda.max_memory_allocated(dev)
         free, total = torch.cuda.mem_get_info(dev)
@@ -149,7 +193,9 @@ class ModelRunner:
         torch.cuda.empty_cache()
         return int(total * self.config.gpu_memory_utilization - peak - max(non_torch, 0))
 
-    def prepare(self, batch: list[tuple[Sequence, int]]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+    def prepare(
+        self, batch: list[tuple[Sequence, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
         """Flatten the batch: token ids, positions, attention metadata, and where to take logits.
 
         Host work per step is on the critical path of every decode, so everything goes into two
@@ -162,11 +208,13 @@ class ModelRunner:
         slots: list[int] = []
         qsl, seq_lens, logits_at = [0], [], []
         pending_at, pending_rows = [], []
-        tables = np.zeros((len(batch), max(len(seq.block_table) for seq, _ in batch)), dtype=np.int32)
+        tables = np.zeros(
+            (len(batch), max(len(seq.block_table) for seq, _ in batch)), dtype=np.int32
+        )
         for i, (seq, n) in enumerate(batch):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             table = seq.block_table
-            tables[i, :len(table)] = table
+            tables[i, : len(table)] = table
             if n == 1:  # a decode: no ranges to build
                 token = seq.token_ids(start, end)[0]
                 if token == PENDING_TOKEN:
@@ -184,16 +232,27 @@ class ModelRunner:
             seq_lens.append(end)
             if end == seq.num_tokens:
                 logits_at.append(qsl[-1] - 1)
-        input_ids, positions_d, slot_mapping, self._logits_index, pending_at_d, pending_rows_d = self._pack(
-            [tokens, positions, slots, logits_at, pending_at, pending_rows], np.int64)
+        input_ids, positions_d, slot_mapping, self._logits_index, pending_at_d, pending_rows_d = (
+            self._pack([tokens, positions, slots, logits_at, pending_at, pending_rows], np.int64)
+        )
         if pending_at:
-            input_ids.index_copy_(0, pending_at_d, self._last_token_ids.index_select(0, pending_rows_d))
-        query_start_loc, seq_lens_d, block_tables = self._pack([qsl, seq_lens, tables.ravel()], np.int32)
+            input_ids.index_copy_(
+                0, pending_at_d, self._last_token_ids.index_select(0, pending_rows_d)
+            )
+        query_start_loc, seq_lens_d, block_tables = self._pack(
+            [qsl, seq_lens, tables.ravel()], np.int32
+        )
         meta = AttentionMetadata(
-            slot_mapping=slot_mapping, query_start_loc=query_start_loc, seq_lens=seq_lens_d,
+            slot_mapping=slot_mapping,
+            query_start_loc=query_start_loc,
+            seq_lens=seq_lens_d,
             block_tables=block_tables.view(len(batch), tables.shape[1]),
-            max_query_len=max(n for _, n in batch), max_seq_len=max(seq_lens), block_size=bs,
-            query_start_loc_cpu=qsl, seq_lens_cpu=seq_lens)
+            max_query_len=max(n for _, n in batch),
+            max_seq_len=max(seq_lens),
+            block_size=bs,
+            query_start_loc_cpu=qsl,
+            seq_lens_cpu=seq_lens,
+        )
         return input_ids, positions_d, meta, logits_at
 
     def _pack(self, parts: list, dtype) -> list[torch.Tensor]:
@@ -207,9 +266,9 @@ class ModelRunner:
             end += -(-len(part) // per16) * per16
         host = np.zeros(end, dtype=dtype)
         for start, part in zip(starts, parts):
-            host[start:start + len(part)] = part
+            host[start : start + len(part)] = part
         buf = self._to_device(host)
-        return [buf[start:start + len(part)] for start, part in zip(starts, parts)]
+        return [buf[start : start + len(part)] for start, part in zip(starts, parts)]
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         host = torch.from_numpy(array)
@@ -241,8 +300,9 @@ class ModelRunner:
             v[dst] = cv[src].to(self.device, non_blocking=True)
 
     @torch.inference_mode()
-    def execute(self, batch: list[tuple[Sequence, int]],
-                block_ops: list[BlockOp] = ()) -> tuple[list[Sequence], SampledBatch | None]:
+    def execute(
+        self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp] = ()
+    ) -> tuple[list[Sequence], SampledBatch | None]:
         """Perform the block moves, run one forward pass, and sample for the sequences whose last
         new token ends their context (and for their pending forks, from the same logits row).
         Returns without waiting for the GPU: the samples' copy to the host is under way."""
@@ -266,15 +326,20 @@ class ModelRunner:
             repeats = torch.tensor([1 + len(seq.forks) for seq in sampling], device=logits.device)
             logits = logits.repeat_interleave(repeats, dim=0)
             sampling = [s for seq in sampling for s in (seq, *seq.forks)]
-        rows = [SamplingRow(seq.params, seq.prompt_token_ids, seq.output_token_ids, seq.generator)
-                for seq in sampling]
+        rows = [
+            SamplingRow(seq.params, seq.prompt_token_ids, seq.output_token_ids, seq.generator)
+            for seq in sampling
+        ]
         beams = [i for i, seq in enumerate(sampling) if seq.params.use_beam_search]
         if beams:  # beam search ranks every token: the log-probabilities of the processed logits
             logprobs = self.sampler.process_logits(logits.float(), rows).log_softmax(dim=-1)
             for i in beams:
                 sampling[i].beam_logprobs = logprobs[i]
         sampled = self.sampler.start(logits, rows)
-        self._last_token_ids, self._last_rows = sampled.token_ids, {seq: i for i, seq in enumerate(sampling)}
+        self._last_token_ids, self._last_rows = (
+            sampled.token_ids,
+            {seq: i for i, seq in enumerate(sampling)},
+        )
         return sampling, sampled
 
     def _warm_up(self) -> None:

@@ -6,6 +6,7 @@ transformers' `_beam_search`: a finished hypothesis scores its cumulative logpro
 (generated length ** length_penalty); only candidates ranked within the first beam_width may
 finish; the search ends when no live beam can beat the worst of beam_width finished ones.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,12 +28,22 @@ class Hypothesis:
 
 
 class BeamSearch:
-    def __init__(self, beam_width: int, max_tokens: int, eos_token_ids: list[int],
-                 length_penalty: float = 1.0, early_stopping: bool | str = False) -> None:
+    def __init__(
+        self,
+        beam_width: int,
+        max_tokens: int,
+        eos_token_ids: list[int],
+        length_penalty: float = 1.0,
+        early_stopping: bool | str = False,
+    ) -> None:
         if beam_width < 1 or max_tokens < 1:
-            raise ValueError(f"beam_width and max_tokens must be at least 1, got {beam_width}, {max_tokens}")
+            raise ValueError(
+                f"beam_width and max_tokens must be at least 1, got {beam_width}, {max_tokens}"
+            )
         if early_stopping not in (True, False, "never"):
-            raise ValueError(f"early_stopping must be true, false or 'never', got {early_stopping!r}")
+            raise ValueError(
+                f"early_stopping must be true, false or 'never', got {early_stopping!r}"
+            )
         self.beam_width = beam_width
         self.max_tokens = max_tokens
         self.eos_token_ids = set(eos_token_ids)
@@ -51,9 +62,13 @@ class BeamSearch:
         if self.done:
             raise RuntimeError("the beam search is done")
         if logprobs.shape[0] != len(self.beams):
-            raise ValueError(f"logprobs has {logprobs.shape[0]} rows for {len(self.beams)} live beams")
+            raise ValueError(
+                f"logprobs has {logprobs.shape[0]} rows for {len(self.beams)} live beams"
+            )
         vocab_size = logprobs.shape[1]
-        total = logprobs.float() + torch.tensor([b.logprob for b in self.beams]).to(logprobs.device).view(-1, 1)
+        total = logprobs.float() + torch.tensor([b.logprob for b in self.beams]).to(
+            logprobs.device
+        ).view(-1, 1)
         values, indices = total.view(-1).topk(min(self.num_candidates, total.numel()))
         length = len(self.beams[0].token_ids) + 1
         candidates = []  # (parent, token, logprob, ends here)
@@ -63,7 +78,9 @@ class BeamSearch:
             candidates.append((index // vocab_size, token, value, ends))
         self._finish(candidates, length)
         # Live beams: the best candidates that did not end (ended ones only fill in, as in transformers).
-        live = sorted(candidates, key=lambda c: c[3])[:self.beam_width]  # stable: keeps score order
+        live = sorted(candidates, key=lambda c: c[3])[
+            : self.beam_width
+        ]  # stable: keeps score order
         parents = [parent for parent, _, _, _ in live]
         self.beams = [Beam(self.beams[p].token_ids + [t], v) for p, t, v, _ in live]
         self.done = all(c[3] for c in candidates) or not self._can_improve(length)
@@ -72,12 +89,14 @@ class BeamSearch:
     def _finish(self, candidates: list[tuple[int, int, float, bool]], length: int) -> None:
         """Candidates ranked within the first beam_width that end become hypotheses (the rest only
         back the live beams up). A search that could not improve has already stopped."""
-        for parent, token, value, ends in candidates[:self.beam_width]:
+        for parent, token, value, ends in candidates[: self.beam_width]:
             if ends:
-                score = value / length ** self.length_penalty
-                self.finished.append(Hypothesis(self.beams[parent].token_ids + [token], value, score))
+                score = value / length**self.length_penalty
+                self.finished.append(
+                    Hypothesis(self.beams[parent].token_ids + [token], value, score)
+                )
         self.finished.sort(key=lambda h: h.score, reverse=True)
-        del self.finished[self.beam_width:]
+        del self.finished[self.beam_width :]
 
     def _can_improve(self, length: int) -> bool:
         """Could the best live beam still beat the worst finished hypothesis? (transformers'
@@ -88,7 +107,7 @@ class BeamSearch:
             return False
         if self.early_stopping == "never" and self.length_penalty > 0:
             length = self.max_tokens
-        return self.beams[0].logprob / length ** self.length_penalty > self.finished[-1].score
+        return self.beams[0].logprob / length**self.length_penalty > self.finished[-1].score
 
     def best(self, n: int) -> list[Hypothesis]:
         """The n best finished hypotheses (the search must be done)."""

@@ -1,11 +1,14 @@
 """Small per-batch tensors built on the host (lists, numpy arrays), moved without a host sync."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 
-def device_tensor(data: list | np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def device_tensor(
+    data: list | np.ndarray, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """torch.tensor(data, device=device) syncs with a GPU's stream; a pinned, non-blocking copy
     does not (the caching host allocator keeps the pinned block until the copy is done)."""
     tensor = torch.as_tensor(data, dtype=dtype)

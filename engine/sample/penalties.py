@@ -1,4 +1,5 @@
 """Repetition, presence and frequency penalties, as vLLM applies them."""
+
 from __future__ import annotations
 
 from itertools import chain
@@ -23,8 +24,14 @@ def token_counts(token_ids: list[list[int]], vocab_size: int, device: torch.devi
     return counts.view(len(token_ids), vocab_size)
 
 
-def apply_penalties(logits: torch.Tensor, prompt_ids: list[list[int]], output_ids: list[list[int]],
-                    repetition: list[float], presence: list[float], frequency: list[float]) -> torch.Tensor:
+def apply_penalties(
+    logits: torch.Tensor,
+    prompt_ids: list[list[int]],
+    output_ids: list[list[int]],
+    repetition: list[float],
+    presence: list[float],
+    frequency: list[float],
+) -> torch.Tensor:
     """Penalize logits [N, V] in place, one row per sequence.
 
     Repetition counts prompt and output tokens: positive logits are divided by it, negative ones

@@ -5,6 +5,7 @@ min_p, top_k / top_p and a random draw. Each stage builds its per-row tensors on
 the whole batch (or the rows that need it); a stage no row needs is skipped. Logprobs come from the
 raw logits, before any of this, as vLLM reports them by default. The only host sync is at the end.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pagoda.engine.sampling_params import SamplingParams
 @dataclass
 class SamplingRow:
     """One sequence to sample one token for."""
+
     params: SamplingParams
     prompt_token_ids: list[int]
     output_token_ids: list[int]  # generated so far (for penalties and min_tokens)
@@ -46,8 +48,11 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
 
 
 def has_penalties(params: SamplingParams) -> bool:
-    return (params.repetition_penalty != 1.0 or params.presence_penalty != 0.0
-            or params.frequency_penalty != 0.0)
+    return (
+        params.repetition_penalty != 1.0
+        or params.presence_penalty != 0.0
+        or params.frequency_penalty != 0.0
+    )
 
 
 def random_sample(logits: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
@@ -77,7 +82,9 @@ class SampledBatch:
     step's inputs can take it before the host has seen it (async scheduling); result() waits for
     the one copy to the host and unpacks it."""
 
-    def __init__(self, token_ids: torch.Tensor, packed: torch.Tensor, rows: list[SamplingRow], k: int) -> None:
+    def __init__(
+        self, token_ids: torch.Tensor, packed: torch.Tensor, rows: list[SamplingRow], k: int
+    ) -> None:
         self.token_ids = token_ids
         self.rows, self.k = rows, k
         self.ready = None
@@ -103,7 +110,7 @@ class SampledBatch:
             if wanted is None:
                 top_logprobs.append(None)
                 continue
-            entry = {int(t): v for t, v in zip(p[2:2 + wanted], p[2 + k:2 + k + wanted])}
+            entry = {int(t): v for t, v in zip(p[2 : 2 + wanted], p[2 + k : 2 + k + wanted])}
             entry.setdefault(token, logprob)
             top_logprobs.append(entry)
         return SamplerOutput(token_list, chosen, top_logprobs)
@@ -117,10 +124,15 @@ class Sampler:
     def validate(self, params: SamplingParams) -> None:
         """Raise ValueError (fit for an HTTP 400) for token ids outside the vocabulary; the engine
         calls it when a request arrives, so that a bad one never reaches a batch."""
-        for name, ids in (("logit_bias", params.logit_bias or {}), ("stop_token_ids", params.stop_token_ids)):
+        for name, ids in (
+            ("logit_bias", params.logit_bias or {}),
+            ("stop_token_ids", params.stop_token_ids),
+        ):
             bad = sorted(i for i in ids if not 0 <= i < self.vocab_size)
             if bad:
-                raise ValueError(f"{name} has token ids outside the vocabulary (size {self.vocab_size}): {bad}")
+                raise ValueError(
+                    f"{name} has token ids outside the vocabulary (size {self.vocab_size}): {bad}"
+                )
 
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
         return self.start(logits, rows).result()
@@ -128,7 +140,9 @@ class Sampler:
     def start(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampledBatch:
         """Sample on the logits' device; the host copy is under way when this returns."""
         if logits.dim() != 2 or logits.shape != (len(rows), self.vocab_size):
-            raise ValueError(f"logits must be [{len(rows)}, {self.vocab_size}], got {list(logits.shape)}")
+            raise ValueError(
+                f"logits must be [{len(rows)}, {self.vocab_size}], got {list(logits.shape)}"
+            )
         if not rows:
             empty = logits.new_zeros(0, dtype=torch.long)
             return SampledBatch(empty, empty, rows, 0)
@@ -148,9 +162,17 @@ class Sampler:
         """logit_bias, min_tokens, penalties: the logits a greedy row takes the argmax of.
 
         Works on a copy, made only when some row asks for one of them."""
-        biased = [(i, t, b) for i, row in enumerate(rows) for t, b in (row.params.logit_bias or {}).items()]
-        banned = [(i, t) for i, row in enumerate(rows) if len(row.output_token_ids) < row.params.min_tokens
-                  for t in {*self.eos_token_ids, *row.params.stop_token_ids}]
+        biased = [
+            (i, t, b)
+            for i, row in enumerate(rows)
+            for t, b in (row.params.logit_bias or {}).items()
+        ]
+        banned = [
+            (i, t)
+            for i, row in enumerate(rows)
+            if len(row.output_token_ids) < row.params.min_tokens
+            for t in {*self.eos_token_ids, *row.params.stop_token_ids}
+        ]
         penalized = [i for i, row in enumerate(rows) if has_penalties(row.params)]
         if not (biased or banned or penalized):
             return logits
@@ -158,19 +180,28 @@ class Sampler:
         device = x.device
         if biased:
             r, t, b = zip(*biased)
-            x.index_put_((device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)),
-                         device_tensor(b, x.dtype, device), accumulate=True)
+            x.index_put_(
+                (device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)),
+                device_tensor(b, x.dtype, device),
+                accumulate=True,
+            )
         if banned:
             r, t = zip(*banned)
             # A tensor value: a Python float would be copied to the GPU with a sync.
-            x.index_put_((device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)),
-                         x.new_full((), float("-inf")))
+            x.index_put_(
+                (device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)),
+                x.new_full((), float("-inf")),
+            )
         if penalized:
             sub = [rows[i] for i in penalized]
             index = None if len(sub) == len(rows) else device_tensor(penalized, torch.long, device)
-            penalties = ([r.prompt_token_ids for r in sub], [r.output_token_ids for r in sub],
-                         [r.params.repetition_penalty for r in sub], [r.params.presence_penalty for r in sub],
-                         [r.params.frequency_penalty for r in sub])
+            penalties = (
+                [r.prompt_token_ids for r in sub],
+                [r.output_token_ids for r in sub],
+                [r.params.repetition_penalty for r in sub],
+                [r.params.presence_penalty for r in sub],
+                [r.params.frequency_penalty for r in sub],
+            )
             if index is None:
                 apply_penalties(x, *penalties)
             else:
@@ -191,14 +222,22 @@ class Sampler:
             apply_top_k(x, top_k, k_max)
         return random_sample(x, [r.generator for r in rows])
 
-    def _output(self, logits: torch.Tensor, token_ids: torch.Tensor, rows: list[SamplingRow]) -> SampledBatch:
+    def _output(
+        self, logits: torch.Tensor, token_ids: torch.Tensor, rows: list[SamplingRow]
+    ) -> SampledBatch:
         """Logprobs from the raw logits, packed with the token ids so that one copy brings all."""
         if all(r.params.logprobs is None for r in rows):
             return SampledBatch(token_ids, token_ids, rows, 0)
         normalizer = logits.logsumexp(dim=-1, keepdim=True)
-        columns = [token_ids.view(-1, 1).double(), (logits.gather(1, token_ids.view(-1, 1)) - normalizer).double()]
+        columns = [
+            token_ids.view(-1, 1).double(),
+            (logits.gather(1, token_ids.view(-1, 1)) - normalizer).double(),
+        ]
         k = max((r.params.logprobs or 0 for r in rows), default=0)
         if k:
             top = logits.topk(k, dim=-1)
-            columns += [top.indices.double(), (top.values - normalizer).double()]  # ids < 2**53: exact
+            columns += [
+                top.indices.double(),
+                (top.values - normalizer).double(),
+            ]  # ids < 2**53: exact
         return SampledBatch(token_ids, torch.cat(columns, dim=1), rows, k)

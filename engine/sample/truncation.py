@@ -4,6 +4,7 @@ Each works in place on temperature-scaled logits [N, V] with one parameter per r
 logits of dropped tokens to -inf. A row whose parameter is neutral (min_p 0, top_k 0, top_p 1)
 keeps every token.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,7 +27,9 @@ def apply_top_k(logits: torch.Tensor, top_k: torch.Tensor, k_max: int) -> torch.
     return logits.masked_fill_(logits < threshold, float("-inf"))
 
 
-def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor) -> torch.Tensor:
+def apply_top_k_top_p(
+    logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor
+) -> torch.Tensor:
     """top_k [N] (None: off for all), then top_p [N] over what top_k left: keep the smallest set of
     most likely tokens whose probability adds up to at least p."""
     if logits.device.type == "cpu" and logits.shape[-1] > CANDIDATES:
@@ -34,7 +37,9 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
     return top_k_top_p_by_sort(logits, top_k, top_p)
 
 
-def top_k_top_p_by_sort(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor) -> torch.Tensor:
+def top_k_top_p_by_sort(
+    logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor
+) -> torch.Tensor:
     """One sort of the whole vocabulary serves both (no host sync: the GPU path)."""
     vocab_size = logits.shape[-1]
     ascending, order = logits.sort(dim=-1)
@@ -53,16 +58,22 @@ def top_k_top_p_by_sort(logits: torch.Tensor, top_k: torch.Tensor | None, top_p:
 CANDIDATES = 256
 
 
-def top_k_top_p_by_candidates(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor) -> torch.Tensor:
+def top_k_top_p_by_candidates(
+    logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor
+) -> torch.Tensor:
     """Look for the nucleus among the CANDIDATES most likely tokens; sort the whole row only where
     it lies beyond them (a data-dependent branch: fine on the CPU, where it costs no sync)."""
     n = logits.shape[0]
     values = logits.topk(CANDIDATES, dim=-1).values  # descending
     k = top_k if top_k is not None else torch.zeros(n, dtype=torch.long)
     k_within = (k > 0) & (k <= CANDIDATES)
-    values.masked_fill_(k_within.view(-1, 1) & (torch.arange(CANDIDATES) >= k.view(-1, 1)), float("-inf"))
+    values.masked_fill_(
+        k_within.view(-1, 1) & (torch.arange(CANDIDATES) >= k.view(-1, 1)), float("-inf")
+    )
     # Normalize over what top_k left: the candidates where k fits in them, else the whole row.
-    normalizer = torch.where(k_within, values.logsumexp(dim=-1), logits.logsumexp(dim=-1)).view(-1, 1)
+    normalizer = torch.where(k_within, values.logsumexp(dim=-1), logits.logsumexp(dim=-1)).view(
+        -1, 1
+    )
     probs = (values - normalizer).exp()
     cumulative = probs.cumsum(dim=-1)
     # Keep a token while the mass before it is still short of p.
@@ -70,11 +81,15 @@ def top_k_top_p_by_candidates(logits: torch.Tensor, top_k: torch.Tensor | None, 
     threshold = values.gather(1, keep.sum(dim=-1, keepdim=True) - 1)
     # top_p 1 keeps everything top_k left: its k-th value, or no threshold at all.
     whole = (top_p >= 1).view(-1, 1)
-    kth = values.gather(1, (k - 1).clamp(0, CANDIDATES - 1).view(-1, 1)).masked_fill(~k_within.view(-1, 1), float("-inf"))
+    kth = values.gather(1, (k - 1).clamp(0, CANDIDATES - 1).view(-1, 1)).masked_fill(
+        ~k_within.view(-1, 1), float("-inf")
+    )
     threshold = torch.where(whole, kth, threshold)
     found = k_within | ((k == 0) & ((cumulative[:, -1] >= top_p) | (top_p >= 1)))
     logits.masked_fill_(found.view(-1, 1) & (logits < threshold), float("-inf"))
     rest = (~found).nonzero().view(-1)
     if len(rest):
-        logits[rest] = top_k_top_p_by_sort(logits[rest], None if top_k is None else top_k[rest], top_p[rest])
+        logits[rest] = top_k_top_p_by_sort(
+            logits[rest], None if top_k is None else top_k[rest], top_p[rest]
+        )
     return logits

@@ -4,6 +4,7 @@
 SIGTERM (or Ctrl-C) starts a drain: new requests get 503, those in flight may finish within
 --shutdown-timeout, then the engines shut down and the process exits 0. A second Ctrl-C forces it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,18 @@ from pagoda.engine.server.routes import router
 
 log = logging.getLogger(__name__)
 
-TEST_HOOKS_ENV = "PAGODA_TEST_HOOKS"  # "1" mounts /debug routes for the integration tests; never in production
+TEST_HOOKS_ENV = (
+    "PAGODA_TEST_HOOKS"  # "1" mounts /debug routes for the integration tests; never in production
+)
 
 
-def build_app(engines: dict, api_key: str | None = None, allowed_origins: list[str] | None = None,
-              test_hooks: bool = False, root_path: str = "") -> FastAPI:
+def build_app(
+    engines: dict,
+    api_key: str | None = None,
+    allowed_origins: list[str] | None = None,
+    test_hooks: bool = False,
+    root_path: str = "",
+) -> FastAPI:
     """`engines` maps served model name -> AsyncLLM; the first is the default model.
 
     `root_path`: the path prefix a proxy passes through unchanged (an Ingress path such as /m1):
@@ -57,11 +65,17 @@ def build_app(engines: dict, api_key: str | None = None, allowed_origins: list[s
     app.include_router(router)
     if test_hooks:
         from pagoda.engine.server.fault_hooks import router as hooks
+
         app.include_router(hooks)
     app.add_middleware(GateMiddleware, lifecycle=app.state.lifecycle, api_key=api_key)
     if allowed_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=allowed_origins, allow_methods=["*"],
-                           allow_headers=["*"], allow_credentials=True)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=allowed_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=True,
+        )
     return app
 
 
@@ -72,6 +86,7 @@ def load_model_configs(path: str) -> list[EngineConfig]:
         data = json.loads(text)
     else:
         import yaml
+
         data = yaml.safe_load(text)
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         raise ValueError(f"{path}: expected a mapping with a list under `models`")
@@ -100,8 +115,12 @@ class DrainingServer(uvicorn.Server):
             self.force_exit = self.should_exit = True
             return
         if self.drain_deadline is None:
-            log.info("signal %d: draining %d in-flight request(s), at most %.0fs",
-                     sig, self.lifecycle.in_flight, self.drain_timeout)
+            log.info(
+                "signal %d: draining %d in-flight request(s), at most %.0fs",
+                sig,
+                self.lifecycle.in_flight,
+                self.drain_timeout,
+            )
             self.lifecycle.draining = True
             self.drain_deadline = time.monotonic() + self.drain_timeout
 
@@ -110,7 +129,9 @@ class DrainingServer(uvicorn.Server):
             if self.lifecycle.in_flight == 0:
                 return True
             if time.monotonic() >= self.drain_deadline:
-                log.warning("drain timeout: cancelling %d in-flight request(s)", self.lifecycle.in_flight)
+                log.warning(
+                    "drain timeout: cancelling %d in-flight request(s)", self.lifecycle.in_flight
+                )
                 return True
         return await super().on_tick(counter)
 
@@ -129,14 +150,27 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
     for config in configs:
         config.validate()
         engines[config.name] = AsyncLLM.from_config(config)
-    app = build_app(engines, resolve_api_key(args.api_key), args.allowed_origins,
-                    test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1", root_path=args.root_path)
+    app = build_app(
+        engines,
+        resolve_api_key(args.api_key),
+        args.allowed_origins,
+        test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1",
+        root_path=args.root_path,
+    )
     return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
 
 
-def serve_app(app: FastAPI, host: str, port: int, shutdown_timeout: float, log_level: str = "info") -> int:
+def serve_app(
+    app: FastAPI, host: str, port: int, shutdown_timeout: float, log_level: str = "info"
+) -> int:
     """Serve a built app until a signal, then drain; 0 once the engines have shut down."""
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=1,
-                            timeout_keep_alive=5)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=1,
+        timeout_keep_alive=5,
+    )
     DrainingServer(config, app.state.lifecycle, shutdown_timeout).run()
     return 0

@@ -1,4 +1,5 @@
 """The server's own flags; kept apart from the app so `pagoda --help` imports no web stack."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,18 +12,36 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("HTTP server")
     g.add_argument("--host", default="0.0.0.0")
     g.add_argument("--port", type=int, default=8000)
-    g.add_argument("--api-key", default=None,
-                   help=f"require 'Authorization: Bearer KEY' on the API (else ${API_KEY_ENV[0]} or ${API_KEY_ENV[1]})")
-    g.add_argument("--shutdown-timeout", type=float, default=30.0,
-                   help="seconds in-flight requests may take to finish after SIGTERM")
-    g.add_argument("--config", default=None,
-                   help="YAML or JSON file with `models:`, a list of engine settings (flag names), "
-                        "served alongside any --model")
-    g.add_argument("--root-path", default="",
-                   help="path prefix a proxy forwards unchanged (an Ingress path like /m1); routes answer under it")
-    g.add_argument("--allowed-origins", nargs="*", default=None, help="CORS origins allowed to call the API")
-    g.add_argument("--uvicorn-log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug", "trace"])
+    g.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' on the API (else ${API_KEY_ENV[0]} or ${API_KEY_ENV[1]})",
+    )
+    g.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds in-flight requests may take to finish after SIGTERM",
+    )
+    g.add_argument(
+        "--config",
+        default=None,
+        help="YAML or JSON file with `models:`, a list of engine settings (flag names), "
+        "served alongside any --model",
+    )
+    g.add_argument(
+        "--root-path",
+        default="",
+        help="path prefix a proxy forwards unchanged (an Ingress path like /m1); routes answer under it",
+    )
+    g.add_argument(
+        "--allowed-origins", nargs="*", default=None, help="CORS origins allowed to call the API"
+    )
+    g.add_argument(
+        "--uvicorn-log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+    )
     return parser
 
 

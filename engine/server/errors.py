@@ -1,4 +1,5 @@
 """Every error leaves in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
 from __future__ import annotations
 
 import logging
@@ -12,12 +13,19 @@ from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-               405: "invalid_request_error", 503: "service_unavailable"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    503: "service_unavailable",
+}
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
 
@@ -31,14 +39,29 @@ def as_api_error(e: Exception) -> APIError:
     return APIError(500, f"Internal server error: {type(e).__name__}: {e}")
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"),
-                      "param": param, "code": code}}
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict:
+    return {
+        "error": {
+            "message": message,
+            "type": ERROR_TYPES.get(status, "server_error"),
+            "param": param,
+            "code": code,
+        }
+    }
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+def error_response(
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(status, message, param, code), status_code=status, headers=headers
+    )
 
 
 def validation_error(e: ValidationError) -> APIError:
@@ -51,7 +74,9 @@ def validation_error(e: ValidationError) -> APIError:
     cut = next((i for i, p in enumerate(loc) if UNION_TAG.match(p)), len(loc))
     param = ".".join(loc[:cut]) or None
     if cut < len(loc):
-        return APIError(400, f"{param}: none of its accepted types matches (first: {err['msg']})", param=param)
+        return APIError(
+            400, f"{param}: none of its accepted types matches (first: {err['msg']})", param=param
+        )
     return APIError(400, f"{param}: {err['msg']}" if param else err["msg"], param=param)
 
 
@@ -64,8 +89,11 @@ async def parse_body(request: Request, model: type[M]) -> M:
     """Read a JSON body ourselves, so that a wrong content type or bad JSON is a 400, not a 422."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
-        raise APIError(400, f"Content-Type must be application/json, got {ctype or 'none'!r}",
-                       code="unsupported_content_type")
+        raise APIError(
+            400,
+            f"Content-Type must be application/json, got {ctype or 'none'!r}",
+            code="unsupported_content_type",
+        )
     try:
         return model.model_validate_json(await request.body())
     except ValidationError as e:

@@ -4,6 +4,7 @@ They break the engine loop from the inside so that a test can watch /health fail
 into AsyncLLM's loop (its engine's `has_unfinished_requests`, called on every turn of the loop
 thread) because no public API should offer this.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """The engine's per-token {token_id: logprob} dicts in OpenAI's two logprob shapes."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,7 +21,9 @@ def top(step: TokenLogprobs, k: int) -> list[tuple[int, float]]:
     return sorted(step.items(), key=lambda kv: kv[1], reverse=True)[:k]
 
 
-def chat_logprobs(tokenizer: Any, token_ids: list[int], steps: list[TokenLogprobs], k: int) -> ChatLogprobs:
+def chat_logprobs(
+    tokenizer: Any, token_ids: list[int], steps: list[TokenLogprobs], k: int
+) -> ChatLogprobs:
     def entry(tid: int, lp: float) -> TopLogprob:
         text = token_text(tokenizer, tid)
         return TopLogprob(token=text, logprob=finite(lp), bytes=list(text.encode()))
@@ -28,19 +31,26 @@ def chat_logprobs(tokenizer: Any, token_ids: list[int], steps: list[TokenLogprob
     content = []
     for tid, step in zip(token_ids, steps):
         chosen = entry(tid, step[tid])
-        content.append(TokenLogprob(**chosen.model_dump(), top_logprobs=[entry(t, lp) for t, lp in top(step, k)]))
+        content.append(
+            TokenLogprob(
+                **chosen.model_dump(), top_logprobs=[entry(t, lp) for t, lp in top(step, k)]
+            )
+        )
     return ChatLogprobs(content=content)
 
 
-def completion_logprobs(tokenizer: Any, token_ids: list[int], steps: list[TokenLogprobs], k: int,
-                        offset: int = 0) -> CompletionLogprobs:
+def completion_logprobs(
+    tokenizer: Any, token_ids: list[int], steps: list[TokenLogprobs], k: int, offset: int = 0
+) -> CompletionLogprobs:
     """`offset`: where this piece starts in the choice's text (for streamed chunks)."""
     out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
     for tid, step in zip(token_ids, steps):
         text = token_text(tokenizer, tid)
         out.tokens.append(text)
         out.token_logprobs.append(finite(step[tid]))
-        out.top_logprobs.append({token_text(tokenizer, t): finite(lp) for t, lp in top(step, k)} if k else None)
+        out.top_logprobs.append(
+            {token_text(tokenizer, t): finite(lp) for t, lp in top(step, k)} if k else None
+        )
         out.text_offset.append(offset)
         offset += len(text)
     return out

@@ -3,6 +3,7 @@
 Plain ASGI rather than Starlette's BaseHTTPMiddleware, so that a streamed response counts as in
 flight until its last byte, which is what a graceful drain waits for.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -32,12 +33,19 @@ class GateMiddleware:
             return await self.app(scope, receive, send)
         path = scope["path"]
         if self.lifecycle.draining and path != "/metrics":
-            response = error_response(503, "The server is shutting down", code="shutting_down",
-                                      headers={"Connection": "close"})
+            response = error_response(
+                503,
+                "The server is shutting down",
+                code="shutting_down",
+                headers={"Connection": "close"},
+            )
             return await response(scope, receive, send)
         if self.expected and path not in OPEN_PATHS and not self.authorized(scope):
-            response = error_response(401, "Invalid or missing API key (Authorization: Bearer <key>)",
-                                      code="invalid_api_key")
+            response = error_response(
+                401,
+                "Invalid or missing API key (Authorization: Bearer <key>)",
+                code="invalid_api_key",
+            )
             return await response(scope, receive, send)
         self.lifecycle.in_flight += 1
         try:

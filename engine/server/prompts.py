@@ -1,4 +1,5 @@
 """From a request to prompt token ids, checked against the model before the engine sees them."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,17 +8,26 @@ from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.protocol import ChatMessage
 
 
-def render_chat(tokenizer: Any, messages: list[ChatMessage], add_generation_prompt: bool = True,
-                chat_template_kwargs: dict[str, Any] | None = None) -> list[int]:
+def render_chat(
+    tokenizer: Any,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool = True,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> list[int]:
     """Apply the model's chat template, then tokenize without adding special tokens again."""
     if not getattr(tokenizer, "chat_template", None):
         raise APIError(400, "This model has no chat template; use /v1/completions")
-    conversation = [{"role": m.role, "content": m.text()} | ({"name": m.name} if m.name else {})
-                    for m in messages]
+    conversation = [
+        {"role": m.role, "content": m.text()} | ({"name": m.name} if m.name else {})
+        for m in messages
+    ]
     try:
-        text = tokenizer.apply_chat_template(conversation, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt,
-                                             **(chat_template_kwargs or {}))
+        text = tokenizer.apply_chat_template(
+            conversation,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            **(chat_template_kwargs or {}),
+        )
     except Exception as e:  # the template's own raise_exception(), a bad kwarg, ...
         raise APIError(400, f"Chat template failed: {e}", param="messages") from None
     return encode(tokenizer, text, add_special_tokens=False)
@@ -38,7 +48,9 @@ def check_token_ids(tokenizer: Any, ids: list[int], param: str = "prompt") -> li
     return ids
 
 
-def completion_prompts(tokenizer: Any, prompt: str | list[str] | list[int] | list[list[int]]) -> list[list[int]]:
+def completion_prompts(
+    tokenizer: Any, prompt: str | list[str] | list[int] | list[list[int]]
+) -> list[list[int]]:
     """OpenAI's four prompt forms (text, texts, token ids, lists of token ids) as token id lists."""
     if isinstance(prompt, str):
         prompts = [encode(tokenizer, prompt)]
@@ -62,7 +74,10 @@ def fit_max_tokens(prompt_len: int, max_tokens: int | None, max_model_len: int) 
     room = max_model_len - prompt_len
     if room < 1 or (max_tokens is not None and max_tokens > room):
         asked = f" plus {max_tokens} max_tokens" if max_tokens is not None else ""
-        raise APIError(400, f"This model's maximum context length is {max_model_len} tokens; the request has "
-                       f"{prompt_len} prompt tokens{asked}. Shorten the prompt or lower max_tokens.",
-                       param="max_tokens" if room >= 1 else "prompt")
+        raise APIError(
+            400,
+            f"This model's maximum context length is {max_model_len} tokens; the request has "
+            f"{prompt_len} prompt tokens{asked}. Shorten the prompt or lower max_tokens.",
+            param="max_tokens" if room >= 1 else "prompt",
+        )
     return room if max_tokens is None else max_tokens

@@ -3,6 +3,7 @@
 Unknown request fields are ignored, as vLLM and OpenAI's SDKs expect. Floats reject NaN and
 infinity so that no such value reaches the sampler.
 """
+
 from __future__ import annotations
 
 import time
@@ -52,14 +53,23 @@ class SamplingFields(Body):
     def sampling_params(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
         """Raises ValueError (an HTTP 400) for values SamplingParams rejects."""
         return SamplingParams(
-            n=self.n, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-            min_p=self.min_p, presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty, repetition_penalty=self.repetition_penalty,
-            seed=self.seed, max_tokens=max_tokens, min_tokens=self.min_tokens,
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repetition_penalty,
+            seed=self.seed,
+            max_tokens=max_tokens,
+            min_tokens=self.min_tokens,
             stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
             stop_token_ids=list(self.stop_token_ids or []),
-            include_stop_str_in_output=self.include_stop_str_in_output, ignore_eos=self.ignore_eos,
-            logprobs=logprobs, logit_bias=parse_logit_bias(self.logit_bias),
+            include_stop_str_in_output=self.include_stop_str_in_output,
+            ignore_eos=self.ignore_eos,
+            logprobs=logprobs,
+            logit_bias=parse_logit_bias(self.logit_bias),
             skip_special_tokens=self.skip_special_tokens,
         )
 

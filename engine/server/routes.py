@@ -1,4 +1,5 @@
 """The HTTP endpoints. Each finds its engine by the request's `model` and hands off."""
+
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
@@ -10,7 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pagoda.engine.server.errors import APIError, error_response, parse_body
 from pagoda.engine.server.prompts import check_token_ids, encode, render_chat
 from pagoda.engine.server.protocol import (
-    ChatCompletionRequest, CompletionRequest, DetokenizeRequest, ModelCard, ModelList, TokenizeRequest)
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    ModelCard,
+    ModelList,
+    TokenizeRequest,
+)
 from pagoda.engine.server.serving_chat import create_chat_completion
 from pagoda.engine.server.serving_completion import create_completion
 from pagoda.engine.server.streams import ClientDisconnected
@@ -23,10 +30,18 @@ def engine_for(request: Request, model: str | None, for_generation: bool = False
     engines = request.app.state.engines
     engine = next(iter(engines.values())) if model is None else engines.get(model)
     if engine is None:
-        raise APIError(404, f"The model {model!r} does not exist; served: {', '.join(engines)}",
-                       param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"The model {model!r} does not exist; served: {', '.join(engines)}",
+            param="model",
+            code="model_not_found",
+        )
     if for_generation and not engine.is_healthy():
-        raise APIError(503, f"The engine of model {engine.config.name!r} is not healthy", code="engine_unhealthy")
+        raise APIError(
+            503,
+            f"The engine of model {engine.config.name!r} is not healthy",
+            code="engine_unhealthy",
+        )
     return engine
 
 
@@ -40,16 +55,22 @@ async def generation(request: Request, body, handler) -> Response:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    return await generation(request, await parse_body(request, ChatCompletionRequest), create_chat_completion)
+    return await generation(
+        request, await parse_body(request, ChatCompletionRequest), create_chat_completion
+    )
 
 
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
-    return await generation(request, await parse_body(request, CompletionRequest), create_completion)
+    return await generation(
+        request, await parse_body(request, CompletionRequest), create_completion
+    )
 
 
 def model_card(engine) -> ModelCard:
-    return ModelCard(id=engine.config.name, root=engine.config.model, max_model_len=engine.max_model_len)
+    return ModelCard(
+        id=engine.config.name, root=engine.config.model, max_model_len=engine.max_model_len
+    )
 
 
 @router.get("/v1/models")
@@ -73,7 +94,9 @@ async def tokenize(request: Request) -> JSONResponse:
         tokens = render_chat(engine.tokenizer, body.messages, body.add_generation_prompt)
     else:
         tokens = encode(engine.tokenizer, body.prompt, body.add_special_tokens)
-    return JSONResponse({"count": len(tokens), "max_model_len": engine.max_model_len, "tokens": tokens})
+    return JSONResponse(
+        {"count": len(tokens), "max_model_len": engine.max_model_len, "tokens": tokens}
+    )
 
 
 @router.post("/detokenize")
@@ -102,5 +125,7 @@ async def health(request: Request) -> Response:
     """200 only while every engine loop is alive and stepping: a wedged loop fails the probe."""
     sick = [name for name, e in request.app.state.engines.items() if not e.is_healthy()]
     if sick:
-        return error_response(503, f"Engine loop not healthy: {', '.join(sick)}", code="engine_unhealthy")
+        return error_response(
+            503, f"Engine loop not healthy: {', '.join(sick)}", code="engine_unhealthy"
+        )
     return Response(status_code=200)

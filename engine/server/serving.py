@@ -1,4 +1,5 @@
 """What chat and completions share: sampling parameters from a request, usage, the final output."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -11,14 +12,21 @@ from pagoda.engine.server.protocol import PromptTokensDetails, SamplingFields, U
 from pagoda.engine.server.streams import merge
 
 
-def sampling_params(engine, body: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
+def sampling_params(
+    engine, body: SamplingFields, max_tokens: int, logprobs: int | None
+) -> SamplingParams:
     if body.n > engine.config.max_num_seqs:
-        raise APIError(400, f"n must be at most max_num_seqs ({engine.config.max_num_seqs}), got {body.n}",
-                       param="n")
+        raise APIError(
+            400,
+            f"n must be at most max_num_seqs ({engine.config.max_num_seqs}), got {body.n}",
+            param="n",
+        )
     try:
         params = body.sampling_params(max_tokens, logprobs)
     except ValueError as e:
-        raise APIError(400, str(e), param=str(e).split(" ", 1)[0]) from None  # messages start with the field
+        raise APIError(
+            400, str(e), param=str(e).split(" ", 1)[0]
+        ) from None  # messages start with the field
     check_token_ids(engine.tokenizer, params.stop_token_ids, param="stop_token_ids")
     check_token_ids(engine.tokenizer, list(params.logit_bias or {}), param="logit_bias")
     return params
@@ -26,20 +34,26 @@ def sampling_params(engine, body: SamplingFields, max_tokens: int, logprobs: int
 
 def check_priority(engine, priority: int) -> None:
     if priority != 0 and engine.config.scheduling_policy != "priority":
-        raise APIError(400, "priority needs the server started with --scheduling-policy priority",
-                       param="priority")
+        raise APIError(
+            400,
+            "priority needs the server started with --scheduling-policy priority",
+            param="priority",
+        )
 
 
-async def generate_all(engine, prompts: list[list[int]], params: SamplingParams, request_id: str,
-                       priority: int) -> AsyncIterator[tuple[int, RequestOutput]]:
+async def generate_all(
+    engine, prompts: list[list[int]], params: SamplingParams, request_id: str, priority: int
+) -> AsyncIterator[tuple[int, RequestOutput]]:
     """Outputs of one engine request per prompt, tagged with the prompt's index.
 
     The engine requests start on the first iteration, not before, so that a response that is never
     iterated (the client left first) leaves nothing running in the engine.
     """
     ids = [request_id] if len(prompts) == 1 else [f"{request_id}-{i}" for i in range(len(prompts))]
-    merged = merge([engine.generate(p, params, rid, priority=priority) for p, rid in zip(prompts, ids)],
-                   alive=engine.is_healthy)
+    merged = merge(
+        [engine.generate(p, params, rid, priority=priority) for p, rid in zip(prompts, ids)],
+        alive=engine.is_healthy,
+    )
     try:
         async for item in merged:
             yield item
@@ -63,5 +77,11 @@ async def collect(outputs: AsyncIterator[tuple[int, RequestOutput]], n: int) -> 
 def usage(finals: list[RequestOutput]) -> Usage:
     prompt = sum(len(f.prompt_token_ids) for f in finals)
     completion = sum(len(o.token_ids) for f in finals for o in f.outputs)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                 prompt_tokens_details=PromptTokensDetails(cached_tokens=sum(f.num_cached_tokens for f in finals)))
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=PromptTokensDetails(
+            cached_tokens=sum(f.num_cached_tokens for f in finals)
+        ),
+    )

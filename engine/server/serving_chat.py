@@ -1,4 +1,5 @@
 """POST /v1/chat/completions: render the template, generate, answer whole or as SSE chunks."""
+
 from __future__ import annotations
 
 import uuid
@@ -12,15 +13,30 @@ from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import chat_logprobs
 from pagoda.engine.server.prompts import fit_max_tokens, render_chat
 from pagoda.engine.server.protocol import (
-    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
-    ChatCompletionResponse, DeltaMessage, now)
-from pagoda.engine.server.serving import check_priority, collect, generate_all, sampling_params, usage
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    DeltaMessage,
+    now,
+)
+from pagoda.engine.server.serving import (
+    check_priority,
+    collect,
+    generate_all,
+    sampling_params,
+    usage,
+)
 from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
 
 
 async def create_chat_completion(engine, body: ChatCompletionRequest, request: Request):
     tokenizer = engine.tokenizer
-    prompt_ids = render_chat(tokenizer, body.messages, body.add_generation_prompt, body.chat_template_kwargs)
+    prompt_ids = render_chat(
+        tokenizer, body.messages, body.add_generation_prompt, body.chat_template_kwargs
+    )
     asked = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
     max_tokens = fit_max_tokens(len(prompt_ids), asked, engine.max_model_len)
     if body.top_logprobs is not None and not body.logprobs:
@@ -31,29 +47,52 @@ async def create_chat_completion(engine, body: ChatCompletionRequest, request: R
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority)
     if body.stream:
-        return StreamingResponse(stream_chunks(engine, body, request_id, outputs, top_k),
-                                 media_type="text/event-stream")
+        return StreamingResponse(
+            stream_chunks(engine, body, request_id, outputs, top_k), media_type="text/event-stream"
+        )
     [final] = await until_disconnected(request, collect(outputs, 1))
-    choices = [ChatChoice(index=o.index, message=AssistantMessage(content=o.text),
-                          logprobs=chat_logprobs(tokenizer, o.token_ids, o.logprobs or [], top_k)
-                          if body.logprobs else None,
-                          finish_reason=o.finish_reason, stop_reason=o.stop_reason)
-               for o in final.outputs]
-    response = ChatCompletionResponse(id=request_id, model=engine.config.name, choices=choices, usage=usage([final]))
+    choices = [
+        ChatChoice(
+            index=o.index,
+            message=AssistantMessage(content=o.text),
+            logprobs=chat_logprobs(tokenizer, o.token_ids, o.logprobs or [], top_k)
+            if body.logprobs
+            else None,
+            finish_reason=o.finish_reason,
+            stop_reason=o.stop_reason,
+        )
+        for o in final.outputs
+    ]
+    response = ChatCompletionResponse(
+        id=request_id, model=engine.config.name, choices=choices, usage=usage([final])
+    )
     return JSONResponse(response.model_dump())
 
 
-async def stream_chunks(engine, body: ChatCompletionRequest, request_id: str,
-                        outputs: AsyncIterator[tuple[int, RequestOutput]], top_k: int) -> AsyncIterator[str]:
+async def stream_chunks(
+    engine,
+    body: ChatCompletionRequest,
+    request_id: str,
+    outputs: AsyncIterator[tuple[int, RequestOutput]],
+    top_k: int,
+) -> AsyncIterator[str]:
     created, name = now(), engine.config.name
 
     def chunk(choices: list[ChatChunkChoice], **kw) -> str:
-        return sse(ChatCompletionChunk(id=request_id, created=created, model=name, choices=choices, **kw))
+        return sse(
+            ChatCompletionChunk(id=request_id, created=created, model=name, choices=choices, **kw)
+        )
 
-    yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
-                 for i in range(body.n)])
+    yield chunk(
+        [
+            ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
+            for i in range(body.n)
+        ]
+    )
     finished: set[int] = set()
-    sent_tokens = [0] * body.n  # not len(o.token_ids): the engine thread may have appended more since
+    sent_tokens = [
+        0
+    ] * body.n  # not len(o.token_ids): the engine thread may have appended more since
     last = None
     try:
         async for _, out in outputs:
@@ -65,10 +104,19 @@ async def stream_chunks(engine, body: ChatCompletionRequest, request_id: str,
                 logprobs = None
                 if body.logprobs:
                     done = sent_tokens[o.index]
-                    logprobs = chat_logprobs(engine.tokenizer, ids, (o.logprobs or [])[done:done + len(ids)], top_k)
+                    logprobs = chat_logprobs(
+                        engine.tokenizer, ids, (o.logprobs or [])[done : done + len(ids)], top_k
+                    )
                 sent_tokens[o.index] += len(ids)
-                choices.append(ChatChunkChoice(index=o.index, delta=DeltaMessage(content=text), logprobs=logprobs,
-                                               finish_reason=o.finish_reason, stop_reason=o.stop_reason))
+                choices.append(
+                    ChatChunkChoice(
+                        index=o.index,
+                        delta=DeltaMessage(content=text),
+                        logprobs=logprobs,
+                        finish_reason=o.finish_reason,
+                        stop_reason=o.stop_reason,
+                    )
+                )
                 if o.finished:
                     finished.add(o.index)
             if choices:

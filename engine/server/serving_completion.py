@@ -1,4 +1,5 @@
 """POST /v1/completions: one engine request per prompt, choices numbered prompt * n + output."""
+
 from __future__ import annotations
 
 import uuid
@@ -11,8 +12,19 @@ from pagoda.engine.outputs import CompletionOutput, RequestOutput
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import completion_logprobs
 from pagoda.engine.server.prompts import completion_prompts, fit_max_tokens
-from pagoda.engine.server.protocol import CompletionChoice, CompletionRequest, CompletionResponse, now
-from pagoda.engine.server.serving import check_priority, collect, generate_all, sampling_params, usage
+from pagoda.engine.server.protocol import (
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    now,
+)
+from pagoda.engine.server.serving import (
+    check_priority,
+    collect,
+    generate_all,
+    sampling_params,
+    usage,
+)
 from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
 
 
@@ -28,27 +40,52 @@ async def create_completion(engine, body: CompletionRequest, request: Request):
     outputs = generate_all(engine, prompts, params, request_id, body.priority)
     echoes = [tokenizer.decode(p) if body.echo else "" for p in prompts]
     if body.stream:
-        return StreamingResponse(stream_chunks(engine, body, request_id, outputs, len(prompts), echoes),
-                                 media_type="text/event-stream")
+        return StreamingResponse(
+            stream_chunks(engine, body, request_id, outputs, len(prompts), echoes),
+            media_type="text/event-stream",
+        )
     finals = await until_disconnected(request, collect(outputs, len(prompts)))
-    choices = [choice(engine, body, i, o, echoes[i] + o.text, o.token_ids, o.logprobs or [], 0)
-               for i, final in enumerate(finals) for o in final.outputs]
-    response = CompletionResponse(id=request_id, model=engine.config.name, choices=choices, usage=usage(finals))
+    choices = [
+        choice(engine, body, i, o, echoes[i] + o.text, o.token_ids, o.logprobs or [], 0)
+        for i, final in enumerate(finals)
+        for o in final.outputs
+    ]
+    response = CompletionResponse(
+        id=request_id, model=engine.config.name, choices=choices, usage=usage(finals)
+    )
     return JSONResponse(response.model_dump())
 
 
-def choice(engine, body: CompletionRequest, prompt_index: int, o: CompletionOutput, text: str,
-           ids: list[int], steps: list, offset: int) -> CompletionChoice:
+def choice(
+    engine,
+    body: CompletionRequest,
+    prompt_index: int,
+    o: CompletionOutput,
+    text: str,
+    ids: list[int],
+    steps: list,
+    offset: int,
+) -> CompletionChoice:
     logprobs = None
     if body.logprobs is not None:
         logprobs = completion_logprobs(engine.tokenizer, ids, steps, body.logprobs, offset)
-    return CompletionChoice(index=prompt_index * body.n + o.index, text=text, logprobs=logprobs,
-                            finish_reason=o.finish_reason, stop_reason=o.stop_reason)
+    return CompletionChoice(
+        index=prompt_index * body.n + o.index,
+        text=text,
+        logprobs=logprobs,
+        finish_reason=o.finish_reason,
+        stop_reason=o.stop_reason,
+    )
 
 
-async def stream_chunks(engine, body: CompletionRequest, request_id: str,
-                        outputs: AsyncIterator[tuple[int, RequestOutput]], num_prompts: int,
-                        echoes: list[str]) -> AsyncIterator[str]:
+async def stream_chunks(
+    engine,
+    body: CompletionRequest,
+    request_id: str,
+    outputs: AsyncIterator[tuple[int, RequestOutput]],
+    num_prompts: int,
+    echoes: list[str],
+) -> AsyncIterator[str]:
     created, name = now(), engine.config.name
     finished: set[int] = set()
     # Tokens and characters sent so far per choice: the output's own lists may already hold more,
@@ -66,15 +103,21 @@ async def stream_chunks(engine, body: CompletionRequest, request_id: str,
                     continue
                 done, offset = sent_tokens.get(c, 0), sent_chars.get(c, 0)
                 echo = echoes[i] if done == 0 else ""
-                steps = (o.logprobs or [])[done:done + len(ids)]
+                steps = (o.logprobs or [])[done : done + len(ids)]
                 choices.append(choice(engine, body, i, o, echo + text, ids, steps, offset))
                 sent_tokens[c], sent_chars[c] = done + len(ids), offset + len(text)
                 if o.finished:
                     finished.add(c)
             if choices:
-                yield sse(CompletionResponse(id=request_id, created=created, model=name, choices=choices))
+                yield sse(
+                    CompletionResponse(id=request_id, created=created, model=name, choices=choices)
+                )
         if body.stream_options and body.stream_options.include_usage and all(finals):
-            yield sse(CompletionResponse(id=request_id, created=created, model=name, choices=[], usage=usage(finals)))
+            yield sse(
+                CompletionResponse(
+                    id=request_id, created=created, model=name, choices=[], usage=usage(finals)
+                )
+            )
     except Exception as e:
         yield sse_error(e)
     finally:

@@ -3,6 +3,7 @@
 Stopping an engine stream early (a disconnect, a cancelled task) must abort the request so that
 its KV blocks go back to the pool: every path here ends in `aclose()` on each engine stream.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +27,9 @@ class ClientDisconnected(Exception):
     pass
 
 
-async def merge(streams: list[AsyncIterator[T]], alive: Callable[[], bool]) -> AsyncIterator[tuple[int, T]]:
+async def merge(
+    streams: list[AsyncIterator[T]], alive: Callable[[], bool]
+) -> AsyncIterator[tuple[int, T]]:
     """Items of several streams as they come, tagged with the stream's index.
 
     While nothing comes, `alive()` is asked every HEALTH_POLL_S: a dead or wedged engine ends the
@@ -35,9 +38,15 @@ async def merge(streams: list[AsyncIterator[T]], alive: Callable[[], bool]) -> A
     pending = {asyncio.ensure_future(anext(s)): i for i, s in enumerate(streams)}
     try:
         while pending:
-            done, _ = await asyncio.wait(pending, timeout=HEALTH_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                pending, timeout=HEALTH_POLL_S, return_when=asyncio.FIRST_COMPLETED
+            )
             if not done and not alive():
-                raise APIError(503, "The engine stopped stepping; the request was abandoned", code="engine_unhealthy")
+                raise APIError(
+                    503,
+                    "The engine stopped stepping; the request was abandoned",
+                    code="engine_unhealthy",
+                )
             for task in done:
                 i = pending.pop(task)
                 try:

@@ -3,6 +3,7 @@
 Every function here is pure: same spec, same objects. Owner references are added by the
 handlers (they need the live object's uid), so these stay testable without a cluster.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """The engine's environment, shared by its pods through envFrom."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +23,12 @@ def configmap(s: Spec) -> dict[str, Any]:
     if threads:
         # torch sizes its thread pool from the node's cores, not the pod's limit: oversubscription.
         data["OMP_NUM_THREADS"] = str(threads)
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(s, configmap_name(s)), "data": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(s, configmap_name(s)),
+        "data": data,
+    }
 
 
 def _whole_cpus(cpu: int | str | None) -> int | None:

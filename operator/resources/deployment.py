@@ -3,6 +3,7 @@
 The pod template's hash is its revision (label pagoda.dev/revision): the rollout gate tells new
 pods from old ones by it, and the Deployment rolls whenever it changes.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,7 +11,14 @@ from typing import Any
 
 from pagoda.operator.resources import digest, labels, metadata
 from pagoda.operator.resources.configmap import configmap, configmap_name
-from pagoda.operator.spec import CACHE_MOUNT, ENGINE_PORT, MODEL_MOUNT, REVISION_LABEL, Spec, engine_args
+from pagoda.operator.spec import (
+    CACHE_MOUNT,
+    ENGINE_PORT,
+    MODEL_MOUNT,
+    REVISION_LABEL,
+    Spec,
+    engine_args,
+)
 
 PRESTOP_SECONDS = 5  # time for endpoints and ingresses to stop routing here before SIGTERM
 PROBE_PERIOD = 5
@@ -23,8 +31,10 @@ def deployment(s: Spec, image: str, replicas: int | None) -> dict[str, Any]:
     template = pod_template(s, image)
     spec: dict[str, Any] = {
         "selector": {"matchLabels": s.selector},
-        "strategy": {"type": "RollingUpdate",
-                     "rollingUpdate": {"maxSurge": s.max_surge, "maxUnavailable": s.max_unavailable}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": s.max_surge, "maxUnavailable": s.max_unavailable},
+        },
         # Past the model's load time, a stuck rollout shows as Progressing=False on the Deployment.
         "progressDeadlineSeconds": s.startup_timeout_seconds + 60,
         "revisionHistoryLimit": 3,
@@ -47,8 +57,13 @@ def pod_template(s: Spec, image: str) -> dict[str, Any]:
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + s.drain_seconds + 10,
         "automountServiceAccountToken": False,  # engines never talk to the apiserver
         "enableServiceLinks": False,  # service env vars (e.g. <NAME>_PORT) must not reach the engine
-        "securityContext": {"runAsNonRoot": True, "runAsUser": ENGINE_UID, "runAsGroup": ENGINE_UID,
-                            "fsGroup": ENGINE_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": ENGINE_UID,
+            "runAsGroup": ENGINE_UID,
+            "fsGroup": ENGINE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     sched = s.scheduling
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
@@ -70,8 +85,12 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
     env = list(s.engine.get("env", []))
     if "apiKeySecret" in s.engine:
         ref = s.engine["apiKeySecret"]
-        env.append({"name": "PAGODA_API_KEY",
-                    "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}})
+        env.append(
+            {
+                "name": "PAGODA_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}},
+            }
+        )
     health = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": PROBE_PERIOD}
     c: dict[str, Any] = {
         "name": "engine",
@@ -83,10 +102,18 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
         "resources": _resources(s),
         "volumeMounts": mounts,
         # Loading a model takes minutes; the startup probe holds the others off until then.
-        "startupProbe": {**health, "failureThreshold": math.ceil(s.startup_timeout_seconds / PROBE_PERIOD)},
+        "startupProbe": {
+            **health,
+            "failureThreshold": math.ceil(s.startup_timeout_seconds / PROBE_PERIOD),
+        },
         "readinessProbe": {**health, "failureThreshold": 2, "timeoutSeconds": 2},
         # /health fails only when the engine loop died: restart then, not on a slow step.
-        "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
+        "livenessProbe": {
+            **health,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "timeoutSeconds": 5,
+        },
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
@@ -105,11 +132,18 @@ def _resources(s: Spec) -> dict[str, Any]:
 
 
 def _volumes(s: Spec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
-               {"name": "model-cache", "emptyDir": {}}]
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "model-cache", "mountPath": CACHE_MOUNT}]
+    volumes = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+        {"name": "model-cache", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "model-cache", "mountPath": CACHE_MOUNT},
+    ]
     if s.model_uri.startswith("pvc://"):
         claim = s.model_uri.removeprefix("pvc://").partition("/")[0]
-        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        volumes.append(
+            {"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
     return volumes, mounts

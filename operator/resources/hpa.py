@@ -4,6 +4,7 @@ The metric names are what prometheus-adapter exposes for the engine's series wit
 made an underscore (docs/operator.md has the adapter rules). The HPA scales the Deployment; the
 operator then leaves the Deployment's replicas alone.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,18 +31,25 @@ def hpa(s: Spec) -> dict[str, Any] | None:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": s.name},
             "minReplicas": a.min_replicas,
             "maxReplicas": a.max_replicas,
-            "metrics": [{"type": "Pods", "pods": {
-                "metric": {"name": HPA_METRICS[a.metric]},
-                "target": {"type": "AverageValue", "averageValue": quantity(a.target)},
-            }}],
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": HPA_METRICS[a.metric]},
+                        "target": {"type": "AverageValue", "averageValue": quantity(a.target)},
+                    },
+                }
+            ],
             "behavior": {"scaleUp": _behavior(a.scale_up), "scaleDown": _behavior(a.scale_down)},
         },
     }
 
 
 def _behavior(r: ScaleRule) -> dict[str, Any]:
-    return {"stabilizationWindowSeconds": r.stabilization_window_seconds,
-            "policies": [{"type": "Pods", "value": r.pods, "periodSeconds": r.period_seconds}]}
+    return {
+        "stabilizationWindowSeconds": r.stabilization_window_seconds,
+        "policies": [{"type": "Pods", "value": r.pods, "periodSeconds": r.period_seconds}],
+    }
 
 
 def quantity(x: float) -> str:

@@ -1,4 +1,5 @@
 """The Ingress: class, host, TLS, and timeouts long enough for streamed completions."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,10 +21,17 @@ def ingress(s: Spec) -> dict[str, Any] | None:
     ing = s.ingress
     if ing is None:
         return None
-    rule: dict[str, Any] = {"http": {"paths": [{
-        "path": ing.path, "pathType": "Prefix",
-        "backend": {"service": {"name": s.name, "port": {"name": "http"}}},
-    }]}}
+    rule: dict[str, Any] = {
+        "http": {
+            "paths": [
+                {
+                    "path": ing.path,
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": s.name, "port": {"name": "http"}}},
+                }
+            ]
+        }
+    }
     if ing.host:
         rule["host"] = ing.host
     spec: dict[str, Any] = {"rules": [rule]}

@@ -1,4 +1,5 @@
 """The PodDisruptionBudget: how many engine pods a node drain may take at once."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,6 +16,9 @@ def pdb(s: Spec) -> dict[str, Any] | None:
         "kind": "PodDisruptionBudget",
         "metadata": metadata(s),
         # unhealthyPodEvictionPolicy AlwaysAllow: a crash-looping pod must not block a drain.
-        "spec": {**s.disruption, "selector": {"matchLabels": s.selector},
-                 "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+        "spec": {
+            **s.disruption,
+            "selector": {"matchLabels": s.selector},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }

@@ -1,4 +1,5 @@
 """The ClusterIP Service in front of the engine pods (port 80 -> the engine's 8000)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,8 +16,15 @@ def service(s: Spec) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": s.selector,
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP",
-                       "appProtocol": "http"}],
+            "ports": [
+                {
+                    "name": "http",
+                    "port": 80,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
         },
     }
 

@@ -1,4 +1,5 @@
 """The prometheus-operator ServiceMonitor (rendered only where its CRD exists)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,6 +18,8 @@ def servicemonitor(s: Spec) -> dict[str, Any] | None:
         "spec": {
             "selector": {"matchLabels": s.selector},
             "namespaceSelector": {"matchNames": [s.namespace]},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": s.service_monitor_interval}],
+            "endpoints": [
+                {"port": "http", "path": "/metrics", "interval": s.service_monitor_interval}
+            ],
         },
     }

@@ -7,6 +7,7 @@ or `kind load docker-image`): PAGODA_E2E_OPERATOR_IMAGE, PAGODA_E2E_ENGINE_IMAGE
 pagoda-operator:<appVersion>, pagoda-engine:<appVersion>). Nothing is skipped: a missing
 cluster fails, with the reason.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,17 +23,25 @@ from e2e_cluster import Cluster
 def cluster() -> Cluster:
     kc = os.environ.get("KUBECONFIG")
     if not kc or not all(Path(p).exists() for p in kc.split(os.pathsep)):
-        pytest.fail("e2e: KUBECONFIG names no cluster. Bring one up with `e2e/up.sh && source "
-                    "/var/lib/pagoda-e2e/env` (or see e2e/README.md for kind), or run e2e/run.sh.",
-                    pytrace=False)
+        pytest.fail(
+            "e2e: KUBECONFIG names no cluster. Bring one up with `e2e/up.sh && source "
+            "/var/lib/pagoda-e2e/env` (or see e2e/README.md for kind), or run e2e/run.sh.",
+            pytrace=False,
+        )
     url = os.environ.get("PAGODA_E2E_INGRESS_URL")
     if not url:
-        pytest.fail("e2e: PAGODA_E2E_INGRESS_URL is not set (where the ingress controller answers; "
-                    "e2e/up.sh writes it into /var/lib/pagoda-e2e/env)", pytrace=False)
+        pytest.fail(
+            "e2e: PAGODA_E2E_INGRESS_URL is not set (where the ingress controller answers; "
+            "e2e/up.sh writes it into /var/lib/pagoda-e2e/env)",
+            pytrace=False,
+        )
     for tool in ("kubectl", "helm"):
         if shutil.which(tool) is None:
-            pytest.fail(f"e2e: `{tool}` is not on PATH (e2e/cluster/build.sh builds it; "
-                        f"/var/lib/pagoda-e2e/env puts it on PATH)", pytrace=False)
+            pytest.fail(
+                f"e2e: `{tool}` is not on PATH (e2e/cluster/build.sh builds it; "
+                f"/var/lib/pagoda-e2e/env puts it on PATH)",
+                pytrace=False,
+            )
     c = Cluster(kc, url)
-    c.kubectl("version")   # reachable at all?
+    c.kubectl("version")  # reachable at all?
     return c

@@ -1,4 +1,5 @@
 """Helpers of the e2e tier: a cluster named by KUBECONFIG, driven with kubectl and helm."""
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,12 @@ class Cluster:
         self.operator_image = os.environ.get("PAGODA_E2E_OPERATOR_IMAGE", f"pagoda-operator:{tag}")
         self.engine_image = os.environ.get("PAGODA_E2E_ENGINE_IMAGE", f"pagoda-engine:{tag}")
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120):
-        r = subprocess.run([self.kubectl_bin, *args], capture_output=True, text=True, input=input,
-                           timeout=timeout)
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ):
+        r = subprocess.run(
+            [self.kubectl_bin, *args], capture_output=True, text=True, input=input, timeout=timeout
+        )
         if check and r.returncode:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{r.stderr}")
         return r
@@ -57,11 +61,13 @@ class Cluster:
         raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
     def describe(self, ns: str) -> str:
-        out = [self.kubectl("get", "all,ingress,events", "-n", ns, "-o", "wide", check=False).stdout]
+        out = [
+            self.kubectl("get", "all,ingress,events", "-n", ns, "-o", "wide", check=False).stdout
+        ]
         for p in (self.get("pods", "-n", ns) or {}).get("items", []):
             name = p["metadata"]["name"]
-            out.append(f"--- logs {name}\n" + self.kubectl("logs", "-n", ns, name, "--tail=30",
-                                                           check=False).stdout)
+            out.append(
+                f"--- logs {name}\n"
+                + self.kubectl("logs", "-n", ns, name, "--tail=30", check=False).stdout
+            )
         return "\n".join(out)
-
-

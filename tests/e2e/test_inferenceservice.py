@@ -2,6 +2,7 @@
 becomes Ready; the official openai client streams a chat completion through the Ingress; load
 makes requests wait and the operator scales up, then back down; deleting the InferenceService
 removes everything it made."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,24 @@ CHILD_KINDS = "deployments,replicasets,pods,services,ingresses,configmaps,poddis
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster):
     repo, _, tag = cluster.operator_image.rpartition(":")
-    cluster.helm("upgrade", "--install", RELEASE, str(CHART), "-n", OPERATOR_NS, "--create-namespace",
-                 "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
-                 "--set", "image.pullPolicy=IfNotPresent", "--wait", "--timeout", "5m")
+    cluster.helm(
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--set",
+        f"image.repository={repo}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=IfNotPresent",
+        "--wait",
+        "--timeout",
+        "5m",
+    )
     yield
     cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "3m")
 
@@ -40,20 +56,28 @@ def ns(cluster: Cluster):
 
 def isvc(cluster: Cluster, ns: str) -> dict:
     return {
-        "apiVersion": "pagoda.dev/v1alpha1", "kind": "InferenceService",
+        "apiVersion": "pagoda.dev/v1alpha1",
+        "kind": "InferenceService",
         "metadata": {"name": NAME, "namespace": ns},
         "spec": {
             "model": {"uri": "default", "servedName": "smollm2"},
             # one sequence at a time: a few concurrent clients make requests wait
             # a 256 MiB KV pool: the CPU default (2 GiB), once filled, would not fit the limit
-            "engine": {"image": cluster.engine_image, "imagePullPolicy": "IfNotPresent",
-                       "maxNumSeqs": 1, "maxModelLen": 2048,
-                       "args": ["--kv-cache-memory-bytes", str(256 * 2**20)]},
+            "engine": {
+                "image": cluster.engine_image,
+                "imagePullPolicy": "IfNotPresent",
+                "maxNumSeqs": 1,
+                "maxModelLen": 2048,
+                "args": ["--kv-cache-memory-bytes", str(256 * 2**20)],
+            },
             "resources": {"memory": "3Gi"},
-            "autoscaling": {"minReplicas": 1, "maxReplicas": 2,
-                            "metric": {"type": "WaitingRequests", "target": 1},
-                            "scaleUp": {"stabilizationWindowSeconds": 0, "periodSeconds": 5},
-                            "scaleDown": {"stabilizationWindowSeconds": 30, "periodSeconds": 10}},
+            "autoscaling": {
+                "minReplicas": 1,
+                "maxReplicas": 2,
+                "metric": {"type": "WaitingRequests", "target": 1},
+                "scaleUp": {"stabilizationWindowSeconds": 0, "periodSeconds": 5},
+                "scaleDown": {"stabilizationWindowSeconds": 30, "periodSeconds": 10},
+            },
             "lifecycle": {"startupTimeoutSeconds": 600, "drainSeconds": 5},
             "exposure": {"ingress": {"path": "/"}},
         },
@@ -72,8 +96,11 @@ def test_inferenceservice_end_to_end(cluster: Cluster, operator, ns: str):
 
     cluster.kubectl("apply", "-f", "-", input=json.dumps(isvc(cluster, ns)))
     try:
-        cluster.wait(lambda: condition(cluster.get("inferenceservice", NAME, "-n", ns), "Ready") == "True",
-                     timeout=900, what="the InferenceService to be Ready")
+        cluster.wait(
+            lambda: condition(cluster.get("inferenceservice", NAME, "-n", ns), "Ready") == "True",
+            timeout=900,
+            what="the InferenceService to be Ready",
+        )
     except AssertionError:
         print(cluster.describe(ns))
         raise
@@ -82,12 +109,18 @@ def test_inferenceservice_end_to_end(cluster: Cluster, operator, ns: str):
     assert obj["status"]["readyReplicas"] >= 1
 
     # --- a streamed chat completion through the Ingress ------------------------------------
-    client = OpenAI(base_url=f"{cluster.ingress_url}/v1", api_key="unused", timeout=120, max_retries=0)
+    client = OpenAI(
+        base_url=f"{cluster.ingress_url}/v1", api_key="unused", timeout=120, max_retries=0
+    )
     # the ingress controller may need a moment to see the new endpoints
     cluster.wait(lambda: _models_ok(client), timeout=60, what="the model list through the Ingress")
     stream = client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Say hello in one word."}],
-        max_tokens=16, temperature=0, stream=True)
+        model="smollm2",
+        messages=[{"role": "user", "content": "Say hello in one word."}],
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+    )
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len(pieces) >= 2 and "".join(pieces).strip(), pieces
 
@@ -99,8 +132,12 @@ def test_inferenceservice_end_to_end(cluster: Cluster, operator, ns: str):
         while not stop.is_set():
             try:
                 client.chat.completions.create(
-                    model="smollm2", messages=[{"role": "user", "content": "Count from one to fifty."}],
-                    max_tokens=96, temperature=0, extra_body={"ignore_eos": True})
+                    model="smollm2",
+                    messages=[{"role": "user", "content": "Count from one to fifty."}],
+                    max_tokens=96,
+                    temperature=0,
+                    extra_body={"ignore_eos": True},
+                )
             except Exception as e:  # noqa: BLE001 - recorded and reported below
                 errors.append(repr(e))
                 time.sleep(1)
@@ -109,17 +146,26 @@ def test_inferenceservice_end_to_end(cluster: Cluster, operator, ns: str):
     for t in threads:
         t.start()
     try:
-        cluster.wait(lambda: (_status(cluster, ns).get("desiredReplicas") or 0) >= 2, timeout=240,
-                     what="the operator to scale up under load")
-        cluster.wait(lambda: _deploy_replicas(cluster, ns) >= 2, timeout=60,
-                     what="the Deployment to get 2 replicas")
+        cluster.wait(
+            lambda: (_status(cluster, ns).get("desiredReplicas") or 0) >= 2,
+            timeout=240,
+            what="the operator to scale up under load",
+        )
+        cluster.wait(
+            lambda: _deploy_replicas(cluster, ns) >= 2,
+            timeout=60,
+            what="the Deployment to get 2 replicas",
+        )
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=150)
     # --- after the load, back down ---------------------------------------------------------
-    cluster.wait(lambda: _status(cluster, ns).get("desiredReplicas") == 1, timeout=300,
-                 what="the operator to scale back down after the load")
+    cluster.wait(
+        lambda: _status(cluster, ns).get("desiredReplicas") == 1,
+        timeout=300,
+        what="the operator to scale back down after the load",
+    )
     assert len(errors) <= 3, errors[:5]
 
     # --- delete: everything it made goes ---------------------------------------------------
@@ -127,9 +173,13 @@ def test_inferenceservice_end_to_end(cluster: Cluster, operator, ns: str):
 
     def owned_left():
         items = (cluster.get(CHILD_KINDS, "-n", ns) or {}).get("items", [])
-        left = [f"{i['kind']}/{i['metadata']['name']}" for i in items
-                if i["kind"] != "ConfigMap" or i["metadata"]["name"] != "kube-root-ca.crt"]
+        left = [
+            f"{i['kind']}/{i['metadata']['name']}"
+            for i in items
+            if i["kind"] != "ConfigMap" or i["metadata"]["name"] != "kube-root-ca.crt"
+        ]
         return not left or None
+
     cluster.wait(owned_left, timeout=180, what=f"all children of {NAME} (uid {uid}) to be deleted")
 
 

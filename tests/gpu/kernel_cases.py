@@ -5,6 +5,7 @@ the relative error ||out - ref|| / ||ref|| against a PyTorch reference in float3
 references: a naive dense causal attention per sequence over K/V kept outside the cache (it shares no
 indexing code with the kernels), and the engine's PyTorch backend, TorchAttentionBackend.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,12 @@ from pagoda.engine.attention.metadata import AttentionMetadata
 from pagoda.engine.attention.torch_ref import TorchAttentionBackend
 from pagoda.engine.kernels.activation import silu_and_mul, silu_and_mul_ref
 from pagoda.engine.kernels.reshape_and_cache import reshape_and_cache, reshape_and_cache_ref
-from pagoda.engine.kernels.rms_norm import fused_add_rms_norm, fused_add_rms_norm_ref, rms_norm, rms_norm_ref
+from pagoda.engine.kernels.rms_norm import (
+    fused_add_rms_norm,
+    fused_add_rms_norm_ref,
+    rms_norm,
+    rms_norm_ref,
+)
 from pagoda.engine.kernels.rotary import rotary_embedding, rotary_embedding_ref
 from pagoda.engine.kernels.unified_attention import unified_attention
 
@@ -71,30 +77,42 @@ class AttentionBatch:
     k_cache: torch.Tensor
     v_cache: torch.Tensor
     meta: AttentionMetadata
-    dense_k: list[torch.Tensor]  # per sequence, [seq_len, num_kv_heads, head_dim], the whole context
+    dense_k: list[
+        torch.Tensor
+    ]  # per sequence, [seq_len, num_kv_heads, head_dim], the whole context
     dense_v: list[torch.Tensor]
     num_valid_tokens: int
 
 
 def make_attention_batch(
-    seqs: list[tuple[int, int]], num_heads: int, num_kv_heads: int, head_dim: int,
-    dtype: torch.dtype, device: torch.device, gen: torch.Generator, num_pad_tokens: int = 0,
+    seqs: list[tuple[int, int]],
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    gen: torch.Generator,
+    num_pad_tokens: int = 0,
 ) -> AttentionBatch:
     """Sequences on shuffled physical blocks of a cache full of random garbage, their context K/V
     already cached, this step's K/V in k and v; num_pad_tokens trailing tokens belong to no sequence."""
+
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
 
     blocks_per_seq = [math.ceil((c + q) / BLOCK_SIZE) for c, q in seqs]
     num_blocks = sum(blocks_per_seq) + 7
-    k_cache, v_cache = randn(num_blocks, BLOCK_SIZE, num_kv_heads, head_dim), randn(num_blocks, BLOCK_SIZE, num_kv_heads, head_dim)
+    k_cache, v_cache = (
+        randn(num_blocks, BLOCK_SIZE, num_kv_heads, head_dim),
+        randn(num_blocks, BLOCK_SIZE, num_kv_heads, head_dim),
+    )
     physical = torch.randperm(num_blocks, generator=gen, device=device)
     block_tables = torch.zeros(len(seqs), max(blocks_per_seq), dtype=torch.int32, device=device)
     dense_k, dense_v, new_k, new_v, slots = [], [], [], [], []
     used = 0
     for i, (context_len, query_len) in enumerate(seqs):
         n = blocks_per_seq[i]
-        block_tables[i, :n] = physical[used:used + n].int()
+        block_tables[i, :n] = physical[used : used + n].int()
         used += n
         seq_len = context_len + query_len
         kd, vd = randn(seq_len, num_kv_heads, head_dim), randn(seq_len, num_kv_heads, head_dim)
@@ -104,9 +122,16 @@ def make_attention_batch(
         k_cache[ctx // BLOCK_SIZE, ctx % BLOCK_SIZE] = kd[:context_len]
         v_cache[ctx // BLOCK_SIZE, ctx % BLOCK_SIZE] = vd[:context_len]
         dense_k.append(kd), dense_v.append(vd)
-        new_k.append(kd[context_len:]), new_v.append(vd[context_len:]), slots.append(slot[context_len:])
+        (
+            new_k.append(kd[context_len:]),
+            new_v.append(vd[context_len:]),
+            slots.append(slot[context_len:]),
+        )
     num_valid = sum(q for _, q in seqs)
-    new_k.append(randn(num_pad_tokens, num_kv_heads, head_dim)), new_v.append(randn(num_pad_tokens, num_kv_heads, head_dim))
+    (
+        new_k.append(randn(num_pad_tokens, num_kv_heads, head_dim)),
+        new_v.append(randn(num_pad_tokens, num_kv_heads, head_dim)),
+    )
     slots.append(torch.full((num_pad_tokens,), -1, dtype=torch.long, device=device))
     query_lens = [q for _, q in seqs]
     seq_lens = [c + q for c, q in seqs]
@@ -123,8 +148,15 @@ def make_attention_batch(
         seq_lens_cpu=seq_lens,
     )
     return AttentionBatch(
-        randn(num_valid + num_pad_tokens, num_heads, head_dim), torch.cat(new_k), torch.cat(new_v),
-        k_cache, v_cache, meta, dense_k, dense_v, num_valid,
+        randn(num_valid + num_pad_tokens, num_heads, head_dim),
+        torch.cat(new_k),
+        torch.cat(new_v),
+        k_cache,
+        v_cache,
+        meta,
+        dense_k,
+        dense_v,
+        num_valid,
     )
 
 
@@ -137,26 +169,37 @@ def dense_causal_attention(batch: AttentionBatch, scale: float) -> torch.Tensor:
         group = num_heads // k.shape[1]
         k, v = k.float().repeat_interleave(group, 1), v.float().repeat_interleave(group, 1)
         seq_len = k.shape[0]
-        q = batch.q[starts[i]:starts[i + 1]].float()
+        q = batch.q[starts[i] : starts[i + 1]].float()
         for c in range(0, q.shape[0], 1024):  # bounds the [heads, queries, keys] score tensor
-            qc = q[c:c + 1024]
+            qc = q[c : c + 1024]
             q_pos = seq_len - q.shape[0] + c + torch.arange(qc.shape[0], device=q.device)
             s = torch.einsum("qhd,khd->hqk", qc, k) * scale
-            s.masked_fill_(torch.arange(seq_len, device=q.device)[None, None, :] > q_pos[None, :, None], float("-inf"))
+            s.masked_fill_(
+                torch.arange(seq_len, device=q.device)[None, None, :] > q_pos[None, :, None],
+                float("-inf"),
+            )
             out.append(torch.einsum("hqk,khd->qhd", s.softmax(-1), v))
     return torch.cat(out)
 
 
 def check_attention(
-    forward, seqs: list[tuple[int, int]], num_heads: int, num_kv_heads: int, head_dim: int,
-    gen: torch.Generator, dtype: torch.dtype = torch.bfloat16, num_pad_tokens: int = 0,
+    forward,
+    seqs: list[tuple[int, int]],
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    gen: torch.Generator,
+    dtype: torch.dtype = torch.bfloat16,
+    num_pad_tokens: int = 0,
 ) -> tuple[float, bool]:
     """forward(q, k, v, k_cache, v_cache, meta, scale) -> out, e.g. a backend's forward.
     Returns (the larger relative error on the valid tokens against the two references, whether
     the caches hold exactly the new K/V afterwards)."""
     device = torch.device("cuda")
-    b = make_attention_batch(seqs, num_heads, num_kv_heads, head_dim, dtype, device, gen, num_pad_tokens)
-    scale = head_dim ** -0.5
+    b = make_attention_batch(
+        seqs, num_heads, num_kv_heads, head_dim, dtype, device, gen, num_pad_tokens
+    )
+    scale = head_dim**-0.5
     want_k, want_v = b.k_cache.clone(), b.v_cache.clone()
     torch_out = TorchAttentionBackend().forward(b.q, b.k, b.v, want_k, want_v, b.meta, scale)
     ptr = poison_allocator(b.q.numel() * b.q.element_size(), device)
@@ -164,18 +207,32 @@ def check_attention(
     assert out.data_ptr() == ptr, "the output did not land in the poisoned block"
     cache_ok = torch.equal(b.k_cache, want_k) and torch.equal(b.v_cache, want_v)
     valid = out[: b.num_valid_tokens]
-    err = worst([rel_err(valid, dense_causal_attention(b, scale)), rel_err(valid, torch_out[: b.num_valid_tokens])])
+    err = worst(
+        [
+            rel_err(valid, dense_causal_attention(b, scale)),
+            rel_err(valid, torch_out[: b.num_valid_tokens]),
+        ]
+    )
     return err, cache_ok
 
 
 def split_forward(num_splits: int):
     """A forward that runs the attention kernel with a forced number of context splits."""
+
     def forward(q, k, v, k_cache, v_cache, meta, scale):
         reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping)
         return unified_attention(
-            q, k_cache, v_cache, meta.query_start_loc, meta.seq_lens, meta.block_tables,
-            meta.max_query_len, scale, num_splits=num_splits,
+            q,
+            k_cache,
+            v_cache,
+            meta.query_start_loc,
+            meta.seq_lens,
+            meta.block_tables,
+            meta.max_query_len,
+            scale,
+            num_splits=num_splits,
         )
+
     return forward
 
 
@@ -209,7 +266,9 @@ def check_silu_and_mul(n: int, intermediate: int, gen: torch.Generator) -> float
     return rel_err(out, silu_and_mul_ref(x))
 
 
-def check_rotary(n: int, num_heads: int, num_kv_heads: int, head_dim: int, gen: torch.Generator) -> float:
+def check_rotary(
+    n: int, num_heads: int, num_kv_heads: int, head_dim: int, gen: torch.Generator
+) -> float:
     """q and k are views into one fused qkv tensor, as the model's projection leaves them."""
     max_pos = 8192
     inv_freq = 1.0 / (500000.0 ** (torch.arange(0, head_dim, 2, device="cuda").float() / head_dim))
@@ -221,7 +280,9 @@ def check_rotary(n: int, num_heads: int, num_kv_heads: int, head_dim: int, gen: 
 
     def views(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = t[:, : num_heads * head_dim].view(n, num_heads, head_dim)
-        k = t[:, num_heads * head_dim : (num_heads + num_kv_heads) * head_dim].view(n, num_kv_heads, head_dim)
+        k = t[:, num_heads * head_dim : (num_heads + num_kv_heads) * head_dim].view(
+            n, num_kv_heads, head_dim
+        )
         return q, k
 
     rotary_embedding(positions, *views(qkv), cache)

@@ -8,6 +8,7 @@ sampler, which ends in the step's one host sync, and the rest of the step); the 
 pair of CUDA events around the forward pass. A step whose wall time far exceeds its GPU time is
 waiting on the host.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ def timed(obj, name: str, spans: dict[str, float]) -> None:
             return fn(*args, **kwargs)
         finally:
             spans[name] += time.perf_counter() - t
+
     setattr(obj, name, wrapper)
 
 
@@ -40,14 +42,36 @@ def main() -> None:
     steps_to_profile = 2  # profile the third step of each kind: compilation and warm-up are behind
     parser = argparse.ArgumentParser()
     add_engine_args(parser)
-    args = parser.parse_args(["--load-format", "dummy", "--dummy-shape", "llama-3.1-8b", "--max-num-seqs", "256",
-                              "--max-num-batched-tokens", "8192", "--max-model-len", "4096", *argv])
+    args = parser.parse_args(
+        [
+            "--load-format",
+            "dummy",
+            "--dummy-shape",
+            "llama-3.1-8b",
+            "--max-num-seqs",
+            "256",
+            "--max-num-batched-tokens",
+            "8192",
+            "--max-model-len",
+            "4096",
+            *argv,
+        ]
+    )
     engine = LLMEngine(configs_from_args(args)[0], log_stats=False)
     runner = engine.runner
     wl = random_workload(256, (100, 1024), (100, 1024), 128000, 0)
     for i, (prompt, out) in enumerate(zip(wl.prompts, wl.output_lens)):
-        engine.add_request(str(i), prompt, SamplingParams(max_tokens=out, ignore_eos=True, temperature=0.0,
-                                                          detokenize=False, output_kind="final_only"))
+        engine.add_request(
+            str(i),
+            prompt,
+            SamplingParams(
+                max_tokens=out,
+                ignore_eos=True,
+                temperature=0.0,
+                detokenize=False,
+                output_kind="final_only",
+            ),
+        )
     spans: dict[str, float] = defaultdict(float)
     timed(engine.scheduler, "schedule", spans)
     timed(runner, "prepare", spans)
@@ -64,7 +88,9 @@ def main() -> None:
             spans["forward_launch"] += time.perf_counter() - t
             gpu_events.append((start, end))
             return out
+
         return wrapper
+
     runner.model.forward = gpu_timed(runner.model.forward)
     if runner.graphs is not None:
         runner.graphs.run = gpu_timed(runner.graphs.run)
@@ -74,12 +100,20 @@ def main() -> None:
     profiled = set()
     t0 = time.perf_counter()
     while engine.has_unfinished_requests():
-        kind = "decode" if not engine.scheduler.waiting and all(
-            s.num_computed_tokens == s.num_tokens - 1 for s in engine.scheduler.running) else "prefill"
+        kind = (
+            "decode"
+            if not engine.scheduler.waiting
+            and all(s.num_computed_tokens == s.num_tokens - 1 for s in engine.scheduler.running)
+            else "prefill"
+        )
         prof = None
         if kind not in profiled and counts[kind] == steps_to_profile:
-            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                      torch.profiler.ProfilerActivity.CUDA])
+            prof = torch.profiler.profile(
+                activities=[
+                    torch.profiler.ProfilerActivity.CPU,
+                    torch.profiler.ProfilerActivity.CUDA,
+                ]
+            )
             prof.__enter__()
         spans.clear()
         gpu_events.clear()
@@ -91,7 +125,11 @@ def main() -> None:
             prof.__exit__(None, None, None)
             profiled.add(kind)
             print(f"\n=== one {kind} step, kernels by CUDA time ===")
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+            print(
+                prof.key_averages().table(
+                    sort_by="cuda_time_total", row_limit=14, max_name_column_width=60
+                )
+            )
             continue
         torch.cuda.synchronize()
         gpu = sum(s.elapsed_time(e) for s, e in gpu_events) / 1e3
@@ -102,7 +140,9 @@ def main() -> None:
             acc[name] += v
         counts[kind] += 1
         if kind == "prefill":
-            print(f"prefill step {counts[kind]}: wall {1e3 * wall:.1f} ms, GPU forward {1e3 * gpu:.1f} ms")
+            print(
+                f"prefill step {counts[kind]}: wall {1e3 * wall:.1f} ms, GPU forward {1e3 * gpu:.1f} ms"
+            )
     total = time.perf_counter() - t0
     print(f"\nW1 done in {total:.2f}s (profiled steps included; their tables above)")
     for kind, acc in totals.items():

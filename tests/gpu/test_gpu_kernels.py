@@ -1,4 +1,5 @@
 """The Triton kernels against their PyTorch references on fresh random bf16 inputs (GPU tier)."""
+
 from __future__ import annotations
 
 import random
@@ -8,13 +9,27 @@ import torch
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA is not available here)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA is not available here)"
+    ),
 ]
 
 from kernel_cases import (  # noqa: E402  (beside this file; pytest puts its folder on sys.path)
-    CACHE_SHAPES, HEAD_CONFIGS, HEAD_DIMS, NORM_SHAPES, ROTARY_SHAPES, SILU_SHAPES, TOLERANCE,
-    attention_batches, check_attention, check_fused_add_rms_norm, check_reshape_and_cache,
-    check_rms_norm, check_rotary, check_silu_and_mul, split_forward,
+    CACHE_SHAPES,
+    HEAD_CONFIGS,
+    HEAD_DIMS,
+    NORM_SHAPES,
+    ROTARY_SHAPES,
+    SILU_SHAPES,
+    TOLERANCE,
+    attention_batches,
+    check_attention,
+    check_fused_add_rms_norm,
+    check_reshape_and_cache,
+    check_rms_norm,
+    check_rotary,
+    check_silu_and_mul,
+    split_forward,
 )
 
 BATCH_NAMES = list(attention_batches(torch.Generator().manual_seed(0)))
@@ -38,7 +53,9 @@ def backend():
 @pytest.mark.parametrize("batch", BATCH_NAMES)
 def test_attention_backend(backend, gen, batch, num_heads, num_kv_heads, head_dim):
     seqs = attention_batches(gen)[batch]
-    err, cache_ok = check_attention(backend.forward, seqs, num_heads, num_kv_heads, head_dim, gen, num_pad_tokens=3)
+    err, cache_ok = check_attention(
+        backend.forward, seqs, num_heads, num_kv_heads, head_dim, gen, num_pad_tokens=3
+    )
     assert cache_ok, "the caches do not hold exactly the new K/V (or padding tokens were written)"
     assert err < TOLERANCE, f"relative error {err} (seed {gen.initial_seed()})"
 
@@ -47,7 +64,9 @@ def test_attention_backend(backend, gen, batch, num_heads, num_kv_heads, head_di
 @pytest.mark.parametrize("num_heads,num_kv_heads,head_dim", [(32, 8, 128), (9, 3, 64)])
 def test_attention_split_kv(gen, num_splits, num_heads, num_kv_heads, head_dim):
     seqs = attention_batches(gen)["decode"][:40] + [(0, 1), (4095, 1)]
-    err, cache_ok = check_attention(split_forward(num_splits), seqs, num_heads, num_kv_heads, head_dim, gen)
+    err, cache_ok = check_attention(
+        split_forward(num_splits), seqs, num_heads, num_kv_heads, head_dim, gen
+    )
     assert cache_ok
     assert err < TOLERANCE, f"relative error {err} (seed {gen.initial_seed()})"
 

@@ -4,6 +4,7 @@ Same dummy weights (same seed) on the same card; the whole forward pass over a m
 (fresh prefill, chunked prefill, decodes) must agree with the reference path within bf16 error,
 and a decode step replayed from a CUDA graph must agree with the same step run eagerly.
 """
+
 from __future__ import annotations
 
 import random
@@ -13,7 +14,9 @@ import torch
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA is not available here)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA is not available here)"
+    ),
 ]
 
 from pagoda.engine.config import EngineConfig  # noqa: E402
@@ -28,10 +31,19 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def runner(backend: str, eager: bool):
     from pagoda.engine.runner.model_runner import ModelRunner
 
-    return ModelRunner(EngineConfig(load_format="dummy", dummy_shape="llama-3.2-1b", dtype="bfloat16",
-                                    attention_backend=backend, enforce_eager=eager, max_model_len=2048,
-                                    max_num_seqs=64, num_gpu_blocks_override=16384,
-                                    cuda_graph_sizes=[1, 8, 64]))
+    return ModelRunner(
+        EngineConfig(
+            load_format="dummy",
+            dummy_shape="llama-3.2-1b",
+            dtype="bfloat16",
+            attention_backend=backend,
+            enforce_eager=eager,
+            max_model_len=2048,
+            max_num_seqs=64,
+            num_gpu_blocks_override=16384,
+            cuda_graph_sizes=[1, 8, 64],
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +57,9 @@ def seqs_with_blocks(r, lens, computed, rng):
     rng.shuffle(free)
     out = []
     for i, (n, c) in enumerate(zip(lens, computed)):
-        s = Sequence(f"s{i}", f"r{i}", 0, [rng.randrange(32000) for _ in range(n)], SamplingParams())
+        s = Sequence(
+            f"s{i}", f"r{i}", 0, [rng.randrange(32000) for _ in range(n)], SamplingParams()
+        )
         s.block_table = [free.pop() for _ in range(-(-n // r.block_size))]
         s.num_computed_tokens = c
         out.append(s)
@@ -67,7 +81,10 @@ def run_both(runners, forward):
     rng = random.Random()
     fill_caches(fast, ref, rng)
     lens, computed = [300, 700, 513, 90, 2000], [0, 400, 512, 89, 1999]
-    batch = [(s, s.num_tokens - s.num_computed_tokens) for s in seqs_with_blocks(fast, lens, computed, rng)]
+    batch = [
+        (s, s.num_tokens - s.num_computed_tokens)
+        for s in seqs_with_blocks(fast, lens, computed, rng)
+    ]
     outs = []
     for r in (fast, ref):
         ids, pos, meta, _ = r.prepare(batch)
@@ -79,7 +96,9 @@ def run_both(runners, forward):
 
 def first_layer_attention(r, ids, pos, meta):
     layer = r.model.model.layers[0]
-    return layer.self_attn(pos, layer.input_layernorm(r.model.model.embed_tokens(ids)), r.kv_caches[0], meta)
+    return layer.self_attn(
+        pos, layer.input_layernorm(r.model.model.embed_tokens(ids)), r.kv_caches[0], meta
+    )
 
 
 def test_attention_backends_agree_layer_by_layer(runners):
@@ -89,7 +108,9 @@ def test_attention_backends_agree_layer_by_layer(runners):
 
 
 def test_mixed_batch_forward_matches_the_torch_path(runners):
-    outs, per_seq = run_both(runners, lambda r, ids, pos, meta: r.model(ids, pos, r.kv_caches, meta))
+    outs, per_seq = run_both(
+        runners, lambda r, ids, pos, meta: r.model(ids, pos, r.kv_caches, meta)
+    )
     assert not outs[0].isnan().any()
     # Sixteen bf16 layers compound the per-layer difference bounded above (1e-2) to a few percent,
     # spread evenly over the sequences; a wrong kernel path would show in one sequence, far larger.

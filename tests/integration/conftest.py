@@ -8,6 +8,7 @@ pinned kubectl/helm first on PATH. No node joins: pods stay Pending (no kubelet)
 
 `kube_ns`: a fresh namespace for one test, deleted afterwards.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _controlplane_module():
-    spec = importlib.util.spec_from_file_location("pagoda_e2e_controlplane", ROOT / "e2e" / "controlplane.py")
+    spec = importlib.util.spec_from_file_location(
+        "pagoda_e2e_controlplane", ROOT / "e2e" / "controlplane.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -45,7 +48,9 @@ def kube():
         raise
     bins = cpmod.bin_dirs()
     os.environ["KUBECONFIG"] = cp.kubeconfig
-    os.environ["PATH"] = os.pathsep.join([str(bins["kubectl"]), str(bins["helm"]), saved["PATH"] or ""])
+    os.environ["PATH"] = os.pathsep.join(
+        [str(bins["kubectl"]), str(bins["helm"]), saved["PATH"] or ""]
+    )
     try:
         yield cp
     finally:

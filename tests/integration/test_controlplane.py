@@ -1,5 +1,6 @@
 """The integration control plane is a real one: the apiserver stores and serves objects, the
 controller manager's deployment controller and garbage collector act, the scheduler runs."""
+
 from __future__ import annotations
 
 import json
@@ -27,6 +28,7 @@ def _wait(pred, timeout=60, what="condition"):
 
 def test_version_and_kubeconfig(kube):
     import os
+
     assert os.environ["KUBECONFIG"] == kube.kubeconfig
     v = json.loads(kube.kubectl("version", "-o", "json").stdout)
     assert v["serverVersion"]["major"] == "1" and v["serverVersion"]["minor"] == "34"
@@ -36,27 +38,52 @@ def test_garbage_collector_cascades_from_owner(kube, kube_ns):
     kube.kubectl("-n", kube_ns, "create", "configmap", "owner", "--from-literal=a=b")
     owner = _get(kube, "-n", kube_ns, "configmap", "owner")
     deploy = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "child", "namespace": kube_ns, "ownerReferences": [{
-            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
-            "uid": owner["metadata"]["uid"]}]},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "child"}},
-                 "template": {"metadata": {"labels": {"app": "child"}},
-                              "spec": {"containers": [{"name": "c", "image": "example.invalid/x"}]}}},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "child",
+            "namespace": kube_ns,
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "name": "owner",
+                    "uid": owner["metadata"]["uid"],
+                }
+            ],
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "child"}},
+            "template": {
+                "metadata": {"labels": {"app": "child"}},
+                "spec": {"containers": [{"name": "c", "image": "example.invalid/x"}]},
+            },
+        },
     }
     kube.kubectl("apply", "-f", "-", input=json.dumps(deploy))
     # deployment controller -> ReplicaSet -> replicaset controller -> Pod
-    pods = _wait(lambda: (_get(kube, "-n", kube_ns, "pods", "-l", "app=child") or {}).get("items"),
-                 what="the Deployment's pod")
+    pods = _wait(
+        lambda: (_get(kube, "-n", kube_ns, "pods", "-l", "app=child") or {}).get("items"),
+        what="the Deployment's pod",
+    )
+
     # the scheduler ran and found no node (no kubelet in the integration tier)
     def unschedulable():
         p = _get(kube, "-n", kube_ns, "pod", pods[0]["metadata"]["name"])
-        return any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
-                   for c in (p or {}).get("status", {}).get("conditions", []))
+        return any(
+            c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+            for c in (p or {}).get("status", {}).get("conditions", [])
+        )
+
     _wait(unschedulable, what="the scheduler to mark the pod Unschedulable")
 
     kube.kubectl("-n", kube_ns, "delete", "configmap", "owner")
-    _wait(lambda: _get(kube, "-n", kube_ns, "deployment", "child") is None,
-          what="the garbage collector to delete the dependent Deployment")
-    _wait(lambda: not (_get(kube, "-n", kube_ns, "replicasets") or {"items": [1]})["items"],
-          what="the ReplicaSet to be collected too")
+    _wait(
+        lambda: _get(kube, "-n", kube_ns, "deployment", "child") is None,
+        what="the garbage collector to delete the dependent Deployment",
+    )
+    _wait(
+        lambda: not (_get(kube, "-n", kube_ns, "replicasets") or {"items": [1]})["items"],
+        what="the ReplicaSet to be collected too",
+    )

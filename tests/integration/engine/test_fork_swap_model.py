@@ -4,6 +4,7 @@ Semantics: output i of a request with n outputs and seed s is what a request wit
 s + i gives; greedy forks are all the greedy output; a sequence swapped out and back in continues
 exactly as if it had never been preempted.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -12,16 +13,24 @@ from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.sampling_params import SamplingParams
 
-PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time,", "The three primary colors are"]
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time,",
+    "The three primary colors are",
+]
 
 
 def make_engine(**kw) -> LLMEngine:
-    config = EngineConfig(dtype="float32", max_model_len=64, max_num_batched_tokens=64, max_num_seqs=16,
-                          **kw)
+    config = EngineConfig(
+        dtype="float32", max_model_len=64, max_num_batched_tokens=64, max_num_seqs=16, **kw
+    )
     return LLMEngine(config, log_stats=False)
 
 
-def generate(engine: LLMEngine, requests: list[tuple[str, SamplingParams]]) -> list[list[list[int]]]:
+def generate(
+    engine: LLMEngine, requests: list[tuple[str, SamplingParams]]
+) -> list[list[list[int]]]:
     for i, (prompt, params) in enumerate(requests):
         engine.add_request(str(i), prompt, params)
     done = {}
@@ -41,17 +50,22 @@ def engine() -> LLMEngine:
 
 def test_greedy_forks_are_the_greedy_output(engine):
     greedy = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
-    forked, single = generate(engine, [(PROMPTS[0], SamplingParams(**{**vars(greedy), "n": 4})),
-                                       (PROMPTS[0], greedy)])
+    forked, single = generate(
+        engine, [(PROMPTS[0], SamplingParams(**{**vars(greedy), "n": 4})), (PROMPTS[0], greedy)]
+    )
     assert forked == single * 4
 
 
 def test_seeded_forks_equal_separate_requests_seeded_seed_plus_i(engine):
     params = dict(temperature=1.0, top_k=50, max_tokens=8, ignore_eos=True)
     forked = generate(engine, [(PROMPTS[1], SamplingParams(n=3, seed=11, **params))])[0]
-    separate = generate(engine, [(PROMPTS[1], SamplingParams(seed=11 + i, **params)) for i in range(3)])
+    separate = generate(
+        engine, [(PROMPTS[1], SamplingParams(seed=11 + i, **params)) for i in range(3)]
+    )
     assert forked == [out[0] for out in separate]
-    assert len({tuple(o) for o in forked}) > 1, "three seeds gave one output: the seeds were not used"
+    assert len({tuple(o) for o in forked}) > 1, (
+        "three seeds gave one output: the seeds were not used"
+    )
 
 
 def test_swapped_sequences_resume_with_identical_output(engine):

@@ -9,6 +9,7 @@ choice: for greedy, at a near-tie (each side's token within the other's top 5, t
 comparison tests); for seeded sampling, which inverts the CDF over token ids with the same uniform
 draw, only to a neighbouring token id. Most sequences must match exactly.
 """
+
 from __future__ import annotations
 
 import random
@@ -18,17 +19,32 @@ from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.sampling_params import SamplingParams
 
 
-def run(engine: LLMEngine, caching: bool) -> tuple[dict[str, list[tuple[list[int], list]]], int, int]:
+def run(
+    engine: LLMEngine, caching: bool
+) -> tuple[dict[str, list[tuple[list[int], list]]], int, int]:
     """Outputs by request id, prompt tokens served from the cache, preemptions."""
     engine.kv.enable_prefix_caching = caching
     engine.kv.reset_prefix_cache()
     rng = random.Random(0)
     prefix = [rng.randrange(1000, 20000) for _ in range(40)]  # two full blocks and a half
-    questions = [[rng.randrange(1000, 20000) for _ in range(rng.randrange(3, 12))] for _ in range(2)]
+    questions = [
+        [rng.randrange(1000, 20000) for _ in range(rng.randrange(3, 12))] for _ in range(2)
+    ]
     requests = []
-    for i, q in enumerate(questions + questions[:1]):  # the first question twice: a whole-prompt hit
-        requests.append((prefix + q, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True, logprobs=5)))
-        requests.append((prefix + q, SamplingParams(n=2, temperature=0.8, seed=i, max_tokens=6, ignore_eos=True, logprobs=5)))
+    for i, q in enumerate(
+        questions + questions[:1]
+    ):  # the first question twice: a whole-prompt hit
+        requests.append(
+            (prefix + q, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True, logprobs=5))
+        )
+        requests.append(
+            (
+                prefix + q,
+                SamplingParams(
+                    n=2, temperature=0.8, seed=i, max_tokens=6, ignore_eos=True, logprobs=5
+                ),
+            )
+        )
     outputs, hits, preemptions = {}, 0, 0
     schedule = engine.scheduler.schedule
 
@@ -57,8 +73,13 @@ def run(engine: LLMEngine, caching: bool) -> tuple[dict[str, list[tuple[list[int
 
 
 def test_outputs_with_prefix_caching_equal_outputs_without():
-    config = EngineConfig(dtype="float32", max_model_len=64, max_num_batched_tokens=64, max_num_seqs=8,
-                          num_gpu_blocks_override=8)
+    config = EngineConfig(
+        dtype="float32",
+        max_model_len=64,
+        max_num_batched_tokens=64,
+        max_num_seqs=8,
+        num_gpu_blocks_override=8,
+    )
     engine = LLMEngine(config, log_stats=False)
     on, hits, preemptions = run(engine, caching=True)
     off, no_hits, _ = run(engine, caching=False)

@@ -1,6 +1,7 @@
 """Shared by the monitoring tests: the chart's rendered alerts and dashboard queries, promtool,
 and a real Prometheus process. (Not conftest.py: test modules import it by name, and every test
 folder has its own `conftest`.)"""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 # The chart tests' renderer and the server tests' `pagoda serve` process, reused rather than copied.
-sys.path[:0] = [str(REPO / "tests" / "unit" / "chart"), str(REPO / "tests" / "integration" / "server")]
+sys.path[:0] = [
+    str(REPO / "tests" / "unit" / "chart"),
+    str(REPO / "tests" / "integration" / "server"),
+]
 
 from chart_render import DASHBOARD, by_kind, find_helm, render  # noqa: E402
 
@@ -29,7 +33,9 @@ GRAFANA_VARS = {"$namespace": ".*", "$model_name": ".*", "$__rate_interval": "1m
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} not found: apt-get install prometheus (Debian's package has prometheus and promtool)")
+        pytest.fail(
+            f"{name} not found: apt-get install prometheus (Debian's package has prometheus and promtool)"
+        )
     return path
 
 
@@ -59,7 +65,9 @@ def dashboard_queries() -> list[tuple[str, str]]:
 class Prometheus:
     """A real Prometheus (Debian's package) on loopback, scraping the given targets every second."""
 
-    def __init__(self, workdir: Path, jobs: dict[str, dict[str, Any]], rules: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, workdir: Path, jobs: dict[str, dict[str, Any]], rules: list[dict[str, Any]]
+    ) -> None:
         from server_process import free_port
 
         self.port = free_port()
@@ -73,15 +81,23 @@ class Prometheus:
         (workdir / "prometheus.yaml").write_text(yaml.safe_dump(config))
         self.log = open(workdir / "prometheus.log", "w+")
         self.proc = subprocess.Popen(
-            [tool("prometheus"), f"--config.file={workdir / 'prometheus.yaml'}",
-             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                tool("prometheus"),
+                f"--config.file={workdir / 'prometheus.yaml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self, timeout: float = 60) -> "Prometheus":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"prometheus exited with {self.proc.returncode}:\n{self.output()}"
+                )
             try:
                 if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
                     return self
@@ -107,8 +123,13 @@ class Prometheus:
             if value:
                 return value
             time.sleep(0.5)
-        targets = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in self.api("targets")["activeTargets"]]
-        raise AssertionError(f"Prometheus: {what} not seen in {timeout}s; targets {targets}\n{self.output()}")
+        targets = [
+            (t["scrapeUrl"], t["health"], t["lastError"])
+            for t in self.api("targets")["activeTargets"]
+        ]
+        raise AssertionError(
+            f"Prometheus: {what} not seen in {timeout}s; targets {targets}\n{self.output()}"
+        )
 
     def firing(self) -> list[dict[str, Any]]:
         return [a for a in self.api("alerts")["alerts"] if a["state"] == "firing"]
@@ -130,4 +151,8 @@ class Prometheus:
 
 
 def queried_metric_names(exprs: list[str]) -> set[str]:
-    return {n for e in exprs for n in re.findall(r"\b(vllm:[a-zA-Z0-9_:]+|pagoda_operator_[a-zA-Z0-9_]+)", e)}
+    return {
+        n
+        for e in exprs
+        for n in re.findall(r"\b(vllm:[a-zA-Z0-9_:]+|pagoda_operator_[a-zA-Z0-9_]+)", e)
+    }

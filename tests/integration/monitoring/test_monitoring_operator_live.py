@@ -8,6 +8,7 @@ no engine pod ever gets ready).
 The release watches only its own namespace (watch.scope=namespaces), so it leaves other tests'
 InferenceServices in the shared control plane alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,30 @@ CHILDREN = ["deployment", "service", "configmap", "ingress", "poddisruptionbudge
 def release(kube):
     name = f"pagoda-operator-{uuid.uuid4().hex[:6]}"  # holds the chart name: objects are named after it
     ns = name
-    out = subprocess.run([find_helm(), "install", name, str(CHART), "--namespace", ns, "--create-namespace",
-                          "--set", "watch.scope=namespaces"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            find_helm(),
+            "install",
+            name,
+            str(CHART),
+            "--namespace",
+            ns,
+            "--create-namespace",
+            "--set",
+            "watch.scope=namespaces",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert f"serves InferenceServices in: {ns}." in out.stdout  # NOTES.txt
     try:
         yield name, ns
     finally:
-        subprocess.run([find_helm(), "uninstall", name, "--namespace", ns], capture_output=True, timeout=120)
+        subprocess.run(
+            [find_helm(), "uninstall", name, "--namespace", ns], capture_output=True, timeout=120
+        )
         kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
@@ -53,23 +70,43 @@ def operator(kube, release, tmp_path_factory):
     token = kube.kubectl("create", "token", name, "-n", ns, "--duration=1h").stdout.strip()
     admin = yaml.safe_load(open(kube.kubeconfig))
     cluster = admin["clusters"][0]
-    (tmp / "kubeconfig").write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": [cluster], "current-context": "sa",
-        "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}],
-        "users": [{"name": "sa", "user": {"token": token}}]}))
+    (tmp / "kubeconfig").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "current-context": "sa",
+                "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}],
+                "users": [{"name": "sa", "user": {"token": token}}],
+            }
+        )
+    )
     deploy = json.loads(kube.kubectl("get", "deployment", name, "-n", ns, "-o", "json").stdout)
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
     metrics_port, health_port = free_port(), free_port()
     ports = {"--metrics-port": metrics_port, "--liveness-port": health_port}
-    args = [f"{a.split('=')[0]}={ports[a.split('=')[0]]}" if a.split("=")[0] in ports else a
-            for a in container["args"]]
-    assert container["command"] == ["pagoda"] and args[0] == "operator" and f"--namespace={ns}" in args
+    args = [
+        f"{a.split('=')[0]}={ports[a.split('=')[0]]}" if a.split("=")[0] in ports else a
+        for a in container["args"]
+    ]
+    assert (
+        container["command"] == ["pagoda"] and args[0] == "operator" and f"--namespace={ns}" in args
+    )
     log = open(tmp / "operator.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "pagoda.engine.cli", *args, "--observe-interval=1"],
-                            stdout=log, stderr=subprocess.STDOUT,
-                            env=os.environ | {"KUBECONFIG": str(tmp / "kubeconfig"), "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pagoda.engine.cli", *args, "--observe-interval=1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"KUBECONFIG": str(tmp / "kubeconfig"), "PYTHONUNBUFFERED": "1"},
+    )
     try:
-        _wait("the operator's /healthz", lambda: _ok(f"http://127.0.0.1:{health_port}/healthz"), proc, log)
+        _wait(
+            "the operator's /healthz",
+            lambda: _ok(f"http://127.0.0.1:{health_port}/healthz"),
+            proc,
+            log,
+        )
         yield {"ns": ns, "metrics": f"127.0.0.1:{metrics_port}", "log": log, "proc": proc}
     finally:
         proc.terminate()
@@ -107,28 +144,45 @@ def isvc(kube, operator):
     ns = operator["ns"]
     kube.kubectl("apply", "-n", ns, "-f", str(REPO / "crds" / "examples" / "cpu-default.yaml"))
     name = "smollm2"
-    _wait("the InferenceService reconciled", lambda: json.loads(kube.kubectl(
-        "get", "inferenceservice", name, "-n", ns, "-o", "json").stdout).get("status", {}).get("observedGeneration"),
-        operator["proc"], operator["log"])
+    _wait(
+        "the InferenceService reconciled",
+        lambda: (
+            json.loads(kube.kubectl("get", "inferenceservice", name, "-n", ns, "-o", "json").stdout)
+            .get("status", {})
+            .get("observedGeneration")
+        ),
+        operator["proc"],
+        operator["log"],
+    )
     return name
 
 
 def test_examples_pass_the_apiserver_including_cel(kube, release):
     _, ns = release
-    out = kube.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(REPO / "crds" / "examples"), check=False)
+    out = kube.kubectl(
+        "apply", "--dry-run=server", "-n", ns, "-f", str(REPO / "crds" / "examples"), check=False
+    )
     assert out.returncode == 0, out.stderr
 
 
 def test_operator_reconciles_under_the_charts_rbac(kube, operator, isvc):
     ns = operator["ns"]
     for kind in CHILDREN:
-        assert kube.kubectl("get", kind, "-n", ns, "-l", f"pagoda.dev/inferenceservice={isvc}", "-o", "name").stdout, kind
-    status = json.loads(kube.kubectl("get", "inferenceservice", isvc, "-n", ns, "-o", "json").stdout)["status"]
+        assert kube.kubectl(
+            "get", kind, "-n", ns, "-l", f"pagoda.dev/inferenceservice={isvc}", "-o", "name"
+        ).stdout, kind
+    status = json.loads(
+        kube.kubectl("get", "inferenceservice", isvc, "-n", ns, "-o", "json").stdout
+    )["status"]
     assert status["desiredReplicas"] == 1 and status.get("readyReplicas", 0) == 0
     # A child deleted by hand comes back: the chart grants the watch that notices it.
     kube.kubectl("delete", "service", isvc, "-n", ns)
-    _wait("the Service recreated", lambda: kube.kubectl("get", "service", isvc, "-n", ns, check=False).returncode == 0,
-          operator["proc"], operator["log"])
+    _wait(
+        "the Service recreated",
+        lambda: kube.kubectl("get", "service", isvc, "-n", ns, check=False).returncode == 0,
+        operator["proc"],
+        operator["log"],
+    )
     operator["log"].flush()
     operator["log"].seek(0)
     text = operator["log"].read()
@@ -140,7 +194,9 @@ def test_charts_service_account_is_least_privilege(kube, release):
     sa = f"system:serviceaccount:{ns}:{name}"
 
     def can(*args: str) -> bool:
-        return kube.kubectl("auth", "can-i", *args, f"--as={sa}", check=False).stdout.strip() == "yes"
+        return (
+            kube.kubectl("auth", "can-i", *args, f"--as={sa}", check=False).stdout.strip() == "yes"
+        )
 
     assert can("patch", "deployments", "-n", ns) and can("patch", "deployments/scale", "-n", ns)
     assert can("watch", "inferenceservices.pagoda.dev", "-n", ns)
@@ -153,19 +209,26 @@ def test_charts_service_account_is_least_privilege(kube, release):
 @pytest.fixture(scope="module")
 def prometheus(operator, isvc, tmp_path_factory):
     job = {"honor_labels": True, "static_configs": [{"targets": [operator["metrics"]]}]}
-    prom = Prometheus(tmp_path_factory.mktemp("prometheus"), {"pagoda-operator": job},
-                      rule_groups('monitoring.prometheusRule.rules.replicasNotReady={"for": "0s"}'))
+    prom = Prometheus(
+        tmp_path_factory.mktemp("prometheus"),
+        {"pagoda-operator": job},
+        rule_groups('monitoring.prometheusRule.rules.replicasNotReady={"for": "0s"}'),
+    )
     try:
         prom.wait_ready()
-        prom.wait_for("two scrapes of the operator", lambda: prom.query(
-            "count_over_time(pagoda_operator_desired_replicas[1m]) >= 2"))
+        prom.wait_for(
+            "two scrapes of the operator",
+            lambda: prom.query("count_over_time(pagoda_operator_desired_replicas[1m]) >= 2"),
+        )
         yield prom
     finally:
         prom.stop()
 
 
 def test_live_scrape_has_every_queried_operator_series(operator, prometheus):
-    exprs = [e for _, e in OPERATOR_QUERIES] + [r["expr"] for g in rule_groups() for r in g["rules"]]
+    exprs = [e for _, e in OPERATOR_QUERIES] + [
+        r["expr"] for g in rule_groups() for r in g["rules"]
+    ]
     wanted = {n for n in queried_metric_names(exprs) if n.startswith("pagoda_operator_")}
     assert len(wanted) == 5
     text = httpx.get(f"http://{operator['metrics']}/metrics", timeout=10).text
@@ -179,10 +242,18 @@ def test_live_scrape_has_every_queried_operator_series(operator, prometheus):
 def test_operator_panel_query_returns_data(operator, isvc, prometheus, title, expr):
     result = prometheus.query(expr)
     assert result, f"{title}: no data for {expr}"
-    assert {s["metric"]["namespace"] for s in result if "namespace" in s["metric"]} <= {operator["ns"]}
+    assert {s["metric"]["namespace"] for s in result if "namespace" in s["metric"]} <= {
+        operator["ns"]
+    }
 
 
 def test_replicas_not_ready_fires(operator, isvc, prometheus):
-    firing = prometheus.wait_for("PagodaReplicasNotReady firing", lambda: [
-        a for a in prometheus.firing() if a["labels"]["alertname"] == "PagodaReplicasNotReady"])
-    assert firing[0]["labels"]["namespace"] == operator["ns"] and firing[0]["labels"]["name"] == isvc
+    firing = prometheus.wait_for(
+        "PagodaReplicasNotReady firing",
+        lambda: [
+            a for a in prometheus.firing() if a["labels"]["alertname"] == "PagodaReplicasNotReady"
+        ],
+    )
+    assert (
+        firing[0]["labels"]["namespace"] == operator["ns"] and firing[0]["labels"]["name"] == isvc
+    )

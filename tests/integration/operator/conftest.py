@@ -3,6 +3,7 @@
 There is no kubelet in this tier: pods stay Pending unless a test plays the kubelet's part and
 writes a pod's status itself (isvc_helpers.FakeEnginePod), with a local HTTP server as its /metrics.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,10 +24,19 @@ CRD = ROOT / "crds" / "inferenceservice.yaml"
 def isvc_crd(kube):
     kube.kubectl("apply", "--server-side", "-f", str(CRD))
     # `kubectl wait` right after the create can miss the object; poll instead.
-    wait_for("the CRD to be established", lambda: "True" in kube.kubectl(
-        "get", "crd/inferenceservices.pagoda.dev",
-        "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}",
-        check=False).stdout)
+    wait_for(
+        "the CRD to be established",
+        lambda: (
+            "True"
+            in kube.kubectl(
+                "get",
+                "crd/inferenceservices.pagoda.dev",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                check=False,
+            ).stdout
+        ),
+    )
     return CRD
 
 
@@ -41,8 +51,10 @@ def api(kube) -> kubernetes.client.ApiClient:
 def operator(kube, isvc_crd, kube_ns):
     """The operator, in this process (KopfRunner), watching the test's namespace."""
     config.CONFIG.observe_interval = 1.0  # read when the handlers module is first imported
-    with KopfRunner(["run", "--standalone", "--namespace", kube_ns, "-m", "pagoda.operator.handlers"],
-                    timeout=60) as runner:
+    with KopfRunner(
+        ["run", "--standalone", "--namespace", kube_ns, "-m", "pagoda.operator.handlers"],
+        timeout=60,
+    ) as runner:
         yield runner
     assert runner.exit_code == 0, runner.output
 
@@ -58,5 +70,3 @@ def fake_pods():
     yield make
     for p in made:
         p.close()
-
-

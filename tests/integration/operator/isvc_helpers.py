@@ -1,5 +1,6 @@
 """Helpers for the operator's integration tests: polling, InferenceService calls, and a stand-in
 for the missing kubelet (FakeEnginePod)."""
+
 from __future__ import annotations
 
 import http.server
@@ -28,7 +29,9 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30, every: fl
 
 def isvc(api, ns: str, name: str) -> dict | None:
     try:
-        return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name
+        )
     except kubernetes.client.ApiException as e:
         if e.status == 404:
             return None
@@ -36,18 +39,31 @@ def isvc(api, ns: str, name: str) -> dict | None:
 
 
 def create_isvc(api, ns: str, name: str, spec: dict) -> dict:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService", "metadata": {"name": name}, "spec": spec}
-    return kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    return kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, body
+    )
 
 
 def patch_isvc(api, ns: str, name: str, patch: dict) -> dict:
     return kubernetes.client.CustomObjectsApi(api).patch_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURAL, name, patch, _content_type="application/merge-patch+json")
+        GROUP, VERSION, ns, PLURAL, name, patch, _content_type="application/merge-patch+json"
+    )
 
 
 def events(api, ns: str, name: str) -> list[tuple[str, str, str]]:
-    items = kubernetes.client.CoreV1Api(api).list_namespaced_event(
-        ns, field_selector=f"involvedObject.name={name},involvedObject.kind=InferenceService").items
+    items = (
+        kubernetes.client.CoreV1Api(api)
+        .list_namespaced_event(
+            ns, field_selector=f"involvedObject.name={name},involvedObject.kind=InferenceService"
+        )
+        .items
+    )
     return [(e.type, e.reason, e.message) for e in items]
 
 
@@ -91,8 +107,15 @@ class FakeEnginePod:
         self.thread.start()
 
     def mark_ready(self, api, ns: str, pod: str) -> None:
-        status = {"phase": "Running", "podIP": self.ip, "podIPs": [{"ip": self.ip}],
-                  "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}
+        status = {
+            "phase": "Running",
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
+            "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "ContainersReady", "status": "True"},
+            ],
+        }
         kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(pod, ns, {"status": status})
 
     def close(self) -> None:
@@ -100,8 +123,14 @@ class FakeEnginePod:
         self.server.server_close()
 
 
-def exposition(running: float = 0, waiting: float = 0, kv: float = 0.0, ok: float = 0, aborted: float = 0,
-               ttft_fast: float = 0) -> str:
+def exposition(
+    running: float = 0,
+    waiting: float = 0,
+    kv: float = 0.0,
+    ok: float = 0,
+    aborted: float = 0,
+    ttft_fast: float = 0,
+) -> str:
     """Prometheus text as the engine writes it (vLLM's names and labels)."""
     lbl = 'engine="0",model_name="m"'
     total = ok + aborted

@@ -1,4 +1,5 @@
 """A real `pagoda serve` process on a free loopback port, for the server's integration tests."""
+
 from __future__ import annotations
 
 import os
@@ -25,17 +26,36 @@ class ServerProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="pagoda-serve-", suffix=".log", delete=False)
-        cmd = [sys.executable, "-m", "pagoda.engine.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--uvicorn-log-level", "warning", *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {}))
+        self.log = tempfile.NamedTemporaryFile(
+            "w+", prefix="pagoda-serve-", suffix=".log", delete=False
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "pagoda.engine.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--uvicorn-log-level",
+            "warning",
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {}),
+        )
 
     def wait_healthy(self, timeout: float = STARTUP_TIMEOUT_S) -> "ServerProcess":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pagoda serve exited with {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"pagoda serve exited with {self.proc.returncode}:\n{self.output()}"
+                )
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return self
@@ -53,8 +73,11 @@ class ServerProcess:
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample of /metrics: (name, sorted labels) -> value."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for fam in text_string_to_metric_families(text) for s in fam.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
 
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

@@ -4,6 +4,7 @@ metrics, and /health when a loop dies.
 The server runs with PAGODA_TEST_HOOKS=1, which mounts /debug routes that kill or wedge an engine
 loop from the inside; /health must then fail, naming the engine.
 """
+
 from __future__ import annotations
 
 import threading
@@ -21,9 +22,22 @@ pytestmark = pytest.mark.integration
 def server(tmp_path_factory):
     """Model a named on the command line, model b in a --config file."""
     config = tmp_path_factory.mktemp("serve") / "models.yaml"
-    config.write_text("models:\n  - {model: default, served-model-name: b, max-model-len: 256, max-num-seqs: 4}\n")
-    proc = ServerProcess("--model", "default", "--served-model-name", "a", "--max-model-len", "256",
-                         "--max-num-seqs", "4", "--config", str(config), env={"PAGODA_TEST_HOOKS": "1"})
+    config.write_text(
+        "models:\n  - {model: default, served-model-name: b, max-model-len: 256, max-num-seqs: 4}\n"
+    )
+    proc = ServerProcess(
+        "--model",
+        "default",
+        "--served-model-name",
+        "a",
+        "--max-model-len",
+        "256",
+        "--max-num-seqs",
+        "4",
+        "--config",
+        str(config),
+        env={"PAGODA_TEST_HOOKS": "1"},
+    )
     try:
         yield proc.wait_healthy()
     finally:
@@ -45,23 +59,36 @@ def sick(server: ServerProcess) -> list[str]:
 
 def test_two_models_route_and_label_metrics(server):
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
-    assert [(m.id, m.model_extra["max_model_len"]) for m in client.models.list().data] == [("a", 256), ("b", 256)]
+    assert [(m.id, m.model_extra["max_model_len"]) for m in client.models.list().data] == [
+        ("a", 256),
+        ("b", 256),
+    ]
     ra = client.completions.create(model="a", prompt="Hi", max_tokens=3, temperature=0)
     rb = client.completions.create(model="b", prompt="Hi", max_tokens=3, temperature=0)
     assert (ra.model, rb.model) == ("a", "b") and ra.choices[0].text == rb.choices[0].text
     m = server.metrics()
     for name in ("a", "b"):
-        key = ("vllm:request_success_total", tuple(sorted({"model_name": name, "engine": "0",
-                                                            "finished_reason": "length"}.items())))
+        key = (
+            "vllm:request_success_total",
+            tuple(sorted({"model_name": name, "engine": "0", "finished_reason": "length"}.items())),
+        )
         assert m[key] == 1, name
 
 
 def test_killed_loop_fails_health_and_its_requests(server):
     assert httpx.post(f"{server.url}/debug/engine/a/kill").status_code == 204
     wait_for(lambda: sick(server) == ["a"])
-    r = httpx.post(f"{server.url}/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 2}, timeout=10)
+    r = httpx.post(
+        f"{server.url}/v1/completions",
+        json={"model": "a", "prompt": "Hi", "max_tokens": 2},
+        timeout=10,
+    )
     assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unhealthy"
-    ok = httpx.post(f"{server.url}/v1/completions", json={"model": "b", "prompt": "Hi", "max_tokens": 2}, timeout=60)
+    ok = httpx.post(
+        f"{server.url}/v1/completions",
+        json={"model": "b", "prompt": "Hi", "max_tokens": 2},
+        timeout=60,
+    )
     assert ok.status_code == 200, "the other model still serves"
 
 
@@ -69,14 +96,22 @@ def test_wedged_loop_fails_health_and_ends_its_requests(server):
     result: dict = {}
 
     def long_request() -> None:
-        result["r"] = httpx.post(f"{server.url}/v1/completions", timeout=60,
-                                 json={"model": "b", "prompt": "Count: 1, 2,", "max_tokens": 200, "ignore_eos": True})
+        result["r"] = httpx.post(
+            f"{server.url}/v1/completions",
+            timeout=60,
+            json={"model": "b", "prompt": "Count: 1, 2,", "max_tokens": 200, "ignore_eos": True},
+        )
 
     t = threading.Thread(target=long_request)
     t.start()
     running = ("vllm:num_requests_running", (("engine", "0"), ("model_name", "b")))
     wait_for(lambda: server.metrics().get(running) == 1)
-    assert httpx.post(f"{server.url}/debug/engine/b/wedge", params={"health_timeout_s": 1.0}).status_code == 204
+    assert (
+        httpx.post(
+            f"{server.url}/debug/engine/b/wedge", params={"health_timeout_s": 1.0}
+        ).status_code
+        == 204
+    )
     wait_for(lambda: "b" in sick(server))
     t.join(timeout=30)
     assert result["r"].status_code == 503, "a request on a wedged engine ends instead of hanging"

@@ -2,6 +2,7 @@
 
 One `pagoda serve` process for the module, with an API key. The last test drains it with SIGTERM.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,10 +22,23 @@ MSGS = [{"role": "user", "content": "What is the capital of France?"}]
 
 # Every test runs against both engine loops: the synchronous one, and async scheduling (a step
 # launched before the last one's tokens are back: stops found one token late, streams, aborts).
-@pytest.fixture(scope="module", params=[[], ["--async-scheduling"]], ids=["sync", "async-scheduling"])
+@pytest.fixture(
+    scope="module", params=[[], ["--async-scheduling"]], ids=["sync", "async-scheduling"]
+)
 def server(request):
-    proc = ServerProcess("--served-model-name", MODEL, "--max-model-len", str(MAX_LEN), "--max-num-seqs", "8",
-                         "--api-key", KEY, "--shutdown-timeout", "60", *request.param)
+    proc = ServerProcess(
+        "--served-model-name",
+        MODEL,
+        "--max-model-len",
+        str(MAX_LEN),
+        "--max-num-seqs",
+        "8",
+        "--api-key",
+        KEY,
+        "--shutdown-timeout",
+        "60",
+        *request.param,
+    )
     try:
         yield proc.wait_healthy()
     finally:
@@ -42,12 +56,15 @@ def aclient(server):
 
 
 def sample(m: dict, name: str, **labels) -> float:
-    return m.get((name, tuple(sorted(({"model_name": MODEL, "engine": "0"} | labels).items()))), 0.0)
+    return m.get(
+        (name, tuple(sorted(({"model_name": MODEL, "engine": "0"} | labels).items()))), 0.0
+    )
 
 
 def tokenize(server: ServerProcess, text: str) -> list[int]:
-    return httpx.post(f"{server.url}/tokenize", json={"prompt": text},
-                      headers={"Authorization": f"Bearer {KEY}"}).json()["tokens"]
+    return httpx.post(
+        f"{server.url}/tokenize", json={"prompt": text}, headers={"Authorization": f"Bearer {KEY}"}
+    ).json()["tokens"]
 
 
 def wait_idle(server: ServerProcess, timeout: float = 20.0) -> dict:
@@ -55,8 +72,11 @@ def wait_idle(server: ServerProcess, timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         m = server.metrics()
-        if (sample(m, "vllm:num_requests_running") == 0 and sample(m, "vllm:num_requests_waiting") == 0
-                and sample(m, "vllm:kv_cache_usage_perc") == 0):
+        if (
+            sample(m, "vllm:num_requests_running") == 0
+            and sample(m, "vllm:num_requests_waiting") == 0
+            and sample(m, "vllm:kv_cache_usage_perc") == 0
+        ):
             return m
         assert time.monotonic() < deadline, f"engine not idle: {m}"
         time.sleep(0.1)
@@ -67,8 +87,11 @@ def test_models_tokenize_version(server, client):
     assert card.id == MODEL and card.model_extra["max_model_len"] == MAX_LEN
     tokens = tokenize(server, "Hello world")
     assert tokens
-    detok = httpx.post(f"{server.url}/detokenize", json={"tokens": tokens},
-                       headers={"Authorization": f"Bearer {KEY}"}).json()
+    detok = httpx.post(
+        f"{server.url}/detokenize",
+        json={"tokens": tokens},
+        headers={"Authorization": f"Bearer {KEY}"},
+    ).json()
     assert detok["prompt"] == "Hello world"
     assert httpx.get(f"{server.url}/version").json()["version"]
 
@@ -80,26 +103,38 @@ def test_chat_greedy_whole_and_streamed_agree(client):
     assert "Paris" in choice.message.content
     assert whole.usage.completion_tokens <= 12 and whole.usage.prompt_tokens > 10
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
-    stream = client.chat.completions.create(model=MODEL, messages=MSGS, max_tokens=12, temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=MSGS,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == choice.message.content
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
-        choice.finish_reason]
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ] == [choice.finish_reason]
+    assert (
+        chunks[-1].choices == []
+        and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    )
 
 
 async def test_async_chat_and_completions_concurrently(aclient):
     async def chat_stream() -> str:
-        stream = await aclient.chat.completions.create(model=MODEL, messages=MSGS, max_tokens=8, temperature=0,
-                                                       stream=True)
+        stream = await aclient.chat.completions.create(
+            model=MODEL, messages=MSGS, max_tokens=8, temperature=0, stream=True
+        )
         return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     async def completion() -> str:
-        r = await aclient.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8,
-                                             temperature=0)
+        r = await aclient.completions.create(
+            model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0
+        )
         return r.choices[0].text
 
     texts = await asyncio.gather(chat_stream(), completion(), chat_stream(), completion())
@@ -112,18 +147,26 @@ def test_completions_forms_and_n(server, client):
     ids = tokenize(server, "1, 2, 3, 4,")
     by_ids = client.completions.create(model=MODEL, prompt=ids, max_tokens=6, temperature=0)
     assert by_ids.choices[0].text == text.choices[0].text
-    batch = client.completions.create(model=MODEL, prompt=["1, 2, 3, 4,", "Hello"], max_tokens=4, n=2,
-                                      temperature=1.0, seed=7)
+    batch = client.completions.create(
+        model=MODEL, prompt=["1, 2, 3, 4,", "Hello"], max_tokens=4, n=2, temperature=1.0, seed=7
+    )
     assert sorted(c.index for c in batch.choices) == [0, 1, 2, 3]
     assert batch.usage.prompt_tokens == len(ids) + len(tokenize(server, "Hello"))
     assert 4 <= batch.usage.completion_tokens <= 16
-    streamed = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=6, temperature=0, stream=True)
+    streamed = client.completions.create(
+        model=MODEL, prompt="1, 2, 3, 4,", max_tokens=6, temperature=0, stream=True
+    )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == text.choices[0].text
 
 
 def test_n_choices_differ_and_seeds_repeat(client):
-    kw = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=8,
-              temperature=1.5, n=3)  # hot enough that three samples of 8 tokens differ
+    kw = dict(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a story."}],
+        max_tokens=8,
+        temperature=1.5,
+        n=3,
+    )  # hot enough that three samples of 8 tokens differ
     a = client.chat.completions.create(seed=1234, **kw)
     b = client.chat.completions.create(seed=1234, **kw)
     c = client.chat.completions.create(seed=99, **kw)
@@ -135,18 +178,25 @@ def test_n_choices_differ_and_seeds_repeat(client):
 
 
 def test_stop_string(client):
-    base = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0).choices[0].text
+    base = (
+        client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0)
+        .choices[0]
+        .text
+    )
     stop = base.strip()[2:4]
     assert stop, base
-    r = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[stop])
+    r = client.completions.create(
+        model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[stop]
+    )
     assert r.choices[0].finish_reason == "stop" and stop not in r.choices[0].text
     assert base.startswith(r.choices[0].text)
     assert r.choices[0].model_extra["stop_reason"] == stop
 
 
 def test_chat_logprobs(client):
-    r = client.chat.completions.create(model=MODEL, messages=MSGS, max_tokens=5, temperature=0, logprobs=True,
-                                       top_logprobs=3)
+    r = client.chat.completions.create(
+        model=MODEL, messages=MSGS, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3
+    )
     content = r.choices[0].logprobs.content
     assert len(content) == r.usage.completion_tokens
     assert "".join(t.token for t in content) == r.choices[0].message.content
@@ -158,23 +208,30 @@ def test_chat_logprobs(client):
 
 
 def test_completion_logprobs(client):
-    r = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=4, temperature=0, logprobs=2)
+    r = client.completions.create(
+        model=MODEL, prompt="The sky is", max_tokens=4, temperature=0, logprobs=2
+    )
     lp = r.choices[0].logprobs
-    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 4
+    assert (
+        len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 4
+    )
     assert "".join(lp.tokens) == r.choices[0].text
     assert lp.text_offset[0] == 0 and lp.text_offset[1] == len(lp.tokens[0])
     for chosen, top in zip(lp.token_logprobs, lp.top_logprobs):
         assert 1 <= len(top) <= 2 and chosen == pytest.approx(max(top.values()), abs=1e-4)
 
 
-@pytest.mark.parametrize("kw,param", [
-    (dict(max_tokens=-1), "max_tokens"),
-    (dict(temperature=-1.0), "temperature"),
-    (dict(n=0), "n"),
-    (dict(max_tokens=MAX_LEN), "max_tokens"),
-    (dict(messages=[]), "messages"),
-    (dict(messages=[{"role": "user", "content": "word " * MAX_LEN}]), "prompt"),
-])
+@pytest.mark.parametrize(
+    "kw,param",
+    [
+        (dict(max_tokens=-1), "max_tokens"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(n=0), "n"),
+        (dict(max_tokens=MAX_LEN), "max_tokens"),
+        (dict(messages=[]), "messages"),
+        (dict(messages=[{"role": "user", "content": "word " * MAX_LEN}]), "prompt"),
+    ],
+)
 def test_bad_requests_are_400(client, kw, param):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(**(dict(model=MODEL, messages=MSGS, max_tokens=4) | kw))
@@ -193,18 +250,31 @@ def test_unknown_model_404_and_bad_key_401(server, client):
     assert httpx.get(f"{server.url}/health").status_code == 200, "probes need no key"
 
 
-@pytest.mark.parametrize("content,ctype", [(b'{"model": "smol", "messages": [', "application/json"),
-                                           (b'{"model": "smol"}', "text/plain")])
+@pytest.mark.parametrize(
+    "content,ctype",
+    [
+        (b'{"model": "smol", "messages": [', "application/json"),
+        (b'{"model": "smol"}', "text/plain"),
+    ],
+)
 def test_malformed_json_and_wrong_content_type_are_400(server, content, ctype):
-    r = httpx.post(f"{server.url}/v1/chat/completions", content=content,
-                   headers={"Authorization": f"Bearer {KEY}", "content-type": ctype})
+    r = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        content=content,
+        headers={"Authorization": f"Bearer {KEY}", "content-type": ctype},
+    )
     assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
 def test_metrics_move_with_requests(server, client):
     before = wait_idle(server)
-    r = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=7, temperature=0,
-                                  extra_body={"ignore_eos": True})
+    r = client.completions.create(
+        model=MODEL,
+        prompt="Once upon a time",
+        max_tokens=7,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     assert r.usage.completion_tokens == 7
     after = wait_idle(server)
 
@@ -214,14 +284,20 @@ def test_metrics_move_with_requests(server, client):
     assert delta("vllm:prompt_tokens_total") == r.usage.prompt_tokens
     assert delta("vllm:generation_tokens_total") == 7
     assert delta("vllm:request_success_total", finished_reason="length") == 1
-    for hist in ("vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds",
-                 "vllm:request_queue_time_seconds", "vllm:request_prompt_tokens", "vllm:request_generation_tokens"):
+    for hist in (
+        "vllm:time_to_first_token_seconds",
+        "vllm:e2e_request_latency_seconds",
+        "vllm:request_queue_time_seconds",
+        "vllm:request_prompt_tokens",
+        "vllm:request_generation_tokens",
+    ):
         assert delta(f"{hist}_count") == 1, hist
     assert delta("vllm:inter_token_latency_seconds_count") == 6
     assert delta("vllm:request_generation_tokens_sum") == 7
     assert delta("vllm:e2e_request_latency_seconds_sum") > 0
     assert sample(after, "vllm:time_to_first_token_seconds_bucket", le="0.001") <= sample(
-        after, "vllm:time_to_first_token_seconds_bucket", le="2560.0")
+        after, "vllm:time_to_first_token_seconds_bucket", le="2560.0"
+    )
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -229,18 +305,34 @@ def test_disconnect_mid_stream_frees_the_kv_pool(server, n):
     """With n > 1 the samples share the prompt's blocks: all of them must come back."""
     before = wait_idle(server)
     seen_busy = False
-    with httpx.stream("POST", f"{server.url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
-                      json={"model": MODEL, "prompt": "Count: 1, 2, 3,", "max_tokens": 400, "ignore_eos": True,
-                            "n": n, "temperature": 1.0, "stream": True}, timeout=60) as r:
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": MODEL,
+            "prompt": "Count: 1, 2, 3,",
+            "max_tokens": 400,
+            "ignore_eos": True,
+            "n": n,
+            "temperature": 1.0,
+            "stream": True,
+        },
+        timeout=60,
+    ) as r:
         for i, _ in enumerate(r.iter_lines()):
             if i == 6:
                 m = server.metrics()
-                seen_busy = sample(m, "vllm:kv_cache_usage_perc") > 0 and sample(m, "vllm:num_requests_running") > 0
+                seen_busy = (
+                    sample(m, "vllm:kv_cache_usage_perc") > 0
+                    and sample(m, "vllm:num_requests_running") > 0
+                )
                 break
     assert seen_busy, "the request held KV blocks while it ran"
     after = wait_idle(server)  # the pool is empty again: the abort freed every block
     aborted = sample(after, "vllm:request_success_total", finished_reason="abort") - sample(
-        before, "vllm:request_success_total", finished_reason="abort")
+        before, "vllm:request_success_total", finished_reason="abort"
+    )
     assert aborted == n  # one per sample, as vLLM v1 counts the child requests it fans n out into
 
 
@@ -249,9 +341,19 @@ def test_sigterm_drains_in_flight_then_exits_0(server):
     result: dict = {}
 
     def long_request() -> None:
-        with httpx.stream("POST", f"{server.url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
-                          json={"model": MODEL, "prompt": "Count: 1, 2, 3,", "max_tokens": 24, "ignore_eos": True,
-                                "stream": True}, timeout=60) as r:
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/completions",
+            headers={"Authorization": f"Bearer {KEY}"},
+            json={
+                "model": MODEL,
+                "prompt": "Count: 1, 2, 3,",
+                "max_tokens": 24,
+                "ignore_eos": True,
+                "stream": True,
+            },
+            timeout=60,
+        ) as r:
             result["lines"] = [line for line in r.iter_lines() if line]
 
     t = threading.Thread(target=long_request)
@@ -262,8 +364,11 @@ def test_sigterm_drains_in_flight_then_exits_0(server):
         time.sleep(0.05)
     server.terminate()
     time.sleep(0.3)
-    late = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, "prompt": "x"},
-                      headers={"Authorization": f"Bearer {KEY}"})
+    late = httpx.post(
+        f"{server.url}/v1/completions",
+        json={"model": MODEL, "prompt": "x"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
     assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down"
     t.join(timeout=60)
     assert result["lines"][-1] == "data: [DONE]"

@@ -1,4 +1,5 @@
 """What CI can check of the Triton backend without a GPU: it imports, refuses clearly, validates."""
+
 from __future__ import annotations
 
 import subprocess
@@ -46,11 +47,15 @@ else:
     raise AssertionError("a kernel launched without Triton")
 print("ok")
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-@pytest.mark.parametrize("num_seqs,expected", [(1, 32), (8, 8), (16, 4), (17, 2), (32, 2), (33, 1), (256, 1)])
+@pytest.mark.parametrize(
+    "num_seqs,expected", [(1, 32), (8, 8), (16, 4), (17, 2), (32, 2), (33, 1), (256, 1)]
+)
 def test_decode_splits_fill_the_gpu_only_when_needed(num_seqs, expected):
     assert decode_num_splits(num_seqs, num_kv_heads=8, num_sms=132) == expected
 
@@ -58,14 +63,24 @@ def test_decode_splits_fill_the_gpu_only_when_needed(num_seqs, expected):
 def _attention_inputs(num_heads=8, num_kv_heads=2, head_dim=64):
     q = torch.randn(3, num_heads, head_dim)
     cache = torch.randn(4, 16, num_kv_heads, head_dim)
-    return q, cache, cache.clone(), torch.tensor([0, 1, 3], dtype=torch.int32), torch.tensor([5, 9], dtype=torch.int32), torch.zeros(2, 1, dtype=torch.int32)
+    return (
+        q,
+        cache,
+        cache.clone(),
+        torch.tensor([0, 1, 3], dtype=torch.int32),
+        torch.tensor([5, 9], dtype=torch.int32),
+        torch.zeros(2, 1, dtype=torch.int32),
+    )
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(num_heads=9, num_kv_heads=2), "not a multiple"),
-    (dict(num_splits=3), "power of two"),
-    (dict(num_splits=2, max_query_len=2), "only for decode"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(num_heads=9, num_kv_heads=2), "not a multiple"),
+        (dict(num_splits=3), "power of two"),
+        (dict(num_splits=2, max_query_len=2), "only for decode"),
+    ],
+)
 def test_attention_rejects_bad_shapes(change, message):
     shape = {k: change.pop(k) for k in ("num_heads", "num_kv_heads") if k in change}
     q, k_cache, v_cache, starts, seq_lens, tables = _attention_inputs(**shape)

@@ -2,6 +2,7 @@
 model Grafana 10 and 11 save and import): type-checked against Grafana's own generated types
 (@grafana/schema, with TypeScript), checked for what those types leave open (grid, ids,
 variables, queries), and against the panels the issue asks for."""
+
 from __future__ import annotations
 
 import itertools
@@ -32,7 +33,11 @@ def exprs(dash):
 
 
 def grafana_check(dash: dict, tmp_path) -> subprocess.CompletedProcess:
-    return type_check(tmp_path, 'import type { Dashboard } from "@grafana/schema";', {"dashboard": ("Dashboard", dash)})
+    return type_check(
+        tmp_path,
+        'import type { Dashboard } from "@grafana/schema";',
+        {"dashboard": ("Dashboard", dash)},
+    )
 
 
 def test_dashboard_type_checks_against_grafanas_schema(dash, tmp_path):
@@ -46,15 +51,22 @@ def test_type_check_catches_a_mistyped_field(dash, tmp_path):
     broken["panels"][2]["fieldconfig"] = {}
     out = grafana_check(broken, tmp_path)
     assert out.returncode != 0
-    assert "not assignable to type 'number'" in out.stdout and "'\"fieldconfig\"' does not exist" in out.stdout
+    assert (
+        "not assignable to type 'number'" in out.stdout
+        and "'\"fieldconfig\"' does not exist" in out.stdout
+    )
 
 
 def test_dashboard_top_level(dash):
     assert isinstance(dash["schemaVersion"], int) and 36 <= dash["schemaVersion"] <= 41
     assert re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", dash["uid"])
     assert dash["title"] and dash["time"] == {"from": "now-1h", "to": "now"}
-    assert "id" not in dash or dash["id"] is None  # an id pins the dashboard to one Grafana instance
-    assert isinstance(dash["templating"]["list"], list) and isinstance(dash["annotations"]["list"], list)
+    assert (
+        "id" not in dash or dash["id"] is None
+    )  # an id pins the dashboard to one Grafana instance
+    assert isinstance(dash["templating"]["list"], list) and isinstance(
+        dash["annotations"]["list"], list
+    )
 
 
 def test_panels_have_ids_types_and_a_tidy_grid(dash):
@@ -64,14 +76,20 @@ def test_panels_have_ids_types_and_a_tidy_grid(dash):
     for p in dash["panels"]:
         assert p["type"] in PANEL_TYPES, p["type"]
         g = p["gridPos"]
-        assert set(g) == {"h", "w", "x", "y"} and all(isinstance(v, int) and v >= 0 for v in g.values())
+        assert set(g) == {"h", "w", "x", "y"} and all(
+            isinstance(v, int) and v >= 0 for v in g.values()
+        )
         assert g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24, p["title"]
         if p["type"] == "row":
             assert g["w"] == 24 and g["h"] == 1 and p["panels"] == []
         boxes.append((p["title"], g))
     for (a, ga), (b, gb) in itertools.combinations(boxes, 2):
-        apart = (ga["x"] + ga["w"] <= gb["x"] or gb["x"] + gb["w"] <= ga["x"]
-                 or ga["y"] + ga["h"] <= gb["y"] or gb["y"] + gb["h"] <= ga["y"])
+        apart = (
+            ga["x"] + ga["w"] <= gb["x"]
+            or gb["x"] + gb["w"] <= ga["x"]
+            or ga["y"] + ga["h"] <= gb["y"]
+            or gb["y"] + gb["h"] <= ga["y"]
+        )
         assert apart, f"panels {a!r} and {b!r} overlap"
 
 
@@ -89,35 +107,65 @@ def test_panels_query_prometheus_through_the_datasource_variable(dash):
 
 def test_template_variables_are_defined_and_used(dash):
     variables = {v["name"]: v for v in dash["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert (
+        variables["datasource"]["type"] == "datasource"
+        and variables["datasource"]["query"] == "prometheus"
+    )
     text = json.dumps([exprs(dash)] + [v.get("query") for v in variables.values()])
     used = set(re.findall(r"\$\{?(\w+)", text))
     assert used - BUILTIN_VARS <= set(variables), used - BUILTIN_VARS - set(variables)
     for name, v in variables.items():
         if v["type"] == "query":
             assert v["datasource"]["uid"] == "${datasource}"
-            assert v["includeAll"] and v["allValue"] == ".*"  # "All" must match series without the label
-        assert name == "datasource" or f"${name}" in json.dumps(exprs(dash)), f"${name} is never used"
+            assert (
+                v["includeAll"] and v["allValue"] == ".*"
+            )  # "All" must match series without the label
+        assert name == "datasource" or f"${name}" in json.dumps(exprs(dash)), (
+            f"${name} is never used"
+        )
 
 
 def _has(dash, pattern: str) -> bool:
     return any(re.search(pattern, e) for e in exprs(dash))
 
 
-@pytest.mark.parametrize("what,patterns", {
-    "requests by finish reason": [r"by \(finished_reason\) \(rate\(vllm:request_success_total"],
-    "TTFT p50/p95/p99": [rf"histogram_quantile\({q},.*vllm:time_to_first_token_seconds_bucket" for q in (0.5, 0.95, 0.99)],
-    "ITL p50/p95/p99": [rf"histogram_quantile\({q},.*vllm:inter_token_latency_seconds_bucket" for q in (0.5, 0.95, 0.99)],
-    "end-to-end latency": [r"histogram_quantile\(0.95,.*vllm:e2e_request_latency_seconds_bucket"],
-    "prompt and generation tokens/s": [r"rate\(vllm:prompt_tokens_total", r"rate\(vllm:generation_tokens_total"],
-    "running and waiting requests": [r"vllm:num_requests_running\{", r"vllm:num_requests_waiting\{"],
-    "KV cache usage": [r"vllm:kv_cache_usage_perc"],
-    "prefix-cache hit rate": [r"vllm:prefix_cache_hits_total.*/.*vllm:prefix_cache_queries_total"],
-    "preemptions": [r"rate\(vllm:num_preemptions_total"],
-    "desired vs ready replicas per InferenceService": [r"by \(namespace, name\) \(pagoda_operator_desired_replicas",
-                                                       r"by \(namespace, name\) \(pagoda_operator_ready_replicas"],
-    "scaling decisions": [r"by \(namespace, name, direction\) \(increase\(pagoda_operator_scaling_decisions_total"],
-}.items())
+@pytest.mark.parametrize(
+    "what,patterns",
+    {
+        "requests by finish reason": [r"by \(finished_reason\) \(rate\(vllm:request_success_total"],
+        "TTFT p50/p95/p99": [
+            rf"histogram_quantile\({q},.*vllm:time_to_first_token_seconds_bucket"
+            for q in (0.5, 0.95, 0.99)
+        ],
+        "ITL p50/p95/p99": [
+            rf"histogram_quantile\({q},.*vllm:inter_token_latency_seconds_bucket"
+            for q in (0.5, 0.95, 0.99)
+        ],
+        "end-to-end latency": [
+            r"histogram_quantile\(0.95,.*vllm:e2e_request_latency_seconds_bucket"
+        ],
+        "prompt and generation tokens/s": [
+            r"rate\(vllm:prompt_tokens_total",
+            r"rate\(vllm:generation_tokens_total",
+        ],
+        "running and waiting requests": [
+            r"vllm:num_requests_running\{",
+            r"vllm:num_requests_waiting\{",
+        ],
+        "KV cache usage": [r"vllm:kv_cache_usage_perc"],
+        "prefix-cache hit rate": [
+            r"vllm:prefix_cache_hits_total.*/.*vllm:prefix_cache_queries_total"
+        ],
+        "preemptions": [r"rate\(vllm:num_preemptions_total"],
+        "desired vs ready replicas per InferenceService": [
+            r"by \(namespace, name\) \(pagoda_operator_desired_replicas",
+            r"by \(namespace, name\) \(pagoda_operator_ready_replicas",
+        ],
+        "scaling decisions": [
+            r"by \(namespace, name, direction\) \(increase\(pagoda_operator_scaling_decisions_total"
+        ],
+    }.items(),
+)
 def test_dashboard_has_the_expected_panels(dash, what, patterns):
     for pattern in patterns:
         assert _has(dash, pattern), f"no panel for {what}: {pattern}"

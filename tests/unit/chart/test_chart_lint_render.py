@@ -1,4 +1,5 @@
 """`helm lint` is clean and every rendering validates against the Kubernetes schemas."""
+
 from __future__ import annotations
 
 import kubernetes_validate
@@ -36,8 +37,12 @@ def test_rendering_validates_against_kubernetes_schemas(helm, values):
     objs = render(helm, *(["-f", str(values)] if values else []))
     kinds = {o["kind"] for o in objs}
     assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole"} <= kinds
-    crds = {(c["spec"]["names"]["kind"], f"{c['spec']['group']}/{v['name']}"): c["spec"]["scope"]
-            for c in objs if c["kind"] == "CustomResourceDefinition" for v in c["spec"]["versions"]}
+    crds = {
+        (c["spec"]["names"]["kind"], f"{c['spec']['group']}/{v['name']}"): c["spec"]["scope"]
+        for c in objs
+        if c["kind"] == "CustomResourceDefinition"
+        for v in c["spec"]["versions"]
+    }
     for o in objs:
         if o["apiVersion"] == "kopf.dev/v1":
             scope = crds[(o["kind"], o["apiVersion"])]

@@ -4,6 +4,7 @@ with the labels the query groups and filters by.
 The exposition comes from the metric definitions themselves (pagoda.engine.metrics,
 pagoda.operator.metrics); tests/integration/monitoring checks the same against a live scrape.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,10 @@ def queries(helm) -> list[str]:
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     exprs += [v["query"]["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
-    (rule,) = by_kind(render(helm, "--set", "monitoring.prometheusRule.enabled=true", crds=False), "PrometheusRule")
+    (rule,) = by_kind(
+        render(helm, "--set", "monitoring.prometheusRule.enabled=true", crds=False),
+        "PrometheusRule",
+    )
     return exprs + [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
 
 
@@ -66,7 +70,10 @@ def test_every_queried_series_is_exported(helm):
         for label in MATCHER.findall(expr):
             assert label in labels, f"{expr!r} filters on {label!r}, not a label of {names}"
     # The dashboard and alerts between them read every engine and operator family.
-    families = {re.sub(r"_(bucket|count|sum|created)$", "", n) for n in series
-                if n.startswith(("vllm:", "pagoda_operator_")) and not n.endswith("_created")}
+    families = {
+        re.sub(r"_(bucket|count|sum|created)$", "", n)
+        for n in series
+        if n.startswith(("vllm:", "pagoda_operator_")) and not n.endswith("_created")
+    }
     read = {re.sub(r"_bucket$", "", n) for n in used}
     assert families - read == set(), f"exported but never shown: {families - read}"

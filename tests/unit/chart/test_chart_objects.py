@@ -1,5 +1,6 @@
 """What the rendered chart holds: a locked-down operator pod, least-privilege RBAC in either
 scope, and the monitoring objects only when asked for."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,13 @@ import yaml
 from chart_render import CHART, CRD, DASHBOARD, NAMESPACE, REPO, by_kind, render
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
-ALERTS = {"PagodaEngineDown", "PagodaKVCacheSaturated", "PagodaTTFTHigh", "PagodaPreemptionsHigh",
-          "PagodaReplicasNotReady"}
+ALERTS = {
+    "PagodaEngineDown",
+    "PagodaKVCacheSaturated",
+    "PagodaTTFTHigh",
+    "PagodaPreemptionsHigh",
+    "PagodaReplicasNotReady",
+}
 
 
 def operator_container(objs):
@@ -55,22 +61,33 @@ def test_default_images_are_the_ones_images_build_tags():
         assert f"img={image} " in script, f"images/build.sh no longer tags {image}"
 
 
-@pytest.mark.parametrize("extra,kind,namespaces", [
-    ([], "ClusterKopfPeering", [None]),
-    (["--set", "watch.scope=namespaces", "--set", "watch.namespaces={team-a,team-b}"], "KopfPeering",
-     ["team-a", "team-b"]),
-], ids=["cluster", "namespaces"])
+@pytest.mark.parametrize(
+    "extra,kind,namespaces",
+    [
+        ([], "ClusterKopfPeering", [None]),
+        (
+            ["--set", "watch.scope=namespaces", "--set", "watch.namespaces={team-a,team-b}"],
+            "KopfPeering",
+            ["team-a", "team-b"],
+        ),
+    ],
+    ids=["cluster", "namespaces"],
+)
 def test_replicas_meet_in_the_peering_object(helm, extra, kind, namespaces):
     objs = render(helm, *extra)
     _, c = operator_container(objs)
     peerings = by_kind(objs, kind)
     assert [p["metadata"].get("namespace") for p in peerings] == namespaces
     assert {p["metadata"]["name"] for p in peerings} == set(arg(c, "peering-name"))
-    assert any(o["kind"] == "CustomResourceDefinition" and o["spec"]["names"]["kind"] == kind for o in objs)
+    assert any(
+        o["kind"] == "CustomResourceDefinition" and o["spec"]["names"]["kind"] == kind for o in objs
+    )
     plural = kind.lower() + "s"
     for role in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
         granted = _rules_grant(role["rules"], "kopf.dev", plural, ["list", "watch", "patch"])
-        assert granted == (role["kind"] == ("ClusterRole" if namespaces == [None] else "Role")), role
+        assert granted == (role["kind"] == ("ClusterRole" if namespaces == [None] else "Role")), (
+            role
+        )
 
 
 def test_standby_replicas_get_a_disruption_budget(helm):
@@ -79,7 +96,10 @@ def test_standby_replicas_get_a_disruption_budget(helm):
     deploy, _ = operator_container(objs)
     (pdb,) = by_kind(objs, "PodDisruptionBudget")
     assert deploy["spec"]["replicas"] == 2 and pdb["spec"]["maxUnavailable"] == 1
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
 def test_metrics_service_selects_the_operator_pod(helm):
@@ -93,8 +113,10 @@ def test_metrics_service_selects_the_operator_pod(helm):
 
 
 def _rules_grant(rules, group, resource, verbs):
-    return any(group in r["apiGroups"] and resource in r["resources"] and set(verbs) <= set(r["verbs"])
-               for r in rules)
+    return any(
+        group in r["apiGroups"] and resource in r["resources"] and set(verbs) <= set(r["verbs"])
+        for r in rules
+    )
 
 
 def test_cluster_scope_rbac(helm):
@@ -106,21 +128,31 @@ def test_cluster_scope_rbac(helm):
     (binding,) = by_kind(objs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     (sa,) = by_kind(objs, "ServiceAccount")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
-                                    "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    ]
     rules = role["rules"]
     assert _rules_grant(rules, "pagoda.dev", "inferenceservices", ["get", "list", "watch", "patch"])
     assert _rules_grant(rules, "pagoda.dev", "inferenceservices/status", ["patch"])
     assert _rules_grant(rules, "apps", "deployments", ["create", "patch", "delete"])
-    assert _rules_grant(rules, "apiextensions.k8s.io", "customresourcedefinitions", ["list", "watch"])
+    assert _rules_grant(
+        rules, "apiextensions.k8s.io", "customresourcedefinitions", ["list", "watch"]
+    )
     assert _rules_grant(rules, "apps", "deployments/scale", ["patch"])
     assert not _rules_grant(rules, "apiextensions.k8s.io", "customresourcedefinitions", ["create"])
 
 
-@pytest.mark.parametrize("extra,namespaces", [
-    (["--set", "watch.scope=namespaces", "--set", "watch.namespaces={team-a,team-b}"], ["team-a", "team-b"]),
-    (["--set", "watch.scope=namespaces"], [NAMESPACE]),
-], ids=["listed", "release-namespace"])
+@pytest.mark.parametrize(
+    "extra,namespaces",
+    [
+        (
+            ["--set", "watch.scope=namespaces", "--set", "watch.namespaces={team-a,team-b}"],
+            ["team-a", "team-b"],
+        ),
+        (["--set", "watch.scope=namespaces"], [NAMESPACE]),
+    ],
+    ids=["listed", "release-namespace"],
+)
 def test_namespaced_scope_rbac(helm, extra, namespaces):
     objs = render(helm, *extra)
     _, c = operator_container(objs)
@@ -140,9 +172,13 @@ def test_namespaced_scope_rbac(helm, extra, namespaces):
     assert _rules_grant(cluster_role["rules"], "", "namespaces", ["list", "watch"])
 
 
-@pytest.mark.parametrize("extra", [[], ["--set", "watch.scope=namespaces"]], ids=["cluster", "namespaces"])
+@pytest.mark.parametrize(
+    "extra", [[], ["--set", "watch.scope=namespaces"]], ids=["cluster", "namespaces"]
+)
 def test_rbac_has_no_wildcards_or_secrets(helm, extra):
-    for role in by_kind(render(helm, *extra), "ClusterRole") + by_kind(render(helm, *extra), "Role"):
+    for role in by_kind(render(helm, *extra), "ClusterRole") + by_kind(
+        render(helm, *extra), "Role"
+    ):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
             assert "secrets" not in rule["resources"]
@@ -171,7 +207,10 @@ def test_monitoring_objects(helm):
     assert alerts["PagodaTTFTHigh"]["for"] == "5m"
     assert alerts["PagodaKVCacheSaturated"]["expr"] == "vllm:kv_cache_usage_perc > 0.95"
     for a in alerts.values():
-        assert a["labels"]["team"] == "ml-platform" and a["labels"]["severity"] in {"warning", "critical"}
+        assert a["labels"]["team"] == "ml-platform" and a["labels"]["severity"] in {
+            "warning",
+            "critical",
+        }
         assert a["annotations"]["summary"] and a["annotations"]["description"]
 
     (cm,) = by_kind(objs, "ConfigMap")
@@ -186,6 +225,9 @@ def test_chart_crd_is_the_repo_crd(helm):
     for entry in (CHART / "crds").iterdir():
         assert entry.is_symlink() and entry.resolve() == (CRD.parent / entry.name).resolve(), entry
     assert (CHART / "crds" / "inferenceservice.yaml").resolve() == CRD.resolve()
-    (crd,) = [o for o in by_kind(render(helm), "CustomResourceDefinition")
-              if o["metadata"]["name"] == "inferenceservices.pagoda.dev"]
+    (crd,) = [
+        o
+        for o in by_kind(render(helm), "CustomResourceDefinition")
+        if o["metadata"]["name"] == "inferenceservices.pagoda.dev"
+    ]
     assert crd == yaml.safe_load(CRD.read_text())

@@ -1,6 +1,7 @@
 """The chart's ServiceMonitor and PrometheusRule against prometheus-operator's own models
 (@kubernetes-models/prometheus-operator, generated from its CRDs): TypeScript's object-literal
 check for unknown or mistyped fields, and the models' validate() for the CRD schemas' patterns."""
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,10 @@ import pytest
 from chart_render import CHART, by_kind, node_types, render, type_check
 
 MODELS = "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1"
-IMPORTS = (f'import type {{ IServiceMonitor }} from "{MODELS}/ServiceMonitor";\n'
-           f'import type {{ IPrometheusRule }} from "{MODELS}/PrometheusRule";')
+IMPORTS = (
+    f'import type {{ IServiceMonitor }} from "{MODELS}/ServiceMonitor";\n'
+    f'import type {{ IPrometheusRule }} from "{MODELS}/PrometheusRule";'
+)
 VALIDATE = f"""
 import {{ readFileSync }} from "node:fs";
 import {{ ServiceMonitor }} from "{MODELS}/ServiceMonitor";
@@ -33,8 +36,14 @@ def objects(helm) -> dict[str, dict]:
 
 
 def check_types(objects: dict[str, dict], workdir: Path) -> subprocess.CompletedProcess:
-    return type_check(workdir, IMPORTS, {"sm": ("IServiceMonitor", objects["ServiceMonitor"]),
-                                         "rule": ("IPrometheusRule", objects["PrometheusRule"])})
+    return type_check(
+        workdir,
+        IMPORTS,
+        {
+            "sm": ("IServiceMonitor", objects["ServiceMonitor"]),
+            "rule": ("IPrometheusRule", objects["PrometheusRule"]),
+        },
+    )
 
 
 def validate(objects: dict[str, dict], workdir: Path) -> subprocess.CompletedProcess:
@@ -42,7 +51,9 @@ def validate(objects: dict[str, dict], workdir: Path) -> subprocess.CompletedPro
     (workdir / "validate.mjs").write_text(VALIDATE)
     if not (workdir / "node_modules").exists():
         (workdir / "node_modules").symlink_to(node_types() / "node_modules")
-    return subprocess.run(["node", "validate.mjs"], cwd=workdir, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["node", "validate.mjs"], cwd=workdir, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_monitoring_objects_match_prometheus_operators_models(objects, tmp_path):

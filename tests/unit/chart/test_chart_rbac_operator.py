@@ -1,5 +1,6 @@
 """The chart's RBAC grants every call the operator's code makes: a new child kind, or a new verb
 on one, fails here before it fails in a cluster with 403."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,11 +19,17 @@ def group_of(api_version: str) -> str:
 
 def needed() -> list[tuple[str, str, set[str]]]:
     group, _, plural = ISVC
-    calls = [(group, plural, {"get", "list", "watch", "patch"}), (group, f"{plural}/status", {"patch"}),
-             ("apps", "deployments/scale", {"patch"}), (group_of(POD.api_version), POD.plural, {"list"}),
-             ("", "events", {"create"})]
+    calls = [
+        (group, plural, {"get", "list", "watch", "patch"}),
+        (group, f"{plural}/status", {"patch"}),
+        ("apps", "deployments/scale", {"patch"}),
+        (group_of(POD.api_version), POD.plural, {"list"}),
+        ("", "events", {"create"}),
+    ]
     # kube.apply (server-side apply), kube.get, kube.list_ (pruning), kube.delete on every child kind.
-    calls += [(group_of(k.api_version), k.plural, {"get", "list", "patch", "delete"}) for k in KINDS]
+    calls += [
+        (group_of(k.api_version), k.plural, {"get", "list", "patch", "delete"}) for k in KINDS
+    ]
     # kopf.on.event watches on the children whose edits are undone.
     calls += [(g, plural, {"list", "watch"}) for g, _, plural in CHILDREN]
     return calls
@@ -35,6 +42,13 @@ def test_rbac_grants_every_operator_call(helm, extra):
     holders = by_kind(objs, "Role") or by_kind(objs, "ClusterRole")
     for role in holders:
         for group, resource, verbs in needed():
-            granted = set().union(*(set(r["verbs"]) for r in role["rules"]
-                                    if group in r["apiGroups"] and resource in r["resources"]))
-            assert verbs <= granted, f"{role['kind']} lacks {sorted(verbs - granted)} on {group}/{resource}"
+            granted = set().union(
+                *(
+                    set(r["verbs"])
+                    for r in role["rules"]
+                    if group in r["apiGroups"] and resource in r["resources"]
+                )
+            )
+            assert verbs <= granted, (
+                f"{role['kind']} lacks {sorted(verbs - granted)} on {group}/{resource}"
+            )

@@ -4,6 +4,7 @@ The schema is checked as the apiserver would with strict field validation (kubec
 unknown fields are errors. CEL rules (x-kubernetes-validations) need an apiserver and are
 covered by the operator's apiserver tests.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,13 @@ import yaml
 from chart_render import CRD, REPO
 
 EXAMPLES = sorted((REPO / "crds" / "examples").glob("*.yaml"))
-TOPOLOGIES = {"cpu-default.yaml", "single-gpu.yaml", "tensor-parallel.yaml", "ha-replicas.yaml",
-              "multi-model-ingress.yaml"}
+TOPOLOGIES = {
+    "cpu-default.yaml",
+    "single-gpu.yaml",
+    "tensor-parallel.yaml",
+    "ha-replicas.yaml",
+    "multi-model-ingress.yaml",
+}
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -30,11 +36,17 @@ def structural_to_jsonschema(node: Any) -> Any:
         return [structural_to_jsonschema(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: structural_to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    out = {
+        k: structural_to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")
+    }
     if node.get("x-kubernetes-int-or-string"):
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node \
-            and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        node.get("type") == "object"
+        and "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -53,7 +65,9 @@ def check(obj: dict[str, Any], validator: jsonschema.Draft4Validator) -> None:
     assert set(meta) <= {"name", "namespace", "labels", "annotations"}, meta
     assert DNS1123_SUBDOMAIN.match(meta["name"]) and len(meta["name"]) <= 50, meta["name"]
     errors = sorted(validator.iter_errors(obj), key=str)
-    assert not errors, "; ".join(f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+    assert not errors, "; ".join(
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors
+    )
 
 
 def load(path: Path) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ Its paged token cache is real (see fake_runner.py), so a copy-on-write or swap t
 late or misdirected changes the generated tokens. A seeded sequence adds a draw from its own
 generator to each token, so forks of one prompt diverge as sampled ones do.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,9 @@ class BlockOpsFakeRunner(FakeRunner):
         self.cpu_slots: dict[int, int] = {}
         self.ops_seen: list[BlockOp] = []
 
-    def _move(self, src: dict[int, int], src_block: int, dst: dict[int, int], dst_block: int) -> None:
+    def _move(
+        self, src: dict[int, int], src_block: int, dst: dict[int, int], dst_block: int
+    ) -> None:
         bs = self.block_size
         for off in range(bs):
             if src_block * bs + off in src:
@@ -36,8 +39,11 @@ class BlockOpsFakeRunner(FakeRunner):
     def execute(self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp] = ()):
         for op in block_ops:
             self.ops_seen.append(op)
-            src, dst = {"copy": (self.slots, self.slots), "swap_out": (self.slots, self.cpu_slots),
-                        "swap_in": (self.cpu_slots, self.slots)}[op.kind]
+            src, dst = {
+                "copy": (self.slots, self.slots),
+                "swap_out": (self.slots, self.cpu_slots),
+                "swap_in": (self.cpu_slots, self.slots),
+            }[op.kind]
             self._move(src, op.src, dst, op.dst)
         if not batch:
             self.last_tokens = {}

@@ -4,6 +4,7 @@ Each new token's id is written at its slot; the next token is a hash of the whol
 through the block table. A scheduler or KV-manager bug (a wrong block, a stale slot, a block shared
 by mistake) therefore changes the generated tokens, and the tests compare them with a solo run.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ class FakeRunner:
         self.num_blocks, self.block_size = num_blocks, block_size
         self.slots: dict[int, int] = {}
         self.steps = 0
-        self.last_tokens: dict[Sequence, int] = {}  # as the real runner: last step's samples "on the device"
+        self.last_tokens: dict[
+            Sequence, int
+        ] = {}  # as the real runner: last step's samples "on the device"
 
     def _slot(self, seq: Sequence, pos: int) -> int:
         return seq.block_table[pos // self.block_size] * self.block_size + pos % self.block_size
@@ -48,12 +51,19 @@ class FakeRunner:
             start = seq.num_computed_tokens
             assert len(seq.block_table) * self.block_size >= start + n, "no room allocated"
             for pos, tok in zip(range(start, start + n), seq.token_ids(start, start + n)):
-                self.slots[self._slot(seq, pos)] = self.last_tokens[seq] if tok == PENDING_TOKEN else tok
+                self.slots[self._slot(seq, pos)] = (
+                    self.last_tokens[seq] if tok == PENDING_TOKEN else tok
+                )
 
-    def execute(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], FakeSamplerOutput]:
+    def execute(
+        self, batch: list[tuple[Sequence, int]]
+    ) -> tuple[list[Sequence], FakeSamplerOutput]:
         self.steps += 1
         self.write_batch(batch)
         sampling = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
-        tokens = [next_token([self.slots[self._slot(s, p)] for p in range(s.num_tokens)]) for s in sampling]
+        tokens = [
+            next_token([self.slots[self._slot(s, p)] for p in range(s.num_tokens)])
+            for s in sampling
+        ]
         self.last_tokens = dict(zip(sampling, tokens))
         return sampling, FakeSamplerOutput(tokens, [0.0] * len(tokens), [None] * len(tokens))

@@ -4,6 +4,7 @@ runner whose paged cache is real (block_ops_fake_runner.py).
 Semantics pinned here: a request with n outputs and seed s gives, as output i, exactly what a
 request with n = 1 and seed s + i gives alone; unseeded outputs are all the solo output.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,15 +21,29 @@ def solo(prompt: list[int], max_tokens: int, seed: int | None) -> list[int]:
     tokens = list(prompt)
     for _ in range(max_tokens):
         tokens.append(fake_token(tokens, generator))
-    return tokens[len(prompt):]
+    return tokens[len(prompt) :]
 
 
-def make_engine(num_blocks: int, block_size: int = 4, num_cpu_blocks: int = 0, max_num_seqs: int = 8,
-                budget: int = 64, prefix: bool = True, async_scheduling: bool = False) -> LLMEngine:
+def make_engine(
+    num_blocks: int,
+    block_size: int = 4,
+    num_cpu_blocks: int = 0,
+    max_num_seqs: int = 8,
+    budget: int = 64,
+    prefix: bool = True,
+    async_scheduling: bool = False,
+) -> LLMEngine:
     mode = "swap" if num_cpu_blocks else "recompute"
-    config = EngineConfig(block_size=block_size, max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
-                          enable_prefix_caching=prefix, preemption_mode=mode, swap_space=1.0 if num_cpu_blocks else 0.0,
-                          max_model_len=num_blocks * block_size, async_scheduling=async_scheduling)
+    config = EngineConfig(
+        block_size=block_size,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=budget,
+        enable_prefix_caching=prefix,
+        preemption_mode=mode,
+        swap_space=1.0 if num_cpu_blocks else 0.0,
+        max_model_len=num_blocks * block_size,
+        async_scheduling=async_scheduling,
+    )
     runner = BlockOpsFakeRunner(num_blocks, block_size, num_cpu_blocks)
     return LLMEngine(config, runner=runner, tokenizer=object(), log_stats=False)
 
@@ -37,20 +52,32 @@ def assert_pools_consistent(engine: LLMEngine) -> None:
     kv, sched = engine.kv, engine.scheduler
     live = sched.running + sched.waiting + sched.swapped
     for b in kv.blocks:
-        assert b.ref_count == sum(s.block_table.count(b.block_id) for s in live), f"block {b.block_id}"
+        assert b.ref_count == sum(s.block_table.count(b.block_id) for s in live), (
+            f"block {b.block_id}"
+        )
     held = {b for s in live for b in s.block_table}
     assert kv.num_free_blocks == kv.num_blocks - len(held)
     cpu_held = [b for s in live for b in s.cpu_block_table]
-    assert len(cpu_held) == len(set(cpu_held)) and len(kv.cpu_free) == kv.num_cpu_blocks - len(cpu_held)
+    assert len(cpu_held) == len(set(cpu_held)) and len(kv.cpu_free) == kv.num_cpu_blocks - len(
+        cpu_held
+    )
 
 
-def run(engine: LLMEngine, requests: list[tuple[list[int], int, int, int | None]],
-        abort_at: dict[int, int] | None = None) -> dict[int, list[list[int]]]:
+def run(
+    engine: LLMEngine,
+    requests: list[tuple[list[int], int, int, int | None]],
+    abort_at: dict[int, int] | None = None,
+) -> dict[int, list[list[int]]]:
     """requests [(prompt, max_tokens, n, seed)]; returns each request's n outputs."""
     abort_at = abort_at or {}
     for i, (prompt, max_tokens, n, seed) in enumerate(requests):
-        engine.add_request(f"r{i}", prompt, SamplingParams(n=n, seed=seed, max_tokens=max_tokens,
-                                                           detokenize=False, ignore_eos=True))
+        engine.add_request(
+            f"r{i}",
+            prompt,
+            SamplingParams(
+                n=n, seed=seed, max_tokens=max_tokens, detokenize=False, ignore_eos=True
+            ),
+        )
     outputs: dict[int, list[list[int]]] = {}
     step = 0
     while engine.has_unfinished_requests():
@@ -141,13 +168,24 @@ def test_random_forks_preemptions_and_aborts_match_solo_runs_and_leave_pools_who
         prompt = data.draw(st.lists(st.integers(0, vocab - 1), min_size=plen, max_size=plen))
         n = data.draw(st.integers(1, min(4, max_num_seqs)))
         reqs.append((prompt, total - plen, n, data.draw(st.none() | st.integers(0, 1000))))
-    aborts = {i: data.draw(st.integers(0, 30)) for i in range(len(reqs)) if data.draw(st.integers(0, 4)) == 0}
-    engine = make_engine(num_blocks, block_size, data.draw(st.sampled_from([0, 0, 3, 40])), max_num_seqs,
-                         budget, prefix=data.draw(st.booleans()), async_scheduling=data.draw(st.booleans()))
+    aborts = {
+        i: data.draw(st.integers(0, 30))
+        for i in range(len(reqs))
+        if data.draw(st.integers(0, 4)) == 0
+    }
+    engine = make_engine(
+        num_blocks,
+        block_size,
+        data.draw(st.sampled_from([0, 0, 3, 40])),
+        max_num_seqs,
+        budget,
+        prefix=data.draw(st.booleans()),
+        async_scheduling=data.draw(st.booleans()),
+    )
     out = run(engine, reqs, aborts)
     for i, r in enumerate(reqs):
         want = expected(*r)
         if i in aborts:
-            assert all(got == w[:len(got)] for got, w in zip(out.get(i, [[]] * r[2]), want))
+            assert all(got == w[: len(got)] for got, w in zip(out.get(i, [[]] * r[2]), want))
         else:
             assert out[i] == want, f"request {i} diverged"

@@ -4,6 +4,7 @@ again with preemption forced by a tiny KV pool.
 Where the two diverge, it may only be at a near-tie: each side's token must be within the other's
 top-5 (the rule vLLM's own model tests use); the comparison ends at the first divergence.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -50,35 +51,51 @@ def hf_greedy():
     from pagoda.engine.loader.resolve import default_gguf_path
 
     path = default_gguf_path()
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
     tok = _engine(num_blocks=None).tokenizer
     results = []
     for prompt in PROMPTS:
         ids = torch.tensor([tok(prompt).input_ids])
         with torch.inference_mode():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_TOKENS,
-                                 min_new_tokens=MAX_TOKENS, do_sample=False, output_scores=True,
-                                 return_dict_in_generate=True, pad_token_id=2)
-        tokens = out.sequences[0, ids.shape[1]:].tolist()
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=MAX_TOKENS,
+                min_new_tokens=MAX_TOKENS,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=2,
+            )
+        tokens = out.sequences[0, ids.shape[1] :].tolist()
         tops = [set(s[0].topk(TOP).indices.tolist()) for s in out.scores]
         results.append((tokens, tops))
     return results
 
 
 def _engine(num_blocks: int | None, **kw) -> LLMEngine:
-    config = EngineConfig(dtype="float32", num_gpu_blocks_override=num_blocks,
-                          max_model_len=192 if num_blocks else 2048, **kw)
+    config = EngineConfig(
+        dtype="float32",
+        num_gpu_blocks_override=num_blocks,
+        max_model_len=192 if num_blocks else 2048,
+        **kw,
+    )
     return LLMEngine(config, log_stats=False)
 
 
 def _run(engine: LLMEngine) -> tuple[list, int]:
     preemptions = PreemptionCounter(engine)
     # min_tokens as HF's min_new_tokens: EOS masked, so both sides pick among the same tokens.
-    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, min_tokens=MAX_TOKENS, ignore_eos=True,
-                            logprobs=TOP)
+    params = SamplingParams(
+        temperature=0.0, max_tokens=MAX_TOKENS, min_tokens=MAX_TOKENS, ignore_eos=True, logprobs=TOP
+    )
     for i, prompt in enumerate(PROMPTS):
         engine.add_request(str(i), prompt, SamplingParams(**vars(params)))
-    done = {int(out.request_id): out.outputs[0] for out in run_to_completion(engine) if out.finished}
+    done = {
+        int(out.request_id): out.outputs[0] for out in run_to_completion(engine) if out.finished
+    }
     return [done[i] for i in range(len(PROMPTS))], preemptions.count
 
 
@@ -88,7 +105,8 @@ def _assert_close(ours, hf_greedy) -> None:
         for step, (a, b) in enumerate(zip(out.token_ids, hf_tokens)):
             if a != b:
                 assert a in hf_tops[step] and b in out.logprobs[step], (
-                    f"prompt {i} ({PROMPTS[i]!r}) diverges at token {step}: ours {a}, HF {b}, not a near-tie")
+                    f"prompt {i} ({PROMPTS[i]!r}) diverges at token {step}: ours {a}, HF {b}, not a near-tie"
+                )
                 break
         else:
             exact += 1

@@ -81,8 +81,11 @@ def test_freed_cached_blocks_are_reused_until_evicted_lru():
 @given(st.data())
 def test_random_requests_with_random_aborts_leave_the_pool_whole(data):
     block_size = data.draw(st.sampled_from([1, 2, 4, 16]))
-    kv = KVCacheManager(num_blocks=data.draw(st.integers(4, 40)), block_size=block_size,
-                        enable_prefix_caching=data.draw(st.booleans()))
+    kv = KVCacheManager(
+        num_blocks=data.draw(st.integers(4, 40)),
+        block_size=block_size,
+        enable_prefix_caching=data.draw(st.booleans()),
+    )
     live: list[Sequence] = []
     vocab = data.draw(st.integers(2, 6))  # a small vocabulary makes shared prefixes common
     for i in range(data.draw(st.integers(1, 200))):

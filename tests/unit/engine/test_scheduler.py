@@ -1,4 +1,5 @@
 """The scheduler driven through adversarial workloads by a runner that really reads its cache."""
+
 from __future__ import annotations
 
 import random
@@ -17,17 +18,30 @@ def solo(prompt: list[int], max_tokens: int) -> list[int]:
     tokens = list(prompt)
     for _ in range(max_tokens):
         tokens.append(next_token(tokens))
-    return tokens[len(prompt):]
+    return tokens[len(prompt) :]
 
 
-def drive(requests, num_blocks, block_size, max_num_seqs, budget, policy="fcfs", prefix=True,
-          abort_at: dict[int, int] | None = None, arrive_at: dict[int, int] | None = None):
+def drive(
+    requests,
+    num_blocks,
+    block_size,
+    max_num_seqs,
+    budget,
+    policy="fcfs",
+    prefix=True,
+    abort_at: dict[int, int] | None = None,
+    arrive_at: dict[int, int] | None = None,
+):
     """Run requests [(prompt, max_tokens, priority)] to the end; return outputs, finish step, stats."""
     kv = KVCacheManager(num_blocks, block_size, prefix)
     sched = Scheduler(kv, max_num_seqs, budget, policy)
     runner = FakeRunner(num_blocks, block_size)
-    seqs = [Sequence(f"s{i}", f"r{i}", 0, p, SamplingParams(max_tokens=m), priority=pr, arrival_time=float(i))
-            for i, (p, m, pr) in enumerate(requests)]
+    seqs = [
+        Sequence(
+            f"s{i}", f"r{i}", 0, p, SamplingParams(max_tokens=m), priority=pr, arrival_time=float(i)
+        )
+        for i, (p, m, pr) in enumerate(requests)
+    ]
     arrive_at = arrive_at or {}
     abort_at = abort_at or {}
     finished_at: dict[int, int] = {}
@@ -69,7 +83,7 @@ def check_against_solo(requests, outputs, aborted=()):
     for i, ((prompt, m, _), got) in enumerate(zip(requests, outputs)):
         want = solo(prompt, m)
         if i in aborted:
-            assert got == want[:len(got)]
+            assert got == want[: len(got)]
         else:
             assert got == want, f"request {i} diverged from its solo run"
 
@@ -83,7 +97,10 @@ def test_continuous_batching_mixes_prefill_chunks_and_decodes():
 
 def test_tiny_pool_forces_preemption_and_every_request_finishes():
     rng = random.Random(0)
-    reqs = [([rng.randrange(97) for _ in range(rng.randint(1, 20))], rng.randint(1, 12), 0) for _ in range(12)]
+    reqs = [
+        ([rng.randrange(97) for _ in range(rng.randint(1, 20))], rng.randint(1, 12), 0)
+        for _ in range(12)
+    ]
     out, _, pre = drive(reqs, num_blocks=9, block_size=4, max_num_seqs=6, budget=16)
     check_against_solo(reqs, out)
     assert pre > 0, "the workload was meant to run out of blocks"
@@ -99,7 +116,9 @@ def test_prompt_near_the_pool_size():
 def test_priority_policy_serves_lower_values_first():
     # One slot at a time: the order of completion is the order of service.
     reqs = [([1, 2], 3, 5), ([3, 4], 3, 1), ([5, 6], 3, 3), ([7, 8], 3, 0)]
-    out, finished_at, _ = drive(reqs, num_blocks=32, block_size=4, max_num_seqs=1, budget=8, policy="priority")
+    out, finished_at, _ = drive(
+        reqs, num_blocks=32, block_size=4, max_num_seqs=1, budget=8, policy="priority"
+    )
     check_against_solo(reqs, out)
     order = sorted(finished_at, key=finished_at.get)
     assert order == [3, 1, 2, 0]
@@ -107,8 +126,15 @@ def test_priority_policy_serves_lower_values_first():
 
 def test_high_priority_arrival_preempts_a_low_priority_runner():
     reqs = [(list(range(12)), 20, 9), (list(range(40, 52)), 4, 0)]
-    out, finished_at, pre = drive(reqs, num_blocks=8, block_size=4, max_num_seqs=4, budget=16,
-                                  policy="priority", arrive_at={1: 3})
+    out, finished_at, pre = drive(
+        reqs,
+        num_blocks=8,
+        block_size=4,
+        max_num_seqs=4,
+        budget=16,
+        policy="priority",
+        arrive_at={1: 3},
+    )
     check_against_solo(reqs, out)
     assert pre >= 1 and finished_at[1] < finished_at[0]
 
@@ -138,7 +164,18 @@ def test_adversarial_workloads_match_solo_runs(data):
         return
     n = len(reqs)
     arrive = {i: data.draw(st.integers(0, 20)) for i in range(n) if data.draw(st.booleans())}
-    aborts = {i: data.draw(st.integers(0, 40)) for i in range(n) if data.draw(st.integers(0, 5)) == 0}
-    out, _, _ = drive(reqs, num_blocks, block_size, max_num_seqs, budget, policy,
-                      prefix=data.draw(st.booleans()), abort_at=aborts, arrive_at=arrive)
+    aborts = {
+        i: data.draw(st.integers(0, 40)) for i in range(n) if data.draw(st.integers(0, 5)) == 0
+    }
+    out, _, _ = drive(
+        reqs,
+        num_blocks,
+        block_size,
+        max_num_seqs,
+        budget,
+        policy,
+        prefix=data.draw(st.booleans()),
+        abort_at=aborts,
+        arrive_at=arrive,
+    )
     check_against_solo(reqs, out, aborted=set(aborts))

@@ -1,4 +1,5 @@
 """A stop token id (or EOS) ends a sequence without entering its text, unless asked for."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,12 @@ def tokenizer():
 
 
 def run(tokenizer, prompt: list[int], **params):
-    engine = LLMEngine(EngineConfig(block_size=4, max_model_len=64), runner=BlockOpsFakeRunner(16, 4),
-                       tokenizer=tokenizer, log_stats=False)
+    engine = LLMEngine(
+        EngineConfig(block_size=4, max_model_len=64),
+        runner=BlockOpsFakeRunner(16, 4),
+        tokenizer=tokenizer,
+        log_stats=False,
+    )
     engine.add_request("r", prompt, SamplingParams(temperature=0.0, **params))
     while engine.has_unfinished_requests():
         outs = engine.step()
@@ -30,8 +35,15 @@ def test_stop_token_text_is_left_out_unless_asked_for(tokenizer):
     prompt = next(p for p in ([20 + i, 21, 22] for i in range(60)) if fake_token(p, None) >= 17)
     stop = fake_token(prompt, None)
     out = run(tokenizer, prompt, max_tokens=5, stop_token_ids=[stop])
-    assert (out.finish_reason, out.stop_reason, out.token_ids, out.text) == ("stop", stop, [stop], "")
-    kept = run(tokenizer, prompt, max_tokens=5, stop_token_ids=[stop], include_stop_str_in_output=True)
+    assert (out.finish_reason, out.stop_reason, out.token_ids, out.text) == (
+        "stop",
+        stop,
+        [stop],
+        "",
+    )
+    kept = run(
+        tokenizer, prompt, max_tokens=5, stop_token_ids=[stop], include_stop_str_in_output=True
+    )
     assert kept.text == tokenizer.decode([stop]) != ""
     # before min_tokens the stop token is an ordinary token
     early = run(tokenizer, prompt, max_tokens=3, min_tokens=3, stop_token_ids=[stop])

@@ -1,4 +1,5 @@
 """Drive a model through the paged KV cache the way the runner does, without the runner."""
+
 from __future__ import annotations
 
 import random
@@ -12,11 +13,18 @@ from pagoda.engine.models import ModelConfig
 class PagedBatch:
     """Sequences with block tables over one KV pool; free blocks handed out in shuffled order."""
 
-    def __init__(self, cfg: ModelConfig, num_blocks: int = 64, block_size: int = 16,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        num_blocks: int = 64,
+        block_size: int = 16,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
-        self.kv = [(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
-                   for _ in range(cfg.num_layers)]
+        self.kv = [
+            (torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
+            for _ in range(cfg.num_layers)
+        ]
         self.block_size = block_size
         self.free = list(range(num_blocks))
         random.Random(0).shuffle(self.free)
@@ -24,7 +32,9 @@ class PagedBatch:
         self.lens: dict[int, int] = {}
 
     @torch.inference_mode()
-    def step(self, model: torch.nn.Module, chunks: list[tuple[int, list[int]]]) -> list[torch.Tensor]:
+    def step(
+        self, model: torch.nn.Module, chunks: list[tuple[int, list[int]]]
+    ) -> list[torch.Tensor]:
         """One forward over (seq id, new token ids) chunks; returns each chunk's logits [n, vocab]."""
         bs = self.block_size
         ids, positions, slots, starts, seq_lens = [], [], [], [0], []
@@ -43,11 +53,16 @@ class PagedBatch:
         width = max(len(self.tables[seq]) for seq, _ in chunks)
         tables = [self.tables[seq] + [0] * (width - len(self.tables[seq])) for seq, _ in chunks]
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots), query_start_loc=torch.tensor(starts, dtype=torch.int32),
+            slot_mapping=torch.tensor(slots),
+            query_start_loc=torch.tensor(starts, dtype=torch.int32),
             seq_lens=torch.tensor(seq_lens, dtype=torch.int32),
             block_tables=torch.tensor(tables, dtype=torch.int32),
-            max_query_len=max(len(t) for _, t in chunks), max_seq_len=max(seq_lens), block_size=bs,
-            query_start_loc_cpu=starts, seq_lens_cpu=seq_lens)
+            max_query_len=max(len(t) for _, t in chunks),
+            max_seq_len=max(seq_lens),
+            block_size=bs,
+            query_start_loc_cpu=starts,
+            seq_lens_cpu=seq_lens,
+        )
         hidden = model(torch.tensor(ids), torch.tensor(positions), self.kv, meta)
         logits = model.compute_logits(hidden)
-        return [logits[starts[i]:starts[i + 1]] for i in range(len(chunks))]
+        return [logits[starts[i] : starts[i + 1]] for i in range(len(chunks))]

@@ -1,4 +1,5 @@
 """Dummy weights at named shapes, the shapes' sizes, and the loader's errors."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from pagoda.engine.models import ModelConfig, build_model
 from pagoda.engine.models.shapes import DUMMY_SHAPES
 
 # Parameter counts of the real checkpoints (HF model cards / safetensors index totals).
-PARAMS = {"smollm2-135m": 134_515_008, "llama-3.2-1b": 1_235_814_400, "llama-3.1-8b": 8_030_261_248,
-          "mistral-7b": 7_248_023_552, "qwen2.5-0.5b": 494_032_768}
+PARAMS = {
+    "smollm2-135m": 134_515_008,
+    "llama-3.2-1b": 1_235_814_400,
+    "llama-3.1-8b": 8_030_261_248,
+    "mistral-7b": 7_248_023_552,
+    "qwen2.5-0.5b": 494_032_768,
+}
 
 
 @pytest.mark.parametrize("shape", sorted(DUMMY_SHAPES))
@@ -26,8 +32,9 @@ def test_named_shape_has_the_real_models_size(shape: str) -> None:
 
 
 def test_dummy_model_runs() -> None:
-    model, cfg = load_model(EngineConfig(load_format="dummy", model="smollm2-135m"),
-                            torch.device("cpu"), torch.bfloat16)
+    model, cfg = load_model(
+        EngineConfig(load_format="dummy", model="smollm2-135m"), torch.device("cpu"), torch.bfloat16
+    )
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert model.model.embed_tokens.weight.std().item() == pytest.approx(0.02, rel=0.05)
     batch = PagedBatch(cfg, dtype=torch.bfloat16)
@@ -39,9 +46,20 @@ def test_dummy_model_runs() -> None:
 
 
 def test_dummy_from_config_json(tmp_path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps(dict(
-        architectures=["Qwen2ForCausalLM"], vocab_size=300, hidden_size=32, intermediate_size=48,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, eos_token_id=5)))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            dict(
+                architectures=["Qwen2ForCausalLM"],
+                vocab_size=300,
+                hidden_size=32,
+                intermediate_size=48,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=1,
+                eos_token_id=5,
+            )
+        )
+    )
     cfg = EngineConfig(load_format="dummy", model=str(tmp_path))
     assert resolve_model(cfg) == ResolvedModel("dummy", tmp_path / "config.json")
     model, mc = load_model(cfg, torch.device("cpu"), torch.float32)
@@ -51,7 +69,10 @@ def test_dummy_from_config_json(tmp_path) -> None:
 
 
 def test_dummy_shape_flag_and_default() -> None:
-    assert resolve_model(EngineConfig(load_format="dummy", dummy_shape="llama-3.1-8b")).shape == "llama-3.1-8b"
+    assert (
+        resolve_model(EngineConfig(load_format="dummy", dummy_shape="llama-3.1-8b")).shape
+        == "llama-3.1-8b"
+    )
     assert resolve_model(EngineConfig(load_format="dummy")).shape == "smollm2-135m"
 
 
@@ -60,12 +81,27 @@ def test_default_model_resolves_to_the_packaged_gguf() -> None:
     assert resolved.kind == "gguf" and resolved.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-@pytest.mark.parametrize("config,error,match", [
-    (EngineConfig(model="/nonexistent/model"), FileNotFoundError, "not found: give 'default', a .gguf"),
-    (EngineConfig(load_format="dummy", model="llama-9"), ValueError, "unknown dummy model shape 'llama-9'"),
-    (EngineConfig(dummy_shape="llama-3.1-8b"), ValueError, "--dummy-shape needs --load-format dummy"),
-    (EngineConfig(load_format="safetensors"), ValueError, "does not fit"),
-])
+@pytest.mark.parametrize(
+    "config,error,match",
+    [
+        (
+            EngineConfig(model="/nonexistent/model"),
+            FileNotFoundError,
+            "not found: give 'default', a .gguf",
+        ),
+        (
+            EngineConfig(load_format="dummy", model="llama-9"),
+            ValueError,
+            "unknown dummy model shape 'llama-9'",
+        ),
+        (
+            EngineConfig(dummy_shape="llama-3.1-8b"),
+            ValueError,
+            "--dummy-shape needs --load-format dummy",
+        ),
+        (EngineConfig(load_format="safetensors"), ValueError, "does not fit"),
+    ],
+)
 def test_loader_errors(config: EngineConfig, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         load_model(config, torch.device("cpu"), torch.float32)
@@ -89,13 +125,29 @@ def test_not_a_gguf_file(tmp_path) -> None:
 
 def test_unsupported_architecture() -> None:
     with pytest.raises(ValueError, match="unsupported architecture 'GPT2LMHeadModel'"):
-        ModelConfig.from_hf(dict(architectures=["GPT2LMHeadModel"], vocab_size=10, hidden_size=8,
-                                 intermediate_size=8, num_hidden_layers=1, num_attention_heads=2))
+        ModelConfig.from_hf(
+            dict(
+                architectures=["GPT2LMHeadModel"],
+                vocab_size=10,
+                hidden_size=8,
+                intermediate_size=8,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+            )
+        )
 
 
 def test_checkpoint_missing_a_tensor() -> None:
-    cfg = ModelConfig.from_hf(dict(vocab_size=10, hidden_size=8, intermediate_size=8,
-                                   num_hidden_layers=1, num_attention_heads=2, tie_word_embeddings=True))
+    cfg = ModelConfig.from_hf(
+        dict(
+            vocab_size=10,
+            hidden_size=8,
+            intermediate_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            tie_word_embeddings=True,
+        )
+    )
     model = build_model(cfg, TorchAttentionBackend())
     with pytest.raises(ValueError, match="checkpoint lacks .* tensors"):
         model.load_weights([("model.layers.0.self_attn.q_proj.weight", torch.zeros(8, 8))])

@@ -1,4 +1,5 @@
 """Our model on the default GGUF against HF transformers loading the same file, in float32."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,7 +24,9 @@ def models():
     from transformers import AutoModelForCausalLM
 
     path = default_gguf_path()
-    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
     ours, cfg = load_model(EngineConfig(), torch.device("cpu"), torch.float32)
     return ours, cfg, hf.eval()
 
@@ -41,8 +44,13 @@ def hf_logits(hf, ids: list[int]) -> torch.Tensor:
 
 def test_config_from_gguf(models) -> None:
     _, cfg, hf = models
-    assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim) == \
-        (hf.config.num_hidden_layers, hf.config.hidden_size, 9, 3, 64)
+    assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim) == (
+        hf.config.num_hidden_layers,
+        hf.config.hidden_size,
+        9,
+        3,
+        64,
+    )
     assert cfg.vocab_size == 49152 and cfg.tie_word_embeddings and cfg.rope_theta == 100000.0
     assert cfg.eos_token_ids == [2] and cfg.bos_token_id == 1
 

@@ -1,5 +1,6 @@
 """Weights from a HF folder and from a GGUF file land where HF's own model has them: tiny random
 models, written by transformers and by gguf's writer, give our model HF's logits."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,25 @@ from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import load_model
 from pagoda.engine.loader import model_loader
 
-TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-            rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)
-LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 32}
+TINY = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,
+}
 
 
 def hf_model(arch: str, **overrides):
@@ -44,12 +59,21 @@ def assert_same_logits(ours, cfg, hf, ids: list[int]) -> None:
 IDS = [1, 57, 300, 4, 99, 511, 17, 8, 250, 3, 42, 77, 120, 6, 400, 9, 33, 200, 5, 64]
 
 
-@pytest.mark.parametrize("arch,overrides", [
-    ("LlamaForCausalLM", dict(rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, tie_word_embeddings=False)),
-    ("LlamaForCausalLM", dict(rope_scaling={"rope_type": "linear", "factor": 2.0}, tie_word_embeddings=True)),
-    ("Qwen2ForCausalLM", dict(tie_word_embeddings=True)),  # q/k/v bias
-    ("MistralForCausalLM", dict(tie_word_embeddings=False)),
-])
+@pytest.mark.parametrize(
+    "arch,overrides",
+    [
+        (
+            "LlamaForCausalLM",
+            dict(rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, tie_word_embeddings=False),
+        ),
+        (
+            "LlamaForCausalLM",
+            dict(rope_scaling={"rope_type": "linear", "factor": 2.0}, tie_word_embeddings=True),
+        ),
+        ("Qwen2ForCausalLM", dict(tie_word_embeddings=True)),  # q/k/v bias
+        ("MistralForCausalLM", dict(tie_word_embeddings=False)),
+    ],
+)
 def test_hf_folder(tmp_path, arch: str, overrides: dict) -> None:
     hf = hf_model(arch, **overrides)
     hf.save_pretrained(tmp_path)
@@ -72,15 +96,30 @@ def test_hf_folder_sharded_with_index(tmp_path) -> None:
 
 def permute(w: np.ndarray, num_heads: int) -> np.ndarray:
     """llama.cpp's convert_hf_to_gguf reordering of q/k rows."""
-    return w.reshape(num_heads, 2, w.shape[0] // num_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return (
+        w.reshape(num_heads, 2, w.shape[0] // num_heads // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
-GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-              "post_attention_layernorm": "ffn_norm"}
-QTYPES = [gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0,
-          gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16]
+GGUF_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+QTYPES = [
+    gguf.GGMLQuantizationType.Q8_0,
+    gguf.GGMLQuantizationType.Q4_0,
+    gguf.GGMLQuantizationType.F16,
+    gguf.GGMLQuantizationType.BF16,
+]
 
 
 def write_gguf(hf, path) -> None:
@@ -120,7 +159,9 @@ def write_gguf(hf, path) -> None:
             writer.add_tensor(gguf_name, w)
             continue
         qtype = QTYPES[i % len(QTYPES)]
-        heads = {"attn_q": c.num_attention_heads, "attn_k": c.num_key_value_heads}.get(gguf_name.split(".")[-2])
+        heads = {"attn_q": c.num_attention_heads, "attn_k": c.num_key_value_heads}.get(
+            gguf_name.split(".")[-2]
+        )
         data = gguf.quants.quantize(permute(w, heads) if heads else w, qtype)
         writer.add_tensor(gguf_name, data, raw_shape=data.shape, raw_dtype=qtype)
         param.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(w, qtype), qtype)))
@@ -142,15 +183,18 @@ def llama_cpp_rope_factors(head_dim: int, rope: dict) -> np.ndarray:
         elif wavelen > low_wavelen:
             factors.append(rope["factor"])
         else:
-            smooth = ((rope["original_max_position_embeddings"] / wavelen - rope["low_freq_factor"])
-                      / (rope["high_freq_factor"] - rope["low_freq_factor"]))
+            smooth = (
+                rope["original_max_position_embeddings"] / wavelen - rope["low_freq_factor"]
+            ) / (rope["high_freq_factor"] - rope["low_freq_factor"])
             factors.append(1 / ((1 - smooth) / rope["factor"] + smooth))
     return np.array(factors, dtype=np.float32)
 
 
 def test_gguf_with_llama3_rope_factors(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    hf = hf_model("LlamaForCausalLM", rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, tie_word_embeddings=True)
+    hf = hf_model(
+        "LlamaForCausalLM", rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, tie_word_embeddings=True
+    )
     path = tmp_path / "llama3.gguf"
     write_gguf(hf, path)
     ours, cfg = load_model(EngineConfig(model=str(path)), torch.device("cpu"), torch.float32)
@@ -167,12 +211,21 @@ def test_gguf_file_and_its_cache(tmp_path, monkeypatch) -> None:
     assert (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rope_theta) == (4, 2, 16, 20000.0)
     assert cfg.eos_token_ids == [2, 7] and not cfg.tie_word_embeddings
     assert_same_logits(ours, cfg, hf, IDS)
-    assert len(list((tmp_path / "cache" / "pagoda" / "models").glob("tiny-*/model.float32.safetensors"))) == 1
+    assert (
+        len(
+            list(
+                (tmp_path / "cache" / "pagoda" / "models").glob("tiny-*/model.float32.safetensors")
+            )
+        )
+        == 1
+    )
 
     def no_gguf(path):
         raise AssertionError("the second load read the GGUF file instead of the cache")
 
     monkeypatch.setattr(model_loader, "open_gguf", no_gguf)
-    cached, cached_cfg = load_model(EngineConfig(model=str(path)), torch.device("cpu"), torch.float32)
+    cached, cached_cfg = load_model(
+        EngineConfig(model=str(path)), torch.device("cpu"), torch.float32
+    )
     assert cached_cfg == cfg
     assert_same_logits(cached, cached_cfg, hf, IDS)

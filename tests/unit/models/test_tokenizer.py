@@ -1,4 +1,5 @@
 """The tokenizer comes with the model: built from the GGUF (chat template and EOS included)."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,15 +15,17 @@ def test_default_gguf_tokenizer() -> None:
     assert (cache_dir(default_gguf_path()) / "tokenizer" / "tokenizer.json").is_file()
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.eos_token_id == 2
     assert tokenizer("The capital of France is").input_ids == [504, 3575, 282, 4649, 314]
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert text.startswith("<|im_start|>system\n")
 
 
 def test_explicit_tokenizer_paths(tmp_path) -> None:
-    by_file = load_tokenizer(EngineConfig(load_format="dummy", model="llama-3.2-1b",
-                                          tokenizer=str(default_gguf_path())))
+    by_file = load_tokenizer(
+        EngineConfig(load_format="dummy", model="llama-3.2-1b", tokenizer=str(default_gguf_path()))
+    )
     assert by_file.eos_token == "<|im_end|>"
     by_file.save_pretrained(tmp_path)
     by_folder = load_tokenizer(EngineConfig(tokenizer=str(tmp_path)))

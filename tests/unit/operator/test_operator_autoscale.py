@@ -1,4 +1,5 @@
 """The autoscaler's decision over recorded metric series: bursts, noise, missing pods, metrics that stop."""
+
 import random
 
 from pagoda.operator.autoscale import ScalerState, decide, recommend, record
@@ -8,8 +9,16 @@ STEP = 10  # seconds between scrapes, as the operator's observe timer
 
 
 def policy(**over):
-    base = dict(mode="Operator", min_replicas=1, max_replicas=10, metric="WaitingRequests", target=4.0,
-                tolerance=0.1, scale_up=ScaleRule(0, 4, 60), scale_down=ScaleRule(300, 1, 60))
+    base = dict(
+        mode="Operator",
+        min_replicas=1,
+        max_replicas=10,
+        metric="WaitingRequests",
+        target=4.0,
+        tolerance=0.1,
+        scale_up=ScaleRule(0, 4, 60),
+        scale_down=ScaleRule(300, 1, 60),
+    )
     return Autoscaling(**{**base, **over})
 
 
@@ -131,7 +140,9 @@ def test_ttft_p95():
     a = policy(metric="TTFTSecondsP95", target=1.0)
     assert recommend(a, 2, [3.0])[0] == 6
     assert recommend(a, 2, [1.05])[0] == 2  # within tolerance
-    assert recommend(a, 4, [None])[0] == 0  # no first tokens in the window: no traffic (min bounds it)
+    assert (
+        recommend(a, 4, [None])[0] == 0
+    )  # no first tokens in the window: no traffic (min bounds it)
     assert recommend(a, 4, [])[0] is None  # no pod reported: hold
 
 

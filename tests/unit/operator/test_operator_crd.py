@@ -1,4 +1,5 @@
 """The CRD's shape: names, subresources, printer columns, and the rules the apiserver enforces."""
+
 from pathlib import Path
 
 import yaml
@@ -18,9 +19,11 @@ def test_names():
 
 def test_subresources():
     assert VERSION["subresources"]["status"] == {}
-    assert VERSION["subresources"]["scale"] == {"specReplicasPath": ".spec.replicas",
-                                                "statusReplicasPath": ".status.replicas",
-                                                "labelSelectorPath": ".status.selector"}
+    assert VERSION["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
 
 
 def test_printer_columns():
@@ -32,6 +35,17 @@ def test_printer_columns():
 
 def test_status_schema_covers_what_the_operator_writes():
     status = VERSION["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
-    for key in ("observedGeneration", "url", "replicas", "readyReplicas", "desiredReplicas", "selector",
-                "replicasOwner", "conditions", "rollout", "metrics", "lastScaleTime"):
+    for key in (
+        "observedGeneration",
+        "url",
+        "replicas",
+        "readyReplicas",
+        "desiredReplicas",
+        "selector",
+        "replicasOwner",
+        "conditions",
+        "rollout",
+        "metrics",
+        "lastScaleTime",
+    ):
         assert key in status

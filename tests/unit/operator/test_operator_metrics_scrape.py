@@ -1,4 +1,5 @@
 """metrics_scrape: parsing the engine's real exposition, quantiles, windows, resets, scraping."""
+
 import uuid
 
 import httpx
@@ -12,7 +13,10 @@ from pagoda.operator.metrics_scrape import History, Sample, bucket_increase, par
 def engine_text(model: str) -> str:
     """The process-wide registry, cut to one model's series."""
     text = generate_latest().decode()
-    return "\n".join(l for l in text.splitlines() if l.startswith("#") or f'model_name="{model}"' in l) + "\n"
+    return (
+        "\n".join(l for l in text.splitlines() if l.startswith("#") or f'model_name="{model}"' in l)
+        + "\n"
+    )
 
 
 def test_parses_what_the_engine_exports():
@@ -69,13 +73,19 @@ def test_bucket_increase_handles_reset():
 
 
 def sample(t, ok=0.0, err=0.0, tokens=0.0, fast=0.0, slow=0.0):
-    return Sample(time=t, generation_tokens=tokens, finished={"stop": ok, "abort": err},
-                  ttft=((0.5, fast), (5.0, fast + slow), (float("inf"), fast + slow)))
+    return Sample(
+        time=t,
+        generation_tokens=tokens,
+        finished={"stop": ok, "abort": err},
+        ttft=((0.5, fast), (5.0, fast + slow), (float("inf"), fast + slow)),
+    )
 
 
 def test_window_over_history():
     h = History(keep_seconds=60)
-    for t in range(0, 130, 10):  # 10 requests and 100 tokens every 10 s; one in ten slow, one abort per 20 s
+    for t in range(
+        0, 130, 10
+    ):  # 10 requests and 100 tokens every 10 s; one in ten slow, one abort per 20 s
         h.add("a", sample(t, ok=t, err=t / 20, tokens=10 * t, fast=0.9 * t, slow=0.1 * t))
     w = h.window(["a"], 60, now=120)
     assert w.covered_seconds == 60
@@ -114,7 +124,14 @@ async def test_scrape_marks_failures_none():
         return httpx.Response(200, text="}{ not prometheus")
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        out = await scrape(client, {"a": "http://10.0.0.1:8000/metrics", "b": "http://10.0.0.2:8000/metrics",
-                                    "c": "http://10.0.0.3:8000/metrics"}, 5.0)
+        out = await scrape(
+            client,
+            {
+                "a": "http://10.0.0.1:8000/metrics",
+                "b": "http://10.0.0.2:8000/metrics",
+                "c": "http://10.0.0.3:8000/metrics",
+            },
+            5.0,
+        )
     assert out["a"].running == 4 and out["a"].time == 5.0
     assert out["b"] is None and out["c"] is None

@@ -1,8 +1,17 @@
 """The pure parts of reconcile.py and children.py: which spec renders the pods, who sets replicas."""
+
 import json
 
 from pagoda.operator import metrics
-from pagoda.operator.children import DEPLOYMENT, KINDS, applies_replicas, edited_by_others, handover, kind_of, owner_of
+from pagoda.operator.children import (
+    DEPLOYMENT,
+    KINDS,
+    applies_replicas,
+    edited_by_others,
+    handover,
+    kind_of,
+    owner_of,
+)
 from pagoda.operator.reconcile import pod_spec, replicas_to_apply, spec_revision
 from pagoda.operator.spec import parse
 
@@ -35,13 +44,17 @@ def test_pods_come_from_the_stable_spec_only_while_the_failed_revision_is_asked_
     fixed = spec(engine={"maxNumSeqs": 6})
     assert pod_spec(fixed, rollout) is fixed
     assert pod_spec(bad, {}) is bad
-    assert spec_revision(stable) != spec_revision(bad) and spec_revision(bad) == spec_revision(spec(
-        engine={"maxNumSeqs": 4}))
+    assert spec_revision(stable) != spec_revision(bad) and spec_revision(bad) == spec_revision(
+        spec(engine={"maxNumSeqs": 4})
+    )
 
 
 def test_kinds():
     assert DEPLOYMENT.path("ns", "m") == "/apis/apps/v1/namespaces/ns/deployments/m"
-    assert kind_of({"apiVersion": "v1", "kind": "Service"}).path("ns") == "/api/v1/namespaces/ns/services"
+    assert (
+        kind_of({"apiVersion": "v1", "kind": "Service"}).path("ns")
+        == "/api/v1/namespaces/ns/services"
+    )
     assert len({k.kind for k in KINDS}) == len(KINDS)
 
 
@@ -50,18 +63,33 @@ def test_forget_drops_series():
     metrics.scaling_decisions.labels("ns-f", "m", "up").inc()
     metrics.forget("ns-f", "m")
     metrics.forget("ns-f", "m")  # twice is fine
-    samples = [s for m in (metrics.desired_replicas, metrics.scaling_decisions) for f in m.collect()
-               for s in f.samples if s.labels.get("namespace") == "ns-f"]
+    samples = [
+        s
+        for m in (metrics.desired_replicas, metrics.scaling_decisions)
+        for f in m.collect()
+        for s in f.samples
+        if s.labels.get("namespace") == "ns-f"
+    ]
     assert samples == []
 
 
 def entry(manager, time, subresource=None):
-    e = {"manager": manager, "operation": "Apply" if manager == "pagoda-operator" else "Update", "time": time}
+    e = {
+        "manager": manager,
+        "operation": "Apply" if manager == "pagoda-operator" else "Update",
+        "time": time,
+    }
     return {**e, "subresource": subresource} if subresource else e
 
 
 def test_owner_of():
-    ref = {"apiVersion": "pagoda.dev/v1alpha1", "kind": "InferenceService", "name": "m", "uid": "u", "controller": True}
+    ref = {
+        "apiVersion": "pagoda.dev/v1alpha1",
+        "kind": "InferenceService",
+        "name": "m",
+        "uid": "u",
+        "controller": True,
+    }
     assert owner_of({"ownerReferences": [ref]}) == "m"
     assert owner_of({"ownerReferences": [{**ref, "controller": False}]}) is None
     assert owner_of({"ownerReferences": [{**ref, "kind": "Deployment"}]}) is None
@@ -75,18 +103,37 @@ def test_edited_by_others():
     assert not edited_by_others({"managedFields": [ours, status]})
     by_hand = entry("kubectl-edit", "2026-01-01T00:00:03Z")
     assert edited_by_others({"managedFields": [ours, status, by_hand]})
-    assert not edited_by_others({"managedFields": [by_hand, {**ours, "time": "2026-01-01T00:00:04Z"}]})
-    assert edited_by_others({"managedFields": [entry("kubectl", "2026-01-01T00:00:05Z", "scale"), ours]})
+    assert not edited_by_others(
+        {"managedFields": [by_hand, {**ours, "time": "2026-01-01T00:00:04Z"}]}
+    )
+    assert edited_by_others(
+        {"managedFields": [entry("kubectl", "2026-01-01T00:00:05Z", "scale"), ours]}
+    )
     assert edited_by_others({})  # no record: assume the worst
 
 
 def test_handover_of_replicas():
-    ours = {"manager": "pagoda-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
-    theirs = {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    ours = {
+        "manager": "pagoda-operator",
+        "operation": "Apply",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    }
+    theirs = {
+        "manager": "kube-controller-manager",
+        "operation": "Update",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    }
     no_replicas = {**ours, "fieldsV1": {"f:spec": {"f:template": {}}}}
     assert applies_replicas({"managedFields": [theirs, ours]})
     assert not applies_replicas({"managedFields": [theirs, no_replicas]})
     assert not applies_replicas({})
-    live = {"metadata": {"name": "m", "namespace": "ns", "uid": "x"}, "spec": {"replicas": 4, "template": {}}}
-    assert handover(live) == {"apiVersion": "apps/v1", "kind": "Deployment",
-                              "metadata": {"name": "m", "namespace": "ns"}, "spec": {"replicas": 4}}
+    live = {
+        "metadata": {"name": "m", "namespace": "ns", "uid": "x"},
+        "spec": {"replicas": 4, "template": {}},
+    }
+    assert handover(live) == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "m", "namespace": "ns"},
+        "spec": {"replicas": 4},
+    }

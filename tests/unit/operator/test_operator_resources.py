@@ -1,4 +1,5 @@
 """resources/: spec -> objects, each checked against Kubernetes' own OpenAPI schema."""
+
 from pathlib import Path
 
 import kubernetes_validate
@@ -24,10 +25,14 @@ def container(d):
     return d["spec"]["template"]["spec"]["containers"][0]
 
 
-EXAMPLE_DOCS = [(p.name, i, d) for p in EXAMPLES for i, d in enumerate(yaml.safe_load_all(p.read_text()))]
+EXAMPLE_DOCS = [
+    (p.name, i, d) for p in EXAMPLES for i, d in enumerate(yaml.safe_load_all(p.read_text()))
+]
 
 
-@pytest.mark.parametrize("obj", [d for _, _, d in EXAMPLE_DOCS], ids=[f"{n}#{i}" for n, i, _ in EXAMPLE_DOCS])
+@pytest.mark.parametrize(
+    "obj", [d for _, _, d in EXAMPLE_DOCS], ids=[f"{n}#{i}" for n, i, _ in EXAMPLE_DOCS]
+)
 def test_example_children_are_valid_kubernetes_objects(obj):
     s = parse(obj["metadata"]["name"], "default", obj["spec"])
     objs = desired(s, s, engine_image(s, "gpu:1", "cpu:1"), s.replicas or 1, servicemonitors=True)
@@ -38,15 +43,26 @@ def test_example_children_are_valid_kubernetes_objects(obj):
 
 
 def test_deployment_cpu_defaults():
-    s = spec(resources={"cpu": "2", "memory": "4Gi"}, lifecycle={"drainSeconds": 40, "startupTimeoutSeconds": 300})
+    s = spec(
+        resources={"cpu": "2", "memory": "4Gi"},
+        lifecycle={"drainSeconds": 40, "startupTimeoutSeconds": 300},
+    )
     d = deployment(s, engine_image(s, "pagoda-engine:1", "pagoda-engine-cpu:1"), 3)
     c, pod = container(d), d["spec"]["template"]["spec"]
     assert d["spec"]["replicas"] == 3 and c["image"] == "pagoda-engine-cpu:1"
-    assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}  # surge first
-    assert c["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    assert d["spec"]["strategy"]["rollingUpdate"] == {
+        "maxSurge": 1,
+        "maxUnavailable": 0,
+    }  # surge first
+    assert c["resources"] == {
+        "requests": {"cpu": "2", "memory": "4Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi"},
+    }
     assert c["startupProbe"]["httpGet"]["path"] == "/health"
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
-    assert c["readinessProbe"]["httpGet"]["path"] == c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert (
+        c["readinessProbe"]["httpGet"]["path"] == c["livenessProbe"]["httpGet"]["path"] == "/health"
+    )
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(PRESTOP_SECONDS)]
     assert pod["terminationGracePeriodSeconds"] > PRESTOP_SECONDS + 40
     assert c["args"][c["args"].index("--shutdown-timeout") + 1] == "40"
@@ -62,14 +78,24 @@ def test_deployment_cpu_defaults():
 
 
 def test_deployment_gpu_pvc_and_scheduling():
-    s = spec(model={"uri": "pvc://weights/llama"}, resources={"gpu": {"count": 2}},
-             engine={"tensorParallelSize": 2, "image": "mine:2"},
-             scheduling={"nodeSelector": {"gpu": "h100"}, "priorityClassName": "serving",
-                         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]})
+    s = spec(
+        model={"uri": "pvc://weights/llama"},
+        resources={"gpu": {"count": 2}},
+        engine={"tensorParallelSize": 2, "image": "mine:2"},
+        scheduling={
+            "nodeSelector": {"gpu": "h100"},
+            "priorityClassName": "serving",
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+        },
+    )
     d = deployment(s, engine_image(s, "gpu:1", "cpu:1"), 1)
     c, pod = container(d), d["spec"]["template"]["spec"]
     assert c["image"] == "mine:2"
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 2 == c["resources"]["requests"]["nvidia.com/gpu"]
+    assert (
+        c["resources"]["limits"]["nvidia.com/gpu"]
+        == 2
+        == c["resources"]["requests"]["nvidia.com/gpu"]
+    )
     assert c["args"][0] == "/mnt/models/llama"
     claim = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)["persistentVolumeClaim"]
     assert claim == {"claimName": "weights", "readOnly": True}
@@ -92,15 +118,29 @@ def test_hpa_mode_leaves_replicas_out():
 
 
 def test_ingress_tls_and_streaming():
-    s = spec(exposure={"ingress": {"className": "nginx", "host": "a.example.com", "path": "/llm",
-                                   "tls": {"secretName": "cert"}, "annotations": {"x/y": "z"}}})
+    s = spec(
+        exposure={
+            "ingress": {
+                "className": "nginx",
+                "host": "a.example.com",
+                "path": "/llm",
+                "tls": {"secretName": "cert"},
+                "annotations": {"x/y": "z"},
+            }
+        }
+    )
     ing = next(o for o in desired(s, s, "img", 1, False) if o["kind"] == "Ingress")
     assert ing["spec"]["ingressClassName"] == "nginx"
     assert ing["spec"]["tls"] == [{"hosts": ["a.example.com"], "secretName": "cert"}]
     rule = ing["spec"]["rules"][0]
     assert rule["host"] == "a.example.com" and rule["http"]["paths"][0]["path"] == "/llm"
-    assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "chat", "port": {"name": "http"}}
-    assert int(ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
+    assert rule["http"]["paths"][0]["backend"]["service"] == {
+        "name": "chat",
+        "port": {"name": "http"},
+    }
+    assert (
+        int(ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
+    )
     assert ing["metadata"]["annotations"]["x/y"] == "z"
     assert ingress_url(s) == "https://a.example.com/llm"
 
@@ -111,32 +151,59 @@ def test_features_left_out_render_nothing():
 
 
 def test_every_feature_renders_its_object():
-    s = spec(autoscaling={"mode": "HPA", "minReplicas": 1, "maxReplicas": 3,
-                          "metric": {"type": "KVCacheUsage", "target": 0.75}},
-             exposure={"ingress": {}}, disruption={"minAvailable": 1},
-             monitoring={"serviceMonitor": {"enabled": True, "interval": "30s"}})
+    s = spec(
+        autoscaling={
+            "mode": "HPA",
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "metric": {"type": "KVCacheUsage", "target": 0.75},
+        },
+        exposure={"ingress": {}},
+        disruption={"minAvailable": 1},
+        monitoring={"serviceMonitor": {"enabled": True, "interval": "30s"}},
+    )
     objs = {o["kind"]: o for o in desired(s, s, "img", None, servicemonitors=True)}
-    assert set(objs) == {"ConfigMap", "Service", "Deployment", "Ingress", "PodDisruptionBudget",
-                         "HorizontalPodAutoscaler", "ServiceMonitor"}
+    assert set(objs) == {
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "Ingress",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+    }
     hpa = objs["HorizontalPodAutoscaler"]["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chat"}
     assert hpa["metrics"][0]["pods"]["metric"]["name"] == "vllm_kv_cache_usage_perc"
     assert hpa["metrics"][0]["pods"]["target"]["averageValue"] == "750m"
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
     assert objs["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
-    assert objs["ServiceMonitor"]["spec"]["endpoints"][0] == {"port": "http", "path": "/metrics", "interval": "30s"}
-    assert {o["kind"] for o in desired(s, s, "img", None, servicemonitors=False)} == set(objs) - {"ServiceMonitor"}
+    assert objs["ServiceMonitor"]["spec"]["endpoints"][0] == {
+        "port": "http",
+        "path": "/metrics",
+        "interval": "30s",
+    }
+    assert {o["kind"] for o in desired(s, s, "img", None, servicemonitors=False)} == set(objs) - {
+        "ServiceMonitor"
+    }
     for o in objs.values():
         assert o["metadata"]["labels"]["pagoda.dev/inferenceservice"] == "chat"
         assert o["metadata"]["namespace"] == "team"
 
 
 def test_configmap_pins_threads_and_offline_mode():
-    cm = desired(spec(resources={"cpu": "2500m"}), spec(resources={"cpu": "2500m"}), "img", 1, False)[0]
+    cm = desired(
+        spec(resources={"cpu": "2500m"}), spec(resources={"cpu": "2500m"}), "img", 1, False
+    )[0]
     assert cm["data"]["OMP_NUM_THREADS"] == "2" and cm["data"]["HF_HUB_OFFLINE"] == "1"
     hub = spec(model={"uri": "hf://a/b"})
     assert desired(hub, hub, "img", 1, False)[0]["data"]["HF_HUB_OFFLINE"] == "0"
 
 
 def test_quantity():
-    assert (quantity(4), quantity(0.8), quantity(1.5), quantity(0.0005)) == ("4", "800m", "1500m", "1m")
+    assert (quantity(4), quantity(0.8), quantity(1.5), quantity(0.0005)) == (
+        "4",
+        "800m",
+        "1500m",
+        "1m",
+    )

@@ -1,13 +1,24 @@
 """The rollout gate's verdicts."""
+
 from pagoda.operator.rollout import Observation, judge
 from pagoda.operator.spec import Analysis
 
-BOUNDS = Analysis(max_error_rate=0.05, max_ttft_seconds_p95=2.0, window_seconds=120, min_requests=20)
+BOUNDS = Analysis(
+    max_error_rate=0.05, max_ttft_seconds_p95=2.0, window_seconds=120, min_requests=20
+)
 
 
 def obs(**over):
-    base = dict(elapsed_seconds=60, desired=2, ready=2, restarts=0, requests=100, errors=0, ttft_p95=0.5,
-                covered_seconds=120)
+    base = dict(
+        elapsed_seconds=60,
+        desired=2,
+        ready=2,
+        restarts=0,
+        requests=100,
+        errors=0,
+        ttft_p95=0.5,
+        covered_seconds=120,
+    )
     return Observation(**{**base, **over})
 
 

@@ -1,4 +1,5 @@
 """spec.py: defaults, and the CRD's engine fields -> vLLM-named engine flags."""
+
 from dataclasses import fields
 from pathlib import Path
 
@@ -29,24 +30,48 @@ def test_every_crd_engine_field_is_an_engine_config_field():
         assert snake in engine_fields, f"CRD engine.{camel} has no EngineConfig.{snake}"
 
 
-@pytest.mark.parametrize("uri, arg", [
-    ("default", "default"),
-    ("hf://Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
-    ("pvc://models/llama/8b", "/mnt/models/llama/8b"),
-    ("pvc://models", "/mnt/models"),
-    ("file:///opt/model.gguf", "/opt/model.gguf"),
-])
+@pytest.mark.parametrize(
+    "uri, arg",
+    [
+        ("default", "default"),
+        ("hf://Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
+        ("pvc://models/llama/8b", "/mnt/models/llama/8b"),
+        ("pvc://models", "/mnt/models"),
+        ("file:///opt/model.gguf", "/opt/model.gguf"),
+    ],
+)
 def test_model_arg(uri, arg):
     assert model_arg(uri) == arg
 
 
 def test_engine_args_pass_only_what_the_spec_sets():
-    s = parse("chat", "ns", {"model": {"uri": "default"}, "engine": {
-        "maxNumSeqs": 8, "gpuMemoryUtilization": 0.8, "enablePrefixCaching": False, "enforceEager": True,
-        "image": "x", "args": ["--seed", "3"], "apiKeySecret": {"name": "s", "key": "k"}},
-        "lifecycle": {"drainSeconds": 45}})
+    s = parse(
+        "chat",
+        "ns",
+        {
+            "model": {"uri": "default"},
+            "engine": {
+                "maxNumSeqs": 8,
+                "gpuMemoryUtilization": 0.8,
+                "enablePrefixCaching": False,
+                "enforceEager": True,
+                "image": "x",
+                "args": ["--seed", "3"],
+                "apiKeySecret": {"name": "s", "key": "k"},
+            },
+            "lifecycle": {"drainSeconds": 45},
+        },
+    )
     args = engine_args(s)
-    assert args[:7] == ["default", "--host", "0.0.0.0", "--port", "8000", "--served-model-name", "chat"]
+    assert args[:7] == [
+        "default",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--served-model-name",
+        "chat",
+    ]
     assert args[args.index("--max-num-seqs") + 1] == "8"
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.8"
     assert "--no-enable-prefix-caching" in args and "--enforce-eager" in args
@@ -57,7 +82,14 @@ def test_engine_args_pass_only_what_the_spec_sets():
 
 
 def test_false_booleans_other_than_prefix_caching_pass_nothing():
-    s = parse("m", "ns", {"model": {"uri": "default"}, "engine": {"enforceEager": False, "enablePrefixCaching": True}})
+    s = parse(
+        "m",
+        "ns",
+        {
+            "model": {"uri": "default"},
+            "engine": {"enforceEager": False, "enablePrefixCaching": True},
+        },
+    )
     args = engine_args(s)
     assert "--enforce-eager" not in args and "--enable-prefix-caching" in args
 
@@ -65,13 +97,42 @@ def test_false_booleans_other_than_prefix_caching_pass_nothing():
 def test_defaults_and_owner():
     s = parse("m", "ns", {"model": {"uri": "default", "servedName": "smol"}})
     assert (s.replicas, s.replicas_owner, s.max_surge, s.max_unavailable) == (1, "spec", 1, 0)
-    assert (s.startup_timeout_seconds, s.drain_seconds, s.gpus, s.gpu_resource) == (600, 30, 0, "nvidia.com/gpu")
+    assert (s.startup_timeout_seconds, s.drain_seconds, s.gpus, s.gpu_resource) == (
+        600,
+        30,
+        0,
+        "nvidia.com/gpu",
+    )
     assert "--served-model-name" in engine_args(s) and "smol" in engine_args(s)
-    a = parse("m", "ns", {"model": {"uri": "default"}, "autoscaling": {
-        "minReplicas": 2, "maxReplicas": 5, "metric": {"type": "KVCacheUsage", "target": 0.7},
-        "scaleDown": {"pods": 2}}})
+    a = parse(
+        "m",
+        "ns",
+        {
+            "model": {"uri": "default"},
+            "autoscaling": {
+                "minReplicas": 2,
+                "maxReplicas": 5,
+                "metric": {"type": "KVCacheUsage", "target": 0.7},
+                "scaleDown": {"pods": 2},
+            },
+        },
+    )
     assert a.replicas is None and a.replicas_owner == "autoscaler"
-    assert a.autoscaling.scale_down.pods == 2 and a.autoscaling.scale_down.stabilization_window_seconds == 300
-    h = parse("m", "ns", {"model": {"uri": "default"}, "autoscaling": {
-        "mode": "HPA", "minReplicas": 1, "maxReplicas": 2, "metric": {"type": "WaitingRequests", "target": 3}}})
+    assert (
+        a.autoscaling.scale_down.pods == 2
+        and a.autoscaling.scale_down.stabilization_window_seconds == 300
+    )
+    h = parse(
+        "m",
+        "ns",
+        {
+            "model": {"uri": "default"},
+            "autoscaling": {
+                "mode": "HPA",
+                "minReplicas": 1,
+                "maxReplicas": 2,
+                "metric": {"type": "WaitingRequests", "target": 3},
+            },
+        },
+    )
     assert h.replicas_owner == "hpa"

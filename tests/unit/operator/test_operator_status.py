@@ -1,4 +1,5 @@
 """Status conditions from facts."""
+
 from pagoda.operator.status import Facts, conditions, merge
 
 
@@ -26,14 +27,26 @@ def test_pending_pods():
 
 
 def test_degraded_reasons():
-    rolled = by_type(conditions(Facts(2, 2, 2, 2, rollout_phase="RolledBack", rollout_message="ErrorRate: 9%")))
+    rolled = by_type(
+        conditions(Facts(2, 2, 2, 2, rollout_phase="RolledBack", rollout_message="ErrorRate: 9%"))
+    )
     assert (rolled["Degraded"]["status"], rolled["Degraded"]["reason"]) == ("True", "RolledBack")
     assert "9%" in rolled["Degraded"]["message"]
-    stuck = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]
+    stuck = [
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": "too slow",
+        }
+    ]
     c = by_type(conditions(Facts(2, 3, 2, 1, deployment_conditions=stuck)))
     assert c["Degraded"]["reason"] == "ProgressDeadlineExceeded"
     quota = [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}]
-    assert by_type(conditions(Facts(2, 1, 1, 1, deployment_conditions=quota)))["Degraded"]["reason"] == "ReplicaFailure"
+    assert (
+        by_type(conditions(Facts(2, 1, 1, 1, deployment_conditions=quota)))["Degraded"]["reason"]
+        == "ReplicaFailure"
+    )
     failed = by_type(conditions(Facts(1, 1, 1, 1, apply_error="422 Invalid")))
     assert failed["Ready"]["reason"] == failed["Degraded"]["reason"] == "ApplyFailed"
     scraped_none = by_type(conditions(Facts(2, 2, 2, 2, pods_scraped=0)))
@@ -41,9 +54,14 @@ def test_degraded_reasons():
 
 
 def test_rollout_in_progress():
-    c = by_type(conditions(Facts(2, 3, 2, 1, rollout_phase="Progressing", rollout_message="analyzing")))
-    assert (c["Progressing"]["status"], c["Progressing"]["reason"], c["Progressing"]["message"]) == \
-        ("True", "RollingOut", "analyzing")
+    c = by_type(
+        conditions(Facts(2, 3, 2, 1, rollout_phase="Progressing", rollout_message="analyzing"))
+    )
+    assert (
+        c["Progressing"]["status"],
+        c["Progressing"]["reason"],
+        c["Progressing"]["message"],
+    ) == ("True", "RollingOut", "analyzing")
 
 
 def test_merge_keeps_transition_time_while_status_holds():

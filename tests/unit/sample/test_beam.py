@@ -1,4 +1,5 @@
 """Beam search against HF transformers' own, driving the same tiny random Llama."""
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -11,22 +12,39 @@ PROMPT = [5, 17, 3, 42, 8]
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         initializer_range=0.3)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        initializer_range=0.3,
+    )
     # float64 so that HF's cached decoding and our uncached one give the same float32 logprobs.
     return LlamaForCausalLM(config).double().eval()
 
 
 def hf_beam_search(model, beam_width, max_tokens, eos, length_penalty, early_stopping):
-    out = model.generate(torch.tensor([PROMPT]), attention_mask=torch.ones(1, len(PROMPT), dtype=torch.long),
-                         num_beams=beam_width, num_return_sequences=beam_width, max_new_tokens=max_tokens,
-                         length_penalty=length_penalty, early_stopping=early_stopping, do_sample=False,
-                         eos_token_id=eos, pad_token_id=eos, return_dict_in_generate=True, output_scores=True)
+    out = model.generate(
+        torch.tensor([PROMPT]),
+        attention_mask=torch.ones(1, len(PROMPT), dtype=torch.long),
+        num_beams=beam_width,
+        num_return_sequences=beam_width,
+        max_new_tokens=max_tokens,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+        do_sample=False,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
     results = []
-    for seq, score in zip(out.sequences[:, len(PROMPT):].tolist(), out.sequences_scores.tolist()):
+    for seq, score in zip(out.sequences[:, len(PROMPT) :].tolist(), out.sequences_scores.tolist()):
         if eos in seq:
-            seq = seq[:seq.index(eos) + 1]  # what follows is padding
+            seq = seq[: seq.index(eos) + 1]  # what follows is padding
         results.append((seq, score))
     return results, len(out.scores)  # one entry of scores per step
 
@@ -43,16 +61,27 @@ def our_beam_search(model, beam_width, max_tokens, eos, length_penalty, early_st
     return [(h.token_ids, h.score) for h in search.best(beam_width)], steps
 
 
-@pytest.mark.parametrize("beam_width,max_tokens,length_penalty,early_stopping",
-                         [(2, 8, 1.0, False), (4, 10, 1.0, False), (3, 12, 0.0, True),
-                          (2, 16, 0.5, "never"), (4, 10, -1.0, False)])
+@pytest.mark.parametrize(
+    "beam_width,max_tokens,length_penalty,early_stopping",
+    [
+        (2, 8, 1.0, False),
+        (4, 10, 1.0, False),
+        (3, 12, 0.0, True),
+        (2, 16, 0.5, "never"),
+        (4, 10, -1.0, False),
+    ],
+)
 def test_matches_hf_beam_search(model, beam_width, max_tokens, length_penalty, early_stopping):
     ended_on_eos = 0
     # As EOS, tokens that the beams go through: they end some beams early.
     first, _ = hf_beam_search(model, beam_width, max_tokens, 0, length_penalty, early_stopping)
     for eos in [*dict.fromkeys(t for tokens, _ in first for t in tokens)][:3]:
-        ours, our_steps = our_beam_search(model, beam_width, max_tokens, eos, length_penalty, early_stopping)
-        theirs, their_steps = hf_beam_search(model, beam_width, max_tokens, eos, length_penalty, early_stopping)
+        ours, our_steps = our_beam_search(
+            model, beam_width, max_tokens, eos, length_penalty, early_stopping
+        )
+        theirs, their_steps = hf_beam_search(
+            model, beam_width, max_tokens, eos, length_penalty, early_stopping
+        )
         assert [t for t, _ in ours] == [t for t, _ in theirs], eos
         assert our_steps == their_steps, eos  # the same stopping rule
         assert [s for _, s in ours] == pytest.approx([s for _, s in theirs], rel=1e-4, abs=1e-4)

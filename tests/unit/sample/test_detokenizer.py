@@ -1,4 +1,5 @@
 """The incremental detokenizer with the default model's tokenizer (byte-level BPE)."""
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -6,7 +7,20 @@ from hypothesis import strategies as st
 from pagoda.engine.detokenizer import IncrementalDetokenizer
 
 SPECIAL = [0, 1, 2]  # <|endoftext|>, <|im_start|>, <|im_end|>
-PIECES = ["Hello", " world", "世界", "🎉", "🧑‍🚀", " naïve", "—", "\n", "日本語のテキスト", " ok.", "Ω≈ç√", "👍🏽"]
+PIECES = [
+    "Hello",
+    " world",
+    "世界",
+    "🎉",
+    "🧑‍🚀",
+    " naïve",
+    "—",
+    "\n",
+    "日本語のテキスト",
+    " ok.",
+    "Ω≈ç√",
+    "👍🏽",
+]
 
 
 def stream(tokenizer, prompt, ids, skip=True, stop=(), include=False):
@@ -71,13 +85,14 @@ def test_an_unfinished_character_is_released_by_finish(tok):
 
 # -- stop strings ---------------------------------------------------------------------------------
 
+
 def reference_stop(text: str, stops: list[str], include: bool) -> tuple[str, str | None]:
     """Read the text one character at a time; stop at the first stop string to complete."""
     for end in range(len(text) + 1):
         done = [s for s in stops if text[:end].endswith(s)]
         if done:
             s = max(done, key=len)
-            return (text[:end] if include else text[:end - len(s)]), s
+            return (text[:end] if include else text[: end - len(s)]), s
     return text, None
 
 

@@ -1,4 +1,5 @@
 """The sampler against direct reference computations on small random logits."""
+
 import math
 
 import pytest
@@ -29,11 +30,16 @@ def kept(x: torch.Tensor) -> set[int]:
 
 # -- greedy ---------------------------------------------------------------------------------------
 
+
 def test_greedy_is_argmax_and_leaves_the_input_alone():
     logits = logits_for(0, 8)
     before = logits.clone()
-    out = Sampler(V, EOS)(logits, [row(temperature=0.0, repetition_penalty=1.5, output=[4]) for _ in range(8)])
-    processed = Sampler(V, EOS).process_logits(logits, [row(repetition_penalty=1.5, output=[4])] * 8)
+    out = Sampler(V, EOS)(
+        logits, [row(temperature=0.0, repetition_penalty=1.5, output=[4]) for _ in range(8)]
+    )
+    processed = Sampler(V, EOS).process_logits(
+        logits, [row(repetition_penalty=1.5, output=[4])] * 8
+    )
     assert out.token_ids == processed.argmax(-1).tolist()
     assert torch.equal(logits, before)
     plain = Sampler(V, EOS)(logits, [row(temperature=0.0) for _ in range(8)])
@@ -49,13 +55,14 @@ def test_greedy_rows_among_sampled_rows_stay_argmax():
 
 # -- truncation -----------------------------------------------------------------------------------
 
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), ks=st.lists(st.integers(0, V + 5), min_size=1, max_size=6))
 def test_top_k_keeps_exactly_the_k_largest(seed, ks):
     x = logits_for(seed, len(ks))
     out = apply_top_k(x.clone(), torch.tensor(ks), max(max(ks), 1))
     for i, k in enumerate(ks):
-        expected = set(x[i].argsort(descending=True)[:k or V].tolist())
+        expected = set(x[i].argsort(descending=True)[: k or V].tolist())
         assert kept(out[i]) == expected
         assert torch.equal(out[i][list(expected)], x[i][list(expected)])
 
@@ -79,11 +86,14 @@ def far_from_ties(logits: torch.Tensor, p: float) -> bool:
 
 
 @settings(max_examples=80, deadline=None)
-@given(seed=st.integers(0, 10_000), ps=st.lists(st.floats(0.01, 1.0), min_size=1, max_size=5),
-       ks=st.lists(st.integers(0, 20), min_size=5, max_size=5))
+@given(
+    seed=st.integers(0, 10_000),
+    ps=st.lists(st.floats(0.01, 1.0), min_size=1, max_size=5),
+    ks=st.lists(st.integers(0, 20), min_size=5, max_size=5),
+)
 def test_top_p_keeps_the_smallest_set_with_mass_p_after_top_k(seed, ps, ks):
     x = logits_for(seed, len(ps))
-    ks = ks[:len(ps)]
+    ks = ks[: len(ps)]
     for i, (k, p) in enumerate(zip(ks, ps)):
         top = x[i].clone()
         if k:
@@ -111,6 +121,7 @@ def test_min_p_drops_tokens_below_the_scaled_max(seed, min_ps):
 
 # -- penalties, logit_bias, min_tokens -------------------------------------------------------------
 
+
 def reference_penalties(logits, prompt, output, rep, pres, freq):
     x = logits.clone()
     for t in range(x.numel()):
@@ -121,9 +132,20 @@ def reference_penalties(logits, prompt, output, rep, pres, freq):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000),
-       seqs=st.lists(st.tuples(st.lists(st.integers(0, V - 1), max_size=8), st.lists(st.integers(0, V - 1), max_size=8),
-                               st.floats(0.5, 2.0), st.floats(-2, 2), st.floats(-2, 2)), min_size=1, max_size=4))
+@given(
+    seed=st.integers(0, 10_000),
+    seqs=st.lists(
+        st.tuples(
+            st.lists(st.integers(0, V - 1), max_size=8),
+            st.lists(st.integers(0, V - 1), max_size=8),
+            st.floats(0.5, 2.0),
+            st.floats(-2, 2),
+            st.floats(-2, 2),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
 def test_penalties_match_the_reference(seed, seqs):
     x = logits_for(seed, len(seqs))
     prompts, outputs, reps, pres, freqs = (list(c) for c in zip(*seqs))
@@ -135,11 +157,15 @@ def test_penalties_match_the_reference(seed, seqs):
 
 def test_sampler_applies_penalties_only_to_rows_that_ask():
     x = logits_for(3, 3)
-    rows = [row(output=[5, 5, 9], repetition_penalty=1.3, presence_penalty=0.4, frequency_penalty=0.2),
-            row(output=[5, 5, 9]),
-            row(prompt=[], output=[], repetition_penalty=1.3)]
+    rows = [
+        row(output=[5, 5, 9], repetition_penalty=1.3, presence_penalty=0.4, frequency_penalty=0.2),
+        row(output=[5, 5, 9]),
+        row(prompt=[], output=[], repetition_penalty=1.3),
+    ]
     out = Sampler(V, EOS).process_logits(x, rows)
-    torch.testing.assert_close(out[0], reference_penalties(x[0], [1, 2, 3], [5, 5, 9], 1.3, 0.4, 0.2))
+    torch.testing.assert_close(
+        out[0], reference_penalties(x[0], [1, 2, 3], [5, 5, 9], 1.3, 0.4, 0.2)
+    )
     assert torch.equal(out[1], x[1]) and torch.equal(out[2], x[2])
 
 
@@ -169,7 +195,10 @@ def test_min_tokens_masks_eos_and_stop_ids_until_reached(ignore_eos):
 
 # -- the draw ---------------------------------------------------------------------------------------
 
-def reference_distribution(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+
+def reference_distribution(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> torch.Tensor:
     x = logits.double() / temperature
     if top_k:
         x[x < x.topk(top_k).values[-1]] = float("-inf")
@@ -184,8 +213,15 @@ def test_draws_follow_the_distribution(seeded, temperature, top_k, top_p):
     torch.manual_seed(0)
     logits = torch.tensor([1.0, 0.5, 0.0, -0.5, 0.8])
     n = 4000
-    rows = [row(temperature=temperature, top_k=top_k, top_p=top_p, generator=make_generator(i, "cpu") if seeded else None)
-            for i in range(n)]
+    rows = [
+        row(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=make_generator(i, "cpu") if seeded else None,
+        )
+        for i in range(n)
+    ]
     tokens = Sampler(5, [])(logits.expand(n, 5).contiguous(), rows).token_ids
     counts = torch.bincount(torch.tensor(tokens), minlength=5).double()
     expected = reference_distribution(logits, temperature, top_k, top_p) * n
@@ -194,23 +230,45 @@ def test_draws_follow_the_distribution(seeded, temperature, top_k, top_p):
     assert chi2 < 25, (counts.tolist(), expected.tolist())  # df <= 4: p < 1e-4 by chance
 
 
-SEEDED_PARAMS = st.fixed_dictionaries({
-    "temperature": st.floats(0.3, 2.0), "top_k": st.integers(0, 30), "top_p": st.floats(0.3, 1.0),
-    "min_p": st.floats(0.0, 0.2), "repetition_penalty": st.floats(1.0, 1.5), "presence_penalty": st.floats(0, 1)})
-OTHER_ROW = st.fixed_dictionaries({
-    "temperature": st.sampled_from([0.0, 0.5, 1.0]), "top_k": st.integers(0, 5), "top_p": st.floats(0.5, 1.0),
-    "seed": st.one_of(st.none(), st.integers(0, 100)), "logprobs": st.one_of(st.none(), st.integers(0, 5))})
+SEEDED_PARAMS = st.fixed_dictionaries(
+    {
+        "temperature": st.floats(0.3, 2.0),
+        "top_k": st.integers(0, 30),
+        "top_p": st.floats(0.3, 1.0),
+        "min_p": st.floats(0.0, 0.2),
+        "repetition_penalty": st.floats(1.0, 1.5),
+        "presence_penalty": st.floats(0, 1),
+    }
+)
+OTHER_ROW = st.fixed_dictionaries(
+    {
+        "temperature": st.sampled_from([0.0, 0.5, 1.0]),
+        "top_k": st.integers(0, 5),
+        "top_p": st.floats(0.5, 1.0),
+        "seed": st.one_of(st.none(), st.integers(0, 100)),
+        "logprobs": st.one_of(st.none(), st.integers(0, 5)),
+    }
+)
 
 
 @settings(max_examples=25, deadline=None)
-@given(params=SEEDED_PARAMS, seed=st.integers(0, 2**31), others=st.lists(OTHER_ROW, max_size=6),
-       position=st.integers(0, 6), data_seed=st.integers(0, 1000))
-def test_a_seeded_row_samples_the_same_alone_or_in_any_batch(params, seed, others, position, data_seed):
+@given(
+    params=SEEDED_PARAMS,
+    seed=st.integers(0, 2**31),
+    others=st.lists(OTHER_ROW, max_size=6),
+    position=st.integers(0, 6),
+    data_seed=st.integers(0, 1000),
+)
+def test_a_seeded_row_samples_the_same_alone_or_in_any_batch(
+    params, seed, others, position, data_seed
+):
     vocab = 300
     sampler = Sampler(vocab, [0])
     position = min(position, len(others))
     gen_alone, gen_batched = make_generator(seed, "cpu"), make_generator(seed, "cpu")
-    other_gens = [make_generator(o["seed"], "cpu") if o["seed"] is not None else None for o in others]
+    other_gens = [
+        make_generator(o["seed"], "cpu") if o["seed"] is not None else None for o in others
+    ]
     alone, batched = [], []
     for step in range(6):
         x = logits_for(data_seed * 100 + step, 1 + len(others), vocab)
@@ -219,23 +277,30 @@ def test_a_seeded_row_samples_the_same_alone_or_in_any_batch(params, seed, other
         alone.append(out.token_ids[0])
         rows = [row(output=[1, 2], generator=g, **o) for o, g in zip(others, other_gens)]
         rows.insert(position, row(output=batched, generator=gen_batched, seed=seed, **params))
-        batch = torch.cat([x[1:position + 1], mine, x[position + 1:]])
+        batch = torch.cat([x[1 : position + 1], mine, x[position + 1 :]])
         batched.append(sampler(batch, rows).token_ids[position])
     assert alone == batched
     # And the seed decides: a fresh generator of the same seed replays the sequence.
     replay, gen = [], make_generator(seed, "cpu")
     for step in range(6):
         x = logits_for(data_seed * 100 + step, 1 + len(others), vocab)[:1]
-        replay.append(sampler(x, [row(output=replay, generator=gen, seed=seed, **params)]).token_ids[0])
+        replay.append(
+            sampler(x, [row(output=replay, generator=gen, seed=seed, **params)]).token_ids[0]
+        )
     assert replay == alone
 
 
 # -- logprobs ---------------------------------------------------------------------------------------
 
+
 def test_logprobs_are_the_raw_log_softmax():
     x = logits_for(4, 4)
-    rows = [row(temperature=0.0, logprobs=3), row(temperature=0.5, repetition_penalty=1.8, output=[1], logprobs=0),
-            row(temperature=2.0, top_k=2, logprobs=5, logit_bias={0: 50.0}), row()]
+    rows = [
+        row(temperature=0.0, logprobs=3),
+        row(temperature=0.5, repetition_penalty=1.8, output=[1], logprobs=0),
+        row(temperature=2.0, top_k=2, logprobs=5, logit_bias={0: 50.0}),
+        row(),
+    ]
     out = Sampler(V, EOS)(x, rows)
     reference = x.log_softmax(-1)
     for i, token in enumerate(out.token_ids):
@@ -259,6 +324,7 @@ def test_logprobs_are_the_raw_log_softmax():
 
 # -- bad input ---------------------------------------------------------------------------------------
 
+
 def test_bad_input_is_refused_clearly_and_an_empty_batch_is_fine():
     sampler = Sampler(V, EOS)
     with pytest.raises(ValueError, match=r"logits must be \[2, 50\]"):
@@ -274,9 +340,18 @@ def test_bad_input_is_refused_clearly_and_an_empty_batch_is_fine():
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10_000),
-       rows=st.lists(st.tuples(st.sampled_from([0, 1, 5, 255, 256, 257, 2000]), st.sampled_from([0.3, 0.9, 0.99, 1.0]),
-                               st.sampled_from([0.2, 1.0, 4.0])), min_size=1, max_size=5))
+@given(
+    seed=st.integers(0, 10_000),
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 5, 255, 256, 257, 2000]),
+            st.sampled_from([0.3, 0.9, 0.99, 1.0]),
+            st.sampled_from([0.2, 1.0, 4.0]),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+)
 def test_top_p_on_the_cpu_looks_among_candidates_first_and_stays_exact(seed, rows):
     """A large vocabulary: peaked rows (nucleus among the candidates) and flat ones (beyond them)."""
     vocab = 1000

@@ -1,4 +1,5 @@
 """Fixtures for the server's unit tests: the fake engine and a client of an app over it."""
+
 from __future__ import annotations
 
 import pytest

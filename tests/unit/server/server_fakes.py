@@ -1,6 +1,7 @@
 """A fake engine that keeps AsyncLLM's contract, over a tiny byte-level tokenizer: server tests in
 milliseconds, with no model. It writes a fixed script, honours max_tokens, stop strings and
 logprobs, and accounts KV blocks so that tests can see aborts free them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,10 @@ from pagoda.engine.outputs import CompletionOutput, RequestOutput
 from pagoda.engine.sampling_params import SamplingParams
 
 SCRIPT = "The quick brown fox jumps over the lazy dog. "
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
@@ -30,8 +33,12 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tk.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", bos_token="<|im_start|>",
-                                   chat_template=CHAT_TEMPLATE)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 TOKENIZER = make_tokenizer()
@@ -40,10 +47,20 @@ TOKENIZER = make_tokenizer()
 class FakeAsyncLLM:
     block_size = 16
 
-    def __init__(self, name: str = "fake", max_model_len: int = 256, total_blocks: int = 256,
-                 step_delay: float = 0.0, scheduling_policy: str = "fcfs") -> None:
-        self.config = EngineConfig(model=f"/models/{name}", served_model_name=name, max_num_seqs=8,
-                                   scheduling_policy=scheduling_policy)
+    def __init__(
+        self,
+        name: str = "fake",
+        max_model_len: int = 256,
+        total_blocks: int = 256,
+        step_delay: float = 0.0,
+        scheduling_policy: str = "fcfs",
+    ) -> None:
+        self.config = EngineConfig(
+            model=f"/models/{name}",
+            served_model_name=name,
+            max_num_seqs=8,
+            scheduling_policy=scheduling_policy,
+        )
         self.tokenizer = TOKENIZER
         self.max_model_len = max_model_len
         self.total_blocks, self.free_blocks = total_blocks, total_blocks
@@ -54,7 +71,9 @@ class FakeAsyncLLM:
         self.aborted: list[str] = []
         self.finished: list[str] = []
         self.active = self.max_active = 0
-        self.wedge_after: int | None = None  # steps; then the "loop" hangs and reports itself unhealthy
+        self.wedge_after: int | None = (
+            None  # steps; then the "loop" hangs and reports itself unhealthy
+        )
 
     async def start(self) -> None:
         self.started = True
@@ -81,8 +100,12 @@ class FakeAsyncLLM:
         self.max_active = max(self.max_active, self.active)
         blocks = params.n * math.ceil((len(prompt) + params.max_tokens) / self.block_size)
         self.free_blocks -= blocks
-        outs = [CompletionOutput(index=i, text="", token_ids=[], logprobs=[] if params.logprobs is not None else None)
-                for i in range(params.n)]
+        outs = [
+            CompletionOutput(
+                index=i, text="", token_ids=[], logprobs=[] if params.logprobs is not None else None
+            )
+            for i in range(params.n)
+        ]
         script = SCRIPT.encode()
         try:
             for step in range(params.max_tokens):
@@ -101,19 +124,30 @@ class FakeAsyncLLM:
                     o.token_ids.append(tid)
                     o.text += chr(byte)
                     if o.logprobs is not None:
-                        top = {tid: -0.25} | {t: -1.0 - t / 1000 for t in range(params.logprobs) if t != tid}
+                        top = {tid: -0.25} | {
+                            t: -1.0 - t / 1000 for t in range(params.logprobs) if t != tid
+                        }
                         o.logprobs.append(top)
                     hit = next((s for s in params.stop if s in o.text), None)
                     if hit is not None:
-                        o.text = o.text[: o.text.index(hit) + (len(hit) if params.include_stop_str_in_output else 0)]
+                        o.text = o.text[
+                            : o.text.index(hit)
+                            + (len(hit) if params.include_stop_str_in_output else 0)
+                        ]
                         o.finish_reason, o.stop_reason = "stop", hit
                     elif len(o.token_ids) == params.max_tokens:
                         o.finish_reason = "length"
-                    deltas.append((o.text[len(prev):], [tid]))
+                    deltas.append((o.text[len(prev) :], [tid]))
                 done = all(o.finished for o in outs)
-                yield RequestOutput(request_id=request_id, prompt=None, prompt_token_ids=list(prompt),
-                                    outputs=[CompletionOutput(**vars(o)) for o in outs], finished=done,
-                                    num_cached_tokens=3, deltas=deltas)
+                yield RequestOutput(
+                    request_id=request_id,
+                    prompt=None,
+                    prompt_token_ids=list(prompt),
+                    outputs=[CompletionOutput(**vars(o)) for o in outs],
+                    finished=done,
+                    num_cached_tokens=3,
+                    deltas=deltas,
+                )
                 if done:
                     self.finished.append(request_id)
                     return
@@ -127,7 +161,11 @@ class FakeAsyncLLM:
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character map that ByteLevel uses."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):

@@ -1,4 +1,5 @@
 """A client that leaves aborts its request: over real sockets (uvicorn in a thread), fake engine."""
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,13 @@ def wait_until(predicate, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2}),
-    ("/v1/completions", {"prompt": ["a", "b"]}),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2}),
+        ("/v1/completions", {"prompt": ["a", "b"]}),
+    ],
+)
 def test_disconnect_mid_stream_aborts_and_frees_blocks(slow_server, path, body):
     engine, url = slow_server
     with httpx.Client(base_url=url) as c:
@@ -47,8 +51,10 @@ def test_disconnect_while_waiting_for_whole_response_aborts(slow_server):
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps({"prompt": "a", "max_tokens": 200}).encode()
     with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         wait_until(lambda: engine.free_blocks < engine.total_blocks)  # generating
     wait_until(lambda: engine.free_blocks == engine.total_blocks)
     assert len(engine.aborted) == 1 and not engine.finished
@@ -58,4 +64,8 @@ def test_finished_stream_frees_blocks_without_abort(slow_server):
     engine, url = slow_server
     r = httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 3, "stream": True})
     assert r.text.endswith("data: [DONE]\n\n")
-    assert engine.free_blocks == engine.total_blocks and not engine.aborted and len(engine.finished) == 1
+    assert (
+        engine.free_blocks == engine.total_blocks
+        and not engine.aborted
+        and len(engine.finished) == 1
+    )

@@ -1,4 +1,5 @@
 """The endpoints' shapes over the fake engine: chat and completions, whole and streamed."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from pagoda.engine.server.api_server import build_app
 
 
 def sse_events(text: str) -> list:
-    events = [line[len("data: "):] for line in text.split("\n\n") if line]
+    events = [line[len("data: ") :] for line in text.split("\n\n") if line]
     assert events[-1] == "[DONE]", events[-3:]
     return [json.loads(e) for e in events[:-1]]
 
@@ -30,14 +31,24 @@ def test_chat_whole(client, engine):
     assert choice["message"] == {"role": "assistant", "content": SCRIPT[:5]}
     assert choice["finish_reason"] == "length" and choice["logprobs"] is None
     prompt_ids, params, _, _ = engine.requests[0]
-    assert engine.tokenizer.decode(prompt_ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    assert body["usage"] == {"prompt_tokens": len(prompt_ids), "completion_tokens": 5,
-                             "total_tokens": len(prompt_ids) + 5, "prompt_tokens_details": {"cached_tokens": 3}}
+    assert (
+        engine.tokenizer.decode(prompt_ids)
+        == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert body["usage"] == {
+        "prompt_tokens": len(prompt_ids),
+        "completion_tokens": 5,
+        "total_tokens": len(prompt_ids) + 5,
+        "prompt_tokens_details": {"cached_tokens": 3},
+    }
     assert params.max_tokens == 5
 
 
 def test_chat_max_completion_tokens_wins_and_none_fills_context(client, engine):
-    assert chat(client, max_tokens=9, max_completion_tokens=3).json()["usage"]["completion_tokens"] == 3
+    assert (
+        chat(client, max_tokens=9, max_completion_tokens=3).json()["usage"]["completion_tokens"]
+        == 3
+    )
     r = chat(client, max_tokens=None)
     prompt_len = len(engine.requests[-1][0])
     assert engine.requests[-1][1].max_tokens == engine.max_model_len - prompt_len
@@ -45,14 +56,34 @@ def test_chat_max_completion_tokens_wins_and_none_fills_context(client, engine):
 
 
 def test_chat_sampling_fields_reach_the_engine(client, engine):
-    r = chat(client, temperature=0.5, top_p=0.9, top_k=7, min_p=0.1, seed=3, presence_penalty=0.5,
-             frequency_penalty=-0.5, repetition_penalty=1.1, min_tokens=2, ignore_eos=True,
-             stop_token_ids=[5], skip_special_tokens=False, logit_bias={"7": 2.5}, user="u", stop="zz")
+    r = chat(
+        client,
+        temperature=0.5,
+        top_p=0.9,
+        top_k=7,
+        min_p=0.1,
+        seed=3,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        repetition_penalty=1.1,
+        min_tokens=2,
+        ignore_eos=True,
+        stop_token_ids=[5],
+        skip_special_tokens=False,
+        logit_bias={"7": 2.5},
+        user="u",
+        stop="zz",
+    )
     assert r.status_code == 200, r.text
     p = engine.requests[-1][1]
     assert (p.temperature, p.top_p, p.top_k, p.min_p, p.seed) == (0.5, 0.9, 7, 0.1, 3)
     assert (p.presence_penalty, p.frequency_penalty, p.repetition_penalty) == (0.5, -0.5, 1.1)
-    assert (p.min_tokens, p.ignore_eos, p.stop_token_ids, p.skip_special_tokens) == (2, True, [5], False)
+    assert (p.min_tokens, p.ignore_eos, p.stop_token_ids, p.skip_special_tokens) == (
+        2,
+        True,
+        [5],
+        False,
+    )
     assert p.logit_bias == {7: 2.5} and p.stop == ["zz"]
 
 
@@ -69,7 +100,9 @@ def test_chat_stream_matches_whole(client):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse_events(r.text)
     assert [c["delta"] for c in events[0]["choices"]] == [{"role": "assistant", "content": ""}] * 2
-    assert all(e["object"] == "chat.completion.chunk" and e["id"] == events[0]["id"] for e in events)
+    assert all(
+        e["object"] == "chat.completion.chunk" and e["id"] == events[0]["id"] for e in events
+    )
     texts, reasons = {0: "", 1: ""}, {}
     for e in events[1:-1]:
         assert e["usage"] is None
@@ -98,8 +131,15 @@ def test_chat_logprobs(client):
     assert first["logprob"] == -0.25 and first["bytes"] == list(b"T")
     assert len(first["top_logprobs"]) == 2
     assert first["top_logprobs"][0] == {"token": "T", "logprob": -0.25, "bytes": [84]}
-    streamed = [c for e in sse_events(chat(client, logprobs=True, top_logprobs=2, max_tokens=3, stream=True).text)
-                for ch in e["choices"] if ch["logprobs"] for c in ch["logprobs"]["content"]]
+    streamed = [
+        c
+        for e in sse_events(
+            chat(client, logprobs=True, top_logprobs=2, max_tokens=3, stream=True).text
+        )
+        for ch in e["choices"]
+        if ch["logprobs"]
+        for c in ch["logprobs"]["content"]
+    ]
     assert streamed == content
 
 
@@ -112,7 +152,9 @@ def test_completion_whole_text_and_token_prompts(client, engine):
     r = client.post("/v1/completions", json={"model": "fake", "prompt": "abc", "max_tokens": 4})
     body = r.json()
     assert body["object"] == "text_completion" and body["id"].startswith("cmpl-")
-    assert body["choices"][0]["text"] == SCRIPT[:4] and body["choices"][0]["finish_reason"] == "length"
+    assert (
+        body["choices"][0]["text"] == SCRIPT[:4] and body["choices"][0]["finish_reason"] == "length"
+    )
     assert engine.requests[-1][0] == engine.tokenizer.encode("abc")
     assert body["usage"]["prompt_tokens"] == 3 and body["usage"]["completion_tokens"] == 4
     r = client.post("/v1/completions", json={"model": "fake", "prompt": [65, 66], "max_tokens": 2})
@@ -120,14 +162,20 @@ def test_completion_whole_text_and_token_prompts(client, engine):
 
 
 def test_completion_batch_of_prompts_and_n(client, engine):
-    r = client.post("/v1/completions", json={"prompt": [[65], [66, 67]], "max_tokens": 3, "n": 2, "seed": 1})
+    r = client.post(
+        "/v1/completions", json={"prompt": [[65], [66, 67]], "max_tokens": 3, "n": 2, "seed": 1}
+    )
     body = r.json()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
     assert body["usage"]["prompt_tokens"] == 3 and body["usage"]["completion_tokens"] == 12
     ids = [req[2] for req in engine.requests]
     assert ids[0].endswith("-0") and ids[1].endswith("-1") and len(set(ids)) == 2
-    events = sse_events(client.post("/v1/completions", json={"prompt": ["a", "b"], "max_tokens": 3, "n": 2,
-                                                              "seed": 1, "stream": True}).text)
+    events = sse_events(
+        client.post(
+            "/v1/completions",
+            json={"prompt": ["a", "b"], "max_tokens": 3, "n": 2, "seed": 1, "stream": True},
+        ).text
+    )
     texts = {}
     for e in events:
         for c in e["choices"]:
@@ -147,21 +195,35 @@ def test_completion_logprobs_whole_and_streamed(client):
         for k in merged:
             merged[k] += e["choices"][0]["logprobs"][k]
     assert merged == lp
-    zero = client.post("/v1/completions", json=body | {"logprobs": 0}).json()["choices"][0]["logprobs"]
+    zero = client.post("/v1/completions", json=body | {"logprobs": 0}).json()["choices"][0][
+        "logprobs"
+    ]
     assert zero["top_logprobs"] == [None] * 4 and zero["token_logprobs"] == [-0.25] * 4
 
 
 def test_completion_echo(client):
     r = client.post("/v1/completions", json={"prompt": "Hi ", "max_tokens": 2, "echo": True})
     assert r.json()["choices"][0]["text"] == "Hi " + SCRIPT[:2]
-    events = sse_events(client.post("/v1/completions", json={"prompt": "Hi ", "max_tokens": 2, "echo": True,
-                                                              "stream": True}).text)
+    events = sse_events(
+        client.post(
+            "/v1/completions", json={"prompt": "Hi ", "max_tokens": 2, "echo": True, "stream": True}
+        ).text
+    )
     assert "".join(e["choices"][0]["text"] for e in events) == "Hi " + SCRIPT[:2]
 
 
 def test_completion_stream_usage(client):
-    events = sse_events(client.post("/v1/completions", json={"prompt": "a", "max_tokens": 3, "stream": True,
-                                                              "stream_options": {"include_usage": True}}).text)
+    events = sse_events(
+        client.post(
+            "/v1/completions",
+            json={
+                "prompt": "a",
+                "max_tokens": 3,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        ).text
+    )
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 3
     assert events[-2]["choices"][0]["finish_reason"] == "length"
 
@@ -178,7 +240,9 @@ def test_tokenize_detokenize(client):
     r = client.post("/tokenize", json={"prompt": "hey"}).json()
     assert r == {"count": 3, "max_model_len": 256, "tokens": r["tokens"]}
     assert client.post("/detokenize", json={"tokens": r["tokens"]}).json() == {"prompt": "hey"}
-    chat_tokens = client.post("/tokenize", json={"messages": [{"role": "user", "content": "hi"}]}).json()
+    chat_tokens = client.post(
+        "/tokenize", json={"messages": [{"role": "user", "content": "hi"}]}
+    ).json()
     assert chat_tokens["count"] > 10
     assert client.post("/tokenize", json={}).status_code == 400
     assert client.post("/detokenize", json={"tokens": [10**9]}).status_code == 400
@@ -204,16 +268,31 @@ def test_lifespan_starts_and_stops_engines(engine):
 def test_several_models_route_by_name():
     a, b = FakeAsyncLLM("a", max_model_len=100), FakeAsyncLLM("b", max_model_len=200)
     with TestClient(build_app({"a": a, "b": b})) as c:
-        assert [(m["id"], m["max_model_len"]) for m in c.get("/v1/models").json()["data"]] == [("a", 100), ("b", 200)]
-        assert c.post("/v1/completions", json={"model": "b", "prompt": "x", "max_tokens": 1}).json()["model"] == "b"
+        assert [(m["id"], m["max_model_len"]) for m in c.get("/v1/models").json()["data"]] == [
+            ("a", 100),
+            ("b", 200),
+        ]
+        assert (
+            c.post("/v1/completions", json={"model": "b", "prompt": "x", "max_tokens": 1}).json()[
+                "model"
+            ]
+            == "b"
+        )
         assert len(b.requests) == 1 and not a.requests
-        assert c.post("/v1/completions", json={"prompt": "x", "max_tokens": 1}).json()["model"] == "a"
+        assert (
+            c.post("/v1/completions", json={"prompt": "x", "max_tokens": 1}).json()["model"] == "a"
+        )
         assert c.post("/v1/completions", json={"model": "c", "prompt": "x"}).status_code == 404
 
 
 def test_cors_only_for_allowed_origins():
-    with TestClient(build_app({"fake": FakeAsyncLLM()}, allowed_origins=["https://ui.example"])) as c:
-        ok = c.options("/v1/models", headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "GET"})
+    with TestClient(
+        build_app({"fake": FakeAsyncLLM()}, allowed_origins=["https://ui.example"])
+    ) as c:
+        ok = c.options(
+            "/v1/models",
+            headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "GET"},
+        )
         assert ok.headers["access-control-allow-origin"] == "https://ui.example"
         other = c.get("/v1/models", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
@@ -228,17 +307,38 @@ def test_streamed_logprobs_do_not_read_ahead_of_the_chunk(client, engine):
         for out in [out async for out in live(*args, **kw)]:
             yield out
 
-    whole = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 5, "logprobs": 1, "n": 2}).json()
+    whole = client.post(
+        "/v1/completions", json={"prompt": "x", "max_tokens": 5, "logprobs": 1, "n": 2}
+    ).json()
     engine.generate = ahead
-    merged = {i: {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []} for i in (0, 1)}
-    for e in sse_events(client.post("/v1/completions", json={"prompt": "x", "max_tokens": 5, "logprobs": 1, "n": 2,
-                                                              "stream": True}).text):
+    merged = {
+        i: {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for i in (0, 1)
+    }
+    for e in sse_events(
+        client.post(
+            "/v1/completions",
+            json={"prompt": "x", "max_tokens": 5, "logprobs": 1, "n": 2, "stream": True},
+        ).text
+    ):
         for c in e["choices"]:
             for k, v in c["logprobs"].items():
                 merged[c["index"]][k] += v
     assert merged == {c["index"]: c["logprobs"] for c in whole["choices"]}
-    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
-                                                   "logprobs": True, "stream": True})
-    chat = [c["token"] for e in sse_events(r.text) for ch in e["choices"] if ch["logprobs"]
-            for c in ch["logprobs"]["content"]]
+    r = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 5,
+            "logprobs": True,
+            "stream": True,
+        },
+    )
+    chat = [
+        c["token"]
+        for e in sse_events(r.text)
+        for ch in e["choices"]
+        if ch["logprobs"]
+        for c in ch["logprobs"]["content"]
+    ]
     assert chat == list(SCRIPT[:5])

@@ -1,4 +1,5 @@
 """--root-path: behind an Ingress that forwards /m1/... unchanged, the API answers under /m1."""
+
 from fastapi.testclient import TestClient
 
 from pagoda.engine.server.api_server import build_app

@@ -1,4 +1,5 @@
 """SIGTERM drains: a real process serving the fake engine, so no model is loaded."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,13 @@ def start_fake_server(timeout: float, step_delay: float) -> tuple[subprocess.Pop
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     script = SERVE_FAKE.format(port=port, timeout=timeout, step_delay=step_delay)
-    proc = subprocess.Popen([sys.executable, "-c", script],
-                            cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -44,7 +50,9 @@ def start_fake_server(timeout: float, step_delay: float) -> tuple[subprocess.Pop
                 return proc, url
         except httpx.HTTPError:
             pass
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            proc.stdout.read() if proc.poll() else "slow"
+        )
         time.sleep(0.05)
 
 
@@ -55,8 +63,12 @@ def stream_in_thread(url: str, max_tokens: int) -> tuple[threading.Thread, dict]
 
     def run() -> None:
         try:
-            with httpx.stream("POST", f"{url}/v1/completions", timeout=30,
-                              json={"prompt": "x", "max_tokens": max_tokens, "stream": True}) as r:
+            with httpx.stream(
+                "POST",
+                f"{url}/v1/completions",
+                timeout=30,
+                json={"prompt": "x", "max_tokens": max_tokens, "stream": True},
+            ) as r:
                 for line in r.iter_lines():
                     streaming.set()
                     if line:
@@ -98,11 +110,20 @@ def test_drain_timeout_cancels_what_is_left_and_still_exits_0():
 
 
 def test_server_args_and_config_file(tmp_path, monkeypatch):
-    args = add_server_args(argparse.ArgumentParser()).parse_args(["--port", "9000", "--shutdown-timeout", "5"])
-    assert (args.host, args.port, args.shutdown_timeout, args.api_key, args.config) == ("0.0.0.0", 9000, 5.0, None,
-                                                                                       None)
-    (tmp_path / "m.yaml").write_text("models:\n  - model: default\n    served-model-name: a\n    max_model_len: 128\n"
-                                     "  - {model: /m/other, served_model_name: b}\n")
+    args = add_server_args(argparse.ArgumentParser()).parse_args(
+        ["--port", "9000", "--shutdown-timeout", "5"]
+    )
+    assert (args.host, args.port, args.shutdown_timeout, args.api_key, args.config) == (
+        "0.0.0.0",
+        9000,
+        5.0,
+        None,
+        None,
+    )
+    (tmp_path / "m.yaml").write_text(
+        "models:\n  - model: default\n    served-model-name: a\n    max_model_len: 128\n"
+        "  - {model: /m/other, served_model_name: b}\n"
+    )
     a, b = load_model_configs(str(tmp_path / "m.yaml"))
     assert (a.name, a.model, a.max_model_len, b.name) == ("a", "default", 128, "b")
     (tmp_path / "m.json").write_text(json.dumps({"models": [{"model": "x", "max-num-seqs": 3}]}))

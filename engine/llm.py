@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence as Seq
 from dataclasses import fields
-from typing import Any, Sequence as Seq
+from typing import Any, cast
 
 from tqdm import tqdm
 
@@ -38,14 +39,18 @@ class LLM:
         priority: Seq[int] | None = None,
     ) -> list[RequestOutput]:
         """Generate for every prompt together (continuous batching); outputs in prompt order."""
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]
+        one = isinstance(prompts, str) or (prompts and isinstance(prompts[0], int))
+        batch = cast(list[str | list[int]], [prompts] if one else list(prompts))
         params = params or SamplingParams()
-        params_list = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
-        if len(params_list) != len(prompts):
+        params_list: list[SamplingParams] = (
+            list(params)
+            if isinstance(params, (list, tuple))
+            else [cast(SamplingParams, params)] * len(batch)
+        )
+        if len(params_list) != len(batch):
             raise ValueError("give one SamplingParams, or one per prompt")
         ids = []
-        for i, (prompt, p) in enumerate(zip(prompts, params_list)):
+        for i, (prompt, p) in enumerate(zip(batch, params_list)):
             rid = str(next(self._ids))
             self.engine.add_request(rid, prompt, _copy(p), priority=priority[i] if priority else 0)
             ids.append(rid)

@@ -69,7 +69,8 @@ def owner_of(meta: dict[str, Any]) -> str | None:
             and ref.get("apiVersion") == f"{GROUP}/{VERSION}"
             and ref.get("controller")
         ):
-            return ref["name"]
+            name: str = ref["name"]
+            return name
     return None
 
 

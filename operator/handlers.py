@@ -73,14 +73,16 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     memo.api.close()
 
 
+# kopf types a handler's `namespace` as str | None (for cluster-scoped objects): ours are namespaced,
+# hence the ignores on the innermost decorators.
 @kopf.on.resume(*ISVC, backoff=15)
 @kopf.on.create(*ISVC, backoff=15)
-@kopf.on.update(*ISVC, backoff=15)
+@kopf.on.update(*ISVC, backoff=15)  # type: ignore[arg-type]
 async def reconcile_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     await reconcile(memo.api, namespace, name)
 
 
-@kopf.on.delete(*ISVC, optional=True)
+@kopf.on.delete(*ISVC, optional=True)  # type: ignore[arg-type]
 def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
     # Children go with the owner through the garbage collector; only our own bookkeeping stays.
     metrics.forget(namespace, name)
@@ -88,7 +90,7 @@ def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> 
     logger.info("children are left to the garbage collector")
 
 
-@kopf.timer(*ISVC, interval=CONFIG.observe_interval, initial_delay=CONFIG.observe_interval)
+@kopf.timer(*ISVC, interval=CONFIG.observe_interval, initial_delay=CONFIG.observe_interval)  # type: ignore[arg-type]
 async def observe_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     if "state" not in memo:
         memo.state = ObjectState()
@@ -96,7 +98,7 @@ async def observe_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> 
 
 
 def _register_child_watch(group: str, version: str, plural: str) -> None:
-    @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
+    @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")  # type: ignore[arg-type]
     async def child_changed(
         type: str | None, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
     ) -> None:
@@ -104,7 +106,7 @@ def _register_child_watch(group: str, version: str, plural: str) -> None:
         # changes reach the InferenceService's status through the observe timer.
         owner = owner_of(body["metadata"])
         if owner and (
-            type == "DELETED" or type == "MODIFIED" and edited_by_others(body["metadata"])
+            type == "DELETED" or (type == "MODIFIED" and edited_by_others(body["metadata"]))
         ):
             await reconcile(memo.api, namespace, owner)
 

@@ -40,7 +40,9 @@ def parse(text: str, time: float) -> Sample:
         "vllm:kv_cache_usage_perc": 0.0,
     }
     kv_series = 0
-    tokens, finished, buckets = 0.0, {}, {}
+    tokens = 0.0
+    finished: dict[str, float] = {}
+    buckets: dict[float, float] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name in gauges:

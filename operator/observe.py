@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
-import kopf
 from kubernetes.client import ApiClient
 
 from pagoda.operator import autoscale, kube, metrics
@@ -85,14 +85,21 @@ def _act(
         figures["ttftSecondsP95"] = round(live.ttft_p95, 4)
     deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
     extra: dict[str, Any] = {"metrics": figures}
-    if deploy is not None and s.autoscaling is not None and s.autoscaling.mode == "Operator":
-        if _autoscale(api, body, s, state, deploy, scraped, now):
-            extra["lastScaleTime"] = now_iso()
-            deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
+    if (
+        deploy is not None
+        and s.autoscaling is not None
+        and s.autoscaling.mode == "Operator"
+        and _autoscale(api, body, s, state, deploy, scraped, now)
+    ):
+        extra["lastScaleTime"] = now_iso()
+        deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
     rollout = dict((body.get("status") or {}).get("rollout") or {})
-    if deploy is not None and rollout.get("phase") == "Progressing":
-        if _gate(api, body, s, state, rollout, deploy, pods, now):
-            return  # rolled back: the reconcile wrote the status
+    if (
+        deploy is not None
+        and rollout.get("phase") == "Progressing"
+        and _gate(api, body, s, state, rollout, deploy, pods, now)
+    ):
+        return  # rolled back: the reconcile wrote the status
     write_status(api, body, s, deploy, rollout, **extra)
 
 
@@ -106,12 +113,13 @@ def _autoscale(
     now: float,
 ) -> bool:
     a = s.autoscaling
-    current = deploy["spec"].get("replicas", a.min_replicas)
+    assert a is not None, "called only for an InferenceService that autoscales"
+    current: int = deploy["spec"].get("replicas", a.min_replicas)
     if a.metric == "TTFTSecondsP95":
         p95 = state.history.window(list(scraped), a.window_seconds, now).ttft_p95
         values: list[float | None] = [p95] if scraped else []
     else:
-        per_pod = {
+        per_pod: Callable[[Sample], float] = {
             "WaitingRequests": lambda x: x.waiting,
             "InFlightRequests": lambda x: x.running + x.waiting,
             "KVCacheUsage": lambda x: x.kv_usage,
@@ -127,7 +135,7 @@ def _autoscale(
     longest = max(a.scale_up.period_seconds, a.scale_down.period_seconds)
     autoscale.record(state.scaler, now, decision.replicas - current, longest)
     metrics.scaling_decisions.labels(s.namespace, s.name, direction).inc()
-    kopf.event(
+    kube.event(
         body,
         type="Normal",
         reason="Scaled",
@@ -182,7 +190,7 @@ def _gate(
             message=f"{v.reason}: {v.message}",
             stableSpec=json.dumps(s.raw, sort_keys=True),
         )
-        kopf.event(
+        kube.event(
             body,
             type="Normal",
             reason="RolloutSucceeded",
@@ -193,7 +201,7 @@ def _gate(
         rollout.update(
             phase="Failed", message=f"{v.reason}: {v.message} (no earlier revision to roll back to)"
         )
-        kopf.event(body, type="Warning", reason="RolloutFailed", message=rollout["message"])
+        kube.event(body, type="Warning", reason="RolloutFailed", message=rollout["message"])
         return False
     rollout.update(
         phase="RolledBack",
@@ -202,7 +210,7 @@ def _gate(
         message=f"{v.reason}: {v.message}; rolled back to revision {rollout['stableRevision']}",
     )
     metrics.rollbacks.labels(s.namespace, s.name).inc()
-    kopf.event(
+    kube.event(
         body,
         type="Warning",
         reason="RolledBack",

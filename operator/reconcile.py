@@ -10,8 +10,8 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import kopf
 from kubernetes.client import ApiClient
@@ -40,7 +40,7 @@ _served_cache: dict[str, tuple[float, bool]] = {}
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def servicemonitors_served(api: ApiClient) -> bool:
@@ -79,7 +79,7 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
         applied = apply_children(api, body, s, pods, replicas)
     except kube.ApiException as e:
         error = f"applying children failed: {e.status} {e.reason}: {_api_message(e)}"
-        kopf.event(body, type="Warning", reason="ApplyFailed", message=error)
+        kube.event(body, type="Warning", reason="ApplyFailed", message=error)
         write_status(api, body, s, live, rollout, apply_error=error)
         raise kopf.TemporaryError(error, delay=15) from e
     deploy = next(o for o in applied if o["kind"] == "Deployment")
@@ -90,7 +90,7 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
             rollout.update(phase="Succeeded", message=f"back on stable revision {rendered}")
         else:
             rollout.update(phase="Progressing", message=f"rolling out revision {rendered}")
-            kopf.event(
+            kube.event(
                 body,
                 type="Normal",
                 reason="RolloutStarted",
@@ -121,7 +121,7 @@ def replicas_to_apply(s: Spec, live: dict[str, Any] | None) -> int | None:
         return s.replicas
     if a.mode == "HPA":
         return None
-    current = (live or {}).get("spec", {}).get("replicas", a.min_replicas)
+    current: int = (live or {}).get("spec", {}).get("replicas", a.min_replicas)
     return min(max(current, a.min_replicas), a.max_replicas)
 
 
@@ -135,7 +135,7 @@ def apply_children(
     if (
         s.service_monitor and not sm and new_generation
     ):  # said once per spec, not on every reconcile
-        kopf.event(
+        kube.event(
             body,
             type="Warning",
             reason="ServiceMonitorSkipped",
@@ -156,23 +156,23 @@ def apply_children(
                 owned.append((kind, o["metadata"]["name"]))
     applied = []
     for obj in want:
-        kopf.append_owner_reference(obj, owner=body)
+        kopf.append_owner_reference(obj, owner=kopf.Body(cast(kopf.RawBody, body)))
         out = kube.apply(api, kind_of(obj), obj)
         applied.append(out)
         key = (obj["kind"], obj["metadata"]["name"])
         if key not in existing:
-            kopf.event(
+            kube.event(
                 body, type="Normal", reason="Created", message=f"created {obj['kind']} {key[1]}"
             )
         elif existing[key] != out["metadata"]["resourceVersion"]:
-            kopf.event(
+            kube.event(
                 body, type="Normal", reason="Updated", message=f"updated {obj['kind']} {key[1]}"
             )
     keep = {(o["kind"], o["metadata"]["name"]) for o in want}
     for kind, child in owned:
         if (kind.kind, child) not in keep:
             kube.delete(api, kind, s.namespace, child)
-            kopf.event(
+            kube.event(
                 body,
                 type="Normal",
                 reason="Deleted",
@@ -227,6 +227,7 @@ def write_status(
 
 def _api_message(e: kube.ApiException) -> str:
     try:
-        return json.loads(e.body).get("message", "")
+        message: str = json.loads(e.body or "").get("message", "")
+        return message
     except (TypeError, ValueError):
         return str(e.body)

@@ -87,10 +87,8 @@ def merge(
     before = {c["type"]: c for c in old}
     out = []
     for c in new:
-        prev = before.get(c["type"])
-        held = (
-            prev is not None and prev.get("status") == c["status"] and "lastTransitionTime" in prev
-        )
+        prev = before.get(c["type"], {})
+        held = prev.get("status") == c["status"] and "lastTransitionTime" in prev
         since = prev["lastTransitionTime"] if held else now
         out.append({**c, "lastTransitionTime": since, "observedGeneration": generation})
     return out

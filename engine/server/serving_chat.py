@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
 
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
 from pagoda.engine.outputs import RequestOutput
@@ -31,8 +32,13 @@ from pagoda.engine.server.serving import (
 )
 from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
 
+if TYPE_CHECKING:
+    from pagoda.engine.async_llm import AsyncLLM
 
-async def create_chat_completion(engine, body: ChatCompletionRequest, request: Request):
+
+async def create_chat_completion(
+    engine: AsyncLLM, body: ChatCompletionRequest, request: Request
+) -> Response:
     tokenizer = engine.tokenizer
     prompt_ids = render_chat(
         tokenizer, body.messages, body.add_generation_prompt, body.chat_template_kwargs
@@ -70,15 +76,15 @@ async def create_chat_completion(engine, body: ChatCompletionRequest, request: R
 
 
 async def stream_chunks(
-    engine,
+    engine: AsyncLLM,
     body: ChatCompletionRequest,
     request_id: str,
-    outputs: AsyncIterator[tuple[int, RequestOutput]],
+    outputs: AsyncGenerator[tuple[int, RequestOutput], None],
     top_k: int,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     created, name = now(), engine.config.name
 
-    def chunk(choices: list[ChatChunkChoice], **kw) -> str:
+    def chunk(choices: list[ChatChunkChoice], **kw: Any) -> str:
         return sse(
             ChatCompletionChunk(id=request_id, created=created, model=name, choices=choices, **kw)
         )

@@ -46,7 +46,8 @@ def deployment(s: Spec, image: str, replicas: int | None) -> dict[str, Any]:
 
 
 def revision(deploy: dict[str, Any]) -> str:
-    return deploy["spec"]["template"]["metadata"]["labels"][REVISION_LABEL]
+    label: str = deploy["spec"]["template"]["metadata"]["labels"][REVISION_LABEL]
+    return label
 
 
 def pod_template(s: Spec, image: str) -> dict[str, Any]:
@@ -125,18 +126,18 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
 
 
 def _resources(s: Spec) -> dict[str, Any]:
-    amounts = {k: s.resources[k] for k in ("cpu", "memory") if k in s.resources}
+    amounts: dict[str, Any] = {k: s.resources[k] for k in ("cpu", "memory") if k in s.resources}
     if s.gpus:
         amounts[s.gpu_resource] = s.gpus
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
 
 
 def _volumes(s: Spec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    volumes = [
+    volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
         {"name": "model-cache", "emptyDir": {}},
     ]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "model-cache", "mountPath": CACHE_MOUNT},
     ]

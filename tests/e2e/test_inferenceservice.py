@@ -11,7 +11,6 @@ import time
 import uuid
 
 import pytest
-
 from e2e_cluster import CHART, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -138,7 +137,7 @@ def test_inferenceservice_end_to_end(cluster: Cluster, operator, ns: str):
                     temperature=0,
                     extra_body={"ignore_eos": True},
                 )
-            except Exception as e:  # noqa: BLE001 - recorded and reported below
+            except Exception as e:  # recorded and reported below
                 errors.append(repr(e))
                 time.sleep(1)
 
@@ -186,7 +185,7 @@ def test_inferenceservice_end_to_end(cluster: Cluster, operator, ns: str):
 def _models_ok(client) -> bool:
     try:
         return any(m.id == "smollm2" for m in client.models.list().data)
-    except Exception:  # noqa: BLE001 - retried until the deadline
+    except Exception:  # retried until the deadline
         return False
 
 

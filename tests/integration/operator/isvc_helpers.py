@@ -1,30 +1,17 @@
-"""Helpers for the operator's integration tests: polling, InferenceService calls, and a stand-in
-for the missing kubelet (FakeEnginePod)."""
+"""Helpers for the operator's integration tests: InferenceService calls, and a stand-in for the
+missing kubelet (FakeEnginePod). Polling is process_harness.wait_for."""
 
 from __future__ import annotations
 
 import http.server
 import random
 import threading
-import time
 from collections.abc import Callable
-from typing import Any
 
 import kubernetes
 import pytest
 
 from pagoda.operator.spec import ENGINE_PORT, GROUP, PLURAL, VERSION
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30, every: float = 0.25) -> Any:
-    """Poll until `probe` returns something truthy; fail saying `what` (and the last value) if not."""
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
 
 
 def isvc(api, ns: str, name: str) -> dict | None:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from isvc_helpers import condition, create_isvc, events, exposition, isvc, patch_isvc, wait_for
+from isvc_helpers import condition, create_isvc, events, exposition, isvc, patch_isvc
+from process_harness import LoggedProcess, wait_for
 from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.integration
@@ -788,9 +789,9 @@ def test_two_peered_replicas_one_acts(api, kube, isvc_crd, kube_ns, tmp_path):
         ),
     )
     code = "import sys; from pagoda.operator.main import main; sys.exit(main(sys.argv[1:]))"
-    logs = [tmp_path / f"replica-{i}.log" for i in range(2)]
     procs = [
-        subprocess.Popen(
+        LoggedProcess(
+            f"replica {i}",
             [
                 sys.executable,
                 "-c",
@@ -804,11 +805,10 @@ def test_two_peered_replicas_one_acts(api, kube, isvc_crd, kube_ns, tmp_path):
                 "--priority",
                 str(10 + i),
             ],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": kube.kubeconfig},
+            tmp_path / f"replica-{i}.log",
+            env={"KUBECONFIG": kube.kubeconfig},
         )
-        for i, log in enumerate(logs)
+        for i in range(2)
     ]
     try:
         wait_for(
@@ -837,10 +837,8 @@ def test_two_peered_replicas_one_acts(api, kube, isvc_crd, kube_ns, tmp_path):
         wait_for("the edit", lambda: "4" in args_of(deployment(api, kube_ns, "peer")))
     finally:
         for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-    handled = ["reconcile_isvc' succeeded" in log.read_text() for log in logs]
+            p.stop()
+    handled = ["reconcile_isvc' succeeded" in p.output(tail=None) for p in procs]
     assert handled == [False, True], [
-        log.read_text()[-2000:] for log in logs
+        p.output(tail=2000) for p in procs
     ]  # priority 11 acts, 10 stands by

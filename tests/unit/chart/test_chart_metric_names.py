@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import re
 
+from chart_render import DASHBOARD, by_kind, render
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
-from chart_render import CHART, DASHBOARD, by_kind, render
 
 # Labels Prometheus adds to every series from the scrape target (prometheus-operator adds
 # namespace, pod, service, container, endpoint; `le` is a histogram's own).

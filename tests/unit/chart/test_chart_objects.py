@@ -7,7 +7,6 @@ import json
 
 import pytest
 import yaml
-
 from chart_render import CHART, CRD, DASHBOARD, NAMESPACE, REPO, by_kind, render
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}

@@ -4,8 +4,8 @@ on one, fails here before it fails in a cluster with 403."""
 from __future__ import annotations
 
 import pytest
-
 from chart_render import by_kind, render
+
 from pagoda.operator.children import KINDS
 from pagoda.operator.handlers import CHILDREN, ISVC
 from pagoda.operator.observe import POD

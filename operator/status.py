@@ -81,9 +81,10 @@ def conditions(f: Facts) -> list[dict[str, Any]]:
 
 
 def merge(
-    old: list[dict[str, Any]], new: list[dict[str, Any]], now: str, generation: int
+    old: list[dict[str, Any]], new: list[dict[str, Any]], now: str, generation: int | None
 ) -> list[dict[str, Any]]:
-    """New conditions, keeping lastTransitionTime where a condition's status did not change."""
+    """New conditions, keeping lastTransitionTime where a condition's status did not change.
+    `generation`: the observedGeneration they speak for (None before any was applied)."""
     before = {c["type"]: c for c in old}
     out = []
     for c in new:
@@ -92,5 +93,8 @@ def merge(
             prev is not None and prev.get("status") == c["status"] and "lastTransitionTime" in prev
         )
         since = prev["lastTransitionTime"] if held else now
-        out.append({**c, "lastTransitionTime": since, "observedGeneration": generation})
+        stamped = {**c, "lastTransitionTime": since}
+        if generation is not None:
+            stamped["observedGeneration"] = generation
+        out.append(stamped)
     return out

@@ -129,11 +129,12 @@ def exposition(
     kv: float = 0.0,
     ok: float = 0,
     aborted: float = 0,
+    errored: float = 0,
     ttft_fast: float = 0,
 ) -> str:
     """Prometheus text as the engine writes it (vLLM's names and labels)."""
     lbl = 'engine="0",model_name="m"'
-    total = ok + aborted
+    total = ok + aborted + errored
     return f"""# TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{{{lbl}}} {running}
 # TYPE vllm:num_requests_waiting gauge
@@ -145,6 +146,7 @@ vllm:generation_tokens_total{{{lbl}}} {10 * total}
 # TYPE vllm:request_success_total counter
 vllm:request_success_total{{{lbl},finished_reason="stop"}} {ok}
 vllm:request_success_total{{{lbl},finished_reason="abort"}} {aborted}
+vllm:request_success_total{{{lbl},finished_reason="error"}} {errored}
 # TYPE vllm:time_to_first_token_seconds histogram
 vllm:time_to_first_token_seconds_bucket{{{lbl},le="0.1"}} {ttft_fast}
 vllm:time_to_first_token_seconds_bucket{{{lbl},le="1.0"}} {total}

@@ -622,7 +622,12 @@ def test_rollout_gate_rolls_back_a_bad_revision(api, kube, kube_ns, operator, fa
 
     first = wait_for("the first pod", pods)[0]
     t0 = time.monotonic()
-    good = fake_pods(lambda: exposition(ok=int(5 * (time.monotonic() - t0))))
+    # Half the clients walk away (finished_reason="abort"): that is no fault of the revision.
+    good = fake_pods(
+        lambda: exposition(
+            ok=int(5 * (time.monotonic() - t0)), aborted=int(5 * (time.monotonic() - t0))
+        )
+    )
     good.mark_ready(api, kube_ns, first.metadata.name)
     obj = wait_for(
         "the first revision to pass",
@@ -648,7 +653,7 @@ def test_rollout_gate_rolls_back_a_bad_revision(api, kube, kube_ns, operator, fa
     t1 = time.monotonic()
     bad = fake_pods(
         lambda: exposition(
-            ok=int(3 * (time.monotonic() - t1)), aborted=int(3 * (time.monotonic() - t1))
+            ok=int(3 * (time.monotonic() - t1)), errored=int(3 * (time.monotonic() - t1))
         )
     )
     bad.mark_ready(api, kube_ns, new.metadata.name)

@@ -181,7 +181,8 @@ def _gate(
     if not step.rolled_back:
         return step.rollout
     metrics.rollbacks.labels(s.namespace, s.name).inc()
-    kube.patch_status(api, s.namespace, s.name, {"rollout": step.rollout})
+    old = body.get("status") or {}
+    kube.patch_status(api, s.namespace, s.name, plan.status_patch(old, {"rollout": step.rollout}))
     reconcile_now(api, s.namespace, s.name)
     return None
 

@@ -246,6 +246,18 @@ def apply_error_of(old: dict[str, Any]) -> str | None:
     return None
 
 
-def changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether writing `new` (a merge patch) would change the stored status."""
-    return any(old.get(k) != v for k, v in new.items())
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that makes the stored status `old` say `new` ({} when it already does).
+    Top-level fields `new` leaves out stay; a key gone from a nested object (rollout's
+    failedRevision) is sent as null, the only way a merge patch removes it."""
+    out: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            sub: dict[str, Any] = {k: None for k in before if k not in value}
+            sub.update(status_patch(before, value))
+            if sub:
+                out[key] = sub
+        elif before != value:
+            out[key] = value
+    return out

@@ -138,8 +138,9 @@ def write_status(
     """Writes the status only where it changed: a steady state costs no API call."""
     old = body.get("status") or {}
     new = plan.status(s, old, deploy, rollout, generation, now_iso(), apply_error, **extra)
-    if plan.changed(old, new):
-        kube.patch_status(api, s.namespace, s.name, new)
+    patch = plan.status_patch(old, new)
+    if patch:
+        kube.patch_status(api, s.namespace, s.name, patch)
     metrics.track(s.namespace, s.name)
     metrics.desired_replicas.labels(s.namespace, s.name).set(new["desiredReplicas"])
     metrics.ready_replicas.labels(s.namespace, s.name).set(new["readyReplicas"])

@@ -8,11 +8,11 @@ from pagoda.operator.config import OperatorConfig
 from pagoda.operator.plan import (
     Observed,
     apply_error_of,
-    changed,
     gate,
     plan,
     revision_of,
     status,
+    status_patch,
 )
 from pagoda.operator.rollout import Verdict
 from pagoda.operator.spec import parse
@@ -176,7 +176,18 @@ def test_a_steady_state_writes_no_status():
         "2026-12-03T09:00:00Z",
         metrics={"podsScraped": 1},
     )
-    assert not changed(first, later)
+    assert status_patch(first, later) == {}
     scaled = {**DEPLOY, "status": {**DEPLOY["status"], "readyReplicas": 0}}
-    assert changed(first, status(s, first, scaled, {"phase": "Succeeded"}, None, NOW))
+    patch = status_patch(first, status(s, first, scaled, {"phase": "Succeeded"}, None, NOW))
+    assert patch["readyReplicas"] == 0 and "url" not in patch
     assert status(s, {}, DEPLOY, {}, None, NOW).get("observedGeneration") is None
+
+
+def test_a_cleared_failure_is_removed_from_the_stored_status():
+    """A merge patch keeps keys it does not name: a cleared failedRevision must be sent as null."""
+    old = {"rollout": {"phase": "RolledBack", "failedRevision": "r2", "failedGeneration": 2}}
+    new = {"rollout": {"phase": "Succeeded"}}
+    assert status_patch(old, new) == {
+        "rollout": {"phase": "Succeeded", "failedRevision": None, "failedGeneration": None}
+    }
+    assert status_patch({"metrics": {"a": 1}, "url": "u"}, {"url": "u"}) == {}

@@ -20,14 +20,13 @@ from kubernetes.client import ApiClient
 
 from pagoda.operator import autoscale, kube, locks, metrics, plan
 from pagoda.operator.autoscale import ScalerState
-from pagoda.operator.children import DEPLOYMENT, Kind
+from pagoda.operator.children import DEPLOYMENT
 from pagoda.operator.config import CONFIG
 from pagoda.operator.metrics_scrape import History, Sample, scrape
 from pagoda.operator.reconcile import now_iso, reconcile_now, write_status
 from pagoda.operator.rollout import NewPod, Observation, judge
-from pagoda.operator.spec import ENGINE_PORT, REVISION_LABEL, SELECTOR_LABEL, Spec, parse
+from pagoda.operator.spec import ENGINE_PORT, REVISION_LABEL, Spec, parse
 
-POD = Kind("v1", "Pod", "pods")
 LIVE_WINDOW = 60.0  # seconds behind the status' tokens/s and TTFT p95
 
 
@@ -39,14 +38,21 @@ class ObjectState:
 
 
 async def observe(
-    api: ApiClient, http: httpx.AsyncClient, state: ObjectState, namespace: str, name: str
+    api: ApiClient,
+    http: httpx.AsyncClient,
+    state: ObjectState,
+    body: dict[str, Any],
+    pods: list[dict[str, Any]],
+    deploy: dict[str, Any] | None,
 ) -> None:
+    """`body`, `pods` and `deploy` are copies of what kopf's watches hold: a look at an
+    InferenceService makes no API call unless it has something to write."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
     async with locks.lock(namespace, name):
-        body = await asyncio.to_thread(kube.get_isvc, api, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if meta.get("deletionTimestamp"):
             return
         s = parse(name, namespace, body["spec"])
-        pods = await asyncio.to_thread(kube.list_, api, POD, namespace, f"{SELECTOR_LABEL}={name}")
         ready = {p["metadata"]["name"]: p for p in pods if _ready(p)}
         now = time.time()
         samples = await scrape(
@@ -59,7 +65,41 @@ async def observe(
             if sample is not None:
                 state.history.add(pod, sample)
         state.history.forget_except({p["metadata"]["name"] for p in pods})
-        await asyncio.to_thread(_act, api, body, s, state, pods, samples, now)
+        try:
+            await asyncio.to_thread(_act, api, body, s, state, pods, deploy, samples, now)
+        except kube.ApiException as e:
+            if e.status != 409:
+                raise
+            # Our copy of the object predates our own last write: look again next tick.
+
+
+def pod_facts(pod: dict[str, Any]) -> dict[str, Any]:
+    """The part of a pod that observe reads, in the pod's own shape (kept in kopf's index)."""
+    meta, st = pod["metadata"], pod.get("status") or {}
+    return {
+        "metadata": {
+            "name": meta["name"],
+            "labels": {REVISION_LABEL: (meta.get("labels") or {}).get(REVISION_LABEL)},
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "status": {
+            "podIP": st.get("podIP"),
+            "startTime": st.get("startTime"),
+            "conditions": [c for c in st.get("conditions") or [] if c.get("type") == "Ready"],
+            "containerStatuses": [
+                {"restartCount": c.get("restartCount", 0)}
+                for c in st.get("containerStatuses") or []
+            ],
+        },
+    }
+
+
+def deployment_facts(deploy: dict[str, Any]) -> dict[str, Any]:
+    """The part of a Deployment that observe reads (kept in kopf's index)."""
+    return {
+        "spec": {"replicas": deploy["spec"].get("replicas")},
+        "status": deploy.get("status") or {},
+    }
 
 
 def _act(
@@ -68,6 +108,7 @@ def _act(
     s: Spec,
     state: ObjectState,
     pods: list[dict[str, Any]],
+    deploy: dict[str, Any] | None,
     samples: dict[str, Sample | None],
     now: float,
 ) -> None:
@@ -83,7 +124,6 @@ def _act(
         figures["kvCacheUsage"] = round(sum(x.kv_usage for x in scraped.values()) / len(scraped), 4)
     if live.ttft_p95 is not None:
         figures["ttftSecondsP95"] = round(live.ttft_p95, 4)
-    deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
     extra: dict[str, Any] = {"metrics": figures}
     if deploy is not None and s.autoscaling is not None and s.autoscaling.mode == "Operator":
         if _autoscale(api, body, s, state, deploy, scraped, now):
@@ -104,6 +144,7 @@ def _act(
         rollout,
         generation=None,
         apply_error=plan.apply_error_of(old),
+        resource_version=body["metadata"]["resourceVersion"],
         **extra,
     )
 
@@ -182,7 +223,8 @@ def _gate(
         return step.rollout
     metrics.rollbacks.labels(s.namespace, s.name).inc()
     old = body.get("status") or {}
-    kube.patch_status(api, s.namespace, s.name, plan.status_patch(old, {"rollout": step.rollout}))
+    patch = plan.status_patch(old, {"rollout": step.rollout})
+    kube.patch_status(api, s.namespace, s.name, patch, body["metadata"]["resourceVersion"])
     reconcile_now(api, s.namespace, s.name)
     return None
 

@@ -75,10 +75,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
-# Engine pods: which are ready, and their addresses for scraping /metrics.
+# Engine pods, watched (only those labelled managed-by=pagoda-operator): which are ready, and
+# their addresses for scraping /metrics.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # kopf reports each handler's outcome as an Event on the InferenceService.
 - apiGroups: [""]
   resources: [events]

@@ -19,7 +19,16 @@ MODEL_MOUNT = "/mnt/models"
 CACHE_MOUNT = "/models"
 
 # Engine fields that are operator settings, not flags.
-_NOT_FLAGS = {"image", "imagePullPolicy", "apiKeySecret", "args", "env"}
+NOT_FLAGS = {
+    "image",
+    "imagePullPolicy",
+    "command",
+    "apiKeySecret",
+    "args",
+    "env",
+    "envFrom",
+    "volumeMounts",
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class Spec:
     service_monitor: bool = False
     service_monitor_interval: str = "15s"
     scheduling: dict[str, Any] = field(default_factory=dict)
+    pod: dict[str, Any] = field(default_factory=dict)  # spec.pod: pod-level overrides, as given
 
     @property
     def replicas_owner(self) -> str:
@@ -138,6 +148,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         service_monitor=sm.get("enabled", False),
         service_monitor_interval=sm.get("interval", "15s"),
         scheduling=spec.get("scheduling", {}),
+        pod=spec.get("pod", {}),
     )
 
 
@@ -194,7 +205,7 @@ def engine_args(s: Spec) -> list[str]:
         s.served_name or s.name,
     ]
     for key, value in s.engine.items():
-        if key in _NOT_FLAGS:
+        if key in NOT_FLAGS:
             continue
         if isinstance(value, bool):
             if key == "enablePrefixCaching":
@@ -203,10 +214,6 @@ def engine_args(s: Spec) -> list[str]:
                 args.append(flag(key))
         else:
             args += [flag(key), str(value)]
-    if "apiKeySecret" in s.engine:
-        args += [
-            "--api-key",
-            "$(PAGODA_API_KEY)",
-        ]  # the kubelet expands it from the Secret-backed env
-    args += ["--shutdown-timeout", str(s.drain_seconds)]
+    if "command" not in s.engine:  # Pagoda's own flag; another engine drains on SIGTERM its own way
+        args += ["--shutdown-timeout", str(s.drain_seconds)]
     return args + list(s.engine.get("args", []))

@@ -11,6 +11,7 @@ from typing import Any
 
 from pagoda.operator.resources import digest, labels, metadata
 from pagoda.operator.resources.configmap import configmap, configmap_name
+from pagoda.operator.resources.merge import strategic_merge
 from pagoda.operator.spec import (
     CACHE_MOUNT,
     ENGINE_PORT,
@@ -23,6 +24,9 @@ from pagoda.operator.spec import (
 PRESTOP_SECONDS = 5  # time for endpoints and ingresses to stop routing here before SIGTERM
 PROBE_PERIOD = 5
 ENGINE_UID = 65532  # the engine images' USER; fsGroup makes the volumes writable for it
+ENGINE_COMMAND = ["pagoda", "serve"]
+# Pod-level overrides (spec.pod) copied onto the pod as they are.
+POD_FIELDS = ("imagePullSecrets", "serviceAccountName", "runtimeClassName", "initContainers")
 SHM_SIZE = "2Gi"  # torch.distributed and dataloaders use /dev/shm; the runtime's default is 64 MiB
 
 
@@ -52,8 +56,8 @@ def revision(deploy: dict[str, Any]) -> str:
 def pod_template(s: Spec, image: str) -> dict[str, Any]:
     volumes, mounts = _volumes(s)
     pod: dict[str, Any] = {
-        "containers": [_container(s, image, mounts)],
-        "volumes": volumes,
+        "containers": [_container(s, image, mounts), *s.pod.get("sidecars", [])],
+        "volumes": volumes + s.pod.get("volumes", []),
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + s.drain_seconds + 10,
         "automountServiceAccountToken": False,  # engines never talk to the apiserver
         "enableServiceLinks": False,  # service env vars (e.g. <NAME>_PORT) must not reach the engine
@@ -69,6 +73,9 @@ def pod_template(s: Spec, image: str) -> dict[str, Any]:
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
         if key in sched:
             pod[key] = sched[key]
+    for key in POD_FIELDS:
+        if key in s.pod:
+            pod[key] = s.pod[key]
     annotations = {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(ENGINE_PORT),
@@ -77,7 +84,10 @@ def pod_template(s: Spec, image: str) -> dict[str, Any]:
         "pagoda.dev/config-hash": digest(configmap(s)["data"]),
     }
     template = {"metadata": {"labels": labels(s), "annotations": annotations}, "spec": pod}
-    template["metadata"]["labels"] = {**labels(s), REVISION_LABEL: digest(template)}
+    template = strategic_merge(template, s.pod.get("template", {}))
+    # The operator's labels win over the patch's: the selector and the revision depend on them.
+    template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), **labels(s)}
+    template["metadata"]["labels"][REVISION_LABEL] = digest(template)
     return template
 
 
@@ -95,12 +105,12 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
     c: dict[str, Any] = {
         "name": "engine",
         "image": image,
-        "command": ["pagoda", "serve"],
+        "command": s.engine.get("command", ENGINE_COMMAND),
         "args": engine_args(s),
         "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
-        "envFrom": [{"configMapRef": {"name": configmap_name(s)}}],
+        "envFrom": [{"configMapRef": {"name": configmap_name(s)}}, *s.engine.get("envFrom", [])],
         "resources": _resources(s),
-        "volumeMounts": mounts,
+        "volumeMounts": mounts + s.engine.get("volumeMounts", []),
         # Loading a model takes minutes; the startup probe holds the others off until then.
         "startupProbe": {
             **health,
@@ -115,7 +125,12 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
             "timeoutSeconds": 5,
         },
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        # Writable only where a volume is: /tmp (HOME in the engine images), the model cache, shm.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     if env:
         c["env"] = env
@@ -135,10 +150,12 @@ def _volumes(s: Spec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
         {"name": "model-cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
     ]
     mounts = [
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "model-cache", "mountPath": CACHE_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
     if s.model_uri.startswith("pvc://"):
         claim = s.model_uri.removeprefix("pvc://").partition("/")[0]

@@ -367,6 +367,26 @@ INVALID = [
         "spec.rollout.maxSurge: Invalid value: 0",
     ),
     ({"engine": {}}, "spec.model: Required value"),
+    (
+        {"model": {"uri": "default"}, "pod": {"sidecars": [{"name": "engine", "image": "x"}]}},
+        "pod.sidecars[].name 'engine' is the engine container's",
+    ),
+    (
+        {"model": {"uri": "default"}, "pod": {"volumes": [{"name": "tmp", "emptyDir": {}}]}},
+        "pod.volumes[].name must not be dshm, model-cache, model or tmp",
+    ),
+    (
+        {"model": {"uri": "default"}, "engine": {"volumeMounts": [{"name": "x", "mountPath": "/x"}]}},
+        "engine.volumeMounts[].name must name a volume in pod.volumes",
+    ),
+    (
+        {"model": {"uri": "default"}, "pod": {"imagePullSecrets": [{}]}},
+        "spec.pod.imagePullSecrets[0].name: Required value",
+    ),
+    (
+        {"model": {"uri": "default"}, "engine": {"command": []}},
+        "spec.engine.command: Invalid value",
+    ),
 ]
 
 

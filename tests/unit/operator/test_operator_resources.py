@@ -207,3 +207,63 @@ def test_quantity():
         "1500m",
         "1m",
     )
+
+
+def test_pod_overrides():
+    s = spec(
+        engine={
+            "image": "registry.example.com/vllm:1",
+            "command": ["vllm", "serve"],
+            "envFrom": [{"secretRef": {"name": "hf-token"}}],
+            "volumeMounts": [{"name": "adapters", "mountPath": "/adapters", "readOnly": True}],
+            "apiKeySecret": {"name": "keys", "key": "api"},
+        },
+        pod={
+            "imagePullSecrets": [{"name": "regcred"}],
+            "serviceAccountName": "llm-engine",
+            "runtimeClassName": "nvidia",
+            "volumes": [{"name": "adapters", "configMap": {"name": "lora"}}],
+            "initContainers": [{"name": "fetch", "image": "busybox", "command": ["true"]}],
+            "sidecars": [{"name": "proxy", "image": "envoy:1"}],
+            "template": {
+                "metadata": {"annotations": {"team": "ml"}, "labels": {"pagoda.dev/revision": "x"}},
+                "spec": {
+                    "containers": [{"name": "engine", "env": [{"name": "EXTRA", "value": "1"}]}],
+                    "enableServiceLinks": None,
+                },
+            },
+        },
+    )
+    d = deployment(s, engine_image(s, "gpu:1", "cpu:1"), 1)
+    kubernetes_validate.validate(d, K8S, strict=True)
+    pod = d["spec"]["template"]["spec"]
+    c = container(d)
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["serviceAccountName"] == "llm-engine" and pod["runtimeClassName"] == "nvidia"
+    assert [x["name"] for x in pod["initContainers"]] == ["fetch"]
+    assert [x["name"] for x in pod["containers"]] == ["engine", "proxy"]
+    assert {"name": "adapters", "configMap": {"name": "lora"}} in pod["volumes"]
+    assert c["image"] == "registry.example.com/vllm:1" and c["command"] == ["vllm", "serve"]
+    assert "--shutdown-timeout" not in c["args"]  # Pagoda's own flag, not another engine's
+    assert c["envFrom"][1] == {"secretRef": {"name": "hf-token"}}
+    assert {"name": "adapters", "mountPath": "/adapters", "readOnly": True} in c["volumeMounts"]
+    # The patch merged into the engine container by name, beside the operator's own env.
+    assert [e["name"] for e in c["env"]] == ["PAGODA_API_KEY", "EXTRA"]
+    assert "enableServiceLinks" not in pod
+    meta = d["spec"]["template"]["metadata"]
+    assert meta["annotations"]["team"] == "ml"
+    assert meta["labels"]["pagoda.dev/revision"] != "x"  # the operator's labels win
+    plain = deployment(spec(), "cpu:1", 1)
+    assert revision(plain) != revision(d)
+
+
+def test_engine_is_read_only_and_keeps_its_api_key_out_of_argv():
+    s = spec(engine={"apiKeySecret": {"name": "keys", "key": "api"}})
+    d = deployment(s, "cpu:1", 1)
+    c = container(d)
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    writable = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/tmp", "/dev/shm", "/models"} <= writable
+    key = {"secretKeyRef": {"name": "keys", "key": "api"}}
+    assert c["env"] == [{"name": "PAGODA_API_KEY", "valueFrom": key}]
+    assert not any("API_KEY" in a for a in c["args"] + c["command"])

@@ -26,6 +26,7 @@ from pagoda.operator.metrics_scrape import History, Sample, scrape
 from pagoda.operator.reconcile import now_iso, reconcile_now, write_status
 from pagoda.operator.rollout import NewPod, Observation, judge
 from pagoda.operator.spec import ENGINE_PORT, REVISION_LABEL, Spec, parse
+from pagoda.operator.trouble import trouble
 
 LIVE_WINDOW = 60.0  # seconds behind the status' tokens/s and TTFT p95
 
@@ -74,7 +75,8 @@ async def observe(
 
 
 def pod_facts(pod: dict[str, Any]) -> dict[str, Any]:
-    """The part of a pod that observe reads, in the pod's own shape (kept in kopf's index)."""
+    """The part of a pod that observe and trouble() read, in the pod's own shape (kept in kopf's
+    index)."""
     meta, st = pod["metadata"], pod.get("status") or {}
     return {
         "metadata": {
@@ -85,13 +87,29 @@ def pod_facts(pod: dict[str, Any]) -> dict[str, Any]:
         "status": {
             "podIP": st.get("podIP"),
             "startTime": st.get("startTime"),
-            "conditions": [c for c in st.get("conditions") or [] if c.get("type") == "Ready"],
-            "containerStatuses": [
-                {"restartCount": c.get("restartCount", 0)}
-                for c in st.get("containerStatuses") or []
+            "conditions": [
+                c for c in st.get("conditions") or [] if c.get("type") in ("Ready", "PodScheduled")
             ],
+            "initContainerStatuses": [_container(c) for c in st.get("initContainerStatuses") or []],
+            "containerStatuses": [_container(c) for c in st.get("containerStatuses") or []],
         },
     }
+
+
+def _container(c: dict[str, Any]) -> dict[str, Any]:
+    keep = ("exitCode", "reason", "message")
+    state, last = c.get("state") or {}, c.get("lastState") or {}
+    out: dict[str, Any] = {"name": c.get("name"), "restartCount": c.get("restartCount", 0)}
+    out["state"] = {
+        k: {f: v[f] for f in keep if f in v}
+        for k, v in state.items()
+        if k in ("waiting", "terminated")
+    }
+    if "terminated" in last:
+        out["lastState"] = {
+            "terminated": {f: last["terminated"][f] for f in keep if f in last["terminated"]}
+        }
+    return out
 
 
 def deployment_facts(deploy: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +148,9 @@ def _act(
             extra["lastScaleTime"] = now_iso()
             deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
     old = body.get("status") or {}
+    found = trouble(pods)
+    if found is not None and found != plan.trouble_of(old):
+        kopf.event(body, type="Warning", reason=found.reason, message=found.message)
     rollout = dict(old.get("rollout") or {})
     if deploy is not None and rollout.get("phase") == "Progressing":
         rollout = _gate(api, body, s, state, rollout, deploy, pods, now)
@@ -144,6 +165,7 @@ def _act(
         rollout,
         generation=None,
         apply_error=plan.apply_error_of(old),
+        trouble=found,
         resource_version=body["metadata"]["resourceVersion"],
         **extra,
     )

@@ -23,6 +23,8 @@ from pagoda.operator.resources.service import cluster_url
 from pagoda.operator.rollout import Verdict
 from pagoda.operator.spec import SELECTOR_LABEL, Spec, parse
 from pagoda.operator.status import Facts, conditions, merge
+from pagoda.operator.trouble import REASONS as TROUBLE_REASONS
+from pagoda.operator.trouble import Trouble
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ def status(
     generation: int | None,
     now: str,
     apply_error: str | None = None,
+    trouble: Trouble | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The status to write. `generation` is the one whose children were just applied, or None
@@ -220,6 +223,7 @@ def status(
         rollout_message=rollout.get("message", ""),
         pods_scraped=pods_scraped,
         apply_error=apply_error,
+        trouble=(trouble.reason, trouble.message) if trouble else None,
     )
     observed = generation if generation is not None else old.get("observedGeneration")
     out: dict[str, Any] = {
@@ -243,6 +247,15 @@ def apply_error_of(old: dict[str, Any]) -> str | None:
     for c in old.get("conditions", []):
         if c.get("type") == "Degraded" and c.get("reason") == "ApplyFailed":
             return c.get("message", "")
+    return None
+
+
+def trouble_of(old: dict[str, Any]) -> Trouble | None:
+    """The pods' trouble the last look reported: a reconcile, which does not look at pods, keeps it
+    until the next look."""
+    for c in old.get("conditions", []):
+        if c.get("type") == "Degraded" and c.get("reason") in TROUBLE_REASONS:
+            return Trouble(c["reason"], c.get("message", ""))
     return None
 
 

@@ -26,6 +26,7 @@ from pagoda.operator.children import (
 )
 from pagoda.operator.config import CONFIG
 from pagoda.operator.spec import SELECTOR_LABEL, Spec, parse
+from pagoda.operator.trouble import Trouble
 
 _served_cache: dict[str, tuple[float, bool]] = {}
 
@@ -72,12 +73,14 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
         error = f"applying children failed: {e.status} {e.reason}: {_api_message(e)}"
         kopf.event(body, type="Warning", reason="ApplyFailed", message=error)
         rollout = dict(old.get("rollout") or {})
-        write_status(api, body, s, live, rollout, generation=None, apply_error=error)
+        write_status(
+            api, body, s, live, rollout, None, apply_error=error, trouble=plan.trouble_of(old)
+        )
         raise kopf.TemporaryError(error, delay=15) from e
     for ev in p.events:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message)
     deploy = next(o for o in applied if o["kind"] == "Deployment")
-    write_status(api, body, s, deploy, p.rollout, generation=generation)
+    write_status(api, body, s, deploy, p.rollout, generation, trouble=plan.trouble_of(old))
 
 
 def apply_children(
@@ -133,14 +136,17 @@ def write_status(
     rollout: dict[str, Any],
     generation: int | None,
     apply_error: str | None = None,
+    trouble: Trouble | None = None,
+    resource_version: str | None = None,
     **extra: Any,
 ) -> None:
-    """Writes the status only where it changed: a steady state costs no API call."""
+    """Writes the status only where it changed: a steady state costs no API call.
+    `resource_version`: write only if `body` is still current (else a 409 ApiException)."""
     old = body.get("status") or {}
-    new = plan.status(s, old, deploy, rollout, generation, now_iso(), apply_error, **extra)
+    new = plan.status(s, old, deploy, rollout, generation, now_iso(), apply_error, trouble, **extra)
     patch = plan.status_patch(old, new)
     if patch:
-        kube.patch_status(api, s.namespace, s.name, patch)
+        kube.patch_status(api, s.namespace, s.name, patch, resource_version)
     metrics.track(s.namespace, s.name)
     metrics.desired_replicas.labels(s.namespace, s.name).set(new["desiredReplicas"])
     metrics.ready_replicas.labels(s.namespace, s.name).set(new["readyReplicas"])

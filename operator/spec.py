@@ -17,6 +17,7 @@ SELECTOR_LABEL = "pagoda.dev/inferenceservice"
 REVISION_LABEL = "pagoda.dev/revision"
 MODEL_MOUNT = "/mnt/models"
 CACHE_MOUNT = "/models"
+HUB_DIR = f"{CACHE_MOUNT}/hub"  # hf://ORG/NAME@REV is downloaded to HUB_DIR/ORG/NAME/REV
 
 # Engine fields that are operator settings, not flags.
 NOT_FLAGS = {
@@ -94,6 +95,8 @@ class Spec:
     service_monitor_interval: str = "15s"
     scheduling: dict[str, Any] = field(default_factory=dict)
     pod: dict[str, Any] = field(default_factory=dict)  # spec.pod: pod-level overrides, as given
+    model_token_secret: dict[str, str] | None = None  # {name, key}: HF_TOKEN for the download
+    model_cache_claim: str | None = None  # a PVC shared by the pods as the model cache
 
     @property
     def replicas_owner(self) -> str:
@@ -149,6 +152,8 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         service_monitor_interval=sm.get("interval", "15s"),
         scheduling=spec.get("scheduling", {}),
         pod=spec.get("pod", {}),
+        model_token_secret=model.get("tokenSecret"),
+        model_cache_claim=model.get("cache", {}).get("claimName"),
     )
 
 
@@ -181,10 +186,20 @@ def flag(camel: str) -> str:
     return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", camel).lower()
 
 
+def hub_model(uri: str) -> tuple[str, str] | None:
+    """hf://ORG/NAME[@REVISION] -> (ORG/NAME, REVISION or main); None for other URIs."""
+    if not uri.startswith("hf://"):
+        return None
+    repo, _, rev = uri.removeprefix("hf://").partition("@")
+    return repo, rev or "main"
+
+
 def model_arg(uri: str) -> str:
-    """What the engine gets as MODEL: a hub id, a path, or `default`."""
-    if uri.startswith("hf://"):
-        return uri.removeprefix("hf://")
+    """What the engine gets as MODEL: a path (hub models are downloaded before it starts), or
+    `default`."""
+    hub = hub_model(uri)
+    if hub is not None:
+        return f"{HUB_DIR}/{hub[0]}/{hub[1]}"
     if uri.startswith("pvc://"):
         _, _, path = uri.removeprefix("pvc://").partition("/")
         return f"{MODEL_MOUNT}/{path}".rstrip("/")

@@ -17,6 +17,7 @@ class Facts:
     rollout_message: str = ""
     pods_scraped: int | None = None  # None: not scraped yet
     apply_error: str | None = None
+    trouble: tuple[str, str] | None = None  # (reason, message): what is wrong with the pods
 
 
 def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
@@ -51,6 +52,8 @@ def conditions(f: Facts) -> list[dict[str, Any]]:
     failure = deploy.get("ReplicaFailure", {})
     if f.apply_error:
         degraded = condition("Degraded", True, "ApplyFailed", f.apply_error)
+    elif f.trouble:
+        degraded = condition("Degraded", True, *f.trouble)
     elif f.rollout_phase == "RolledBack":
         degraded = condition("Degraded", True, "RolledBack", f.rollout_message)
     elif f.rollout_phase == "Failed":

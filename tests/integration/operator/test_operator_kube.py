@@ -339,6 +339,14 @@ INVALID = [
     ),
     ({"model": {"uri": "s3://bucket/model"}}, "model.uri must be 'default', hf://ORG/NAME"),
     (
+        {"model": {"uri": "hf://a/b@"}},
+        "model.uri must be 'default', hf://ORG/NAME[@REVISION]",
+    ),
+    (
+        {"model": {"uri": "default", "tokenSecret": {"name": "hf", "key": "token"}}},
+        "model.tokenSecret is for hf:// models only",
+    ),
+    (
         {"model": {"uri": "default"}, "engine": {"blockSize": 12}},
         "spec.engine.blockSize: Unsupported value: 12",
     ),

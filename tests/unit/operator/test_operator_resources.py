@@ -197,7 +197,43 @@ def test_configmap_pins_threads_and_offline_mode():
     )[0]
     assert cm["data"]["OMP_NUM_THREADS"] == "2" and cm["data"]["HF_HUB_OFFLINE"] == "1"
     hub = spec(model={"uri": "hf://a/b"})
-    assert desired(hub, hub, "img", 1, False)[0]["data"]["HF_HUB_OFFLINE"] == "0"
+    assert desired(hub, hub, "img", 1, False)[0]["data"]["HF_HUB_OFFLINE"] == "1"  # the engine
+
+
+def test_hub_models_are_downloaded_into_the_cache_before_the_engine_starts():
+    s = spec(
+        model={
+            "uri": "hf://Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775",
+            "tokenSecret": {"name": "hf", "key": "token"},
+            "cache": {"claimName": "model-cache"},
+        },
+        resources={"cpu": "2", "memory": "4Gi", "gpu": {"count": 1}},
+        pod={"initContainers": [{"name": "mine", "image": "busybox"}]},
+    )
+    d = deployment(s, "gpu:1", 1)
+    kubernetes_validate.validate(d, K8S, strict=True)
+    pod = d["spec"]["template"]["spec"]
+    dl = pod["initContainers"][0]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-download", "mine"]
+    local = "/models/hub/Qwen/Qwen2.5-0.5B-Instruct/7ae557604adf67be50417f59c2c2f167def9a775"
+    assert dl["image"] == "gpu:1" and dl["command"] == [
+        "hf",
+        "download",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "--revision",
+        "7ae557604adf67be50417f59c2c2f167def9a775",
+        "--local-dir",
+        local,
+    ]
+    assert container(d)["args"][0] == local
+    token = {"secretKeyRef": {"name": "hf", "key": "token"}}
+    assert {"name": "HF_TOKEN", "valueFrom": token} in dl["env"]
+    assert {"name": "HF_HUB_OFFLINE", "value": "0"} in dl["env"]
+    assert "nvidia.com/gpu" not in dl["resources"]["limits"]  # the download holds no GPU
+    assert dl["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert cache == {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}}
+    assert "initContainers" not in deployment(spec(), "cpu:1", 1)["spec"]["template"]["spec"]
 
 
 def test_quantity():

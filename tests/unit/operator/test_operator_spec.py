@@ -33,7 +33,8 @@ def test_every_crd_engine_field_is_an_engine_config_field():
     "uri, arg",
     [
         ("default", "default"),
-        ("hf://Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
+        ("hf://Qwen/Qwen2.5-0.5B-Instruct", "/models/hub/Qwen/Qwen2.5-0.5B-Instruct/main"),
+        ("hf://Qwen/Qwen2.5-0.5B-Instruct@a1b2c3", "/models/hub/Qwen/Qwen2.5-0.5B-Instruct/a1b2c3"),
         ("pvc://models/llama/8b", "/mnt/models/llama/8b"),
         ("pvc://models", "/mnt/models"),
         ("file:///opt/model.gguf", "/opt/model.gguf"),

@@ -51,9 +51,9 @@ def _pod_trouble(pod: dict[str, Any]) -> Trouble | None:
     for cond in st.get("conditions") or []:
         # A missing PVC keeps the pod unscheduled; other reasons (no node yet) may pass by.
         message = cond.get("message", "")
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            if "persistentvolumeclaim" in message and "not found" in message:
-                return Trouble("MissingVolume", f"pod {name}: {message}")
+        unscheduled = cond.get("type") == "PodScheduled" and cond.get("status") == "False"
+        if unscheduled and "persistentvolumeclaim" in message and "not found" in message:
+            return Trouble("MissingVolume", f"pod {name}: {message}")
     return None
 
 

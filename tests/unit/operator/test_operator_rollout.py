@@ -13,14 +13,14 @@ def pods(ready=2, age=60.0, restarts=0, n=2):
 
 
 def obs(ready=2, **over):
-    base = dict(
-        desired=2,
-        pods=pods(ready),
-        requests=100,
-        errors=0,
-        ttft_p95=0.5,
-        covered_seconds=120,
-    )
+    base = {
+        "desired": 2,
+        "pods": pods(ready),
+        "requests": 100,
+        "errors": 0,
+        "ttft_p95": 0.5,
+        "covered_seconds": 120,
+    }
     return Observation(**{**base, **over})
 
 

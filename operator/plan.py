@@ -117,7 +117,7 @@ def plan(s: Spec, o: Observed, config: OperatorConfig, now: str) -> Plan:
                 "monitoring.serviceMonitor.enabled, but the ServiceMonitor CRD is not installed",
             )
         )
-    objects = desired(s, r.pods, r.image, replicas, o.servicemonitors)
+    objects = desired(s, r.pods, r.image, replicas, o.servicemonitors, config.namespace)
     rollout, started = advance(rollout, r, o.generation, now)
     if started:
         events.append(Event("Normal", "RolloutStarted", f"rolling out revision {r.revision}"))

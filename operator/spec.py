@@ -97,6 +97,7 @@ class Spec:
     pod: dict[str, Any] = field(default_factory=dict)  # spec.pod: pod-level overrides, as given
     model_token_secret: dict[str, str] | None = None  # {name, key}: HF_TOKEN for the download
     model_cache_claim: str | None = None  # a PVC shared by the pods as the model cache
+    network_policy: dict[str, Any] = field(default_factory=dict)  # spec.networkPolicy, as given
 
     @property
     def replicas_owner(self) -> str:
@@ -154,6 +155,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         pod=spec.get("pod", {}),
         model_token_secret=model.get("tokenSecret"),
         model_cache_claim=model.get("cache", {}).get("claimName"),
+        network_policy=spec.get("networkPolicy", {}),
     )
 
 

@@ -60,7 +60,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: [deployments]
   verbs: [create, get, list, watch, patch, delete]
 - apiGroups: [networking.k8s.io]
-  resources: [ingresses]
+  resources: [ingresses, networkpolicies]
   verbs: [create, get, list, watch, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]

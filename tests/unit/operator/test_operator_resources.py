@@ -10,6 +10,7 @@ from pagoda.operator.children import desired, engine_image
 from pagoda.operator.resources.deployment import PRESTOP_SECONDS, deployment, revision
 from pagoda.operator.resources.hpa import quantity
 from pagoda.operator.resources.ingress import ingress_url
+from pagoda.operator.resources.networkpolicy import networkpolicy
 from pagoda.operator.spec import parse
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,7 +40,8 @@ def test_example_children_are_valid_kubernetes_objects(obj):
     for o in objs:
         if o["kind"] != "ServiceMonitor":  # not a built-in kind
             kubernetes_validate.validate(o, K8S, strict=True)
-    assert [o["kind"] for o in objs][:3] == ["ConfigMap", "Service", "Deployment"]
+    kinds = [o["kind"] for o in objs if o["kind"] != "NetworkPolicy"]
+    assert kinds[:3] == ["ConfigMap", "Service", "Deployment"]
 
 
 def test_deployment_cpu_defaults():
@@ -303,3 +305,24 @@ def test_engine_is_read_only_and_keeps_its_api_key_out_of_argv():
     key = {"secretKeyRef": {"name": "keys", "key": "api"}}
     assert c["env"] == [{"name": "PAGODA_API_KEY", "valueFrom": key}]
     assert not any("API_KEY" in a for a in c["args"] + c["command"])
+
+
+def test_network_policy_lets_in_the_operator_and_the_named_peers():
+    assert networkpolicy(spec(), "pagoda-system") is None
+    ingress_ns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+    s = spec(networkPolicy={"enabled": True, "allowFrom": [ingress_ns]})
+    np = networkpolicy(s, "pagoda-system")
+    kubernetes_validate.validate(np, K8S, strict=True)
+    rule = np["spec"]["ingress"][0]
+    operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "pagoda-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "pagoda-operator"}},
+    }
+    assert rule["from"] == [operator, ingress_ns]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert np["spec"]["podSelector"] == {"matchLabels": {"pagoda.dev/inferenceservice": "chat"}}
+    assert networkpolicy(s, None)["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == {}
+    assert [o["kind"] for o in desired(s, s, "img", 1, False, "x")][:2] == [
+        "ConfigMap",
+        "NetworkPolicy",
+    ]

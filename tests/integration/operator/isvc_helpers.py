@@ -4,6 +4,7 @@ for the missing kubelet (FakeEnginePod)."""
 from __future__ import annotations
 
 import http.server
+import json
 import random
 import threading
 import time
@@ -154,3 +155,67 @@ vllm:time_to_first_token_seconds_bucket{{{lbl},le="+Inf"}} {total}
 vllm:time_to_first_token_seconds_count{{{lbl}}} {total}
 vllm:time_to_first_token_seconds_sum{{{lbl}}} {0.05 * total}
 """
+
+
+def block_service(kube, ns: str, name: str) -> str:
+    """A ValidatingAdmissionPolicy that refuses the Service `name` in `ns`: reconciles stop half-way."""
+    policy = f"block-{ns}"
+    doc = [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["services"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": f"object.metadata.name != '{name}'",
+                        "message": "blocked by the test",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}
+                },
+            },
+        },
+    ]
+    kube.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": doc})
+    )
+    probe = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"port": 80}]},
+        }
+    )
+    wait_for(
+        "the policy to take effect",
+        lambda: (
+            "blocked by the test"
+            in kube.kubectl(
+                "create", "--dry-run=server", "-f", "-", input=probe, check=False
+            ).stderr
+        ),
+    )
+    return policy

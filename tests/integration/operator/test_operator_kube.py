@@ -15,7 +15,16 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from isvc_helpers import condition, create_isvc, events, exposition, isvc, patch_isvc, wait_for
+from isvc_helpers import (
+    block_service,
+    condition,
+    create_isvc,
+    events,
+    exposition,
+    isvc,
+    patch_isvc,
+    wait_for,
+)
 from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.integration
@@ -384,7 +393,10 @@ INVALID = [
         "pod.volumes[].name must not be dshm, model-cache, model or tmp",
     ),
     (
-        {"model": {"uri": "default"}, "engine": {"volumeMounts": [{"name": "x", "mountPath": "/x"}]}},
+        {
+            "model": {"uri": "default"},
+            "engine": {"volumeMounts": [{"name": "x", "mountPath": "/x"}]},
+        },
         "engine.volumeMounts[].name must name a volume in pod.volumes",
     ),
     (
@@ -419,70 +431,6 @@ def test_examples_are_accepted(kube, isvc_crd, kube_ns):
             "create", "--dry-run=server", "-n", kube_ns, "-f", str(path), check=False
         )
         assert out.returncode == 0, f"{path.name}: {out.stderr}"
-
-
-def block_service(kube, ns: str, name: str) -> str:
-    """A ValidatingAdmissionPolicy that refuses the Service `name` in `ns`: reconciles stop half-way."""
-    policy = f"block-{ns}"
-    doc = [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": policy},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE", "UPDATE"],
-                            "resources": ["services"],
-                        }
-                    ]
-                },
-                "validations": [
-                    {
-                        "expression": f"object.metadata.name != '{name}'",
-                        "message": "blocked by the test",
-                    }
-                ],
-            },
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": policy},
-            "spec": {
-                "policyName": policy,
-                "validationActions": ["Deny"],
-                "matchResources": {
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}
-                },
-            },
-        },
-    ]
-    kube.kubectl(
-        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": doc})
-    )
-    probe = json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"ports": [{"port": 80}]},
-        }
-    )
-    wait_for(
-        "the policy to take effect",
-        lambda: (
-            "blocked by the test"
-            in kube.kubectl(
-                "create", "--dry-run=server", "-f", "-", input=probe, check=False
-            ).stderr
-        ),
-    )
-    return policy
 
 
 def test_killed_mid_reconcile_restarts_and_converges(api, kube, isvc_crd, kube_ns):

@@ -97,10 +97,10 @@ async def reconcile_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -
 
 
 @kopf.index(*ISVC)
-def live_isvcs(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[Any, bool] | None:
-    """The InferenceServices that exist and are not being deleted: a child's event for any other
-    owner is the garbage collector at work, nothing to reconcile."""
-    return None if meta.get("deletionTimestamp") else {(namespace, name): True}
+def isvc_alive(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[Any, bool]:
+    """Whether each InferenceService is alive (not being deleted): a child's event for an owner
+    gone or going is the garbage collector at work, nothing to reconcile."""
+    return {(namespace, name): meta.get("deletionTimestamp") is None}
 
 
 @kopf.index(*_resource(POD), labels=MANAGED)
@@ -151,7 +151,7 @@ def _register_child_watch(kind: Kind) -> None:
         body: kopf.Body,
         namespace: str,
         memo: kopf.Memo,
-        live_isvcs: kopf.Index,
+        isvc_alive: kopf.Index,
         **_: Any,
     ) -> None:
         # None is the initial listing (resume handlers cover it); ADDED is our own creation; status
@@ -159,7 +159,7 @@ def _register_child_watch(kind: Kind) -> None:
         owner = owner_of(body["metadata"])
         if (
             owner
-            and (namespace, owner) in live_isvcs
+            and any(isvc_alive.get((namespace, owner), ()))
             and (type == "DELETED" or type == "MODIFIED" and edited_by_others(body["metadata"]))
         ):
             await reconcile(memo.api, namespace, owner)

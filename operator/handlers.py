@@ -135,6 +135,18 @@ async def observe_isvc(
     engine_deployments: kopf.Index,
     **_: Any,
 ) -> None:
+    await look(name, namespace, body, memo, engine_pods, engine_deployments)
+
+
+async def look(
+    name: str,
+    namespace: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    engine_pods: kopf.Index,
+    engine_deployments: kopf.Index,
+) -> None:
+    """One look at an InferenceService (observe.py), from what kopf's watches hold."""
     if "state" not in memo:
         memo.state = ObjectState()
     key = (namespace, name)

@@ -100,12 +100,23 @@ def get_isvc(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None
         raise
 
 
-def patch_status(api: ApiClient, namespace: str, name: str, status: dict[str, Any]) -> None:
+def patch_status(
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    status: dict[str, Any],
+    resource_version: str | None = None,
+) -> None:
+    """A merge patch of the status; with `resource_version`, only if the object is still at it
+    (409 otherwise): a write decided from a cached copy never overwrites a newer one."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
     _call(
         api,
         "PATCH",
         isvc_path(namespace, name) + "/status",
-        {"status": status},
+        body,
         content_type="application/merge-patch+json",
     )
 

@@ -17,9 +17,19 @@ SELECTOR_LABEL = "pagoda.dev/inferenceservice"
 REVISION_LABEL = "pagoda.dev/revision"
 MODEL_MOUNT = "/mnt/models"
 CACHE_MOUNT = "/models"
+HUB_DIR = f"{CACHE_MOUNT}/hub"  # hf://ORG/NAME@REV is downloaded to HUB_DIR/ORG/NAME/REV
 
 # Engine fields that are operator settings, not flags.
-_NOT_FLAGS = {"image", "imagePullPolicy", "apiKeySecret", "args", "env"}
+NOT_FLAGS = {
+    "image",
+    "imagePullPolicy",
+    "command",
+    "apiKeySecret",
+    "args",
+    "env",
+    "envFrom",
+    "volumeMounts",
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,10 @@ class Spec:
     service_monitor: bool = False
     service_monitor_interval: str = "15s"
     scheduling: dict[str, Any] = field(default_factory=dict)
+    pod: dict[str, Any] = field(default_factory=dict)  # spec.pod: pod-level overrides, as given
+    model_token_secret: dict[str, str] | None = None  # {name, key}: HF_TOKEN for the download
+    model_cache_claim: str | None = None  # a PVC shared by the pods as the model cache
+    network_policy: dict[str, Any] = field(default_factory=dict)  # spec.networkPolicy, as given
 
     @property
     def replicas_owner(self) -> str:
@@ -138,6 +152,10 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         service_monitor=sm.get("enabled", False),
         service_monitor_interval=sm.get("interval", "15s"),
         scheduling=spec.get("scheduling", {}),
+        pod=spec.get("pod", {}),
+        model_token_secret=model.get("tokenSecret"),
+        model_cache_claim=model.get("cache", {}).get("claimName"),
+        network_policy=spec.get("networkPolicy", {}),
     )
 
 
@@ -170,10 +188,20 @@ def flag(camel: str) -> str:
     return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", camel).lower()
 
 
+def hub_model(uri: str) -> tuple[str, str] | None:
+    """hf://ORG/NAME[@REVISION] -> (ORG/NAME, REVISION or main); None for other URIs."""
+    if not uri.startswith("hf://"):
+        return None
+    repo, _, rev = uri.removeprefix("hf://").partition("@")
+    return repo, rev or "main"
+
+
 def model_arg(uri: str) -> str:
-    """What the engine gets as MODEL: a hub id, a path, or `default`."""
-    if uri.startswith("hf://"):
-        return uri.removeprefix("hf://")
+    """What the engine gets as MODEL: a path (hub models are downloaded before it starts), or
+    `default`."""
+    hub = hub_model(uri)
+    if hub is not None:
+        return f"{HUB_DIR}/{hub[0]}/{hub[1]}"
     if uri.startswith("pvc://"):
         _, _, path = uri.removeprefix("pvc://").partition("/")
         return f"{MODEL_MOUNT}/{path}".rstrip("/")
@@ -194,7 +222,7 @@ def engine_args(s: Spec) -> list[str]:
         s.served_name or s.name,
     ]
     for key, value in s.engine.items():
-        if key in _NOT_FLAGS:
+        if key in NOT_FLAGS:
             continue
         if isinstance(value, bool):
             if key == "enablePrefixCaching":
@@ -203,10 +231,6 @@ def engine_args(s: Spec) -> list[str]:
                 args.append(flag(key))
         else:
             args += [flag(key), str(value)]
-    if "apiKeySecret" in s.engine:
-        args += [
-            "--api-key",
-            "$(PAGODA_API_KEY)",
-        ]  # the kubelet expands it from the Secret-backed env
-    args += ["--shutdown-timeout", str(s.drain_seconds)]
+    if "command" not in s.engine:  # Pagoda's own flag; another engine drains on SIGTERM its own way
+        args += ["--shutdown-timeout", str(s.drain_seconds)]
     return args + list(s.engine.get("args", []))

@@ -18,6 +18,7 @@ from pagoda.operator.children import edited_by_others, owner_of
 from pagoda.operator.config import CONFIG
 from pagoda.operator.observe import ObjectState, observe
 from pagoda.operator.reconcile import LOCKS, reconcile
+from pagoda.operator.scale_to_zero import WAKE_ANNOTATION
 from pagoda.operator.spec import GROUP, PLURAL, VERSION
 
 ISVC = (GROUP, VERSION, PLURAL)
@@ -90,6 +91,14 @@ def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> 
 
 @kopf.timer(*ISVC, interval=CONFIG.observe_interval, initial_delay=CONFIG.observe_interval)
 async def observe_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    if "state" not in memo:
+        memo.state = ObjectState()
+    await observe(memo.api, memo.http, memo.state, namespace, name)
+
+
+@kopf.on.update(*ISVC, field=("metadata", "annotations", WAKE_ANNOTATION))
+async def wake_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    # The gateway holds a request for a model scaled to zero: look now, not at the next tick.
     if "state" not in memo:
         memo.state = ObjectState()
     await observe(memo.api, memo.http, memo.state, namespace, name)

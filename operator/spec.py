@@ -42,6 +42,7 @@ class Autoscaling:
     tolerance: float = 0.1
     scale_up: ScaleRule = ScaleRule(0, 4, 60)
     scale_down: ScaleRule = ScaleRule(300, 1, 60)
+    scale_to_zero_after_seconds: int = 600  # minReplicas 0 only: idle this long -> 0 replicas
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,9 @@ def _autoscaling(a: dict[str, Any]) -> Autoscaling:
         tolerance=a.get("tolerance", defaults.tolerance),
         scale_up=rule(a.get("scaleUp"), defaults.scale_up),
         scale_down=rule(a.get("scaleDown"), defaults.scale_down),
+        scale_to_zero_after_seconds=a.get(
+            "scaleToZeroAfterSeconds", defaults.scale_to_zero_after_seconds
+        ),
     )
 
 

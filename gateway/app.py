@@ -88,7 +88,8 @@ def build(settings: GatewaySettings, registry: Registry, api: ApiServer | None) 
         missing = [what for what, done in synced.items() if not done]
         if missing:
             return web.json_response({"status": "syncing", "waiting_for": missing}, status=503)
-        return web.json_response({"status": "ok", "models": len(registry.backends())})
+        ready = {b.model: len(b.endpoints) for b in registry.backends()}
+        return web.json_response({"status": "ok", "ready_pods": ready})
 
     async def prometheus(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

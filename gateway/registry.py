@@ -80,12 +80,17 @@ class Backend:
 class Registry:
     def __init__(self) -> None:
         self._by_isvc: dict[tuple[str, str], Backend] = {}
+        self._by_model: dict[str, Backend] = {}
         self._pending_slices: dict[tuple[str, str], dict[str, list[Endpoint]]] = {}
 
     def lookup(self, model: str) -> Backend | None:
+        return self._by_model.get(model)
+
+    def _reindex(self) -> None:
         # Two InferenceServices claiming one name: the older one keeps it (a stable answer).
-        claims = [b for b in self._by_isvc.values() if b.model == model]
-        return min(claims, key=lambda b: (b.created, b.namespace, b.name)) if claims else None
+        self._by_model = {}
+        for b in sorted(self._by_isvc.values(), key=lambda b: (b.created, b.namespace, b.name)):
+            self._by_model.setdefault(b.model, b)
 
     def backends(self) -> list[Backend]:
         return sorted(self._by_isvc.values(), key=lambda b: b.model)
@@ -108,9 +113,11 @@ class Registry:
         b.routing = routing if routing in POLICIES else DEFAULT_POLICY
         b.scales_to_zero = autoscaling is not None and autoscaling.get("minReplicas") == 0
         b.created = meta.get("creationTimestamp", "")
+        self._reindex()
 
     def delete_isvc(self, namespace: str, name: str) -> None:
         self._by_isvc.pop((namespace, name), None)
+        self._reindex()
 
     def reset_isvcs(self, items: list[dict[str, Any]], namespace: str | None) -> None:
         """A fresh listing of `namespace` (None: all): what it lacks was deleted meanwhile."""

@@ -161,7 +161,7 @@ def _tenant_workload(c) -> list[float]:
     for q in range(QUESTIONS):
         for t in range(TENANTS):
             system = f"Tenant {t} handbook. " + " ".join(
-                f"Rule {t}.{i}: be precise about topic {i * 7 + t}." for i in range(110)
+                f"Rule {t}.{i}: be precise about topic {i * 7 + t}." for i in range(95)
             )
             started = time.monotonic()
             stream = c.chat.completions.create(

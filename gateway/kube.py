@@ -46,12 +46,19 @@ class ApiServer:
             if not cfg.verify_ssl:
                 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
             self._ssl = ctx
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self._ssl),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30
-            ),
-        )
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """Made on first use: an aiohttp session belongs to the running event loop."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30
+                ),
+            )
+        return self._session
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         h = {"Accept": "application/json"}
@@ -65,7 +72,8 @@ class ApiServer:
         return h
 
     async def close(self) -> None:
-        await self.session.close()
+        if self._session is not None:
+            await self._session.close()
 
     async def follow(
         self,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
+import kubernetes
 from aiohttp import web
 
 from pagoda.gateway.app import GatewaySettings, build
@@ -87,7 +89,15 @@ def main(argv: list[str]) -> int:
         scrape_interval=args.scrape_interval,
         proxy=ProxySettings(prefix_chars=args.prefix_chars, epsilon=args.prefix_load_factor - 1),
     )
-    app = build(settings, Registry(), ApiServer())
+    try:
+        api = ApiServer()
+    except kubernetes.config.ConfigException as e:
+        print(
+            f"pagoda gateway: no cluster credentials (not in a pod; KUBECONFIG: {e})",
+            file=sys.stderr,
+        )
+        return 2
+    app = build(settings, Registry(), api)
     web.run_app(
         app,
         host=args.host,
@@ -101,14 +111,20 @@ def main(argv: list[str]) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value

@@ -64,6 +64,7 @@ def build(settings: GatewaySettings, registry: Registry, api: ApiServer | None) 
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies (and skips their cost)
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
         )
         app[PROXY] = Proxy(registry, hold, app[SESSION], settings.proxy, settings.max_body_bytes)

@@ -14,6 +14,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -69,7 +70,13 @@ class Proxy:
 
     async def models(self, request: web.Request) -> web.Response:
         data = [
-            {"id": b.model, "object": "model", "created": 0, "owned_by": "pagoda", "root": b.model}
+            {
+                "id": b.model,
+                "object": "model",
+                "created": _epoch(b.created),
+                "owned_by": "pagoda",
+                "root": b.model,
+            }
             for b in self.registry.backends()
         ]
         return web.json_response({"object": "list", "data": data})
@@ -209,6 +216,14 @@ async def _read_json(request: web.Request, limit: int) -> tuple[bytes, dict[str,
     if not isinstance(body, dict):
         raise GatewayError(400, "The request body must be a JSON object")
     return raw, body
+
+
+def _epoch(timestamp: str) -> int:
+    """An InferenceService's creationTimestamp as OpenAI's `created` (0 when unknown)."""
+    try:
+        return int(datetime.fromisoformat(timestamp).timestamp())
+    except ValueError:
+        return 0
 
 
 def _model_name(body: dict[str, Any]) -> str:

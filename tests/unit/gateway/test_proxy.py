@@ -29,7 +29,11 @@ async def world():
     for name, routing, eps in (("a", "round-robin", engines[:2]), ("b", "prefix", engines[2:])):
         registry.upsert_isvc(
             {
-                "metadata": {"name": name, "namespace": "ns"},
+                "metadata": {
+                    "name": name,
+                    "namespace": "ns",
+                    "creationTimestamp": "2026-12-03T07:00:00Z",
+                },
                 "spec": {"model": {"uri": "default"}, "routing": routing},
             }
         )
@@ -60,7 +64,8 @@ async def test_routes_by_model_and_lists_every_model(world):
     assert seen == {"a-0", "a-1"}
     assert (await post(client, CHAT | {"model": "b"}))[1]["engine"] == "b-0"
     async with client.get("/v1/models") as r:
-        assert [m["id"] for m in (await r.json())["data"]] == ["a", "b"]
+        models = (await r.json())["data"]
+    assert [m["id"] for m in models] == ["a", "b"] and models[0]["created"] == 1796281200
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,12 @@ from typing import Any
 import aiohttp
 import kubernetes
 
+from pagoda.operator.spec import WAKE_ANNOTATION  # the operator scales 0 -> 1 when it is newer
+
 log = logging.getLogger(__name__)
 
 ISVC_API = "/apis/pagoda.dev/v1alpha1"
 SLICE_API = "/apis/discovery.k8s.io/v1"
-WAKE_ANNOTATION = "pagoda.dev/wake-requested"  # the operator scales 0 -> 1 when it is newer
 WATCH_SECONDS = 300  # the server ends a watch after this; we then resume from the last version
 
 

@@ -18,8 +18,7 @@ from pagoda.operator.children import edited_by_others, owner_of
 from pagoda.operator.config import CONFIG
 from pagoda.operator.observe import ObjectState, observe
 from pagoda.operator.reconcile import LOCKS, reconcile
-from pagoda.operator.scale_to_zero import WAKE_ANNOTATION
-from pagoda.operator.spec import GROUP, PLURAL, VERSION
+from pagoda.operator.spec import GROUP, PLURAL, VERSION, WAKE_ANNOTATION
 
 ISVC = (GROUP, VERSION, PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "pagoda-operator"}

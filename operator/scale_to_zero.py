@@ -14,9 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from pagoda.operator.metrics_scrape import Sample
-from pagoda.operator.spec import Autoscaling
-
-WAKE_ANNOTATION = "pagoda.dev/wake-requested"
+from pagoda.operator.spec import WAKE_ANNOTATION, Autoscaling
 
 
 @dataclass

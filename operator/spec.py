@@ -17,6 +17,9 @@ SELECTOR_LABEL = "pagoda.dev/inferenceservice"
 REVISION_LABEL = "pagoda.dev/revision"
 MODEL_MOUNT = "/mnt/models"
 CACHE_MOUNT = "/models"
+# pagoda gateway sets it (an ISO time) to ask for a replica of an InferenceService at zero. Not
+# under "pagoda.dev/": kopf keeps its own state there and leaves such keys out of what it diffs.
+WAKE_ANNOTATION = "gateway.pagoda.dev/wake-requested"
 
 # Engine fields that are operator settings, not flags.
 _NOT_FLAGS = {"image", "imagePullPolicy", "apiKeySecret", "args", "env"}

@@ -240,7 +240,7 @@ def wake_annotation(api, ns: str, name: str) -> str | None:
     obj = kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, ns, PLURAL, name
     )
-    return (obj["metadata"].get("annotations") or {}).get("pagoda.dev/wake-requested")
+    return (obj["metadata"].get("annotations") or {}).get("gateway.pagoda.dev/wake-requested")
 
 
 def ready_models(gateway: GatewayProcess) -> set[str]:

@@ -55,7 +55,10 @@ def test_woken_by_the_annotation_then_back_to_zero_when_idle(api, operator, kube
     asked = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     started = time.monotonic()
     patch_isvc(
-        api, kube_ns, "sleepy", {"metadata": {"annotations": {"pagoda.dev/wake-requested": asked}}}
+        api,
+        kube_ns,
+        "sleepy",
+        {"metadata": {"annotations": {"gateway.pagoda.dev/wake-requested": asked}}},
     )
     wait_for("a replica after the wake request", lambda: replicas(api, kube_ns, "sleepy") == 1, 10)
     assert time.monotonic() - started < 5  # the annotation is handled at once, not at a tick

@@ -52,7 +52,12 @@ def test_a_fresh_operator_at_zero_honours_a_recent_wake_request_only():
 
 
 def test_wake_time_reads_the_gateways_annotation():
-    body = {"metadata": {"annotations": {"pagoda.dev/wake-requested": "2026-12-03T07:00:00Z"}}}
+    body = {
+        "metadata": {"annotations": {"gateway.pagoda.dev/wake-requested": "2026-12-03T07:00:00Z"}}
+    }
     assert wake_time(body) == 1796281200.0
-    assert wake_time({"metadata": {"annotations": {"pagoda.dev/wake-requested": "soon"}}}) is None
+    assert (
+        wake_time({"metadata": {"annotations": {"gateway.pagoda.dev/wake-requested": "soon"}}})
+        is None
+    )
     assert wake_time({"metadata": {}}) is None

@@ -20,7 +20,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/* Exactly the calls the gateway makes in a namespace it serves. */}}
 {{- define "pagoda.gateway.rules" -}}
 # InferenceServices: model names and routing policies (list, watch); a model scaled to zero is
-# woken by the pagoda.dev/wake-requested annotation (patch), which the operator acts on.
+# woken by the gateway.pagoda.dev/wake-requested annotation (patch), which the operator acts on.
 - apiGroups: [pagoda.dev]
   resources: [inferenceservices]
   verbs: [list, watch, patch]

@@ -51,11 +51,23 @@ def kube_api(kube):
     client.close()
 
 
+def host_ip() -> str:
+    """This machine's address on its default route: an EndpointSlice refuses loopback ones."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # UDP: picks the route, sends nothing
+        except OSError as e:
+            pytest.fail(f"no non-loopback IPv4 address for an EndpointSlice here: {e}")
+        return s.getsockname()[0]
+
+
 @pytest.fixture(scope="module")
 def engines():
-    """Two real engines: one serving `alpha`, one serving `beta`."""
+    """Two real engines, one serving `alpha`, one `beta`, listening on every address (the
+    EndpointSlices name this machine's own, non-loopback one)."""
     procs = {
-        name: ServerProcess("--served-model-name", name, *ENGINE_ARGS) for name in ("alpha", "beta")
+        name: ServerProcess("--served-model-name", name, *ENGINE_ARGS, "--host", "0.0.0.0")
+        for name in ("alpha", "beta")
     }
     try:
         for p in procs.values():

@@ -12,7 +12,7 @@ import httpx
 import kubernetes
 import openai
 import pytest
-from conftest import GatewayProcess
+from conftest import GatewayProcess, host_ip
 
 from pagoda.operator.spec import GROUP, PLURAL, VERSION
 
@@ -217,7 +217,7 @@ def put_slice(api, ns: str, service: str, port: int) -> None:
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
         "endpoints": [
             {
-                "addresses": ["127.0.0.1"],
+                "addresses": [host_ip()],
                 "conditions": {"ready": True},
                 "targetRef": {"kind": "Pod", "name": f"{service}-pod", "namespace": ns},
             }

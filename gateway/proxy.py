@@ -114,7 +114,8 @@ class Proxy:
         headers = CIMultiDict(
             (k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
         )
-        headers["X-Forwarded-For"] = request.remote or ""
+        forwarded = [request.headers.get("X-Forwarded-For"), request.remote]
+        headers["X-Forwarded-For"] = ", ".join(x for x in forwarded if x)
         tried: set[str] = set()
         failure = "no pod was tried"
         for attempt in range(2):
@@ -123,6 +124,8 @@ class Proxy:
             untried = [e for e in b.endpoints if e.pod not in tried]
             if not untried:
                 break
+            if attempt == 1:
+                metrics.retries.labels(b.model).inc()
             # A pod that just refused a connection waits out EJECT_SECONDS (its EndpointSlice
             # update is usually on the way), unless no other pod is left.
             now = time.monotonic()
@@ -136,14 +139,11 @@ class Proxy:
                 if upstream.status == 503 and attempt == 0 and len(b.endpoints) > 1:
                     upstream.close()  # a pod draining or not ready yet: nothing was done there
                     failure = f"pod {endpoint.pod} answered 503"
-                    metrics.retries.labels(b.model).inc()
                     continue
                 return await _relay(request, upstream), endpoint.pod
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
                 failure = f"pod {endpoint.pod}: {type(e).__name__}: {e}"
                 endpoint.failed_until = time.monotonic() + EJECT_SECONDS
-                if attempt == 0:
-                    metrics.retries.labels(b.model).inc()
             finally:
                 endpoint.in_flight -= 1
         raise GatewayError(

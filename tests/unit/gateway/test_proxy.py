@@ -124,6 +124,7 @@ async def test_a_refused_connection_is_retried_once_on_another_pod(world):
     registry.lookup("a").set_slice("s", [dead])
     status, answer, _ = await post(client, CHAT | {"model": "a"})
     assert status == 502 and "dead" in answer["error"]["message"]
+    assert _sample("pagoda_gateway_retries_total", model="a") == before + 1  # no pod to retry on
 
 
 async def test_a_pod_dying_mid_stream_fails_that_stream_only(world):

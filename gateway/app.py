@@ -144,7 +144,8 @@ def _follow_all(
         return on_list
 
     tasks = []
-    for ns in namespaces or [None]:
+    scopes: list[str | None] = list(namespaces) if namespaces else [None]  # None: every namespace
+    for ns in scopes:
         for path, reset, on_event, params in (
             (collection(ISVC_API, "inferenceservices", ns), registry.reset_isvcs, isvc_event, {}),
             (

@@ -1,4 +1,6 @@
-"""The gateway on a real cluster with real engine pods: two InferenceServices behind one gateway
+"""DRAFT, never run yet (so not collected: rename to test_gateway.py once it has passed on a cluster).
+
+The gateway on a real cluster with real engine pods: two InferenceServices behind one gateway
 route by `model`; prefix routing against round-robin on a multi-tenant workload (prefix-cache hit
 rate and mean TTFT, both reported); a model at zero replicas answers its first request (the cold
 start reported); a pod killed mid-stream fails that stream only."""

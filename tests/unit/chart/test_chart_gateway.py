@@ -3,8 +3,10 @@ Ingress and RBAC holding exactly the gateway's calls, with selectors apart from 
 
 from __future__ import annotations
 
+import kubernetes_validate
 import pytest
-from chart_render import CHART, by_kind, render, run_helm
+
+from chart_render import CHART, K8S_MINOR, by_kind, render, run_helm
 
 ON = ["--set", "gateway.enabled=true"]
 SCOPES = {"cluster": [], "namespaces": ["--set", "watch.scope=namespaces"]}
@@ -20,6 +22,20 @@ def gateway_objects(objs: list[dict]) -> list[dict]:
 
 def test_off_by_default(helm):
     assert gateway_objects(render(helm)) == []
+
+
+@pytest.mark.parametrize("extra", SCOPES.values(), ids=SCOPES.keys())
+def test_everything_validates_against_kubernetes_schemas_and_lints(helm, extra):
+    every = [
+        "--set",
+        "gateway.ingress.enabled=true,gateway.ingress.host=h,gateway.ingress.tls.secretName=s",
+    ]
+    objs = gateway_objects(render(helm, *ON, *every, *extra))
+    assert {o["kind"] for o in objs} >= {"Deployment", "Service", "Ingress", "PodDisruptionBudget"}
+    for o in objs:
+        kubernetes_validate.validate(o, K8S_MINOR, strict=True)
+    out = run_helm(helm, "lint", "--strict", str(CHART), *ON, *every, *extra)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_deployment_service_and_pdb(helm):

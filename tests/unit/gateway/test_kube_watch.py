@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pagoda.gateway.kube import WAKE_ANNOTATION, ApiServer
+from pagoda.operator.scale_to_zero import wake_time
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -108,3 +110,5 @@ async def test_request_replica_patches_the_wake_annotation(apiserver):
     await api.request_replica("ns", "m")
     ((method, body),) = calls
     assert method == "PATCH" and WAKE_ANNOTATION in body["metadata"]["annotations"]
+    # The operator reads what the gateway wrote (the contract between the two).
+    assert abs(wake_time(body) - time.time()) < 5

@@ -109,7 +109,7 @@ def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
     stream = c.chat.completions.create(
         model="smol-cold", messages=[_q("Hi")], max_tokens=4, stream=True
     )
-    first = next(iter(stream))
+    first = _first_token(stream)
     cold_start = time.monotonic() - started
     assert first.model == "smol-cold"
     print(f"\ncold start (request to first token, 0 -> 1 replica): {cold_start:.1f} s")
@@ -153,6 +153,14 @@ def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
         assert out.choices[0].message.content is not None
 
 
+def _first_token(stream):
+    """The first chunk that carries text (the engine sends the role's chunk before any token)."""
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            return chunk
+    raise AssertionError("the stream ended without a token")
+
+
 def _q(text: str) -> dict:
     return {"role": "user", "content": text}
 
@@ -172,7 +180,7 @@ def _tenant_workload(c) -> list[float]:
                 max_tokens=2,
                 stream=True,
             )
-            next(iter(stream))
+            _first_token(stream)
             ttfts.append(time.monotonic() - started)
             for _ in stream:
                 pass

@@ -26,7 +26,7 @@ from pagoda.operator.children import (
 from pagoda.operator.config import CONFIG
 from pagoda.operator.observe import ObjectState, deployment_facts, observe, pod_facts
 from pagoda.operator.reconcile import reconcile
-from pagoda.operator.spec import GROUP, PLURAL, SELECTOR_LABEL, VERSION
+from pagoda.operator.spec import GROUP, PLURAL, SELECTOR_LABEL, VERSION, WAKE_ANNOTATION
 
 ISVC = (GROUP, VERSION, PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "pagoda-operator"}
@@ -154,6 +154,20 @@ async def look(
     pods = [copy.deepcopy(p) for p in engine_pods.get(key, [])]
     deploy = next((copy.deepcopy(d) for d in engine_deployments.get(key, [])), None)
     await observe(memo.api, memo.http, memo.state, copy.deepcopy(dict(body)), pods, deploy)
+
+
+@kopf.on.update(*ISVC, field=("metadata", "annotations", WAKE_ANNOTATION))
+async def wake_isvc(
+    name: str,
+    namespace: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    engine_pods: kopf.Index,
+    engine_deployments: kopf.Index,
+    **_: Any,
+) -> None:
+    # The gateway holds a request for a model scaled to zero: look now, not at the next tick.
+    await look(name, namespace, body, memo, engine_pods, engine_deployments)
 
 
 def _register_child_watch(kind: Kind) -> None:

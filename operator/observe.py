@@ -9,6 +9,7 @@ conservatively (an empty history never scales down before the stabilization wind
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ import httpx
 import kopf
 from kubernetes.client import ApiClient
 
-from pagoda.operator import autoscale, kube, locks, metrics, plan
+from pagoda.operator import autoscale, kube, locks, metrics, plan, scale_to_zero
 from pagoda.operator.autoscale import ScalerState
 from pagoda.operator.children import DEPLOYMENT
 from pagoda.operator.config import CONFIG
@@ -35,6 +36,7 @@ LIVE_WINDOW = 60.0  # seconds behind the status' tokens/s and TTFT p95
 class ObjectState:
     history: History = field(default_factory=lambda: History(keep_seconds=LIVE_WINDOW))
     scaler: ScalerState = field(default_factory=ScalerState)
+    idle: scale_to_zero.IdleState = field(default_factory=scale_to_zero.IdleState)
     started: float = field(default_factory=time.time)
 
 
@@ -182,6 +184,16 @@ def _autoscale(
 ) -> bool:
     a = s.autoscaling
     current = deploy["spec"].get("replicas", a.min_replicas)
+    if a.min_replicas == 0:
+        wake_at = scale_to_zero.wake_time(body)
+        scale_to_zero.observe(state.idle, scraped, wake_at, now)
+        move = scale_to_zero.decide(a, current, state.idle, wake_at, now)
+        if move is not None:
+            if move.replicas != current:
+                kube.scale(api, s.namespace, s.name, move.replicas)
+                kopf.event(body, type="Normal", reason=move.reason, message=move.message)
+            return move.replicas != current
+        a = dataclasses.replace(a, min_replicas=1)
     if a.metric == "TTFTSecondsP95":
         p95 = state.history.window(list(scraped), a.window_seconds, now).ttft_p95
         values: list[float | None] = [p95] if scraped else []

@@ -18,6 +18,9 @@ REVISION_LABEL = "pagoda.dev/revision"
 MODEL_MOUNT = "/mnt/models"
 CACHE_MOUNT = "/models"
 HUB_DIR = f"{CACHE_MOUNT}/hub"  # hf://ORG/NAME@REV is downloaded to HUB_DIR/ORG/NAME/REV
+# pagoda gateway sets it (an ISO time) to ask for a replica of an InferenceService at zero. Not
+# under "pagoda.dev/": kopf keeps its own state there and leaves such keys out of what it diffs.
+WAKE_ANNOTATION = "gateway.pagoda.dev/wake-requested"
 
 # Engine fields that are operator settings, not flags.
 NOT_FLAGS = {
@@ -52,6 +55,7 @@ class Autoscaling:
     tolerance: float = 0.1
     scale_up: ScaleRule = ScaleRule(0, 4, 60)
     scale_down: ScaleRule = ScaleRule(300, 1, 60)
+    scale_to_zero_after_seconds: int = 600  # minReplicas 0 only: idle this long -> 0 replicas
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,9 @@ def _autoscaling(a: dict[str, Any]) -> Autoscaling:
         tolerance=a.get("tolerance", defaults.tolerance),
         scale_up=rule(a.get("scaleUp"), defaults.scale_up),
         scale_down=rule(a.get("scaleDown"), defaults.scale_down),
+        scale_to_zero_after_seconds=a.get(
+            "scaleToZeroAfterSeconds", defaults.scale_to_zero_after_seconds
+        ),
     )
 
 

@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import kubernetes
+import urllib3
 
 ROOT = Path(__file__).resolve().parents[3]
 GROUP, VERSION, PLURAL = "pagoda.dev", "v1alpha1", "inferenceservices"
@@ -138,10 +139,13 @@ def main() -> None:
 
             def watch_deployments(ns: str) -> None:
                 w = kubernetes.watch.Watch()
-                for ev in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=600):
-                    seen.setdefault((ns, ev["object"].metadata.name), time.monotonic())
-                    if stop.is_set():
-                        w.stop()
+                try:
+                    for ev in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=600):
+                        seen.setdefault((ns, ev["object"].metadata.name), time.monotonic())
+                        if stop.is_set():
+                            w.stop()
+                except urllib3.exceptions.ProtocolError:
+                    pass  # the control plane stopped under the watch: the run is over
 
             for ns in namespaces:
                 threading.Thread(target=watch_deployments, args=(ns,), daemon=True).start()

@@ -14,7 +14,7 @@ import httpx
 import kopf
 import kubernetes
 
-from pagoda.operator import locks, metrics
+from pagoda.operator import locks, logs, metrics
 from pagoda.operator.children import (
     DEPLOYMENT,
     KINDS,
@@ -64,6 +64,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 16
+    logs.quiet_routine()
     # Pods and children: only ours, filtered by the apiserver, not after the fact in this process.
     for kind in (*WATCHED, POD):
         settings.watching.label_selectors[_resource(kind)] = ",".join(

@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import kubernetes
+import urllib3
 
 ROOT = Path(__file__).resolve().parents[3]
 GROUP, VERSION, PLURAL = "pagoda.dev", "v1alpha1", "inferenceservices"
@@ -93,6 +94,12 @@ def main() -> None:
     p.add_argument("--namespaces", type=int, default=4)
     p.add_argument("--steady", type=float, default=60.0, help="seconds of steady state measured")
     p.add_argument("--observe-interval", type=float, default=10.0)
+    p.add_argument(
+        "--pagoda",
+        default=str(Path(sys.executable).parent / "pagoda"),
+        help="the `pagoda` command to run the operator with (another checkout's, to compare)",
+    )
+    p.add_argument("--log", default="/tmp/operator-scale.log", help="the operator's log")
     args = p.parse_args()
 
     cpmod = controlplane_module()
@@ -105,12 +112,12 @@ def main() -> None:
         api = kubernetes.config.new_client_from_config(config_file=cp.kubeconfig)
         custom, apps = kubernetes.client.CustomObjectsApi(api), kubernetes.client.AppsV1Api(api)
 
-        log_path = cp.dir / "operator-scale.log"
+        log_path = Path(args.log)
         log = open(log_path, "w")  # noqa: SIM115  (the operator process writes it until the end)
         ns_flags = [x for ns in namespaces for x in ("--namespace", ns)]
         operator = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "pagoda"),
+                args.pagoda,
                 "operator",
                 "--standalone",
                 *ns_flags,
@@ -132,10 +139,13 @@ def main() -> None:
 
             def watch_deployments(ns: str) -> None:
                 w = kubernetes.watch.Watch()
-                for ev in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=600):
-                    seen.setdefault((ns, ev["object"].metadata.name), time.monotonic())
-                    if stop.is_set():
-                        w.stop()
+                try:
+                    for ev in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=600):
+                        seen.setdefault((ns, ev["object"].metadata.name), time.monotonic())
+                        if stop.is_set():
+                            w.stop()
+                except urllib3.exceptions.ProtocolError:
+                    pass  # the control plane stopped under the watch: the run is over
 
             for ns in namespaces:
                 threading.Thread(target=watch_deployments, args=(ns,), daemon=True).start()

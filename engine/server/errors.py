@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
+from pagoda.engine.sampling_params import ParamError
+
 log = logging.getLogger(__name__)
 
 ERROR_TYPES = {
@@ -18,22 +20,33 @@ ERROR_TYPES = {
     401: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_exceeded",
     503: "service_unavailable",
 }
 
 
 class APIError(Exception):
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers
 
 
 def as_api_error(e: Exception) -> APIError:
-    """An engine's ValueError is the request's fault (400); anything else is ours (500)."""
+    """The engine's ParamError (or another ValueError) is the request's fault (400); anything
+    else is ours (500)."""
     if isinstance(e, APIError):
         return e
+    if isinstance(e, ParamError):
+        return APIError(400, str(e), param=e.param)
     if isinstance(e, ValueError):
         return APIError(400, str(e))
     return APIError(500, f"Internal server error: {type(e).__name__}: {e}")
@@ -103,7 +116,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api(_: Request, e: APIError) -> JSONResponse:
-        return error_response(e.status, e.message, e.param, e.code)
+        return error_response(e.status, e.message, e.param, e.code, e.headers)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, e: HTTPException) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""From a request to prompt token ids, checked against the model before the engine sees them."""
+"""From a request to prompt token ids (request_rules checks them against the model)."""
 
 from __future__ import annotations
 
@@ -40,14 +40,6 @@ def encode(tokenizer: Any, text: str, add_special_tokens: bool = True) -> list[i
         raise APIError(400, f"Cannot tokenize the prompt: {e}", param="prompt") from None
 
 
-def check_token_ids(tokenizer: Any, ids: list[int], param: str = "prompt") -> list[int]:
-    vocab = len(tokenizer)
-    bad = next((t for t in ids if not 0 <= t < vocab), None)
-    if bad is not None:
-        raise APIError(400, f"Token id {bad} is out of range [0, {vocab})", param=param)
-    return ids
-
-
 def completion_prompts(
     tokenizer: Any, prompt: str | list[str] | list[int] | list[list[int]]
 ) -> list[list[int]]:
@@ -55,29 +47,11 @@ def completion_prompts(
     if isinstance(prompt, str):
         prompts = [encode(tokenizer, prompt)]
     elif prompt and all(isinstance(p, int) for p in prompt):
-        prompts = [check_token_ids(tokenizer, prompt)]
+        prompts = [list(prompt)]
     elif all(isinstance(p, str) for p in prompt):
         prompts = [encode(tokenizer, p) for p in prompt]
     else:
-        prompts = [check_token_ids(tokenizer, p) for p in prompt]
+        prompts = [list(p) for p in prompt]
     if not prompts:
         raise APIError(400, "prompt must not be an empty list", param="prompt")
     return prompts
-
-
-def fit_max_tokens(prompt_len: int, max_tokens: int | None, max_model_len: int) -> int:
-    """The max_tokens to generate with; None fills the context. Too long a request is a 400."""
-    if prompt_len == 0:
-        raise APIError(400, "The prompt is empty", param="prompt")
-    if max_tokens is not None and max_tokens < 1:
-        raise APIError(400, f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
-    room = max_model_len - prompt_len
-    if room < 1 or (max_tokens is not None and max_tokens > room):
-        asked = f" plus {max_tokens} max_tokens" if max_tokens is not None else ""
-        raise APIError(
-            400,
-            f"This model's maximum context length is {max_model_len} tokens; the request has "
-            f"{prompt_len} prompt tokens{asked}. Shorten the prompt or lower max_tokens.",
-            param="max_tokens" if room >= 1 else "prompt",
-        )
-    return room if max_tokens is None else max_tokens

@@ -11,9 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pagoda.engine.sampling_params import SamplingParams
-
-I64_MIN, I64_MAX = -(2**63), 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
+from pagoda.engine.sampling_params import ParamError, SamplingParams
 
 
 class Body(BaseModel):
@@ -32,7 +30,7 @@ class SamplingFields(Body):
     top_p: float = 1.0
     n: int = 1
     stop: str | list[str] | None = None
-    seed: Annotated[int, Field(ge=I64_MIN, le=I64_MAX)] | None = None
+    seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
@@ -50,8 +48,8 @@ class SamplingFields(Body):
     include_stop_str_in_output: bool = False
     priority: int = 0
 
-    def sampling_params(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
-        """Raises ValueError (an HTTP 400) for values SamplingParams rejects."""
+    def sampling_params(self, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+        """Raises ParamError (an HTTP 400) for values SamplingParams rejects."""
         return SamplingParams(
             n=self.n,
             temperature=self.temperature,
@@ -75,6 +73,7 @@ class SamplingFields(Body):
 
 
 def parse_logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    """JSON keys are strings; SamplingParams bounds the ids and values."""
     if bias is None:
         return None
     out = {}
@@ -82,9 +81,9 @@ def parse_logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
         try:
             out[int(key)] = value
         except ValueError:
-            raise ValueError(f"logit_bias keys must be token ids, got {key!r}") from None
-        if not -100.0 <= value <= 100.0:
-            raise ValueError(f"logit_bias values must be in [-100, 100], got {value}")
+            raise ParamError(
+                "logit_bias", f"logit_bias keys must be token ids, got {key!r}"
+            ) from None
     return out
 
 

@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pagoda.engine.server.errors import APIError, error_response, parse_body
-from pagoda.engine.server.prompts import check_token_ids, encode, render_chat
+from pagoda.engine.request_rules import check_token_ids
+from pagoda.engine.server.engine_client import EngineClient
+from pagoda.engine.server.prompts import encode, render_chat
 from pagoda.engine.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -25,7 +27,7 @@ from pagoda.engine.server.streams import ClientDisconnected
 router = APIRouter()
 
 
-def engine_for(request: Request, model: str | None, for_generation: bool = False):
+def engine_for(request: Request, model: str | None, for_generation: bool = False) -> EngineClient:
     """The engine serving `model`; None means the first one, as in vLLM."""
     engines = request.app.state.engines
     engine = next(iter(engines.values())) if model is None else engines.get(model)
@@ -67,9 +69,9 @@ async def completions(request: Request) -> Response:
     )
 
 
-def model_card(engine) -> ModelCard:
+def model_card(engine: EngineClient) -> ModelCard:
     return ModelCard(
-        id=engine.config.name, root=engine.config.model, max_model_len=engine.max_model_len
+        id=engine.config.name, root=engine.config.model, max_model_len=engine.limits.max_model_len
     )
 
 
@@ -95,7 +97,7 @@ async def tokenize(request: Request) -> JSONResponse:
     else:
         tokens = encode(engine.tokenizer, body.prompt, body.add_special_tokens)
     return JSONResponse(
-        {"count": len(tokens), "max_model_len": engine.max_model_len, "tokens": tokens}
+        {"count": len(tokens), "max_model_len": engine.limits.max_model_len, "tokens": tokens}
     )
 
 
@@ -103,8 +105,8 @@ async def tokenize(request: Request) -> JSONResponse:
 async def detokenize(request: Request) -> JSONResponse:
     body = await parse_body(request, DetokenizeRequest)
     engine = engine_for(request, body.model)
-    tokens = check_token_ids(engine.tokenizer, body.tokens, param="tokens")
-    return JSONResponse({"prompt": engine.tokenizer.decode(tokens)})
+    check_token_ids("tokens", body.tokens, engine.limits.vocab_size)
+    return JSONResponse({"prompt": engine.tokenizer.decode(body.tokens)})
 
 
 @router.get("/version")

@@ -6,33 +6,29 @@ from collections.abc import AsyncIterator
 
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.request_rules import check_request
+from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
-from pagoda.engine.server.prompts import check_token_ids
 from pagoda.engine.server.protocol import PromptTokensDetails, SamplingFields, Usage
 from pagoda.engine.server.streams import merge
 
 
 def sampling_params(
-    engine, body: SamplingFields, max_tokens: int, logprobs: int | None
+    engine: EngineClient,
+    body: SamplingFields,
+    prompts: list[list[int]],
+    max_tokens: int | None,
+    logprobs: int | None,
 ) -> SamplingParams:
-    if body.n > engine.config.max_num_seqs:
-        raise APIError(
-            400,
-            f"n must be at most max_num_seqs ({engine.config.max_num_seqs}), got {body.n}",
-            param="n",
-        )
-    try:
-        params = body.sampling_params(max_tokens, logprobs)
-    except ValueError as e:
-        raise APIError(
-            400, str(e), param=str(e).split(" ", 1)[0]
-        ) from None  # messages start with the field
-    check_token_ids(engine.tokenizer, params.stop_token_ids, param="stop_token_ids")
-    check_token_ids(engine.tokenizer, list(params.logit_bias or {}), param="logit_bias")
+    """The request's SamplingParams, checked against the engine's limits for every prompt before
+    any response starts: ParamError (a 400 naming the parameter) otherwise."""
+    params = body.sampling_params(max_tokens, logprobs)
+    for prompt in prompts:
+        check_request(prompt, params, engine.limits)
     return params
 
 
-def check_priority(engine, priority: int) -> None:
+def check_priority(engine: EngineClient, priority: int) -> None:
     if priority != 0 and engine.config.scheduling_policy != "priority":
         raise APIError(
             400,
@@ -42,7 +38,11 @@ def check_priority(engine, priority: int) -> None:
 
 
 async def generate_all(
-    engine, prompts: list[list[int]], params: SamplingParams, request_id: str, priority: int
+    engine: EngineClient,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    request_id: str,
+    priority: int,
 ) -> AsyncIterator[tuple[int, RequestOutput]]:
     """Outputs of one engine request per prompt, tagged with the prompt's index.
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import chat_logprobs
-from pagoda.engine.server.prompts import fit_max_tokens, render_chat
+from pagoda.engine.server.engine_client import EngineClient
+from pagoda.engine.server.prompts import render_chat
 from pagoda.engine.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -32,17 +33,18 @@ from pagoda.engine.server.serving import (
 from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
 
 
-async def create_chat_completion(engine, body: ChatCompletionRequest, request: Request):
+async def create_chat_completion(
+    engine: EngineClient, body: ChatCompletionRequest, request: Request
+) -> Response:
     tokenizer = engine.tokenizer
     prompt_ids = render_chat(
         tokenizer, body.messages, body.add_generation_prompt, body.chat_template_kwargs
     )
     asked = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
-    max_tokens = fit_max_tokens(len(prompt_ids), asked, engine.max_model_len)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     top_k = body.top_logprobs or 0
-    params = sampling_params(engine, body, max_tokens, top_k if body.logprobs else None)
+    params = sampling_params(engine, body, [prompt_ids], asked, top_k if body.logprobs else None)
     check_priority(engine, body.priority)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority)
@@ -70,7 +72,7 @@ async def create_chat_completion(engine, body: ChatCompletionRequest, request: R
 
 
 async def stream_chunks(
-    engine,
+    engine: EngineClient,
     body: ChatCompletionRequest,
     request_id: str,
     outputs: AsyncIterator[tuple[int, RequestOutput]],

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
 from pagoda.engine.outputs import CompletionOutput, RequestOutput
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import completion_logprobs
-from pagoda.engine.server.prompts import completion_prompts, fit_max_tokens
+from pagoda.engine.server.engine_client import EngineClient
+from pagoda.engine.server.prompts import completion_prompts
 from pagoda.engine.server.protocol import (
     CompletionChoice,
     CompletionRequest,
@@ -28,13 +29,14 @@ from pagoda.engine.server.serving import (
 from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
 
 
-async def create_completion(engine, body: CompletionRequest, request: Request):
+async def create_completion(
+    engine: EngineClient, body: CompletionRequest, request: Request
+) -> Response:
     tokenizer = engine.tokenizer
     prompts = completion_prompts(tokenizer, body.prompt)
-    max_tokens = min(fit_max_tokens(len(p), body.max_tokens, engine.max_model_len) for p in prompts)
     if body.echo and body.logprobs is not None:
         raise APIError(400, "echo with logprobs (prompt logprobs) is not supported", param="echo")
-    params = sampling_params(engine, body, max_tokens, body.logprobs)
+    params = sampling_params(engine, body, prompts, body.max_tokens, body.logprobs)
     check_priority(engine, body.priority)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     outputs = generate_all(engine, prompts, params, request_id, body.priority)
@@ -57,7 +59,7 @@ async def create_completion(engine, body: CompletionRequest, request: Request):
 
 
 def choice(
-    engine,
+    engine: EngineClient,
     body: CompletionRequest,
     prompt_index: int,
     o: CompletionOutput,
@@ -79,7 +81,7 @@ def choice(
 
 
 async def stream_chunks(
-    engine,
+    engine: EngineClient,
     body: CompletionRequest,
     request_id: str,
     outputs: AsyncIterator[tuple[int, RequestOutput]],

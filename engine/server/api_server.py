@@ -69,12 +69,14 @@ def build_app(
         app.include_router(hooks)
     app.add_middleware(GateMiddleware, lifecycle=app.state.lifecycle, api_key=api_key)
     if allowed_origins:
+        # Credentials (cookies, Authorization) never with any origin: a page on any site could
+        # then call the API as the browser's user.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=allowed_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            allow_credentials=True,
+            allow_credentials="*" not in allowed_origins,
         )
     return app
 

@@ -45,6 +45,7 @@ class GateMiddleware:
                 401,
                 "Invalid or missing API key (Authorization: Bearer <key>)",
                 code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},  # RFC 6750: how to authenticate
             )
             return await response(scope, receive, send)
         self.lifecycle.in_flight += 1

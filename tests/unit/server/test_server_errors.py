@@ -136,10 +136,9 @@ def test_api_key():
     engine = FakeAsyncLLM()
     with TestClient(build_app({"fake": engine}, api_key="sekret")) as c:
         body = {"messages": MSGS, "max_tokens": 1}
-        assert (
-            assert_error(c.post("/v1/chat/completions", json=body), 401)["code"]
-            == "invalid_api_key"
-        )
+        missing = c.post("/v1/chat/completions", json=body)
+        assert assert_error(missing, 401)["code"] == "invalid_api_key"
+        assert missing.headers["www-authenticate"] == "Bearer"
         assert_error(
             c.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer nope"}), 401
         )

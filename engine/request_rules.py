@@ -46,3 +46,13 @@ def check_token_ids(param: str, ids: list[int], vocab_size: int) -> None:
     bad = next((t for t in ids if not 0 <= t < vocab_size), None)
     if bad is not None:
         raise ParamError(param, f"{param}: token id {bad} is out of range [0, {vocab_size})")
+
+
+def check_fan_out(num_prompts: int, params: SamplingParams, limits: RequestLimits) -> None:
+    """One API request of several prompts, each with n choices, may fill a batch, not more."""
+    if num_prompts * params.n > limits.max_num_seqs:
+        raise ParamError(
+            "prompt" if num_prompts > 1 else "n",
+            f"{num_prompts} prompt(s) x n={params.n} must not exceed max_num_seqs "
+            f"({limits.max_num_seqs})",
+        )

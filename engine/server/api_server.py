@@ -8,6 +8,7 @@ SIGTERM (or Ctrl-C) starts a drain: new requests get 503, those in flight may fi
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.server.args import resolve_api_key
+from pagoda.engine.server.args import RequestPolicy, resolve_api_key
 from pagoda.engine.server.errors import install_error_handlers
-from pagoda.engine.server.middleware import GateMiddleware, Lifecycle
+from pagoda.engine.server.middleware import BodyLimitMiddleware, GateMiddleware, Lifecycle
 from pagoda.engine.server.routes import router
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def build_app(
     allowed_origins: list[str] | None = None,
     test_hooks: bool = False,
     root_path: str = "",
+    policy: RequestPolicy | None = None,
 ) -> FastAPI:
     """`engines` maps served model name -> AsyncLLM; the first is the default model.
 
@@ -52,6 +54,11 @@ def build_app(
     async def lifespan(_: FastAPI):
         for engine in engines.values():
             await engine.start()
+        # Everything loaded so far (the model, torch, transformers) lives as long as the server:
+        # out of the collector's sight, a full collection that a big request's allocations set
+        # off takes milliseconds instead of holding the event loop for a second (as vLLM does).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -61,12 +68,14 @@ def build_app(
     app = FastAPI(title="Pagoda OpenAI-compatible server", lifespan=lifespan, root_path=root_path)
     app.state.engines = engines
     app.state.lifecycle = Lifecycle()
+    app.state.policy = policy = policy or RequestPolicy()
     install_error_handlers(app)
     app.include_router(router)
     if test_hooks:
         from pagoda.engine.server.fault_hooks import router as hooks
 
         app.include_router(hooks)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=policy.max_request_body_bytes)
     app.add_middleware(GateMiddleware, lifecycle=app.state.lifecycle, api_key=api_key)
     if allowed_origins:
         # Credentials (cookies, Authorization) never with any origin: a page on any site could
@@ -158,6 +167,7 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
         args.allowed_origins,
         test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1",
         root_path=args.root_path,
+        policy=RequestPolicy.from_args(args),
     )
     return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TypeVar
@@ -96,6 +97,8 @@ def validation_error(e: ValidationError) -> APIError:
 UNION_TAG = re.compile(r"^(str|int|float|bool|none|[A-Z]\w*|\w+\[.*\]|[\w-]+-[\w-]+\[.*)$")
 
 M = TypeVar("M", bound=BaseModel)
+# Bodies from this size on are parsed on a worker thread (some ms per MB), not on the event loop.
+PARSE_INLINE_BYTES = 64 << 10
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
@@ -107,8 +110,11 @@ async def parse_body(request: Request, model: type[M]) -> M:
             f"Content-Type must be application/json, got {ctype or 'none'!r}",
             code="unsupported_content_type",
         )
+    body = await request.body()
     try:
-        return model.model_validate_json(await request.body())
+        if len(body) < PARSE_INLINE_BYTES:
+            return model.model_validate_json(body)
+        return await asyncio.to_thread(model.model_validate_json, body)
     except ValidationError as e:
         raise validation_error(e) from None
 
@@ -117,6 +123,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api(_: Request, e: APIError) -> JSONResponse:
         return error_response(e.status, e.message, e.param, e.code, e.headers)
+
+    @app.exception_handler(ValueError)  # ParamError and its kin: the request's fault, a 400
+    async def _value(_: Request, e: ValueError) -> JSONResponse:
+        err = as_api_error(e)
+        return error_response(err.status, err.message, err.param, err.code)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, e: HTTPException) -> JSONResponse:

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pagoda.engine.server.errors import APIError, error_response, parse_body
 from pagoda.engine.request_rules import check_token_ids
 from pagoda.engine.server.engine_client import EngineClient
-from pagoda.engine.server.prompts import encode, render_chat
+from pagoda.engine.server.prompts import encode, off_loop, render_chat
 from pagoda.engine.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -25,6 +25,7 @@ from pagoda.engine.server.serving_completion import create_completion
 from pagoda.engine.server.streams import ClientDisconnected
 
 router = APIRouter()
+RETRY_AFTER_S = 1  # a waiting request usually starts within a few steps of the batch
 
 
 def engine_for(request: Request, model: str | None, for_generation: bool = False) -> EngineClient:
@@ -49,6 +50,15 @@ def engine_for(request: Request, model: str | None, for_generation: bool = False
 
 async def generation(request: Request, body, handler) -> Response:
     engine = engine_for(request, body.model, for_generation=True)
+    limit = request.app.state.policy.max_waiting_requests
+    if limit is not None and engine.num_waiting() >= limit:
+        raise APIError(
+            429,
+            f"{engine.num_waiting()} requests already wait for model {engine.config.name!r}; "
+            "retry later",
+            code="too_many_requests",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     try:
         return await handler(engine, body, request)
     except ClientDisconnected:
@@ -92,10 +102,15 @@ async def tokenize(request: Request) -> JSONResponse:
     engine = engine_for(request, body.model)
     if (body.prompt is None) == (body.messages is None):
         raise APIError(400, "Give exactly one of prompt or messages", param="prompt")
+    context = engine.limits.max_model_len
     if body.messages is not None:
-        tokens = render_chat(engine.tokenizer, body.messages, body.add_generation_prompt)
+        tokens = await off_loop(
+            render_chat, engine.tokenizer, context, body.messages, body.add_generation_prompt
+        )
     else:
-        tokens = encode(engine.tokenizer, body.prompt, body.add_special_tokens)
+        tokens = await off_loop(
+            encode, engine.tokenizer, context, body.prompt, body.add_special_tokens
+        )
     return JSONResponse(
         {"count": len(tokens), "max_model_len": engine.limits.max_model_len, "tokens": tokens}
     )

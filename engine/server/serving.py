@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.sampling_params import SamplingParams
-from pagoda.engine.request_rules import check_request
+from pagoda.engine.request_rules import check_fan_out, check_request
 from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.protocol import PromptTokensDetails, SamplingFields, Usage
@@ -23,6 +23,7 @@ def sampling_params(
     """The request's SamplingParams, checked against the engine's limits for every prompt before
     any response starts: ParamError (a 400 naming the parameter) otherwise."""
     params = body.sampling_params(max_tokens, logprobs)
+    check_fan_out(len(prompts), params, engine.limits)
     for prompt in prompts:
         check_request(prompt, params, engine.limits)
     return params

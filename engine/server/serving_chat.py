@@ -12,7 +12,8 @@ from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import chat_logprobs
 from pagoda.engine.server.engine_client import EngineClient
-from pagoda.engine.server.prompts import render_chat
+from pagoda.engine.server.args import RequestPolicy
+from pagoda.engine.server.prompts import check_template_kwargs, off_loop, render_chat
 from pagoda.engine.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -37,8 +38,15 @@ async def create_chat_completion(
     engine: EngineClient, body: ChatCompletionRequest, request: Request
 ) -> Response:
     tokenizer = engine.tokenizer
-    prompt_ids = render_chat(
-        tokenizer, body.messages, body.add_generation_prompt, body.chat_template_kwargs
+    policy: RequestPolicy = request.app.state.policy
+    check_template_kwargs(body.chat_template_kwargs, policy.trust_request_chat_template)
+    prompt_ids = await off_loop(
+        render_chat,
+        tokenizer,
+        engine.limits.max_model_len,
+        body.messages,
+        body.add_generation_prompt,
+        body.chat_template_kwargs,
     )
     asked = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
     if body.top_logprobs is not None and not body.logprobs:

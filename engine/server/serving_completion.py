@@ -12,7 +12,7 @@ from pagoda.engine.outputs import CompletionOutput, RequestOutput
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import completion_logprobs
 from pagoda.engine.server.engine_client import EngineClient
-from pagoda.engine.server.prompts import completion_prompts
+from pagoda.engine.server.prompts import completion_prompts, off_loop
 from pagoda.engine.server.protocol import (
     CompletionChoice,
     CompletionRequest,
@@ -33,7 +33,9 @@ async def create_completion(
     engine: EngineClient, body: CompletionRequest, request: Request
 ) -> Response:
     tokenizer = engine.tokenizer
-    prompts = completion_prompts(tokenizer, body.prompt)
+    prompts = await off_loop(
+        completion_prompts, tokenizer, engine.limits.max_model_len, body.prompt
+    )
     if body.echo and body.logprobs is not None:
         raise APIError(400, "echo with logprobs (prompt logprobs) is not supported", param="echo")
     params = sampling_params(engine, body, prompts, body.max_tokens, body.logprobs)

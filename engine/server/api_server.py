@@ -112,6 +112,10 @@ def load_model_configs(path: str) -> list[EngineConfig]:
     return configs
 
 
+# After the drain's deadline, the time open requests have to write their last chunk.
+CUT_GRACE_S = 2.0
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn, except that SIGTERM first drains instead of closing the listening socket at once."""
 
@@ -139,10 +143,15 @@ class DrainingServer(uvicorn.Server):
         if self.drain_deadline is not None:
             if self.lifecycle.in_flight == 0:
                 return True
-            if time.monotonic() >= self.drain_deadline:
+            now = time.monotonic()
+            if now >= self.drain_deadline and not self.lifecycle.cut.is_set():
                 log.warning(
-                    "drain timeout: cancelling %d in-flight request(s)", self.lifecycle.in_flight
+                    "drain timeout: ending %d in-flight request(s) with finish_reason abort",
+                    self.lifecycle.in_flight,
                 )
+                self.lifecycle.cut.set()
+            if now >= self.drain_deadline + CUT_GRACE_S:
+                log.warning("cancelling %d request(s) still open", self.lifecycle.in_flight)
                 return True
         return await super().on_tick(counter)
 

@@ -7,8 +7,9 @@ flight until its last byte, which is what a graceful drain waits for.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +23,8 @@ OPEN_PATHS = {"/health", "/metrics", "/version"}
 class Lifecycle:
     draining: bool = False
     in_flight: int = 0
+    # Set at the drain's deadline: open requests end with a reason (streams.DrainCut).
+    cut: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class GateMiddleware:

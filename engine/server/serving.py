@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from pagoda.engine.outputs import RequestOutput
@@ -44,8 +45,10 @@ async def generate_all(
     params: SamplingParams,
     request_id: str,
     priority: int,
+    cut: asyncio.Event,
 ) -> AsyncIterator[tuple[int, RequestOutput]]:
-    """Outputs of one engine request per prompt, tagged with the prompt's index.
+    """Outputs of one engine request per prompt, tagged with the prompt's index; DrainCut when
+    `cut` is set (the drain's deadline).
 
     The engine requests start on the first iteration, not before, so that a response that is never
     iterated (the client left first) leaves nothing running in the engine.
@@ -54,6 +57,7 @@ async def generate_all(
     merged = merge(
         [engine.generate(p, params, rid, priority=priority) for p, rid in zip(prompts, ids)],
         alive=engine.is_healthy,
+        cut=cut,
     )
     try:
         async for item in merged:

@@ -31,7 +31,13 @@ from pagoda.engine.server.serving import (
     sampling_params,
     usage,
 )
-from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
+from pagoda.engine.server.streams import (
+    SSE_DONE,
+    DrainCut,
+    sse,
+    sse_error,
+    until_disconnected,
+)
 
 
 async def create_chat_completion(
@@ -55,7 +61,8 @@ async def create_chat_completion(
     params = sampling_params(engine, body, [prompt_ids], asked, top_k if body.logprobs else None)
     check_priority(engine, body.priority)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority)
+    cut = request.app.state.lifecycle.cut
+    outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority, cut)
     if body.stream:
         return StreamingResponse(
             stream_chunks(engine, body, request_id, outputs, top_k), media_type="text/event-stream"
@@ -133,6 +140,14 @@ async def stream_chunks(
                 yield chunk(choices)
         if body.stream_options and body.stream_options.include_usage and last is not None:
             yield chunk([], usage=usage([last]))
+    except DrainCut:
+        yield chunk(
+            [
+                ChatChunkChoice(index=i, delta=DeltaMessage(), finish_reason="abort")
+                for i in range(body.n)
+                if i not in finished
+            ]
+        )
     except Exception as e:
         yield sse_error(e)
     finally:

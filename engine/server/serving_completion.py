@@ -26,7 +26,13 @@ from pagoda.engine.server.serving import (
     sampling_params,
     usage,
 )
-from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
+from pagoda.engine.server.streams import (
+    SSE_DONE,
+    DrainCut,
+    sse,
+    sse_error,
+    until_disconnected,
+)
 
 
 async def create_completion(
@@ -41,7 +47,8 @@ async def create_completion(
     params = sampling_params(engine, body, prompts, body.max_tokens, body.logprobs)
     check_priority(engine, body.priority)
     request_id = f"cmpl-{uuid.uuid4().hex}"
-    outputs = generate_all(engine, prompts, params, request_id, body.priority)
+    cut = request.app.state.lifecycle.cut
+    outputs = generate_all(engine, prompts, params, request_id, body.priority, cut)
     echoes = [tokenizer.decode(p) if body.echo else "" for p in prompts]
     if body.stream:
         return StreamingResponse(
@@ -122,6 +129,15 @@ async def stream_chunks(
                     id=request_id, created=created, model=name, choices=[], usage=usage(finals)
                 )
             )
+    except DrainCut:
+        open_choices = [
+            CompletionChoice(index=c, text="", finish_reason="abort")
+            for c in range(num_prompts * body.n)
+            if c not in finished
+        ]
+        yield sse(
+            CompletionResponse(id=request_id, created=created, model=name, choices=open_choices)
+        )
     except Exception as e:
         yield sse_error(e)
     finally:

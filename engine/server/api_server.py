@@ -25,6 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.server.args import RequestPolicy, resolve_api_key
 from pagoda.engine.server.errors import install_error_handlers
+from pagoda.engine.server.openapi import install_openapi
 from pagoda.engine.server.middleware import BodyLimitMiddleware, GateMiddleware, Lifecycle
 from pagoda.engine.server.routes import router
 
@@ -70,6 +71,7 @@ def build_app(
     app.state.lifecycle = Lifecycle()
     app.state.policy = policy = policy or RequestPolicy()
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(router)
     if test_hooks:
         from pagoda.engine.server.fault_hooks import router as hooks

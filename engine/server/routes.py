@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -14,17 +16,37 @@ from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.prompts import encode, off_loop, render_chat
 from pagoda.engine.server.protocol import (
     ChatCompletionRequest,
+    ChatCompletionResponse,
     CompletionRequest,
+    CompletionResponse,
     DetokenizeRequest,
+    DetokenizeResponse,
+    ErrorResponse,
     ModelCard,
     ModelList,
     TokenizeRequest,
+    TokenizeResponse,
+    VersionResponse,
 )
 from pagoda.engine.server.serving_chat import create_chat_completion
 from pagoda.engine.server.serving_completion import create_completion
 from pagoda.engine.server.streams import ClientDisconnected
 
 router = APIRouter()
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 500, 503)
+}
+SSE = {"text/event-stream": {"schema": {"type": "string"}}}  # data: <chunk> lines, then [DONE]
+
+
+def answers(model: type[BaseModel], streams: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The responses an endpoint gives, for /openapi.json."""
+    ok: dict[str, Any] = {"model": model}
+    if streams:
+        ok["content"] = SSE
+    return {200: ok, **ERRORS}
+
+
 RETRY_AFTER_S = 1  # a waiting request usually starts within a few steps of the batch
 
 
@@ -65,14 +87,14 @@ async def generation(request: Request, body, handler) -> Response:
         return Response(status_code=499)  # nginx's "client closed request": nobody reads it
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=answers(ChatCompletionResponse, streams=True))
 async def chat_completions(request: Request) -> Response:
     return await generation(
         request, await parse_body(request, ChatCompletionRequest), create_chat_completion
     )
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=answers(CompletionResponse, streams=True))
 async def completions(request: Request) -> Response:
     return await generation(
         request, await parse_body(request, CompletionRequest), create_completion
@@ -85,18 +107,18 @@ def model_card(engine: EngineClient) -> ModelCard:
     )
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=answers(ModelList))
 async def list_models(request: Request) -> JSONResponse:
     cards = [model_card(e) for e in request.app.state.engines.values()]
     return JSONResponse(ModelList(data=cards).model_dump())
 
 
-@router.get("/v1/models/{model:path}")
+@router.get("/v1/models/{model:path}", responses=answers(ModelCard))
 async def retrieve_model(request: Request, model: str) -> JSONResponse:
     return JSONResponse(model_card(engine_for(request, model)).model_dump())
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", responses=answers(TokenizeResponse))
 async def tokenize(request: Request) -> JSONResponse:
     body = await parse_body(request, TokenizeRequest)
     engine = engine_for(request, body.model)
@@ -116,7 +138,7 @@ async def tokenize(request: Request) -> JSONResponse:
     )
 
 
-@router.post("/detokenize")
+@router.post("/detokenize", responses=answers(DetokenizeResponse))
 async def detokenize(request: Request) -> JSONResponse:
     body = await parse_body(request, DetokenizeRequest)
     engine = engine_for(request, body.model)
@@ -124,7 +146,7 @@ async def detokenize(request: Request) -> JSONResponse:
     return JSONResponse({"prompt": engine.tokenizer.decode(body.tokens)})
 
 
-@router.get("/version")
+@router.get("/version", responses=answers(VersionResponse))
 async def show_version() -> JSONResponse:
     try:
         return JSONResponse({"version": version("pagoda")})
@@ -132,12 +154,17 @@ async def show_version() -> JSONResponse:
         return JSONResponse({"version": "unknown"})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}}
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    responses={200: {"description": "Every engine loop steps"}, 503: {"model": ErrorResponse}},
+)
 async def health(request: Request) -> Response:
     """200 only while every engine loop is alive and stepping: a wedged loop fails the probe."""
     sick = [name for name, e in request.app.state.engines.items() if not e.is_healthy()]

@@ -59,7 +59,7 @@ logit_values = st.one_of(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     params=st.lists(params_strategy, min_size=1, max_size=4),
     data=st.data(),

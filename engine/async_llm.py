@@ -25,6 +25,10 @@ class EngineDeadError(RuntimeError):
     pass
 
 
+class RequestFailedError(RuntimeError):
+    """This request alone failed in the engine (finish_reason "error"); the others go on."""
+
+
 class AsyncLLM:
     # /health fails when the loop has not come round for this long (a wedged step).
     health_timeout_s: float = 60.0
@@ -34,6 +38,8 @@ class AsyncLLM:
         self.config: EngineConfig = engine.config
         self.tokenizer = engine.tokenizer
         self.max_model_len: int = engine.max_model_len
+        self.limits = engine.limits
+        self._unstarted: set[str] = set()  # added, no output yet: num_waiting()
         self._queues: dict[str, asyncio.Queue] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -63,6 +69,10 @@ class AsyncLLM:
             and time.monotonic() - self._heartbeat < self.health_timeout_s
         )
 
+    def num_waiting(self) -> int:
+        """Requests accepted that have produced no output yet (queued or prefilling)."""
+        return len(self._unstarted)
+
     def num_free_blocks(self) -> int:
         return self.engine.kv.num_free_blocks
 
@@ -89,16 +99,25 @@ class AsyncLLM:
         req = self.engine.make_request(request_id, prompt, params, priority, cache_salt)
         q: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = q
+        self._unstarted.add(request_id)
         self._send(("add", req))
         finished = False
         try:
             while not finished:
                 out = await q.get()
+                self._unstarted.discard(request_id)
+                if isinstance(out, RequestFailedError):
+                    raise out
                 if isinstance(out, BaseException):
                     raise EngineDeadError(f"the engine loop died: {out!r}") from out
                 finished = out.finished
+                if finished and any(o.finish_reason == "error" for o in out.outputs):
+                    raise RequestFailedError(
+                        f"request {request_id} failed in the engine (the server log has why)"
+                    )
                 yield out
         finally:
+            self._unstarted.discard(request_id)
             self._queues.pop(request_id, None)
             if not finished:
                 self._send(("abort", request_id))
@@ -147,7 +166,11 @@ class AsyncLLM:
             except queue.Empty:
                 return
             if kind == "add":
-                self.engine.add(arg)
+                try:
+                    self.engine.add(arg)
+                except Exception as e:  # noqa: BLE001 - the request's fault: it fails, the loop goes on
+                    failed = RequestFailedError(f"request {arg.request_id} not added: {e}")
+                    self._loop.call_soon_threadsafe(self._deliver, failed, arg.request_id)
             else:
                 out = self.engine.abort_request(arg)
                 if out is not None:

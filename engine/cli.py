@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     from pagoda.engine.bench.serve import add_bench_serve_args
 
     add_bench_serve_args(serve_bench)
+    soak = bench.add_parser(
+        "soak", help="random requests, parameters and disconnects against a server; leak checks"
+    )
+    from pagoda.engine.bench.soak import add_soak_args
+
+    add_soak_args(soak)
 
     sub.add_parser("operator", help="run the Kubernetes operator (see `pagoda operator --help`)")
     sub.add_parser("gateway", help="route OpenAI requests by model (see `pagoda gateway --help`)")
@@ -79,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             from pagoda.engine.bench.prefix import run_prefix
 
             return run_prefix(configs_from_args(args)[0], args)
+        if args.bench == "soak":
+            from pagoda.engine.bench.soak import run_soak
+
+            return run_soak(args)
         from pagoda.engine.bench.serve import run_bench_serve
 
         return run_bench_serve(args)

@@ -83,7 +83,6 @@ class LLM:
 
 
 def _copy(params: SamplingParams) -> SamplingParams:
-    # The engine fills in max_tokens per prompt; don't let one prompt's value leak into the next.
     # Only finished outputs are read here, so the engine need not build the others.
     return SamplingParams(
         **{

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, cast
 
 import torch
@@ -17,8 +17,9 @@ from pagoda.engine.detokenizer import IncrementalDetokenizer
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from pagoda.engine.sample.beam import BeamSearch
+from pagoda.engine.request_rules import RequestLimits, check_request
 from pagoda.engine.sample.sampler import SampledBatch, SamplerOutput, has_penalties, make_generator
-from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.sampling_params import I64_MAX, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,10 @@ class LLMEngine:
         if max_model_len is None:
             raise ValueError("no max_model_len: give --max-model-len or a model that states one")
         self.max_model_len: int = max_model_len
+        vocab_size = getattr(getattr(runner, "model_config", None), "vocab_size", None)
+        self.limits = RequestLimits(
+            self.max_model_len, config.max_num_seqs, vocab_size or I64_MAX
+        )  # a runner without a model (a test's fake) checks no token ids
         capacity = runner.num_blocks * config.block_size
         if self.max_model_len > capacity:
             raise ValueError(
@@ -166,29 +171,10 @@ class LLMEngine:
     ) -> Request:
         """Tokenize and check a request without touching the engine's state (safe off its thread)."""
         prompt_ids = self.tokenize(prompt)
-        if not prompt_ids:
-            raise ValueError("the prompt is empty")
-        vocab = getattr(getattr(self.runner, "model_config", None), "vocab_size", None)
-        if vocab is not None and not all(0 <= t < vocab for t in prompt_ids):
-            raise ValueError(f"prompt token ids must be in [0, {vocab})")
-        sampler = getattr(self.runner, "sampler", None)
-        if sampler is not None:  # ids outside the vocabulary would fail the whole batch's step
-            sampler.validate(params)
-        room = self.max_model_len - len(prompt_ids)
-        if params.max_tokens is None:
-            params.max_tokens = room
+        check_request(prompt_ids, params, self.limits)
+        if params.max_tokens is None:  # a copy: the caller's params stay as given
+            params = replace(params, max_tokens=self.max_model_len - len(prompt_ids))
         width = (params.best_of or params.n) if params.use_beam_search else params.n
-        if width > self.config.max_num_seqs:
-            raise ValueError(
-                f"n ({width}) must not exceed max_num_seqs ({self.config.max_num_seqs})"
-            )
-        if len(prompt_ids) + params.max_tokens > self.max_model_len:
-            raise ValueError(
-                f"This model's maximum context length is {self.max_model_len} tokens. However, you "
-                f"requested {len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the "
-                f"prompt, {params.max_tokens} for the completion). Reduce the length of the prompt "
-                "or the completion."
-            )
         now = time.monotonic()
         if params.use_beam_search:
             seq = Sequence(
@@ -341,8 +327,13 @@ class LLMEngine:
         touched: dict[str, Request] = {}
         for i, seq, slot in live:
             req = self.requests[seq.request_id]
-            self._accept_token(req, seq, sampled, i, slot, now)  # type: ignore[arg-type]
             touched[req.request_id] = req
+            if req.finished:  # failed on an earlier sequence of this step
+                continue
+            try:
+                self._accept_token(req, seq, sampled, i, slot, now)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - this request's own fault: it alone ends
+                self._fail_request(req)
         for seq, beam_slot in zip(step.seqs, step.slots):
             beam_req = self.requests.get(seq.request_id)
             if (
@@ -352,7 +343,10 @@ class LLMEngine:
                 and not beam_req.finished
                 and all(s.beam_logprobs is not None for s in beam_req.seqs)
             ):
-                self._advance_beams(beam_req, now)
+                try:
+                    self._advance_beams(beam_req, now)
+                except Exception:  # noqa: BLE001 - as in _accept_token: this request alone ends
+                    self._fail_request(beam_req)
                 if beam_req.finished:
                     touched[beam_req.request_id] = beam_req
         self._record_step(step.sched, len(live) + step.slots.count(None))
@@ -364,6 +358,19 @@ class LLMEngine:
             if finished:
                 del self.requests[req.request_id]
         return outputs
+
+    def _fail_request(self, req: Request) -> None:
+        """End every sequence of a request whose processing raised, with finish_reason "error";
+        the batch's other requests go on. Called from an except block: the traceback is logged."""
+        log.exception("request %s failed; it alone is ended", req.request_id)
+        for seq in req.seqs:
+            if not seq.is_finished:
+                while seq.output_token_ids and seq.output_token_ids[-1] == PENDING_TOKEN:
+                    seq.output_token_ids.pop()
+                self.scheduler.finish(seq)
+                seq.finish_reason = "error"
+                if self.metrics:
+                    self.metrics.finished("error")
 
     def _accept_token(
         self, req: Request, seq: Sequence, sampled: SamplerOutput, i: int, slot: int, now: float

@@ -1,9 +1,25 @@
-"""Per-request sampling parameters, named as vLLM names them."""
+"""Per-request sampling parameters, named as vLLM names them, and the one error a bad one raises.
+
+Bounds follow the sampler's arithmetic, not only the parameter's meaning: it computes in float32
+on the device (a top_p of 1e-50 is 0 there) and packs integers into int64 tensors.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+F32_TINY = 1.1754943508222875e-38  # the least positive normal float32: below it, 0 or subnormal
+F32_MAX = 3.4028234663852886e38
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+
+
+class ParamError(ValueError):
+    """A request parameter the engine cannot serve: an HTTP 400 naming `param`."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass
@@ -47,34 +63,36 @@ class SamplingParams:
         return self.temperature < 1e-5
 
     def validate(self) -> None:
-        """Raise ValueError with a message fit for an HTTP 400."""
-        if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be non-negative, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be -1 (disable) or at least 1, got {self.top_k}")
-        if not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
-        if not -2.0 <= self.presence_penalty <= 2.0:
-            raise ValueError(f"presence_penalty must be in [-2, 2], got {self.presence_penalty}")
-        if not -2.0 <= self.frequency_penalty <= 2.0:
-            raise ValueError(f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be positive, got {self.repetition_penalty}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.min_tokens < 0:
-            raise ValueError(f"min_tokens must be non-negative, got {self.min_tokens}")
-        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
-            raise ValueError(
-                f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})"
-            )
-        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
-            raise ValueError(f"logprobs must be in [0, 20], got {self.logprobs}")
+        """Raise ParamError naming the first parameter out of bounds."""
+        within("n", self.n, 1, I64_MAX, "at least 1")
+        within("temperature", self.temperature, 0.0, F32_MAX, "non-negative and finite in float32")
+        within("top_p", self.top_p, F32_TINY, 1.0, "(0, 1], at least 1.2e-38 (float32)")
+        within("top_k", self.top_k, 0, I64_MAX, "-1 (disable) or in [1, 2**63)")
+        within("min_p", self.min_p, 0.0, 1.0)
+        within("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        within("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        # It divides positive logits and multiplies negative ones: near 0 or huge, float32 logits
+        # overflow to inf (then NaN in the softmax), and the sampler's pick leaves the vocabulary.
+        within("repetition_penalty", self.repetition_penalty, 1e-4, 1e4)
+        if self.seed is not None:  # torch seeds are 64-bit; sequence i of n takes seed + i
+            within("seed", self.seed, I64_MIN, I64_MAX - self.n, "a 64-bit integer")
+        if self.max_tokens is not None:
+            within("max_tokens", self.max_tokens, 1, I64_MAX, "at least 1")
+        within("min_tokens", self.min_tokens, 0, self.max_tokens or I64_MAX, "in [0, max_tokens]")
+        if self.logprobs is not None:
+            within("logprobs", self.logprobs, 0, 20)
+        for token, bias in (self.logit_bias or {}).items():
+            within("logit_bias", token, 0, I64_MAX, "token ids, non-negative")
+            within("logit_bias", bias, -100.0, 100.0)
+        for token in self.stop_token_ids:
+            within("stop_token_ids", token, 0, I64_MAX, "token ids, non-negative")
         if self.stop and not self.detokenize:
-            raise ValueError("stop strings need detokenize=True")
+            raise ParamError("stop", "stop strings need detokenize=True")
         if self.best_of is not None and self.best_of < self.n:
-            raise ValueError(f"best_of ({self.best_of}) must be at least n ({self.n})")
+            raise ParamError("best_of", f"best_of ({self.best_of}) must be at least n ({self.n})")
+
+
+def within(name: str, value: float, low: float, high: float, accepted: str | None = None) -> None:
+    """ParamError unless low <= value <= high (NaN is not)."""
+    if not low <= value <= high:
+        raise ParamError(name, f"{name} must be {accepted or f'in [{low}, {high}]'}, got {value}")

@@ -23,5 +23,9 @@ RUN echo 'pagoda:x:65532:65532:pagoda:/tmp:/usr/sbin/nologin' >>/etc/passwd \
  && echo 'pagoda:x:65532:' >>/etc/group
 USER 65532:65532
 EXPOSE 8000
+# For docker and compose (Kubernetes uses the chart's probes): /health fails when a loop dies or
+# wedges. Loading the model takes a while, hence the start period.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 ENTRYPOINT ["pagoda", "serve"]
 CMD ["--host", "0.0.0.0", "--port", "8000"]

@@ -16,5 +16,8 @@ ENV PATH=/opt/pagoda/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME
 RUN echo 'pagoda:x:65532:65532:pagoda:/tmp:/usr/sbin/nologin' >>/etc/passwd \
  && echo 'pagoda:x:65532:' >>/etc/group
 USER 65532:65532
+# For docker and compose (Kubernetes uses the chart's probes): kopf's /healthz on --liveness-port.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/healthz', timeout=4)"]
 ENTRYPOINT ["pagoda"]
 CMD ["operator", "--all-namespaces"]

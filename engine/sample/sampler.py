@@ -16,7 +16,7 @@ from pagoda.engine.outputs import TokenLogprobs
 from pagoda.engine.sample.device_tensor import device_tensor
 from pagoda.engine.sample.penalties import apply_penalties
 from pagoda.engine.sample.truncation import apply_min_p, apply_top_k, apply_top_k_top_p
-from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.sampling_params import F32_MAX, SamplingParams
 
 
 @dataclass
@@ -121,19 +121,6 @@ class Sampler:
         self.vocab_size = vocab_size
         self.eos_token_ids = list(eos_token_ids)
 
-    def validate(self, params: SamplingParams) -> None:
-        """Raise ValueError (fit for an HTTP 400) for token ids outside the vocabulary; the engine
-        calls it when a request arrives, so that a bad one never reaches a batch."""
-        for name, ids in (
-            ("logit_bias", params.logit_bias or {}),
-            ("stop_token_ids", params.stop_token_ids),
-        ):
-            bad = sorted(i for i in ids if not 0 <= i < self.vocab_size)
-            if bad:
-                raise ValueError(
-                    f"{name} has token ids outside the vocabulary (size {self.vocab_size}): {bad}"
-                )
-
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
         return self.start(logits, rows).result()
 
@@ -212,6 +199,9 @@ class Sampler:
         """Temperature, min_p, top_k / top_p, then a random draw, for rows [len(rows), V]."""
         params = [r.params for r in rows]
         x = x / device_tensor([p.temperature for p in params], x.dtype, x.device).view(-1, 1)
+        # Penalties and a low temperature may push extreme logits past float32's range; an inf
+        # would make the draw's weights NaN. Clamped, every row keeps a most likely token.
+        x.nan_to_num_(nan=float("-inf"), posinf=F32_MAX, neginf=float("-inf"))
         if any(p.min_p for p in params):
             apply_min_p(x, device_tensor([p.min_p for p in params], x.dtype, x.device))
         k_max = max(p.top_k for p in params)

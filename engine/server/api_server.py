@@ -8,6 +8,7 @@ SIGTERM (or Ctrl-C) starts a drain: new requests get 503, those in flight may fi
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -25,9 +26,10 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.server.args import resolve_api_key
+from pagoda.engine.server.args import RequestPolicy, resolve_api_key
 from pagoda.engine.server.errors import install_error_handlers
-from pagoda.engine.server.middleware import GateMiddleware, Lifecycle
+from pagoda.engine.server.openapi import install_openapi
+from pagoda.engine.server.middleware import BodyLimitMiddleware, GateMiddleware, Lifecycle
 from pagoda.engine.server.routes import router
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ def build_app(
     allowed_origins: list[str] | None = None,
     test_hooks: bool = False,
     root_path: str = "",
+    policy: RequestPolicy | None = None,
 ) -> FastAPI:
     """`engines` maps served model name -> AsyncLLM; the first is the default model.
 
@@ -58,6 +61,11 @@ def build_app(
     async def lifespan(_: FastAPI) -> AsyncGenerator[None, None]:
         for engine in engines.values():
             await engine.start()
+        # Everything loaded so far (the model, torch, transformers) lives as long as the server:
+        # out of the collector's sight, a full collection that a big request's allocations set
+        # off takes milliseconds instead of holding the event loop for a second (as vLLM does).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -67,20 +75,25 @@ def build_app(
     app = FastAPI(title="Pagoda OpenAI-compatible server", lifespan=lifespan, root_path=root_path)
     app.state.engines = engines
     app.state.lifecycle = Lifecycle()
+    app.state.policy = policy = policy or RequestPolicy()
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(router)
     if test_hooks:
         from pagoda.engine.server.fault_hooks import router as hooks
 
         app.include_router(hooks)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=policy.max_request_body_bytes)
     app.add_middleware(GateMiddleware, lifecycle=app.state.lifecycle, api_key=api_key)
     if allowed_origins:
+        # Credentials (cookies, Authorization) never with any origin: a page on any site could
+        # then call the API as the browser's user.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=allowed_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            allow_credentials=True,
+            allow_credentials="*" not in allowed_origins,
         )
     return app
 
@@ -105,6 +118,10 @@ def load_model_configs(path: str) -> list[EngineConfig]:
             raise ValueError(f"{path}: unknown engine settings {sorted(unknown)}")
         configs.append(EngineConfig(**kw))
     return configs
+
+
+# After the drain's deadline, the time open requests have to write their last chunk.
+CUT_GRACE_S = 2.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -134,10 +151,15 @@ class DrainingServer(uvicorn.Server):
         if self.drain_deadline is not None:
             if self.lifecycle.in_flight == 0:
                 return True
-            if time.monotonic() >= self.drain_deadline:
+            now = time.monotonic()
+            if now >= self.drain_deadline and not self.lifecycle.cut.is_set():
                 log.warning(
-                    "drain timeout: cancelling %d in-flight request(s)", self.lifecycle.in_flight
+                    "drain timeout: ending %d in-flight request(s) with finish_reason abort",
+                    self.lifecycle.in_flight,
                 )
+                self.lifecycle.cut.set()
+            if now >= self.drain_deadline + CUT_GRACE_S:
+                log.warning("cancelling %d request(s) still open", self.lifecycle.in_flight)
                 return True
         return await super().on_tick(counter)
 
@@ -162,6 +184,7 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
         args.allowed_origins,
         test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1",
         root_path=args.root_path,
+        policy=RequestPolicy.from_args(args),
     )
     return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
 

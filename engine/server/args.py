@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 
 API_KEY_ENV = ("PAGODA_API_KEY", "VLLM_API_KEY")
+DEFAULT_MAX_BODY_BYTES = 4 << 20  # a full 128k-token prompt as JSON token ids is under 1 MiB
 
 
 def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -38,6 +40,25 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--allowed-origins", nargs="*", default=None, help="CORS origins allowed to call the API"
     )
     g.add_argument(
+        "--max-request-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="larger request bodies are refused with 413 before they are read",
+    )
+    g.add_argument(
+        "--max-waiting-requests",
+        type=int,
+        default=None,
+        help="per model: requests that wait for their first token beyond this get 429 with "
+        "Retry-After (default: no bound)",
+    )
+    g.add_argument(
+        "--trust-request-chat-template",
+        action="store_true",
+        help="let a request bring its own chat template (chat_template_kwargs.chat_template); "
+        "off, such requests get 400",
+    )
+    g.add_argument(
         "--uvicorn-log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
@@ -48,3 +69,24 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def resolve_api_key(flag: str | None) -> str | None:
     """--api-key, else the first of API_KEY_ENV that is set; None: the API is open."""
     return flag or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """What the server accepts of a request before any engine sees it (the flags above)."""
+
+    max_request_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_waiting_requests: int | None = None
+    trust_request_chat_template: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RequestPolicy:
+        if args.max_request_body_bytes < 1:
+            raise SystemExit("--max-request-body-bytes must be at least 1")
+        if args.max_waiting_requests is not None and args.max_waiting_requests < 0:
+            raise SystemExit("--max-waiting-requests must be at least 0")
+        return cls(
+            args.max_request_body_bytes,
+            args.max_waiting_requests,
+            args.trust_request_chat_template,
+        )

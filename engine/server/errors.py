@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -12,6 +13,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
+from pagoda.engine.sampling_params import ParamError
+
 log = logging.getLogger(__name__)
 
 ERROR_TYPES = {
@@ -19,22 +22,33 @@ ERROR_TYPES = {
     401: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_exceeded",
     503: "service_unavailable",
 }
 
 
 class APIError(Exception):
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers
 
 
 def as_api_error(e: Exception) -> APIError:
-    """An engine's ValueError is the request's fault (400); anything else is ours (500)."""
+    """The engine's ParamError (or another ValueError) is the request's fault (400); anything
+    else is ours (500)."""
     if isinstance(e, APIError):
         return e
+    if isinstance(e, ParamError):
+        return APIError(400, str(e), param=e.param)
     if isinstance(e, ValueError):
         return APIError(400, str(e))
     return APIError(500, f"Internal server error: {type(e).__name__}: {e}")
@@ -84,6 +98,8 @@ def validation_error(e: ValidationError) -> APIError:
 UNION_TAG = re.compile(r"^(str|int|float|bool|none|[A-Z]\w*|\w+\[.*\]|[\w-]+-[\w-]+\[.*)$")
 
 M = TypeVar("M", bound=BaseModel)
+# Bodies from this size on are parsed on a worker thread (some ms per MB), not on the event loop.
+PARSE_INLINE_BYTES = 64 << 10
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
@@ -95,8 +111,11 @@ async def parse_body(request: Request, model: type[M]) -> M:
             f"Content-Type must be application/json, got {ctype or 'none'!r}",
             code="unsupported_content_type",
         )
+    body = await request.body()
     try:
-        return model.model_validate_json(await request.body())
+        if len(body) < PARSE_INLINE_BYTES:
+            return model.model_validate_json(body)
+        return await asyncio.to_thread(model.model_validate_json, body)
     except ValidationError as e:
         raise validation_error(e) from None
 
@@ -104,7 +123,12 @@ async def parse_body(request: Request, model: type[M]) -> M:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api(_: Request, e: APIError) -> JSONResponse:
-        return error_response(e.status, e.message, e.param, e.code)
+        return error_response(e.status, e.message, e.param, e.code, e.headers)
+
+    @app.exception_handler(ValueError)  # ParamError and its kin: the request's fault, a 400
+    async def _value(_: Request, e: ValueError) -> JSONResponse:
+        err = as_api_error(e)
+        return error_response(err.status, err.message, err.param, err.code)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, e: HTTPException) -> JSONResponse:

@@ -2,37 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pagoda.engine.server.errors import APIError, error_response, parse_body
-from pagoda.engine.server.prompts import check_token_ids, encode, render_chat
+from pagoda.engine.request_rules import check_token_ids
+from pagoda.engine.server.engine_client import EngineClient
+from pagoda.engine.server.prompts import encode, off_loop, render_chat
 from pagoda.engine.server.protocol import (
     ChatCompletionRequest,
+    ChatCompletionResponse,
     CompletionRequest,
+    CompletionResponse,
     DetokenizeRequest,
+    DetokenizeResponse,
+    ErrorResponse,
     ModelCard,
     ModelList,
     TokenizeRequest,
+    TokenizeResponse,
+    VersionResponse,
 )
 from pagoda.engine.server.serving_chat import create_chat_completion
 from pagoda.engine.server.serving_completion import create_completion
 from pagoda.engine.server.streams import ClientDisconnected
 
-if TYPE_CHECKING:
-    from pagoda.engine.async_llm import AsyncLLM
-
 router = APIRouter()
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 500, 503)
+}
+SSE = {"text/event-stream": {"schema": {"type": "string"}}}  # data: <chunk> lines, then [DONE]
 
 
-def engine_for(request: Request, model: str | None, for_generation: bool = False) -> AsyncLLM:
+def answers(model: type[BaseModel], streams: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The responses an endpoint gives, for /openapi.json."""
+    ok: dict[str, Any] = {"model": model}
+    if streams:
+        ok["content"] = SSE
+    return {200: ok, **ERRORS}
+
+
+RETRY_AFTER_S = 1  # a waiting request usually starts within a few steps of the batch
+
+
+def engine_for(request: Request, model: str | None, for_generation: bool = False) -> EngineClient:
     """The engine serving `model`; None means the first one, as in vLLM."""
-    engines: dict[str, AsyncLLM] = request.app.state.engines
+    engines = request.app.state.engines
     engine = next(iter(engines.values())) if model is None else engines.get(model)
     if engine is None:
         raise APIError(
@@ -50,74 +70,83 @@ def engine_for(request: Request, model: str | None, for_generation: bool = False
     return engine
 
 
-async def generation(
-    request: Request,
-    body: ChatCompletionRequest | CompletionRequest,
-    handler: Callable[[AsyncLLM, Any, Request], Awaitable[Response]],
-) -> Response:
+async def generation(request: Request, body, handler) -> Response:
     engine = engine_for(request, body.model, for_generation=True)
+    limit = request.app.state.policy.max_waiting_requests
+    if limit is not None and engine.num_waiting() >= limit:
+        raise APIError(
+            429,
+            f"{engine.num_waiting()} requests already wait for model {engine.config.name!r}; "
+            "retry later",
+            code="too_many_requests",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     try:
         return await handler(engine, body, request)
     except ClientDisconnected:
         return Response(status_code=499)  # nginx's "client closed request": nobody reads it
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=answers(ChatCompletionResponse, streams=True))
 async def chat_completions(request: Request) -> Response:
     return await generation(
         request, await parse_body(request, ChatCompletionRequest), create_chat_completion
     )
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=answers(CompletionResponse, streams=True))
 async def completions(request: Request) -> Response:
     return await generation(
         request, await parse_body(request, CompletionRequest), create_completion
     )
 
 
-def model_card(engine: AsyncLLM) -> ModelCard:
+def model_card(engine: EngineClient) -> ModelCard:
     return ModelCard(
-        id=engine.config.name, root=engine.config.model, max_model_len=engine.max_model_len
+        id=engine.config.name, root=engine.config.model, max_model_len=engine.limits.max_model_len
     )
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=answers(ModelList))
 async def list_models(request: Request) -> JSONResponse:
     cards = [model_card(e) for e in request.app.state.engines.values()]
     return JSONResponse(ModelList(data=cards).model_dump())
 
 
-@router.get("/v1/models/{model:path}")
+@router.get("/v1/models/{model:path}", responses=answers(ModelCard))
 async def retrieve_model(request: Request, model: str) -> JSONResponse:
     return JSONResponse(model_card(engine_for(request, model)).model_dump())
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", responses=answers(TokenizeResponse))
 async def tokenize(request: Request) -> JSONResponse:
     body = await parse_body(request, TokenizeRequest)
     engine = engine_for(request, body.model)
     if (body.prompt is None) == (body.messages is None):
         raise APIError(400, "Give exactly one of prompt or messages", param="prompt")
+    context = engine.limits.max_model_len
     if body.messages is not None:
-        tokens = render_chat(engine.tokenizer, body.messages, body.add_generation_prompt)
+        tokens = await off_loop(
+            render_chat, engine.tokenizer, context, body.messages, body.add_generation_prompt
+        )
     else:
-        assert body.prompt is not None  # exactly one of the two, checked above
-        tokens = encode(engine.tokenizer, body.prompt, body.add_special_tokens)
+        tokens = await off_loop(
+            encode, engine.tokenizer, context, body.prompt, body.add_special_tokens
+        )
     return JSONResponse(
-        {"count": len(tokens), "max_model_len": engine.max_model_len, "tokens": tokens}
+        {"count": len(tokens), "max_model_len": engine.limits.max_model_len, "tokens": tokens}
     )
 
 
-@router.post("/detokenize")
+@router.post("/detokenize", responses=answers(DetokenizeResponse))
 async def detokenize(request: Request) -> JSONResponse:
     body = await parse_body(request, DetokenizeRequest)
     engine = engine_for(request, body.model)
-    tokens = check_token_ids(engine.tokenizer, body.tokens, param="tokens")
-    return JSONResponse({"prompt": engine.tokenizer.decode(tokens)})
+    check_token_ids("tokens", body.tokens, engine.limits.vocab_size)
+    return JSONResponse({"prompt": engine.tokenizer.decode(body.tokens)})
 
 
-@router.get("/version")
+@router.get("/version", responses=answers(VersionResponse))
 async def show_version() -> JSONResponse:
     try:
         return JSONResponse({"version": version("pagoda")})
@@ -125,12 +154,17 @@ async def show_version() -> JSONResponse:
         return JSONResponse({"version": "unknown"})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}}
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    responses={200: {"description": "Every engine loop steps"}, 503: {"model": ErrorResponse}},
+)
 async def health(request: Request) -> Response:
     """200 only while every engine loop is alive and stepping: a wedged loop fails the probe."""
     sick = [name for name, e in request.app.state.engines.items() if not e.is_healthy()]

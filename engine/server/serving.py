@@ -2,41 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import AsyncIterator
 
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.request_rules import check_fan_out, check_request
+from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
-from pagoda.engine.server.prompts import check_token_ids
 from pagoda.engine.server.protocol import PromptTokensDetails, SamplingFields, Usage
 from pagoda.engine.server.streams import merge
 
-if TYPE_CHECKING:
-    from pagoda.engine.async_llm import AsyncLLM
-
 
 def sampling_params(
-    engine: AsyncLLM, body: SamplingFields, max_tokens: int, logprobs: int | None
+    engine: EngineClient,
+    body: SamplingFields,
+    prompts: list[list[int]],
+    max_tokens: int | None,
+    logprobs: int | None,
 ) -> SamplingParams:
-    if body.n > engine.config.max_num_seqs:
-        raise APIError(
-            400,
-            f"n must be at most max_num_seqs ({engine.config.max_num_seqs}), got {body.n}",
-            param="n",
-        )
-    try:
-        params = body.sampling_params(max_tokens, logprobs)
-    except ValueError as e:
-        raise APIError(
-            400, str(e), param=str(e).split(" ", 1)[0]
-        ) from None  # messages start with the field
-    check_token_ids(engine.tokenizer, params.stop_token_ids, param="stop_token_ids")
-    check_token_ids(engine.tokenizer, list(params.logit_bias or {}), param="logit_bias")
+    """The request's SamplingParams, checked against the engine's limits for every prompt before
+    any response starts: ParamError (a 400 naming the parameter) otherwise."""
+    params = body.sampling_params(max_tokens, logprobs)
+    check_fan_out(len(prompts), params, engine.limits)
+    for prompt in prompts:
+        check_request(prompt, params, engine.limits)
     return params
 
 
-def check_priority(engine: AsyncLLM, priority: int) -> None:
+def check_priority(engine: EngineClient, priority: int) -> None:
     if priority != 0 and engine.config.scheduling_policy != "priority":
         raise APIError(
             400,
@@ -46,13 +40,15 @@ def check_priority(engine: AsyncLLM, priority: int) -> None:
 
 
 async def generate_all(
-    engine: AsyncLLM,
+    engine: EngineClient,
     prompts: list[list[int]],
     params: SamplingParams,
     request_id: str,
     priority: int,
-) -> AsyncGenerator[tuple[int, RequestOutput], None]:
-    """Outputs of one engine request per prompt, tagged with the prompt's index.
+    cut: asyncio.Event,
+) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """Outputs of one engine request per prompt, tagged with the prompt's index; DrainCut when
+    `cut` is set (the drain's deadline).
 
     The engine requests start on the first iteration, not before, so that a response that is never
     iterated (the client left first) leaves nothing running in the engine.
@@ -61,6 +57,7 @@ async def generate_all(
     merged = merge(
         [engine.generate(p, params, rid, priority=priority) for p, rid in zip(prompts, ids)],
         alive=engine.is_healthy,
+        cut=cut,
     )
     try:
         async for item in merged:
@@ -69,9 +66,7 @@ async def generate_all(
         await merged.aclose()
 
 
-async def collect(
-    outputs: AsyncGenerator[tuple[int, RequestOutput], None], n: int
-) -> list[RequestOutput]:
+async def collect(outputs: AsyncIterator[tuple[int, RequestOutput]], n: int) -> list[RequestOutput]:
     """The final output of each of n requests."""
     finals: list[RequestOutput | None] = [None] * n
     try:
@@ -79,10 +74,9 @@ async def collect(
             finals[i] = out
     finally:
         await outputs.aclose()
-    done = [f for f in finals if f is not None]
-    if len(done) < n:
+    if any(f is None for f in finals):
         raise RuntimeError("the engine ended a request without any output")
-    return done
+    return finals
 
 
 def usage(finals: list[RequestOutput]) -> Usage:

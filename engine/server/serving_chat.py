@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
@@ -12,7 +11,9 @@ from starlette.requests import Request
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import chat_logprobs
-from pagoda.engine.server.prompts import fit_max_tokens, render_chat
+from pagoda.engine.server.engine_client import EngineClient
+from pagoda.engine.server.args import RequestPolicy
+from pagoda.engine.server.prompts import check_template_kwargs, off_loop, render_chat
 from pagoda.engine.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -30,28 +31,38 @@ from pagoda.engine.server.serving import (
     sampling_params,
     usage,
 )
-from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
-
-if TYPE_CHECKING:
-    from pagoda.engine.async_llm import AsyncLLM
+from pagoda.engine.server.streams import (
+    SSE_DONE,
+    DrainCut,
+    sse,
+    sse_error,
+    until_disconnected,
+)
 
 
 async def create_chat_completion(
-    engine: AsyncLLM, body: ChatCompletionRequest, request: Request
+    engine: EngineClient, body: ChatCompletionRequest, request: Request
 ) -> Response:
     tokenizer = engine.tokenizer
-    prompt_ids = render_chat(
-        tokenizer, body.messages, body.add_generation_prompt, body.chat_template_kwargs
+    policy: RequestPolicy = request.app.state.policy
+    check_template_kwargs(body.chat_template_kwargs, policy.trust_request_chat_template)
+    prompt_ids = await off_loop(
+        render_chat,
+        tokenizer,
+        engine.limits.max_model_len,
+        body.messages,
+        body.add_generation_prompt,
+        body.chat_template_kwargs,
     )
     asked = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
-    max_tokens = fit_max_tokens(len(prompt_ids), asked, engine.max_model_len)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     top_k = body.top_logprobs or 0
-    params = sampling_params(engine, body, max_tokens, top_k if body.logprobs else None)
+    params = sampling_params(engine, body, [prompt_ids], asked, top_k if body.logprobs else None)
     check_priority(engine, body.priority)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority)
+    cut = request.app.state.lifecycle.cut
+    outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority, cut)
     if body.stream:
         return StreamingResponse(
             stream_chunks(engine, body, request_id, outputs, top_k), media_type="text/event-stream"
@@ -76,15 +87,15 @@ async def create_chat_completion(
 
 
 async def stream_chunks(
-    engine: AsyncLLM,
+    engine: EngineClient,
     body: ChatCompletionRequest,
     request_id: str,
-    outputs: AsyncGenerator[tuple[int, RequestOutput], None],
+    outputs: AsyncIterator[tuple[int, RequestOutput]],
     top_k: int,
-) -> AsyncGenerator[str, None]:
+) -> AsyncIterator[str]:
     created, name = now(), engine.config.name
 
-    def chunk(choices: list[ChatChunkChoice], **kw: Any) -> str:
+    def chunk(choices: list[ChatChunkChoice], **kw) -> str:
         return sse(
             ChatCompletionChunk(id=request_id, created=created, model=name, choices=choices, **kw)
         )
@@ -129,6 +140,14 @@ async def stream_chunks(
                 yield chunk(choices)
         if body.stream_options and body.stream_options.include_usage and last is not None:
             yield chunk([], usage=usage([last]))
+    except DrainCut:
+        yield chunk(
+            [
+                ChatChunkChoice(index=i, delta=DeltaMessage(), finish_reason="abort")
+                for i in range(body.n)
+                if i not in finished
+            ]
+        )
     except Exception as e:
         yield sse_error(e)
     finally:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from pagoda.engine.outputs import CompletionOutput, RequestOutput, TokenLogprobs
+from pagoda.engine.outputs import CompletionOutput, RequestOutput
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import completion_logprobs
-from pagoda.engine.server.prompts import completion_prompts, fit_max_tokens
+from pagoda.engine.server.engine_client import EngineClient
+from pagoda.engine.server.prompts import completion_prompts, off_loop
 from pagoda.engine.server.protocol import (
     CompletionChoice,
     CompletionRequest,
@@ -26,24 +26,29 @@ from pagoda.engine.server.serving import (
     sampling_params,
     usage,
 )
-from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
-
-if TYPE_CHECKING:
-    from pagoda.engine.async_llm import AsyncLLM
+from pagoda.engine.server.streams import (
+    SSE_DONE,
+    DrainCut,
+    sse,
+    sse_error,
+    until_disconnected,
+)
 
 
 async def create_completion(
-    engine: AsyncLLM, body: CompletionRequest, request: Request
+    engine: EngineClient, body: CompletionRequest, request: Request
 ) -> Response:
     tokenizer = engine.tokenizer
-    prompts = completion_prompts(tokenizer, body.prompt)
-    max_tokens = min(fit_max_tokens(len(p), body.max_tokens, engine.max_model_len) for p in prompts)
+    prompts = await off_loop(
+        completion_prompts, tokenizer, engine.limits.max_model_len, body.prompt
+    )
     if body.echo and body.logprobs is not None:
         raise APIError(400, "echo with logprobs (prompt logprobs) is not supported", param="echo")
-    params = sampling_params(engine, body, max_tokens, body.logprobs)
+    params = sampling_params(engine, body, prompts, body.max_tokens, body.logprobs)
     check_priority(engine, body.priority)
     request_id = f"cmpl-{uuid.uuid4().hex}"
-    outputs = generate_all(engine, prompts, params, request_id, body.priority)
+    cut = request.app.state.lifecycle.cut
+    outputs = generate_all(engine, prompts, params, request_id, body.priority, cut)
     echoes = [tokenizer.decode(p) if body.echo else "" for p in prompts]
     if body.stream:
         return StreamingResponse(
@@ -63,13 +68,13 @@ async def create_completion(
 
 
 def choice(
-    engine: AsyncLLM,
+    engine: EngineClient,
     body: CompletionRequest,
     prompt_index: int,
     o: CompletionOutput,
     text: str,
     ids: list[int],
-    steps: list[TokenLogprobs],
+    steps: list,
     offset: int,
 ) -> CompletionChoice:
     logprobs = None
@@ -85,13 +90,13 @@ def choice(
 
 
 async def stream_chunks(
-    engine: AsyncLLM,
+    engine: EngineClient,
     body: CompletionRequest,
     request_id: str,
-    outputs: AsyncGenerator[tuple[int, RequestOutput], None],
+    outputs: AsyncIterator[tuple[int, RequestOutput]],
     num_prompts: int,
     echoes: list[str],
-) -> AsyncGenerator[str, None]:
+) -> AsyncIterator[str]:
     created, name = now(), engine.config.name
     finished: set[int] = set()
     # Tokens and characters sent so far per choice: the output's own lists may already hold more,
@@ -121,13 +126,18 @@ async def stream_chunks(
         if body.stream_options and body.stream_options.include_usage and all(finals):
             yield sse(
                 CompletionResponse(
-                    id=request_id,
-                    created=created,
-                    model=name,
-                    choices=[],
-                    usage=usage([f for f in finals if f is not None]),  # all of them, by now
+                    id=request_id, created=created, model=name, choices=[], usage=usage(finals)
                 )
             )
+    except DrainCut:
+        open_choices = [
+            CompletionChoice(index=c, text="", finish_reason="abort")
+            for c in range(num_prompts * body.n)
+            if c not in finished
+        ]
+        yield sse(
+            CompletionResponse(id=request_id, created=created, model=name, choices=open_choices)
+        )
     except Exception as e:
         yield sse_error(e)
     finally:

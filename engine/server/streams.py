@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -27,20 +27,34 @@ class ClientDisconnected(Exception):
     pass
 
 
+class DrainCut(APIError):
+    """The drain deadline passed with the request unfinished: a stream ends its open choices with
+    finish_reason "abort", a whole response is this 503."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503, "The server shut down before the request finished", code="shutting_down"
+        )
+
+
 async def merge(
-    streams: list[AsyncGenerator[T, None]], alive: Callable[[], bool]
-) -> AsyncGenerator[tuple[int, T], None]:
+    streams: list[AsyncIterator[T]], alive: Callable[[], bool], cut: asyncio.Event
+) -> AsyncIterator[tuple[int, T]]:
     """Items of several streams as they come, tagged with the stream's index.
 
     While nothing comes, `alive()` is asked every HEALTH_POLL_S: a dead or wedged engine ends the
-    request with a 503 instead of leaving it open for ever.
+    request with a 503 instead of leaving it open for ever. `cut` set (the drain's deadline)
+    raises DrainCut.
     """
     pending = {asyncio.ensure_future(anext(s)): i for i, s in enumerate(streams)}
+    deadline = asyncio.ensure_future(cut.wait())
     try:
         while pending:
             done, _ = await asyncio.wait(
-                pending, timeout=HEALTH_POLL_S, return_when=asyncio.FIRST_COMPLETED
+                [*pending, deadline], timeout=HEALTH_POLL_S, return_when=asyncio.FIRST_COMPLETED
             )
+            if deadline in done:
+                raise DrainCut()
             if not done and not alive():
                 raise APIError(
                     503,
@@ -56,9 +70,9 @@ async def merge(
                 pending[asyncio.ensure_future(anext(streams[i]))] = i
                 yield i, item
     finally:
-        for task in pending:
+        for task in [*pending, deadline]:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*pending, deadline, return_exceptions=True)
         for s in streams:
             await s.aclose()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 import math
 import threading
 import time
@@ -17,6 +18,7 @@ from transformers import PreTrainedTokenizerFast
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.outputs import CompletionOutput, RequestOutput
+from pagoda.engine.request_rules import RequestLimits, check_request
 from pagoda.engine.sampling_params import SamplingParams
 
 SCRIPT = "The quick brown fox jumps over the lazy dog. "
@@ -62,6 +64,7 @@ class FakeAsyncLLM:
         )
         self.tokenizer = TOKENIZER
         self.max_model_len = max_model_len
+        self.limits = RequestLimits(max_model_len, self.config.max_num_seqs, len(TOKENIZER))
         self.total_blocks, self.free_blocks = total_blocks, total_blocks
         self.step_delay = step_delay
         self.healthy = True
@@ -83,6 +86,9 @@ class FakeAsyncLLM:
     def is_healthy(self) -> bool:
         return self.healthy
 
+    def num_waiting(self) -> int:
+        return 0
+
     def num_free_blocks(self) -> int:
         return self.free_blocks
 
@@ -94,6 +100,9 @@ class FakeAsyncLLM:
 
     async def generate(self, prompt, params: SamplingParams, request_id: str, priority: int = 0):
         assert isinstance(prompt, list), "the server hands the engine token ids"
+        check_request(prompt, params, self.limits)
+        if params.max_tokens is None:
+            params = replace(params, max_tokens=self.max_model_len - len(prompt))
         self.requests.append((prompt, params, request_id, priority))
         self.active += 1
         self.max_active = max(self.max_active, self.active)

@@ -296,6 +296,14 @@ def test_cors_only_for_allowed_origins():
         assert ok.headers["access-control-allow-origin"] == "https://ui.example"
         other = c.get("/v1/models", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+        assert ok.headers["access-control-allow-credentials"] == "true"
+
+
+def test_cors_with_any_origin_never_allows_credentials():
+    with TestClient(build_app({"fake": FakeAsyncLLM()}, allowed_origins=["*"])) as c:
+        r = c.get("/v1/models", headers={"Origin": "https://evil.example"})
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in r.headers
 
 
 def test_streamed_logprobs_do_not_read_ahead_of_the_chunk(client, engine):

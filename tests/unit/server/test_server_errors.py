@@ -39,6 +39,13 @@ def assert_error(r, status: int, param: str | None = "any") -> dict:
         ("/v1/chat/completions", {"messages": MSGS, "n": 0}, "n"),
         ("/v1/chat/completions", {"messages": MSGS, "n": 9}, "n"),  # beyond max_num_seqs
         ("/v1/chat/completions", {"messages": MSGS, "top_p": 0}, "top_p"),
+        # Past what the sampler computes: 0 in float32, beyond int64 (these once killed the loop).
+        ("/v1/chat/completions", {"messages": MSGS, "top_p": 1e-50}, "top_p"),
+        ("/v1/chat/completions", {"messages": MSGS, "top_k": 2**70}, "top_k"),
+        ("/v1/completions", {"prompt": "x", "repetition_penalty": 1e-300}, "repetition_penalty"),
+        ("/v1/completions", {"prompt": "x", "temperature": 1e39}, "temperature"),
+        ("/v1/completions", {"prompt": "x", "seed": 2**63}, "seed"),
+        ("/v1/completions", {"prompt": "x", "logit_bias": {str(2**70): 1}}, "logit_bias"),
         (
             "/v1/chat/completions",
             {"messages": MSGS, "max_tokens": 250},
@@ -129,10 +136,9 @@ def test_api_key():
     engine = FakeAsyncLLM()
     with TestClient(build_app({"fake": engine}, api_key="sekret")) as c:
         body = {"messages": MSGS, "max_tokens": 1}
-        assert (
-            assert_error(c.post("/v1/chat/completions", json=body), 401)["code"]
-            == "invalid_api_key"
-        )
+        missing = c.post("/v1/chat/completions", json=body)
+        assert assert_error(missing, 401)["code"] == "invalid_api_key"
+        assert missing.headers["www-authenticate"] == "Bearer"
         assert_error(
             c.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer nope"}), 401
         )

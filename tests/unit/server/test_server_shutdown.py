@@ -98,15 +98,31 @@ def test_sigterm_finishes_in_flight_refuses_new_exits_0():
     assert "EXIT 0 ABORTED 0 FINISHED 1 STOPPED True FREE True" in proc.stdout.read()
 
 
-def test_drain_timeout_cancels_what_is_left_and_still_exits_0():
+def test_drain_timeout_ends_every_request_with_a_reason_and_still_exits_0():
     proc, url = start_fake_server(timeout=0.5, step_delay=0.2)
-    t, _ = stream_in_thread(url, max_tokens=200)  # 40 s: far longer than the drain allows
+    t, out = stream_in_thread(url, max_tokens=200)  # 40 s: far longer than the drain allows
+    whole: dict = {}
+
+    def non_streamed() -> None:
+        body = {"prompt": "x", "max_tokens": 200}
+        whole["r"] = httpx.post(f"{url}/v1/completions", json=body, timeout=30)
+
+    w = threading.Thread(target=non_streamed)
+    w.start()
+    time.sleep(0.5)  # both in flight
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert time.monotonic() - started < 20
     t.join(timeout=30)
-    assert "EXIT 0 ABORTED 1 FINISHED 0 STOPPED True FREE True" in proc.stdout.read()
+    w.join(timeout=30)
+    # Never cut silently: the stream's open choice ends with finish_reason abort, then [DONE].
+    assert out["lines"][-1] == "data: [DONE]", out["lines"][-3:]
+    last = json.loads(out["lines"][-2].removeprefix("data: "))
+    assert [c["finish_reason"] for c in last["choices"]] == ["abort"]
+    assert whole["r"].status_code == 503
+    assert whole["r"].json()["error"]["code"] == "shutting_down"
+    assert "EXIT 0 ABORTED 2 FINISHED 0 STOPPED True FREE True" in proc.stdout.read()
 
 
 def test_server_args_and_config_file(tmp_path, monkeypatch):

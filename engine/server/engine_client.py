@@ -1,0 +1,38 @@
+"""What the HTTP server needs of an engine: AsyncLLM, or the unit tests' fake. Nothing else of the
+engine is reached from engine/server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from pagoda.engine.config import EngineConfig
+from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.request_rules import RequestLimits
+from pagoda.engine.sampling_params import SamplingParams
+
+
+class EngineClient(Protocol):
+    config: EngineConfig
+    tokenizer: Any  # a Hugging Face tokenizer: encode, decode, apply_chat_template
+    limits: RequestLimits  # what check_request holds requests to, before the engine sees them
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    def is_healthy(self) -> bool:
+        """The loop is alive and stepping."""
+        ...
+
+    def num_waiting(self) -> int:
+        """Requests accepted that do not run yet (queued, preempted or swapped)."""
+        ...
+
+    def generate(
+        self, prompt: list[int], params: SamplingParams, request_id: str, priority: int = 0
+    ) -> AsyncIterator[RequestOutput]:
+        """Outputs until a finished one; leaving early aborts the request. Raises ParamError
+        before the first output for a request the engine cannot serve, RequestFailedError when
+        this request alone failed, EngineDeadError when the loop died."""
+        ...

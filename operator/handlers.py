@@ -186,7 +186,7 @@ def _register_child_watch(kind: Kind) -> None:
         if (
             owner
             and any(isvc_alive.get((namespace, owner), ()))
-            and (type == "DELETED" or type == "MODIFIED" and edited_by_others(body["metadata"]))
+            and (type == "DELETED" or (type == "MODIFIED" and edited_by_others(body["metadata"])))
         ):
             await reconcile(memo.api, namespace, owner)
 

@@ -145,10 +145,14 @@ def _act(
     if live.ttft_p95 is not None:
         figures["ttftSecondsP95"] = round(live.ttft_p95, 4)
     extra: dict[str, Any] = {"metrics": figures}
-    if deploy is not None and s.autoscaling is not None and s.autoscaling.mode == "Operator":
-        if _autoscale(api, body, s, state, deploy, scraped, now):
-            extra["lastScaleTime"] = now_iso()
-            deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
+    if (
+        deploy is not None
+        and s.autoscaling is not None
+        and s.autoscaling.mode == "Operator"
+        and _autoscale(api, body, s, state, deploy, scraped, now)
+    ):
+        extra["lastScaleTime"] = now_iso()
+        deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
     old = body.get("status") or {}
     found = trouble(pods)
     if found is not None and found != plan.trouble_of(old):

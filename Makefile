@@ -8,13 +8,14 @@ PYTEST_ARGS ?=
 
 .PHONY: setup serve test test-deps test-unit test-e2e lint typecheck
 
-# The install is setuptools' strict editable mode: build/__editable__*/pagoda/{engine,operator} is a
-# tree of links to engine/ and operator/, on sys.path through a .pth file, so mypy and pyright
-# resolve pagoda.* (the default editable mode is an import hook they cannot see). A module added or
-# removed needs its link made anew: `setup` relinks (seconds, no downloads) when the list changes.
+# The install is setuptools' strict editable mode: build/__editable__*/pagoda/{engine,operator,
+# gateway} is a tree of links to engine/, operator/ and gateway/, on sys.path through a .pth file,
+# so mypy and pyright resolve pagoda.* (the default editable mode is an import hook they cannot
+# see). A module added or removed needs its link made anew: `setup` relinks (seconds, no downloads)
+# when the list changes.
 STRICT   := --config-settings editable_mode=strict
 MODULES  := $(VENV)/.modules
-LIST_MODULES := find engine operator -name '*.py' -o -name py.typed | sort
+LIST_MODULES := find engine operator gateway -name '*.py' -o -name py.typed | sort
 
 $(VENV)/.installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -35,8 +36,8 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-# mypy over pagoda.engine and pagoda.operator (pyproject.toml: [tool.mypy]); its paths are those of
-# the link tree, printed here as the repository's.
+# mypy over pagoda.engine, pagoda.operator and pagoda.gateway (pyproject.toml: [tool.mypy]); its
+# paths are those of the link tree, printed here as the repository's.
 typecheck: setup
 	bash -o pipefail -c "$(VENV)/bin/mypy | sed -E 's#^build/__editable__[^/]*/pagoda/##'"
 

@@ -99,7 +99,7 @@ class ApiServer:
                     version = await self._watch(path, params, version, on_event)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001  (the apiserver restarting, a blip: list again)
+            except Exception as e:  # the apiserver restarting, a blip: list again
                 log.warning(
                     "watch of %s failed (%s: %s); listing again in 1s", path, type(e).__name__, e
                 )

@@ -30,7 +30,7 @@ class Router:
     """One per InferenceService: the round-robin cursor and the hash ring live across requests."""
 
     epsilon: float = 0.25  # bounded-load slack of the prefix policy
-    _turn: itertools.count = field(default_factory=itertools.count)
+    _turn: itertools.count[int] = field(default_factory=itertools.count)
     _ring: Ring | None = None
 
     def choose(

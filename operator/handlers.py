@@ -89,35 +89,39 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     memo.api.close()
 
 
+# kopf types a handler's `namespace` as str | None (for cluster-scoped objects): ours are namespaced,
+# hence the ignores on the innermost decorators.
 @kopf.on.resume(*ISVC, backoff=15)
 @kopf.on.create(*ISVC, backoff=15)
-@kopf.on.update(*ISVC, backoff=15)
+@kopf.on.update(*ISVC, backoff=15)  # type: ignore[arg-type]
 async def reconcile_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     await reconcile(memo.api, namespace, name)
 
 
-@kopf.index(*ISVC)
+@kopf.index(*ISVC)  # type: ignore[arg-type]
 def isvc_alive(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[Any, bool]:
     """Whether each InferenceService is alive (not being deleted): a child's event for an owner
     gone or going is the garbage collector at work, nothing to reconcile."""
     return {(namespace, name): meta.get("deletionTimestamp") is None}
 
 
-@kopf.index(*_resource(POD), labels=MANAGED)
-def engine_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict | None:
+@kopf.index(*_resource(POD), labels=MANAGED)  # type: ignore[arg-type]
+def engine_pods(
+    namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(SELECTOR_LABEL)
     return {(namespace, owner): pod_facts(dict(body))} if owner else None
 
 
-@kopf.index(*_resource(DEPLOYMENT), labels=MANAGED)
+@kopf.index(*_resource(DEPLOYMENT), labels=MANAGED)  # type: ignore[arg-type]
 def engine_deployments(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict | None:
+) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(SELECTOR_LABEL)
     return {(namespace, owner): deployment_facts(dict(body))} if owner else None
 
 
-@kopf.on.delete(*ISVC, optional=True)
+@kopf.on.delete(*ISVC, optional=True)  # type: ignore[arg-type]
 def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
     # Children go with the owner through the garbage collector; only our own bookkeeping stays.
     metrics.forget(namespace, name)
@@ -125,14 +129,14 @@ def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> 
     logger.info("children are left to the garbage collector")
 
 
-@kopf.timer(*ISVC, interval=CONFIG.observe_interval, initial_delay=CONFIG.observe_interval)
+@kopf.timer(*ISVC, interval=CONFIG.observe_interval, initial_delay=CONFIG.observe_interval)  # type: ignore[arg-type]
 async def observe_isvc(
     name: str,
     namespace: str,
     body: kopf.Body,
     memo: kopf.Memo,
-    engine_pods: kopf.Index,
-    engine_deployments: kopf.Index,
+    engine_pods: kopf.Index[tuple[str, str], dict[str, Any]],
+    engine_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
     **_: Any,
 ) -> None:
     await look(name, namespace, body, memo, engine_pods, engine_deployments)
@@ -143,8 +147,8 @@ async def look(
     namespace: str,
     body: kopf.Body,
     memo: kopf.Memo,
-    engine_pods: kopf.Index,
-    engine_deployments: kopf.Index,
+    engine_pods: kopf.Index[tuple[str, str], dict[str, Any]],
+    engine_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
 ) -> None:
     """One look at an InferenceService (observe.py), from what kopf's watches hold."""
     if "state" not in memo:
@@ -156,14 +160,14 @@ async def look(
     await observe(memo.api, memo.http, memo.state, copy.deepcopy(dict(body)), pods, deploy)
 
 
-@kopf.on.update(*ISVC, field=("metadata", "annotations", WAKE_ANNOTATION))
+@kopf.on.update(*ISVC, field=("metadata", "annotations", WAKE_ANNOTATION))  # type: ignore[arg-type]
 async def wake_isvc(
     name: str,
     namespace: str,
     body: kopf.Body,
     memo: kopf.Memo,
-    engine_pods: kopf.Index,
-    engine_deployments: kopf.Index,
+    engine_pods: kopf.Index[tuple[str, str], dict[str, Any]],
+    engine_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
     **_: Any,
 ) -> None:
     # The gateway holds a request for a model scaled to zero: look now, not at the next tick.
@@ -171,13 +175,13 @@ async def wake_isvc(
 
 
 def _register_child_watch(kind: Kind) -> None:
-    @kopf.on.event(*_resource(kind), labels=MANAGED, id=f"child-{kind.plural}")
+    @kopf.on.event(*_resource(kind), labels=MANAGED, id=f"child-{kind.plural}")  # type: ignore[arg-type]
     async def child_changed(
         type: str | None,
         body: kopf.Body,
         namespace: str,
         memo: kopf.Memo,
-        isvc_alive: kopf.Index,
+        isvc_alive: kopf.Index[tuple[str, str], bool],
         **_: Any,
     ) -> None:
         # None is the initial listing (resume handlers cover it); ADDED is our own creation; status
@@ -186,7 +190,7 @@ def _register_child_watch(kind: Kind) -> None:
         if (
             owner
             and any(isvc_alive.get((namespace, owner), ()))
-            and (type == "DELETED" or type == "MODIFIED" and edited_by_others(body["metadata"]))
+            and (type == "DELETED" or (type == "MODIFIED" and edited_by_others(body["metadata"])))
         ):
             await reconcile(memo.api, namespace, owner)
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
-import kopf
 from kubernetes.client import ApiClient
 
 from pagoda.operator import autoscale, kube, locks, metrics, plan, scale_to_zero
@@ -145,19 +145,24 @@ def _act(
     if live.ttft_p95 is not None:
         figures["ttftSecondsP95"] = round(live.ttft_p95, 4)
     extra: dict[str, Any] = {"metrics": figures}
-    if deploy is not None and s.autoscaling is not None and s.autoscaling.mode == "Operator":
-        if _autoscale(api, body, s, state, deploy, scraped, now):
-            extra["lastScaleTime"] = now_iso()
-            deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
+    if (
+        deploy is not None
+        and s.autoscaling is not None
+        and s.autoscaling.mode == "Operator"
+        and _autoscale(api, body, s, state, deploy, scraped, now)
+    ):
+        extra["lastScaleTime"] = now_iso()
+        deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
     old = body.get("status") or {}
     found = trouble(pods)
     if found is not None and found != plan.trouble_of(old):
-        kopf.event(body, type="Warning", reason=found.reason, message=found.message)
+        kube.event(body, type="Warning", reason=found.reason, message=found.message)
     rollout = dict(old.get("rollout") or {})
     if deploy is not None and rollout.get("phase") == "Progressing":
-        rollout = _gate(api, body, s, state, rollout, deploy, pods, now)
-        if rollout is None:
+        gated = _gate(api, body, s, state, rollout, deploy, pods, now)
+        if gated is None:
             return  # rolled back: the reconcile wrote the status
+        rollout = gated
     # An observation neither stamps observedGeneration nor clears a standing apply failure.
     write_status(
         api,
@@ -183,7 +188,8 @@ def _autoscale(
     now: float,
 ) -> bool:
     a = s.autoscaling
-    current = deploy["spec"].get("replicas", a.min_replicas)
+    assert a is not None, "called only for an InferenceService that autoscales"
+    current: int = deploy["spec"].get("replicas", a.min_replicas)
     if a.min_replicas == 0:
         wake_at = scale_to_zero.wake_time(body)
         scale_to_zero.observe(state.idle, scraped, wake_at, now)
@@ -191,14 +197,14 @@ def _autoscale(
         if move is not None:
             if move.replicas != current:
                 kube.scale(api, s.namespace, s.name, move.replicas)
-                kopf.event(body, type="Normal", reason=move.reason, message=move.message)
+                kube.event(body, type="Normal", reason=move.reason, message=move.message)
             return move.replicas != current
         a = dataclasses.replace(a, min_replicas=1)
     if a.metric == "TTFTSecondsP95":
         p95 = state.history.window(list(scraped), a.window_seconds, now).ttft_p95
         values: list[float | None] = [p95] if scraped else []
     else:
-        per_pod = {
+        per_pod: Callable[[Sample], float] = {
             "WaitingRequests": lambda x: x.waiting,
             "InFlightRequests": lambda x: x.running + x.waiting,
             "KVCacheUsage": lambda x: x.kv_usage,
@@ -214,7 +220,7 @@ def _autoscale(
     longest = max(a.scale_up.period_seconds, a.scale_down.period_seconds)
     autoscale.record(state.scaler, now, decision.replicas - current, longest)
     metrics.scaling_decisions.labels(s.namespace, s.name, direction).inc()
-    kopf.event(
+    kube.event(
         body,
         type="Normal",
         reason="Scaled",
@@ -252,7 +258,7 @@ def _gate(
     v = judge(s.analysis, s.startup_timeout_seconds, o)
     step = plan.gate(s, body["metadata"].get("generation", 0), rollout, v, CONFIG)
     if step.event is not None:
-        kopf.event(body, type=step.event.type, reason=step.event.reason, message=step.event.message)
+        kube.event(body, type=step.event.type, reason=step.event.reason, message=step.event.message)
     if not step.rolled_back:
         return step.rollout
     metrics.rollbacks.labels(s.namespace, s.name).inc()

@@ -93,7 +93,7 @@ def replicas_to_apply(s: Spec, live: dict[str, Any] | None) -> int | None:
         return s.replicas
     if a.mode == "HPA":
         return None
-    current = (live or {}).get("spec", {}).get("replicas", a.min_replicas)
+    current: int = (live or {}).get("spec", {}).get("replicas", a.min_replicas)
     return min(max(current, a.min_replicas), a.max_replicas)
 
 
@@ -246,7 +246,8 @@ def apply_error_of(old: dict[str, Any]) -> str | None:
     """The apply failure the last reconcile reported: it stands until a reconcile succeeds."""
     for c in old.get("conditions", []):
         if c.get("type") == "Degraded" and c.get("reason") == "ApplyFailed":
-            return c.get("message", "")
+            message: str = c.get("message", "")
+            return message
     return None
 
 

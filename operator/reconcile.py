@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import kopf
 from kubernetes.client import ApiClient
@@ -32,7 +32,7 @@ _served_cache: dict[str, tuple[float, bool]] = {}
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def servicemonitors_served(api: ApiClient) -> bool:
@@ -71,14 +71,14 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
         applied = apply_children(api, body, s, p.objects, observed.servicemonitors)
     except kube.ApiException as e:
         error = f"applying children failed: {e.status} {e.reason}: {_api_message(e)}"
-        kopf.event(body, type="Warning", reason="ApplyFailed", message=error)
+        kube.event(body, type="Warning", reason="ApplyFailed", message=error)
         rollout = dict(old.get("rollout") or {})
         write_status(
             api, body, s, live, rollout, None, apply_error=error, trouble=plan.trouble_of(old)
         )
         raise kopf.TemporaryError(error, delay=15) from e
     for ev in p.events:
-        kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message)
+        kube.event(body, type=ev.type, reason=ev.reason, message=ev.message)
     deploy = next(o for o in applied if o["kind"] == "Deployment")
     write_status(api, body, s, deploy, p.rollout, generation, trouble=plan.trouble_of(old))
 
@@ -103,23 +103,23 @@ def apply_children(
                 owned.append((kind, o["metadata"]["name"]))
     applied = []
     for obj in want:
-        kopf.append_owner_reference(obj, owner=body)
+        kopf.append_owner_reference(obj, owner=kopf.Body(cast(kopf.RawBody, body)))
         out = kube.apply(api, kind_of(obj), obj)
         applied.append(out)
         key = (obj["kind"], obj["metadata"]["name"])
         if key not in existing:
-            kopf.event(
+            kube.event(
                 body, type="Normal", reason="Created", message=f"created {obj['kind']} {key[1]}"
             )
         elif existing[key] != out["metadata"]["resourceVersion"]:
-            kopf.event(
+            kube.event(
                 body, type="Normal", reason="Updated", message=f"updated {obj['kind']} {key[1]}"
             )
     keep = {(o["kind"], o["metadata"]["name"]) for o in want}
     for kind, child in owned:
         if (kind.kind, child) not in keep:
             kube.delete(api, kind, s.namespace, child)
-            kopf.event(
+            kube.event(
                 body,
                 type="Normal",
                 reason="Deleted",
@@ -154,6 +154,7 @@ def write_status(
 
 def _api_message(e: kube.ApiException) -> str:
     try:
-        return json.loads(e.body).get("message", "")
+        message: str = json.loads(e.body or "").get("message", "")
+        return message
     except (TypeError, ValueError):
         return str(e.body)

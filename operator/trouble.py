@@ -68,6 +68,7 @@ def _container_trouble(c: dict[str, Any], init: bool) -> Trouble | None:
     failed = ended is not None and ended.get("exitCode", 0) != 0
     if not failed or not (init or reason == "CrashLoopBackOff" or c.get("restartCount", 0) > 0):
         return None
+    assert ended is not None, "failed implies it"
     tail = (ended.get("message") or ended.get("reason") or "").strip()[-MESSAGE_CHARS:]
     if init and c.get("name") == DOWNLOAD_CONTAINER:
         return Trouble("ModelDownloadFailed", f"{what} exited {ended['exitCode']}: {tail}")

@@ -13,7 +13,6 @@ import time
 import uuid
 
 import pytest
-
 from e2e_cluster import CHART, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -226,5 +225,5 @@ def _ready(cluster: Cluster, ns: str, name: str) -> int:
 def _models(c) -> set[str] | None:
     try:
         return {m.id for m in c.models.list().data}
-    except Exception:  # noqa: BLE001 - retried until the deadline
+    except Exception:  # retried until the deadline
         return None

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import kubernetes
 import pytest
+from process_harness import wait_for
 
 from pagoda.operator.spec import ENGINE_PORT, GROUP, PLURAL, VERSION
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import kubernetes_validate
 import pytest
-
 from chart_render import CHART, K8S_MINOR, by_kind, render, run_helm
 
 ON = ["--set", "gateway.enabled=true"]

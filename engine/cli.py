@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pagoda.engine.args import add_engine_args, configs_from_args
+from pagoda.engine.loader.errors import ModelLoadError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         from pagoda.engine.bench.serve import run_bench_serve
 
         return run_bench_serve(args)
+    except ModelLoadError as e:  # found at start: one line naming the file, repo or number
+        print(f"pagoda: error: {e}", file=sys.stderr)
+        return 1
     except ValueError as e:  # a bad flag value found after parsing: a message, not a traceback
         parser.error(str(e))
 

@@ -17,6 +17,11 @@ class EngineConfig:
     model: str = DEFAULT_MODEL
     served_model_name: str | None = None
     tokenizer: str | None = None
+    # Hub models: the branch, tag or commit of the model (and of --tokenizer, when that is a
+    # Hub name too), and where downloads go (default: the HF cache, $HF_HOME/hub).
+    revision: str | None = None
+    tokenizer_revision: str | None = None
+    download_dir: str | None = None
     load_format: Literal["auto", "gguf", "safetensors", "dummy"] = "auto"
     # For --load-format dummy: a named shape ("smollm2-135m", "llama-3.1-8b", ...) or a config.json path.
     dummy_shape: str | None = None

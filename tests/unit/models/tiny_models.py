@@ -26,7 +26,9 @@ IDS = [1, 57, 300, 4, 99, 511, 17, 8, 250, 3, 42, 77, 120, 6, 400, 9, 33, 200, 5
 def hf_model(arch: str, seed: int = 0, **overrides):
     import transformers
 
-    cfg_class = getattr(transformers, arch.replace("ForCausalLM", "Config"))
+    # Gemma 3's text-only model takes the text half of its multimodal config.
+    cfg_name = {"Gemma3ForCausalLM": "Gemma3TextConfig"}.get(arch, arch.replace("ForCausalLM", "Config"))
+    cfg_class = getattr(transformers, cfg_name)
     torch.manual_seed(seed)
     model = getattr(transformers, arch)(cfg_class(**{**TINY, **overrides})).eval()
     with torch.no_grad():  # HF zero-inits biases and ones-inits norms: make every tensor count

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
+from pagoda.engine.layers.weights import LoadedWeight
 from pagoda.engine.models.config import ModelConfig
 
 
@@ -32,8 +32,9 @@ def safetensors_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor of the files, read one at a time, with a progress bar on stderr."""
+def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, LoadedWeight]]:
+    """Every tensor of the files, one at a time, with a progress bar on stderr. Each comes as a
+    lazy slice (valid during the iteration): its weight loader reads only the rank's shard."""
     with ExitStack() as stack:
         handles = [stack.enter_context(safe_open(f, framework="pt")) for f in files]
         bar = stack.enter_context(
@@ -46,5 +47,5 @@ def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]
         )
         for handle in handles:
             for name in handle.keys():
-                yield name, handle.get_tensor(name)
+                yield name, handle.get_slice(name)
                 bar.update()

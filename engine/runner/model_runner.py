@@ -68,8 +68,10 @@ class ModelRunner:
         mc = self.model_config
         self.block_size = config.block_size
         self.num_blocks = self._num_kv_blocks()
-        shape = (self.num_blocks, self.block_size, mc.num_kv_heads, mc.head_dim)
-        self.kv_caches = [(self._zeros(shape), self._zeros(shape)) for _ in range(mc.num_layers)]
+        shape = (self.num_blocks, self.block_size, self.model.num_kv_heads, mc.head_dim)
+        self.kv_caches = [
+            (self._zeros(shape), self._zeros(shape)) for _ in range(self.model.num_stage_layers)
+        ]
         # The swap pool: a CPU mirror of the cache's layout (pinned, so copies from a GPU are fast).
         self.num_cpu_blocks = (
             int(config.swap_space * 1024**3 // self.bytes_per_block)
@@ -83,7 +85,7 @@ class ModelRunner:
                 torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
                 torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
             )
-            for _ in range(mc.num_layers if self.num_cpu_blocks else 0)
+            for _ in range(self.model.num_stage_layers if self.num_cpu_blocks else 0)
         ]
         self.sampler = Sampler(mc.vocab_size, mc.eos_token_ids)
         # The last step's sampled ids, on the device, and each sampled sequence's row in them: a
@@ -126,15 +128,10 @@ class ModelRunner:
 
     @property
     def bytes_per_block(self) -> int:
-        mc = self.model_config
-        return (
-            2
-            * mc.num_layers
-            * self.block_size
-            * mc.num_kv_heads
-            * mc.head_dim
-            * self.dtype.itemsize
-        )
+        # This rank's share: its stage's layers, its KV heads.
+        layers, heads = self.model.num_stage_layers, self.model.num_kv_heads
+        head_dim = self.model_config.head_dim
+        return 2 * layers * self.block_size * heads * head_dim * self.dtype.itemsize
 
     def _num_kv_blocks(self) -> int:
         cfg = self.config
@@ -161,13 +158,13 @@ class ModelRunner:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
         n = self.config.max_num_batched_tokens
-        shape = (1, self.block_size, mc.num_kv_heads, mc.head_dim)
+        shape = (1, self.block_size, self.model.num_kv_heads, mc.head_dim)
         kv = [
             (
                 torch.zeros(shape, dtype=self.dtype, device=dev),
                 torch.zeros(shape, dtype=self.dtype, device=dev),
             )
-            for _ in range(mc.num_layers)
+            for _ in range(self.model.num_stage_layers)
         ]
         # One long sequence of n tokens written nowhere (slot -1): the activations of a full step.
         meta = AttentionMetadata(

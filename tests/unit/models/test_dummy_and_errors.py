@@ -87,7 +87,7 @@ def test_default_model_resolves_to_the_packaged_gguf() -> None:
         (
             EngineConfig(model="/nonexistent/model"),
             FileNotFoundError,
-            "not found: give 'default', a .gguf",
+            "not found: give 'default', a Hub model",
         ),
         (
             EngineConfig(load_format="dummy", model="llama-9"),

@@ -39,6 +39,7 @@ def load_model(
         weights = safetensors_weights(safetensors_files(resolved.path))
     else:
         model_config, weights = gguf_source(resolved.path, dtype)
+    model_config.max_model_len = config.max_model_len
     with _default_device_dtype(device, dtype):
         model = build_model(model_config, get_backend(config.attention_backend, device))
     if weights is None:

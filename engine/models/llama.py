@@ -1,4 +1,5 @@
-"""The Llama block (also Mistral, and Qwen2 with its q/k/v bias) over the paged KV cache.
+"""The Llama block (also Mistral with its sliding window, Qwen2 with its q/k/v bias, Phi-3 with
+its fused checkpoint tensors) over the paged KV cache; the other families build on its parts.
 
 Input is the runner's flattened batch: [T] token ids and positions, one AttentionMetadata; each
 layer's attention writes its K/V into that layer's (k_cache, v_cache) and reads its context there.
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from pagoda.engine.attention import AttentionBackend, AttentionMetadata
-from pagoda.engine.layers.activation import SiluAndMul
+from pagoda.engine.layers.activation import get_act_and_mul
 from pagoda.engine.distributed import get_pp_group, get_tensor_model_parallel_world_size
 from pagoda.engine.layers.embedding import LogitsProcessor, ParallelLMHead, VocabParallelEmbedding
 from pagoda.engine.layers.linear import (
@@ -44,7 +45,11 @@ STACKED_PARAMS = [
 
 class LlamaAttention(nn.Module):
     def __init__(
-        self, cfg: ModelConfig, backend: AttentionBackend, rotary: RotaryEmbedding
+        self,
+        cfg: ModelConfig,
+        backend: AttentionBackend,
+        rotary: RotaryEmbedding,
+        layer_idx: int = 0,
     ) -> None:
         super().__init__()
         self.qkv_proj = QKVParallelLinear(
@@ -54,7 +59,10 @@ class LlamaAttention(nn.Module):
         self.num_heads, self.num_kv_heads = self.qkv_proj.num_heads, self.qkv_proj.num_kv_heads
         self.head_dim = cfg.head_dim
         self.q_size, self.kv_size = self.qkv_proj.q_size, self.qkv_proj.kv_size
-        self.scale = cfg.head_dim**-0.5
+        self.scale = (cfg.query_pre_attn_scalar or cfg.head_dim) ** -0.5
+        sliding = cfg.layer_types[layer_idx] == "sliding_attention"
+        self.sliding_window = cfg.sliding_window if sliding else None
+        self.soft_cap = cfg.attn_logit_softcapping
         self.o_proj = RowParallelLinear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
         self.rotary = rotary
         self.backend = backend
@@ -66,17 +74,24 @@ class LlamaAttention(nn.Module):
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
+        q, k = self.qk_norm(q, k)
         self.rotary(positions, q, k)
-        out = self.backend.forward(q, k, v, *kv_cache, meta, self.scale)
+        out = self.backend.forward(
+            q, k, v, *kv_cache, meta, self.scale, self.sliding_window, self.soft_cap
+        )
         return self.o_proj(out.reshape(-1, self.q_size))
+
+    def qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head norms before RoPE: none in Llama (Qwen3 and Gemma 3 have them)."""
+        return q, k
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, intermediate_size: int | None = None) -> None:
         super().__init__()
-        size = cfg.intermediate_size
+        size = intermediate_size or cfg.intermediate_size
         self.gate_up_proj = MergedColumnParallelLinear(cfg.hidden_size, [size, size], bias=False)
-        self.act = SiluAndMul()
+        self.act = get_act_and_mul(cfg.hidden_act)
         self.down_proj = RowParallelLinear(size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,14 +99,19 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
+    attention_cls: type[LlamaAttention] = LlamaAttention
+
     def __init__(
-        self, cfg: ModelConfig, backend: AttentionBackend, rotary: RotaryEmbedding
+        self, cfg: ModelConfig, backend: AttentionBackend, rotary: RotaryEmbedding, layer_idx: int
     ) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = LlamaAttention(cfg, backend, rotary)
+        self.self_attn = self.attention_cls(cfg, backend, rotary, layer_idx)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = LlamaMLP(cfg)
+        self.mlp = self.make_mlp(cfg, layer_idx)
+
+    def make_mlp(self, cfg: ModelConfig, layer_idx: int) -> nn.Module:
+        return LlamaMLP(cfg)
 
     def forward(
         self,
@@ -112,7 +132,12 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, backend: AttentionBackend) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        backend: AttentionBackend,
+        layer_cls: type[nn.Module] = LlamaDecoderLayer,
+    ) -> None:
         super().__init__()
         pp = get_pp_group()
         # The last stage keeps the table too when the LM head shares it.
@@ -122,13 +147,17 @@ class LlamaModel(nn.Module):
             self.embed_tokens = PPMissingLayer()
         # One cos/sin table for all layers (Llama 3.1's is 64 MiB).
         rotary = RotaryEmbedding(
-            cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling
+            cfg.head_dim,
+            cfg.max_position_embeddings,
+            cfg.rope_theta,
+            cfg.rope_scaling,
+            cfg.max_model_len,
         )
         self.start_layer, self.end_layer = get_pp_indices(
             cfg.num_layers, pp.rank_in_group, pp.world_size
         )
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(cfg, backend, rotary)
+            layer_cls(cfg, backend, rotary, i)
             if self.start_layer <= i < self.end_layer
             else PPMissingLayer()
             for i in range(cfg.num_layers)
@@ -136,6 +165,9 @@ class LlamaModel(nn.Module):
         self.norm = (
             RMSNorm(cfg.hidden_size, cfg.rms_norm_eps) if pp.is_last_rank else PPMissingLayer()
         )
+
+    def embed_input(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
 
     def forward(
         self,
@@ -149,7 +181,7 @@ class LlamaModel(nn.Module):
         later one from the previous stage's tensors; all but the last return theirs."""
         pp = get_pp_group()
         if pp.is_first_rank:
-            x, residual = self.embed_tokens(input_ids), None
+            x, residual = self.embed_input(input_ids), None
         else:
             x, residual = intermediate_tensors["hidden_states"], intermediate_tensors["residual"]
         layers = self.layers[self.start_layer : self.end_layer]
@@ -161,10 +193,13 @@ class LlamaModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
+    model_cls: type[nn.Module] = LlamaModel
+    layer_cls: type[nn.Module] = LlamaDecoderLayer
+
     def __init__(self, cfg: ModelConfig, backend: AttentionBackend) -> None:
         super().__init__()
         self.config = cfg
-        self.model = LlamaModel(cfg, backend)
+        self.model = self.model_cls(cfg, backend, self.layer_cls)
         if not get_pp_group().is_last_rank:
             self.lm_head = PPMissingLayer()
         elif cfg.tie_word_embeddings:
@@ -205,11 +240,7 @@ class LlamaForCausalLM(nn.Module):
         """Load HF-named tensors, each through its parameter's weight_loader; every parameter of
         this rank must be given (tensors of other pipeline stages are skipped)."""
         params = dict(self.named_parameters())
-        expected = {(name, None) for name in params}
-        for merged, _, shard in STACKED_PARAMS:
-            for name in [n for n, _ in expected if f".{merged}." in n]:
-                expected.discard((name, None))
-                expected.add((name, shard))
+        expected = self.expected_loads(params)
         missing_prefixes = tuple(
             f"{name}." for name, m in self.named_modules() if isinstance(m, PPMissingLayer)
         )
@@ -221,21 +252,34 @@ class LlamaForCausalLM(nn.Module):
                 continue  # old HF checkpoints saved this buffer; we compute it
             if name.startswith(missing_prefixes):
                 continue  # another pipeline stage's
-            for merged, part, shard in STACKED_PARAMS:
-                if f".{part}." in name:
-                    target = name.replace(f".{part}.", f".{merged}.")
-                    break
-            else:
-                target, shard = name, None
+            target, shard = self.checkpoint_target(name)
             if target not in params:
                 raise KeyError(f"checkpoint tensor {name!r} has no place in the model")
             param = params[target]
             loader = getattr(param, "weight_loader", default_weight_loader)
             try:
-                loader(param, tensor) if shard is None else loader(param, tensor, shard)
+                loader(param, tensor) if shard is None else loader(param, tensor, *shard)
             except ValueError as e:
                 raise ValueError(f"{name}: {e}") from e
             loaded.add((target, shard))
-        if expected - loaded:
-            missing = sorted(f"{n}[{s}]" if s is not None else n for n, s in expected - loaded)
+        whole = {n for n, s in loaded if s is None}  # merged ones given fused (Phi-3's qkv_proj)
+        unloaded = {(n, s) for n, s in expected - loaded if n not in whole}
+        if unloaded:
+            missing = sorted(f"{n}{list(s)}" if s is not None else n for n, s in unloaded)
             raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+
+    def checkpoint_target(self, name: str) -> tuple[str, tuple | None]:
+        """(our parameter's name, the extra weight_loader arguments: the shard) for a checkpoint
+        tensor's name."""
+        for merged, part, shard in STACKED_PARAMS:
+            if f".{part}." in name:
+                return name.replace(f".{part}.", f".{merged}."), (shard,)
+        return name, None
+
+    def expected_loads(self, params: dict[str, nn.Parameter]) -> set[tuple[str, tuple | None]]:
+        """Every (parameter, shard) the checkpoint must give: merged ones once per shard."""
+        expected: set[tuple[str, tuple | None]] = set()
+        for name in params:
+            shards = [(s,) for merged, _, s in STACKED_PARAMS if f".{merged}." in name]
+            expected |= {(name, shard) for shard in shards} if shards else {(name, None)}
+        return expected

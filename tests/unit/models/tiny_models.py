@@ -27,7 +27,9 @@ def hf_model(arch: str, seed: int = 0, **overrides):
     import transformers
 
     # Gemma 3's text-only model takes the text half of its multimodal config.
-    cfg_name = {"Gemma3ForCausalLM": "Gemma3TextConfig"}.get(arch, arch.replace("ForCausalLM", "Config"))
+    cfg_name = {"Gemma3ForCausalLM": "Gemma3TextConfig"}.get(
+        arch, arch.replace("ForCausalLM", "Config")
+    )
     cfg_class = getattr(transformers, cfg_name)
     torch.manual_seed(seed)
     model = getattr(transformers, arch)(cfg_class(**{**TINY, **overrides})).eval()

@@ -214,3 +214,17 @@ class RowParallelLinear(LinearBase):
         # The bias joins on one rank only, so that the sum over ranks counts it once.
         y = F.linear(x, self.weight, self.bias if self.tp_rank == 0 else None)
         return tensor_model_parallel_all_reduce(y) if self.reduce_results else y
+
+
+class ReplicatedLinear(LinearBase):
+    """The whole weight on every rank (a MoE router: small, and every rank needs all its
+    outputs)."""
+
+    def __init__(self, input_size: int, output_size: int, bias: bool = True) -> None:
+        super().__init__(input_size, output_size, bias)
+
+    def weight_loader(self, param: nn.Parameter, loaded: LoadedWeight) -> None:
+        copy_checked(param, whole(loaded), "weight" if param is self.weight else "bias")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)

@@ -55,7 +55,7 @@ FAMILIES = {
     "mixtral": ("MixtralForCausalLM", {**MOE, "num_local_experts": 4}),
     "qwen3-moe": (
         "Qwen3MoeForCausalLM",
-        {**MOE, "num_experts": 4, "moe_intermediate_size": 32, "norm_topk_prob": True},
+        {**MOE, "num_experts": 4, "moe_intermediate_size": 32, "mlp_only_layers": [1]},
     ),
 }
 

@@ -1,15 +1,23 @@
 """Each model family: a tiny random config saved by transformers itself, loaded by Pagoda; its
-logits equal HF's in float32 on the CPU (sequences longer than the sliding windows, so the
-windows count)."""
+logits equal HF's in float32 on the CPU, and its greedy tokens equal HF's for 32 steps under
+continuous batching with preemption (sequences longer than the sliding windows, so they count)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from engine_harness import PreemptionCounter, run_to_completion
 from tiny_models import IDS, assert_same_logits, hf_model
 
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.loader import load_model
+from pagoda.engine.sampling_params import SamplingParams
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPTS = [IDS, IDS[:7], [5, 9, 300, 301, 2, 7, 11, 500, 42, 43, 44, 45, 3], IDS[::-1] + IDS[:5]]
+STEPS = 32
 
 LONGROPE = {
     "rope_type": "longrope",
@@ -65,7 +73,7 @@ def load(folder, **engine) -> tuple:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_logits_equal_hf(tmp_path, family: str) -> None:
+def test_family_matches_hf(tmp_path, family: str) -> None:
     arch, overrides = FAMILIES[family]
     hf = hf_model(arch, **overrides)
     hf.save_pretrained(tmp_path)
@@ -73,6 +81,45 @@ def test_logits_equal_hf(tmp_path, family: str) -> None:
     ours, cfg = load(tmp_path, max_model_len=256 if arch == "Phi3ForCausalLM" else None)
     assert cfg.architecture == arch
     assert_same_logits(ours, cfg, hf, IDS)
+    assert greedy_under_preemption(tmp_path) == [hf_greedy(hf, p) for p in PROMPTS]
+
+
+def hf_greedy(hf, prompt: list[int]) -> list[int]:
+    """HF's argmax, one full forward a step (no cache: nothing of HF's generate in the way)."""
+    ids = list(prompt)
+    with torch.inference_mode():
+        for _ in range(STEPS):
+            ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+def greedy_under_preemption(folder) -> list[list[int]]:
+    """All prompts in one engine whose KV cache holds about half of them: requests are
+    preempted (recomputed) and resumed as the batch runs."""
+    config = EngineConfig(
+        model=str(folder),
+        device="cpu",
+        dtype="float32",
+        max_model_len=64,
+        block_size=4,
+        num_gpu_blocks_override=32,
+        max_num_seqs=4,
+        max_num_batched_tokens=24,  # prompts in chunks too
+    )
+    engine = LLMEngine(config, tokenizer=object(), log_stats=False)
+    preemptions = PreemptionCounter(engine)
+    params = SamplingParams(
+        max_tokens=STEPS,
+        temperature=0.0,
+        ignore_eos=True,
+        detokenize=False,
+        output_kind="final_only",
+    )
+    for i, prompt in enumerate(PROMPTS):
+        engine.add_request(str(i), prompt, params)
+    outputs = {o.request_id: o.outputs[0].token_ids for o in run_to_completion(engine)}
+    assert preemptions.count > 0
+    return [list(outputs[str(i)]) for i in range(len(PROMPTS))]
 
 
 def test_longrope_long_factors(tmp_path) -> None:

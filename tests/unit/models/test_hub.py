@@ -19,6 +19,8 @@ from pagoda.engine.loader import hub, load_model, resolve_model
 from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.tokenizer import load_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CPU = torch.device("cpu")
 
 

@@ -10,6 +10,7 @@ from typing import Protocol
 import torch
 
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.core.kv_cache_manager import BlockOp, KVCacheManager
 from pagoda.engine.core.scheduler import Scheduler, SchedulerOutput
 from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence, SequenceStatus
@@ -110,7 +111,7 @@ class LLMEngine:
         self.max_model_len = config.max_model_len or max_position_embeddings
         capacity = runner.num_blocks * config.block_size
         if self.max_model_len > capacity:
-            raise ValueError(
+            raise ModelLoadError(
                 f"max_model_len {self.max_model_len} does not fit the KV cache ({capacity} tokens); "
                 "lower --max-model-len or give the cache more memory"
             )

@@ -8,7 +8,14 @@ from typing import Any
 from pagoda.engine.models.registry import check_supported
 
 # GGUF's general.architecture values with Llama's tensor layout.
-GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM"}
+GGUF_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+}
 # Layers in which Gemma alternates a sliding window with global attention, in configs written
 # before transformers listed `layer_types` (every Nth layer is global).
 _GLOBAL_EVERY = {"Gemma2ForCausalLM": 2, "Gemma3ForCausalLM": 6}
@@ -120,21 +127,35 @@ class ModelConfig:
         cls,
         meta: dict[str, Any],
         tensors: dict[str, tuple[int, ...]],
-        rope_freqs: list[float] | None = None,
+        factors: dict[str, list[float]] | None = None,
     ) -> ModelConfig:
-        """From GGUF metadata (key -> value), the file's tensor shapes (rows first) and its
-        rope_freqs tensor, where llama.cpp keeps Llama 3.1's RoPE scaling as per-frequency factors."""
+        """From GGUF metadata (key -> value), the file's tensor shapes (rows first) and the RoPE
+        factor tensors (rope_freqs: Llama 3.1's scaling; rope_factors_long/short: Phi-3's)."""
         arch = meta["general.architecture"]
         if arch not in GGUF_ARCHITECTURES:
             raise ValueError(
                 f"unsupported GGUF architecture {arch!r}; supported: "
                 f"{', '.join(GGUF_ARCHITECTURES)}"
             )
+        factors = factors or {}
         num_heads = meta[f"{arch}.attention.head_count"]
         hidden = meta[f"{arch}.embedding_length"]
+        num_layers = meta[f"{arch}.block_count"]
+        head_dim = meta.get(f"{arch}.attention.key_length", hidden // num_heads)
+        max_position = meta.get(f"{arch}.context_length", 4096)
         rope_scaling, scaling_type = None, meta.get(f"{arch}.rope.scaling.type", "none")
-        if rope_freqs is not None:
-            rope_scaling = {"rope_type": "freq_factors", "factors": rope_freqs}
+        if "rope_freqs" in factors:
+            rope_scaling = {"rope_type": "freq_factors", "factors": factors["rope_freqs"]}
+        elif "rope_factors_long" in factors:
+            rope_scaling = {
+                "rope_type": "longrope",
+                "long_factor": factors["rope_factors_long"],
+                "short_factor": factors["rope_factors_short"],
+                "original_max_position_embeddings": meta[
+                    f"{arch}.rope.scaling.original_context_length"
+                ],
+                "attention_factor": meta.get(f"{arch}.rope.scaling.attn_factor"),
+            }
         elif scaling_type == "linear":
             rope_scaling = {"rope_type": "linear", "factor": meta[f"{arch}.rope.scaling.factor"]}
         elif scaling_type != "none":
@@ -148,23 +169,50 @@ class ModelConfig:
             )
             if k in meta
         ]
+        architecture = GGUF_ARCHITECTURES[arch]
+        sliding_window = meta.get(f"{arch}.attention.sliding_window")
+        gemma = arch.startswith("gemma")
+        pattern = meta.get(f"{arch}.attention.sliding_window_pattern")
+        if isinstance(pattern, list):  # per layer: true for a sliding-window one
+            layer_types = ["sliding_attention" if p else "full_attention" for p in pattern]
+        elif gemma:  # every Nth layer global: llama.cpp's 2 (Gemma 2) and 6 (Gemma 3) by default
+            every = pattern or _GLOBAL_EVERY[architecture]
+            layer_types = [
+                "full_attention" if (i + 1) % every == 0 else "sliding_attention"
+                for i in range(num_layers)
+            ]
+        else:
+            kind = "full_attention" if sliding_window is None else "sliding_attention"
+            layer_types = [kind] * num_layers
         return cls(
-            architecture=GGUF_ARCHITECTURES[arch],
+            architecture=architecture,
             vocab_size=meta.get(f"{arch}.vocab_size") or tensors["token_embd.weight"][0],
             hidden_size=hidden,
             intermediate_size=meta[f"{arch}.feed_forward_length"],
-            num_layers=meta[f"{arch}.block_count"],
+            num_layers=num_layers,
             num_heads=num_heads,
             num_kv_heads=meta.get(f"{arch}.attention.head_count_kv", num_heads),
-            head_dim=meta.get(f"{arch}.attention.key_length", hidden // num_heads),
+            head_dim=head_dim,
             rms_norm_eps=meta[f"{arch}.attention.layer_norm_rms_epsilon"],
             rope_theta=float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
             rope_scaling=rope_scaling,
-            max_position_embeddings=meta.get(f"{arch}.context_length", 4096),
+            max_position_embeddings=max_position,
             tie_word_embeddings="output.weight" not in tensors,
             bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
             eos_token_ids=list(dict.fromkeys(eos)),
             attention_bias="blk.0.attn_q.bias" in tensors,
+            hidden_act="gelu_pytorch_tanh" if gemma else "silu",
+            layer_types=layer_types,
+            sliding_window=sliding_window,
+            local_rope_theta=(
+                float(meta.get(f"{arch}.rope.freq_base_swa", 10000.0)) if arch == "gemma3" else None
+            ),
+            attn_logit_softcapping=meta.get(f"{arch}.attn_logit_softcapping"),
+            final_logit_softcapping=meta.get(f"{arch}.final_logit_softcapping"),
+            # llama.cpp's rule: the 27B Gemmas scale by hidden / heads, the others by head_dim.
+            query_pre_attn_scalar=(
+                (hidden // num_heads if num_layers in (46, 62) else head_dim) if gemma else None
+            ),
         )
 
     @classmethod

@@ -174,7 +174,9 @@ def test_corrupt_safetensors(tiny_folder) -> None:
 def test_config_disagrees_with_the_weights(tiny_folder) -> None:
     config = json.loads((tiny_folder / "config.json").read_text())
     (tiny_folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 97}))
-    with pytest.raises(ModelLoadError, match=f"{tiny_folder}: .*mlp.* expected 97 (rows|columns)") as e:
+    with pytest.raises(
+        ModelLoadError, match=f"{tiny_folder}: .*mlp.* expected 97 (rows|columns)"
+    ) as e:
         load_model(EngineConfig(model=str(tiny_folder)), torch.device("cpu"), torch.float32)
     assert "\n" not in str(e.value)
     del config["hidden_size"]

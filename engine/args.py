@@ -14,7 +14,7 @@ HELP = {
     "'default' (SmolLM2-135M-Instruct) or, with --load-format dummy, a shape name",
     "revision": "the Hub model's branch, tag or commit",
     "tokenizer_revision": "the Hub tokenizer's branch, tag or commit",
-    "download_dir": "where Hub models are downloaded (default: the HF cache, $HF_HOME/hub)",
+    "download_dir": "where Hub models are downloaded; None: the HF cache ($HF_HOME/hub)",
     "served_model_name": "the name clients send as `model` (default: the model argument)",
     "max_model_len": "context length (default: the model's)",
     "max_num_seqs": "most sequences in one step",

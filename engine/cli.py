@@ -22,7 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
-        "serve", help="OpenAI-compatible HTTP server (default model when none is named)"
+        "serve",
+        help="OpenAI-compatible HTTP server (default model when none is named)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  pagoda serve Qwen/Qwen3-8B --max-model-len 8192\n"
+        "  HF_TOKEN=hf_... pagoda serve hf://meta-llama/Llama-3.1-8B-Instruct@main\n"
+        "  pagoda serve ./model-folder          # config.json, *.safetensors, tokenizer\n"
+        "  pagoda serve model.gguf",
     )
     add_engine_args(serve)
     from pagoda.engine.server.args import add_server_args

@@ -79,6 +79,9 @@ class ModelConfig:
         rope, local_theta = _rope_settings(cfg)
         rope_theta = rope.pop("rope_theta", cfg.get("rope_theta", 10000.0))
         rope_type = rope.pop("rope_type", rope.pop("type", "default"))
+        partial = rope.pop("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+        if partial != 1.0:  # Phi-4-mini, ...: RoPE over part of each head
+            raise ValueError(f"partial_rotary_factor {partial} is not supported (only 1.0)")
         if rope_type in ("yarn", "longrope", "dynamic"):
             rope.setdefault(
                 "original_max_position_embeddings",

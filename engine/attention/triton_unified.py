@@ -42,11 +42,6 @@ class TritonAttentionBackend:
         sliding_window: int | None = None,
         logits_soft_cap: float | None = None,
     ) -> torch.Tensor:
-        if sliding_window is not None or logits_soft_cap is not None:
-            raise NotImplementedError(
-                "the Triton attention kernel has no sliding window or soft cap yet; "
-                "use --attention-backend torch for this model"
-            )
         reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping)
         # Host-side choices depend only on the batch's shape, so a captured CUDA graph stays valid.
         num_splits = 1
@@ -62,4 +57,6 @@ class TritonAttentionBackend:
             meta.max_query_len,
             scale,
             num_splits=num_splits,
+            sliding_window=sliding_window,
+            soft_cap=logits_soft_cap,
         )

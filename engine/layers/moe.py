@@ -3,7 +3,7 @@
 vLLM's FusedMoE layout: w13_weight [E, 2 * I, H] holds each expert's gate (w1) rows then its up
 (w3) rows, w2_weight [E, H, I] its down projection. Under tensor parallelism every rank holds all
 experts, each cut along I (columns of w13, rows of w2), and the partial outputs are all-reduced.
-The PyTorch path here is the reference; a fused Triton kernel takes the same arguments on GPUs.
+The PyTorch path here is the reference and the CPU's; on a GPU, engine/kernels/fused_moe.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pagoda.engine.distributed import (
     get_tensor_model_parallel_world_size,
     tensor_model_parallel_all_reduce,
 )
+from pagoda.engine.kernels.fused_moe import fused_moe
 from pagoda.engine.layers.linear import divide
 from pagoda.engine.layers.weights import LoadedWeight, copy_checked, narrow, set_weight_loader
 
@@ -88,5 +89,6 @@ class FusedMoE(nn.Module):
 
     def forward(self, x: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
         weights, ids = select_experts(router_logits, self.top_k, self.renormalize, x.dtype)
-        out = fused_moe_reference(x, self.w13_weight, self.w2_weight, weights, ids)
+        moe = fused_moe if x.is_cuda else fused_moe_reference
+        out = moe(x, self.w13_weight, self.w2_weight, weights, ids)
         return tensor_model_parallel_all_reduce(out) if self.tp_size > 1 else out

@@ -11,8 +11,8 @@ import sys
 import huggingface_hub.constants
 import pytest
 import torch
-from hub_server import HubRepo, LocalHub
-from tiny_models import IDS, assert_same_logits, hf_model, save_tiny_tokenizer
+from local_hub import HubRepo, LocalHub, save_tiny_tokenizer
+from tiny_models import IDS, assert_same_logits, hf_model
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import hub, load_model, resolve_model

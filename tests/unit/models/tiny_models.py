@@ -3,8 +3,6 @@ logits; shared by the loader, Hub and model-family tests."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from paged_batch import PagedBatch
 
@@ -44,17 +42,3 @@ def assert_same_logits(ours, cfg, hf, ids: list[int], atol: float = 1e-4) -> Non
     with torch.inference_mode():
         want = hf(torch.tensor([ids])).logits[0]
     torch.testing.assert_close(got, want, atol=atol, rtol=1e-4)
-
-
-def save_tiny_tokenizer(folder: Path, vocab_size: int = 512) -> None:
-    """A word-level tokenizer over words w0..w{n}: enough for the loader to find and load."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-    fast.save_pretrained(folder)

@@ -1,5 +1,6 @@
 """A local Hugging Face Hub: the HTTP paths huggingface_hub's snapshot_download calls, over
-repos held in memory. Tests point HF_ENDPOINT (huggingface_hub.constants.ENDPOINT) at it.
+repos held in memory (unit and integration tiers). Tests point HF_ENDPOINT at it (in-process:
+huggingface_hub.constants.ENDPOINT), and fill repos with tiny models and `save_tiny_tokenizer`.
 
 Paths, as huggingface_hub 1.x/2.x call them:
   GET  /api/models/{repo}/revision/{rev}         repo info; its `sha` is the commit
@@ -122,3 +123,17 @@ def _send(
     req.end_headers()
     if body:
         req.wfile.write(data)
+
+
+def save_tiny_tokenizer(folder: Path, vocab_size: int = 512) -> None:
+    """A word-level tokenizer over words w3..w{n}: enough for the loader to find and load."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.save_pretrained(folder)

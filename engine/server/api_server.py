@@ -108,6 +108,8 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.lifecycle, self.drain_timeout = lifecycle, drain_timeout
         self.drain_deadline: float | None = None
+        self.engines: dict = config.app.state.engines
+        self.exit_code = 0
 
     def handle_exit(self, sig: int, frame) -> None:
         # Not uvicorn's handler: it would re-raise the signal after shutdown and so not exit 0.
@@ -125,6 +127,11 @@ class DrainingServer(uvicorn.Server):
             self.drain_deadline = time.monotonic() + self.drain_timeout
 
     async def on_tick(self, counter: int) -> bool:
+        dead = [n for n, e in self.engines.items() if getattr(e, "error", None) is not None]
+        if dead:  # its loop cannot step (a worker died): exit non-zero so that it is restarted
+            log.error("engine %s died: %r; exiting", dead[0], self.engines[dead[0]].error)
+            self.exit_code = 1
+            return True
         if self.drain_deadline is not None:
             if self.lifecycle.in_flight == 0:
                 return True
@@ -172,5 +179,6 @@ def serve_app(
         timeout_graceful_shutdown=1,
         timeout_keep_alive=5,
     )
-    DrainingServer(config, app.state.lifecycle, shutdown_timeout).run()
-    return 0
+    server = DrainingServer(config, app.state.lifecycle, shutdown_timeout)
+    server.run()
+    return server.exit_code

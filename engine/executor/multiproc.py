@@ -48,7 +48,9 @@ STARTUP_TIMEOUT_S = 600.0
 
 
 class WorkerFailure(RuntimeError):
-    pass
+    """A worker died, hung or failed: the engine cannot step again, its process should end."""
+
+    fatal = True
 
 
 def free_port() -> int:

@@ -109,7 +109,7 @@ class DrainingServer(uvicorn.Server):
         self.lifecycle, self.drain_timeout = lifecycle, drain_timeout
         self.drain_deadline: float | None = None
         self.engines: dict = config.app.state.engines
-        self.exit_code = 0
+        self.exit_code, self.dead_since = 0, 0.0
 
     def handle_exit(self, sig: int, frame) -> None:
         # Not uvicorn's handler: it would re-raise the signal after shutdown and so not exit 0.
@@ -127,11 +127,15 @@ class DrainingServer(uvicorn.Server):
             self.drain_deadline = time.monotonic() + self.drain_timeout
 
     async def on_tick(self, counter: int) -> bool:
-        dead = [n for n, e in self.engines.items() if getattr(e, "error", None) is not None]
-        if dead:  # its loop cannot step (a worker died): exit non-zero so that it is restarted
+        # An engine whose workers failed can never step again: exit non-zero, to be restarted.
+        dead = [
+            n for n, e in self.engines.items() if getattr(getattr(e, "error", None), "fatal", 0)
+        ]
+        if dead and self.exit_code == 0:
             log.error("engine %s died: %r; exiting", dead[0], self.engines[dead[0]].error)
-            self.exit_code = 1
-            return True
+            self.exit_code, self.dead_since = 1, time.monotonic()
+        if self.exit_code and time.monotonic() - self.dead_since > 1.0:
+            return True  # a second to answer /health (503) and the requests in flight (errors)
         if self.drain_deadline is not None:
             if self.lifecycle.in_flight == 0:
                 return True

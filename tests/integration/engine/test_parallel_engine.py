@@ -7,12 +7,16 @@ two waves, share a prefix, and overflow a small KV cache, so the runs preempt an
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from engine_harness import PreemptionCounter, run_to_completion
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.executor.multiproc import HEARTBEAT_TIMEOUT_S, WorkerFailure
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.sampling_params import SamplingParams
 from tiny_checkpoint import write_tiny_checkpoint
@@ -87,3 +91,29 @@ def test_parallel_greedy_equals_one_rank(tiny, one_rank, parallel) -> None:
     tokens, preemptions, _ = run_workload(tiny, **parallel)
     assert preemptions > 0
     assert tokens == one_rank
+
+
+def test_hung_worker_is_noticed_within_seconds(tiny) -> None:
+    config = EngineConfig(model=str(tiny), dtype="float32", pipeline_parallel_size=2)
+    engine = LLMEngine(config, tokenizer=object(), log_stats=False)
+    worker = engine.runner.procs[1]
+    try:
+        os.kill(worker.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        with pytest.raises(WorkerFailure, match="no heartbeat"):
+            while time.monotonic() - stopped < 30:
+                engine.check_health()
+                time.sleep(0.1)
+        assert time.monotonic() - stopped < HEARTBEAT_TIMEOUT_S + 3
+        worker.join(5)
+        assert not worker.is_alive()  # failing stops every worker, the hung one too
+    finally:
+        engine.shutdown()
+
+
+def test_heads_not_dividing_is_a_one_line_error_at_start(tiny) -> None:
+    config = EngineConfig(model=str(tiny), dtype="float32", tensor_parallel_size=3)
+    with pytest.raises(
+        ValueError, match="^num_attention_heads 4 is not divisible by tensor_parallel_size 3$"
+    ):
+        LLMEngine(config, tokenizer=object(), log_stats=False)

@@ -50,7 +50,12 @@ def run_workload(folder: Path, **parallel) -> tuple[dict[str, list[list[int]]], 
 
     engine.scheduler.schedule = counting
     try:
-        params = dict(max_tokens=20, ignore_eos=True, detokenize=False, output_kind="final_only")
+        params = {
+            "max_tokens": 20,
+            "ignore_eos": True,
+            "detokenize": False,
+            "output_kind": "final_only",
+        }
         for i, prompt in enumerate(PROMPTS[:3]):
             engine.add_request(str(i), prompt, SamplingParams(temperature=0.0, **params))
         outputs = [*engine.step(), *engine.step()]  # the second wave joins a running batch

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,3 +125,62 @@ def test_heads_not_dividing_is_a_one_line_error_at_start(tiny) -> None:
         ValueError, match="^num_attention_heads 4 is not divisible by tensor_parallel_size 3$"
     ):
         LLMEngine(config, tokenizer=object(), log_stats=False)
+
+
+def free_port_run(n: int) -> int:
+    """A port p with p .. p + n - 1 all free on loopback."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + n > 65535:
+            continue
+        try:
+            for p in range(port + 1, port + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+
+
+def test_two_nodes_on_loopback_equal_one_rank(tiny, one_rank) -> None:
+    """Pipeline stage 2 on a second "node": `pagoda serve --node-rank 1` in a session of its own,
+    meeting node 0's engine through MASTER_ADDR:MASTER_PORT alone."""
+    port = free_port_run(3)
+    nodes = {"nnodes": 2, "master_addr": "127.0.0.1", "master_port": port}
+    node1 = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pagoda.engine.cli",
+            "serve",
+            str(tiny),
+            "--dtype",
+            "float32",
+            "--pipeline-parallel-size",
+            "2",
+            "--block-size",
+            "4",
+            "--num-gpu-blocks-override",
+            "18",
+            "--max-model-len",
+            "64",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            "1",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+        ],
+        start_new_session=True,
+    )
+    try:
+        tokens, _, _ = run_workload(tiny, pipeline_parallel_size=2, **nodes)
+        assert tokens == one_rank
+        assert node1.wait(timeout=30) == 0  # its workers stopped with node 0's engine
+    finally:
+        if node1.poll() is None:
+            os.killpg(node1.pid, signal.SIGKILL)

@@ -20,6 +20,7 @@ import pytest
 from engine_harness import PreemptionCounter, run_to_completion
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.executor.multiproc import HEARTBEAT_TIMEOUT_S, WorkerFailure
+from pagoda.engine.llm import LLM
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.sampling_params import SamplingParams
 from tiny_checkpoint import write_tiny_checkpoint
@@ -184,3 +185,16 @@ def test_two_nodes_on_loopback_equal_one_rank(tiny, one_rank) -> None:
     finally:
         if node1.poll() is None:
             os.killpg(node1.pid, signal.SIGKILL)
+
+
+def test_default_model_offline_in_two_stages_equals_one_process() -> None:
+    """The offline API takes vLLM's options: LLM(..., pipeline_parallel_size=2) on the CPU. (The
+    default model's 9 attention heads split over 3 tensor-parallel ranks, not 2.)"""
+    prompts = ["The capital of France is", "def add(a, b):"]
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+    whole = [o.outputs[0].token_ids for o in LLM(max_model_len=256).generate(prompts, params)]
+    staged = LLM(max_model_len=256, pipeline_parallel_size=2, tensor_parallel_size=1)
+    try:
+        assert [o.outputs[0].token_ids for o in staged.generate(prompts, params)] == whole
+    finally:
+        staged.engine.shutdown()

@@ -170,9 +170,13 @@ def serve(worker: Worker, sock: zmq.Socket, encoder, decoder) -> None:
     replies = get_pp_group().is_last_rank and get_tensor_model_parallel_rank() == 0
     pending = None  # a launched step whose samples are not sent yet
     while True:
-        if pending is not None and not sock.poll(0):
-            sock.send(encoder.encode(result_message(*pending)))
-            pending = None
+        # Until the next step arrives, send the samples as soon as they are ready; a step that
+        # arrives first is launched first, so the device never waits for this host.
+        while pending is not None and not sock.poll(1):
+            ready = pending[1].ready
+            if ready is None or ready.query():
+                sock.send(encoder.encode(result_message(*pending)))
+                pending = None
         message = decoder.decode(sock.recv())
         if isinstance(message, Shutdown):
             return

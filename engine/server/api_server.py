@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from contextlib import asynccontextmanager
 from dataclasses import fields
@@ -157,6 +158,7 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
     names = [c.name for c in configs]
     if not configs or len(set(names)) != len(names):
         raise SystemExit(f"serve needs one or more models with distinct served names, got {names}")
+    check_port_free(args.host, args.port)  # before minutes of loading, not after
     engines = {}
     for config in configs:
         config.validate()
@@ -169,6 +171,17 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
         root_path=args.root_path,
     )
     return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ValueError (a one-line CLI error) when the HTTP port cannot be listened on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 def serve_app(

@@ -20,7 +20,8 @@ class NewSequence(msgspec.Struct, array_like=True):
 
 
 class SequenceStep(msgspec.Struct, array_like=True):
-    seq_id: str
+    # The executor's number for the sequence object (seq_ids can repeat: beams fork by position).
+    seq: int
     num_computed_tokens: int
     num_new_tokens: int
     block_table: list[int]
@@ -28,13 +29,13 @@ class SequenceStep(msgspec.Struct, array_like=True):
     output_start: int
     output_tokens: list[int]
     new: NewSequence | None = None  # the first time a worker sees the sequence
-    forks: list[tuple[str, int]] = []  # (seq_id, index) of children that fork at this sample
+    forks: list[tuple[int, int]] = []  # (number, index) of children that fork at this sample
 
 
 class Step(msgspec.Struct, tag=True, array_like=True):
     seqs: list[SequenceStep]
     block_ops: list[tuple[str, int, int]]  # (kind, src, dst)
-    finished: list[str]  # sequences the mirror may forget
+    finished: list[int]  # sequences the mirrors may forget
 
 
 class InitCache(msgspec.Struct, tag=True, array_like=True):

@@ -9,6 +9,7 @@ stopped, so none outlives the engine.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -150,8 +151,10 @@ class MultiprocExecutor:
         self.num_cpu_blocks = min(r.num_cpu_blocks for r in ready)
         self.model_config = ready[0].model_config
         self.sampler = Sampler(self.model_config.vocab_size, self.model_config.eos_token_ids)
-        # Per sequence the core has sent: how many of its output tokens the workers have final.
-        self._synced: dict[Sequence, int] = {}
+        # Per sequence the workers mirror: its number, and how many of its output tokens they
+        # have final.
+        self._synced: dict[Sequence, tuple[int, int]] = {}
+        self._numbers = itertools.count()
         self._results: dict[int, StepResult] = {}
         self._launched = self._received = 0
 
@@ -168,15 +171,10 @@ class MultiprocExecutor:
         self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp] = ()
     ) -> tuple[list[Sequence], RemoteSamples | None]:
         self.check_health()
-        finished = [s for s in self._synced if s.is_finished]
-        for seq in finished:
-            del self._synced[seq]
+        finished = [seq for seq in self._synced if seq.is_finished]
+        gone = [self._synced.pop(seq)[0] for seq in finished]
         steps = [self._sequence_step(seq, n) for seq, n in batch]
-        self._send_all(
-            Step(
-                steps, [(op.kind, op.src, op.dst) for op in block_ops], [s.seq_id for s in finished]
-            )
-        )
+        self._send_all(Step(steps, [(op.kind, op.src, op.dst) for op in block_ops], gone))
         sampling = sampled_sequences(batch)
         if not sampling:
             return [], None
@@ -188,25 +186,19 @@ class MultiprocExecutor:
         new = None
         if seq not in self._synced:
             new = NewSequence(seq.prompt_token_ids, seq.params, seq.index)
-        start = self._synced.get(seq, 0)
+            self._synced[seq] = (next(self._numbers), 0)
+        number, start = self._synced[seq]
         outputs = seq.output_token_ids
         final = len(outputs)
         while final > start and outputs[final - 1] == PENDING_TOKEN:
             final -= 1
-        self._synced[seq] = final
+        self._synced[seq] = (number, final)
         forks = []
         for child in seq.forks:
-            self._synced[child] = 0
-            forks.append((child.seq_id, child.index))
+            self._synced[child] = (next(self._numbers), 0)
+            forks.append((self._synced[child][0], child.index))
         return SequenceStep(
-            seq.seq_id,
-            seq.num_computed_tokens,
-            n,
-            seq.block_table,
-            start,
-            outputs[start:],
-            new,
-            forks,
+            number, seq.num_computed_tokens, n, seq.block_table, start, outputs[start:], new, forks
         )
 
     def wait_result(self, number: int) -> StepResult:

@@ -80,27 +80,27 @@ class Worker:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.world_size))
         init_distributed(rank, config.tensor_parallel_size, config.pipeline_parallel_size, backend)
         self.runner = ModelRunner(config, allocate=False)
-        self.mirrors: dict[str, Sequence] = {}
+        self.mirrors: dict[int, Sequence] = {}
 
     def apply(self, step: Step) -> list[tuple[Sequence, int]]:
         """Bring the mirrors up to the core's state; the step's batch over them."""
-        for seq_id in step.finished:
-            self.mirrors.pop(seq_id, None)
+        for number in step.finished:
+            self.mirrors.pop(number, None)
         batch = []
         for s in step.seqs:
-            seq = self.mirrors.get(s.seq_id)
+            seq = self.mirrors.get(s.seq)
             if seq is None:
                 new = s.new
-                seq = Sequence(s.seq_id, "", new.index, new.prompt_token_ids, new.params)
-                self.mirrors[s.seq_id] = seq
+                seq = Sequence(str(s.seq), "", new.index, new.prompt_token_ids, new.params)
+                self.mirrors[s.seq] = seq
             del seq.output_token_ids[s.output_start :]
             seq.output_token_ids += s.output_tokens
             seq.num_computed_tokens = s.num_computed_tokens
             seq.block_table = s.block_table
             seq.forks = []
-            for fork_id, index in s.forks:
-                child = Sequence(fork_id, "", index, seq.prompt_token_ids, seq.params)
-                self.mirrors[fork_id] = child
+            for number, index in s.forks:
+                child = Sequence(str(number), "", index, seq.prompt_token_ids, seq.params)
+                self.mirrors[number] = child
                 seq.forks.append(child)
             batch.append((seq, s.num_new_tokens))
         return batch

@@ -198,3 +198,39 @@ def test_default_model_offline_in_two_stages_equals_one_process() -> None:
         assert [o.outputs[0].token_ids for o in staged.generate(prompts, params)] == whole
     finally:
         staged.engine.shutdown()
+
+
+def sampling_kinds(folder: Path, **parallel) -> dict[str, list]:
+    """Beam search, seeded sampling with n = 2, penalties with logprobs: the rows that carry
+    state (generators, beam log-probabilities, top-k logprobs) across the process boundary."""
+    config = EngineConfig(model=str(folder), dtype="float32", max_model_len=128, **parallel)
+    engine = LLMEngine(config, tokenizer=object(), log_stats=False)
+    common = {"max_tokens": 6, "ignore_eos": True, "detokenize": False}
+    try:
+        engine.add_request(
+            "beam", [5, 6, 7, 8], SamplingParams(use_beam_search=True, n=2, best_of=3, **common)
+        )
+        engine.add_request(
+            "seeded", [9, 10], SamplingParams(temperature=0.9, seed=3, n=2, **common)
+        )
+        engine.add_request(
+            "penalized",
+            [9, 10, 11],
+            SamplingParams(temperature=0.0, repetition_penalty=1.3, logprobs=2, **common),
+        )
+        outputs = run_to_completion(engine)
+    finally:
+        engine.shutdown()
+    return {
+        o.request_id: [
+            (c.token_ids, c.logprobs and [sorted(d) for d in c.logprobs]) for c in o.outputs
+        ]
+        for o in outputs
+        if o.finished
+    }
+
+
+def test_beams_seeds_and_logprobs_through_tp2_workers(tiny) -> None:
+    whole = sampling_kinds(tiny)
+    assert len(whole) == 3 and len(whole["beam"]) == 2 and whole["penalized"][0][1]
+    assert sampling_kinds(tiny, tensor_parallel_size=2) == whole

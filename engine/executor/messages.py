@@ -53,6 +53,8 @@ class Ready(msgspec.Struct, tag=True, array_like=True):
     num_blocks: int
     num_cpu_blocks: int
     model_config: ModelConfig
+    device: str  # as the runner picked them (torch.device, torch.dtype as strings)
+    dtype: str
 
 
 class StepResult(msgspec.Struct, tag=True, array_like=True):

@@ -119,7 +119,6 @@ class MultiprocExecutor:
                 f"{per_node} ranks on this node need as many GPUs; it has "
                 f"{torch.cuda.device_count()}"
             )
-        self.device = torch.device("cpu")  # the core's side holds no tensors of the model
         self._context = zmq.Context()
         bind, connect = core_addresses(config)
         self._sock = self._context.socket(zmq.ROUTER)
@@ -150,6 +149,9 @@ class MultiprocExecutor:
             raise
         self.num_cpu_blocks = min(r.num_cpu_blocks for r in ready)
         self.model_config = ready[0].model_config
+        # Where and how rank 0 runs the model (reports; the core holds no tensors of it).
+        self.device = torch.device(ready[0].device)
+        self.dtype = getattr(torch, ready[0].dtype)
         self.sampler = Sampler(self.model_config.vocab_size, self.model_config.eos_token_ids)
         # Per sequence the workers mirror: its number, and how many of its output tokens they
         # have final.

@@ -114,6 +114,18 @@ class Worker:
         return sampling, sampled
 
 
+def ready_message(worker: Worker, num_blocks: int) -> Ready:
+    runner = worker.runner
+    return Ready(
+        worker.rank,
+        num_blocks,
+        getattr(runner, "num_cpu_blocks", 0),  # known once the cache is allocated
+        runner.model_config,
+        str(runner.device),
+        str(runner.dtype).removeprefix("torch."),
+    )
+
+
 def result_message(sampling: list[Sequence], sampled) -> StepResult:
     out = sampled.result()
     beams = [s.beam_logprobs for s in sampling if s.params.use_beam_search]
@@ -152,9 +164,7 @@ def worker_main(
     try:
         worker = Worker(config, rank, local_rank)
         runner = worker.runner
-        sock.send(
-            encoder.encode(Ready(rank, runner.determine_num_blocks(), 0, runner.model_config))
-        )
+        sock.send(encoder.encode(ready_message(worker, runner.determine_num_blocks())))
         serve(worker, sock, encoder, decoder)
     except BaseException as e:  # the core must hear why, then the process ends
         log.exception("worker %d failed", rank)
@@ -182,14 +192,7 @@ def serve(worker: Worker, sock: zmq.Socket, encoder, decoder) -> None:
             return
         if isinstance(message, InitCache):
             worker.runner.initialize_kv_cache(message.num_blocks)
-            runner = worker.runner
-            sock.send(
-                encoder.encode(
-                    Ready(
-                        worker.rank, runner.num_blocks, runner.num_cpu_blocks, runner.model_config
-                    )
-                )
-            )
+            sock.send(encoder.encode(ready_message(worker, worker.runner.num_blocks)))
             continue
         sampling, sampled = worker.execute(message)
         if pending is not None:

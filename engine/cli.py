@@ -71,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from pagoda.engine.server.api_server import run_server
 
-            return run_server(configs_from_args(args), args)
+            configs = configs_from_args(args)
+            if configs[0].node_rank > 0:  # a further node of a multi-node engine: workers only
+                from pagoda.engine.executor.multiproc import run_headless
+
+                return run_headless(configs[0])
+            return run_server(configs, args)
         if args.command == "chat":
             return _chat(args)
         if args.bench == "throughput":

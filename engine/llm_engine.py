@@ -18,7 +18,7 @@ from pagoda.engine.detokenizer import IncrementalDetokenizer
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from pagoda.engine.sample.beam import BeamSearch
-from pagoda.engine.sample.sampler import SampledBatch, SamplerOutput, has_penalties, make_generator
+from pagoda.engine.sample.sampler import SampledBatch, SamplerOutput, has_penalties
 from pagoda.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,9 @@ class LLMEngine:
         config.validate()
         self.config = config
         if runner is None:
-            from pagoda.engine.runner.model_runner import (
-                ModelRunner,
-            )  # torch model code: only when real
+            from pagoda.engine.executor import make_executor  # torch model code: only when real
 
-            runner = ModelRunner(config)
+            runner = make_executor(config)
             max_position_embeddings = runner.model_config.max_position_embeddings
             eos_token_ids = runner.model_config.eos_token_ids
         if tokenizer is None:
@@ -207,9 +205,6 @@ class LLMEngine:
             )
         seqs, detoks = [], []
         for i in range(params.n):
-            generator = None
-            if params.seed is not None:
-                generator = make_generator(params.seed + i, self.runner.device)
             seqs.append(
                 Sequence(
                     f"{request_id}#{i}",
@@ -220,7 +215,6 @@ class LLMEngine:
                     priority,
                     now,
                     cache_salt,
-                    generator,
                 )
             )
             detoks.append(
@@ -268,6 +262,18 @@ class LLMEngine:
                     self.metrics.finished("abort")
         self._record_gauges()  # an idle engine takes no further step that would refresh them
         return self._output(req)
+
+    def check_health(self) -> None:
+        """Raise when the executor cannot step any more (a worker died or hangs)."""
+        check = getattr(self.runner, "check_health", None)
+        if check is not None:
+            check()
+
+    def shutdown(self) -> None:
+        """Stop the executor's worker processes, if it has any."""
+        stop = getattr(self.runner, "shutdown", None)
+        if stop is not None:
+            stop()
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.num_unfinished > 0 or self._in_flight is not None

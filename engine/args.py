@@ -10,7 +10,11 @@ import typing
 from pagoda.engine.config import EngineConfig
 
 HELP = {
-    "model": "HF folder, .gguf file, 'default' (SmolLM2-135M-Instruct) or, with --load-format dummy, a shape name",
+    "model": "a Hub model (Qwen/Qwen3-8B, hf://ORG/NAME@REVISION), a HF folder, a .gguf file, "
+    "'default' (SmolLM2-135M-Instruct) or, with --load-format dummy, a shape name",
+    "revision": "the Hub model's branch, tag or commit",
+    "tokenizer_revision": "the Hub tokenizer's branch, tag or commit",
+    "download_dir": "where Hub models are downloaded; None: the HF cache ($HF_HOME/hub)",
     "served_model_name": "the name clients send as `model` (default: the model argument)",
     "max_model_len": "context length (default: the model's)",
     "max_num_seqs": "most sequences in one step",
@@ -22,7 +26,7 @@ HELP = {
     "scheduling_policy": "fcfs, or priority (lower value first, then arrival)",
     "enforce_eager": "never use CUDA graphs",
     "async_scheduling": "schedule the next step while the GPU runs this one (as vLLM's --async-scheduling)",
-    "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, llama-3.2-1b, smollm2-135m)",
+    "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 
 

@@ -130,6 +130,7 @@ class AsyncLLM:
         self._wake.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 30)
+        await asyncio.to_thread(self.engine.shutdown)
 
     # -- the engine thread ------------------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class AsyncLLM:
         try:
             while not self._stopping:
                 self._heartbeat = time.monotonic()
+                self.engine.check_health()  # a dead or hung worker ends the loop within seconds
                 self._drain_inbox()
                 if not self.engine.has_unfinished_requests():
                     self._wake.wait(timeout=1.0)

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pagoda.engine.args import add_engine_args, configs_from_args
+from pagoda.engine.loader.errors import ModelLoadError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
-        "serve", help="OpenAI-compatible HTTP server (default model when none is named)"
+        "serve",
+        help="OpenAI-compatible HTTP server (default model when none is named)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  pagoda serve Qwen/Qwen3-8B --max-model-len 8192\n"
+        "  HF_TOKEN=hf_... pagoda serve hf://meta-llama/Llama-3.1-8B-Instruct@main\n"
+        "  pagoda serve ./model-folder          # config.json, *.safetensors, tokenizer\n"
+        "  pagoda serve model.gguf",
     )
     add_engine_args(serve)
     from pagoda.engine.server.args import add_server_args
@@ -74,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from pagoda.engine.server.api_server import run_server
 
-            return run_server(configs_from_args(args), args)
+            configs = configs_from_args(args)
+            if configs[0].node_rank > 0:  # a further node of a multi-node engine: workers only
+                from pagoda.engine.executor.multiproc import run_headless
+
+                return run_headless(configs[0])
+            return run_server(configs, args)
         if args.command == "chat":
             return _chat(args)
         if args.bench == "throughput":
@@ -92,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         from pagoda.engine.bench.serve import run_bench_serve
 
         return run_bench_serve(args)
+    except ModelLoadError as e:  # found at start: one line naming the file, repo or number
+        print(f"pagoda: error: {e}", file=sys.stderr)
+        return 1
     except ValueError as e:  # a bad flag value found after parsing: a message, not a traceback
         parser.error(str(e))
 

@@ -17,6 +17,11 @@ class EngineConfig:
     model: str = DEFAULT_MODEL
     served_model_name: str | None = None
     tokenizer: str | None = None
+    # Hub models: the branch, tag or commit of the model (and of --tokenizer, when that is a
+    # Hub name too), and where downloads go (default: the HF cache, $HF_HOME/hub).
+    revision: str | None = None
+    tokenizer_revision: str | None = None
+    download_dir: str | None = None
     load_format: Literal["auto", "gguf", "safetensors", "dummy"] = "auto"
     # For --load-format dummy: a named shape ("smollm2-135m", "llama-3.1-8b", ...) or a config.json path.
     dummy_shape: str | None = None
@@ -44,7 +49,27 @@ class EngineConfig:
     async_scheduling: bool = False
     cuda_graph_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128, 256])
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    # "mp": one worker process per rank; "uni": the model in the engine's own process (one rank
+    # only); "auto": uni for one rank, else mp.
+    distributed_executor_backend: Literal["auto", "mp", "uni"] = "auto"
+    # An engine over several nodes: torch.distributed's env rendezvous (MASTER_ADDR, MASTER_PORT);
+    # node 0 runs the engine and its ranks, node N > 0 only its own ranks (ranks N * per_node ...).
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
+
+    @property
+    def world_size(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @property
+    def executor_backend(self) -> str:
+        if self.distributed_executor_backend == "auto":
+            return "uni" if self.world_size == 1 else "mp"
+        return self.distributed_executor_backend
 
     @property
     def name(self) -> str:
@@ -66,3 +91,26 @@ class EngineConfig:
             )
         if self.preemption_mode == "swap" and self.swap_space <= 0:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
+        self.validate_parallel()
+
+    def validate_parallel(self) -> None:
+        for name in ("tensor_parallel_size", "pipeline_parallel_size", "nnodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.world_size > 1 and self.distributed_executor_backend == "uni":
+            raise ValueError(
+                f"distributed_executor_backend 'uni' runs one rank; tensor_parallel_size x "
+                f"pipeline_parallel_size is {self.world_size}: use 'mp'"
+            )
+        if self.world_size % self.nnodes:
+            raise ValueError(
+                f"{self.world_size} ranks (tensor x pipeline parallel) do not split evenly over "
+                f"nnodes {self.nnodes}"
+            )
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"node_rank must be in [0, {self.nnodes}), got {self.node_rank}")
+        if self.async_scheduling and self.pipeline_parallel_size > 1:
+            raise ValueError(
+                "--async-scheduling needs pipeline_parallel_size 1 (the first stage needs each "
+                "sampled token before the next step)"
+            )

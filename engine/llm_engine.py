@@ -10,6 +10,7 @@ from typing import Protocol, cast
 import torch
 
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.core.kv_cache_manager import BlockOp, KVCacheManager
 from pagoda.engine.core.scheduler import Scheduler, SchedulerOutput
 from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence, SequenceStatus
@@ -97,11 +98,9 @@ class LLMEngine:
         config.validate()
         self.config = config
         if runner is None:
-            from pagoda.engine.runner.model_runner import (
-                ModelRunner,
-            )  # torch model code: only when real
+            from pagoda.engine.executor import make_executor  # torch model code: only when real
 
-            runner = ModelRunner(config)
+            runner = make_executor(config)
             max_position_embeddings = runner.model_config.max_position_embeddings
             eos_token_ids = runner.model_config.eos_token_ids
         if tokenizer is None:
@@ -120,7 +119,7 @@ class LLMEngine:
         )  # a runner without a model (a test's fake) checks no token ids
         capacity = runner.num_blocks * config.block_size
         if self.max_model_len > capacity:
-            raise ValueError(
+            raise ModelLoadError(
                 f"max_model_len {self.max_model_len} does not fit the KV cache ({capacity} tokens); "
                 "lower --max-model-len or give the cache more memory"
             )
@@ -197,9 +196,6 @@ class LLMEngine:
             )
         seqs, detoks = [], []
         for i in range(params.n):
-            generator = None
-            if params.seed is not None:
-                generator = make_generator(params.seed + i, self.runner.device)
             seqs.append(
                 Sequence(
                     f"{request_id}#{i}",
@@ -210,7 +206,6 @@ class LLMEngine:
                     priority,
                     now,
                     cache_salt,
-                    generator,
                 )
             )
             detoks.append(
@@ -258,6 +253,18 @@ class LLMEngine:
                     self.metrics.finished("abort")
         self._record_gauges()  # an idle engine takes no further step that would refresh them
         return self._output(req)
+
+    def check_health(self) -> None:
+        """Raise when the executor cannot step any more (a worker died or hangs)."""
+        check = getattr(self.runner, "check_health", None)
+        if check is not None:
+            check()
+
+    def shutdown(self) -> None:
+        """Stop the executor's worker processes, if it has any."""
+        stop = getattr(self.runner, "shutdown", None)
+        if stop is not None:
+            stop()
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.num_unfinished > 0 or self._in_flight is not None

@@ -8,13 +8,14 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader.cache import cache_dir, write_atomic
-from pagoda.engine.loader.resolve import default_gguf_path, resolve_model
+from pagoda.engine.loader.errors import ModelLoadError
+from pagoda.engine.loader.resolve import default_gguf_path, resolve_model, resolve_tokenizer
 
 
 def load_tokenizer(config: EngineConfig) -> PreTrainedTokenizerBase:
     """--tokenizer if given, else the model's own; a dummy shape borrows the default model's."""
-    if config.tokenizer is not None:
-        return tokenizer_from(Path(config.tokenizer).expanduser())
+    if config.tokenizer is not None or config.tokenizer_revision is not None:
+        return tokenizer_from(resolve_tokenizer(config))
     resolved = resolve_model(config)
     if resolved.kind == "dummy":
         folder = resolved.path.parent if resolved.path is not None else None
@@ -29,8 +30,9 @@ def tokenizer_from(path: Path) -> PreTrainedTokenizerBase:
     if path.suffix == ".gguf" and path.is_file():
         return gguf_tokenizer(path)
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
-        raise FileNotFoundError(
-            f"no tokenizer at {path}: give a .gguf file or a folder with tokenizer.json"
+        raise ModelLoadError(
+            f"no tokenizer at {path} (no tokenizer.json or tokenizer_config.json): give "
+            "--tokenizer, a .gguf file or a folder with tokenizer.json"
         )
     return AutoTokenizer.from_pretrained(path)
 

@@ -127,7 +127,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         served_name=model.get("servedName"),
         engine=spec.get("engine", {}),
         resources=res,
-        gpus=res.get("gpu", {}).get("count", 0),
+        gpus=gpu_count(res, spec.get("engine", {})),
         gpu_resource=res.get("gpu", {}).get("resourceName", "nvidia.com/gpu"),
         replicas=None if "autoscaling" in spec else spec.get("replicas", 1),
         autoscaling=_autoscaling(spec["autoscaling"]) if "autoscaling" in spec else None,
@@ -188,6 +188,15 @@ def _autoscaling(a: dict[str, Any]) -> Autoscaling:
             "scaleToZeroAfterSeconds", defaults.scale_to_zero_after_seconds
         ),
     )
+
+
+def gpu_count(resources: dict[str, Any], engine: dict[str, Any]) -> int:
+    """GPUs per pod: as given, else one per rank (tensor x pipeline parallel) when GPUs are asked
+    for at all; the CRD's CEL rule keeps a given count equal to the ranks."""
+    if "gpu" not in resources:
+        return 0
+    ranks = engine.get("tensorParallelSize", 1) * engine.get("pipelineParallelSize", 1)
+    return resources["gpu"].get("count", ranks)
 
 
 def flag(camel: str) -> str:

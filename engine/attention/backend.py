@@ -21,6 +21,10 @@ class AttentionBackend(Protocol):
         v_cache: torch.Tensor,  # [num_blocks, block_size, num_kv_heads, head_dim]
         meta: AttentionMetadata,
         scale: float,
+        sliding_window: int | None = None,
+        logits_soft_cap: float | None = None,
     ) -> torch.Tensor:  # [T, num_heads, head_dim]
-        """Write k, v into the caches at meta.slot_mapping, then attend causally over the context."""
+        """Write k, v into the caches at meta.slot_mapping, then attend causally over the context:
+        with sliding_window, over the query and the sliding_window - 1 tokens before it only; with
+        logits_soft_cap c, the scaled scores s become c * tanh(s / c) before the softmax."""
         ...

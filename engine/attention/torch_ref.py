@@ -40,6 +40,23 @@ def gather_context(cache: torch.Tensor, block_table: torch.Tensor, num_tokens: i
     return gather_blocks(cache, block_table[:num_blocks])[:num_tokens]
 
 
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    soft_cap: float | None,
+) -> torch.Tensor:
+    """softmax(q k^T * scale) v over the mask; with a soft cap the scores go through
+    cap * tanh(s / cap) first (Gemma 2), which SDPA cannot do."""
+    if soft_cap is None:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
+    scores = (query @ key.transpose(-1, -2)).float() * scale
+    scores = (soft_cap * torch.tanh(scores / soft_cap)).masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1).to(value.dtype) @ value
+
+
 class TorchAttentionBackend:
     name = "torch"
 
@@ -52,14 +69,17 @@ class TorchAttentionBackend:
         v_cache: torch.Tensor,
         meta: AttentionMetadata,
         scale: float,
+        sliding_window: int | None = None,
+        logits_soft_cap: float | None = None,
     ) -> torch.Tensor:
         write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+        opts = (sliding_window, logits_soft_cap)
         starts = meta.query_start_loc_cpu or meta.query_start_loc.tolist()
         seq_lens = meta.seq_lens_cpu or meta.seq_lens.tolist()
         out = torch.empty_like(q)
         decodes = [i for i in range(len(seq_lens)) if starts[i + 1] - starts[i] == 1]
         if decodes:
-            self._decode(q, k_cache, v_cache, meta, scale, decodes, starts, seq_lens, out)
+            self._decode(q, k_cache, v_cache, meta, scale, decodes, starts, seq_lens, out, *opts)
         for i in range(len(seq_lens)):
             start, end = starts[i], starts[i + 1]
             if end - start == 1:
@@ -69,12 +89,17 @@ class TorchAttentionBackend:
             else:
                 key = gather_context(k_cache, meta.block_tables[i], seq_lens[i])
                 value = gather_context(v_cache, meta.block_tables[i], seq_lens[i])
-            out[start:end] = self._prefill(q[start:end], key, value, scale)
+            out[start:end] = self._prefill(q[start:end], key, value, scale, *opts)
         return out
 
     @staticmethod
     def _prefill(
-        q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
+        q: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        scale: float,
+        sliding_window: int | None,
+        soft_cap: float | None,
     ) -> torch.Tensor:
         """One sequence: q [Lq, H, d] are the last Lq of the seq_len tokens of key, value [L, kvh, d]."""
         query_len, num_heads, head_dim = q.shape
@@ -84,10 +109,11 @@ class TorchAttentionBackend:
         # [L, H, d] -> [kvh, group * L, d]: heads of one KV group are consecutive, as in HF's repeat_kv.
         query = q.transpose(0, 1).reshape(num_kv_heads, group * query_len, head_dim)
         q_pos = torch.arange(seq_len - query_len, seq_len, device=q.device)
-        mask = torch.arange(seq_len, device=q.device)[None, :] <= q_pos[:, None]  # [L, seq_len]
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask.repeat(group, 1), scale=scale
-        )
+        k_pos = torch.arange(seq_len, device=q.device)[None, :]
+        mask = k_pos <= q_pos[:, None]  # [L, seq_len]
+        if sliding_window is not None:  # the query and the window - 1 keys before it, as HF's
+            mask &= k_pos > q_pos[:, None] - sliding_window
+        out = attend(query, key, value, mask.repeat(group, 1), scale, soft_cap)
         return out.reshape(num_heads, query_len, head_dim).transpose(0, 1)
 
     @staticmethod
@@ -101,6 +127,8 @@ class TorchAttentionBackend:
         starts: list[int],
         seq_lens: list[int],
         out: torch.Tensor,
+        sliding_window: int | None,
+        soft_cap: float | None,
     ) -> None:
         """All one-token queries at once: one padded gather of their blocks and one SDPA call."""
         num_heads, head_dim = q.shape[1:]
@@ -123,8 +151,9 @@ class TorchAttentionBackend:
         value = gather_blocks(v_cache, tables).view(shape).transpose(1, 2)
         query = q[tokens].view(len(seqs), num_kv_heads, num_heads // num_kv_heads, head_dim)
         positions = torch.arange(max_blocks * block_size, device=device)
-        mask = positions[None, :] < torch.tensor(lens, device=device)[:, None]
-        attn = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask[:, None, None, :], scale=scale
-        )
+        lens_t = torch.tensor(lens, device=device)[:, None]
+        mask = positions[None, :] < lens_t
+        if sliding_window is not None:
+            mask &= positions[None, :] >= lens_t - sliding_window
+        attn = attend(query, key, value, mask[:, None, None, :], scale, soft_cap)
         out[tokens] = attn.reshape(len(seqs), num_heads, head_dim)

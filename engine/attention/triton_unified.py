@@ -39,6 +39,8 @@ class TritonAttentionBackend:
         v_cache: torch.Tensor,
         meta: AttentionMetadata,
         scale: float,
+        sliding_window: int | None = None,
+        logits_soft_cap: float | None = None,
     ) -> torch.Tensor:
         reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping)
         # Host-side choices depend only on the batch's shape, so a captured CUDA graph stays valid.
@@ -55,4 +57,6 @@ class TritonAttentionBackend:
             meta.max_query_len,
             scale,
             num_splits=num_splits,
+            sliding_window=sliding_window,
+            soft_cap=logits_soft_cap,
         )

@@ -11,6 +11,10 @@ Grid axis 0 walks query blocks. Sequence s owns blocks query_start_loc[s] // BLO
 its sequence by binary search and leaves if its block is past the sequence's queries. Axis 1 is the
 kv head; axis 2 splits the context (split-KV), for decode batches too small to fill the GPU: each
 split writes an unnormalised partial result and a second kernel merges them.
+
+Options (compile-time, one value per model layer): SLIDING_WINDOW w > 0 lets a query see only
+itself and the w - 1 keys before it (tiles wholly before that are skipped); SOFT_CAP c > 0 turns
+each scaled score s into c * tanh(s / c) before the softmax (Gemma 2).
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ def _attention_kernel(
     BLOCK_M: tl.constexpr,
     TILE_N: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
+    SLIDING_WINDOW: tl.constexpr,
+    SOFT_CAP: tl.constexpr,
 ):
     block_id = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -105,10 +111,13 @@ def _attention_kernel(
 
     # Keys any row of this program may see, split evenly in whole tiles.
     kv_end = tl.minimum(seq_len, context_len + (q_block + 1) * BLOCK_Q)
-    num_tiles = tl.cdiv(kv_end, TILE_N)
+    first_tile = 0
+    if SLIDING_WINDOW > 0:  # the first key the block's first query sees
+        first_tile = tl.maximum(context_len + q_block * BLOCK_Q - SLIDING_WINDOW + 1, 0) // TILE_N
+    num_tiles = tl.cdiv(kv_end, TILE_N) - first_tile
     tiles_per_split = tl.cdiv(num_tiles, NUM_SPLITS)
-    tile_lo = split * tiles_per_split
-    tile_hi = tl.minimum(tile_lo + tiles_per_split, num_tiles)
+    tile_lo = first_tile + split * tiles_per_split
+    tile_hi = tl.minimum(tile_lo + tiles_per_split, first_tile + num_tiles)
 
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_M], tl.float32)
@@ -139,7 +148,13 @@ def _attention_kernel(
             other=0.0,
         )  # [TILE_N, DIM_PAD]
         s = tl.dot(q, k) * scale_log2
-        s = tl.where(pos[None, :] <= q_pos[:, None], s, float("-inf"))
+        if SOFT_CAP > 0:  # c * tanh(s / c) on the natural-log scale (s is in log2 units)
+            raw = s * 0.6931471805599453  # ln 2
+            s = SOFT_CAP * (2.0 * tl.sigmoid(2.0 * raw / SOFT_CAP) - 1.0) * 1.4426950408889634
+        visible = pos[None, :] <= q_pos[:, None]
+        if SLIDING_WINDOW > 0:
+            visible = visible & (pos[None, :] > q_pos[:, None] - SLIDING_WINDOW)
+        s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
         m_safe = tl.where(
             m_new == float("-inf"), 0.0, m_new
@@ -217,6 +232,8 @@ def unified_attention(
     num_warps: int = 4,
     num_stages: int = 2,
     out: torch.Tensor | None = None,
+    sliding_window: int | None = None,
+    soft_cap: float | None = None,
 ) -> (
     torch.Tensor
 ):  # [T, num_heads, head_dim]; rows of tokens outside every sequence are left unwritten
@@ -292,6 +309,8 @@ def unified_attention(
         BLOCK_M=block_m,
         TILE_N=tile_n,
         NUM_SPLITS=num_splits,
+        SLIDING_WINDOW=sliding_window or 0,
+        SOFT_CAP=float(soft_cap or 0.0),
         num_warps=num_warps,
         num_stages=num_stages,
     )

@@ -1,4 +1,5 @@
-"""SiLU-and-mul, the gate of Llama's MLP: [gate | up] -> silu(gate) * up."""
+"""Gated activations of the MLPs: [gate | up] -> act(gate) * up (SiLU for Llama, tanh-GELU for
+Gemma)."""
 
 from __future__ import annotations
 
@@ -15,3 +16,20 @@ class SiluAndMul(nn.Module):
             return silu_and_mul(x)
         gate, up = x.chunk(2, dim=-1)
         return F.silu(gate) * up
+
+
+class GeluTanhAndMul(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = x.chunk(2, dim=-1)
+        return F.gelu(gate, approximate="tanh") * up
+
+
+_ACT_AND_MUL = {"silu": SiluAndMul, "gelu_pytorch_tanh": GeluTanhAndMul}
+
+
+def get_act_and_mul(hidden_act: str) -> nn.Module:
+    if hidden_act not in _ACT_AND_MUL:
+        raise ValueError(
+            f"unsupported hidden_act {hidden_act!r}; supported: {', '.join(_ACT_AND_MUL)}"
+        )
+    return _ACT_AND_MUL[hidden_act]()

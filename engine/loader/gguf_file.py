@@ -1,7 +1,9 @@
-"""Read a GGUF file: its metadata as a ModelConfig, its tensors dequantized under HF Llama names.
+"""Read a GGUF file: its metadata as a ModelConfig, its tensors dequantized under HF names.
 
-llama.cpp's converter reorders the rows of q/k projections for its interleaved RoPE; our rotary
-uses HF's rotate_half layout, so those rows are put back (`unpermute`).
+Architectures: llama, qwen2, qwen3, gemma2, gemma3, phi3. llama.cpp's converter changes a few
+tensors on the way, undone here: for `llama` it reorders the rows of q/k for its interleaved RoPE
+(our rotary uses HF's rotate_half layout: `unpermute`); for Gemma it stores every norm weight
+plus one (Gemma's 1 + w applied ahead of time); Phi-3's LongRoPE factors are tensors.
 """
 
 from __future__ import annotations
@@ -41,7 +43,20 @@ _BLOCK_NAMES = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+# Per architecture: GGUF block names that mean something else than in llama's layout.
+_ARCH_BLOCK_NAMES = {
+    "gemma2": {
+        "post_attention_norm": "post_attention_layernorm",
+        "ffn_norm": "pre_feedforward_layernorm",
+        "post_ffw_norm": "post_feedforward_layernorm",
+    },
+    "phi3": {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"},
+    "qwen3": {"attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"},
+}
+_ARCH_BLOCK_NAMES["gemma3"] = {**_ARCH_BLOCK_NAMES["gemma2"], **_ARCH_BLOCK_NAMES["qwen3"]}
 ROPE_FREQS = "rope_freqs.weight"
+# Tensors that are part of the config, not weights (Llama 3.1's and Phi-3's RoPE factors).
+CONFIG_TENSORS = (ROPE_FREQS, "rope_factors_long.weight", "rope_factors_short.weight")
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
 
@@ -55,19 +70,22 @@ def open_gguf(path: Path) -> gguf.GGUFReader:
 def gguf_model_config(reader: gguf.GGUFReader) -> ModelConfig:
     meta = {k: f.contents() for k, f in reader.fields.items() if k not in _SKIPPED_ARRAYS}
     shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}
-    rope_freqs = next(
-        (_dequantize(t).tolist() for t in reader.tensors if t.name == ROPE_FREQS), None
-    )
-    return ModelConfig.from_gguf(meta, shapes, rope_freqs)
+    factors = {
+        t.name.removesuffix(".weight"): _dequantize(t).tolist()
+        for t in reader.tensors
+        if t.name in CONFIG_TENSORS
+    }
+    return ModelConfig.from_gguf(meta, shapes, factors)
 
 
-def hf_name(name: str) -> str:
+def hf_name(name: str, arch: str = "llama") -> str:
     if name in _TOP_NAMES:
         return _TOP_NAMES[name]
     m = _BLOCK.fullmatch(name)
-    if m is None or m.group(2) not in _BLOCK_NAMES:
+    names = {**_BLOCK_NAMES, **_ARCH_BLOCK_NAMES.get(arch, {})}
+    if m is None or m.group(2) not in names:
         raise ValueError(f"unexpected GGUF tensor {name!r}")
-    return f"model.layers.{m.group(1)}.{_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"
+    return f"model.layers.{m.group(1)}.{names[m.group(2)]}.{m.group(3)}"
 
 
 def _dequantize(t: gguf.ReaderTensor) -> torch.Tensor:
@@ -83,13 +101,16 @@ def unpermute(w: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 def gguf_weights(reader: gguf.GGUFReader, cfg: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, float32 tensor) for every tensor, with a progress bar on stderr."""
+    arch = str(reader.fields["general.architecture"].contents())
     for t in tqdm(reader.tensors, desc="Dequantizing GGUF", unit="tensor", leave=False):
-        if t.name == ROPE_FREQS:
-            continue  # part of the config
-        name = hf_name(t.name)
+        if t.name in CONFIG_TENSORS:
+            continue
+        name = hf_name(t.name, arch)
         w = _dequantize(t)
-        if ".q_proj." in name:
+        if arch == "llama" and ".q_proj." in name:
             w = unpermute(w, cfg.num_heads)
-        elif ".k_proj." in name:
+        elif arch == "llama" and ".k_proj." in name:
             w = unpermute(w, cfg.num_kv_heads)
+        elif arch.startswith("gemma") and name.endswith("norm.weight"):
+            w = w - 1.0
         yield name, w

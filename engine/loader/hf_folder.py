@@ -7,18 +7,29 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
+from pagoda.engine.layers.weights import LoadedWeight
+from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.models.config import ModelConfig
 
 
 def hf_model_config(folder: Path) -> ModelConfig:
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = read_json(folder / "config.json")
     gen_path = folder / "generation_config.json"
-    gen = json.loads(gen_path.read_text()) if gen_path.is_file() else None
-    return ModelConfig.from_hf(cfg, gen)
+    gen = read_json(gen_path) if gen_path.is_file() else None
+    try:
+        return ModelConfig.from_hf(cfg, gen)
+    except KeyError as e:
+        raise ModelLoadError(f"{folder / 'config.json'} lacks {e.args[0]!r}") from e
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path} is not readable JSON: {e}") from e
 
 
 def safetensors_files(folder: Path) -> list[Path]:
@@ -26,16 +37,15 @@ def safetensors_files(folder: Path) -> list[Path]:
     naming scheme); without an index, every *.safetensors file."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        return [
-            folder / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        ]
+        return [folder / f for f in sorted(set(read_json(index)["weight_map"].values()))]
     return sorted(folder.glob("*.safetensors"))
 
 
-def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor of the files, read one at a time, with a progress bar on stderr."""
+def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, LoadedWeight]]:
+    """Every tensor of the files, one at a time, with a progress bar on stderr. Each comes as a
+    lazy slice (valid during the iteration): its weight loader reads only the rank's shard."""
     with ExitStack() as stack:
-        handles = [stack.enter_context(safe_open(f, framework="pt")) for f in files]
+        handles = [stack.enter_context(_open(f)) for f in files]
         bar = stack.enter_context(
             tqdm(
                 total=sum(len(h.keys()) for h in handles),
@@ -45,6 +55,13 @@ def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]
             )
         )
         for handle in handles:
-            for name in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
-                yield name, handle.get_tensor(name)
+            for name in handle.keys():
+                yield name, handle.get_slice(name)
                 bar.update()
+
+
+def _open(path: Path) -> safe_open:
+    try:
+        return safe_open(path, framework="pt")
+    except (SafetensorError, OSError) as e:
+        raise ModelLoadError(f"{path} is not a readable safetensors file: {e}") from e

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-from pagoda.engine.attention import get_backend
+from pagoda.engine.attention import AttentionBackend, get_backend
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader.cache import cache_dir, save_tensors, write_atomic
 from pagoda.engine.loader.dummy import fill_dummy
+from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.loader.gguf_file import gguf_model_config, gguf_weights, open_gguf
 from pagoda.engine.loader.hf_folder import hf_model_config, safetensors_files, safetensors_weights
 from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
@@ -42,14 +43,38 @@ def load_model(
         weights = safetensors_weights(safetensors_files(resolved.path))
     else:
         model_config, weights = gguf_source(resolved.path, dtype)
+    model_config.max_model_len = config.max_model_len
+    backend = get_backend(config.attention_backend, device)
+    check_fits(model_config, backend, device, dtype)
     with _default_device_dtype(device, dtype):
-        model = build_model(model_config, get_backend(config.attention_backend, device))
+        model = build_model(model_config, backend)
     if weights is None:
         fill_dummy(model, config.seed)
     else:
-        model.load_weights(weights)
+        try:
+            model.load_weights(weights)
+        except (ValueError, KeyError) as e:  # a shape or name that config.json did not predict
+            raise ModelLoadError(f"{resolved.path}: {e.args[0]}") from e
     log.info("loaded %s (%s) in %.1f s", resolved.name, resolved.kind, time.perf_counter() - start)
     return model.eval(), model_config
+
+
+def check_fits(
+    model_config: ModelConfig, backend: AttentionBackend, device: torch.device, dtype: torch.dtype
+) -> None:
+    """On a GPU, refuse before loading weights that cannot fit (an out-of-memory error halfway
+    through a 16 GB download and load says much less)."""
+    if device.type != "cuda":
+        return
+    with torch.device("meta"):
+        shapes = build_model(model_config, backend)
+    need = sum(p.numel() for p in shapes.parameters()) * dtype.itemsize
+    free = torch.cuda.mem_get_info(device)[0]
+    if need > free:
+        raise ModelLoadError(
+            f"the model's weights need {need / 2**30:.1f} GiB in {dtype}, {device} has "
+            f"{free / 2**30:.1f} GiB free: use a smaller model or more --tensor-parallel-size"
+        )
 
 
 def dummy_model_config(resolved: ResolvedModel) -> ModelConfig:

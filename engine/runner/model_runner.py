@@ -16,8 +16,9 @@ from pagoda.engine.attention.metadata import AttentionMetadata
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.kv_cache_manager import BlockOp
 from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence
+from pagoda.engine.distributed import get_pp_group
 from pagoda.engine.loader import load_model
-from pagoda.engine.sample.sampler import SampledBatch, Sampler, SamplingRow
+from pagoda.engine.sample.sampler import SampledBatch, Sampler, SamplingRow, make_generator
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +59,41 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def sampled_sequences(batch: list[tuple[Sequence, int]]) -> list[Sequence]:
+    """The sequences a step samples for, in row order: those whose last new token ends their
+    context, each followed by its pending forks (drawn from the same logits row)."""
+    done = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
+    return [s for seq in done for s in (seq, *seq.forks)]
+
+
 class ModelRunner:
-    def __init__(self, config: EngineConfig) -> None:
+    """One rank's share of the model and of the KV cache. With `allocate=False` the KV cache waits
+    for initialize_kv_cache (a worker first reports what it can hold; all take the smallest)."""
+
+    def __init__(self, config: EngineConfig, allocate: bool = True) -> None:
         self.config = config
         self.device = pick_device(config.device)
         self.dtype = pick_dtype(config.dtype, self.device)
         torch.manual_seed(config.seed)
         self.model, self.model_config = load_model(config, self.device, self.dtype)
-        mc = self.model_config
+        self.pp = get_pp_group()
         self.block_size = config.block_size
-        self.num_blocks = self._num_kv_blocks()
-        shape = (self.num_blocks, self.block_size, mc.num_kv_heads, mc.head_dim)
-        self.kv_caches = [(self._zeros(shape), self._zeros(shape)) for _ in range(mc.num_layers)]
+        self.sampler = Sampler(self.model_config.vocab_size, self.model_config.eos_token_ids)
+        # The last step's sampled ids, on the device, and each sampled sequence's row in them: a
+        # decode whose input is still PENDING_TOKEN on the host takes its value from here.
+        self._last_token_ids = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._last_rows: dict[Sequence, int] = {}
+        self.graphs = None
+        if allocate:
+            self.initialize_kv_cache(self.determine_num_blocks())
+
+    def initialize_kv_cache(self, num_blocks: int) -> None:
+        config, mc = self.config, self.model_config
+        self.num_blocks = num_blocks
+        shape = (self.num_blocks, self.block_size, self.model.num_kv_heads, mc.head_dim)
+        self.kv_caches = [
+            (self._zeros(shape), self._zeros(shape)) for _ in range(self.model.num_stage_layers)
+        ]
         # The swap pool: a CPU mirror of the cache's layout (pinned, so copies from a GPU are fast).
         self.num_cpu_blocks = (
             int(config.swap_space * 1024**3 // self.bytes_per_block)
@@ -83,15 +107,10 @@ class ModelRunner:
                 torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
                 torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
             )
-            for _ in range(mc.num_layers if self.num_cpu_blocks else 0)
+            for _ in range(self.model.num_stage_layers if self.num_cpu_blocks else 0)
         ]
-        self.sampler = Sampler(mc.vocab_size, mc.eos_token_ids)
-        # The last step's sampled ids, on the device, and each sampled sequence's row in them: a
-        # decode whose input is still PENDING_TOKEN on the host takes its value from here.
-        self._last_token_ids = torch.zeros(0, dtype=torch.long, device=self.device)
-        self._last_rows: dict[Sequence, int] = {}
-        self.graphs = None
-        if self.device.type == "cuda" and not config.enforce_eager:
+        # Graphs capture one whole forward pass: not a stage's, which waits on another rank.
+        if self.device.type == "cuda" and not config.enforce_eager and self.pp.world_size == 1:
             from pagoda.engine.runner.cuda_graphs import DecodeGraphs
 
             max_len = config.max_model_len or mc.max_position_embeddings
@@ -105,7 +124,7 @@ class ModelRunner:
                 self.block_size,
                 self.device,
             )
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.pp.world_size == 1:
             self._warm_up()
         log.info(
             "KV cache: %d blocks of %d tokens (%.2f GiB)",
@@ -126,17 +145,12 @@ class ModelRunner:
 
     @property
     def bytes_per_block(self) -> int:
-        mc = self.model_config
-        return (
-            2
-            * mc.num_layers
-            * self.block_size
-            * mc.num_kv_heads
-            * mc.head_dim
-            * self.dtype.itemsize
-        )
+        # This rank's share: its stage's layers, its KV heads.
+        layers, heads = self.model.num_stage_layers, self.model.num_kv_heads
+        head_dim = self.model_config.head_dim
+        return 2 * layers * self.block_size * heads * head_dim * self.dtype.itemsize
 
-    def _num_kv_blocks(self) -> int:
+    def determine_num_blocks(self) -> int:
         cfg = self.config
         if cfg.num_gpu_blocks_override is not None:
             return cfg.num_gpu_blocks_override
@@ -161,13 +175,13 @@ class ModelRunner:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
         n = self.config.max_num_batched_tokens
-        shape = (1, self.block_size, mc.num_kv_heads, mc.head_dim)
+        shape = (1, self.block_size, self.model.num_kv_heads, mc.head_dim)
         kv = [
             (
                 torch.zeros(shape, dtype=self.dtype, device=dev),
                 torch.zeros(shape, dtype=self.dtype, device=dev),
             )
-            for _ in range(mc.num_layers)
+            for _ in range(self.model.num_stage_layers)
         ]
         # One long sequence of n tokens written nowhere (slot -1): the activations of a full step.
         meta = AttentionMetadata(
@@ -316,18 +330,30 @@ class ModelRunner:
         if self.graphs is not None and meta.max_query_len == 1 and self.graphs.fits(len(batch)):
             hidden = self.graphs.run(input_ids, positions, meta)
         else:
-            hidden = self.model(input_ids, positions, self.kv_caches, meta)
-        sampling = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
+            hidden = self.model(
+                input_ids, positions, self.kv_caches, meta, self._receive_stage_input(input_ids)
+            )
+        if not self.pp.is_last_rank:  # the next stage takes it from here
+            self.pp.send(hidden["hidden_states"])
+            self.pp.send(hidden["residual"])
+            self._last_rows = {}
+            return [], None
+        sampling = sampled_sequences(batch)
         if not sampling:
             self._last_rows = {}
             return [], None
         logits = self.model.compute_logits(hidden[self._logits_index])
-        if any(seq.forks for seq in sampling):
-            repeats = torch.tensor([1 + len(seq.forks) for seq in sampling], device=logits.device)
-            logits = logits.repeat_interleave(repeats, dim=0)
-            sampling = [s for seq in sampling for s in (seq, *seq.forks)]
+        if len(sampling) > len(self._logits_index):  # forks draw from their parent's row
+            repeats = [
+                1 + len(seq.forks)
+                for seq, n in batch
+                if seq.num_computed_tokens + n == seq.num_tokens
+            ]
+            logits = logits.repeat_interleave(torch.tensor(repeats, device=logits.device), dim=0)
         rows = [
-            SamplingRow(seq.params, seq.prompt_token_ids, seq.output_token_ids, seq.generator)
+            SamplingRow(
+                seq.params, seq.prompt_token_ids, seq.output_token_ids, self._generator(seq)
+            )
             for seq in sampling
         ]
         beams = [i for i, seq in enumerate(sampling) if seq.params.use_beam_search]
@@ -341,6 +367,22 @@ class ModelRunner:
             {seq: i for i, seq in enumerate(sampling)},
         )
         return sampling, sampled
+
+    def _receive_stage_input(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """A later pipeline stage starts from the previous stage's hidden states and residual."""
+        if self.pp.is_first_rank:
+            return None
+        shape = (len(input_ids), self.model_config.hidden_size)
+        return {
+            name: self.pp.recv(torch.empty(shape, dtype=self.dtype, device=self.device))
+            for name in ("hidden_states", "residual")
+        }
+
+    def _generator(self, seq: Sequence) -> torch.Generator | None:
+        """A seeded sequence's own random stream, made on the rank that samples for it."""
+        if seq.generator is None and seq.params.seed is not None:
+            seq.generator = make_generator(seq.params.seed + seq.index, self.device)
+        return seq.generator
 
     def _warm_up(self) -> None:
         """One mixed step (prefills of several lengths beside decodes) before serving, so that

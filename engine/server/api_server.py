@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -131,6 +132,8 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.lifecycle, self.drain_timeout = lifecycle, drain_timeout
         self.drain_deadline: float | None = None
+        self.engines: dict = config.app.state.engines
+        self.exit_code, self.dead_since = 0, 0.0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not uvicorn's handler: it would re-raise the signal after shutdown and so not exit 0.
@@ -148,6 +151,15 @@ class DrainingServer(uvicorn.Server):
             self.drain_deadline = time.monotonic() + self.drain_timeout
 
     async def on_tick(self, counter: int) -> bool:
+        # An engine whose workers failed can never step again: exit non-zero, to be restarted.
+        dead = [
+            n for n, e in self.engines.items() if getattr(getattr(e, "error", None), "fatal", 0)
+        ]
+        if dead and self.exit_code == 0:
+            log.error("engine %s died: %r; exiting", dead[0], self.engines[dead[0]].error)
+            self.exit_code, self.dead_since = 1, time.monotonic()
+        if self.exit_code and time.monotonic() - self.dead_since > 1.0:
+            return True  # a second to answer /health (503) and the requests in flight (errors)
         if self.drain_deadline is not None:
             if self.lifecycle.in_flight == 0:
                 return True
@@ -174,6 +186,7 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
     names = [c.name for c in configs]
     if not configs or len(set(names)) != len(names):
         raise SystemExit(f"serve needs one or more models with distinct served names, got {names}")
+    check_port_free(args.host, args.port)  # before minutes of loading, not after
     engines = {}
     for config in configs:
         config.validate()
@@ -189,6 +202,17 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
     return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """ValueError (a one-line CLI error) when the HTTP port cannot be listened on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
 def serve_app(
     app: FastAPI, host: str, port: int, shutdown_timeout: float, log_level: str = "info"
 ) -> int:
@@ -201,5 +225,6 @@ def serve_app(
         timeout_graceful_shutdown=1,
         timeout_keep_alive=5,
     )
-    DrainingServer(config, app.state.lifecycle, shutdown_timeout).run()
-    return 0
+    server = DrainingServer(config, app.state.lifecycle, shutdown_timeout)
+    server.run()
+    return server.exit_code

@@ -160,7 +160,12 @@ def make_attention_batch(
     )
 
 
-def dense_causal_attention(batch: AttentionBatch, scale: float) -> torch.Tensor:
+def dense_causal_attention(
+    batch: AttentionBatch,
+    scale: float,
+    sliding_window: int | None = None,
+    soft_cap: float | None = None,
+) -> torch.Tensor:
     """[num_valid_tokens, num_heads, head_dim] in float32, one sequence at a time."""
     num_heads = batch.q.shape[1]
     starts = batch.meta.query_start_loc_cpu
@@ -174,10 +179,13 @@ def dense_causal_attention(batch: AttentionBatch, scale: float) -> torch.Tensor:
             qc = q[c : c + 1024]
             q_pos = seq_len - q.shape[0] + c + torch.arange(qc.shape[0], device=q.device)
             s = torch.einsum("qhd,khd->hqk", qc, k) * scale
-            s.masked_fill_(
-                torch.arange(seq_len, device=q.device)[None, None, :] > q_pos[None, :, None],
-                float("-inf"),
-            )
+            if soft_cap is not None:
+                s = soft_cap * torch.tanh(s / soft_cap)
+            k_pos = torch.arange(seq_len, device=q.device)[None, None, :]
+            hidden = k_pos > q_pos[None, :, None]
+            if sliding_window is not None:
+                hidden |= k_pos <= q_pos[None, :, None] - sliding_window
+            s.masked_fill_(hidden, float("-inf"))
             out.append(torch.einsum("hqk,khd->qhd", s.softmax(-1), v))
     return torch.cat(out)
 
@@ -191,6 +199,8 @@ def check_attention(
     gen: torch.Generator,
     dtype: torch.dtype = torch.bfloat16,
     num_pad_tokens: int = 0,
+    sliding_window: int | None = None,
+    soft_cap: float | None = None,
 ) -> tuple[float, bool]:
     """forward(q, k, v, k_cache, v_cache, meta, scale) -> out, e.g. a backend's forward.
     Returns (the larger relative error on the valid tokens against the two references, whether
@@ -201,15 +211,16 @@ def check_attention(
     )
     scale = head_dim**-0.5
     want_k, want_v = b.k_cache.clone(), b.v_cache.clone()
-    torch_out = TorchAttentionBackend().forward(b.q, b.k, b.v, want_k, want_v, b.meta, scale)
+    opts = (sliding_window, soft_cap)
+    torch_out = TorchAttentionBackend().forward(b.q, b.k, b.v, want_k, want_v, b.meta, scale, *opts)
     ptr = poison_allocator(b.q.numel() * b.q.element_size(), device)
-    out = forward(b.q, b.k, b.v, b.k_cache, b.v_cache, b.meta, scale)
+    out = forward(b.q, b.k, b.v, b.k_cache, b.v_cache, b.meta, scale, *opts)
     assert out.data_ptr() == ptr, "the output did not land in the poisoned block"
     cache_ok = torch.equal(b.k_cache, want_k) and torch.equal(b.v_cache, want_v)
     valid = out[: b.num_valid_tokens]
     err = worst(
         [
-            rel_err(valid, dense_causal_attention(b, scale)),
+            rel_err(valid, dense_causal_attention(b, scale, *opts)),
             rel_err(valid, torch_out[: b.num_valid_tokens]),
         ]
     )
@@ -219,7 +230,7 @@ def check_attention(
 def split_forward(num_splits: int):
     """A forward that runs the attention kernel with a forced number of context splits."""
 
-    def forward(q, k, v, k_cache, v_cache, meta, scale):
+    def forward(q, k, v, k_cache, v_cache, meta, scale, sliding_window=None, soft_cap=None):
         reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping)
         return unified_attention(
             q,
@@ -231,6 +242,8 @@ def split_forward(num_splits: int):
             meta.max_query_len,
             scale,
             num_splits=num_splits,
+            sliding_window=sliding_window,
+            soft_cap=soft_cap,
         )
 
     return forward

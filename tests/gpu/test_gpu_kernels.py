@@ -71,6 +71,36 @@ def test_attention_split_kv(gen, num_splits, num_heads, num_kv_heads, head_dim):
     assert err < TOLERANCE, f"relative error {err} (seed {gen.initial_seed()})"
 
 
+WINDOW_CAP = [(256, None), (None, 50.0), (1000, 30.0), (1, None)]
+
+
+@pytest.mark.parametrize("sliding_window,soft_cap", WINDOW_CAP)
+@pytest.mark.parametrize("num_heads,num_kv_heads,head_dim", [(32, 8, 128), (8, 4, 256)])
+@pytest.mark.parametrize("batch", ["prefill", "chunked", "prefix_hit", "decode", "mixed"])
+def test_attention_window_and_soft_cap(
+    backend, gen, batch, num_heads, num_kv_heads, head_dim, sliding_window, soft_cap
+):
+    """Mistral's and Gemma's options (Gemma 2: head_dim 256, soft cap 50, window 4096 scaled
+    down to these lengths) against both references."""
+    seqs = attention_batches(gen)[batch]
+    err, cache_ok = check_attention(
+        backend.forward, seqs, num_heads, num_kv_heads, head_dim, gen, 3, sliding_window, soft_cap
+    )
+    assert cache_ok
+    assert err < TOLERANCE, f"relative error {err} (seed {gen.initial_seed()})"
+
+
+@pytest.mark.parametrize("sliding_window,soft_cap", WINDOW_CAP)
+def test_attention_window_and_soft_cap_split_kv(gen, sliding_window, soft_cap):
+    seqs = attention_batches(gen)["decode"][:40] + [(0, 1), (4095, 1)]
+    forward = split_forward(8)
+    err, cache_ok = check_attention(
+        forward, seqs, 32, 8, 128, gen, sliding_window=sliding_window, soft_cap=soft_cap
+    )
+    assert cache_ok
+    assert err < TOLERANCE, f"relative error {err} (seed {gen.initial_seed()})"
+
+
 @pytest.mark.parametrize("n,hidden", NORM_SHAPES)
 def test_rms_norm(gen, n, hidden):
     assert check_rms_norm(n, hidden, gen) < TOLERANCE

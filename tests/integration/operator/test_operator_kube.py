@@ -368,8 +368,12 @@ INVALID = [
         'spec.engine.dtype: Unsupported value: "fp8"',
     ),
     (
-        {"model": {"uri": "default"}, "engine": {"tensorParallelSize": 2}},
-        "needs at least that many GPUs",
+        {
+            "model": {"uri": "default"},
+            "engine": {"tensorParallelSize": 2, "pipelineParallelSize": 2},
+            "resources": {"gpu": {"count": 2}},
+        },
+        "resources.gpu.count must equal engine.tensorParallelSize x engine.pipelineParallelSize",
     ),
     (
         {"model": {"uri": "default"}, "exposure": {"ingress": {"tls": {"secretName": "x"}}}},

@@ -19,6 +19,13 @@ def fake_token(context: list[int], generator: torch.Generator | None) -> int:
     return (next_token(context) + noise) % VOCAB
 
 
+def seeded(seq: Sequence) -> torch.Generator | None:
+    """The sequence's own generator, made on first use, as the real runner makes it."""
+    if seq.generator is None and seq.params.seed is not None:
+        seq.generator = torch.Generator().manual_seed(seq.params.seed + seq.index)
+    return seq.generator
+
+
 class BlockOpsFakeRunner(FakeRunner):
     def __init__(self, num_blocks: int, block_size: int, num_cpu_blocks: int = 0) -> None:
         super().__init__(num_blocks, block_size)
@@ -54,7 +61,7 @@ class BlockOpsFakeRunner(FakeRunner):
         tokens = []
         for seq in sampling:
             context = [self.slots[self._slot(seq, p)] for p in range(seq.num_tokens)]
-            tokens += [fake_token(context, s.generator) for s in (seq, *seq.forks)]
+            tokens += [fake_token(context, seeded(s)) for s in (seq, *seq.forks)]
         sampling = [s for seq in sampling for s in (seq, *seq.forks)]
         self.last_tokens = dict(zip(sampling, tokens))
         return sampling, FakeSamplerOutput(tokens, [0.0] * len(tokens), [None] * len(tokens))

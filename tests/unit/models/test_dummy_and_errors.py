@@ -11,6 +11,7 @@ from paged_batch import PagedBatch
 from pagoda.engine.attention import TorchAttentionBackend
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import ResolvedModel, load_model, resolve_model
+from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.models import ModelConfig, build_model
 from pagoda.engine.models.shapes import DUMMY_SHAPES
 
@@ -21,6 +22,7 @@ PARAMS = {
     "llama-3.1-8b": 8_030_261_248,
     "mistral-7b": 7_248_023_552,
     "qwen2.5-0.5b": 494_032_768,
+    "qwen3-8b": 8_190_735_360,
 }
 
 
@@ -87,7 +89,7 @@ def test_default_model_resolves_to_the_packaged_gguf() -> None:
         (
             EngineConfig(model="/nonexistent/model"),
             FileNotFoundError,
-            "not found: give 'default', a .gguf",
+            "not found: give 'default', a Hub model",
         ),
         (
             EngineConfig(load_format="dummy", model="llama-9"),
@@ -153,3 +155,40 @@ def test_checkpoint_missing_a_tensor() -> None:
         model.load_weights([("model.layers.0.self_attn.q_proj.weight", torch.zeros(8, 8))])
     with pytest.raises(KeyError, match="has no place in the model"):
         model.load_weights([("model.layers.7.mlp.up_proj.weight", torch.zeros(8, 8))])
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    from tiny_models import hf_model
+
+    hf_model("LlamaForCausalLM", tie_word_embeddings=True).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_corrupt_safetensors(tiny_folder) -> None:
+    path = tiny_folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match=f"{path} is not a readable safetensors file"):
+        load_model(EngineConfig(model=str(tiny_folder)), torch.device("cpu"), torch.float32)
+
+
+def test_config_disagrees_with_the_weights(tiny_folder) -> None:
+    config = json.loads((tiny_folder / "config.json").read_text())
+    (tiny_folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 97}))
+    with pytest.raises(
+        ModelLoadError, match=f"{tiny_folder}: .*mlp.* expected 97 (rows|columns)"
+    ) as e:
+        load_model(EngineConfig(model=str(tiny_folder)), torch.device("cpu"), torch.float32)
+    assert "\n" not in str(e.value)
+    del config["hidden_size"]
+    (tiny_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="config.json lacks 'hidden_size'"):
+        load_model(EngineConfig(model=str(tiny_folder)), torch.device("cpu"), torch.float32)
+
+
+def test_max_model_len_past_the_kv_cache(tiny_folder) -> None:
+    from pagoda.engine.llm_engine import LLMEngine
+
+    config = EngineConfig(model=str(tiny_folder), max_model_len=256, num_gpu_blocks_override=4)
+    with pytest.raises(ModelLoadError, match="max_model_len 256 does not fit the KV cache"):
+        LLMEngine(config, tokenizer=object(), log_stats=False)

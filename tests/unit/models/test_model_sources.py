@@ -10,23 +10,10 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from paged_batch import PagedBatch
-
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import load_model, model_loader
+from tiny_models import IDS, assert_same_logits, hf_model
 
-TINY = dict(
-    vocab_size=512,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-    rms_norm_eps=1e-5,
-    bos_token_id=1,
-    eos_token_id=2,
-)
 LLAMA3_ROPE = {
     "rope_type": "llama3",
     "factor": 8.0,
@@ -36,41 +23,19 @@ LLAMA3_ROPE = {
 }
 
 
-def hf_model(arch: str, **overrides):
-    import transformers
-
-    cfg_class = getattr(transformers, arch.replace("ForCausalLM", "Config"))
-    torch.manual_seed(0)
-    model = getattr(transformers, arch)(cfg_class(**{**TINY, **overrides})).eval()
-    with torch.no_grad():  # HF zero-inits biases and ones-inits norms: make every tensor count
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
-
-
-def assert_same_logits(ours, cfg, hf, ids: list[int]) -> None:
-    got = PagedBatch(cfg, block_size=8).step(ours, [(0, ids)])[0]
-    with torch.inference_mode():
-        want = hf(torch.tensor([ids])).logits[0]
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-
-
-IDS = [1, 57, 300, 4, 99, 511, 17, 8, 250, 3, 42, 77, 120, 6, 400, 9, 33, 200, 5, 64]
-
-
 @pytest.mark.parametrize(
     "arch,overrides",
     [
         (
             "LlamaForCausalLM",
-            dict(rope_theta=500000.0, rope_scaling=LLAMA3_ROPE, tie_word_embeddings=False),
+            {"rope_theta": 500000.0, "rope_scaling": LLAMA3_ROPE, "tie_word_embeddings": False},
         ),
         (
             "LlamaForCausalLM",
-            dict(rope_scaling={"rope_type": "linear", "factor": 2.0}, tie_word_embeddings=True),
+            {"rope_scaling": {"rope_type": "linear", "factor": 2.0}, "tie_word_embeddings": True},
         ),
-        ("Qwen2ForCausalLM", dict(tie_word_embeddings=True)),  # q/k/v bias
-        ("MistralForCausalLM", dict(tie_word_embeddings=False)),
+        ("Qwen2ForCausalLM", {"tie_word_embeddings": True}),  # q/k/v bias
+        ("MistralForCausalLM", {"tie_word_embeddings": False}),
     ],
 )
 def test_hf_folder(tmp_path, arch: str, overrides: dict) -> None:

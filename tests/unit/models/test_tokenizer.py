@@ -6,6 +6,7 @@ import pytest
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader.cache import cache_dir
+from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.loader.resolve import default_gguf_path
 from pagoda.engine.tokenizer import load_tokenizer
 
@@ -30,5 +31,8 @@ def test_explicit_tokenizer_paths(tmp_path) -> None:
     by_file.save_pretrained(tmp_path)
     by_folder = load_tokenizer(EngineConfig(tokenizer=str(tmp_path)))
     assert by_folder("hello world").input_ids == by_file("hello world").input_ids
-    with pytest.raises(FileNotFoundError, match="no tokenizer at"):
+    with pytest.raises(ModelLoadError, match="tokenizer '.*missing' not found"):
         load_tokenizer(EngineConfig(tokenizer=str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no tokenizer at .*empty"):
+        load_tokenizer(EngineConfig(tokenizer=str(tmp_path / "empty")))

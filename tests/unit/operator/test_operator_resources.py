@@ -326,3 +326,20 @@ def test_network_policy_lets_in_the_operator_and_the_named_peers():
         "ConfigMap",
         "NetworkPolicy",
     ]
+
+
+def test_parallel_sizes_become_flags_and_one_gpu_per_rank():
+    s = spec(
+        resources={"gpu": {}},
+        engine={"tensorParallelSize": 2, "pipelineParallelSize": 2},
+    )
+    c = container(deployment(s, engine_image(s, "gpu:1", "cpu:1"), 1))
+    args = c["args"]
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert args[args.index("--pipeline-parallel-size") + 1] == "2"
+    assert (
+        c["resources"]["limits"]["nvidia.com/gpu"]
+        == 4
+        == c["resources"]["requests"]["nvidia.com/gpu"]
+    )
+    assert c["image"] == "gpu:1"

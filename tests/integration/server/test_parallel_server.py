@@ -63,19 +63,19 @@ def test_killed_worker_fails_requests_and_exits_nonzero() -> None:
         assert started.wait(60)
         killed_at = time.monotonic()
         os.kill(workers[1], signal.SIGKILL)
-        health = set()
-        while server.proc.poll() is None and time.monotonic() - killed_at < 20:
+        first_503 = None
+        while server.proc.poll() is None and time.monotonic() - killed_at < 30:
             try:
-                health.add(httpx.get(f"{server.url}/health", timeout=1).status_code)
+                if httpx.get(f"{server.url}/health", timeout=1).status_code == 503:
+                    first_503 = first_503 or time.monotonic()
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         server.proc.wait(timeout=5)
         thread.join(10)
         assert server.proc.returncode not in (0, None)
-        assert time.monotonic() - killed_at < 15
+        assert first_503 is not None and first_503 - killed_at < 10  # noticed within seconds
         assert errors, "the request in flight ended without an error"
-        assert 503 in health
         assert "died" in server.output()
         time.sleep(1)
         assert not [w for w in workers if alive(w)]

@@ -11,7 +11,8 @@ from pagoda.engine.config import EngineConfig
 
 HELP = {
     "model": "HF folder, .gguf file, 'default' (SmolLM2-135M-Instruct) or, with --load-format dummy, a shape name",
-    "served_model_name": "the name clients send as `model` (default: the model argument)",
+    "served_model_name": "the names clients may send as `model`, the first in responses; with "
+    "several models, one name each (default: the model argument)",
     "max_model_len": "context length (default: the model's)",
     "max_num_seqs": "most sequences in one step",
     "max_num_batched_tokens": "token budget of one step (prefill chunks and decodes together)",
@@ -81,16 +82,16 @@ def configs_from_args(ns: argparse.Namespace) -> list[EngineConfig]:
         for f in dataclasses.fields(EngineConfig)
         if f.name != "model" and getattr(ns, f.name, None) is not None
     }
-    names = (
-        (given.pop("served_model_name", None) or "").split(",")
-        if "served_model_name" in given
-        else []
-    )
+    names = given.pop("served_model_name", None) or []
+    if len(models) > 1 and names and len(names) != len(models):
+        raise ValueError(
+            f"--served-model-name: give one name per model ({len(models)}), got {len(names)}"
+        )
     configs = []
     for i, model in enumerate(models or [EngineConfig.model]):
         cfg = EngineConfig(model=model, **given)
-        if i < len(names) and names[i]:
-            cfg.served_model_name = names[i]
+        if names:
+            cfg.served_model_name = [names[i]] if len(models) > 1 else names
         cfg.validate()
         configs.append(cfg)
     return configs

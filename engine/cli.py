@@ -7,6 +7,8 @@ import logging
 import sys
 
 from pagoda.engine.args import add_engine_args, configs_from_args
+from pagoda.engine.config_file import expand_config_file
+from pagoda.engine.vllm_flags import add_vllm_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         from pagoda.operator.main import main as operator_main  # no torch in the operator's image
 
         return operator_main(argv[1:])
+    argv = expand_config_file(argv)
     parser = argparse.ArgumentParser(
         prog="pagoda", description="Serve open LLMs, and run them on Kubernetes."
     )
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from pagoda.engine.server.args import add_server_args
 
     add_server_args(serve)
+    add_vllm_flags(serve)
 
     chat = sub.add_parser("chat", help="chat with a model in the terminal")
     add_engine_args(chat)

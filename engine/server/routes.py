@@ -28,7 +28,10 @@ router = APIRouter()
 def engine_for(request: Request, model: str | None, for_generation: bool = False):
     """The engine serving `model`; None means the first one, as in vLLM."""
     engines = request.app.state.engines
-    engine = next(iter(engines.values())) if model is None else engines.get(model)
+    if model is None:
+        engine = next(iter(engines.values()))
+    else:
+        engine = next((e for e in engines.values() if model in e.config.served_names), None)
     if engine is None:
         raise APIError(
             404,
@@ -67,21 +70,21 @@ async def completions(request: Request) -> Response:
     )
 
 
-def model_card(engine) -> ModelCard:
-    return ModelCard(
-        id=engine.config.name, root=engine.config.model, max_model_len=engine.max_model_len
-    )
+def model_card(engine, name: str) -> ModelCard:
+    return ModelCard(id=name, root=engine.config.model, max_model_len=engine.max_model_len)
 
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> JSONResponse:
-    cards = [model_card(e) for e in request.app.state.engines.values()]
+    """One card per served name, as vLLM lists them."""
+    engines = request.app.state.engines.values()
+    cards = [model_card(e, name) for e in engines for name in e.config.served_names]
     return JSONResponse(ModelList(data=cards).model_dump())
 
 
 @router.get("/v1/models/{model:path}")
 async def retrieve_model(request: Request, model: str) -> JSONResponse:
-    return JSONResponse(model_card(engine_for(request, model)).model_dump())
+    return JSONResponse(model_card(engine_for(request, model), model).model_dump())
 
 
 @router.post("/tokenize")

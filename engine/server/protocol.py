@@ -1,7 +1,9 @@
 """Request and response bodies: OpenAI's shapes plus vLLM's extra sampling fields.
 
-Unknown request fields are ignored, as vLLM and OpenAI's SDKs expect. Floats reject NaN and
-infinity so that no such value reaches the sampler.
+A request field Pagoda does not implement is a 400 naming it, not silently ignored; the only
+fields accepted without an effect are those OpenAI's API itself documents as not changing the
+output (IGNORED_FIELDS). A field sent as null counts as not sent. Floats reject NaN and infinity
+so that no such value reaches the sampler.
 """
 
 from __future__ import annotations
@@ -9,15 +11,41 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pagoda.engine.sampling_params import SamplingParams
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
 
 
+# Accepted and without effect: OpenAI documents them as bookkeeping that does not change the output
+# (end-user ids, stored-completion metadata, caching and routing hints, stream padding).
+IGNORED_FIELDS = (
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+    "include_obfuscation",
+)
+
+
 class Body(BaseModel):
-    model_config = ConfigDict(allow_inf_nan=False, extra="ignore")
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls_and_ignored(cls, data: Any) -> Any:
+        """null is "not sent"; an IGNORED_FIELDS entry is accepted and dropped; any other field
+        this model lacks is then refused by extra="forbid", naming it."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            k: v
+            for k, v in data.items()
+            if k in cls.model_fields or (v is not None and k not in IGNORED_FIELDS)
+        }
 
 
 class StreamOptions(Body):
@@ -36,7 +64,6 @@ class SamplingFields(Body):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
-    user: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     # vLLM's extras

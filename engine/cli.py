@@ -26,11 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser(
         "serve", help="OpenAI-compatible HTTP server (default model when none is named)"
     )
-    add_engine_args(serve)
-    from pagoda.engine.server.args import add_server_args
-
-    add_server_args(serve)
-    add_vllm_flags(serve)
+    add_serve_args(serve)
 
     chat = sub.add_parser("chat", help="chat with a model in the terminal")
     add_engine_args(chat)
@@ -83,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_bench_serve(args)
     except ValueError as e:  # a bad flag value found after parsing: a message, not a traceback
         parser.error(str(e))
+
+
+def add_serve_args(parser: argparse.ArgumentParser) -> None:
+    """`pagoda serve`'s flags: the engine's, the server's, then vLLM's others (accepted or refused)."""
+    from pagoda.engine.server.args import add_server_args
+
+    add_engine_args(parser)
+    add_server_args(parser)
+    add_vllm_flags(parser)
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -122,7 +122,7 @@ VLLM_FLAGS: tuple[VllmFlag, ...] = (
 )
 
 
-class _VllmFlagAction(argparse.Action):
+class VllmFlagAction(argparse.Action):
     """Refuses the flag, or a value outside accepted_values, with one line on stderr, exit 2."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, spec: VllmFlag, **kw) -> None:
@@ -153,7 +153,7 @@ def add_vllm_flags(parser: argparse.ArgumentParser) -> None:
             continue
         group.add_argument(
             spec.flag,
-            action=_VllmFlagAction,
+            action=VllmFlagAction,
             spec=spec,
             dest=argparse.SUPPRESS,
             default=argparse.SUPPRESS,

@@ -3,8 +3,12 @@ fields OpenAI documents as not changing the output are accepted without effect; 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from pagoda.engine.server.protocol import IGNORED_FIELDS
+
+from pagoda.engine import compat
+from pagoda.engine.server.protocol import IGNORED_FIELDS, ChatCompletionRequest, CompletionRequest
 
 MSGS = [{"role": "user", "content": "hi"}]
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
@@ -42,3 +46,23 @@ def test_ignorable_fields_and_nulls_are_accepted(client):
     r = client.post(CHAT, json=body | {"seed": 1, "temperature": 0})
     assert r.status_code == 200, r.text
     assert r.json()["choices"] == plain.json()["choices"]
+
+
+def test_compatibility_doc_is_generated_from_the_code():
+    doc = Path(__file__).parents[3] / "docs" / "compatibility.md"
+    assert doc.read_text() == compat.render(), "run: python -m pagoda.engine.compat > " + str(doc)
+
+
+@pytest.mark.parametrize(
+    "path,model,names",
+    [
+        (CHAT, ChatCompletionRequest, compat.OPENAI_CHAT + " " + compat.VLLM_CHAT),
+        (COMPLETIONS, CompletionRequest, compat.OPENAI_COMPLETIONS + " " + compat.VLLM_COMPLETIONS),
+    ],
+)
+def test_every_field_the_doc_calls_unsupported_is_a_400(client, path, model, names):
+    missing = set(names.split()) - set(model.model_fields) - set(IGNORED_FIELDS)
+    base = {"messages": MSGS} if path == CHAT else {"prompt": "hi"}
+    for name in sorted(missing):
+        r = client.post(path, json=base | {"max_tokens": 2, name: 1})
+        assert r.status_code == 400 and r.json()["error"]["param"] == name, (name, r.text)

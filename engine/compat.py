@@ -131,10 +131,10 @@ def fields_table(model: type[BaseModel], openai: str, vllm: str) -> list[str]:
 
 def render() -> str:
     from pagoda.engine.server.protocol import (
+        IGNORED_FIELDS,
         ChatCompletionRequest,
         ChatMessage,
         CompletionRequest,
-        IGNORED_FIELDS,
     )
 
     out = [

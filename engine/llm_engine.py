@@ -19,8 +19,12 @@ from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutpu
 from pagoda.engine.sample.beam import BeamSearch
 from pagoda.engine.sample.sampler import SampledBatch, SamplerOutput, has_penalties, make_generator
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.structured.backend import StructuredOutputs
 
 log = logging.getLogger(__name__)
+
+# The stop_reason of a sequence ended (finish_reason "abort") because its grammar allowed no token.
+GRAMMAR_DEAD_END = "structured output: the grammar allows no further token"
 
 
 class Runner(Protocol):
@@ -39,9 +43,14 @@ class Runner(Protocol):
 
 def runs_ahead(params: SamplingParams) -> bool:
     """Whether the next step may be scheduled before this sequence's token is on the host: not when
-    sampling reads the tokens so far on the host (penalties, min_tokens) or tokens fork (n, beams)."""
+    sampling reads the tokens so far on the host (penalties, min_tokens, a grammar) or tokens fork
+    (n, beams)."""
     return not (
-        params.use_beam_search or params.n > 1 or params.min_tokens or has_penalties(params)
+        params.use_beam_search
+        or params.n > 1
+        or params.min_tokens
+        or has_penalties(params)
+        or params.structured_outputs is not None
     )
 
 
@@ -132,6 +141,8 @@ class LLMEngine:
             None  # async scheduling: launched, tokens not yet taken in
         )
         self.metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
+        vocab = getattr(getattr(runner, "model_config", None), "vocab_size", None)
+        self.structured = StructuredOutputs(tokenizer, vocab, sorted(self.eos_token_ids))
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -185,6 +196,10 @@ class LLMEngine:
                 "or the completion."
             )
         now = time.monotonic()
+        if params.structured_outputs is not None:
+            if params.use_beam_search:
+                raise ValueError("structured outputs do not combine with beam search")
+            self.structured.compile(params.structured_outputs)  # a bad grammar fails here
         if params.use_beam_search:
             seq = Sequence(
                 f"{request_id}#0", request_id, 0, prompt_ids, params, priority, now, cache_salt
@@ -220,6 +235,9 @@ class LLMEngine:
                     now,
                     cache_salt,
                     generator,
+                    grammar=self.structured.state(params.structured_outputs)
+                    if params.structured_outputs is not None
+                    else None,
                 )
             )
             detoks.append(
@@ -445,6 +463,8 @@ class LLMEngine:
     def _is_stop_token(self, seq: Sequence, token: int, num_output: int) -> bool:
         """The token, the num_output-th of the sequence, ends it: a stop token id, or EOS unless ignored."""
         params = seq.params
+        if seq.grammar is not None and seq.grammar.dead:
+            return True  # the grammar allowed no token: this one, drawn unconstrained, is dropped
         return num_output >= params.min_tokens and (
             token in params.stop_token_ids
             or (token in self.eos_token_ids and not params.ignore_eos)
@@ -458,6 +478,9 @@ class LLMEngine:
         self, seq: Sequence, token: int, n_out: int, detok: IncrementalDetokenizer | None
     ) -> str | None:
         params = seq.params
+        if seq.grammar is not None and seq.grammar.dead:
+            seq.stop_reason = GRAMMAR_DEAD_END
+            return "abort"
         if detok and detok.stop_reason is not None:
             return "stop"
         if self._is_stop_token(seq, token, n_out):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pagoda.engine.structured.params import StructuredOutputsParams
+
 
 @dataclass
 class SamplingParams:
@@ -34,6 +36,7 @@ class SamplingParams:
     use_beam_search: bool = False
     best_of: int | None = None
     length_penalty: float = 1.0
+    structured_outputs: StructuredOutputsParams | None = None  # a grammar the output must match
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

@@ -15,6 +15,7 @@ import torch
 
 from pagoda.engine.outputs import TokenLogprobs
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.structured.backend import GrammarState
 
 
 # A sampled token still on its way to the host (async scheduling): the next step already computes
@@ -41,6 +42,7 @@ class Sequence:
     arrival_time: float = field(default_factory=time.monotonic)
     cache_salt: str | None = None
     generator: torch.Generator | None = None
+    grammar: GrammarState | None = None  # structured outputs: where its output is in the grammar
 
     output_token_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING

@@ -327,7 +327,9 @@ class ModelRunner:
             logits = logits.repeat_interleave(repeats, dim=0)
             sampling = [s for seq in sampling for s in (seq, *seq.forks)]
         rows = [
-            SamplingRow(seq.params, seq.prompt_token_ids, seq.output_token_ids, seq.generator)
+            SamplingRow(
+                seq.params, seq.prompt_token_ids, seq.output_token_ids, seq.generator, seq.grammar
+            )
             for seq in sampling
         ]
         beams = [i for i, seq in enumerate(sampling) if seq.params.use_beam_search]

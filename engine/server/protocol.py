@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.server.structured import ResponseFormat, StructuredOutputsField
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
 
@@ -76,6 +77,13 @@ class SamplingFields(Body):
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     priority: int = 0
+    # Structured outputs (engine/server/structured.py): OpenAI's, then vLLM's
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsField | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
 
     def sampling_params(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
         """Raises ValueError (an HTTP 400) for values SamplingParams rejects."""

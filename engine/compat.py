@@ -49,6 +49,7 @@ FLAG_NOTES = {
     "--tensor-parallel-size": "yes",
     "--shutdown-timeout": "Pagoda's own: seconds to drain in-flight requests on SIGTERM",
     "--models-config": "Pagoda's own: a YAML/JSON list of models to serve together",
+    "--tool-call-parser": "differs: hermes, llama3_json, mistral",
 }
 
 # Request fields of OpenAI's API and vLLM's extras, per endpoint (vLLM's protocol.py).

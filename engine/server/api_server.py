@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.server.args import load_chat_template, resolve_api_key
+from pagoda.engine.server.args import load_chat_template, resolve_api_key, tool_call_parser
 from pagoda.engine.server.errors import install_error_handlers
 from pagoda.engine.server.middleware import GateMiddleware, Lifecycle
 from pagoda.engine.server.routes import router
@@ -149,6 +149,7 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
     if not configs or len(set(names)) != len(names):
         raise SystemExit(f"serve needs one or more models with distinct served names, got {names}")
     template = load_chat_template(args.chat_template)
+    parser = tool_call_parser(args)
     engines = {}
     for config in configs:
         config.validate()
@@ -162,6 +163,7 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
         test_hooks=os.environ.get(TEST_HOOKS_ENV) == "1",
         root_path=args.root_path,
     )
+    app.state.tool_call_parser = parser
     return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
 
 

@@ -36,6 +36,17 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="the chat template (a Jinja file, or the template itself) in place of the model's",
     )
     g.add_argument(
+        "--enable-auto-tool-choice",
+        action="store_true",
+        help='tool_choice "auto": read the model\'s own tool calls with --tool-call-parser',
+    )
+    g.add_argument(
+        "--tool-call-parser",
+        default=None,
+        choices=["hermes", "llama3_json", "mistral"],
+        help="the model family's tool-call format (hermes: Qwen 2.5/3, Hermes)",
+    )
+    g.add_argument(
         "--root-path",
         default="",
         help="path prefix a proxy forwards unchanged (an Ingress path like /m1); routes answer under it",
@@ -61,6 +72,13 @@ def load_chat_template(value: str | None) -> str | None:
     if any(c in value for c in "{%"):
         return value
     raise ValueError(f"--chat-template: no such file {value}, and not a Jinja template either")
+
+
+def tool_call_parser(args: argparse.Namespace) -> str | None:
+    """The parser of tool_choice "auto", None when the server does not offer it."""
+    if args.enable_auto_tool_choice != (args.tool_call_parser is not None):
+        raise ValueError("--enable-auto-tool-choice and --tool-call-parser go together")
+    return args.tool_call_parser
 
 
 def resolve_api_key(flag: str | None) -> str | None:

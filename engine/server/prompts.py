@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pagoda.engine.server.errors import APIError
@@ -13,17 +14,17 @@ def render_chat(
     messages: list[ChatMessage],
     add_generation_prompt: bool = True,
     chat_template_kwargs: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Apply the model's chat template, then tokenize without adding special tokens again."""
+    """Apply the model's chat template (with the request's tools), then tokenize without adding
+    special tokens again."""
     if not getattr(tokenizer, "chat_template", None):
         raise APIError(400, "This model has no chat template; use /v1/completions")
-    conversation = [
-        {"role": m.role, "content": m.text()} | ({"name": m.name} if m.name else {})
-        for m in messages
-    ]
+    conversation = [template_message(m) for m in messages]
     try:
         text = tokenizer.apply_chat_template(
             conversation,
+            tools=tools,
             tokenize=False,
             add_generation_prompt=add_generation_prompt,
             **(chat_template_kwargs or {}),
@@ -31,6 +32,33 @@ def render_chat(
     except Exception as e:  # the template's own raise_exception(), a bad kwarg, ...
         raise APIError(400, f"Chat template failed: {e}", param="messages") from None
     return encode(tokenizer, text, add_special_tokens=False)
+
+
+def template_message(m: ChatMessage) -> dict[str, Any]:
+    """A message as chat templates read it: tool-call arguments as objects (the templates of Qwen,
+    Llama, Mistral write them with tojson), as vLLM hands them over."""
+    out: dict[str, Any] = {"role": m.role, "content": m.text()}
+    if m.name:
+        out["name"] = m.name
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": arguments(c.function.arguments)},
+            }
+            for c in m.tool_calls
+        ]
+    return out
+
+
+def arguments(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def encode(tokenizer: Any, text: str, add_special_tokens: bool = True) -> list[int]:

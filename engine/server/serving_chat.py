@@ -20,6 +20,8 @@ from pagoda.engine.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     DeltaMessage,
+    DeltaToolCall,
+    ToolCall,
     now,
 )
 from pagoda.engine.server.serving import (
@@ -30,12 +32,22 @@ from pagoda.engine.server.serving import (
     usage,
 )
 from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
+from pagoda.engine.server.structured import check_structured_outputs
+from pagoda.engine.server.tools.choice import ToolPlan, parameters, plan_tools
+from pagoda.engine.structured.params import StructuredOutputsParams
 
 
 async def create_chat_completion(engine, body: ChatCompletionRequest, request: Request):
     tokenizer = engine.tokenizer
+    plan = plan_tools(body, getattr(request.app.state, "tool_call_parser", None))
+    for tool in body.tools or []:
+        check_structured_outputs(engine, StructuredOutputsParams(json=parameters(tool)), "tools")
     prompt_ids = render_chat(
-        tokenizer, body.messages, body.add_generation_prompt, body.chat_template_kwargs
+        tokenizer,
+        body.messages,
+        body.add_generation_prompt,
+        body.chat_template_kwargs,
+        [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
     )
     asked = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
     max_tokens = fit_max_tokens(len(prompt_ids), asked, engine.max_model_len)
@@ -43,26 +55,37 @@ async def create_chat_completion(engine, body: ChatCompletionRequest, request: R
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     top_k = body.top_logprobs or 0
     params = sampling_params(engine, body, max_tokens, top_k if body.logprobs else None)
+    if plan.constraint is not None:
+        if params.structured_outputs is not None:
+            raise APIError(
+                400,
+                f"tool_choice {plan.kind!r} does not combine with an output constraint",
+                param="tool_choice",
+            )
+        params.structured_outputs = plan.constraint
     check_priority(engine, body.priority)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority)
     if body.stream:
         return StreamingResponse(
-            stream_chunks(engine, body, request_id, outputs, top_k), media_type="text/event-stream"
+            stream_chunks(engine, body, request_id, outputs, top_k, plan),
+            media_type="text/event-stream",
         )
     [final] = await until_disconnected(request, collect(outputs, 1))
-    choices = [
-        ChatChoice(
-            index=o.index,
-            message=AssistantMessage(content=o.text),
-            logprobs=chat_logprobs(tokenizer, o.token_ids, o.logprobs or [], top_k)
-            if body.logprobs
-            else None,
-            finish_reason=o.finish_reason,
-            stop_reason=o.stop_reason,
+    choices = []
+    for o in final.outputs:
+        content, calls, reason = plan.reply(o.text, o.finish_reason)
+        choices.append(
+            ChatChoice(
+                index=o.index,
+                message=AssistantMessage(content=content, tool_calls=calls),
+                logprobs=chat_logprobs(tokenizer, o.token_ids, o.logprobs or [], top_k)
+                if body.logprobs
+                else None,
+                finish_reason=reason,
+                stop_reason=o.stop_reason,
+            )
         )
-        for o in final.outputs
-    ]
     response = ChatCompletionResponse(
         id=request_id, model=engine.config.name, choices=choices, usage=usage([final])
     )
@@ -75,7 +98,10 @@ async def stream_chunks(
     request_id: str,
     outputs: AsyncIterator[tuple[int, RequestOutput]],
     top_k: int,
+    plan: ToolPlan,
 ) -> AsyncIterator[str]:
+    """Content as it comes; where tools may be called, each choice's reply whole at its end (its
+    text decides between content and tool calls)."""
     created, name = now(), engine.config.name
 
     def chunk(choices: list[ChatChunkChoice], **kw) -> str:
@@ -108,12 +134,24 @@ async def stream_chunks(
                         engine.tokenizer, ids, (o.logprobs or [])[done : done + len(ids)], top_k
                     )
                 sent_tokens[o.index] += len(ids)
+                if plan.kind != "none":
+                    if not o.finished:
+                        continue
+                    logprobs = (
+                        chat_logprobs(engine.tokenizer, o.token_ids, o.logprobs or [], top_k)
+                        if body.logprobs
+                        else None
+                    )
+                    content, calls, reason = plan.reply(o.text, o.finish_reason)
+                    delta = DeltaMessage(content=content, tool_calls=delta_calls(calls) or None)
+                else:
+                    delta, reason = DeltaMessage(content=text), o.finish_reason
                 choices.append(
                     ChatChunkChoice(
                         index=o.index,
-                        delta=DeltaMessage(content=text),
+                        delta=delta,
                         logprobs=logprobs,
-                        finish_reason=o.finish_reason,
+                        finish_reason=reason,
                         stop_reason=o.stop_reason,
                     )
                 )
@@ -128,3 +166,8 @@ async def stream_chunks(
     finally:
         await outputs.aclose()
     yield SSE_DONE
+
+
+def delta_calls(calls: list[ToolCall]) -> list[DeltaToolCall]:
+    """Whole calls as one streamed delta each, in OpenAI's chunk shape."""
+    return [DeltaToolCall(index=i, id=c.id, function=c.function) for i, c in enumerate(calls)]

@@ -78,7 +78,9 @@ def structured_outputs(body: Any) -> StructuredOutputsParams | None:
         raise APIError(400, f"{param}: {e}", param=param) from None
 
 
-def check_structured_outputs(engine: Any, params: StructuredOutputsParams | None) -> None:
+def check_structured_outputs(
+    engine: Any, params: StructuredOutputsParams | None, param: str = "response_format"
+) -> None:
     """Compile now (cached for the engine), so that a bad schema, regex or grammar is a 400 before
     any response starts, streamed or not."""
     structured = getattr(getattr(engine, "engine", None), "structured", None)
@@ -87,4 +89,4 @@ def check_structured_outputs(engine: Any, params: StructuredOutputsParams | None
     try:
         structured.compile(params)
     except ValueError as e:
-        raise APIError(400, str(e), param="response_format") from None
+        raise APIError(400, f"{param}: {e}", param=param) from None

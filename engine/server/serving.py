@@ -10,7 +10,7 @@ from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.prompts import check_token_ids
 from pagoda.engine.server.protocol import PromptTokensDetails, SamplingFields, Usage
 from pagoda.engine.server.streams import merge
-from pagoda.engine.server.structured import check_structured_outputs, structured_outputs
+from pagoda.engine.server.structured import structured_outputs
 
 
 def sampling_params(
@@ -30,8 +30,7 @@ def sampling_params(
         ) from None  # messages start with the field
     check_token_ids(engine.tokenizer, params.stop_token_ids, param="stop_token_ids")
     check_token_ids(engine.tokenizer, list(params.logit_bias or {}), param="logit_bias")
-    params.structured_outputs = structured_outputs(body)
-    check_structured_outputs(engine, params.structured_outputs)
+    params.structured_outputs = structured_outputs(engine, body)
     return params
 
 

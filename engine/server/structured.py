@@ -36,8 +36,10 @@ class StructuredOutputsField(BaseModel):
     disable_any_whitespace: bool | None = None
 
 
-def structured_outputs(body: Any) -> StructuredOutputsParams | None:
-    """The constraint of a chat or completion request; APIError 400 for a malformed one."""
+def structured_outputs(engine: Any, body: Any) -> StructuredOutputsParams | None:
+    """The constraint of a chat or completion request, compiled (cached for the engine) so that a
+    bad schema, regex or grammar is a 400 before any response starts; APIError 400 naming the
+    field for a malformed one."""
     asked: list[tuple[str, dict[str, Any]]] = []
     fmt: ResponseFormat | None = getattr(body, "response_format", None)
     if fmt is not None and fmt.type == "json_object":
@@ -73,16 +75,17 @@ def structured_outputs(body: Any) -> StructuredOutputsParams | None:
         raise APIError(400, f"give one output constraint, got {names}", param=asked[1][0])
     param, kw = asked[0]
     try:
-        return StructuredOutputsParams(**kw)
+        params = StructuredOutputsParams(**kw)
     except ValueError as e:
         raise APIError(400, f"{param}: {e}", param=param) from None
+    check_structured_outputs(engine, params, param)
+    return params
 
 
 def check_structured_outputs(
     engine: Any, params: StructuredOutputsParams | None, param: str = "response_format"
 ) -> None:
-    """Compile now (cached for the engine), so that a bad schema, regex or grammar is a 400 before
-    any response starts, streamed or not."""
+    """Compile now (cached for the engine): APIError 400 naming `param` if it cannot be."""
     structured = getattr(getattr(engine, "engine", None), "structured", None)
     if params is None or structured is None:
         return

@@ -74,7 +74,7 @@ class StructuredOutputs:
             return compiler.compile_grammar(text)
         except (RuntimeError, ValueError) as e:
             message = _CXX_PREFIX.sub("", str(e).strip().splitlines()[0])
-            raise ValueError(f"structured_outputs: invalid {kind}: {message}") from None
+            raise ValueError(f"invalid {kind}: {message}") from None
 
     def state(self, params: StructuredOutputsParams) -> GrammarState:
         import xgrammar as xgr

@@ -23,13 +23,13 @@ class StructuredOutputsParams:
         given = [k for k in ("json", "regex", "choice", "grammar", "json_object") if self._set(k)]
         if len(given) != 1:
             raise ValueError(
-                "structured_outputs: give exactly one of json, regex, choice, grammar, "
+                "give exactly one of json, regex, choice, grammar, "
                 f"json_object (got {', '.join(given) or 'none'})"
             )
         if self.choice is not None and (
             not self.choice or not all(isinstance(c, str) and c for c in self.choice)
         ):
-            raise ValueError("structured_outputs: choice must be a list of non-empty strings")
+            raise ValueError("choice must be a list of non-empty strings")
 
     def _set(self, key: str) -> bool:
         value = getattr(self, key)

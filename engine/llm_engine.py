@@ -195,6 +195,8 @@ class LLMEngine:
                 f"prompt, {params.max_tokens} for the completion). Reduce the length of the prompt "
                 "or the completion."
             )
+        if params.prompt_logprobs is not None:
+            raise ValueError("prompt_logprobs is not supported")
         now = time.monotonic()
         if params.structured_outputs is not None:
             if params.use_beam_search:

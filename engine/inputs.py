@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict, Union
+from typing import TypedDict
 
 
 class TextPrompt(TypedDict):
@@ -13,7 +13,7 @@ class TokensPrompt(TypedDict):
     prompt_token_ids: list[int]
 
 
-PromptType = Union[str, list[int], TextPrompt, TokensPrompt]
+PromptType = str | list[int] | TextPrompt | TokensPrompt
 
 
 def prompt_of(prompt: PromptType) -> str | list[int]:

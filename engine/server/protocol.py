@@ -51,6 +51,7 @@ class Body(BaseModel):
 
 class StreamOptions(Body):
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: usage so far in every chunk too
 
 
 class SamplingFields(Body):
@@ -77,6 +78,7 @@ class SamplingFields(Body):
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     priority: int = 0
+    cache_salt: str | None = Field(default=None, min_length=1)  # prefix-cache isolation (vLLM)
     # Structured outputs (engine/server/structured.py): OpenAI's, then vLLM's
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputsField | None = None

@@ -44,7 +44,12 @@ def check_priority(engine, priority: int) -> None:
 
 
 async def generate_all(
-    engine, prompts: list[list[int]], params: SamplingParams, request_id: str, priority: int
+    engine,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    request_id: str,
+    priority: int,
+    cache_salt: str | None = None,
 ) -> AsyncIterator[tuple[int, RequestOutput]]:
     """Outputs of one engine request per prompt, tagged with the prompt's index.
 
@@ -53,7 +58,10 @@ async def generate_all(
     """
     ids = [request_id] if len(prompts) == 1 else [f"{request_id}-{i}" for i in range(len(prompts))]
     merged = merge(
-        [engine.generate(p, params, rid, priority=priority) for p, rid in zip(prompts, ids)],
+        [
+            engine.generate(p, params, rid, priority=priority, cache_salt=cache_salt)
+            for p, rid in zip(prompts, ids)
+        ],
         alive=engine.is_healthy,
     )
     try:
@@ -74,6 +82,13 @@ async def collect(outputs: AsyncIterator[tuple[int, RequestOutput]], n: int) -> 
     if any(f is None for f in finals):
         raise RuntimeError("the engine ended a request without any output")
     return finals
+
+
+def continuous_usage(body: SamplingFields, outs: list[RequestOutput | None]) -> Usage | None:
+    """Usage so far for a streamed chunk, when stream_options.continuous_usage_stats asks."""
+    if body.stream_options is None or not body.stream_options.continuous_usage_stats:
+        return None
+    return usage([o for o in outs if o is not None])
 
 
 def usage(finals: list[RequestOutput]) -> Usage:

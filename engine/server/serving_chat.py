@@ -27,6 +27,7 @@ from pagoda.engine.server.protocol import (
 from pagoda.engine.server.serving import (
     check_priority,
     collect,
+    continuous_usage,
     generate_all,
     sampling_params,
     usage,
@@ -65,7 +66,7 @@ async def create_chat_completion(engine, body: ChatCompletionRequest, request: R
         params.structured_outputs = plan.constraint
     check_priority(engine, body.priority)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority)
+    outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority, body.cache_salt)
     if body.stream:
         return StreamingResponse(
             stream_chunks(engine, body, request_id, outputs, top_k, plan),
@@ -158,7 +159,7 @@ async def stream_chunks(
                 if o.finished:
                     finished.add(o.index)
             if choices:
-                yield chunk(choices)
+                yield chunk(choices, usage=continuous_usage(body, [out]))
         if body.stream_options and body.stream_options.include_usage and last is not None:
             yield chunk([], usage=usage([last]))
     except Exception as e:

@@ -21,6 +21,7 @@ from pagoda.engine.server.protocol import (
 from pagoda.engine.server.serving import (
     check_priority,
     collect,
+    continuous_usage,
     generate_all,
     sampling_params,
     usage,
@@ -37,7 +38,7 @@ async def create_completion(engine, body: CompletionRequest, request: Request):
     params = sampling_params(engine, body, max_tokens, body.logprobs)
     check_priority(engine, body.priority)
     request_id = f"cmpl-{uuid.uuid4().hex}"
-    outputs = generate_all(engine, prompts, params, request_id, body.priority)
+    outputs = generate_all(engine, prompts, params, request_id, body.priority, body.cache_salt)
     echoes = [tokenizer.decode(p) if body.echo else "" for p in prompts]
     if body.stream:
         return StreamingResponse(
@@ -110,7 +111,13 @@ async def stream_chunks(
                     finished.add(c)
             if choices:
                 yield sse(
-                    CompletionResponse(id=request_id, created=created, model=name, choices=choices)
+                    CompletionResponse(
+                        id=request_id,
+                        created=created,
+                        model=name,
+                        choices=choices,
+                        usage=continuous_usage(body, finals),
+                    )
                 )
         if body.stream_options and body.stream_options.include_usage and all(finals):
             yield sse(

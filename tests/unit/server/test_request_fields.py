@@ -3,6 +3,7 @@ fields OpenAI documents as not changing the output are accepted without effect; 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,22 @@ def test_every_field_the_doc_calls_unsupported_is_a_400(client, path, model, nam
     for name in sorted(missing):
         r = client.post(path, json=base | {"max_tokens": 2, name: 1})
         assert r.status_code == 400 and r.json()["error"]["param"] == name, (name, r.text)
+
+
+def test_cache_salt_reaches_the_engine(client, engine):
+    r = client.post(CHAT, json={"messages": MSGS, "max_tokens": 2, "cache_salt": "tenant-a"})
+    assert r.status_code == 200 and engine.cache_salts == ["tenant-a"]
+    r = client.post(COMPLETIONS, json={"prompt": "hi", "max_tokens": 2, "cache_salt": ""})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "cache_salt"
+
+
+@pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
+def test_continuous_usage_stats_in_every_chunk(client, path):
+    base = {"messages": MSGS} if path == CHAT else {"prompt": "hi"}
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    body = base | {"max_tokens": 3, "stream": True, "stream_options": options}
+    with client.stream("POST", path, json=body) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    counts = [e["usage"]["completion_tokens"] for e in events if e["choices"] and e.get("usage")]
+    assert counts and counts == sorted(counts) and counts[-1] == 3, events
+    assert events[-1]["usage"]["completion_tokens"] == 3 and not events[-1]["choices"]

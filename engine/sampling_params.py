@@ -37,6 +37,7 @@ class SamplingParams:
     best_of: int | None = None
     length_penalty: float = 1.0
     structured_outputs: StructuredOutputsParams | None = None  # a grammar the output must match
+    allowed_token_ids: list[int] | None = None  # only these tokens may be generated
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -79,5 +80,7 @@ class SamplingParams:
             raise ValueError(f"logprobs must be in [0, 20], got {self.logprobs}")
         if self.stop and not self.detokenize:
             raise ValueError("stop strings need detokenize=True")
+        if self.allowed_token_ids is not None and not self.allowed_token_ids:
+            raise ValueError("allowed_token_ids must not be empty")
         if self.best_of is not None and self.best_of < self.n:
             raise ValueError(f"best_of ({self.best_of}) must be at least n ({self.n})")

@@ -1,7 +1,7 @@
 """The batched sampler: one token per sequence from the model's logits, per-request parameters.
 
-Stages in vLLM's order: the structured-output grammar's bitmask, logit_bias, min_tokens,
-penalties, then greedy argmax, or temperature, min_p, top_k / top_p and a random draw. Each stage builds its per-row tensors once and runs over
+Stages in vLLM's order: allowed_token_ids, the structured-output grammar's bitmask, logit_bias,
+min_tokens, penalties, then greedy argmax, or temperature, min_p, top_k / top_p and a random draw. Each stage builds its per-row tensors once and runs over
 the whole batch (or the rows that need it); a stage no row needs is skipped. Logprobs come from the
 raw logits, before any of this, as vLLM reports them by default. The only host sync is at the end.
 """
@@ -139,6 +139,7 @@ class Sampler:
         for name, ids in (
             ("logit_bias", params.logit_bias or {}),
             ("stop_token_ids", params.stop_token_ids),
+            ("allowed_token_ids", params.allowed_token_ids or []),
         ):
             bad = sorted(i for i in ids if not 0 <= i < self.vocab_size)
             if bad:
@@ -187,10 +188,17 @@ class Sampler:
         ]
         penalized = [i for i, row in enumerate(rows) if has_penalties(row.params)]
         constrained = any(row.grammar is not None for row in rows)
-        if not (biased or banned or penalized or constrained):
+        restricted = [i for i, row in enumerate(rows) if row.params.allowed_token_ids]
+        if not (biased or banned or penalized or constrained or restricted):
             return logits
         x = logits.clone()
         device = x.device
+        if restricted:
+            keep = torch.zeros_like(x, dtype=torch.bool)
+            r, t = zip(*((i, tok) for i in restricted for tok in rows[i].params.allowed_token_ids))
+            keep[device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)] = True
+            index = device_tensor(restricted, torch.long, device)
+            x[index] = x[index].masked_fill(~keep[index], float("-inf"))
         if constrained:
             bans: dict[int, set[int]] = {}
             for i, t in banned:

@@ -79,6 +79,7 @@ class SamplingFields(Body):
     include_stop_str_in_output: bool = False
     priority: int = 0
     cache_salt: str | None = Field(default=None, min_length=1)  # prefix-cache isolation (vLLM)
+    allowed_token_ids: list[int] | None = None
     # Structured outputs (engine/server/structured.py): OpenAI's, then vLLM's
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputsField | None = None
@@ -108,6 +109,7 @@ class SamplingFields(Body):
             logprobs=logprobs,
             logit_bias=parse_logit_bias(self.logit_bias),
             skip_special_tokens=self.skip_special_tokens,
+            allowed_token_ids=self.allowed_token_ids,
         )
 
 

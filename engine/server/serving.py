@@ -30,6 +30,7 @@ def sampling_params(
         ) from None  # messages start with the field
     check_token_ids(engine.tokenizer, params.stop_token_ids, param="stop_token_ids")
     check_token_ids(engine.tokenizer, list(params.logit_bias or {}), param="logit_bias")
+    check_token_ids(engine.tokenizer, params.allowed_token_ids or [], param="allowed_token_ids")
     params.structured_outputs = structured_outputs(engine, body)
     return params
 

@@ -61,3 +61,16 @@ def test_sampler_draws_allowed_tokens_and_advances_each_grammar():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 def test_the_mask_on_the_gpu_equals_the_cpu():
     assert torch.equal(masked("cuda")[0], masked("cpu")[0])
+
+
+def test_allowed_token_ids_restrict_only_their_row():
+    logits = torch.zeros(2, V)
+    logits[:, 0] = 50.0
+    params = SamplingParams(temperature=1.0, allowed_token_ids=[7, 9])
+    restricted = SamplingRow(params, [1], [], None)
+    free = SamplingRow(SamplingParams(temperature=0), [1], [], None)
+    for _ in range(5):
+        out = Sampler(V, [2])(logits, [restricted, free])
+        assert out.token_ids[0] in (7, 9) and out.token_ids[1] == 0
+    with pytest.raises(ValueError, match="allowed_token_ids"):
+        Sampler(V, [2]).validate(SamplingParams(allowed_token_ids=[V]))

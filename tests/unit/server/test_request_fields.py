@@ -86,3 +86,15 @@ def test_continuous_usage_stats_in_every_chunk(client, path):
     counts = [e["usage"]["completion_tokens"] for e in events if e["choices"] and e.get("usage")]
     assert counts and counts == sorted(counts) and counts[-1] == 3, events
     assert events[-1]["usage"]["completion_tokens"] == 3 and not events[-1]["choices"]
+
+
+def test_allowed_token_ids_reach_the_sampler_and_are_checked(client, engine):
+    r = client.post(
+        COMPLETIONS, json={"prompt": "hi", "max_tokens": 2, "allowed_token_ids": [5, 6]}
+    )
+    assert r.status_code == 200 and engine.requests[-1][1].allowed_token_ids == [5, 6]
+    for bad in ([], [10**6]):
+        r = client.post(
+            COMPLETIONS, json={"prompt": "hi", "max_tokens": 2, "allowed_token_ids": bad}
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "allowed_token_ids", r.text

@@ -82,5 +82,7 @@ class SamplingParams:
             raise ValueError("stop strings need detokenize=True")
         if self.allowed_token_ids is not None and not self.allowed_token_ids:
             raise ValueError("allowed_token_ids must not be empty")
+        if self.best_of is not None and self.best_of != self.n and not self.use_beam_search:
+            raise ValueError("best_of other than n needs use_beam_search (the beam width)")
         if self.best_of is not None and self.best_of < self.n:
             raise ValueError(f"best_of ({self.best_of}) must be at least n ({self.n})")

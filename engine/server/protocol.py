@@ -80,6 +80,9 @@ class SamplingFields(Body):
     priority: int = 0
     cache_salt: str | None = Field(default=None, min_length=1)  # prefix-cache isolation (vLLM)
     allowed_token_ids: list[int] | None = None
+    use_beam_search: bool = False
+    best_of: int | None = None  # with use_beam_search: the beam width
+    length_penalty: float = 1.0
     # Structured outputs (engine/server/structured.py): OpenAI's, then vLLM's
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputsField | None = None
@@ -110,6 +113,9 @@ class SamplingFields(Body):
             logit_bias=parse_logit_bias(self.logit_bias),
             skip_special_tokens=self.skip_special_tokens,
             allowed_token_ids=self.allowed_token_ids,
+            use_beam_search=self.use_beam_search,
+            best_of=self.best_of,
+            length_penalty=self.length_penalty,
         )
 
 

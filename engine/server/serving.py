@@ -22,6 +22,8 @@ def sampling_params(
             f"n must be at most max_num_seqs ({engine.config.max_num_seqs}), got {body.n}",
             param="n",
         )
+    if body.use_beam_search and body.stream:
+        raise APIError(400, "use_beam_search cannot stream: beams end together", param="stream")
     try:
         params = body.sampling_params(max_tokens, logprobs)
     except ValueError as e:

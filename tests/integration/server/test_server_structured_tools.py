@@ -133,6 +133,19 @@ def test_guided_choice_and_regex(client):
     assert len(text) == 8 and text[3] == "-" and text.replace("-", "").isdigit(), text
 
 
+def test_beam_search_over_http(client):
+    r = client.completions.create(
+        model=MODEL,
+        prompt="The capital of France is",
+        max_tokens=4,
+        n=2,
+        temperature=0,
+        extra_body={"use_beam_search": True, "best_of": 3},
+    )
+    assert len(r.choices) == 2 and all(c.text for c in r.choices)
+    assert r.choices[0].text != r.choices[1].text
+
+
 def test_required_tool_call(client):
     r = client.chat.completions.create(
         model=MODEL,

@@ -98,3 +98,18 @@ def test_allowed_token_ids_reach_the_sampler_and_are_checked(client, engine):
             COMPLETIONS, json={"prompt": "hi", "max_tokens": 2, "allowed_token_ids": bad}
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "allowed_token_ids", r.text
+
+
+def test_beam_search_fields_reach_the_engine(client, engine):
+    body = {"prompt": "hi", "max_tokens": 2, "temperature": 0}
+    beam = {"use_beam_search": True, "best_of": 3, "n": 2, "length_penalty": 0.5}
+    assert client.post(COMPLETIONS, json=body | beam).status_code == 200
+    params = engine.requests[-1][1]
+    assert (params.use_beam_search, params.best_of, params.n, params.length_penalty) == (
+        True,
+        3,
+        2,
+        0.5,
+    )
+    r = client.post(COMPLETIONS, json=body | {"best_of": 3})  # not silently ignored
+    assert r.status_code == 400 and r.json()["error"]["param"] == "best_of", r.text

@@ -23,6 +23,7 @@ HELP = {
     "scheduling_policy": "fcfs, or priority (lower value first, then arrival)",
     "enforce_eager": "never use CUDA graphs",
     "async_scheduling": "schedule the next step while the GPU runs this one (as vLLM's --async-scheduling)",
+    "max_logprobs": "the most logprobs a request may ask for",
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, llama-3.2-1b, smollm2-135m)",
 }
 

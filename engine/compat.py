@@ -50,6 +50,7 @@ FLAG_NOTES = {
     "--shutdown-timeout": "Pagoda's own: seconds to drain in-flight requests on SIGTERM",
     "--models-config": "Pagoda's own: a YAML/JSON list of models to serve together",
     "--tool-call-parser": "differs: hermes, llama3_json, mistral",
+    "--max-logprobs": "differs: at most 20 (OpenAI's limit), no -1",
 }
 
 # Request fields of OpenAI's API and vLLM's extras, per endpoint (vLLM's protocol.py).

@@ -195,6 +195,8 @@ class LLMEngine:
                 f"prompt, {params.max_tokens} for the completion). Reduce the length of the prompt "
                 "or the completion."
             )
+        if params.logprobs is not None and params.logprobs > self.config.max_logprobs:
+            raise ValueError(f"logprobs must be at most max_logprobs ({self.config.max_logprobs})")
         if params.prompt_logprobs is not None:
             raise ValueError("prompt_logprobs is not supported")
         now = time.monotonic()

@@ -22,6 +22,12 @@ def sampling_params(
             f"n must be at most max_num_seqs ({engine.config.max_num_seqs}), got {body.n}",
             param="n",
         )
+    if logprobs is not None and logprobs > engine.config.max_logprobs:
+        raise APIError(
+            400,
+            f"logprobs: at most {engine.config.max_logprobs} (--max-logprobs), got {logprobs}",
+            param="top_logprobs" if hasattr(body, "top_logprobs") else "logprobs",
+        )
     if body.use_beam_search and body.stream:
         raise APIError(400, "use_beam_search cannot stream: beams end together", param="stream")
     try:

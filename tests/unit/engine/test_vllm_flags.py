@@ -98,3 +98,10 @@ def test_chat_template_from_a_file_or_inline(tmp_path):
     assert load_chat_template("{% for m in messages %}{% endfor %}").startswith("{%")
     with pytest.raises(ValueError, match="--chat-template"):
         load_chat_template(str(tmp_path / "missing.jinja"))
+
+
+def test_max_logprobs_flag(serve, capsys):
+    [cfg], _ = serve("--max-logprobs", "5")
+    assert cfg.max_logprobs == 5
+    with pytest.raises(SystemExit):
+        serve("--max-logprobs", "50")

@@ -113,3 +113,21 @@ def test_beam_search_fields_reach_the_engine(client, engine):
     )
     r = client.post(COMPLETIONS, json=body | {"best_of": 3})  # not silently ignored
     assert r.status_code == 400 and r.json()["error"]["param"] == "best_of", r.text
+
+
+def test_max_logprobs_limits_requests():
+    from fastapi.testclient import TestClient
+    from server_fakes import FakeAsyncLLM
+
+    from pagoda.engine.server.api_server import build_app
+
+    engine = FakeAsyncLLM()
+    engine.config.max_logprobs = 2
+    with TestClient(build_app({"fake": engine})) as client:
+        ok = {"prompt": "hi", "max_tokens": 1, "logprobs": 2}
+        assert client.post(COMPLETIONS, json=ok).status_code == 200
+        r = client.post(COMPLETIONS, json=ok | {"logprobs": 3})
+        assert r.status_code == 400 and "--max-logprobs" in r.json()["error"]["message"]
+        chat = {"messages": MSGS, "max_tokens": 1, "logprobs": True, "top_logprobs": 5}
+        r = client.post(CHAT, json=chat)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "top_logprobs"

@@ -19,10 +19,11 @@ PromptType = str | list[int] | TextPrompt | TokensPrompt
 def prompt_of(prompt: PromptType) -> str | list[int]:
     """What the engine takes: text, or token ids. TypeError for anything else."""
     if isinstance(prompt, dict):
-        if "prompt_token_ids" in prompt:
-            return list(prompt["prompt_token_ids"])
-        if "prompt" in prompt:
-            return prompt["prompt"]
+        fields: dict = dict(prompt)
+        if "prompt_token_ids" in fields:
+            return list(fields["prompt_token_ids"])
+        if "prompt" in fields:
+            return fields["prompt"]
         raise TypeError(f"a dict prompt needs 'prompt' or 'prompt_token_ids', got {sorted(prompt)}")
     if isinstance(prompt, str) or (
         isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)

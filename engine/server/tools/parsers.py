@@ -20,7 +20,8 @@ def _call(obj: object, args_key: str) -> tuple[str, str] | None:
 
 def _decode_all(text: str) -> list[object] | None:
     """Consecutive JSON values in text (separated by whitespace, ';' or ','); None if not only that."""
-    decoder, values, i = json.JSONDecoder(), [], 0
+    decoder, i = json.JSONDecoder(), 0
+    values: list[object] = []
     while True:
         while i < len(text) and text[i] in " \t\r\n;,":
             i += 1

@@ -127,3 +127,15 @@ def test_bad_constraints_are_value_errors(engine):
         engine.add_request(
             "beam", "x", SamplingParams(use_beam_search=True, n=2, structured_outputs=S(regex="a"))
         )
+
+
+def test_compiled_grammars_are_cached(engine):
+    structured = engine.structured
+    schema = S(json={"type": "object", "properties": {"cached": {"type": "integer"}}})
+    structured.compile(schema)
+    size = structured.compiler.get_cache_size_bytes()
+    assert size > 0
+    structured.compile(S(json={"type": "object", "properties": {"cached": {"type": "integer"}}}))
+    assert structured.compiler.get_cache_size_bytes() == size  # the same schema: no new entry
+    structured.compile(S(regex="[0-9]+"))
+    assert structured.compiler.get_cache_size_bytes() > size

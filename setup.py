@@ -1,4 +1,5 @@
-"""Maps the folders engine/ and operator/ onto the import names pagoda.engine and pagoda.operator.
+"""Maps the folders engine/, operator/ and gateway/ onto the import names pagoda.engine,
+pagoda.operator and pagoda.gateway.
 
 The folder `operator/` must never be importable as `operator` (a standard-library module): it has
 no __init__.py, so from the repository root (on sys.path under `python -m ...`) the name `operator`
@@ -12,4 +13,8 @@ def mapped(folder: str, name: str) -> list[str]:
     return [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
 
 
-setup(packages=mapped("engine", "pagoda.engine") + mapped("operator", "pagoda.operator"))
+setup(
+    packages=mapped("engine", "pagoda.engine")
+    + mapped("operator", "pagoda.operator")
+    + mapped("gateway", "pagoda.gateway")
+)

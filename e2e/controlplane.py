@@ -221,7 +221,7 @@ class ControlPlane:
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (the child's for its life)
         self.procs[name] = subprocess.Popen(
             [self.bins[name], *args],
             stdout=log,
@@ -272,7 +272,7 @@ class ControlPlane:
                 )
             time.sleep(0.1)
 
-    def start(self, timeout: float = 90) -> "ControlPlane":
+    def start(self, timeout: float = 90) -> ControlPlane:
         deadline = time.monotonic() + timeout
         t0 = time.monotonic()
         ips = sorted({"127.0.0.1", self.bind, "10.96.0.1"})
@@ -309,7 +309,7 @@ class ControlPlane:
                 f"--kubelet-client-certificate={pki / 'admin.crt'}",
                 f"--kubelet-client-key={pki / 'admin.key'}",
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
-                f"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -417,7 +417,7 @@ class ControlPlane:
             **kw,
         )
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         try:
             return self.start()
         except BaseException:

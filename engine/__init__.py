@@ -1,12 +1,28 @@
 """Pagoda's inference engine. `from pagoda.engine import LLM, SamplingParams`.
 
-Exports load lazily, so `pagoda --help` and the operator never import torch.
+The exports load on first use, so `pagoda --help` never imports torch; type checkers read them
+from the TYPE_CHECKING imports below.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if __name__ != "pagoda.engine":
+    # The folder is engine/, the package is pagoda.engine: one name, so no module loads twice.
+    raise ImportError(
+        f"the engine imports as pagoda.engine, not {__name__}: install the repository "
+        "(`make setup`) and write `import pagoda.engine`"
+    )
+
+if TYPE_CHECKING:
+    from pagoda.engine.async_llm import AsyncLLM
+    from pagoda.engine.config import EngineConfig
+    from pagoda.engine.llm import LLM
+    from pagoda.engine.llm_engine import LLMEngine
+    from pagoda.engine.outputs import CompletionOutput, RequestOutput
+    from pagoda.engine.sampling_params import SamplingParams
 
 _EXPORTS = {
     "LLM": "pagoda.engine.llm",
@@ -17,7 +33,15 @@ _EXPORTS = {
     "RequestOutput": "pagoda.engine.outputs",
     "CompletionOutput": "pagoda.engine.outputs",
 }
-__all__ = list(_EXPORTS)
+__all__ = [
+    "LLM",
+    "AsyncLLM",
+    "CompletionOutput",
+    "EngineConfig",
+    "LLMEngine",
+    "RequestOutput",
+    "SamplingParams",
+]
 
 
 def __getattr__(name: str) -> Any:

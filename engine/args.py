@@ -33,7 +33,8 @@ def add_engine_args(parser: argparse.ArgumentParser, positional_model: bool = Tr
     group = parser.add_argument_group("engine")
     for f in dataclasses.fields(EngineConfig):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        # Every EngineConfig field has a default or a factory.
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         kw: dict = dict(dest=f.name, default=None, help=_help(f.name, default))
         hint = _strip_none(hints[f.name])
         if hint is bool:

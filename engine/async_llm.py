@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
@@ -38,13 +38,13 @@ class AsyncLLM:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by start(): the loop the server runs on
         self._heartbeat = time.monotonic()
         self._stopping = False
         self.error: BaseException | None = None
 
     @classmethod
-    def from_config(cls, config: EngineConfig) -> "AsyncLLM":
+    def from_config(cls, config: EngineConfig) -> AsyncLLM:
         return cls(LLMEngine(config))
 
     async def start(self) -> None:
@@ -76,7 +76,7 @@ class AsyncLLM:
         request_id: str,
         priority: int = 0,
         cache_salt: str | None = None,
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Yield a RequestOutput whenever the request gains tokens; the last one is finished.
 
         Leaving the iteration early (a client gone) aborts the request and frees its blocks.
@@ -134,7 +134,7 @@ class AsyncLLM:
                     continue
                 for out in self.engine.step():
                     self._loop.call_soon_threadsafe(self._deliver, out, out.request_id)
-        except BaseException as e:  # noqa: BLE001 - any failure kills the loop; requests must hear of it
+        except BaseException as e:  # any failure kills the loop; requests must hear of it
             log.exception("engine loop died")
             self.error = e
             for rid in list(self._queues):

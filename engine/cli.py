@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
         from pagoda.operator.main import main as operator_main  # no torch in the operator's image
 
         return operator_main(argv[1:])
+    if argv and argv[0] == "gateway":
+        from pagoda.gateway.main import main as gateway_main  # no torch in the gateway either
+
+        return gateway_main(argv[1:])
     argv = expand_config_file(argv)
     parser = argparse.ArgumentParser(
         prog="pagoda", description="Serve open LLMs, and run them on Kubernetes."
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     add_bench_serve_args(serve_bench)
 
     sub.add_parser("operator", help="run the Kubernetes operator (see `pagoda operator --help`)")
+    sub.add_parser("gateway", help="route OpenAI requests by model (see `pagoda gateway --help`)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(

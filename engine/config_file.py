@@ -11,11 +11,10 @@ def expand_config_file(argv: list[str]) -> list[str]:
     """argv with `--config FILE` (or `--config=FILE`) replaced by the file's flags.
 
     They go after the leading words (the subcommand, a positional model) and before every flag."""
-    for i, word in enumerate(argv):
-        if word == "--config" or word.startswith("--config="):
-            break
-    else:
+    i = next((j for j, w in enumerate(argv) if w == "--config" or w.startswith("--config=")), None)
+    if i is None:
         return argv
+    word = argv[i]
     if word == "--config":
         if i + 1 >= len(argv):
             raise SystemExit("pagoda: error: --config needs a file")

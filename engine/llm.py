@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence as Seq
 from dataclasses import fields
-from typing import Any, Sequence as Seq
+from typing import Any, cast
 
 from tqdm import tqdm
 
@@ -44,13 +45,17 @@ class LLM:
         """Generate for every prompt together (continuous batching); outputs in prompt order.
         Prompts in vLLM's forms, mixed as one likes: text, token ids, {"prompt": ...},
         {"prompt_token_ids": ...}."""
-        prompts = [prompt_of(p) for p in ([prompts] if is_single(prompts) else prompts)]
+        batch = [prompt_of(p) for p in ([prompts] if is_single(prompts) else prompts)]
         params = sampling_params or SamplingParams()
-        params_list = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
-        if len(params_list) != len(prompts):
+        params_list: list[SamplingParams] = (
+            list(params)
+            if isinstance(params, (list, tuple))
+            else [cast(SamplingParams, params)] * len(batch)
+        )
+        if len(params_list) != len(batch):
             raise ValueError("give one SamplingParams, or one per prompt")
         ids = []
-        for i, (prompt, p) in enumerate(zip(prompts, params_list)):
+        for i, (prompt, p) in enumerate(zip(batch, params_list)):
             rid = str(next(self._ids))
             self.engine.add_request(rid, prompt, _copy(p), priority=priority[i] if priority else 0)
             ids.append(rid)

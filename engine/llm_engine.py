@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 
@@ -32,7 +32,9 @@ class Runner(Protocol):
 
     num_blocks: int
     num_cpu_blocks: int  # the swap pool
-    device: object
+
+    @property
+    def device(self) -> torch.device | str: ...
 
     def execute(
         self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp]
@@ -116,7 +118,10 @@ class LLMEngine:
             tokenizer = load_tokenizer(config)
         self.runner, self.tokenizer = runner, tokenizer
         self.eos_token_ids = set(eos_token_ids or [])
-        self.max_model_len = config.max_model_len or max_position_embeddings
+        max_model_len = config.max_model_len or max_position_embeddings
+        if max_model_len is None:
+            raise ValueError("no max_model_len: give --max-model-len or a model that states one")
+        self.max_model_len: int = max_model_len
         capacity = runner.num_blocks * config.block_size
         if self.max_model_len > capacity:
             raise ValueError(
@@ -349,28 +354,29 @@ class LLMEngine:
             for i, (seq, slot) in enumerate(zip(step.seqs, step.slots))
             if slot is not None and not seq.is_finished
         ]  # a finished one's token is dropped
+        # A live slot exists only in a step that sampled: `sampled` is set where it is read below.
         for i, seq, slot in live:
-            seq.output_token_ids[slot] = sampled.token_ids[i]
+            seq.output_token_ids[slot] = sampled.token_ids[i]  # type: ignore[union-attr]
         for seq, _ in step.sched.scheduled:
             if seq.status is SequenceStatus.RUNNING:  # every token it has computed is known now
                 self.kv.cache_full_blocks(seq)
         touched: dict[str, Request] = {}
         for i, seq, slot in live:
             req = self.requests[seq.request_id]
-            self._accept_token(req, seq, sampled, i, slot, now)
+            self._accept_token(req, seq, sampled, i, slot, now)  # type: ignore[arg-type]
             touched[req.request_id] = req
-        for seq, slot in zip(step.seqs, step.slots):
-            req = self.requests.get(seq.request_id)
+        for seq, beam_slot in zip(step.seqs, step.slots):
+            beam_req = self.requests.get(seq.request_id)
             if (
-                slot is None
-                and req is not None
-                and req.beam is not None
-                and not req.finished
-                and all(s.beam_logprobs is not None for s in req.seqs)
+                beam_slot is None
+                and beam_req is not None
+                and beam_req.beam is not None
+                and not beam_req.finished
+                and all(s.beam_logprobs is not None for s in beam_req.seqs)
             ):
-                self._advance_beams(req, now)
-                if req.finished:
-                    touched[req.request_id] = req
+                self._advance_beams(beam_req, now)
+                if beam_req.finished:
+                    touched[beam_req.request_id] = beam_req
         self._record_step(step.sched, len(live) + step.slots.count(None))
         outputs = []
         for req in touched.values():
@@ -391,7 +397,9 @@ class LLMEngine:
         if sampled.logprobs is not None:
             seq.cumulative_logprob += sampled.logprobs[i]
         if params.logprobs is not None:
-            seq.logprobs.append(sampled.top_logprobs[i])
+            top = sampled.top_logprobs[i]
+            assert top is not None, "the sampler gives top logprobs to every row that asks"
+            seq.logprobs.append(top)
         detok = req.detoks[seq.index]
         # As vLLM: the EOS or stop token that ends a sequence is not part of its text.
         hidden = self._is_stop_token(seq, token, slot + 1) and not params.include_stop_str_in_output
@@ -400,7 +408,7 @@ class LLMEngine:
             if first:
                 self.metrics.ttft.observe(now - seq.arrival_time)
                 self.metrics.prompt_tokens.inc(seq.num_prompt_tokens)
-            else:
+            elif seq.last_token_time is not None:
                 self.metrics.itl.observe(now - seq.last_token_time)
         seq.first_token_time = seq.first_token_time or now
         seq.last_token_time = now
@@ -426,8 +434,9 @@ class LLMEngine:
         """One beam-search step for a group whose live beams all have their logprobs: the new live
         beams extend old ones; a beam extended twice is forked (sharing its blocks), one not
         extended is freed."""
+        assert req.beam is not None, "a beam-search request"
         old = req.seqs
-        parents = req.beam.step(torch.stack([s.beam_logprobs for s in old]))
+        parents = req.beam.step(torch.stack([s.beam_logprobs for s in old]))  # type: ignore[misc]
         for s in old:
             s.beam_logprobs = None
         new: list[Sequence] = []
@@ -476,7 +485,8 @@ class LLMEngine:
 
     def _ends_by_length(self, seq: Sequence, n_out: int) -> bool:
         """Its n_out-th output token is its last: max_tokens, or the model's context, is reached."""
-        return n_out >= seq.params.max_tokens or seq.num_prompt_tokens + n_out >= self.max_model_len
+        max_tokens = cast(int, seq.params.max_tokens)  # add_request resolves None to the room left
+        return n_out >= max_tokens or seq.num_prompt_tokens + n_out >= self.max_model_len
 
     def _finish_reason(
         self, seq: Sequence, token: int, n_out: int, detok: IncrementalDetokenizer | None
@@ -496,6 +506,7 @@ class LLMEngine:
         return None
 
     def _beam_output(self, req: Request) -> list[CompletionOutput]:
+        assert req.beam is not None, "a beam-search request"
         params = req.seqs[0].params
         outs = []
         for i, h in enumerate(req.beam.best(params.n)):
@@ -590,6 +601,7 @@ class LLMEngine:
         m = self.metrics
         if m is None:
             return
+        assert seq.finish_reason is not None, "recorded once finished"
         m.finished(seq.finish_reason)
         m.e2e.observe(now - seq.arrival_time)
         if seq.first_scheduled_time is not None:

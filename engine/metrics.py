@@ -82,7 +82,8 @@ REQUEST_LATENCY_BUCKETS = [
 
 def token_buckets(max_model_len: int) -> list[float]:
     """vLLM's 1-2-5 series up to max_model_len."""
-    out, exp = [], 0
+    out: list[float] = []
+    exp = 0
     while True:
         for m in (1, 2, 5):
             v = m * 10**exp

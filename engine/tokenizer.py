@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader.cache import cache_dir, write_atomic
 from pagoda.engine.loader.resolve import default_gguf_path, resolve_model
 
 
-def load_tokenizer(config: EngineConfig) -> PreTrainedTokenizerFast:
+def load_tokenizer(config: EngineConfig) -> PreTrainedTokenizerBase:
     """--tokenizer if given, else the model's own; a dummy shape borrows the default model's."""
     if config.tokenizer is not None:
         return tokenizer_from(Path(config.tokenizer).expanduser())
@@ -21,10 +21,11 @@ def load_tokenizer(config: EngineConfig) -> PreTrainedTokenizerFast:
         if folder is not None and (folder / "tokenizer.json").is_file():
             return tokenizer_from(folder)
         return gguf_tokenizer(default_gguf_path())
+    assert resolved.path is not None, "a gguf or hf model has a path"
     return tokenizer_from(resolved.path)
 
 
-def tokenizer_from(path: Path) -> PreTrainedTokenizerFast:
+def tokenizer_from(path: Path) -> PreTrainedTokenizerBase:
     if path.suffix == ".gguf" and path.is_file():
         return gguf_tokenizer(path)
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
@@ -34,7 +35,7 @@ def tokenizer_from(path: Path) -> PreTrainedTokenizerFast:
     return AutoTokenizer.from_pretrained(path)
 
 
-def gguf_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+def gguf_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     """Built from the GGUF's vocabulary by transformers (slow: tens of seconds), then cached."""
     cached = cache_dir(path) / "tokenizer"
     if (cached / "tokenizer.json").is_file():

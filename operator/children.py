@@ -9,6 +9,7 @@ from pagoda.operator.resources.configmap import configmap
 from pagoda.operator.resources.deployment import deployment
 from pagoda.operator.resources.hpa import hpa
 from pagoda.operator.resources.ingress import ingress
+from pagoda.operator.resources.networkpolicy import networkpolicy
 from pagoda.operator.resources.pdb import pdb
 from pagoda.operator.resources.service import service
 from pagoda.operator.resources.servicemonitor import servicemonitor
@@ -33,8 +34,9 @@ INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 SERVICEMONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
+NETWORKPOLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 # Apply order: what the Deployment's pods read first, what reads the Deployment last.
-KINDS = [CONFIGMAP, SERVICE, DEPLOYMENT, INGRESS, PDB, HPA, SERVICEMONITOR]
+KINDS = [CONFIGMAP, NETWORKPOLICY, SERVICE, DEPLOYMENT, INGRESS, PDB, HPA, SERVICEMONITOR]
 
 
 def kind_of(obj: dict[str, Any]) -> Kind:
@@ -46,11 +48,18 @@ def engine_image(s: Spec, gpu_image: str, cpu_image: str) -> str:
 
 
 def desired(
-    s: Spec, pods: Spec, image: str, replicas: int | None, servicemonitors: bool
+    s: Spec,
+    pods: Spec,
+    image: str,
+    replicas: int | None,
+    servicemonitors: bool,
+    operator_namespace: str | None = None,
 ) -> list[dict[str, Any]]:
-    """`pods` is the spec the pods come from: `s` itself, or the stable spec after a rollback."""
+    """`pods` is the spec the pods come from: `s` itself, or the stable spec after a rollback.
+    `operator_namespace`: where the operator runs (the NetworkPolicy lets it in)."""
     objs = [
         configmap(pods),
+        networkpolicy(s, operator_namespace),
         service(s),
         deployment(pods, image, replicas),
         ingress(s),
@@ -69,7 +78,8 @@ def owner_of(meta: dict[str, Any]) -> str | None:
             and ref.get("apiVersion") == f"{GROUP}/{VERSION}"
             and ref.get("controller")
         ):
-            return ref["name"]
+            name: str = ref["name"]
+            return name
     return None
 
 

@@ -5,6 +5,7 @@ Run with `pagoda operator` (main.py), or `kopf run -m pagoda.operator.handlers`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from typing import Any
@@ -13,25 +14,31 @@ import httpx
 import kopf
 import kubernetes
 
-from pagoda.operator import metrics
-from pagoda.operator.children import edited_by_others, owner_of
+from pagoda.operator import locks, logs, metrics
+from pagoda.operator.children import (
+    DEPLOYMENT,
+    KINDS,
+    SERVICEMONITOR,
+    Kind,
+    edited_by_others,
+    owner_of,
+)
 from pagoda.operator.config import CONFIG
-from pagoda.operator.observe import ObjectState, observe
-from pagoda.operator.reconcile import LOCKS, reconcile
-from pagoda.operator.spec import GROUP, PLURAL, VERSION
+from pagoda.operator.observe import ObjectState, deployment_facts, observe, pod_facts
+from pagoda.operator.reconcile import reconcile
+from pagoda.operator.spec import GROUP, PLURAL, SELECTOR_LABEL, VERSION, WAKE_ANNOTATION
 
 ISVC = (GROUP, VERSION, PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "pagoda-operator"}
-# Children whose edits and deletions are watched and undone (ServiceMonitors come back on the
-# next reconcile: watching them would need their CRD installed).
-CHILDREN = [
-    ("", "v1", "configmaps"),
-    ("", "v1", "services"),
-    ("apps", "v1", "deployments"),
-    ("networking.k8s.io", "v1", "ingresses"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-]
+POD = Kind("v1", "Pod", "pods")
+# Every child's edits and deletions are watched and undone, but ServiceMonitors': they come back on
+# the next reconcile (watching them would need their CRD installed).
+WATCHED = [k for k in KINDS if k is not SERVICEMONITOR]
+
+
+def _resource(kind: Kind) -> tuple[str, str, str]:
+    group, _, version = kind.api_version.rpartition("/")
+    return group, version, kind.plural
 
 
 @kopf.on.login()
@@ -57,12 +64,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 16
+    logs.quiet_routine()
+    # Pods and children: only ours, filtered by the apiserver, not after the fact in this process.
+    for kind in (*WATCHED, POD):
+        settings.watching.label_selectors[_resource(kind)] = ",".join(
+            f"{k}={v}" for k, v in MANAGED.items()
+        )
+    # A timer caught mid-tick by a deletion is looked at again in 1 s, not kopf's default 60 s
+    # (the finalizer, and so the delete, waits for it).
+    settings.background.cancellation_polling = 1.0
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         # Read KUBECONFIG now: the client's own default was fixed when it was imported.
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    LOCKS.clear()  # asyncio locks belong to one event loop: a second run in this process starts afresh
+    locks.reset()
     memo.api = kubernetes.client.ApiClient()
     memo.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0))
 
@@ -80,34 +96,100 @@ async def reconcile_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -
     await reconcile(memo.api, namespace, name)
 
 
+@kopf.index(*ISVC)
+def isvc_alive(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[Any, bool]:
+    """Whether each InferenceService is alive (not being deleted): a child's event for an owner
+    gone or going is the garbage collector at work, nothing to reconcile."""
+    return {(namespace, name): meta.get("deletionTimestamp") is None}
+
+
+@kopf.index(*_resource(POD), labels=MANAGED)
+def engine_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict | None:
+    owner = labels.get(SELECTOR_LABEL)
+    return {(namespace, owner): pod_facts(dict(body))} if owner else None
+
+
+@kopf.index(*_resource(DEPLOYMENT), labels=MANAGED)
+def engine_deployments(
+    namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict | None:
+    owner = labels.get(SELECTOR_LABEL)
+    return {(namespace, owner): deployment_facts(dict(body))} if owner else None
+
+
 @kopf.on.delete(*ISVC, optional=True)
 def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
     # Children go with the owner through the garbage collector; only our own bookkeeping stays.
     metrics.forget(namespace, name)
-    LOCKS.pop((namespace, name), None)
+    locks.forget(namespace, name)
     logger.info("children are left to the garbage collector")
 
 
 @kopf.timer(*ISVC, interval=CONFIG.observe_interval, initial_delay=CONFIG.observe_interval)
-async def observe_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def observe_isvc(
+    name: str,
+    namespace: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    engine_pods: kopf.Index,
+    engine_deployments: kopf.Index,
+    **_: Any,
+) -> None:
+    await look(name, namespace, body, memo, engine_pods, engine_deployments)
+
+
+async def look(
+    name: str,
+    namespace: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    engine_pods: kopf.Index,
+    engine_deployments: kopf.Index,
+) -> None:
+    """One look at an InferenceService (observe.py), from what kopf's watches hold."""
     if "state" not in memo:
         memo.state = ObjectState()
-    await observe(memo.api, memo.http, memo.state, namespace, name)
+    key = (namespace, name)
+    # Copies: kopf updates the body and the indexes in place as watch events arrive.
+    pods = [copy.deepcopy(p) for p in engine_pods.get(key, [])]
+    deploy = next((copy.deepcopy(d) for d in engine_deployments.get(key, [])), None)
+    await observe(memo.api, memo.http, memo.state, copy.deepcopy(dict(body)), pods, deploy)
 
 
-def _register_child_watch(group: str, version: str, plural: str) -> None:
-    @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
+@kopf.on.update(*ISVC, field=("metadata", "annotations", WAKE_ANNOTATION))
+async def wake_isvc(
+    name: str,
+    namespace: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    engine_pods: kopf.Index,
+    engine_deployments: kopf.Index,
+    **_: Any,
+) -> None:
+    # The gateway holds a request for a model scaled to zero: look now, not at the next tick.
+    await look(name, namespace, body, memo, engine_pods, engine_deployments)
+
+
+def _register_child_watch(kind: Kind) -> None:
+    @kopf.on.event(*_resource(kind), labels=MANAGED, id=f"child-{kind.plural}")
     async def child_changed(
-        type: str | None, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
+        type: str | None,
+        body: kopf.Body,
+        namespace: str,
+        memo: kopf.Memo,
+        isvc_alive: kopf.Index,
+        **_: Any,
     ) -> None:
         # None is the initial listing (resume handlers cover it); ADDED is our own creation; status
         # changes reach the InferenceService's status through the observe timer.
         owner = owner_of(body["metadata"])
-        if owner and (
-            type == "DELETED" or type == "MODIFIED" and edited_by_others(body["metadata"])
+        if (
+            owner
+            and any(isvc_alive.get((namespace, owner), ()))
+            and (type == "DELETED" or (type == "MODIFIED" and edited_by_others(body["metadata"])))
         ):
             await reconcile(memo.api, namespace, owner)
 
 
-for _child in CHILDREN:
-    _register_child_watch(*_child)
+for _kind in WATCHED:
+    _register_child_watch(_kind)

@@ -6,10 +6,11 @@ the same object twice changes nothing, and a field someone edited by hand is tak
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+import kopf
 from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
+from kubernetes.client.exceptions import ApiException as ApiException  # re-exported
 
 from pagoda.operator.children import Kind
 from pagoda.operator.spec import FIELD_MANAGER, GROUP, PLURAL, VERSION
@@ -22,7 +23,7 @@ def _call(
     body: Any = None,
     query: list[tuple[str, str]] | None = None,
     content_type: str = "application/json",
-) -> Any:
+) -> dict[str, Any]:
     """One request; the JSON answer as plain data. Raises ApiException on a non-2xx answer."""
     req = api.param_serialize(
         method=method,
@@ -34,7 +35,8 @@ def _call(
     )
     resp = api.call_api(*req[:4], _request_timeout=30)
     resp.read()
-    return api.response_deserialize(resp, {"2XX": "object"}).data
+    # Its types take the map's values ("object") for the data's type: the data is the JSON itself.
+    return cast(dict[str, Any], api.response_deserialize(resp, {"2XX": "object"}).data)
 
 
 def apply(
@@ -61,7 +63,9 @@ def get(api: ApiClient, kind: Kind, namespace: str, name: str) -> dict[str, Any]
 
 
 def list_(api: ApiClient, kind: Kind, namespace: str, selector: str) -> list[dict[str, Any]]:
-    return _call(api, "GET", kind.path(namespace), query=[("labelSelector", selector)])["items"]
+    found = _call(api, "GET", kind.path(namespace), query=[("labelSelector", selector)])
+    items: list[dict[str, Any]] = found["items"]
+    return items
 
 
 def delete(api: ApiClient, kind: Kind, namespace: str, name: str) -> None:
@@ -96,12 +100,23 @@ def get_isvc(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None
         raise
 
 
-def patch_status(api: ApiClient, namespace: str, name: str, status: dict[str, Any]) -> None:
+def patch_status(
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    status: dict[str, Any],
+    resource_version: str | None = None,
+) -> None:
+    """A merge patch of the status; with `resource_version`, only if the object is still at it
+    (409 otherwise): a write decided from a cached copy never overwrites a newer one."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
     _call(
         api,
         "PATCH",
         isvc_path(namespace, name) + "/status",
-        {"status": status},
+        body,
         content_type="application/merge-patch+json",
     )
 
@@ -115,3 +130,9 @@ def served(api: ApiClient, api_version: str) -> bool:
         if e.status == 404:
             return False
         raise
+
+
+def event(obj: dict[str, Any], type: str, reason: str, message: str) -> None:
+    """kopf.event for an object read through this module (kopf types it as its Body: a view of the
+    same JSON, read the same way)."""
+    kopf.event(kopf.Body(cast(kopf.RawBody, obj)), type=type, reason=reason, message=message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge
 
 LABELS = ["namespace", "name"]
@@ -39,7 +41,5 @@ def forget(namespace: str, name: str) -> None:
     """Drop a deleted InferenceService's series, so dashboards do not show it forever."""
     for metric, extra in _SERIES:
         for values in extra:
-            try:
+            with contextlib.suppress(KeyError):  # never recorded
                 metric.remove(namespace, name, *values)
-            except KeyError:
-                pass

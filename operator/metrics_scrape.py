@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-ERROR_REASONS = ("abort", "error")  # finished_reason values that count against a rollout
+# finished_reason values that count against a rollout. "abort" is not one: it is the client that
+# went away (a closed stream, a timeout on its side), which says nothing about the revision.
+ERROR_REASONS = ("error",)
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ def parse(text: str, time: float) -> Sample:
         "vllm:kv_cache_usage_perc": 0.0,
     }
     kv_series = 0
-    tokens, finished, buckets = 0.0, {}, {}
+    tokens = 0.0
+    finished: dict[str, float] = {}
+    buckets: dict[float, float] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name in gauges:
@@ -179,7 +183,8 @@ async def scrape(
         try:
             r = await client.get(url)
             r.raise_for_status()
-            return parse(r.text, time)
+            # Parsing is CPU work: off the event loop, which serves every other object's handlers.
+            return await asyncio.to_thread(parse, r.text, time)
         except (httpx.HTTPError, ValueError):
             return None
 

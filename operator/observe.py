@@ -9,7 +9,7 @@ conservatively (an empty history never scales down before the stabilization wind
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,15 +19,16 @@ import httpx
 import kopf
 from kubernetes.client import ApiClient
 
-from pagoda.operator import autoscale, kube, metrics
+from pagoda.operator import autoscale, kube, locks, metrics, plan, scale_to_zero
 from pagoda.operator.autoscale import ScalerState
-from pagoda.operator.children import DEPLOYMENT, Kind
+from pagoda.operator.children import DEPLOYMENT
+from pagoda.operator.config import CONFIG
 from pagoda.operator.metrics_scrape import History, Sample, scrape
-from pagoda.operator.reconcile import LOCKS, now_iso, reconcile_now, spec_revision, write_status
-from pagoda.operator.rollout import Observation, judge
-from pagoda.operator.spec import ENGINE_PORT, REVISION_LABEL, SELECTOR_LABEL, Spec, parse
+from pagoda.operator.reconcile import now_iso, reconcile_now, write_status
+from pagoda.operator.rollout import NewPod, Observation, judge
+from pagoda.operator.spec import ENGINE_PORT, REVISION_LABEL, Spec, parse
+from pagoda.operator.trouble import trouble
 
-POD = Kind("v1", "Pod", "pods")
 LIVE_WINDOW = 60.0  # seconds behind the status' tokens/s and TTFT p95
 
 
@@ -35,18 +36,26 @@ LIVE_WINDOW = 60.0  # seconds behind the status' tokens/s and TTFT p95
 class ObjectState:
     history: History = field(default_factory=lambda: History(keep_seconds=LIVE_WINDOW))
     scaler: ScalerState = field(default_factory=ScalerState)
+    idle: scale_to_zero.IdleState = field(default_factory=scale_to_zero.IdleState)
     started: float = field(default_factory=time.time)
 
 
 async def observe(
-    api: ApiClient, http: httpx.AsyncClient, state: ObjectState, namespace: str, name: str
+    api: ApiClient,
+    http: httpx.AsyncClient,
+    state: ObjectState,
+    body: dict[str, Any],
+    pods: list[dict[str, Any]],
+    deploy: dict[str, Any] | None,
 ) -> None:
-    async with LOCKS[(namespace, name)]:
-        body = await asyncio.to_thread(kube.get_isvc, api, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+    """`body`, `pods` and `deploy` are copies of what kopf's watches hold: a look at an
+    InferenceService makes no API call unless it has something to write."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    async with locks.lock(namespace, name):
+        if meta.get("deletionTimestamp"):
             return
         s = parse(name, namespace, body["spec"])
-        pods = await asyncio.to_thread(kube.list_, api, POD, namespace, f"{SELECTOR_LABEL}={name}")
         ready = {p["metadata"]["name"]: p for p in pods if _ready(p)}
         now = time.time()
         samples = await scrape(
@@ -59,7 +68,58 @@ async def observe(
             if sample is not None:
                 state.history.add(pod, sample)
         state.history.forget_except({p["metadata"]["name"] for p in pods})
-        await asyncio.to_thread(_act, api, body, s, state, pods, samples, now)
+        try:
+            await asyncio.to_thread(_act, api, body, s, state, pods, deploy, samples, now)
+        except kube.ApiException as e:
+            if e.status != 409:
+                raise
+            # Our copy of the object predates our own last write: look again next tick.
+
+
+def pod_facts(pod: dict[str, Any]) -> dict[str, Any]:
+    """The part of a pod that observe and trouble() read, in the pod's own shape (kept in kopf's
+    index)."""
+    meta, st = pod["metadata"], pod.get("status") or {}
+    return {
+        "metadata": {
+            "name": meta["name"],
+            "labels": {REVISION_LABEL: (meta.get("labels") or {}).get(REVISION_LABEL)},
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "status": {
+            "podIP": st.get("podIP"),
+            "startTime": st.get("startTime"),
+            "conditions": [
+                c for c in st.get("conditions") or [] if c.get("type") in ("Ready", "PodScheduled")
+            ],
+            "initContainerStatuses": [_container(c) for c in st.get("initContainerStatuses") or []],
+            "containerStatuses": [_container(c) for c in st.get("containerStatuses") or []],
+        },
+    }
+
+
+def _container(c: dict[str, Any]) -> dict[str, Any]:
+    keep = ("exitCode", "reason", "message")
+    state, last = c.get("state") or {}, c.get("lastState") or {}
+    out: dict[str, Any] = {"name": c.get("name"), "restartCount": c.get("restartCount", 0)}
+    out["state"] = {
+        k: {f: v[f] for f in keep if f in v}
+        for k, v in state.items()
+        if k in ("waiting", "terminated")
+    }
+    if "terminated" in last:
+        out["lastState"] = {
+            "terminated": {f: last["terminated"][f] for f in keep if f in last["terminated"]}
+        }
+    return out
+
+
+def deployment_facts(deploy: dict[str, Any]) -> dict[str, Any]:
+    """The part of a Deployment that observe reads (kept in kopf's index)."""
+    return {
+        "spec": {"replicas": deploy["spec"].get("replicas")},
+        "status": deploy.get("status") or {},
+    }
 
 
 def _act(
@@ -68,6 +128,7 @@ def _act(
     s: Spec,
     state: ObjectState,
     pods: list[dict[str, Any]],
+    deploy: dict[str, Any] | None,
     samples: dict[str, Sample | None],
     now: float,
 ) -> None:
@@ -83,17 +144,33 @@ def _act(
         figures["kvCacheUsage"] = round(sum(x.kv_usage for x in scraped.values()) / len(scraped), 4)
     if live.ttft_p95 is not None:
         figures["ttftSecondsP95"] = round(live.ttft_p95, 4)
-    deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
     extra: dict[str, Any] = {"metrics": figures}
     if deploy is not None and s.autoscaling is not None and s.autoscaling.mode == "Operator":
         if _autoscale(api, body, s, state, deploy, scraped, now):
             extra["lastScaleTime"] = now_iso()
             deploy = kube.get(api, DEPLOYMENT, s.namespace, s.name)
-    rollout = dict((body.get("status") or {}).get("rollout") or {})
+    old = body.get("status") or {}
+    found = trouble(pods)
+    if found is not None and found != plan.trouble_of(old):
+        kopf.event(body, type="Warning", reason=found.reason, message=found.message)
+    rollout = dict(old.get("rollout") or {})
     if deploy is not None and rollout.get("phase") == "Progressing":
-        if _gate(api, body, s, state, rollout, deploy, pods, now):
+        rollout = _gate(api, body, s, state, rollout, deploy, pods, now)
+        if rollout is None:
             return  # rolled back: the reconcile wrote the status
-    write_status(api, body, s, deploy, rollout, **extra)
+    # An observation neither stamps observedGeneration nor clears a standing apply failure.
+    write_status(
+        api,
+        body,
+        s,
+        deploy,
+        rollout,
+        generation=None,
+        apply_error=plan.apply_error_of(old),
+        trouble=found,
+        resource_version=body["metadata"]["resourceVersion"],
+        **extra,
+    )
 
 
 def _autoscale(
@@ -107,6 +184,16 @@ def _autoscale(
 ) -> bool:
     a = s.autoscaling
     current = deploy["spec"].get("replicas", a.min_replicas)
+    if a.min_replicas == 0:
+        wake_at = scale_to_zero.wake_time(body)
+        scale_to_zero.observe(state.idle, scraped, wake_at, now)
+        move = scale_to_zero.decide(a, current, state.idle, wake_at, now)
+        if move is not None:
+            if move.replicas != current:
+                kube.scale(api, s.namespace, s.name, move.replicas)
+                kopf.event(body, type="Normal", reason=move.reason, message=move.message)
+            return move.replicas != current
+        a = dataclasses.replace(a, min_replicas=1)
     if a.metric == "TTFTSecondsP95":
         p95 = state.history.window(list(scraped), a.window_seconds, now).ttft_p95
         values: list[float | None] = [p95] if scraped else []
@@ -145,8 +232,8 @@ def _gate(
     deploy: dict[str, Any],
     pods: list[dict[str, Any]],
     now: float,
-) -> bool:
-    """Judge the new revision; returns True when it rolled back (and reconciled)."""
+) -> dict[str, Any] | None:
+    """Judge the new revision: the rollout to write, or None when it rolled back (and reconciled)."""
     new = [
         p
         for p in pods
@@ -154,63 +241,37 @@ def _gate(
     ]
     window = s.analysis.window_seconds if s.analysis else LIVE_WINDOW
     stats = state.history.window([p["metadata"]["name"] for p in new if _ready(p)], window, now)
-    started = datetime.fromisoformat(rollout["startedAt"].replace("Z", "+00:00")).timestamp()
     o = Observation(
-        elapsed_seconds=now - started,
         desired=deploy["spec"].get("replicas", 1),
-        ready=sum(_ready(p) for p in new),
-        restarts=sum(
-            c.get("restartCount", 0)
-            for p in new
-            for c in p.get("status", {}).get("containerStatuses", [])
-        ),
+        pods=tuple(_new_pod(p, now) for p in new),
         requests=stats.requests,
         errors=stats.errors,
         ttft_p95=stats.ttft_p95,
         covered_seconds=stats.covered_seconds,
     )
     v = judge(s.analysis, s.startup_timeout_seconds, o)
-    if v.action == "wait":
-        rollout["message"] = v.message
-        return False
-    if v.action == "promote":
-        if spec_revision(s) != rollout["revision"]:
-            return False  # the spec moved on; the reconcile it triggered starts the next rollout
-        rollout.update(
-            phase="Succeeded",
-            stableRevision=rollout["revision"],
-            message=f"{v.reason}: {v.message}",
-            stableSpec=json.dumps(s.raw, sort_keys=True),
-        )
-        kopf.event(
-            body,
-            type="Normal",
-            reason="RolloutSucceeded",
-            message=f"revision {rollout['revision']}: {v.message}",
-        )
-        return False
-    if not rollout.get("stableSpec") or rollout.get("stableRevision") == rollout["revision"]:
-        rollout.update(
-            phase="Failed", message=f"{v.reason}: {v.message} (no earlier revision to roll back to)"
-        )
-        kopf.event(body, type="Warning", reason="RolloutFailed", message=rollout["message"])
-        return False
-    rollout.update(
-        phase="RolledBack",
-        failedRevision=rollout["revision"],
-        revision=rollout["stableRevision"],
-        message=f"{v.reason}: {v.message}; rolled back to revision {rollout['stableRevision']}",
-    )
+    step = plan.gate(s, body["metadata"].get("generation", 0), rollout, v, CONFIG)
+    if step.event is not None:
+        kopf.event(body, type=step.event.type, reason=step.event.reason, message=step.event.message)
+    if not step.rolled_back:
+        return step.rollout
     metrics.rollbacks.labels(s.namespace, s.name).inc()
-    kopf.event(
-        body,
-        type="Warning",
-        reason="RolledBack",
-        message=f"revision {rollout['failedRevision']}: {rollout['message']}",
-    )
-    kube.patch_status(api, s.namespace, s.name, {"rollout": rollout})
+    old = body.get("status") or {}
+    patch = plan.status_patch(old, {"rollout": step.rollout})
+    kube.patch_status(api, s.namespace, s.name, patch, body["metadata"]["resourceVersion"])
     reconcile_now(api, s.namespace, s.name)
-    return True
+    return None
+
+
+def _new_pod(pod: dict[str, Any], now: float) -> NewPod:
+    meta, st = pod["metadata"], pod.get("status", {})
+    started = st.get("startTime") or meta["creationTimestamp"]
+    return NewPod(
+        name=meta["name"],
+        age_seconds=now - datetime.fromisoformat(started).timestamp(),
+        ready=_ready(pod),
+        restarts=sum(c.get("restartCount", 0) for c in st.get("containerStatuses", [])),
+    )
 
 
 def _ready(pod: dict[str, Any]) -> bool:

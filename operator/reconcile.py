@@ -1,7 +1,8 @@
-"""Make the cluster match one InferenceService: apply its children, prune the rest, write status.
+"""Make the cluster match one InferenceService: read, plan (plan.py, pure), apply, prune, write
+status.
 
-Runs in a worker thread (the kubernetes client is synchronous), under a per-object lock that the
-observe timer shares, so a reconcile and a scaling decision never interleave.
+Runs in a worker thread (the kubernetes client is synchronous), under the object's lock
+(locks.py), which the observe timer shares.
 """
 
 from __future__ import annotations
@@ -9,38 +10,29 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from kubernetes.client import ApiClient
 
-from pagoda.operator import kube, metrics
+from pagoda.operator import kube, locks, metrics, plan
 from pagoda.operator.children import (
     DEPLOYMENT,
     HANDOVER_MANAGER,
     KINDS,
     SERVICEMONITOR,
-    applies_replicas,
-    desired,
-    engine_image,
-    handover,
     kind_of,
 )
 from pagoda.operator.config import CONFIG
-from pagoda.operator.resources.deployment import deployment, revision
-from pagoda.operator.resources.ingress import ingress_url
-from pagoda.operator.resources.service import cluster_url
 from pagoda.operator.spec import SELECTOR_LABEL, Spec, parse
-from pagoda.operator.status import Facts, conditions, merge
+from pagoda.operator.trouble import Trouble
 
-LOCKS: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 _served_cache: dict[str, tuple[float, bool]] = {}
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def servicemonitors_served(api: ApiClient) -> bool:
@@ -53,7 +45,7 @@ def servicemonitors_served(api: ApiClient) -> bool:
 
 
 async def reconcile(api: ApiClient, namespace: str, name: str) -> None:
-    async with LOCKS[(namespace, name)]:
+    async with locks.lock(namespace, name):
         try:
             await asyncio.to_thread(reconcile_now, api, namespace, name)
         except Exception:
@@ -68,87 +60,42 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     s = parse(name, namespace, body["spec"])
-    status = body.get("status") or {}
-    rollout = dict(status.get("rollout") or {})
-    pods = pod_spec(s, rollout)
+    old = body.get("status") or {}
     live = kube.get(api, DEPLOYMENT, namespace, name)
-    replicas = replicas_to_apply(s, live)
-    if replicas is None and live is not None and applies_replicas(live["metadata"]):
-        kube.apply(api, DEPLOYMENT, handover(live), manager=HANDOVER_MANAGER)
+    generation = body["metadata"].get("generation", 0)
+    observed = plan.Observed(generation, old, live, servicemonitors_served(api))
+    p = plan.plan(s, observed, CONFIG, now_iso())
     try:
-        applied = apply_children(api, body, s, pods, replicas)
+        if p.handover is not None:
+            kube.apply(api, DEPLOYMENT, p.handover, manager=HANDOVER_MANAGER)
+        applied = apply_children(api, body, s, p.objects, observed.servicemonitors)
     except kube.ApiException as e:
         error = f"applying children failed: {e.status} {e.reason}: {_api_message(e)}"
         kopf.event(body, type="Warning", reason="ApplyFailed", message=error)
-        write_status(api, body, s, live, rollout, apply_error=error)
+        rollout = dict(old.get("rollout") or {})
+        write_status(
+            api, body, s, live, rollout, None, apply_error=error, trouble=plan.trouble_of(old)
+        )
         raise kopf.TemporaryError(error, delay=15) from e
+    for ev in p.events:
+        kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message)
     deploy = next(o for o in applied if o["kind"] == "Deployment")
-    rendered = revision(deploy)
-    if rendered != rollout.get("revision"):
-        rollout.update(revision=rendered, startedAt=now_iso())
-        if rendered == rollout.get("stableRevision"):
-            rollout.update(phase="Succeeded", message=f"back on stable revision {rendered}")
-        else:
-            rollout.update(phase="Progressing", message=f"rolling out revision {rendered}")
-            kopf.event(
-                body,
-                type="Normal",
-                reason="RolloutStarted",
-                message=f"rolling out revision {rendered}",
-            )
-    write_status(api, body, s, deploy, rollout)
-
-
-def pod_spec(s: Spec, rollout: dict[str, Any]) -> Spec:
-    """The spec that renders pods: the stable one while the current spec is the rolled-back revision."""
-    stable = rollout.get("stableSpec")
-    if stable and rollout.get("failedRevision") == spec_revision(s):
-        return parse(s.name, s.namespace, json.loads(stable))
-    return s
-
-
-def spec_revision(s: Spec) -> str:
-    return revision(
-        deployment(s, engine_image(s, CONFIG.engine_image, CONFIG.engine_cpu_image), None)
-    )
-
-
-def replicas_to_apply(s: Spec, live: dict[str, Any] | None) -> int | None:
-    """Spec mode: the spec. HPA mode: None (the HPA owns the field). Operator mode: the count the
-    autoscaler last set on the Deployment, kept within [min, max]."""
-    a = s.autoscaling
-    if a is None:
-        return s.replicas
-    if a.mode == "HPA":
-        return None
-    current = (live or {}).get("spec", {}).get("replicas", a.min_replicas)
-    return min(max(current, a.min_replicas), a.max_replicas)
+    write_status(api, body, s, deploy, p.rollout, generation, trouble=plan.trouble_of(old))
 
 
 def apply_children(
-    api: ApiClient, body: dict[str, Any], s: Spec, pods: Spec, replicas: int | None
+    api: ApiClient,
+    body: dict[str, Any],
+    s: Spec,
+    want: list[dict[str, Any]],
+    servicemonitors: bool,
 ) -> list[dict[str, Any]]:
-    sm = servicemonitors_served(api)
-    new_generation = (body.get("status") or {}).get("observedGeneration") != body["metadata"].get(
-        "generation"
-    )
-    if (
-        s.service_monitor and not sm and new_generation
-    ):  # said once per spec, not on every reconcile
-        kopf.event(
-            body,
-            type="Warning",
-            reason="ServiceMonitorSkipped",
-            message="monitoring.serviceMonitor.enabled, but the ServiceMonitor CRD is not installed",
-        )
-    image = engine_image(pods, CONFIG.engine_image, CONFIG.engine_cpu_image)
-    want = desired(s, pods, image, replicas, sm)
     uid = body["metadata"]["uid"]
     selector = f"{SELECTOR_LABEL}={s.name}"
     existing: dict[tuple[str, str], str] = {}
     owned: list[tuple[Any, str]] = []
     for kind in KINDS:
-        if kind is SERVICEMONITOR and not sm:
+        if kind is SERVICEMONITOR and not servicemonitors:
             continue
         for o in kube.list_(api, kind, s.namespace, selector):
             if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences", [])):
@@ -187,42 +134,22 @@ def write_status(
     s: Spec,
     deploy: dict[str, Any] | None,
     rollout: dict[str, Any],
+    generation: int | None,
     apply_error: str | None = None,
+    trouble: Trouble | None = None,
+    resource_version: str | None = None,
     **extra: Any,
 ) -> None:
-    """Status from the Deployment as it is and what the caller knows; `extra` adds fields (metrics, ...)."""
+    """Writes the status only where it changed: a steady state costs no API call.
+    `resource_version`: write only if `body` is still current (else a 409 ApiException)."""
     old = body.get("status") or {}
-    dstatus = (deploy or {}).get("status", {})
-    desired_n = (deploy or {}).get("spec", {}).get("replicas", s.replicas or 0)
-    pods_scraped = (extra.get("metrics") or old.get("metrics") or {}).get("podsScraped")
-    facts = Facts(
-        desired=desired_n,
-        replicas=dstatus.get("replicas", 0),
-        ready=dstatus.get("readyReplicas", 0),
-        updated=dstatus.get("updatedReplicas", 0),
-        deployment_conditions=dstatus.get("conditions", []),
-        rollout_phase=rollout.get("phase"),
-        rollout_message=rollout.get("message", ""),
-        pods_scraped=pods_scraped,
-        apply_error=apply_error,
-    )
-    generation = body["metadata"].get("generation", 0)
-    status = {
-        "observedGeneration": generation,
-        "url": ingress_url(s) or cluster_url(s),
-        "replicas": facts.replicas,
-        "readyReplicas": facts.ready,
-        "desiredReplicas": desired_n,
-        "selector": f"{SELECTOR_LABEL}={s.name}",
-        "replicasOwner": s.replicas_owner,
-        "rollout": rollout,
-        "conditions": merge(old.get("conditions", []), conditions(facts), now_iso(), generation),
-        **extra,
-    }
-    kube.patch_status(api, s.namespace, s.name, status)
+    new = plan.status(s, old, deploy, rollout, generation, now_iso(), apply_error, trouble, **extra)
+    patch = plan.status_patch(old, new)
+    if patch:
+        kube.patch_status(api, s.namespace, s.name, patch, resource_version)
     metrics.track(s.namespace, s.name)
-    metrics.desired_replicas.labels(s.namespace, s.name).set(desired_n)
-    metrics.ready_replicas.labels(s.namespace, s.name).set(facts.ready)
+    metrics.desired_replicas.labels(s.namespace, s.name).set(new["desiredReplicas"])
+    metrics.ready_replicas.labels(s.namespace, s.name).set(new["readyReplicas"])
 
 
 def _api_message(e: kube.ApiException) -> str:

@@ -14,15 +14,28 @@ MAX_RESTARTS = 2  # one restart can be a node hiccup; two during a rollout is a 
 
 
 @dataclass(frozen=True)
+class NewPod:
+    """One pod of the new revision, judged from its own start: a rollout of N pods with maxSurge 1
+    loads the model N times one after another, and no single pod should pay for the others."""
+
+    name: str
+    age_seconds: float  # since this pod started (its status.startTime, else its creation)
+    ready: bool
+    restarts: int  # container restarts within this pod
+
+
+@dataclass(frozen=True)
 class Observation:
-    elapsed_seconds: float  # since the rollout started
     desired: int  # pods the new revision should have
-    ready: int  # new-revision pods ready
-    restarts: int  # container restarts across the new-revision pods
+    pods: tuple[NewPod, ...]  # the new revision's pods that exist
     requests: float  # requests the new pods finished within the analysis window
     errors: float
     ttft_p95: float | None
     covered_seconds: float  # how much of the analysis window the new pods' samples span
+
+    @property
+    def ready(self) -> int:
+        return sum(p.ready for p in self.pods)
 
 
 @dataclass(frozen=True)
@@ -33,18 +46,22 @@ class Verdict:
 
 
 def judge(analysis: Analysis | None, startup_timeout_seconds: int, o: Observation) -> Verdict:
-    if o.restarts >= MAX_RESTARTS:
-        return Verdict("rollback", "NewPodsCrashing", f"new pods restarted {o.restarts} times")
-    if o.ready < o.desired:
-        if o.elapsed_seconds > startup_timeout_seconds:
-            return Verdict(
-                "rollback",
-                "StartupTimeout",
-                f"{o.ready}/{o.desired} new pods ready after {o.elapsed_seconds:.0f}s "
-                f"(startupTimeoutSeconds {startup_timeout_seconds})",
-            )
-        if o.ready == 0:
-            return Verdict("wait", "Starting", f"0/{o.desired} new pods ready")
+    crashing = [p for p in o.pods if p.restarts >= MAX_RESTARTS]
+    if crashing:
+        worst = max(crashing, key=lambda p: p.restarts)
+        return Verdict(
+            "rollback", "NewPodsCrashing", f"new pod {worst.name} restarted {worst.restarts} times"
+        )
+    late = [p for p in o.pods if not p.ready and p.age_seconds > startup_timeout_seconds]
+    if late:
+        return Verdict(
+            "rollback",
+            "StartupTimeout",
+            f"new pod {late[0].name} not ready {late[0].age_seconds:.0f}s after its start "
+            f"(startupTimeoutSeconds {startup_timeout_seconds}); {o.ready}/{o.desired} new pods ready",
+        )
+    if o.ready == 0:
+        return Verdict("wait", "Starting", f"0/{o.desired} new pods ready")
     if analysis is None:
         if o.ready < o.desired:
             return Verdict("wait", "Starting", f"{o.ready}/{o.desired} new pods ready")

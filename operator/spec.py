@@ -17,9 +17,22 @@ SELECTOR_LABEL = "pagoda.dev/inferenceservice"
 REVISION_LABEL = "pagoda.dev/revision"
 MODEL_MOUNT = "/mnt/models"
 CACHE_MOUNT = "/models"
+HUB_DIR = f"{CACHE_MOUNT}/hub"  # hf://ORG/NAME@REV is downloaded to HUB_DIR/ORG/NAME/REV
+# pagoda gateway sets it (an ISO time) to ask for a replica of an InferenceService at zero. Not
+# under "pagoda.dev/": kopf keeps its own state there and leaves such keys out of what it diffs.
+WAKE_ANNOTATION = "gateway.pagoda.dev/wake-requested"
 
 # Engine fields that are operator settings, not flags.
-_NOT_FLAGS = {"image", "imagePullPolicy", "apiKeySecret", "args", "env"}
+NOT_FLAGS = {
+    "image",
+    "imagePullPolicy",
+    "command",
+    "apiKeySecret",
+    "args",
+    "env",
+    "envFrom",
+    "volumeMounts",
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,7 @@ class Autoscaling:
     tolerance: float = 0.1
     scale_up: ScaleRule = ScaleRule(0, 4, 60)
     scale_down: ScaleRule = ScaleRule(300, 1, 60)
+    scale_to_zero_after_seconds: int = 600  # minReplicas 0 only: idle this long -> 0 replicas
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,10 @@ class Spec:
     service_monitor: bool = False
     service_monitor_interval: str = "15s"
     scheduling: dict[str, Any] = field(default_factory=dict)
+    pod: dict[str, Any] = field(default_factory=dict)  # spec.pod: pod-level overrides, as given
+    model_token_secret: dict[str, str] | None = None  # {name, key}: HF_TOKEN for the download
+    model_cache_claim: str | None = None  # a PVC shared by the pods as the model cache
+    network_policy: dict[str, Any] = field(default_factory=dict)  # spec.networkPolicy, as given
 
     @property
     def replicas_owner(self) -> str:
@@ -138,6 +156,10 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         service_monitor=sm.get("enabled", False),
         service_monitor_interval=sm.get("interval", "15s"),
         scheduling=spec.get("scheduling", {}),
+        pod=spec.get("pod", {}),
+        model_token_secret=model.get("tokenSecret"),
+        model_cache_claim=model.get("cache", {}).get("claimName"),
+        network_policy=spec.get("networkPolicy", {}),
     )
 
 
@@ -162,6 +184,9 @@ def _autoscaling(a: dict[str, Any]) -> Autoscaling:
         tolerance=a.get("tolerance", defaults.tolerance),
         scale_up=rule(a.get("scaleUp"), defaults.scale_up),
         scale_down=rule(a.get("scaleDown"), defaults.scale_down),
+        scale_to_zero_after_seconds=a.get(
+            "scaleToZeroAfterSeconds", defaults.scale_to_zero_after_seconds
+        ),
     )
 
 
@@ -170,10 +195,20 @@ def flag(camel: str) -> str:
     return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", camel).lower()
 
 
+def hub_model(uri: str) -> tuple[str, str] | None:
+    """hf://ORG/NAME[@REVISION] -> (ORG/NAME, REVISION or main); None for other URIs."""
+    if not uri.startswith("hf://"):
+        return None
+    repo, _, rev = uri.removeprefix("hf://").partition("@")
+    return repo, rev or "main"
+
+
 def model_arg(uri: str) -> str:
-    """What the engine gets as MODEL: a hub id, a path, or `default`."""
-    if uri.startswith("hf://"):
-        return uri.removeprefix("hf://")
+    """What the engine gets as MODEL: a path (hub models are downloaded before it starts), or
+    `default`."""
+    hub = hub_model(uri)
+    if hub is not None:
+        return f"{HUB_DIR}/{hub[0]}/{hub[1]}"
     if uri.startswith("pvc://"):
         _, _, path = uri.removeprefix("pvc://").partition("/")
         return f"{MODEL_MOUNT}/{path}".rstrip("/")
@@ -194,7 +229,7 @@ def engine_args(s: Spec) -> list[str]:
         s.served_name or s.name,
     ]
     for key, value in s.engine.items():
-        if key in _NOT_FLAGS:
+        if key in NOT_FLAGS:
             continue
         if isinstance(value, bool):
             if key == "enablePrefixCaching":
@@ -203,10 +238,6 @@ def engine_args(s: Spec) -> list[str]:
                 args.append(flag(key))
         else:
             args += [flag(key), str(value)]
-    if "apiKeySecret" in s.engine:
-        args += [
-            "--api-key",
-            "$(PAGODA_API_KEY)",
-        ]  # the kubelet expands it from the Secret-backed env
-    args += ["--shutdown-timeout", str(s.drain_seconds)]
+    if "command" not in s.engine:  # Pagoda's own flag; another engine drains on SIGTERM its own way
+        args += ["--shutdown-timeout", str(s.drain_seconds)]
     return args + list(s.engine.get("args", []))

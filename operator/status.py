@@ -17,6 +17,7 @@ class Facts:
     rollout_message: str = ""
     pods_scraped: int | None = None  # None: not scraped yet
     apply_error: str | None = None
+    trouble: tuple[str, str] | None = None  # (reason, message): what is wrong with the pods
 
 
 def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
@@ -51,6 +52,8 @@ def conditions(f: Facts) -> list[dict[str, Any]]:
     failure = deploy.get("ReplicaFailure", {})
     if f.apply_error:
         degraded = condition("Degraded", True, "ApplyFailed", f.apply_error)
+    elif f.trouble:
+        degraded = condition("Degraded", True, *f.trouble)
     elif f.rollout_phase == "RolledBack":
         degraded = condition("Degraded", True, "RolledBack", f.rollout_message)
     elif f.rollout_phase == "Failed":
@@ -81,16 +84,18 @@ def conditions(f: Facts) -> list[dict[str, Any]]:
 
 
 def merge(
-    old: list[dict[str, Any]], new: list[dict[str, Any]], now: str, generation: int
+    old: list[dict[str, Any]], new: list[dict[str, Any]], now: str, generation: int | None
 ) -> list[dict[str, Any]]:
-    """New conditions, keeping lastTransitionTime where a condition's status did not change."""
+    """New conditions, keeping lastTransitionTime where a condition's status did not change.
+    `generation`: the observedGeneration they speak for (None before any was applied)."""
     before = {c["type"]: c for c in old}
     out = []
     for c in new:
-        prev = before.get(c["type"])
-        held = (
-            prev is not None and prev.get("status") == c["status"] and "lastTransitionTime" in prev
-        )
+        prev = before.get(c["type"], {})
+        held = prev.get("status") == c["status"] and "lastTransitionTime" in prev
         since = prev["lastTransitionTime"] if held else now
-        out.append({**c, "lastTransitionTime": since, "observedGeneration": generation})
+        stamped = {**c, "lastTransitionTime": since}
+        if generation is not None:
+            stamped["observedGeneration"] = generation
+        out.append(stamped)
     return out

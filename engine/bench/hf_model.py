@@ -14,6 +14,7 @@ def load_hf_model(config: EngineConfig, mc: ModelConfig, device: torch.device, d
 
     resolved = resolve_model(config)
     if resolved.kind == "gguf":
+        assert resolved.path is not None, "a gguf model has a path"
         model = AutoModelForCausalLM.from_pretrained(
             str(resolved.path.parent), gguf_file=resolved.path.name, dtype=dtype
         )

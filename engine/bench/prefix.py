@@ -52,6 +52,7 @@ def prefix_workload(
 
 def run_prefix(config: EngineConfig, args: argparse.Namespace) -> int:
     from pagoda.engine.llm_engine import LLMEngine
+    from pagoda.engine.runner.model_runner import ModelRunner
 
     if (
         min(args.num_prompts, args.question_len, args.output_len, args.repeats) < 1
@@ -62,6 +63,7 @@ def run_prefix(config: EngineConfig, args: argparse.Namespace) -> int:
             "--shared-prefix-len at least 0"
         )
     engine = LLMEngine(config, log_stats=False)
+    assert isinstance(engine.runner, ModelRunner), "LLMEngine(config) builds the real runner"
     vocab = engine.runner.model_config.vocab_size
     workloads = {
         name: prefix_workload(

@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -213,7 +213,7 @@ def summarize(
     out_tokens = sum(r.output_tokens for r in ok)
     in_tokens = sum(r.prompt_tokens for r in ok)
     summary = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "base_url": args.base_url,
         "endpoint": args.endpoint,
         "model": model,
@@ -267,7 +267,7 @@ def report(summary: dict, percentiles: list[str]) -> str:
         ("itl", "Inter-token Latency"),
         ("e2el", "End-to-end Latency"),
     ]:
-        lines.append("{s:-^60}".format(s=title))
+        lines.append(f"{title:-^60}")
         lines.append(f"{'Mean ' + name.upper() + ' (ms)':<44}{summary[f'mean_{name}_ms']:>16.2f}")
         for p in percentiles:
             lines.append(

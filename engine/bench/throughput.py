@@ -36,12 +36,15 @@ def add_throughput_args(p: argparse.ArgumentParser) -> None:
 
 def run_throughput(config: EngineConfig, args: argparse.Namespace) -> int:
     from pagoda.engine.llm_engine import LLMEngine
+    from pagoda.engine.runner.model_runner import ModelRunner
 
     t0 = time.perf_counter()
     engine = LLMEngine(config, log_stats=False)
     load_s = time.perf_counter() - t0
+    runner = engine.runner
+    assert isinstance(runner, ModelRunner), "LLMEngine(config) builds the real runner"
     # W1 draws ids below 128000, as hf_baseline.py does, so both runs see the very same requests.
-    vocab = min(engine.runner.model_config.vocab_size, 128000)
+    vocab = min(runner.model_config.vocab_size, 128000)
     wl = random_workload(
         args.num_prompts, tuple(args.input_len), tuple(args.output_len), vocab, args.workload_seed
     )
@@ -53,8 +56,8 @@ def run_throughput(config: EngineConfig, args: argparse.Namespace) -> int:
     results = {
         "engine": "pagoda",
         "model": config.dummy_shape or config.name,
-        "device": str(engine.runner.device),
-        "dtype": str(engine.runner.dtype).removeprefix("torch."),
+        "device": str(runner.device),
+        "dtype": str(runner.dtype).removeprefix("torch."),
         **_run_engine(engine, wl),
     }
     _print(results)
@@ -125,6 +128,7 @@ def _run_engine(engine, wl: Workload) -> dict:
 def run_hf_static(config: EngineConfig, engine, wl: Workload, batch_size: int) -> dict:
     """HF transformers' generate, static batches, left-padded, each batch run to its longest output."""
     import torch
+
     from pagoda.engine.bench.hf_model import load_hf_model
 
     device, dtype = engine.runner.device, engine.runner.dtype

@@ -104,7 +104,7 @@ class KVCacheManager:
         return None
 
     def can_allocate(
-        self, seq: Sequence, num_new_tokens: int, cached_blocks: list[int] = ()
+        self, seq: Sequence, num_new_tokens: int, cached_blocks: list[int] | tuple[()] = ()
     ) -> bool:
         free_hits = sum(1 for b in cached_blocks if self.blocks[b].ref_count == 0)
         computed = seq.num_computed_tokens + len(cached_blocks) * self.block_size
@@ -116,7 +116,9 @@ class KVCacheManager:
         cow = self._shared_write_block(seq) is not None
         return max(need, 0) + cow + free_hits <= len(self.free)
 
-    def allocate(self, seq: Sequence, num_new_tokens: int, cached_blocks: list[int] = ()) -> bool:
+    def allocate(
+        self, seq: Sequence, num_new_tokens: int, cached_blocks: list[int] | tuple[()] = ()
+    ) -> bool:
         """Give `seq` the blocks for its next `num_new_tokens` tokens; False (and no change) if they don't fit.
 
         `cached_blocks` (from find_cached_prefix, for a sequence with no blocks yet) are shared, and
@@ -135,8 +137,10 @@ class KVCacheManager:
             return False
         for block_id in cached_blocks:
             self._take(block_id)
+            block_hash = self.blocks[block_id].hash
+            assert block_hash is not None, "a prefix hit is a full, hashed block"
             seq.block_table.append(block_id)
-            seq.block_hashes.append(self.blocks[block_id].hash)
+            seq.block_hashes.append(block_hash)
         seq.num_computed_tokens += len(cached_blocks) * self.block_size
         shared = self._shared_write_block(seq)
         if shared is not None:  # copy-on-write: the writer gets its own copy of the block

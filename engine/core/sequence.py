@@ -10,13 +10,14 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from pagoda.engine.outputs import TokenLogprobs
 from pagoda.engine.sampling_params import SamplingParams
 from pagoda.engine.structured.backend import GrammarState
 
+if TYPE_CHECKING:  # the core holds the runner's tensors but never touches a device
+    import torch
 
 # A sampled token still on its way to the host (async scheduling): the next step already computes
 # with it, the runner reading its value on the device; the engine fills it in when it arrives.

@@ -31,4 +31,4 @@ except ImportError:
     )
     tl = types.SimpleNamespace(constexpr=int)
 
-__all__ = ["HAS_TRITON", "triton", "tl"]
+__all__ = ["HAS_TRITON", "tl", "triton"]

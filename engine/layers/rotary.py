@@ -20,7 +20,7 @@ def inv_frequencies(
 ) -> torch.Tensor:
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     rope_type = (rope_scaling or {}).get("rope_type", "default")
-    if rope_type == "default":
+    if rope_type == "default" or rope_scaling is None:
         return inv_freq
     if rope_type == "linear":
         return inv_freq / rope_scaling["factor"]
@@ -49,6 +49,8 @@ def llama3_frequencies(inv_freq: torch.Tensor, s: dict[str, Any]) -> torch.Tenso
 
 
 class RotaryEmbedding(nn.Module):
+    cos_sin_cache: torch.Tensor  # a buffer: [max_position, head_dim] cos then sin
+
     def __init__(
         self,
         head_dim: int,

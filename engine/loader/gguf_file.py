@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+
 import gguf
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ def hf_name(name: str) -> str:
 
 def _dequantize(t: gguf.ReaderTensor) -> torch.Tensor:
     # np.require: a float32 tensor comes back as a read-only view of the mapped file.
-    w = np.require(gguf.quants.dequantize(t.data, t.tensor_type), requirements="CW")
+    w = np.require(gguf.quants.dequantize(t.data, t.tensor_type), requirements=["C", "W"])
     return torch.from_numpy(w).reshape(tuple(int(n) for n in reversed(t.shape)))
 
 

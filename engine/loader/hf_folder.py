@@ -45,6 +45,6 @@ def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]
             )
         )
         for handle in handles:
-            for name in handle.keys():
+            for name in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
                 yield name, handle.get_tensor(name)
                 bar.update()

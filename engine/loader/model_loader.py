@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from pagoda.engine.attention import get_backend
 from pagoda.engine.config import EngineConfig
@@ -21,6 +20,7 @@ from pagoda.engine.loader.gguf_file import gguf_model_config, gguf_weights, open
 from pagoda.engine.loader.hf_folder import hf_model_config, safetensors_files, safetensors_weights
 from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
 from pagoda.engine.models import ModelConfig, build_model
+from pagoda.engine.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,14 @@ Weights = Iterable[tuple[str, torch.Tensor]]
 
 def load_model(
     config: EngineConfig, device: torch.device, dtype: torch.dtype
-) -> tuple[nn.Module, ModelConfig]:
+) -> tuple[LlamaForCausalLM, ModelConfig]:
     start = time.perf_counter()
     resolved = resolve_model(config)
+    weights: Weights | None
     if resolved.kind == "dummy":
         model_config, weights = dummy_model_config(resolved), None
+    elif resolved.path is None:
+        raise AssertionError(f"a {resolved.kind} model has a path")
     elif resolved.kind == "hf":
         model_config = hf_model_config(resolved.path)
         weights = safetensors_weights(safetensors_files(resolved.path))
@@ -52,6 +55,7 @@ def load_model(
 def dummy_model_config(resolved: ResolvedModel) -> ModelConfig:
     if resolved.shape is not None:
         return ModelConfig.from_shape(resolved.shape)
+    assert resolved.path is not None, "a dummy model without a shape has a config.json"
     return ModelConfig.from_hf(json.loads(resolved.path.read_text()))
 
 

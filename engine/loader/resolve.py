@@ -24,7 +24,10 @@ class ResolvedModel:
 
     @property
     def name(self) -> str:
-        return self.shape or (self.path.stem if self.kind == "gguf" else self.path.name)
+        if self.shape is not None:
+            return self.shape
+        assert self.path is not None, "a model without a shape has a path"
+        return self.path.stem if self.kind == "gguf" else self.path.name
 
 
 def default_gguf_path() -> Path:

@@ -48,7 +48,7 @@ class ModelConfig:
     ) -> ModelConfig:
         """From a HF config.json dict (transformers 4 or 5 spelling of the RoPE settings)."""
         architecture = (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
-        rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+        rope: dict[str, Any] = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
         rope_theta = cfg.get("rope_theta", rope.pop("rope_theta", 10000.0))
         rope_type = rope.pop("rope_type", rope.pop("type", "default"))
         eos: list[int] = []

@@ -8,6 +8,7 @@ Weights load by HF checkpoint names (model.layers.N.self_attn.q_proj.weight ...)
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -182,7 +183,7 @@ class LlamaForCausalLM(nn.Module):
                     )
                 params[target].copy_(tensor)
             else:
-                self.get_submodule(".".join([*prefix, merged])).load_shard(
+                cast(MergedLinear, self.get_submodule(".".join([*prefix, merged]))).load_shard(
                     params[target], shard, tensor
                 )
             loaded.add((target, shard))

@@ -25,7 +25,7 @@ CPU_DEFAULT_KV_BYTES = 2 * 1024**3
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def op_runs(ops: list[BlockOp]) -> list[tuple[str, list[tuple[int, int]]]]:
+def op_runs(ops: list[BlockOp] | tuple[()]) -> list[tuple[str, list[tuple[int, int]]]]:
     """Split ordered block moves into runs of one kind that can run as one indexed copy each: a run
     ends before a move that reads or writes a block an earlier move of the run wrote."""
     runs: list[tuple[str, list[tuple[int, int]]]] = []
@@ -301,7 +301,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(
-        self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp] = ()
+        self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp] | tuple[()] = ()
     ) -> tuple[list[Sequence], SampledBatch | None]:
         """Perform the block moves, run one forward pass, and sample for the sequences whose last
         new token ends their context (and for their pending forks, from the same logits row).
@@ -312,7 +312,7 @@ class ModelRunner:
         if not batch:
             self._last_rows = {}
             return [], None
-        input_ids, positions, meta, logits_at = self.prepare(batch)
+        input_ids, positions, meta, _ = self.prepare(batch)
         if self.graphs is not None and meta.max_query_len == 1 and self.graphs.fits(len(batch)):
             hidden = self.graphs.run(input_ids, positions, meta)
         else:

@@ -107,7 +107,8 @@ class BeamSearch:
             return False
         if self.early_stopping == "never" and self.length_penalty > 0:
             length = self.max_tokens
-        return self.beams[0].logprob / length**self.length_penalty > self.finished[-1].score
+        best_score: float = self.beams[0].logprob / length**self.length_penalty
+        return best_score > self.finished[-1].score
 
     def best(self, n: int) -> list[Hypothesis]:
         """The n best finished hypotheses (the search must be done)."""

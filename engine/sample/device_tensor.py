@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
+from typing import Any
+
+import numpy.typing as npt
 import torch
 
 
 def device_tensor(
-    data: list | np.ndarray, dtype: torch.dtype, device: torch.device
+    data: Sequence[float] | npt.NDArray[Any], dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """torch.tensor(data, device=device) syncs with a GPU's stream; a pinned, non-blocking copy
     does not (the caching host allocator keeps the pinned block until the copy is done)."""

@@ -5,6 +5,7 @@ token the grammar forbids to -inf, on the CPU or the GPU alike."""
 from __future__ import annotations
 
 import torch
+
 from pagoda.engine.sample.device_tensor import device_tensor
 
 BITS = 32

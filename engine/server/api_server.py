@@ -13,9 +13,12 @@ import logging
 import os
 import signal
 import time
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -27,6 +30,9 @@ from pagoda.engine.server.errors import install_error_handlers
 from pagoda.engine.server.middleware import GateMiddleware, Lifecycle
 from pagoda.engine.server.routes import router
 
+if TYPE_CHECKING:
+    from pagoda.engine.async_llm import AsyncLLM
+
 log = logging.getLogger(__name__)
 
 TEST_HOOKS_ENV = (
@@ -35,7 +41,7 @@ TEST_HOOKS_ENV = (
 
 
 def build_app(
-    engines: dict,
+    engines: dict[str, AsyncLLM],
     api_key: str | None = None,
     allowed_origins: list[str] | None = None,
     test_hooks: bool = False,
@@ -49,7 +55,7 @@ def build_app(
         raise ValueError("build_app needs at least one engine")
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI):
+    async def lifespan(_: FastAPI) -> AsyncGenerator[None, None]:
         for engine in engines.values():
             await engine.start()
         try:
@@ -109,7 +115,7 @@ class DrainingServer(uvicorn.Server):
         self.lifecycle, self.drain_timeout = lifecycle, drain_timeout
         self.drain_deadline: float | None = None
 
-    def handle_exit(self, sig: int, frame) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not uvicorn's handler: it would re-raise the signal after shutdown and so not exit 0.
         if self.drain_deadline is not None and sig == signal.SIGINT:
             self.force_exit = self.should_exit = True

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -41,7 +42,7 @@ def as_api_error(e: Exception) -> APIError:
 
 def error_body(
     status: int, message: str, param: str | None = None, code: str | None = None
-) -> dict:
+) -> dict[str, Any]:
     return {
         "error": {
             "message": message,
@@ -57,7 +58,7 @@ def error_response(
     message: str,
     param: str | None = None,
     code: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
         error_body(status, message, param, code), status_code=status, headers=headers

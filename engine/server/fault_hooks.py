@@ -25,7 +25,7 @@ async def kill_loop(request: Request, model: str) -> Response:
     def die() -> bool:
         raise RuntimeError("engine loop killed by the test hook")
 
-    llm.engine.has_unfinished_requests = die
+    llm.engine.has_unfinished_requests = die  # type: ignore[method-assign]
     return Response(status_code=204)
 
 
@@ -34,5 +34,5 @@ async def wedge_loop(request: Request, model: str, health_timeout_s: float = 2.0
     """The loop thread blocks for good at its next turn; /health notices after health_timeout_s."""
     llm = engine_for(request, model)
     llm.health_timeout_s = health_timeout_s
-    llm.engine.has_unfinished_requests = _never.wait
+    llm.engine.has_unfinished_requests = _never.wait  # type: ignore[method-assign]
     return Response(status_code=204)

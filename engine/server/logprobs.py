@@ -9,7 +9,8 @@ from pagoda.engine.server.protocol import ChatLogprobs, CompletionLogprobs, Toke
 
 
 def token_text(tokenizer: Any, token_id: int) -> str:
-    return tokenizer.decode([token_id])
+    text: str = tokenizer.decode([token_id])
+    return text
 
 
 def finite(lp: float) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.protocol import ChatMessage
@@ -83,11 +83,11 @@ def completion_prompts(
     if isinstance(prompt, str):
         prompts = [encode(tokenizer, prompt)]
     elif prompt and all(isinstance(p, int) for p in prompt):
-        prompts = [check_token_ids(tokenizer, prompt)]
+        prompts = [check_token_ids(tokenizer, cast(list[int], prompt))]
     elif all(isinstance(p, str) for p in prompt):
-        prompts = [encode(tokenizer, p) for p in prompt]
+        prompts = [encode(tokenizer, cast(str, p)) for p in prompt]
     else:
-        prompts = [check_token_ids(tokenizer, p) for p in prompt]
+        prompts = [check_token_ids(tokenizer, cast(list[int], p)) for p in prompt]
     if not prompts:
         raise APIError(400, "prompt must not be an empty list", param="prompt")
     return prompts

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,12 +24,15 @@ from pagoda.engine.server.serving_chat import create_chat_completion
 from pagoda.engine.server.serving_completion import create_completion
 from pagoda.engine.server.streams import ClientDisconnected
 
+if TYPE_CHECKING:
+    from pagoda.engine.async_llm import AsyncLLM
+
 router = APIRouter()
 
 
-def engine_for(request: Request, model: str | None, for_generation: bool = False):
+def engine_for(request: Request, model: str | None, for_generation: bool = False) -> AsyncLLM:
     """The engine serving `model`; None means the first one, as in vLLM."""
-    engines = request.app.state.engines
+    engines: dict[str, AsyncLLM] = request.app.state.engines
     if model is None:
         engine = next(iter(engines.values()))
     else:
@@ -48,7 +53,11 @@ def engine_for(request: Request, model: str | None, for_generation: bool = False
     return engine
 
 
-async def generation(request: Request, body, handler) -> Response:
+async def generation(
+    request: Request,
+    body: ChatCompletionRequest | CompletionRequest,
+    handler: Callable[[AsyncLLM, Any, Request], Awaitable[Response]],
+) -> Response:
     engine = engine_for(request, body.model, for_generation=True)
     try:
         return await handler(engine, body, request)
@@ -70,7 +79,7 @@ async def completions(request: Request) -> Response:
     )
 
 
-def model_card(engine, name: str) -> ModelCard:
+def model_card(engine: AsyncLLM, name: str) -> ModelCard:
     return ModelCard(id=name, root=engine.config.model, max_model_len=engine.max_model_len)
 
 
@@ -96,6 +105,7 @@ async def tokenize(request: Request) -> JSONResponse:
     if body.messages is not None:
         tokens = render_chat(engine.tokenizer, body.messages, body.add_generation_prompt)
     else:
+        assert body.prompt is not None  # exactly one of the two, checked above
         tokens = encode(engine.tokenizer, body.prompt, body.add_special_tokens)
     return JSONResponse(
         {"count": len(tokens), "max_model_len": engine.max_model_len, "tokens": tokens}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.sampling_params import SamplingParams
@@ -12,9 +13,12 @@ from pagoda.engine.server.protocol import PromptTokensDetails, SamplingFields, U
 from pagoda.engine.server.streams import merge
 from pagoda.engine.server.structured import structured_outputs
 
+if TYPE_CHECKING:
+    from pagoda.engine.async_llm import AsyncLLM
+
 
 def sampling_params(
-    engine, body: SamplingFields, max_tokens: int, logprobs: int | None
+    engine: AsyncLLM, body: SamplingFields, max_tokens: int, logprobs: int | None
 ) -> SamplingParams:
     if body.n > engine.config.max_num_seqs:
         raise APIError(
@@ -43,7 +47,7 @@ def sampling_params(
     return params
 
 
-def check_priority(engine, priority: int) -> None:
+def check_priority(engine: AsyncLLM, priority: int) -> None:
     if priority != 0 and engine.config.scheduling_policy != "priority":
         raise APIError(
             400,
@@ -53,13 +57,13 @@ def check_priority(engine, priority: int) -> None:
 
 
 async def generate_all(
-    engine,
+    engine: AsyncLLM,
     prompts: list[list[int]],
     params: SamplingParams,
     request_id: str,
     priority: int,
     cache_salt: str | None = None,
-) -> AsyncIterator[tuple[int, RequestOutput]]:
+) -> AsyncGenerator[tuple[int, RequestOutput], None]:
     """Outputs of one engine request per prompt, tagged with the prompt's index.
 
     The engine requests start on the first iteration, not before, so that a response that is never
@@ -80,7 +84,9 @@ async def generate_all(
         await merged.aclose()
 
 
-async def collect(outputs: AsyncIterator[tuple[int, RequestOutput]], n: int) -> list[RequestOutput]:
+async def collect(
+    outputs: AsyncGenerator[tuple[int, RequestOutput], None], n: int
+) -> list[RequestOutput]:
     """The final output of each of n requests."""
     finals: list[RequestOutput | None] = [None] * n
     try:
@@ -88,9 +94,10 @@ async def collect(outputs: AsyncIterator[tuple[int, RequestOutput]], n: int) -> 
             finals[i] = out
     finally:
         await outputs.aclose()
-    if any(f is None for f in finals):
+    done = [f for f in finals if f is not None]
+    if len(done) < n:
         raise RuntimeError("the engine ended a request without any output")
-    return finals
+    return done
 
 
 def continuous_usage(body: SamplingFields, outs: list[RequestOutput | None]) -> Usage | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
 
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
 from pagoda.engine.outputs import RequestOutput
@@ -37,8 +38,13 @@ from pagoda.engine.server.structured import check_structured_outputs
 from pagoda.engine.server.tools.choice import ToolPlan, parameters, plan_tools
 from pagoda.engine.structured.params import StructuredOutputsParams
 
+if TYPE_CHECKING:
+    from pagoda.engine.async_llm import AsyncLLM
 
-async def create_chat_completion(engine, body: ChatCompletionRequest, request: Request):
+
+async def create_chat_completion(
+    engine: AsyncLLM, body: ChatCompletionRequest, request: Request
+) -> Response:
     tokenizer = engine.tokenizer
     plan = plan_tools(body, getattr(request.app.state, "tool_call_parser", None))
     for tool in body.tools or []:
@@ -94,18 +100,18 @@ async def create_chat_completion(engine, body: ChatCompletionRequest, request: R
 
 
 async def stream_chunks(
-    engine,
+    engine: AsyncLLM,
     body: ChatCompletionRequest,
     request_id: str,
-    outputs: AsyncIterator[tuple[int, RequestOutput]],
+    outputs: AsyncGenerator[tuple[int, RequestOutput], None],
     top_k: int,
     plan: ToolPlan,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Content as it comes; where tools may be called, each choice's reply whole at its end (its
     text decides between content and tool calls)."""
     created, name = now(), engine.config.name
 
-    def chunk(choices: list[ChatChunkChoice], **kw) -> str:
+    def chunk(choices: list[ChatChunkChoice], **kw: Any) -> str:
         return sse(
             ChatCompletionChunk(id=request_id, created=created, model=name, choices=choices, **kw)
         )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from pagoda.engine.outputs import CompletionOutput, RequestOutput
+from pagoda.engine.outputs import CompletionOutput, RequestOutput, TokenLogprobs
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import completion_logprobs
 from pagoda.engine.server.prompts import completion_prompts, fit_max_tokens
@@ -28,8 +29,13 @@ from pagoda.engine.server.serving import (
 )
 from pagoda.engine.server.streams import SSE_DONE, sse, sse_error, until_disconnected
 
+if TYPE_CHECKING:
+    from pagoda.engine.async_llm import AsyncLLM
 
-async def create_completion(engine, body: CompletionRequest, request: Request):
+
+async def create_completion(
+    engine: AsyncLLM, body: CompletionRequest, request: Request
+) -> Response:
     tokenizer = engine.tokenizer
     prompts = completion_prompts(tokenizer, body.prompt)
     max_tokens = min(fit_max_tokens(len(p), body.max_tokens, engine.max_model_len) for p in prompts)
@@ -58,13 +64,13 @@ async def create_completion(engine, body: CompletionRequest, request: Request):
 
 
 def choice(
-    engine,
+    engine: AsyncLLM,
     body: CompletionRequest,
     prompt_index: int,
     o: CompletionOutput,
     text: str,
     ids: list[int],
-    steps: list,
+    steps: list[TokenLogprobs],
     offset: int,
 ) -> CompletionChoice:
     logprobs = None
@@ -80,13 +86,13 @@ def choice(
 
 
 async def stream_chunks(
-    engine,
+    engine: AsyncLLM,
     body: CompletionRequest,
     request_id: str,
-    outputs: AsyncIterator[tuple[int, RequestOutput]],
+    outputs: AsyncGenerator[tuple[int, RequestOutput], None],
     num_prompts: int,
     echoes: list[str],
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     created, name = now(), engine.config.name
     finished: set[int] = set()
     # Tokens and characters sent so far per choice: the output's own lists may already hold more,
@@ -122,7 +128,11 @@ async def stream_chunks(
         if body.stream_options and body.stream_options.include_usage and all(finals):
             yield sse(
                 CompletionResponse(
-                    id=request_id, created=created, model=name, choices=[], usage=usage(finals)
+                    id=request_id,
+                    created=created,
+                    model=name,
+                    choices=[],
+                    usage=usage([f for f in finals if f is not None]),  # all of them, by now
                 )
             )
     except Exception as e:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.structured.params import StructuredOutputsParams
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class JsonSchemaFormat(BaseModel):

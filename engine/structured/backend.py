@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import torch
+
 from pagoda.engine.structured.params import StructuredOutputsParams
 
 # xgrammar's errors start with a timestamp and a C++ source location: not the user's business.

@@ -15,8 +15,9 @@ def configmap_name(s: Spec) -> str:
 def configmap(s: Spec) -> dict[str, Any]:
     data = {
         "HF_HOME": f"{CACHE_MOUNT}/hf",
-        # Only hub models may reach the network; the others must never hang on a download.
-        "HF_HUB_OFFLINE": "0" if s.model_uri.startswith("hf://") else "1",
+        # The engine never reaches the hub: hub models are downloaded by the model-download init
+        # container (deployment.py), which alone turns this off.
+        "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
     }
     threads = _whole_cpus(s.resources.get("cpu"))

@@ -11,6 +11,7 @@ from typing import Any
 
 from pagoda.operator.resources import digest, labels, metadata
 from pagoda.operator.resources.configmap import configmap, configmap_name
+from pagoda.operator.resources.merge import strategic_merge
 from pagoda.operator.spec import (
     CACHE_MOUNT,
     ENGINE_PORT,
@@ -18,11 +19,23 @@ from pagoda.operator.spec import (
     REVISION_LABEL,
     Spec,
     engine_args,
+    hub_model,
+    model_arg,
 )
 
 PRESTOP_SECONDS = 5  # time for endpoints and ingresses to stop routing here before SIGTERM
 PROBE_PERIOD = 5
 ENGINE_UID = 65532  # the engine images' USER; fsGroup makes the volumes writable for it
+ENGINE_COMMAND = ["pagoda", "serve"]
+# Pod-level overrides (spec.pod) copied onto the pod as they are.
+POD_FIELDS = ("imagePullSecrets", "serviceAccountName", "runtimeClassName", "initContainers")
+DOWNLOAD_CONTAINER = "model-download"
+# Writable only where a volume is: /tmp (HOME in the engine images), the model cache, shm.
+_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
 SHM_SIZE = "2Gi"  # torch.distributed and dataloaders use /dev/shm; the runtime's default is 64 MiB
 
 
@@ -46,14 +59,15 @@ def deployment(s: Spec, image: str, replicas: int | None) -> dict[str, Any]:
 
 
 def revision(deploy: dict[str, Any]) -> str:
-    return deploy["spec"]["template"]["metadata"]["labels"][REVISION_LABEL]
+    label: str = deploy["spec"]["template"]["metadata"]["labels"][REVISION_LABEL]
+    return label
 
 
 def pod_template(s: Spec, image: str) -> dict[str, Any]:
     volumes, mounts = _volumes(s)
     pod: dict[str, Any] = {
-        "containers": [_container(s, image, mounts)],
-        "volumes": volumes,
+        "containers": [_container(s, image, mounts), *s.pod.get("sidecars", [])],
+        "volumes": volumes + s.pod.get("volumes", []),
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + s.drain_seconds + 10,
         "automountServiceAccountToken": False,  # engines never talk to the apiserver
         "enableServiceLinks": False,  # service env vars (e.g. <NAME>_PORT) must not reach the engine
@@ -69,6 +83,11 @@ def pod_template(s: Spec, image: str) -> dict[str, Any]:
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
         if key in sched:
             pod[key] = sched[key]
+    for key in POD_FIELDS:
+        if key in s.pod:
+            pod[key] = s.pod[key]
+    if hub_model(s.model_uri) is not None:
+        pod["initContainers"] = [_download(s, image, mounts), *pod.get("initContainers", [])]
     annotations = {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(ENGINE_PORT),
@@ -77,7 +96,10 @@ def pod_template(s: Spec, image: str) -> dict[str, Any]:
         "pagoda.dev/config-hash": digest(configmap(s)["data"]),
     }
     template = {"metadata": {"labels": labels(s), "annotations": annotations}, "spec": pod}
-    template["metadata"]["labels"] = {**labels(s), REVISION_LABEL: digest(template)}
+    template = strategic_merge(template, s.pod.get("template", {}))
+    # The operator's labels win over the patch's: the selector and the revision depend on them.
+    template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), **labels(s)}
+    template["metadata"]["labels"][REVISION_LABEL] = digest(template)
     return template
 
 
@@ -95,12 +117,12 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
     c: dict[str, Any] = {
         "name": "engine",
         "image": image,
-        "command": ["pagoda", "serve"],
+        "command": s.engine.get("command", ENGINE_COMMAND),
         "args": engine_args(s),
         "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
-        "envFrom": [{"configMapRef": {"name": configmap_name(s)}}],
+        "envFrom": [{"configMapRef": {"name": configmap_name(s)}}, *s.engine.get("envFrom", [])],
         "resources": _resources(s),
-        "volumeMounts": mounts,
+        "volumeMounts": mounts + s.engine.get("volumeMounts", []),
         # Loading a model takes minutes; the startup probe holds the others off until then.
         "startupProbe": {
             **health,
@@ -115,7 +137,8 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
             "timeoutSeconds": 5,
         },
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",  # a crash's last lines, in status
+        "securityContext": _CONTAINER_SECURITY,
     }
     if env:
         c["env"] = env
@@ -124,21 +147,61 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
     return c
 
 
-def _resources(s: Spec) -> dict[str, Any]:
+def _download(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """hf://ORG/NAME@REV into the model cache, before the engine starts. With a shared cache
+    (model.cache.claimName) the first pod fills it and the others find the files there; `hf
+    download` checks them and fetches only what is missing. A failure ends this container with
+    the CLI's last lines as its termination message: the status shows them (ModelDownloadFailed)."""
+    repo, rev = hub_model(s.model_uri) or ("", "")
+    env: list[dict[str, Any]] = [{"name": "HF_HUB_OFFLINE", "value": "0"}]
+    if s.model_token_secret:
+        ref = {"name": s.model_token_secret["name"], "key": s.model_token_secret["key"]}
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
     amounts = {k: s.resources[k] for k in ("cpu", "memory") if k in s.resources}
+    return {
+        "name": DOWNLOAD_CONTAINER,
+        "image": image,
+        "command": [
+            "hf",
+            "download",
+            repo,
+            "--revision",
+            rev,
+            "--local-dir",
+            model_arg(s.model_uri),
+        ],
+        "envFrom": [{"configMapRef": {"name": configmap_name(s)}}],
+        "env": env,
+        "resources": {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {},
+        "volumeMounts": [m for m in mounts if m["name"] in ("model-cache", "tmp")],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _CONTAINER_SECURITY,
+    }
+
+
+def _resources(s: Spec) -> dict[str, Any]:
+    amounts: dict[str, Any] = {k: s.resources[k] for k in ("cpu", "memory") if k in s.resources}
     if s.gpus:
         amounts[s.gpu_resource] = s.gpus
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
 
 
+def _cache(s: Spec) -> dict[str, Any]:
+    if s.model_cache_claim:
+        return {"persistentVolumeClaim": {"claimName": s.model_cache_claim}}
+    return {"emptyDir": {}}
+
+
 def _volumes(s: Spec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    volumes = [
+    volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
-        {"name": "model-cache", "emptyDir": {}},
+        {"name": "model-cache", **_cache(s)},
+        {"name": "tmp", "emptyDir": {}},
     ]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "model-cache", "mountPath": CACHE_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
     if s.model_uri.startswith("pvc://"):
         claim = s.model_uri.removeprefix("pvc://").partition("/")[0]

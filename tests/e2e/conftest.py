@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from e2e_cluster import Cluster
 
 

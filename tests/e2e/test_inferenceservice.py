@@ -11,7 +11,6 @@ import time
 import uuid
 
 import pytest
-
 from e2e_cluster import CHART, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -138,7 +137,7 @@ def test_inferenceservice_end_to_end(cluster: Cluster, operator, ns: str):
                     temperature=0,
                     extra_body={"ignore_eos": True},
                 )
-            except Exception as e:  # noqa: BLE001 - recorded and reported below
+            except Exception as e:  # recorded and reported below
                 errors.append(repr(e))
                 time.sleep(1)
 
@@ -186,7 +185,7 @@ def test_inferenceservice_end_to_end(cluster: Cluster, operator, ns: str):
 def _models_ok(client) -> bool:
     try:
         return any(m.id == "smollm2" for m in client.models.list().data)
-    except Exception:  # noqa: BLE001 - retried until the deadline
+    except Exception:  # retried until the deadline
         return False
 
 
@@ -197,3 +196,71 @@ def _status(cluster: Cluster, ns: str) -> dict:
 def _deploy_replicas(cluster: Cluster, ns: str) -> int:
     items = (cluster.get("deployment", "-n", ns) or {}).get("items", [])
     return max((d["spec"].get("replicas", 0) for d in items), default=0)
+
+
+def test_rollout_gate_rolls_back_a_crashing_revision(cluster: Cluster, operator, ns: str):
+    """A revision whose engine exits at start (an unknown flag) is rolled back on its own: the
+    surge pod crash-loops beside the serving one, the operator sees its restarts, renders the
+    stable revision again, and says so in the conditions and Events; serving never stops."""
+    name = "gate"
+    body = isvc(cluster, ns)
+    body["metadata"]["name"] = name
+    spec = body["spec"]
+    del spec["autoscaling"]
+    spec.update(replicas=1, exposure={})
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+    try:
+        cluster.wait(
+            lambda: (
+                (cluster.get("inferenceservice", name, "-n", ns) or {})
+                .get("status", {})
+                .get("rollout", {})
+                .get("phase")
+                == "Succeeded"
+            ),
+            timeout=900,
+            what="the first revision to be promoted",
+        )
+        stable = cluster.get("inferenceservice", name, "-n", ns)["status"]["rollout"]
+        patch = {"spec": {"engine": {"args": [*spec["engine"]["args"], "--no-such-flag"]}}}
+        cluster.kubectl(
+            "patch", "inferenceservice", name, "-n", ns, "--type=merge", "-p", json.dumps(patch)
+        )
+        cluster.wait(
+            lambda: (
+                (cluster.get("inferenceservice", name, "-n", ns)["status"]["rollout"]).get("phase")
+                == "RolledBack"
+            ),
+            timeout=300,
+            what="the crashing revision to be rolled back",
+        )
+    except AssertionError:
+        print(cluster.describe(ns))
+        raise
+    obj = cluster.get("inferenceservice", name, "-n", ns)
+    ro = obj["status"]["rollout"]
+    assert ro["revision"] == stable["stableRevision"] and ro["message"].startswith(
+        "NewPodsCrashing"
+    )
+    conds = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert conds["Ready"]["status"] == "True"  # the stable pod served throughout
+    assert conds["Degraded"]["status"] == "True"
+    assert conds["Degraded"]["reason"] in ("RolledBack", "EngineCrashing")
+    reasons = [
+        e["reason"]
+        for e in cluster.get("events", "-n", ns, "--field-selector", f"involvedObject.name={name}")[
+            "items"
+        ]
+    ]
+    assert "RolloutStarted" in reasons and "RolledBack" in reasons
+    cluster.wait(
+        lambda: all(
+            p["metadata"]["labels"]["pagoda.dev/revision"] == stable["stableRevision"]
+            for p in cluster.get("pods", "-n", ns, "-l", f"pagoda.dev/inferenceservice={name}")[
+                "items"
+            ]
+        ),
+        timeout=120,
+        what="only stable pods left",
+    )
+    cluster.kubectl("delete", "inferenceservice", name, "-n", ns, "--wait=true", "--timeout=120s")

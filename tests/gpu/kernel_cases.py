@@ -1,4 +1,4 @@
-"""Cases and checks shared by test_gpu_kernels.py and run_kernels.py.
+"""Cases and checks shared by test_gpu_kernels.py and benchmarks/gpu/run_kernels.py.
 
 Every check draws fresh random inputs, poisons the output (NaN) before the kernel runs, and returns
 the relative error ||out - ref|| / ||ref|| against a PyTorch reference in float32. Attention has two

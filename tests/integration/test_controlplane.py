@@ -4,9 +4,9 @@ controller manager's deployment controller and garbage collector act, the schedu
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
+from process_harness import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -14,16 +14,6 @@ pytestmark = pytest.mark.integration
 def _get(kube, *args):
     r = kube.kubectl("get", *args, "-o", "json", check=False)
     return json.loads(r.stdout) if r.returncode == 0 else None
-
-
-def _wait(pred, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_version_and_kubeconfig(kube):
@@ -63,9 +53,10 @@ def test_garbage_collector_cascades_from_owner(kube, kube_ns):
     }
     kube.kubectl("apply", "-f", "-", input=json.dumps(deploy))
     # deployment controller -> ReplicaSet -> replicaset controller -> Pod
-    pods = _wait(
+    pods = wait_for(
+        "the Deployment's pod",
         lambda: (_get(kube, "-n", kube_ns, "pods", "-l", "app=child") or {}).get("items"),
-        what="the Deployment's pod",
+        60,
     )
 
     # the scheduler ran and found no node (no kubelet in the integration tier)
@@ -76,14 +67,16 @@ def test_garbage_collector_cascades_from_owner(kube, kube_ns):
             for c in (p or {}).get("status", {}).get("conditions", [])
         )
 
-    _wait(unschedulable, what="the scheduler to mark the pod Unschedulable")
+    wait_for("the scheduler to mark the pod Unschedulable", unschedulable, 60)
 
     kube.kubectl("-n", kube_ns, "delete", "configmap", "owner")
-    _wait(
+    wait_for(
+        "the garbage collector to delete the dependent Deployment",
         lambda: _get(kube, "-n", kube_ns, "deployment", "child") is None,
-        what="the garbage collector to delete the dependent Deployment",
+        60,
     )
-    _wait(
+    wait_for(
+        "the ReplicaSet to be collected too",
         lambda: not (_get(kube, "-n", kube_ns, "replicasets") or {"items": [1]})["items"],
-        what="the ReplicaSet to be collected too",
+        60,
     )

@@ -60,7 +60,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: [deployments]
   verbs: [create, get, list, watch, patch, delete]
 - apiGroups: [networking.k8s.io]
-  resources: [ingresses]
+  resources: [ingresses, networkpolicies]
   verbs: [create, get, list, watch, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
@@ -75,10 +75,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
-# Engine pods: which are ready, and their addresses for scraping /metrics.
+# Engine pods, watched (only those labelled managed-by=pagoda-operator): which are ready, and
+# their addresses for scraping /metrics.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # kopf reports each handler's outcome as an Event on the InferenceService.
 - apiGroups: [""]
   resources: [events]

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -24,7 +23,11 @@ sys.path[:0] = [
     str(REPO / "tests" / "integration" / "server"),
 ]
 
+import process_harness  # noqa: E402
 from chart_render import DASHBOARD, by_kind, find_helm, render  # noqa: E402
+from process_harness import LoggedProcess, free_port, http_ok  # noqa: E402
+
+T = TypeVar("T")
 
 # Grafana's variables as a dashboard with "All" selected expands them.
 GRAFANA_VARS = {"$namespace": ".*", "$model_name": ".*", "$__rate_interval": "1m"}
@@ -62,14 +65,12 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return out
 
 
-class Prometheus:
+class Prometheus(LoggedProcess):
     """A real Prometheus (Debian's package) on loopback, scraping the given targets every second."""
 
     def __init__(
         self, workdir: Path, jobs: dict[str, dict[str, Any]], rules: list[dict[str, Any]]
     ) -> None:
-        from server_process import free_port
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (workdir / "rules.yaml").write_text(yaml.safe_dump({"groups": rules}))
@@ -79,32 +80,19 @@ class Prometheus:
             "scrape_configs": [{"job_name": name, **job} for name, job in jobs.items()],
         }
         (workdir / "prometheus.yaml").write_text(yaml.safe_dump(config))
-        self.log = open(workdir / "prometheus.log", "w+")
-        self.proc = subprocess.Popen(
-            [
-                tool("prometheus"),
-                f"--config.file={workdir / 'prometheus.yaml'}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        cmd = [
+            tool("prometheus"),
+            f"--config.file={workdir / 'prometheus.yaml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+        super().__init__("prometheus", cmd, workdir / "prometheus.log")
 
-    def wait_ready(self, timeout: float = 60) -> "Prometheus":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"prometheus exited with {self.proc.returncode}:\n{self.output()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"prometheus not ready after {timeout}s:\n{self.output()}")
+    def wait_ready(self, timeout: float = 60) -> Prometheus:
+        process_harness.wait_for(
+            "/-/ready", lambda: http_ok(f"{self.url}/-/ready"), timeout, 0.2, process=self
+        )
+        return self
 
     def api(self, path: str, **params: str) -> Any:
         body = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10).json()
@@ -116,38 +104,20 @@ class Prometheus:
         assert data["resultType"] == "vector", data
         return data["result"]
 
-    def wait_for(self, what: str, probe, timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = probe()
-            if value:
-                return value
-            time.sleep(0.5)
+    def wait_for(self, what: str, probe: Callable[[], T], timeout: float = 30) -> T:
+        return process_harness.wait_for(
+            what, probe, timeout, 0.5, process=self, context=self.targets
+        )
+
+    def targets(self) -> str:
         targets = [
             (t["scrapeUrl"], t["health"], t["lastError"])
             for t in self.api("targets")["activeTargets"]
         ]
-        raise AssertionError(
-            f"Prometheus: {what} not seen in {timeout}s; targets {targets}\n{self.output()}"
-        )
+        return f"targets {targets}"
 
     def firing(self) -> list[dict[str, Any]]:
         return [a for a in self.api("alerts")["alerts"] if a["state"] == "firing"]
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()[-5000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 def queried_metric_names(exprs: list[str]) -> set[str]:

@@ -12,18 +12,17 @@ InferenceServices in the shared control plane alone.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from chart_render import CHART, REPO, find_helm
 from monitoring_stack import Prometheus, dashboard_queries, queried_metric_names, rule_groups
-from server_process import free_port
+from process_harness import LoggedProcess, free_port, http_ok, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +67,7 @@ def operator(kube, release, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("operator")
     # Exactly the chart's identity: a token of its ServiceAccount, nothing of the admin's.
     token = kube.kubectl("create", "token", name, "-n", ns, "--duration=1h").stdout.strip()
-    admin = yaml.safe_load(open(kube.kubeconfig))
+    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
     cluster = admin["clusters"][0]
     (tmp / "kubeconfig").write_text(
         yaml.safe_dump(
@@ -93,50 +92,23 @@ def operator(kube, release, tmp_path_factory):
     assert (
         container["command"] == ["pagoda"] and args[0] == "operator" and f"--namespace={ns}" in args
     )
-    log = open(tmp / "operator.log", "w+")
-    proc = subprocess.Popen(
+    proc = LoggedProcess(
+        "the operator",
         [sys.executable, "-m", "pagoda.engine.cli", *args, "--observe-interval=1"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ | {"KUBECONFIG": str(tmp / "kubeconfig"), "PYTHONUNBUFFERED": "1"},
+        tmp / "operator.log",
+        env={"KUBECONFIG": str(tmp / "kubeconfig")},
     )
     try:
-        _wait(
+        wait_for(
             "the operator's /healthz",
-            lambda: _ok(f"http://127.0.0.1:{health_port}/healthz"),
-            proc,
-            log,
+            lambda: http_ok(f"http://127.0.0.1:{health_port}/healthz"),
+            60,
+            0.5,
+            process=proc,
         )
-        yield {"ns": ns, "metrics": f"127.0.0.1:{metrics_port}", "log": log, "proc": proc}
+        yield {"ns": ns, "metrics": f"127.0.0.1:{metrics_port}", "proc": proc}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _wait(what: str, probe, proc, log, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    log.flush()
-    log.seek(0)
-    raise AssertionError(f"{what} not seen in {timeout}s; operator log:\n{log.read()[-4000:]}")
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -144,15 +116,16 @@ def isvc(kube, operator):
     ns = operator["ns"]
     kube.kubectl("apply", "-n", ns, "-f", str(REPO / "crds" / "examples" / "cpu-default.yaml"))
     name = "smollm2"
-    _wait(
+    wait_for(
         "the InferenceService reconciled",
         lambda: (
             json.loads(kube.kubectl("get", "inferenceservice", name, "-n", ns, "-o", "json").stdout)
             .get("status", {})
             .get("observedGeneration")
         ),
-        operator["proc"],
-        operator["log"],
+        60,
+        0.5,
+        process=operator["proc"],
     )
     return name
 
@@ -177,15 +150,14 @@ def test_operator_reconciles_under_the_charts_rbac(kube, operator, isvc):
     assert status["desiredReplicas"] == 1 and status.get("readyReplicas", 0) == 0
     # A child deleted by hand comes back: the chart grants the watch that notices it.
     kube.kubectl("delete", "service", isvc, "-n", ns)
-    _wait(
+    wait_for(
         "the Service recreated",
         lambda: kube.kubectl("get", "service", isvc, "-n", ns, check=False).returncode == 0,
-        operator["proc"],
-        operator["log"],
+        60,
+        0.5,
+        process=operator["proc"],
     )
-    operator["log"].flush()
-    operator["log"].seek(0)
-    text = operator["log"].read()
+    text = operator["proc"].output(tail=None)
     assert "Forbidden" not in text and " 403" not in text, text[-4000:]
 
 

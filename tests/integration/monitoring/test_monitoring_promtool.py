@@ -68,7 +68,7 @@ def alert(alertname: str, severity: str, summary: str, description: str, **label
 SCENARIOS = {
     "PagodaEngineDown": (
         [
-            (f'up{{job="isvc", instance="10.0.0.1:8000"}}', "1x10 0x30"),
+            ('up{job="isvc", instance="10.0.0.1:8000"}', "1x10 0x30"),
             (f"vllm:num_requests_running{{{ENGINE}}}", "0x10 stale"),
             # Down from the start: never served engine metrics, so not an engine (ReplicasNotReady's case).
             ('up{job="isvc", instance="10.0.0.9:8000"}', "0x40"),

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from isvc_helpers import FakeEnginePod, wait_for
+from isvc_helpers import FakeEnginePod
 from kopf.testing import KopfRunner
+from process_harness import wait_for
 
 from pagoda.operator import config
 

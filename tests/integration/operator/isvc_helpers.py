@@ -1,30 +1,18 @@
-"""Helpers for the operator's integration tests: polling, InferenceService calls, and a stand-in
-for the missing kubelet (FakeEnginePod)."""
+"""Helpers for the operator's integration tests: InferenceService calls, and a stand-in for the
+missing kubelet (FakeEnginePod). Polling is process_harness.wait_for."""
 
 from __future__ import annotations
 
 import http.server
+import json
 import random
 import threading
-import time
 from collections.abc import Callable
-from typing import Any
 
 import kubernetes
 import pytest
 
 from pagoda.operator.spec import ENGINE_PORT, GROUP, PLURAL, VERSION
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30, every: float = 0.25) -> Any:
-    """Poll until `probe` returns something truthy; fail saying `what` (and the last value) if not."""
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
 
 
 def isvc(api, ns: str, name: str) -> dict | None:
@@ -129,11 +117,12 @@ def exposition(
     kv: float = 0.0,
     ok: float = 0,
     aborted: float = 0,
+    errored: float = 0,
     ttft_fast: float = 0,
 ) -> str:
     """Prometheus text as the engine writes it (vLLM's names and labels)."""
     lbl = 'engine="0",model_name="m"'
-    total = ok + aborted
+    total = ok + aborted + errored
     return f"""# TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{{{lbl}}} {running}
 # TYPE vllm:num_requests_waiting gauge
@@ -145,6 +134,7 @@ vllm:generation_tokens_total{{{lbl}}} {10 * total}
 # TYPE vllm:request_success_total counter
 vllm:request_success_total{{{lbl},finished_reason="stop"}} {ok}
 vllm:request_success_total{{{lbl},finished_reason="abort"}} {aborted}
+vllm:request_success_total{{{lbl},finished_reason="error"}} {errored}
 # TYPE vllm:time_to_first_token_seconds histogram
 vllm:time_to_first_token_seconds_bucket{{{lbl},le="0.1"}} {ttft_fast}
 vllm:time_to_first_token_seconds_bucket{{{lbl},le="1.0"}} {total}
@@ -152,3 +142,67 @@ vllm:time_to_first_token_seconds_bucket{{{lbl},le="+Inf"}} {total}
 vllm:time_to_first_token_seconds_count{{{lbl}}} {total}
 vllm:time_to_first_token_seconds_sum{{{lbl}}} {0.05 * total}
 """
+
+
+def block_service(kube, ns: str, name: str) -> str:
+    """A ValidatingAdmissionPolicy that refuses the Service `name` in `ns`: reconciles stop half-way."""
+    policy = f"block-{ns}"
+    doc = [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["services"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": f"object.metadata.name != '{name}'",
+                        "message": "blocked by the test",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}
+                },
+            },
+        },
+    ]
+    kube.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": doc})
+    )
+    probe = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"port": 80}]},
+        }
+    )
+    wait_for(
+        "the policy to take effect",
+        lambda: (
+            "blocked by the test"
+            in kube.kubectl(
+                "create", "--dry-run=server", "-f", "-", input=probe, check=False
+            ).stderr
+        ),
+    )
+    return policy

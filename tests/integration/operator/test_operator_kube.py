@@ -15,7 +15,16 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from isvc_helpers import condition, create_isvc, events, exposition, isvc, patch_isvc, wait_for
+from isvc_helpers import (
+    block_service,
+    condition,
+    create_isvc,
+    events,
+    exposition,
+    isvc,
+    patch_isvc,
+    wait_for,
+)
 from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.integration
@@ -339,6 +348,14 @@ INVALID = [
     ),
     ({"model": {"uri": "s3://bucket/model"}}, "model.uri must be 'default', hf://ORG/NAME"),
     (
+        {"model": {"uri": "hf://a/b@"}},
+        "model.uri must be 'default', hf://ORG/NAME[@REVISION]",
+    ),
+    (
+        {"model": {"uri": "default", "tokenSecret": {"name": "hf", "key": "token"}}},
+        "model.tokenSecret is for hf:// models only",
+    ),
+    (
         {"model": {"uri": "default"}, "engine": {"blockSize": 12}},
         "spec.engine.blockSize: Unsupported value: 12",
     ),
@@ -367,6 +384,29 @@ INVALID = [
         "spec.rollout.maxSurge: Invalid value: 0",
     ),
     ({"engine": {}}, "spec.model: Required value"),
+    (
+        {"model": {"uri": "default"}, "pod": {"sidecars": [{"name": "engine", "image": "x"}]}},
+        "pod.sidecars[].name 'engine' is the engine container's",
+    ),
+    (
+        {"model": {"uri": "default"}, "pod": {"volumes": [{"name": "tmp", "emptyDir": {}}]}},
+        "pod.volumes[].name must not be dshm, model-cache, model or tmp",
+    ),
+    (
+        {
+            "model": {"uri": "default"},
+            "engine": {"volumeMounts": [{"name": "x", "mountPath": "/x"}]},
+        },
+        "engine.volumeMounts[].name must name a volume in pod.volumes",
+    ),
+    (
+        {"model": {"uri": "default"}, "pod": {"imagePullSecrets": [{}]}},
+        "spec.pod.imagePullSecrets[0].name: Required value",
+    ),
+    (
+        {"model": {"uri": "default"}, "engine": {"command": []}},
+        "spec.engine.command: Invalid value",
+    ),
 ]
 
 
@@ -391,70 +431,6 @@ def test_examples_are_accepted(kube, isvc_crd, kube_ns):
             "create", "--dry-run=server", "-n", kube_ns, "-f", str(path), check=False
         )
         assert out.returncode == 0, f"{path.name}: {out.stderr}"
-
-
-def block_service(kube, ns: str, name: str) -> str:
-    """A ValidatingAdmissionPolicy that refuses the Service `name` in `ns`: reconciles stop half-way."""
-    policy = f"block-{ns}"
-    doc = [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": policy},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE", "UPDATE"],
-                            "resources": ["services"],
-                        }
-                    ]
-                },
-                "validations": [
-                    {
-                        "expression": f"object.metadata.name != '{name}'",
-                        "message": "blocked by the test",
-                    }
-                ],
-            },
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": policy},
-            "spec": {
-                "policyName": policy,
-                "validationActions": ["Deny"],
-                "matchResources": {
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}
-                },
-            },
-        },
-    ]
-    kube.kubectl(
-        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": doc})
-    )
-    probe = json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"ports": [{"port": 80}]},
-        }
-    )
-    wait_for(
-        "the policy to take effect",
-        lambda: (
-            "blocked by the test"
-            in kube.kubectl(
-                "create", "--dry-run=server", "-f", "-", input=probe, check=False
-            ).stderr
-        ),
-    )
-    return policy
 
 
 def test_killed_mid_reconcile_restarts_and_converges(api, kube, isvc_crd, kube_ns):
@@ -622,7 +598,12 @@ def test_rollout_gate_rolls_back_a_bad_revision(api, kube, kube_ns, operator, fa
 
     first = wait_for("the first pod", pods)[0]
     t0 = time.monotonic()
-    good = fake_pods(lambda: exposition(ok=int(5 * (time.monotonic() - t0))))
+    # Half the clients walk away (finished_reason="abort"): that is no fault of the revision.
+    good = fake_pods(
+        lambda: exposition(
+            ok=int(5 * (time.monotonic() - t0)), aborted=int(5 * (time.monotonic() - t0))
+        )
+    )
     good.mark_ready(api, kube_ns, first.metadata.name)
     obj = wait_for(
         "the first revision to pass",
@@ -648,7 +629,7 @@ def test_rollout_gate_rolls_back_a_bad_revision(api, kube, kube_ns, operator, fa
     t1 = time.monotonic()
     bad = fake_pods(
         lambda: exposition(
-            ok=int(3 * (time.monotonic() - t1)), aborted=int(3 * (time.monotonic() - t1))
+            ok=int(3 * (time.monotonic() - t1)), errored=int(3 * (time.monotonic() - t1))
         )
     )
     bad.mark_ready(api, kube_ns, new.metadata.name)

@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
+from pathlib import Path
 
 import httpx
+from process_harness import LoggedProcess, free_port, http_ok, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 STARTUP_TIMEOUT_S = 240.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
+class ServerProcess(LoggedProcess):
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(
-            "w+", prefix="pagoda-serve-", suffix=".log", delete=False
-        )
+        fd, log = tempfile.mkstemp(prefix="pagoda-serve-", suffix=".log")
+        os.close(fd)
         cmd = [
             sys.executable,
             "-m",
@@ -42,33 +34,11 @@ class ServerProcess:
             "warning",
             *args,
         ]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {}),
-        )
+        super().__init__("pagoda serve", cmd, Path(log), env)
 
-    def wait_healthy(self, timeout: float = STARTUP_TIMEOUT_S) -> "ServerProcess":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"pagoda serve exited with {self.proc.returncode}:\n{self.output()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.kill()
-        raise RuntimeError(f"pagoda serve not healthy after {timeout}s:\n{self.output()}")
-
-    def output(self) -> str:
-        self.log.flush()
-        with open(self.log.name) as f:
-            return f.read()[-5000:]
+    def wait_healthy(self, timeout: float = STARTUP_TIMEOUT_S) -> ServerProcess:
+        wait_for("/health", lambda: http_ok(f"{self.url}/health"), timeout, process=self)
+        return self
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample of /metrics: (name, sorted labels) -> value."""
@@ -87,4 +57,4 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(timeout=30)
         self.log.close()
-        os.unlink(self.log.name)
+        self.log_path.unlink(missing_ok=True)

@@ -11,7 +11,6 @@ import re
 import subprocess
 
 import pytest
-
 from chart_render import DASHBOARD, type_check
 
 PANEL_TYPES = {"row", "timeseries", "stat", "gauge", "bargauge", "table", "heatmap", "text"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import kubernetes_validate
 import pytest
-
 from chart_render import CHART, K8S_MINOR, REPO, VALUES_EXAMPLES, render, run_helm
 
 EXAMPLE_IDS = [p.stem for p in VALUES_EXAMPLES]

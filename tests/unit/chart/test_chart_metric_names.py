@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import re
 
+from chart_render import DASHBOARD, by_kind, render
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
-from chart_render import CHART, DASHBOARD, by_kind, render
 
 # Labels Prometheus adds to every series from the scrape target (prometheus-operator adds
 # namespace, pod, service, container, endpoint; `le` is a histogram's own).
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "container", "endpoint", "le"}
-METRIC = re.compile(r"\b(vllm:[a-zA-Z0-9_:]+|pagoda_operator_[a-zA-Z0-9_]+|up)\b")
+METRIC = re.compile(r"\b(vllm:[a-zA-Z0-9_:]+|pagoda_(?:operator|gateway)_[a-zA-Z0-9_]+|up)\b")
 GROUPING = re.compile(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)")
 MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*\"")
 
@@ -26,9 +25,16 @@ MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*\"")
 def exported_series() -> dict[str, set[str]]:
     """Sample name -> label names, from one engine and one InferenceService's worth of metrics."""
     from pagoda.engine.metrics import EngineMetrics
+    from pagoda.gateway import metrics as gw
     from pagoda.operator import metrics as op
 
     EngineMetrics("smollm2", max_model_len=2048)
+    # A labelled family shows in the exposition once it has a child.
+    for family in (gw.routing_decisions, gw.requests):
+        family.labels("m", "x", "y")
+    for family in (gw.retries, gw.queue_seconds, gw.queue_depth, gw.in_flight, gw.wakeups):
+        family.labels("m")
+    gw.upstream_header_seconds.labels("m")
     op.track("ns", "isvc")
     try:
         text = generate_latest(REGISTRY).decode()
@@ -73,7 +79,8 @@ def test_every_queried_series_is_exported(helm):
     families = {
         re.sub(r"_(bucket|count|sum|created)$", "", n)
         for n in series
-        if n.startswith(("vllm:", "pagoda_operator_")) and not n.endswith("_created")
+        if n.startswith(("vllm:", "pagoda_operator_", "pagoda_gateway_"))
+        and not n.endswith("_created")
     }
     read = {re.sub(r"_bucket$", "", n) for n in used}
     assert families - read == set(), f"exported but never shown: {families - read}"

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import yaml
-
 from chart_render import CHART, CRD, DASHBOARD, NAMESPACE, REPO, by_kind, render
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
@@ -221,13 +220,24 @@ def test_monitoring_objects(helm):
 
 
 def test_chart_crd_is_the_repo_crd(helm):
-    """One source: the chart's crds/ entries are the repo's CRD files, not copies."""
-    for entry in (CHART / "crds").iterdir():
+    """One source: the chart's CRD files are links to the repo's, rendered as templates (so
+    `helm upgrade` applies a changed schema) and kept on uninstall."""
+    for entry in (CHART / "files").iterdir():
         assert entry.is_symlink() and entry.resolve() == (CRD.parent / entry.name).resolve(), entry
-    assert (CHART / "crds" / "inferenceservice.yaml").resolve() == CRD.resolve()
-    (crd,) = [
-        o
-        for o in by_kind(render(helm), "CustomResourceDefinition")
-        if o["metadata"]["name"] == "inferenceservices.pagoda.dev"
-    ]
-    assert crd == yaml.safe_load(CRD.read_text())
+    assert not (CHART / "crds").exists()  # Helm would install it once and never upgrade it
+    crds = {
+        o["metadata"]["name"]: o
+        for o in by_kind(render(helm, crds=False), "CustomResourceDefinition")
+    }
+    assert set(crds) == {
+        "inferenceservices.pagoda.dev",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
+    rendered = crds["inferenceservices.pagoda.dev"]
+    assert rendered["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    del rendered["metadata"]["annotations"]
+    assert rendered == yaml.safe_load(CRD.read_text())
+    assert by_kind(render(helm, "--set", "crds.install=false"), "CustomResourceDefinition") == []
+    loose = by_kind(render(helm, "--set", "crds.keep=false"), "CustomResourceDefinition")
+    assert all("annotations" not in o["metadata"] for o in loose)

@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from chart_render import CHART, by_kind, node_types, render, type_check
 
 MODELS = "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1"

@@ -4,11 +4,10 @@ on one, fails here before it fails in a cluster with 403."""
 from __future__ import annotations
 
 import pytest
-
 from chart_render import by_kind, render
+
 from pagoda.operator.children import KINDS
-from pagoda.operator.handlers import CHILDREN, ISVC
-from pagoda.operator.observe import POD
+from pagoda.operator.handlers import ISVC, POD, WATCHED
 
 SCOPES = {"cluster": [], "namespaces": ["--set", "watch.scope=namespaces"]}
 
@@ -23,7 +22,7 @@ def needed() -> list[tuple[str, str, set[str]]]:
         (group, plural, {"get", "list", "watch", "patch"}),
         (group, f"{plural}/status", {"patch"}),
         ("apps", "deployments/scale", {"patch"}),
-        (group_of(POD.api_version), POD.plural, {"list"}),
+        (group_of(POD.api_version), POD.plural, {"list", "watch"}),  # kopf's index of pods
         ("", "events", {"create"}),
     ]
     # kube.apply (server-side apply), kube.get, kube.list_ (pruning), kube.delete on every child kind.
@@ -31,7 +30,7 @@ def needed() -> list[tuple[str, str, set[str]]]:
         (group_of(k.api_version), k.plural, {"get", "list", "patch", "delete"}) for k in KINDS
     ]
     # kopf.on.event watches on the children whose edits are undone.
-    calls += [(g, plural, {"list", "watch"}) for g, _, plural in CHILDREN]
+    calls += [(group_of(k.api_version), k.plural, {"list", "watch"}) for k in WATCHED]
     return calls
 
 

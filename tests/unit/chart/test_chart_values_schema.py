@@ -7,7 +7,6 @@ import json
 import jsonschema
 import pytest
 import yaml
-
 from chart_render import CHART, VALUES_EXAMPLES, VERSIONS, run_helm
 
 BAD = {

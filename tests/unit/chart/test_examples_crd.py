@@ -15,7 +15,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
 from chart_render import CRD, REPO
 
 EXAMPLES = sorted((REPO / "crds" / "examples").glob("*.yaml"))

@@ -8,8 +8,8 @@ generator to each token, so forks of one prompt diverge as sampled ones do.
 from __future__ import annotations
 
 import torch
-
 from fake_runner import VOCAB, FakeRunner, FakeSamplerOutput, next_token
+
 from pagoda.engine.core.kv_cache_manager import BlockOp
 from pagoda.engine.core.sequence import Sequence
 

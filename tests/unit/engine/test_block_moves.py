@@ -6,7 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pagoda.engine.core.kv_cache_manager import BlockOp
 from pagoda.engine.runner.model_runner import ModelRunner, op_runs
@@ -20,11 +21,11 @@ def caches(num_blocks: int, offset: int) -> list[tuple[torch.Tensor, torch.Tenso
         tuple(
             torch.arange(num_blocks * 8, dtype=torch.float32).view(num_blocks, 2, 2, 2)
             + offset
-            + 1000 * l
+            + 1000 * layer
             + 500 * kv
             for kv in range(2)
         )
-        for l in range(LAYERS)
+        for layer in range(LAYERS)
     ]
 
 

@@ -8,9 +8,10 @@ request with n = 1 and seed s + i gives alone; unseeded outputs are all the solo
 from __future__ import annotations
 
 import torch
-from hypothesis import given, settings, strategies as st
-
 from block_ops_fake_runner import BlockOpsFakeRunner, fake_token
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.sampling_params import SamplingParams

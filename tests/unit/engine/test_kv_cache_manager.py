@@ -1,4 +1,5 @@
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pagoda.engine.core.kv_cache_manager import KVCacheManager
 from pagoda.engine.core.sequence import Sequence

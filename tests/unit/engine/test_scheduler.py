@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from fake_runner import FakeRunner, next_token
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pagoda.engine.core.kv_cache_manager import KVCacheManager
 from pagoda.engine.core.scheduler import Scheduler
 from pagoda.engine.core.sequence import Sequence

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from block_ops_fake_runner import BlockOpsFakeRunner, fake_token
+
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.loader.resolve import default_gguf_path

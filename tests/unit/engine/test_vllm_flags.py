@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pagoda.engine import cli
 from pagoda.engine.server import api_server
 from pagoda.engine.server.args import load_chat_template

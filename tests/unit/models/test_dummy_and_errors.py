@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from paged_batch import PagedBatch
+
 from pagoda.engine.attention import TorchAttentionBackend
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import ResolvedModel, load_model, resolve_model

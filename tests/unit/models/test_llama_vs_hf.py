@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from paged_batch import PagedBatch
+
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import default_gguf_path, load_model
 from pagoda.engine.tokenizer import load_tokenizer

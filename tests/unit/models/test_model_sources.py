@@ -10,11 +10,10 @@ import gguf
 import numpy as np
 import pytest
 import torch
-
 from paged_batch import PagedBatch
+
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.loader import load_model
-from pagoda.engine.loader import model_loader
+from pagoda.engine.loader import load_model, model_loader
 
 TINY = dict(
     vocab_size=512,

@@ -14,7 +14,11 @@ def engine_text(model: str) -> str:
     """The process-wide registry, cut to one model's series."""
     text = generate_latest().decode()
     return (
-        "\n".join(l for l in text.splitlines() if l.startswith("#") or f'model_name="{model}"' in l)
+        "\n".join(
+            line
+            for line in text.splitlines()
+            if line.startswith("#") or f'model_name="{model}"' in line
+        )
         + "\n"
     )
 
@@ -72,11 +76,11 @@ def test_bucket_increase_handles_reset():
     assert bucket_increase(restarted, old) == list(restarted)
 
 
-def sample(t, ok=0.0, err=0.0, tokens=0.0, fast=0.0, slow=0.0):
+def sample(t, ok=0.0, err=0.0, tokens=0.0, fast=0.0, slow=0.0, aborted=0.0):
     return Sample(
         time=t,
         generation_tokens=tokens,
-        finished={"stop": ok, "abort": err},
+        finished={"stop": ok, "error": err, "abort": aborted},
         ttft=((0.5, fast), (5.0, fast + slow), (float("inf"), fast + slow)),
     )
 
@@ -85,13 +89,23 @@ def test_window_over_history():
     h = History(keep_seconds=60)
     for t in range(
         0, 130, 10
-    ):  # 10 requests and 100 tokens every 10 s; one in ten slow, one abort per 20 s
+    ):  # 10 requests and 100 tokens every 10 s; one in ten slow, one error per 20 s
         h.add("a", sample(t, ok=t, err=t / 20, tokens=10 * t, fast=0.9 * t, slow=0.1 * t))
     w = h.window(["a"], 60, now=120)
     assert w.covered_seconds == 60
     assert w.requests == pytest.approx(60 + 3) and w.errors == pytest.approx(3)
     assert w.tokens_per_second == pytest.approx(10)
     assert 0.5 < w.ttft_p95 < 5.0
+
+
+def test_client_disconnects_are_not_errors():
+    """finished_reason="abort" is a client that went away: a request, not an error. (The fault:
+    aborts counted against the rollout, so impatient clients could roll back a good revision.)"""
+    h = History(keep_seconds=60)
+    h.add("a", sample(0))
+    h.add("a", sample(60, ok=10, aborted=10))
+    w = h.window(["a"], 60, now=60)
+    assert (w.requests, w.errors) == (20, 0)
 
 
 def test_window_counter_reset_and_stopped_pod():

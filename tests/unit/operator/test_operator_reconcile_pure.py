@@ -1,6 +1,4 @@
-"""The pure parts of reconcile.py and children.py: which spec renders the pods, who sets replicas."""
-
-import json
+"""The pure parts of children.py and plan.py: who sets replicas, which child is whose."""
 
 from pagoda.operator import metrics
 from pagoda.operator.children import (
@@ -12,7 +10,7 @@ from pagoda.operator.children import (
     kind_of,
     owner_of,
 )
-from pagoda.operator.reconcile import pod_spec, replicas_to_apply, spec_revision
+from pagoda.operator.plan import replicas_to_apply
 from pagoda.operator.spec import parse
 
 AUTO = {"minReplicas": 2, "maxReplicas": 5, "metric": {"type": "WaitingRequests", "target": 4}}
@@ -35,18 +33,6 @@ def test_replicas_per_owner():
     assert replicas_to_apply(auto, live(4)) == 4  # the autoscaler's count is kept
     assert replicas_to_apply(auto, live(9)) == 5  # ... within the bounds
     assert replicas_to_apply(auto, live(1)) == 2
-
-
-def test_pods_come_from_the_stable_spec_only_while_the_failed_revision_is_asked_for():
-    stable, bad = spec(engine={"maxNumSeqs": 8}), spec(engine={"maxNumSeqs": 4})
-    rollout = {"stableSpec": json.dumps(stable.raw), "failedRevision": spec_revision(bad)}
-    assert pod_spec(bad, rollout).raw == stable.raw
-    fixed = spec(engine={"maxNumSeqs": 6})
-    assert pod_spec(fixed, rollout) is fixed
-    assert pod_spec(bad, {}) is bad
-    assert spec_revision(stable) != spec_revision(bad) and spec_revision(bad) == spec_revision(
-        spec(engine={"maxNumSeqs": 4})
-    )
 
 
 def test_kinds():

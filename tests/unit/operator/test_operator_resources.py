@@ -10,6 +10,7 @@ from pagoda.operator.children import desired, engine_image
 from pagoda.operator.resources.deployment import PRESTOP_SECONDS, deployment, revision
 from pagoda.operator.resources.hpa import quantity
 from pagoda.operator.resources.ingress import ingress_url
+from pagoda.operator.resources.networkpolicy import networkpolicy
 from pagoda.operator.spec import parse
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,7 +40,8 @@ def test_example_children_are_valid_kubernetes_objects(obj):
     for o in objs:
         if o["kind"] != "ServiceMonitor":  # not a built-in kind
             kubernetes_validate.validate(o, K8S, strict=True)
-    assert [o["kind"] for o in objs][:3] == ["ConfigMap", "Service", "Deployment"]
+    kinds = [o["kind"] for o in objs if o["kind"] != "NetworkPolicy"]
+    assert kinds[:3] == ["ConfigMap", "Service", "Deployment"]
 
 
 def test_deployment_cpu_defaults():
@@ -197,7 +199,43 @@ def test_configmap_pins_threads_and_offline_mode():
     )[0]
     assert cm["data"]["OMP_NUM_THREADS"] == "2" and cm["data"]["HF_HUB_OFFLINE"] == "1"
     hub = spec(model={"uri": "hf://a/b"})
-    assert desired(hub, hub, "img", 1, False)[0]["data"]["HF_HUB_OFFLINE"] == "0"
+    assert desired(hub, hub, "img", 1, False)[0]["data"]["HF_HUB_OFFLINE"] == "1"  # the engine
+
+
+def test_hub_models_are_downloaded_into_the_cache_before_the_engine_starts():
+    s = spec(
+        model={
+            "uri": "hf://Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775",
+            "tokenSecret": {"name": "hf", "key": "token"},
+            "cache": {"claimName": "model-cache"},
+        },
+        resources={"cpu": "2", "memory": "4Gi", "gpu": {"count": 1}},
+        pod={"initContainers": [{"name": "mine", "image": "busybox"}]},
+    )
+    d = deployment(s, "gpu:1", 1)
+    kubernetes_validate.validate(d, K8S, strict=True)
+    pod = d["spec"]["template"]["spec"]
+    dl = pod["initContainers"][0]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-download", "mine"]
+    local = "/models/hub/Qwen/Qwen2.5-0.5B-Instruct/7ae557604adf67be50417f59c2c2f167def9a775"
+    assert dl["image"] == "gpu:1" and dl["command"] == [
+        "hf",
+        "download",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "--revision",
+        "7ae557604adf67be50417f59c2c2f167def9a775",
+        "--local-dir",
+        local,
+    ]
+    assert container(d)["args"][0] == local
+    token = {"secretKeyRef": {"name": "hf", "key": "token"}}
+    assert {"name": "HF_TOKEN", "valueFrom": token} in dl["env"]
+    assert {"name": "HF_HUB_OFFLINE", "value": "0"} in dl["env"]
+    assert "nvidia.com/gpu" not in dl["resources"]["limits"]  # the download holds no GPU
+    assert dl["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert cache == {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}}
+    assert "initContainers" not in deployment(spec(), "cpu:1", 1)["spec"]["template"]["spec"]
 
 
 def test_quantity():
@@ -207,3 +245,84 @@ def test_quantity():
         "1500m",
         "1m",
     )
+
+
+def test_pod_overrides():
+    s = spec(
+        engine={
+            "image": "registry.example.com/vllm:1",
+            "command": ["vllm", "serve"],
+            "envFrom": [{"secretRef": {"name": "hf-token"}}],
+            "volumeMounts": [{"name": "adapters", "mountPath": "/adapters", "readOnly": True}],
+            "apiKeySecret": {"name": "keys", "key": "api"},
+        },
+        pod={
+            "imagePullSecrets": [{"name": "regcred"}],
+            "serviceAccountName": "llm-engine",
+            "runtimeClassName": "nvidia",
+            "volumes": [{"name": "adapters", "configMap": {"name": "lora"}}],
+            "initContainers": [{"name": "fetch", "image": "busybox", "command": ["true"]}],
+            "sidecars": [{"name": "proxy", "image": "envoy:1"}],
+            "template": {
+                "metadata": {"annotations": {"team": "ml"}, "labels": {"pagoda.dev/revision": "x"}},
+                "spec": {
+                    "containers": [{"name": "engine", "env": [{"name": "EXTRA", "value": "1"}]}],
+                    "enableServiceLinks": None,
+                },
+            },
+        },
+    )
+    d = deployment(s, engine_image(s, "gpu:1", "cpu:1"), 1)
+    kubernetes_validate.validate(d, K8S, strict=True)
+    pod = d["spec"]["template"]["spec"]
+    c = container(d)
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["serviceAccountName"] == "llm-engine" and pod["runtimeClassName"] == "nvidia"
+    assert [x["name"] for x in pod["initContainers"]] == ["fetch"]
+    assert [x["name"] for x in pod["containers"]] == ["engine", "proxy"]
+    assert {"name": "adapters", "configMap": {"name": "lora"}} in pod["volumes"]
+    assert c["image"] == "registry.example.com/vllm:1" and c["command"] == ["vllm", "serve"]
+    assert "--shutdown-timeout" not in c["args"]  # Pagoda's own flag, not another engine's
+    assert c["envFrom"][1] == {"secretRef": {"name": "hf-token"}}
+    assert {"name": "adapters", "mountPath": "/adapters", "readOnly": True} in c["volumeMounts"]
+    # The patch merged into the engine container by name, beside the operator's own env.
+    assert [e["name"] for e in c["env"]] == ["PAGODA_API_KEY", "EXTRA"]
+    assert "enableServiceLinks" not in pod
+    meta = d["spec"]["template"]["metadata"]
+    assert meta["annotations"]["team"] == "ml"
+    assert meta["labels"]["pagoda.dev/revision"] != "x"  # the operator's labels win
+    plain = deployment(spec(), "cpu:1", 1)
+    assert revision(plain) != revision(d)
+
+
+def test_engine_is_read_only_and_keeps_its_api_key_out_of_argv():
+    s = spec(engine={"apiKeySecret": {"name": "keys", "key": "api"}})
+    d = deployment(s, "cpu:1", 1)
+    c = container(d)
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    writable = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/tmp", "/dev/shm", "/models"} <= writable
+    key = {"secretKeyRef": {"name": "keys", "key": "api"}}
+    assert c["env"] == [{"name": "PAGODA_API_KEY", "valueFrom": key}]
+    assert not any("API_KEY" in a for a in c["args"] + c["command"])
+
+
+def test_network_policy_lets_in_the_operator_and_the_named_peers():
+    assert networkpolicy(spec(), "pagoda-system") is None
+    ingress_ns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+    s = spec(networkPolicy={"enabled": True, "allowFrom": [ingress_ns]})
+    np = networkpolicy(s, "pagoda-system")
+    kubernetes_validate.validate(np, K8S, strict=True)
+    rule = np["spec"]["ingress"][0]
+    operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "pagoda-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "pagoda-operator"}},
+    }
+    assert rule["from"] == [operator, ingress_ns]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert np["spec"]["podSelector"] == {"matchLabels": {"pagoda.dev/inferenceservice": "chat"}}
+    assert networkpolicy(s, None)["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == {}
+    assert [o["kind"] for o in desired(s, s, "img", 1, False, "x")][:2] == [
+        "ConfigMap",
+        "NetworkPolicy",
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from pagoda.engine.sample.grammar_mask import apply_grammar_masks
 from pagoda.engine.sample.sampler import Sampler, SamplingRow
 from pagoda.engine.sampling_params import SamplingParams

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 
 import uvicorn
-
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 

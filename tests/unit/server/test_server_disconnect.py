@@ -36,11 +36,13 @@ def wait_until(predicate, timeout: float = 5.0) -> None:
 )
 def test_disconnect_mid_stream_aborts_and_frees_blocks(slow_server, path, body):
     engine, url = slow_server
-    with httpx.Client(base_url=url) as c:
-        with c.stream("POST", path, json=body | {"max_tokens": 200, "stream": True}) as r:
-            lines = r.iter_lines()
-            assert next(lines).startswith("data: ")
-            wait_until(lambda: engine.free_blocks < engine.total_blocks)
+    with (
+        httpx.Client(base_url=url) as c,
+        c.stream("POST", path, json=body | {"max_tokens": 200, "stream": True}) as r,
+    ):
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        wait_until(lambda: engine.free_blocks < engine.total_blocks)
     wait_until(lambda: engine.free_blocks == engine.total_blocks)
     assert {rid for _, _, rid, _ in engine.requests} == set(engine.aborted)
     assert not engine.finished

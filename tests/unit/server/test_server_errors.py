@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from server_fakes import FakeAsyncLLM
 
 from pagoda.engine.server import streams
 from pagoda.engine.server.api_server import build_app
-from server_fakes import FakeAsyncLLM
 
 MSGS = [{"role": "user", "content": "hi"}]
 

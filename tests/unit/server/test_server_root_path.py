@@ -1,9 +1,9 @@
 """--root-path: behind an Ingress that forwards /m1/... unchanged, the API answers under /m1."""
 
 from fastapi.testclient import TestClient
+from server_fakes import FakeAsyncLLM
 
 from pagoda.engine.server.api_server import build_app
-from server_fakes import FakeAsyncLLM
 
 
 def test_routes_answer_under_the_root_path_and_without_it():

@@ -100,7 +100,7 @@ def test_sigterm_finishes_in_flight_refuses_new_exits_0():
 
 def test_drain_timeout_cancels_what_is_left_and_still_exits_0():
     proc, url = start_fake_server(timeout=0.5, step_delay=0.2)
-    t, out = stream_in_thread(url, max_tokens=200)  # 40 s: far longer than the drain allows
+    t, _ = stream_in_thread(url, max_tokens=200)  # 40 s: far longer than the drain allows
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0

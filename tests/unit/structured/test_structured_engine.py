@@ -9,6 +9,7 @@ import json
 import jsonschema
 import pytest
 from engine_harness import PreemptionCounter, run_to_completion
+
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import GRAMMAR_DEAD_END, LLMEngine
 from pagoda.engine.sampling_params import SamplingParams

@@ -1,7 +1,7 @@
 """Where W1's time goes, on the GPU: per-step host phases against the GPU's forward time, then a
 kernel table (torch.profiler) for one prefill-carrying step and one decode-only step.
 
-    python3 tests/gpu/profile_w1.py [engine flags...]
+    python3 benchmarks/gpu/profile_w1.py [engine flags...]
 
 Host phases are wall-clock spans on the engine thread (schedule, prepare, forward launch, the
 sampler, which ends in the step's one host sync, and the rest of the step); the GPU span is a

@@ -1,6 +1,6 @@
 """Check every Triton kernel against its reference, then time them, in one run on the GPU machine.
 
-    python tests/gpu/run_kernels.py [--quick] [--tune]
+    python benchmarks/gpu/run_kernels.py [--quick] [--tune]
 
 Prints a table last: per check family the worst relative error; per timing the median time (CUDA
 graph replays), the memory floor (fewest bytes / measured copy bandwidth) and the fraction of it
@@ -16,11 +16,14 @@ import math
 import os
 import random
 import sys
+from pathlib import Path
 
 import torch
 import triton
 import triton.testing
 
+# The cases and checks are the GPU tier's (tests/gpu/kernel_cases.py): this driver times them too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "gpu"))
 from kernel_cases import (
     CACHE_SHAPES,
     HEAD_CONFIGS,
@@ -40,6 +43,7 @@ from kernel_cases import (
     split_forward,
     worst,
 )
+
 from pagoda.engine.attention.triton_unified import TritonAttentionBackend
 from pagoda.engine.kernels.activation import silu_and_mul, silu_and_mul_ref
 from pagoda.engine.kernels.reshape_and_cache import reshape_and_cache
@@ -142,7 +146,7 @@ def decode_timings(
             ]
         for kw in variants:
             us = bench(
-                lambda: unified_attention(
+                lambda b=b, m=m, kw=kw: unified_attention(
                     b.q,
                     b.k_cache,
                     b.v_cache,
@@ -199,7 +203,7 @@ def prefill_timings(gen: torch.Generator, mm_flops: float, bw: float, tune: bool
         floor_us = max(flops / mm_flops, kv_bytes / bw) * 1e6
         for kw in variants:
             us = bench(
-                lambda: unified_attention(
+                lambda b=b, m=m, kw=kw: unified_attention(
                     b.q,
                     b.k_cache,
                     b.v_cache,

@@ -1,0 +1,251 @@
+"""How the operator fares with many InferenceServices on a real control plane (issue 21, point 8).
+
+Not a test (pytest does not collect it): a measurement, run by hand, whose figures go to
+docs/performance.md.
+
+    .venv/bin/python tests/integration/operator/scale_bench.py --count 200 --namespaces 4
+
+It starts the integration tier's control plane (e2e/controlplane.py: etcd, kube-apiserver,
+controller-manager, scheduler; no node, so engine pods stay Pending), runs `pagoda operator` as a
+process of its own, creates COUNT CPU InferenceServices, and reports:
+- apply-to-children: from each create call's return to its Deployment showing up on a watch;
+- the steady state over --steady seconds once every status is written: the operator's API requests
+  per second by verb and resource (the apiserver's own apiserver_request_total, nothing else
+  talking), status writes per InferenceService per minute, CPU (share of one core), RSS, and the
+  INFO log lines per second;
+- delete: from deleting every InferenceService to the last one gone (the finalizer released).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import kubernetes
+import urllib3
+
+ROOT = Path(__file__).resolve().parents[3]
+GROUP, VERSION, PLURAL = "pagoda.dev", "v1alpha1", "inferenceservices"
+SPEC = {"model": {"uri": "default"}, "replicas": 1, "resources": {"cpu": "1", "memory": "1Gi"}}
+
+
+def controlplane_module():
+    spec = importlib.util.spec_from_file_location("cp", ROOT / "e2e" / "controlplane.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def apiserver_requests(cp) -> Counter:
+    """apiserver_request_total by (verb, resource, subresource), from the apiserver's /metrics."""
+    out: Counter = Counter()
+    for line in cp.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        key = (labels.get("verb"), labels.get("resource"), labels.get("subresource", ""))
+        out[key] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def line_count(path: Path) -> int:
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=200)
+    p.add_argument("--namespaces", type=int, default=4)
+    p.add_argument("--steady", type=float, default=60.0, help="seconds of steady state measured")
+    p.add_argument("--observe-interval", type=float, default=10.0)
+    p.add_argument(
+        "--pagoda",
+        default=str(Path(sys.executable).parent / "pagoda"),
+        help="the `pagoda` command to run the operator with (another checkout's, to compare)",
+    )
+    p.add_argument("--log", default="/tmp/operator-scale.log", help="the operator's log")
+    args = p.parse_args()
+
+    cpmod = controlplane_module()
+    with cpmod.ControlPlane() as cp:
+        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "inferenceservice.yaml"))
+        cp.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.pagoda.dev")
+        namespaces = [f"scale-{i}" for i in range(args.namespaces)]
+        for ns in namespaces:
+            cp.kubectl("create", "namespace", ns)
+        api = kubernetes.config.new_client_from_config(config_file=cp.kubeconfig)
+        custom, apps = kubernetes.client.CustomObjectsApi(api), kubernetes.client.AppsV1Api(api)
+
+        log_path = Path(args.log)
+        log = open(log_path, "w")  # noqa: SIM115  (the operator process writes it until the end)
+        ns_flags = [x for ns in namespaces for x in ("--namespace", ns)]
+        operator = subprocess.Popen(
+            [
+                args.pagoda,
+                "operator",
+                "--standalone",
+                *ns_flags,
+                "--metrics-port",
+                "0",
+                "--liveness-port",
+                "0",
+                "--observe-interval",
+                str(args.observe_interval),
+            ],
+            env={**os.environ, "KUBECONFIG": cp.kubeconfig},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            time.sleep(5)  # the operator's startup: login, CRD discovery, watches
+            seen: dict[tuple[str, str], float] = {}
+            stop = threading.Event()
+
+            def watch_deployments(ns: str) -> None:
+                w = kubernetes.watch.Watch()
+                try:
+                    for ev in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=600):
+                        seen.setdefault((ns, ev["object"].metadata.name), time.monotonic())
+                        if stop.is_set():
+                            w.stop()
+                except urllib3.exceptions.ProtocolError:
+                    pass  # the control plane stopped under the watch: the run is over
+
+            for ns in namespaces:
+                threading.Thread(target=watch_deployments, args=(ns,), daemon=True).start()
+            time.sleep(1)
+            created: dict[tuple[str, str], float] = {}
+            t0 = time.monotonic()
+            for i in range(args.count):
+                ns, name = namespaces[i % len(namespaces)], f"m{i:04d}"
+                body = {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "InferenceService",
+                    "metadata": {"name": name},
+                    "spec": SPEC,
+                }
+                custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+                created[(ns, name)] = time.monotonic()
+            create_s = time.monotonic() - t0
+            deadline = time.monotonic() + 600
+            while len([k for k in created if k in seen]) < len(created):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"only {len(seen)}/{len(created)} Deployments after 600 s")
+                time.sleep(0.5)
+            lags = [seen[k] - created[k] for k in created]
+            all_children_s = max(seen[k] for k in created) - t0
+
+            # Steady state: every status written, the Deployments' status settled (Pending pods).
+            def converged() -> int:
+                n = 0
+                for ns in namespaces:
+                    for o in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)[
+                        "items"
+                    ]:
+                        st = o.get("status") or {}
+                        n += st.get("observedGeneration") == o["metadata"]["generation"]
+                return n
+
+            while converged() < args.count:
+                time.sleep(2)
+            time.sleep(2 * args.observe_interval)  # let the first looks write what they have
+            lines_before = line_count(log_path)
+            req0, cpu0 = apiserver_requests(cp), proc_cpu_seconds(operator.pid)
+            time.sleep(args.steady)
+            req1, cpu1 = apiserver_requests(cp), proc_cpu_seconds(operator.pid)
+            lines = line_count(log_path) - lines_before
+            rss = proc_rss_mb(operator.pid)
+            # Our own GETs of /metrics are non-resource requests (resource ""): left out.
+            delta = {
+                k: v - req0.get(k, 0)
+                for k, v in req1.items()
+                if v - req0.get(k, 0) > 0 and k[1] != ""
+            }
+            status_writes = sum(
+                v
+                for (verb, res, sub), v in delta.items()
+                if res == PLURAL and sub == "status" and verb == "PATCH"
+            )
+
+            t_del = time.monotonic()
+            for ns in namespaces:
+                custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+            while any(
+                custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+                for ns in namespaces
+            ):
+                if time.monotonic() - t_del > 300:
+                    break
+                time.sleep(0.5)
+            delete_s = time.monotonic() - t_del
+            stop.set()
+
+            report = {
+                "inferenceservices": args.count,
+                "namespaces": args.namespaces,
+                "create_calls_s": round(create_s, 1),
+                "apply_to_deployment_p50_s": round(statistics.median(lags), 2),
+                "apply_to_deployment_p99_s": round(pct(lags, 0.99), 2),
+                "all_children_after_first_create_s": round(all_children_s, 1),
+                "steady_seconds": args.steady,
+                "steady_api_requests_per_s": round(sum(delta.values()) / args.steady, 2),
+                "steady_requests_by_kind": {
+                    f"{v} {r}/{s}".rstrip("/"): n for (v, r, s), n in sorted(delta.items())
+                },
+                "status_writes_per_isvc_per_min": round(
+                    status_writes / args.count * 60 / args.steady, 3
+                ),
+                "operator_cpu_core_share": round((cpu1 - cpu0) / args.steady, 3),
+                "operator_rss_mb": round(rss, 1),
+                "operator_peak_rss_mb": round(proc_peak_rss_mb(operator.pid), 1),
+                "log_lines_per_s": round(lines / args.steady, 2),
+                "delete_all_s": round(delete_s, 1),
+            }
+            print(json.dumps(report, indent=2))
+        finally:
+            operator.terminate()
+            try:
+                operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+            log.close()
+
+
+if __name__ == "__main__":
+    main()

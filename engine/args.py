@@ -15,7 +15,8 @@ HELP = {
     "revision": "the Hub model's branch, tag or commit",
     "tokenizer_revision": "the Hub tokenizer's branch, tag or commit",
     "download_dir": "where Hub models are downloaded; None: the HF cache ($HF_HOME/hub)",
-    "served_model_name": "the name clients send as `model` (default: the model argument)",
+    "served_model_name": "the names clients may send as `model`, the first in responses; with "
+    "several models, one name each (default: the model argument)",
     "max_model_len": "context length (default: the model's)",
     "max_num_seqs": "most sequences in one step",
     "max_num_batched_tokens": "token budget of one step (prefill chunks and decodes together)",
@@ -26,6 +27,7 @@ HELP = {
     "scheduling_policy": "fcfs, or priority (lower value first, then arrival)",
     "enforce_eager": "never use CUDA graphs",
     "async_scheduling": "schedule the next step while the GPU runs this one (as vLLM's --async-scheduling)",
+    "max_logprobs": "the most logprobs a request may ask for",
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 
@@ -86,16 +88,16 @@ def configs_from_args(ns: argparse.Namespace) -> list[EngineConfig]:
         for f in dataclasses.fields(EngineConfig)
         if f.name != "model" and getattr(ns, f.name, None) is not None
     }
-    names = (
-        (given.pop("served_model_name", None) or "").split(",")
-        if "served_model_name" in given
-        else []
-    )
+    names = given.pop("served_model_name", None) or []
+    if len(models) > 1 and names and len(names) != len(models):
+        raise ValueError(
+            f"--served-model-name: give one name per model ({len(models)}), got {len(names)}"
+        )
     configs = []
     for i, model in enumerate(models or [EngineConfig.model]):
         cfg = EngineConfig(model=model, **given)
-        if i < len(names) and names[i]:
-            cfg.served_model_name = names[i]
+        if names:
+            cfg.served_model_name = [names[i]] if len(models) > 1 else names
         cfg.validate()
         configs.append(cfg)
     return configs

@@ -170,7 +170,7 @@ class AsyncLLM:
             if kind == "add":
                 try:
                     self.engine.add(arg)
-                except Exception as e:  # noqa: BLE001 - the request's fault: it fails, the loop goes on
+                except Exception as e:
                     failed = RequestFailedError(f"request {arg.request_id} not added: {e}")
                     self._loop.call_soon_threadsafe(self._deliver, failed, arg.request_id)
             else:

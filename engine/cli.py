@@ -7,7 +7,9 @@ import logging
 import sys
 
 from pagoda.engine.args import add_engine_args, configs_from_args
+from pagoda.engine.config_file import expand_config_file
 from pagoda.engine.loader.errors import ModelLoadError
+from pagoda.engine.vllm_flags import add_vllm_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         from pagoda.gateway.main import main as gateway_main  # no torch in the gateway either
 
         return gateway_main(argv[1:])
+    argv = expand_config_file(argv)
     parser = argparse.ArgumentParser(
         prog="pagoda", description="Serve open LLMs, and run them on Kubernetes."
     )
@@ -35,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         "  pagoda serve ./model-folder          # config.json, *.safetensors, tokenizer\n"
         "  pagoda serve model.gguf",
     )
-    add_engine_args(serve)
-    from pagoda.engine.server.args import add_server_args
-
-    add_server_args(serve)
+    add_serve_args(serve)
 
     chat = sub.add_parser("chat", help="chat with a model in the terminal")
     add_engine_args(chat)
@@ -110,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ValueError as e:  # a bad flag value found after parsing: a message, not a traceback
         parser.error(str(e))
+
+
+def add_serve_args(parser: argparse.ArgumentParser) -> None:
+    """`pagoda serve`'s flags: the engine's, the server's, then vLLM's others (accepted or refused)."""
+    from pagoda.engine.server.args import add_server_args
+
+    add_engine_args(parser)
+    add_server_args(parser)
+    add_vllm_flags(parser)
 
 
 def _chat(args: argparse.Namespace) -> int:

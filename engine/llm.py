@@ -10,6 +10,7 @@ from typing import Any, cast
 from tqdm import tqdm
 
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.inputs import PromptType, is_single, prompt_of
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.sampling_params import SamplingParams
@@ -31,17 +32,21 @@ class LLM:
     def tokenizer(self):
         return self.engine.tokenizer
 
+    def get_tokenizer(self):
+        return self.engine.tokenizer
+
     def generate(
         self,
-        prompts: str | list[int] | Seq[str | list[int]],
-        params: SamplingParams | Seq[SamplingParams] | None = None,
+        prompts: PromptType | Seq[PromptType],
+        sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
         use_tqdm: bool = False,
         priority: Seq[int] | None = None,
     ) -> list[RequestOutput]:
-        """Generate for every prompt together (continuous batching); outputs in prompt order."""
-        one = isinstance(prompts, str) or (prompts and isinstance(prompts[0], int))
-        batch = cast(list[str | list[int]], [prompts] if one else list(prompts))
-        params = params or SamplingParams()
+        """Generate for every prompt together (continuous batching); outputs in prompt order.
+        Prompts in vLLM's forms, mixed as one likes: text, token ids, {"prompt": ...},
+        {"prompt_token_ids": ...}."""
+        batch = [prompt_of(p) for p in ([prompts] if is_single(prompts) else prompts)]
+        params = sampling_params or SamplingParams()
         params_list: list[SamplingParams] = (
             list(params)
             if isinstance(params, (list, tuple))
@@ -66,20 +71,32 @@ class LLM:
     def chat(
         self,
         messages: list[Message] | list[list[Message]],
-        params: SamplingParams | None = None,
+        sampling_params: SamplingParams | None = None,
         use_tqdm: bool = False,
+        chat_template: str | None = None,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> list[RequestOutput]:
-        """Apply the model's chat template to each conversation, then generate."""
+        """Apply the chat template (the model's, or `chat_template`) to each conversation, then
+        generate; vLLM's LLM.chat."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
         # The template writes the special tokens itself: tokenize without adding them again.
         prompts = [
             self.tokenizer.encode(
-                self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                self.tokenizer.apply_chat_template(
+                    c,
+                    tools=tools,
+                    chat_template=chat_template,
+                    tokenize=False,
+                    add_generation_prompt=add_generation_prompt,
+                    **(chat_template_kwargs or {}),
+                ),
                 add_special_tokens=False,
             )
             for c in conversations
         ]
-        return self.generate(prompts, params, use_tqdm=use_tqdm)
+        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
 
 
 def _copy(params: SamplingParams) -> SamplingParams:

@@ -10,19 +10,23 @@ from typing import Protocol, cast
 import torch
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.core.kv_cache_manager import BlockOp, KVCacheManager
 from pagoda.engine.core.scheduler import Scheduler, SchedulerOutput
 from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence, SequenceStatus
 from pagoda.engine.detokenizer import IncrementalDetokenizer
+from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
-from pagoda.engine.sample.beam import BeamSearch
 from pagoda.engine.request_rules import RequestLimits, check_request
-from pagoda.engine.sample.sampler import SampledBatch, SamplerOutput, has_penalties, make_generator
-from pagoda.engine.sampling_params import I64_MAX, SamplingParams
+from pagoda.engine.sample.beam import BeamSearch
+from pagoda.engine.sample.sampler import SampledBatch, SamplerOutput, has_penalties
+from pagoda.engine.sampling_params import I64_MAX, ParamError, SamplingParams
+from pagoda.engine.structured.backend import StructuredOutputs
 
 log = logging.getLogger(__name__)
+
+# The stop_reason of a sequence ended (finish_reason "abort") because its grammar allowed no token.
+GRAMMAR_DEAD_END = "structured output: the grammar allows no further token"
 
 
 class Runner(Protocol):
@@ -43,9 +47,14 @@ class Runner(Protocol):
 
 def runs_ahead(params: SamplingParams) -> bool:
     """Whether the next step may be scheduled before this sequence's token is on the host: not when
-    sampling reads the tokens so far on the host (penalties, min_tokens) or tokens fork (n, beams)."""
+    sampling reads the tokens so far on the host (penalties, min_tokens, a grammar) or tokens fork
+    (n, beams)."""
     return not (
-        params.use_beam_search or params.n > 1 or params.min_tokens or has_penalties(params)
+        params.use_beam_search
+        or params.n > 1
+        or params.min_tokens
+        or has_penalties(params)
+        or params.structured_outputs is not None
     )
 
 
@@ -115,7 +124,7 @@ class LLMEngine:
         self.max_model_len: int = max_model_len
         vocab_size = getattr(getattr(runner, "model_config", None), "vocab_size", None)
         self.limits = RequestLimits(
-            self.max_model_len, config.max_num_seqs, vocab_size or I64_MAX
+            self.max_model_len, config.max_num_seqs, vocab_size or I64_MAX, config.max_logprobs
         )  # a runner without a model (a test's fake) checks no token ids
         capacity = runner.num_blocks * config.block_size
         if self.max_model_len > capacity:
@@ -141,6 +150,8 @@ class LLMEngine:
             None  # async scheduling: launched, tokens not yet taken in
         )
         self.metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
+        vocab = getattr(getattr(runner, "model_config", None), "vocab_size", None)
+        self.structured = StructuredOutputs(tokenizer, vocab, sorted(self.eos_token_ids))
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -175,6 +186,12 @@ class LLMEngine:
             params = replace(params, max_tokens=self.max_model_len - len(prompt_ids))
         width = (params.best_of or params.n) if params.use_beam_search else params.n
         now = time.monotonic()
+        if params.structured_outputs is not None:
+            if params.use_beam_search:
+                raise ParamError(
+                    "structured_outputs", "structured outputs do not combine with beam search"
+                )
+            self.structured.compile(params.structured_outputs)  # a bad grammar fails here
         if params.use_beam_search:
             seq = Sequence(
                 f"{request_id}#0", request_id, 0, prompt_ids, params, priority, now, cache_salt
@@ -206,6 +223,9 @@ class LLMEngine:
                     priority,
                     now,
                     cache_salt,
+                    grammar=self.structured.state(params.structured_outputs)
+                    if params.structured_outputs is not None
+                    else None,
                 )
             )
             detoks.append(
@@ -339,7 +359,7 @@ class LLMEngine:
                 continue
             try:
                 self._accept_token(req, seq, sampled, i, slot, now)  # type: ignore[arg-type]
-            except Exception:  # noqa: BLE001 - this request's own fault: it alone ends
+            except Exception:
                 self._fail_request(req)
         for seq, beam_slot in zip(step.seqs, step.slots):
             beam_req = self.requests.get(seq.request_id)
@@ -352,7 +372,7 @@ class LLMEngine:
             ):
                 try:
                     self._advance_beams(beam_req, now)
-                except Exception:  # noqa: BLE001 - as in _accept_token: this request alone ends
+                except Exception:
                     self._fail_request(beam_req)
                 if beam_req.finished:
                     touched[beam_req.request_id] = beam_req
@@ -468,6 +488,8 @@ class LLMEngine:
     def _is_stop_token(self, seq: Sequence, token: int, num_output: int) -> bool:
         """The token, the num_output-th of the sequence, ends it: a stop token id, or EOS unless ignored."""
         params = seq.params
+        if seq.grammar is not None and seq.grammar.dead:
+            return True  # the grammar allowed no token: this one, drawn unconstrained, is dropped
         return num_output >= params.min_tokens and (
             token in params.stop_token_ids
             or (token in self.eos_token_ids and not params.ignore_eos)
@@ -482,6 +504,9 @@ class LLMEngine:
         self, seq: Sequence, token: int, n_out: int, detok: IncrementalDetokenizer | None
     ) -> str | None:
         params = seq.params
+        if seq.grammar is not None and seq.grammar.dead:
+            seq.stop_reason = GRAMMAR_DEAD_END
+            return "abort"
         if detok and detok.stop_reason is not None:
             return "stop"
         if self._is_stop_token(seq, token, n_out):

@@ -18,6 +18,7 @@ class RequestLimits:
     max_model_len: int
     max_num_seqs: int
     vocab_size: int  # the model's (its logits' width): the one range token ids are checked against
+    max_logprobs: int = 20  # --max-logprobs
 
 
 def check_request(prompt_ids: list[int], params: SamplingParams, limits: RequestLimits) -> None:
@@ -26,6 +27,13 @@ def check_request(prompt_ids: list[int], params: SamplingParams, limits: Request
     check_token_ids("prompt", prompt_ids, limits.vocab_size)
     check_token_ids("stop_token_ids", params.stop_token_ids, limits.vocab_size)
     check_token_ids("logit_bias", list(params.logit_bias or {}), limits.vocab_size)
+    check_token_ids("allowed_token_ids", params.allowed_token_ids or [], limits.vocab_size)
+    if params.logprobs is not None and params.logprobs > limits.max_logprobs:
+        raise ParamError(
+            "logprobs", f"logprobs must be at most max_logprobs ({limits.max_logprobs})"
+        )
+    if params.prompt_logprobs is not None:
+        raise ParamError("prompt_logprobs", "prompt_logprobs is not supported")
     width = (params.best_of or params.n) if params.use_beam_search else params.n
     if width > limits.max_num_seqs:
         param = "best_of" if params.use_beam_search and params.best_of else "n"

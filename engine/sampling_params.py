@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pagoda.engine.structured.params import StructuredOutputsParams
+
 F32_TINY = 1.1754943508222875e-38  # the least positive normal float32: below it, 0 or subnormal
 F32_MAX = 3.4028234663852886e38
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
@@ -50,6 +52,8 @@ class SamplingParams:
     use_beam_search: bool = False
     best_of: int | None = None
     length_penalty: float = 1.0
+    structured_outputs: StructuredOutputsParams | None = None  # a grammar the output must match
+    allowed_token_ids: list[int] | None = None  # only these tokens may be generated
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -88,6 +92,12 @@ class SamplingParams:
             within("stop_token_ids", token, 0, I64_MAX, "token ids, non-negative")
         if self.stop and not self.detokenize:
             raise ParamError("stop", "stop strings need detokenize=True")
+        if self.allowed_token_ids is not None and not self.allowed_token_ids:
+            raise ParamError("allowed_token_ids", "allowed_token_ids must not be empty")
+        if self.best_of is not None and self.best_of != self.n and not self.use_beam_search:
+            raise ParamError(
+                "best_of", "best_of other than n needs use_beam_search (the beam width)"
+            )
         if self.best_of is not None and self.best_of < self.n:
             raise ParamError("best_of", f"best_of ({self.best_of}) must be at least n ({self.n})")
 

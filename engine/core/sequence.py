@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pagoda.engine.outputs import TokenLogprobs
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.structured.backend import GrammarState
 
 if TYPE_CHECKING:  # the core holds the runner's tensors but never touches a device
     import torch
@@ -42,6 +43,7 @@ class Sequence:
     arrival_time: float = field(default_factory=time.monotonic)
     cache_salt: str | None = None
     generator: torch.Generator | None = None
+    grammar: GrammarState | None = None  # structured outputs: where its output is in the grammar
 
     output_token_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING

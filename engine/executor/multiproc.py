@@ -9,6 +9,7 @@ stopped, so none outlives the engine.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing as mp
@@ -292,10 +293,8 @@ class MultiprocExecutor:
         self._stopped.set()  # the monitor stops first: workers exiting now are no failure
         self._monitor.join()
         if self.failure is None:
-            try:
+            with contextlib.suppress(WorkerFailure):  # a worker already gone needs no goodbye
                 self._send_all(Shutdown())
-            except WorkerFailure:
-                pass
             for proc in self.procs:
                 proc.join(10)
         self._kill_workers()

@@ -55,7 +55,7 @@ def safetensors_weights(files: list[Path]) -> Iterator[tuple[str, LoadedWeight]]
             )
         )
         for handle in handles:
-            for name in handle.keys():
+            for name in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
                 yield name, handle.get_slice(name)
                 bar.update()
 

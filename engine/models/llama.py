@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from pagoda.engine.attention import AttentionBackend, AttentionMetadata
-from pagoda.engine.layers.activation import get_act_and_mul
 from pagoda.engine.distributed import get_pp_group, get_tensor_model_parallel_world_size
+from pagoda.engine.layers.activation import get_act_and_mul
 from pagoda.engine.layers.embedding import LogitsProcessor, ParallelLMHead, VocabParallelEmbedding
 from pagoda.engine.layers.linear import (
     MergedColumnParallelLinear,

@@ -352,7 +352,11 @@ class ModelRunner:
             logits = logits.repeat_interleave(torch.tensor(repeats, device=logits.device), dim=0)
         rows = [
             SamplingRow(
-                seq.params, seq.prompt_token_ids, seq.output_token_ids, self._generator(seq)
+                seq.params,
+                seq.prompt_token_ids,
+                seq.output_token_ids,
+                self._generator(seq),
+                seq.grammar,
             )
             for seq in sampling
         ]

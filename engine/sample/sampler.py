@@ -1,7 +1,7 @@
 """The batched sampler: one token per sequence from the model's logits, per-request parameters.
 
-Stages in vLLM's order: logit_bias, min_tokens, penalties, then greedy argmax, or temperature,
-min_p, top_k / top_p and a random draw. Each stage builds its per-row tensors once and runs over
+Stages in vLLM's order: allowed_token_ids, the structured-output grammar's bitmask, logit_bias,
+min_tokens, penalties, then greedy argmax, or temperature, min_p, top_k / top_p and a random draw. Each stage builds its per-row tensors once and runs over
 the whole batch (or the rows that need it); a stage no row needs is skipped. Logprobs come from the
 raw logits, before any of this, as vLLM reports them by default. The only host sync is at the end.
 """
@@ -14,9 +14,11 @@ import torch
 
 from pagoda.engine.outputs import TokenLogprobs
 from pagoda.engine.sample.device_tensor import device_tensor
+from pagoda.engine.sample.grammar_mask import apply_grammar_masks
 from pagoda.engine.sample.penalties import apply_penalties
 from pagoda.engine.sample.truncation import apply_min_p, apply_top_k, apply_top_k_top_p
 from pagoda.engine.sampling_params import F32_MAX, SamplingParams
+from pagoda.engine.structured.backend import GrammarState
 
 
 @dataclass
@@ -27,6 +29,7 @@ class SamplingRow:
     prompt_token_ids: list[int]
     output_token_ids: list[int]  # generated so far (for penalties and min_tokens)
     generator: torch.Generator | None = None  # the request's own, from make_generator, when seeded
+    grammar: GrammarState | None = None  # structured outputs: the sequence's grammar state
 
 
 @dataclass
@@ -97,12 +100,16 @@ class SampledBatch:
             self.packed = packed
 
     def result(self) -> SamplerOutput:
+        """The samples on the host; each constrained row's grammar advances by its token."""
         if self.ready is not None:
             self.ready.synchronize()
         if self.packed.dim() == 1:  # token ids alone: no row asked for logprobs
-            return SamplerOutput(self.packed.tolist(), None, [None] * len(self.rows))
+            token_list = self.packed.tolist()
+            self._advance_grammars(token_list)
+            return SamplerOutput(token_list, None, [None] * len(self.rows))
         packed, k = self.packed.tolist(), self.k
         token_list = [int(p[0]) for p in packed]
+        self._advance_grammars(token_list)
         chosen = [p[1] for p in packed]
         top_logprobs: list[TokenLogprobs | None] = []
         for row, p, token, logprob in zip(self.rows, packed, token_list, chosen):
@@ -114,6 +121,11 @@ class SampledBatch:
             entry.setdefault(token, logprob)
             top_logprobs.append(entry)
         return SamplerOutput(token_list, chosen, top_logprobs)
+
+    def _advance_grammars(self, token_ids: list[int]) -> None:
+        for row, token in zip(self.rows, token_ids):
+            if row.grammar is not None:
+                row.grammar.accept(token)
 
 
 class Sampler:
@@ -161,10 +173,23 @@ class Sampler:
             for t in {*self.eos_token_ids, *row.params.stop_token_ids}
         ]
         penalized = [i for i, row in enumerate(rows) if has_penalties(row.params)]
-        if not (biased or banned or penalized):
+        constrained = any(row.grammar is not None for row in rows)
+        restricted = [i for i, row in enumerate(rows) if row.params.allowed_token_ids]
+        if not (biased or banned or penalized or constrained or restricted):
             return logits
         x = logits.clone()
         device = x.device
+        if restricted:
+            keep = torch.zeros_like(x, dtype=torch.bool)
+            r, t = zip(*((i, tok) for i in restricted for tok in rows[i].params.allowed_token_ids))
+            keep[device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)] = True
+            index = device_tensor(restricted, torch.long, device)
+            x[index] = x[index].masked_fill(~keep[index], float("-inf"))
+        if constrained:
+            bans: dict[int, set[int]] = {}
+            for i, t in banned:
+                bans.setdefault(i, set()).add(t)
+            apply_grammar_masks(x, rows, bans)
         if biased:
             r, t, b = zip(*biased)
             x.index_put_(

@@ -27,10 +27,15 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.server.args import RequestPolicy, resolve_api_key
+from pagoda.engine.server.args import (
+    RequestPolicy,
+    load_chat_template,
+    resolve_api_key,
+    tool_call_parser,
+)
 from pagoda.engine.server.errors import install_error_handlers
-from pagoda.engine.server.openapi import install_openapi
 from pagoda.engine.server.middleware import BodyLimitMiddleware, GateMiddleware, Lifecycle
+from pagoda.engine.server.openapi import install_openapi
 from pagoda.engine.server.routes import router
 
 if TYPE_CHECKING:
@@ -100,7 +105,7 @@ def build_app(
 
 
 def load_model_configs(path: str) -> list[EngineConfig]:
-    """The --config file: `models: [{model: ..., served-model-name: ..., max-model-len: ...}, ...]`."""
+    """The --models-config file: `models: [{model: ..., served-model-name: ..., max-model-len: ...}, ...]`."""
     text = Path(path).read_text()
     if path.endswith(".json"):
         data = json.loads(text)
@@ -180,17 +185,23 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
     """Load every model, serve until SIGTERM, drain, exit code 0."""
     from pagoda.engine.async_llm import AsyncLLM
 
-    if args.config:  # the file's models, plus those named on the command line (not the default one)
+    if (
+        args.models_config
+    ):  # the file's models, plus those named on the command line (not the default)
         named = getattr(args, "model", None) or getattr(args, "model_positional", None)
-        configs = (list(configs) if named else []) + load_model_configs(args.config)
-    names = [c.name for c in configs]
+        configs = (list(configs) if named else []) + load_model_configs(args.models_config)
+    names = [name for c in configs for name in c.served_names]
     if not configs or len(set(names)) != len(names):
         raise SystemExit(f"serve needs one or more models with distinct served names, got {names}")
     check_port_free(args.host, args.port)  # before minutes of loading, not after
+    template = load_chat_template(args.chat_template)
+    parser = tool_call_parser(args)
     engines = {}
     for config in configs:
         config.validate()
         engines[config.name] = AsyncLLM.from_config(config)
+        if template is not None:
+            engines[config.name].tokenizer.chat_template = template
     app = build_app(
         engines,
         resolve_api_key(args.api_key),
@@ -199,6 +210,7 @@ def run_server(configs: list[EngineConfig], args: argparse.Namespace) -> int:
         root_path=args.root_path,
         policy=RequestPolicy.from_args(args),
     )
+    app.state.tool_call_parser = parser
     return serve_app(app, args.host, args.port, args.shutdown_timeout, args.uvicorn_log_level)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 API_KEY_ENV = ("PAGODA_API_KEY", "VLLM_API_KEY")
 DEFAULT_MAX_BODY_BYTES = 4 << 20  # a full 128k-token prompt as JSON token ids is under 1 MiB
@@ -26,10 +27,26 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="seconds in-flight requests may take to finish after SIGTERM",
     )
     g.add_argument(
-        "--config",
+        "--models-config",
         default=None,
         help="YAML or JSON file with `models:`, a list of engine settings (flag names), "
         "served alongside any --model",
+    )
+    g.add_argument(
+        "--chat-template",
+        default=None,
+        help="the chat template (a Jinja file, or the template itself) in place of the model's",
+    )
+    g.add_argument(
+        "--enable-auto-tool-choice",
+        action="store_true",
+        help='tool_choice "auto": read the model\'s own tool calls with --tool-call-parser',
+    )
+    g.add_argument(
+        "--tool-call-parser",
+        default=None,
+        choices=["hermes", "llama3_json", "mistral"],
+        help="the model family's tool-call format (hermes: Qwen 2.5/3, Hermes)",
     )
     g.add_argument(
         "--root-path",
@@ -64,6 +81,25 @@ def add_server_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=["critical", "error", "warning", "info", "debug", "trace"],
     )
     return parser
+
+
+def load_chat_template(value: str | None) -> str | None:
+    """--chat-template as vLLM reads it: a file's text if the value names a file, else itself."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path.read_text()
+    if any(c in value for c in "{%"):
+        return value
+    raise ValueError(f"--chat-template: no such file {value}, and not a Jinja template either")
+
+
+def tool_call_parser(args: argparse.Namespace) -> str | None:
+    """The parser of tool_choice "auto", None when the server does not offer it."""
+    if args.enable_auto_tool_choice != (args.tool_call_parser is not None):
+        raise ValueError("--enable-auto-tool-choice and --tool-call-parser go together")
+    return args.tool_call_parser
 
 
 def resolve_api_key(flag: str | None) -> str | None:

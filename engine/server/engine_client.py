@@ -30,7 +30,12 @@ class EngineClient(Protocol):
         ...
 
     def generate(
-        self, prompt: list[int], params: SamplingParams, request_id: str, priority: int = 0
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        request_id: str,
+        priority: int = 0,
+        cache_salt: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """Outputs until a finished one; leaving early aborts the request. Raises ParamError
         before the first output for a request the engine cannot serve, RequestFailedError when

@@ -85,6 +85,9 @@ def validation_error(e: ValidationError) -> APIError:
     if err["type"] == "json_invalid":
         return APIError(400, f"Malformed JSON body: {err.get('ctx', {}).get('error', err['msg'])}")
     loc = [str(p) for p in err["loc"]]
+    if err["type"] == "extra_forbidden":
+        field = ".".join(loc)
+        return APIError(400, f"{field}: unsupported field, not implemented by Pagoda", param=field)
     # In a union, pydantic adds the member's type to the path ("prompt.list[int].0"): name the field.
     cut = next((i for i, p in enumerate(loc) if UNION_TAG.match(p)), len(loc))
     param = ".".join(loc[:cut]) or None

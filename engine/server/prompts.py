@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -71,19 +72,18 @@ def render_chat(
     messages: list[ChatMessage],
     add_generation_prompt: bool = True,
     chat_template_kwargs: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Apply the model's chat template (in transformers' Jinja sandbox), then tokenize without
-    adding special tokens again. The caller has passed chat_template_kwargs through
-    check_template_kwargs."""
+    """Apply the model's chat template (with the request's tools, in transformers' Jinja sandbox),
+    then tokenize without adding special tokens again. The caller has passed chat_template_kwargs
+    through check_template_kwargs."""
     if not getattr(tokenizer, "chat_template", None):
         raise APIError(400, "This model has no chat template; use /v1/completions")
-    conversation = [
-        {"role": m.role, "content": m.text()} | ({"name": m.name} if m.name else {})
-        for m in messages
-    ]
+    conversation = [template_message(m) for m in messages]
     try:
         text = tokenizer.apply_chat_template(
             conversation,
+            tools=tools,
             tokenize=False,
             add_generation_prompt=add_generation_prompt,
             **(chat_template_kwargs or {}),
@@ -91,6 +91,33 @@ def render_chat(
     except Exception as e:  # the template's own raise_exception(), a bad kwarg, ...
         raise APIError(400, f"Chat template failed: {e}", param="messages") from None
     return encode(tokenizer, max_model_len, text, add_special_tokens=False)
+
+
+def template_message(m: ChatMessage) -> dict[str, Any]:
+    """A message as chat templates read it: tool-call arguments as objects (the templates of Qwen,
+    Llama, Mistral write them with tojson), as vLLM hands them over."""
+    out: dict[str, Any] = {"role": m.role, "content": m.text()}
+    if m.name:
+        out["name"] = m.name
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": arguments(c.function.arguments)},
+            }
+            for c in m.tool_calls
+        ]
+    return out
+
+
+def arguments(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def encode(

@@ -1,7 +1,9 @@
 """Request and response bodies: OpenAI's shapes plus vLLM's extra sampling fields.
 
-Unknown request fields are ignored, as vLLM and OpenAI's SDKs expect. Floats reject NaN and
-infinity so that no such value reaches the sampler.
+A request field Pagoda does not implement is a 400 naming it, not silently ignored; the only
+fields accepted without an effect are those OpenAI's API itself documents as not changing the
+output (IGNORED_FIELDS). A field sent as null counts as not sent. Floats reject NaN and infinity
+so that no such value reaches the sampler.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_serializer, model_validator
 
 from pagoda.engine.sampling_params import ParamError, SamplingParams
-
+from pagoda.engine.server.structured import ResponseFormat, StructuredOutputsField
 
 # Per-request bounds on lists the engine walks every step (stop strings on each new text) or
 # every batch (bias and banned-token tensors); the body limit bounds everything else.
@@ -21,12 +23,39 @@ MAX_STOP_TOKEN_IDS = 1024
 MAX_LOGIT_BIAS = 1024
 
 
+# Accepted and without effect: OpenAI documents them as bookkeeping that does not change the output
+# (end-user ids, stored-completion metadata, caching and routing hints, stream padding).
+IGNORED_FIELDS = (
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+    "include_obfuscation",
+)
+
+
 class Body(BaseModel):
-    model_config = ConfigDict(allow_inf_nan=False, extra="ignore")
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls_and_ignored(cls, data: Any) -> Any:
+        """null is "not sent"; an IGNORED_FIELDS entry is accepted and dropped; any other field
+        this model lacks is then refused by extra="forbid", naming it."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            k: v
+            for k, v in data.items()
+            if k in cls.model_fields or (v is not None and k not in IGNORED_FIELDS)
+        }
 
 
 class StreamOptions(Body):
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: usage so far in every chunk too
 
 
 class SamplingFields(Body):
@@ -41,7 +70,6 @@ class SamplingFields(Body):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: Annotated[dict[str, float], Field(max_length=MAX_LOGIT_BIAS)] | None = None
-    user: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     # vLLM's extras
@@ -54,6 +82,18 @@ class SamplingFields(Body):
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     priority: int = 0
+    cache_salt: str | None = Field(default=None, min_length=1)  # prefix-cache isolation (vLLM)
+    allowed_token_ids: list[int] | None = None
+    use_beam_search: bool = False
+    best_of: int | None = None  # with use_beam_search: the beam width
+    length_penalty: float = 1.0
+    # Structured outputs (engine/server/structured.py): OpenAI's, then vLLM's
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsField | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
 
     def sampling_params(self, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
         """Raises ParamError (an HTTP 400) for values SamplingParams rejects."""
@@ -76,6 +116,10 @@ class SamplingFields(Body):
             logprobs=logprobs,
             logit_bias=parse_logit_bias(self.logit_bias),
             skip_special_tokens=self.skip_special_tokens,
+            allowed_token_ids=self.allowed_token_ids,
+            use_beam_search=self.use_beam_search,
+            best_of=self.best_of,
+            length_penalty=self.length_penalty,
         )
 
 
@@ -99,10 +143,44 @@ class TextPart(Body):
     text: str
 
 
+class FunctionCall(Body):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(Body):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDefinition(Body):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema
+    strict: bool | None = None
+
+
+class Tool(Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(Body):
+    name: str
+
+
+class NamedToolChoice(Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatMessage(Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's calls, sent back with the results
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -118,6 +196,10 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     add_generation_prompt: bool = True
     chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    # None: "auto" when tools are given, else "none" (OpenAI's defaults)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
 
 
 class CompletionRequest(SamplingFields):
@@ -186,7 +268,8 @@ class CompletionLogprobs(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class ChatChoice(BaseModel):
@@ -206,9 +289,25 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
 
 
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_tool_calls(self, handler: Any) -> dict[str, Any]:
+        """A chunk carries tool_calls only when it has some, as OpenAI's do."""
+        data = handler(self)
+        if self.tool_calls is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatChunkChoice(BaseModel):

@@ -6,13 +6,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
-from pagoda.engine.server.errors import APIError, error_response, parse_body
 from pagoda.engine.request_rules import check_token_ids
 from pagoda.engine.server.engine_client import EngineClient
+from pagoda.engine.server.errors import APIError, error_response, parse_body
 from pagoda.engine.server.prompts import encode, off_loop, render_chat
 from pagoda.engine.server.protocol import (
     ChatCompletionRequest,
@@ -52,8 +52,11 @@ RETRY_AFTER_S = 1  # a waiting request usually starts within a few steps of the 
 
 def engine_for(request: Request, model: str | None, for_generation: bool = False) -> EngineClient:
     """The engine serving `model`; None means the first one, as in vLLM."""
-    engines = request.app.state.engines
-    engine = next(iter(engines.values())) if model is None else engines.get(model)
+    engines: dict[str, EngineClient] = request.app.state.engines
+    if model is None:
+        engine = next(iter(engines.values()))
+    else:
+        engine = next((e for e in engines.values() if model in e.config.served_names), None)
     if engine is None:
         raise APIError(
             404,
@@ -101,21 +104,21 @@ async def completions(request: Request) -> Response:
     )
 
 
-def model_card(engine: EngineClient) -> ModelCard:
-    return ModelCard(
-        id=engine.config.name, root=engine.config.model, max_model_len=engine.limits.max_model_len
-    )
+def model_card(engine: EngineClient, name: str) -> ModelCard:
+    return ModelCard(id=name, root=engine.config.model, max_model_len=engine.limits.max_model_len)
 
 
 @router.get("/v1/models", responses=answers(ModelList))
 async def list_models(request: Request) -> JSONResponse:
-    cards = [model_card(e) for e in request.app.state.engines.values()]
+    """One card per served name, as vLLM lists them."""
+    engines = request.app.state.engines.values()
+    cards = [model_card(e, name) for e in engines for name in e.config.served_names]
     return JSONResponse(ModelList(data=cards).model_dump())
 
 
 @router.get("/v1/models/{model:path}", responses=answers(ModelCard))
 async def retrieve_model(request: Request, model: str) -> JSONResponse:
-    return JSONResponse(model_card(engine_for(request, model)).model_dump())
+    return JSONResponse(model_card(engine_for(request, model), model).model_dump())
 
 
 @router.post("/tokenize", responses=answers(TokenizeResponse))

@@ -6,12 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from pagoda.engine.outputs import RequestOutput
-from pagoda.engine.sampling_params import SamplingParams
 from pagoda.engine.request_rules import check_fan_out, check_request
+from pagoda.engine.sampling_params import SamplingParams
 from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.protocol import PromptTokensDetails, SamplingFields, Usage
 from pagoda.engine.server.streams import merge
+from pagoda.engine.server.structured import structured_outputs
 
 
 def sampling_params(
@@ -23,7 +24,16 @@ def sampling_params(
 ) -> SamplingParams:
     """The request's SamplingParams, checked against the engine's limits for every prompt before
     any response starts: ParamError (a 400 naming the parameter) otherwise."""
+    if logprobs is not None and logprobs > engine.config.max_logprobs:
+        raise APIError(
+            400,
+            f"logprobs: at most {engine.config.max_logprobs} (--max-logprobs), got {logprobs}",
+            param="top_logprobs" if hasattr(body, "top_logprobs") else "logprobs",
+        )
+    if body.use_beam_search and body.stream:
+        raise APIError(400, "use_beam_search cannot stream: beams end together", param="stream")
     params = body.sampling_params(max_tokens, logprobs)
+    params.structured_outputs = structured_outputs(engine, body)
     check_fan_out(len(prompts), params, engine.limits)
     for prompt in prompts:
         check_request(prompt, params, engine.limits)
@@ -46,6 +56,7 @@ async def generate_all(
     request_id: str,
     priority: int,
     cut: asyncio.Event,
+    cache_salt: str | None = None,
 ) -> AsyncIterator[tuple[int, RequestOutput]]:
     """Outputs of one engine request per prompt, tagged with the prompt's index; DrainCut when
     `cut` is set (the drain's deadline).
@@ -55,7 +66,10 @@ async def generate_all(
     """
     ids = [request_id] if len(prompts) == 1 else [f"{request_id}-{i}" for i in range(len(prompts))]
     merged = merge(
-        [engine.generate(p, params, rid, priority=priority) for p, rid in zip(prompts, ids)],
+        [
+            engine.generate(p, params, rid, priority=priority, cache_salt=cache_salt)
+            for p, rid in zip(prompts, ids)
+        ],
         alive=engine.is_healthy,
         cut=cut,
     )
@@ -77,6 +91,13 @@ async def collect(outputs: AsyncIterator[tuple[int, RequestOutput]], n: int) -> 
     if any(f is None for f in finals):
         raise RuntimeError("the engine ended a request without any output")
     return finals
+
+
+def continuous_usage(body: SamplingFields, outs: list[RequestOutput | None]) -> Usage | None:
+    """Usage so far for a streamed chunk, when stream_options.continuous_usage_stats asks."""
+    if body.stream_options is None or not body.stream_options.continuous_usage_stats:
+        return None
+    return usage([o for o in outs if o is not None])
 
 
 def usage(finals: list[RequestOutput]) -> Usage:

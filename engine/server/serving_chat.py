@@ -9,10 +9,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
 from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.server.args import RequestPolicy
+from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import chat_logprobs
-from pagoda.engine.server.engine_client import EngineClient
-from pagoda.engine.server.args import RequestPolicy
 from pagoda.engine.server.prompts import check_template_kwargs, off_loop, render_chat
 from pagoda.engine.server.protocol import (
     AssistantMessage,
@@ -22,11 +22,14 @@ from pagoda.engine.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     DeltaMessage,
+    DeltaToolCall,
+    ToolCall,
     now,
 )
 from pagoda.engine.server.serving import (
     check_priority,
     collect,
+    continuous_usage,
     generate_all,
     sampling_params,
     usage,
@@ -38,12 +41,18 @@ from pagoda.engine.server.streams import (
     sse_error,
     until_disconnected,
 )
+from pagoda.engine.server.structured import check_structured_outputs
+from pagoda.engine.server.tools.choice import ToolPlan, parameters, plan_tools
+from pagoda.engine.structured.params import StructuredOutputsParams
 
 
 async def create_chat_completion(
     engine: EngineClient, body: ChatCompletionRequest, request: Request
 ) -> Response:
     tokenizer = engine.tokenizer
+    plan = plan_tools(body, getattr(request.app.state, "tool_call_parser", None))
+    for tool in body.tools or []:
+        check_structured_outputs(engine, StructuredOutputsParams(json=parameters(tool)), "tools")
     policy: RequestPolicy = request.app.state.policy
     check_template_kwargs(body.chat_template_kwargs, policy.trust_request_chat_template)
     prompt_ids = await off_loop(
@@ -53,33 +62,47 @@ async def create_chat_completion(
         body.messages,
         body.add_generation_prompt,
         body.chat_template_kwargs,
+        [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
     )
     asked = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     top_k = body.top_logprobs or 0
     params = sampling_params(engine, body, [prompt_ids], asked, top_k if body.logprobs else None)
+    if plan.constraint is not None:
+        if params.structured_outputs is not None:
+            raise APIError(
+                400,
+                f"tool_choice {plan.kind!r} does not combine with an output constraint",
+                param="tool_choice",
+            )
+        params.structured_outputs = plan.constraint
     check_priority(engine, body.priority)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     cut = request.app.state.lifecycle.cut
-    outputs = generate_all(engine, [prompt_ids], params, request_id, body.priority, cut)
+    outputs = generate_all(
+        engine, [prompt_ids], params, request_id, body.priority, cut, body.cache_salt
+    )
     if body.stream:
         return StreamingResponse(
-            stream_chunks(engine, body, request_id, outputs, top_k), media_type="text/event-stream"
+            stream_chunks(engine, body, request_id, outputs, top_k, plan),
+            media_type="text/event-stream",
         )
     [final] = await until_disconnected(request, collect(outputs, 1))
-    choices = [
-        ChatChoice(
-            index=o.index,
-            message=AssistantMessage(content=o.text),
-            logprobs=chat_logprobs(tokenizer, o.token_ids, o.logprobs or [], top_k)
-            if body.logprobs
-            else None,
-            finish_reason=o.finish_reason,
-            stop_reason=o.stop_reason,
+    choices = []
+    for o in final.outputs:
+        content, calls, reason = plan.reply(o.text, o.finish_reason)
+        choices.append(
+            ChatChoice(
+                index=o.index,
+                message=AssistantMessage(content=content, tool_calls=calls),
+                logprobs=chat_logprobs(tokenizer, o.token_ids, o.logprobs or [], top_k)
+                if body.logprobs
+                else None,
+                finish_reason=reason,
+                stop_reason=o.stop_reason,
+            )
         )
-        for o in final.outputs
-    ]
     response = ChatCompletionResponse(
         id=request_id, model=engine.config.name, choices=choices, usage=usage([final])
     )
@@ -92,7 +115,10 @@ async def stream_chunks(
     request_id: str,
     outputs: AsyncIterator[tuple[int, RequestOutput]],
     top_k: int,
+    plan: ToolPlan,
 ) -> AsyncIterator[str]:
+    """Content as it comes; where tools may be called, each choice's reply whole at its end (its
+    text decides between content and tool calls)."""
     created, name = now(), engine.config.name
 
     def chunk(choices: list[ChatChunkChoice], **kw) -> str:
@@ -125,19 +151,31 @@ async def stream_chunks(
                         engine.tokenizer, ids, (o.logprobs or [])[done : done + len(ids)], top_k
                     )
                 sent_tokens[o.index] += len(ids)
+                if plan.kind != "none":
+                    if not o.finished:
+                        continue
+                    logprobs = (
+                        chat_logprobs(engine.tokenizer, o.token_ids, o.logprobs or [], top_k)
+                        if body.logprobs
+                        else None
+                    )
+                    content, calls, reason = plan.reply(o.text, o.finish_reason)
+                    delta = DeltaMessage(content=content, tool_calls=delta_calls(calls) or None)
+                else:
+                    delta, reason = DeltaMessage(content=text), o.finish_reason
                 choices.append(
                     ChatChunkChoice(
                         index=o.index,
-                        delta=DeltaMessage(content=text),
+                        delta=delta,
                         logprobs=logprobs,
-                        finish_reason=o.finish_reason,
+                        finish_reason=reason,
                         stop_reason=o.stop_reason,
                     )
                 )
                 if o.finished:
                     finished.add(o.index)
             if choices:
-                yield chunk(choices)
+                yield chunk(choices, usage=continuous_usage(body, [out]))
         if body.stream_options and body.stream_options.include_usage and last is not None:
             yield chunk([], usage=usage([last]))
     except DrainCut:
@@ -153,3 +191,8 @@ async def stream_chunks(
     finally:
         await outputs.aclose()
     yield SSE_DONE
+
+
+def delta_calls(calls: list[ToolCall]) -> list[DeltaToolCall]:
+    """Whole calls as one streamed delta each, in OpenAI's chunk shape."""
+    return [DeltaToolCall(index=i, id=c.id, function=c.function) for i, c in enumerate(calls)]

@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
 from pagoda.engine.outputs import CompletionOutput, RequestOutput
+from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import completion_logprobs
-from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.prompts import completion_prompts, off_loop
 from pagoda.engine.server.protocol import (
     CompletionChoice,
@@ -22,6 +22,7 @@ from pagoda.engine.server.protocol import (
 from pagoda.engine.server.serving import (
     check_priority,
     collect,
+    continuous_usage,
     generate_all,
     sampling_params,
     usage,
@@ -48,7 +49,7 @@ async def create_completion(
     check_priority(engine, body.priority)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     cut = request.app.state.lifecycle.cut
-    outputs = generate_all(engine, prompts, params, request_id, body.priority, cut)
+    outputs = generate_all(engine, prompts, params, request_id, body.priority, cut, body.cache_salt)
     echoes = [tokenizer.decode(p) if body.echo else "" for p in prompts]
     if body.stream:
         return StreamingResponse(
@@ -121,7 +122,13 @@ async def stream_chunks(
                     finished.add(c)
             if choices:
                 yield sse(
-                    CompletionResponse(id=request_id, created=created, model=name, choices=choices)
+                    CompletionResponse(
+                        id=request_id,
+                        created=created,
+                        model=name,
+                        choices=choices,
+                        usage=continuous_usage(body, finals),
+                    )
                 )
         if body.stream_options and body.stream_options.include_usage and all(finals):
             yield sse(

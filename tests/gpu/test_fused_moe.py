@@ -18,7 +18,7 @@ from pagoda.engine.layers.moe import fused_moe_reference, select_experts  # noqa
 @pytest.mark.parametrize("num_tokens", [1, 7, 64, 1000])
 @pytest.mark.parametrize(
     "num_experts,top_k,hidden,intermediate,renormalize",
-    [(8, 2, 4096, 14336 // 8, True), (128, 8, 2048, 768, False), (4, 2, 256, 96, True)],,
+    [(8, 2, 4096, 14336 // 8, True), (128, 8, 2048, 768, False), (4, 2, 256, 96, True)],
 )
 def test_fused_moe(num_tokens, num_experts, top_k, hidden, intermediate, renormalize) -> None:
     gen = torch.Generator("cuda").manual_seed(num_tokens)

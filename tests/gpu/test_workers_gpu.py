@@ -17,6 +17,7 @@ pytestmark = [
 ]
 
 from engine_harness import run_to_completion  # noqa: E402
+
 from pagoda.engine.config import EngineConfig  # noqa: E402
 from pagoda.engine.llm_engine import LLMEngine  # noqa: E402
 from pagoda.engine.sampling_params import SamplingParams  # noqa: E402

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from engine_harness import PreemptionCounter, run_to_completion
+from tiny_checkpoint import write_tiny_checkpoint
+
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.executor.multiproc import HEARTBEAT_TIMEOUT_S, WorkerFailure
 from pagoda.engine.llm import LLM
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.sampling_params import SamplingParams
-from tiny_checkpoint import write_tiny_checkpoint
 
 PREFIX = [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
 PROMPTS = [PREFIX + [20 + i] * (i + 1) for i in range(6)]

@@ -34,7 +34,7 @@ def server(tmp_path_factory):
         "256",
         "--max-num-seqs",
         "4",
-        "--config",
+        "--models-config",
         str(config),
         env={"PAGODA_TEST_HOOKS": "1"},
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from pagoda.engine.layers.linear import QKVParallelLinear
 from tiny_checkpoint import write_tiny_checkpoint
 from tp_model_harness import run_sharded
+
+from pagoda.engine.layers.linear import QKVParallelLinear
 
 PROMPTS = [[5, 17, 42, 99, 123, 7], [250, 3, 3, 8], [11, 299, 64, 128, 200, 201, 202, 40, 1]]
 STEPS = 6

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from block_ops_fake_runner import BlockOpsFakeRunner
+
 from pagoda.engine.async_llm import AsyncLLM, RequestFailedError
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine

@@ -10,9 +10,10 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from tiny_models import IDS, assert_same_logits, hf_model
+
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import load_model, model_loader
-from tiny_models import IDS, assert_same_logits, hf_model
 
 LLAMA3_ROPE = {
     "rope_type": "llama3",

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import replace
 import math
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import uvicorn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -71,6 +71,7 @@ class FakeAsyncLLM:
         self.started = self.stopped = False
         self.requests: list[tuple[list[int], SamplingParams, str, int]] = []
         self.aborted: list[str] = []
+        self.cache_salts: list[str | None] = []
         self.finished: list[str] = []
         self.active = self.max_active = 0
         self.wedge_after: int | None = (
@@ -98,12 +99,20 @@ class FakeAsyncLLM:
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
 
-    async def generate(self, prompt, params: SamplingParams, request_id: str, priority: int = 0):
+    async def generate(
+        self,
+        prompt,
+        params: SamplingParams,
+        request_id: str,
+        priority: int = 0,
+        cache_salt: str | None = None,
+    ):
         assert isinstance(prompt, list), "the server hands the engine token ids"
         check_request(prompt, params, self.limits)
         if params.max_tokens is None:
             params = replace(params, max_tokens=self.max_model_len - len(prompt))
         self.requests.append((prompt, params, request_id, priority))
+        self.cache_salts.append(cache_salt)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         blocks = params.n * math.ceil((len(prompt) + params.max_tokens) / self.block_size)

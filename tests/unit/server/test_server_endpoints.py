@@ -28,7 +28,7 @@ def test_chat_whole(client, engine):
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
     assert body["model"] == "fake"
     [choice] = body["choices"]
-    assert choice["message"] == {"role": "assistant", "content": SCRIPT[:5]}
+    assert choice["message"] == {"role": "assistant", "content": SCRIPT[:5], "tool_calls": []}
     assert choice["finish_reason"] == "length" and choice["logprobs"] is None
     prompt_ids, params, _, _ = engine.requests[0]
     assert (

@@ -11,11 +11,11 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from server_fakes import FakeAsyncLLM, serve_in_thread
 
 from pagoda.engine.server.api_server import build_app
 from pagoda.engine.server.args import RequestPolicy
 from pagoda.engine.server.protocol import MAX_LOGIT_BIAS, MAX_STOP_STRINGS
-from server_fakes import FakeAsyncLLM, serve_in_thread
 
 MSGS = [{"role": "user", "content": "hi"}]
 

@@ -129,7 +129,7 @@ def test_server_args_and_config_file(tmp_path, monkeypatch):
     args = add_server_args(argparse.ArgumentParser()).parse_args(
         ["--port", "9000", "--shutdown-timeout", "5"]
     )
-    assert (args.host, args.port, args.shutdown_timeout, args.api_key, args.config) == (
+    assert (args.host, args.port, args.shutdown_timeout, args.api_key, args.models_config) == (
         "0.0.0.0",
         9000,
         5.0,

@@ -1,0 +1,108 @@
+"""vLLM's `serve` command lines: every vLLM flag accepted or refused in one line, --config YAML,
+--served-model-name with several names, --chat-template."""
+
+from __future__ import annotations
+
+import pytest
+
+from pagoda.engine import cli
+from pagoda.engine.server import api_server
+from pagoda.engine.server.args import load_chat_template
+from pagoda.engine.vllm_flags import VLLM_FLAGS
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """Runs `pagoda serve ARGS` up to run_server; returns (configs, args) it was called with."""
+    called = []
+    monkeypatch.setattr(api_server, "run_server", lambda c, a: called.append((c, a)) or 0)
+
+    def run(*argv: str):
+        assert cli.main(["serve", *argv]) == 0
+        return called.pop()
+
+    return run
+
+
+def refused(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["serve", *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err  # one line, no usage dump
+    return err
+
+
+def test_accepted_vllm_flags_change_nothing(serve):
+    [plain], _ = serve()
+    [cfg], args = serve(
+        "--trust-remote-code",
+        "--enable-chunked-prefill",
+        "--disable-log-requests",
+        "--disable-log-stats",
+        "--kv-cache-dtype",
+        "auto",
+        "--tokenizer-mode",
+        "auto",
+    )
+    assert cfg == plain
+    assert not hasattr(args, "trust_remote_code")
+
+
+def test_unsupported_vllm_flags_are_refused_by_name(capsys, serve):
+    assert "--enable-lora" in refused(capsys, "--enable-lora")
+    err = refused(capsys, "--quantization", "awq", "--max-num-seqs", "4")
+    assert err.startswith("pagoda: error: --quantization is a vLLM flag Pagoda does not support")
+    err = refused(capsys, "--kv-cache-dtype", "fp8")
+    assert "--kv-cache-dtype fp8" in err and "auto" in err
+    assert "--no-enable-chunked-prefill" in refused(capsys, "--no-enable-chunked-prefill")
+
+
+def test_every_listed_flag_is_on_the_serve_parser(capsys):
+    """Each entry either is implemented (the parser's own flag) or gets its accept/refuse action."""
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    help_text = capsys.readouterr().out
+    for spec in VLLM_FLAGS:
+        assert spec.flag in help_text
+
+
+def test_several_served_model_names(serve):
+    [cfg], _ = serve("--served-model-name", "a", "b")
+    assert (cfg.name, cfg.served_names) == ("a", ["a", "b"])
+    one, two = serve("--model", "x", "--model", "y", "--served-model-name", "p", "q")[0]
+    assert (one.served_names, two.served_names) == (["p"], ["q"])
+    with pytest.raises(SystemExit):
+        serve("--model", "x", "--model", "y", "--served-model-name", "p")
+
+
+def test_config_file_holds_flags_and_the_command_line_wins(tmp_path, serve):
+    config = tmp_path / "vllm.yaml"
+    config.write_text(
+        "model: default\nserved-model-name: [m, alias]\nmax_num_seqs: 8\n"
+        "enable-prefix-caching: false\ntrust-remote-code: true\nport: 9001\n"
+    )
+    [cfg], args = serve("--config", str(config), "--max-num-seqs", "4")
+    assert cfg.served_names == ["m", "alias"]
+    assert (cfg.max_num_seqs, cfg.enable_prefix_caching, args.port) == (4, False, 9001)
+
+
+def test_config_file_with_an_unsupported_flag_is_refused(tmp_path, capsys):
+    config = tmp_path / "vllm.yaml"
+    config.write_text("enable-lora: true\n")
+    assert "--enable-lora" in refused(capsys, f"--config={config}")
+
+
+def test_chat_template_from_a_file_or_inline(tmp_path):
+    (tmp_path / "t.jinja").write_text("{{ messages[0].content }}")
+    assert load_chat_template(str(tmp_path / "t.jinja")) == "{{ messages[0].content }}"
+    assert load_chat_template("{% for m in messages %}{% endfor %}").startswith("{%")
+    with pytest.raises(ValueError, match="--chat-template"):
+        load_chat_template(str(tmp_path / "missing.jinja"))
+
+
+def test_max_logprobs_flag(serve, capsys):
+    [cfg], _ = serve("--max-logprobs", "5")
+    assert cfg.max_logprobs == 5
+    with pytest.raises(SystemExit):
+        serve("--max-logprobs", "50")

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 from pagoda.engine.outputs import TokenLogprobs
 from pagoda.engine.sampling_params import SamplingParams
-from pagoda.engine.structured.backend import GrammarState
 
-if TYPE_CHECKING:  # the core holds the runner's tensors but never touches a device
+if TYPE_CHECKING:  # the core holds the runner's tensors and grammars but never touches a device
     import torch
+
+    from pagoda.engine.structured.backend import GrammarState
 
 # A sampled token still on its way to the host (async scheduling): the next step already computes
 # with it, the runner reading its value on the device; the engine fills it in when it arrives.

@@ -49,11 +49,16 @@ def test_family_bf16(tmp_path, family: str) -> None:
     with torch.device(CUDA):
         ours, cfg = load_model(config, CUDA, torch.bfloat16)
         got = PagedBatch(cfg, block_size=8, dtype=torch.bfloat16).step(ours, [(0, IDS)])[0]
-        hf = hf.to(CUDA, torch.bfloat16)
+        # Both bf16 paths are judged against HF in float32: ours may lose at most twice what HF's
+        # own bf16 path loses (random tiny models have large logits, where bf16 rounding shows).
         with torch.inference_mode():
-            want = hf(torch.tensor([IDS])).logits[0].float()
-        err = ((got - want).norm() / want.norm()).item()
-        assert err < 2e-2, f"relative error of the logits {err}"
+            exact = hf.to(CUDA, torch.float32)(torch.tensor([IDS])).logits[0]
+            hf_bf16 = hf.to(CUDA, torch.bfloat16)(torch.tensor([IDS])).logits[0].float()
+        err = ((got - exact).norm() / exact.norm()).item()
+        hf_err = ((hf_bf16 - exact).norm() / exact.norm()).item()
+        assert err < max(2e-2, 2 * hf_err), (
+            f"relative error of the logits {err} (HF bf16: {hf_err})"
+        )
         expected = [ours_greedy(ours, cfg, p) for p in PROMPTS]
     engine = LLMEngine(
         EngineConfig(

@@ -84,7 +84,15 @@ def test_attention_window_and_soft_cap(
     down to these lengths) against both references."""
     seqs = attention_batches(gen)[batch]
     err, cache_ok = check_attention(
-        backend.forward, seqs, num_heads, num_kv_heads, head_dim, gen, 3, sliding_window, soft_cap
+        backend.forward,
+        seqs,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        gen,
+        num_pad_tokens=3,
+        sliding_window=sliding_window,
+        soft_cap=soft_cap,
     )
     assert cache_ok
     assert err < TOLERANCE, f"relative error {err} (seed {gen.initial_seed()})"

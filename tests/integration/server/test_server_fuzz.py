@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from server_process import ServerProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fuzz]
 
 CASES_PER_OPERATION = 250  # 9 operations
 SEED = 20261203

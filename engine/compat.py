@@ -82,9 +82,13 @@ OPENAI_MESSAGE = "role content name tool_calls tool_call_id refusal audio functi
 
 
 def endpoints_table() -> list[str]:
+    from starlette.routing import Route
+
     from pagoda.engine.server.routes import router
 
-    ours = {(m, r.path) for r in router.routes for m in getattr(r, "methods", ())}
+    # Only a Route has methods; the others (websockets, mounts) would add no row anyway.
+    routes = [r for r in router.routes if isinstance(r, Route)]
+    ours = {(m, r.path) for r in routes for m in getattr(r, "methods", ())}
     rows = [f"| `{m} {p}` | {'yes' if (m, p) in ours else 'no'} |" for m, p in VLLM_ENDPOINTS]
     return ["| endpoint | Pagoda |", "| --- | --- |", *rows]
 

@@ -45,7 +45,12 @@ class LLM:
         """Generate for every prompt together (continuous batching); outputs in prompt order.
         Prompts in vLLM's forms, mixed as one likes: text, token ids, {"prompt": ...},
         {"prompt_token_ids": ...}."""
-        batch = [prompt_of(p) for p in ([prompts] if is_single(prompts) else prompts)]
+        many = (
+            [cast("PromptType", prompts)]
+            if is_single(prompts)
+            else cast("Seq[PromptType]", prompts)
+        )
+        batch = [prompt_of(p) for p in many]
         params = sampling_params or SamplingParams()
         params_list: list[SamplingParams] = (
             list(params)

@@ -19,7 +19,7 @@ from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from pagoda.engine.request_rules import RequestLimits, check_request
 from pagoda.engine.sample.beam import BeamSearch
-from pagoda.engine.sample.sampler import SampledBatch, SamplerOutput, has_penalties
+from pagoda.engine.sample.sampler import SamplerOutput, has_penalties
 from pagoda.engine.sampling_params import I64_MAX, ParamError, SamplingParams
 from pagoda.engine.structured.backend import StructuredOutputs
 
@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 
 # The stop_reason of a sequence ended (finish_reason "abort") because its grammar allowed no token.
 GRAMMAR_DEAD_END = "structured output: the grammar allows no further token"
+
+
+class PendingSamples(Protocol):
+    """A launched step's samples (a SampledBatch, or a MultiprocExecutor's RemoteSamples)."""
+
+    def result(self) -> SamplerOutput:
+        """Wait for the samples on the host."""
+        ...
 
 
 class Runner(Protocol):
@@ -40,7 +48,7 @@ class Runner(Protocol):
 
     def execute(
         self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp]
-    ) -> tuple[list[Sequence], SampledBatch | None]:
+    ) -> tuple[list[Sequence], PendingSamples | None]:
         """Perform the block moves in order, then launch the batch; a sequence with `forks` pending
         gets a row for itself and one for each fork, from the same logits, in the returned order."""
 
@@ -72,7 +80,7 @@ class LaunchedStep:
 
     sched: SchedulerOutput
     seqs: list[Sequence]
-    sampled: SampledBatch | None
+    sampled: PendingSamples | None
     slots: list[int | None]
     can_run_ahead: bool  # every sampled sequence runs_ahead: the next step need not wait for it
 
@@ -196,6 +204,7 @@ class LLMEngine:
             seq = Sequence(
                 f"{request_id}#0", request_id, 0, prompt_ids, params, priority, now, cache_salt
             )
+            assert params.max_tokens is not None  # set above
             beam = BeamSearch(
                 width,
                 params.max_tokens,

@@ -196,7 +196,8 @@ def gpu_count(resources: dict[str, Any], engine: dict[str, Any]) -> int:
     if "gpu" not in resources:
         return 0
     ranks = engine.get("tensorParallelSize", 1) * engine.get("pipelineParallelSize", 1)
-    return resources["gpu"].get("count", ranks)
+    count: int = resources["gpu"].get("count", ranks)
+    return count
 
 
 def flag(camel: str) -> str:

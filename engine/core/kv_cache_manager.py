@@ -17,6 +17,8 @@ from typing import Literal
 
 from pagoda.engine.core.sequence import Sequence
 
+BlockOpKind = Literal["copy", "swap_out", "swap_in"]
+
 
 @dataclass
 class Block:
@@ -29,7 +31,7 @@ class Block:
 class BlockOp:
     """Copy one block's K/V: "copy" GPU -> GPU, "swap_out" GPU -> CPU, "swap_in" CPU -> GPU."""
 
-    kind: Literal["copy", "swap_out", "swap_in"]
+    kind: BlockOpKind
     src: int
     dst: int
 

@@ -9,6 +9,7 @@ torch.distributed: a single-process engine needs no process group at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -104,12 +105,17 @@ def init_distributed(
         ranks = list(range(stage * tp_size, (stage + 1) * tp_size))
         group = dist.new_group(ranks) if tp_size > 1 else None
         if stage == pp_rank:
-            _TP = ParallelGroup(ranks, tp_rank, group)
+            _TP = ParallelGroup(ranks, tp_rank, member_group(group))
     for column in range(tp_size):
         ranks = list(range(column, world_size, tp_size))
         group = dist.new_group(ranks) if pp_size > 1 else None
         if column == tp_rank:
-            _PP = ParallelGroup(ranks, pp_rank, group)
+            _PP = ParallelGroup(ranks, pp_rank, member_group(group))
+
+
+def member_group(group: dist.ProcessGroup | int | None) -> dist.ProcessGroup | None:
+    """new_group's answer to one of the group's ranks: never its non-member marker (an int)."""
+    return cast("dist.ProcessGroup | None", group)
 
 
 def destroy_distributed() -> None:

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from multiprocessing.context import SpawnProcess
 
 import msgspec
 import numpy as np
@@ -77,7 +78,7 @@ def core_addresses(config: EngineConfig) -> tuple[WorkerAddresses, WorkerAddress
 
 def start_workers(
     config: EngineConfig, addresses: WorkerAddresses, master_port: int
-) -> list[mp.Process]:
+) -> list[SpawnProcess]:
     """This node's ranks: [node_rank * per_node, (node_rank + 1) * per_node)."""
     per_node = config.world_size // config.nnodes
     env = {"MASTER_ADDR": config.master_addr, "MASTER_PORT": str(master_port)}
@@ -171,7 +172,7 @@ class MultiprocExecutor:
     # -- the steps --------------------------------------------------------------------------------
 
     def execute(
-        self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp] = ()
+        self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp] | tuple[()] = ()
     ) -> tuple[list[Sequence], RemoteSamples | None]:
         self.check_health()
         finished = [seq for seq in self._synced if seq.is_finished]

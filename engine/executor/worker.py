@@ -16,12 +16,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 import zmq
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.core.kv_cache_manager import BlockOp
+from pagoda.engine.core.kv_cache_manager import BlockOp, BlockOpKind
 from pagoda.engine.core.sequence import Sequence
 from pagoda.engine.executor.messages import (
     Failed,
@@ -32,6 +33,9 @@ from pagoda.engine.executor.messages import (
     StepResult,
     ToWorker,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class Worker:
             seq = self.mirrors.get(s.seq)
             if seq is None:
                 new = s.new
+                assert new is not None  # the core sends it with a sequence's first step
                 seq = Sequence(str(s.seq), "", new.index, new.prompt_token_ids, new.params)
                 self.mirrors[s.seq] = seq
             del seq.output_token_ids[s.output_start :]
@@ -107,7 +112,7 @@ class Worker:
 
     def execute(self, step: Step):
         batch = self.apply(step)
-        ops = [BlockOp(kind, src, dst) for kind, src, dst in step.block_ops]
+        ops = [BlockOp(cast(BlockOpKind, kind), src, dst) for kind, src, dst in step.block_ops]
         sampling, sampled = self.runner.execute(batch, ops)
         for seq, _ in batch:
             seq.forks = []
@@ -128,7 +133,8 @@ def ready_message(worker: Worker, num_blocks: int) -> Ready:
 
 def result_message(sampling: list[Sequence], sampled) -> StepResult:
     out = sampled.result()
-    beams = [s.beam_logprobs for s in sampling if s.params.use_beam_search]
+    # The runner set each beam sequence's logprobs in this step.
+    beams = [cast("torch.Tensor", s.beam_logprobs) for s in sampling if s.params.use_beam_search]
     return StepResult(
         out.token_ids,
         out.logprobs,

@@ -134,6 +134,8 @@ def table_length(
 
 
 class RotaryEmbedding(nn.Module):
+    cos_sin_cache: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(
         self,
         head_dim: int,

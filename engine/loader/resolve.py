@@ -28,8 +28,11 @@ class ResolvedModel:
 
     @property
     def name(self) -> str:
-        if self.shape or self.repo_id:
-            return self.shape or self.repo_id
+        if self.shape:
+            return self.shape
+        if self.repo_id:
+            return self.repo_id
+        assert self.path is not None  # only a named dummy shape has no path
         return self.path.stem if self.kind == "gguf" else self.path.name
 
 

@@ -146,7 +146,8 @@ class ModelConfig:
         num_layers = meta[f"{arch}.block_count"]
         head_dim = meta.get(f"{arch}.attention.key_length", hidden // num_heads)
         max_position = meta.get(f"{arch}.context_length", 4096)
-        rope_scaling, scaling_type = None, meta.get(f"{arch}.rope.scaling.type", "none")
+        rope_scaling: dict[str, Any] | None = None
+        scaling_type = meta.get(f"{arch}.rope.scaling.type", "none")
         if "rope_freqs" in factors:
             rope_scaling = {"rope_type": "freq_factors", "factors": factors["rope_freqs"]}
         elif "rope_factors_long" in factors:

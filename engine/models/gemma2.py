@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -77,7 +79,7 @@ class Gemma2Model(LlamaModel):
             )
             for i, layer in enumerate(self.layers):
                 if cfg.layer_types[i] == "sliding_attention" and hasattr(layer, "self_attn"):
-                    layer.self_attn.rotary = local
+                    cast(nn.Module, layer.self_attn).rotary = local
 
     def embed_input(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(input_ids)

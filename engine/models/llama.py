@@ -142,7 +142,9 @@ class LlamaModel(nn.Module):
         pp = get_pp_group()
         # The last stage keeps the table too when the LM head shares it.
         if pp.is_first_rank or (cfg.tie_word_embeddings and pp.is_last_rank):
-            self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size)
+            self.embed_tokens: VocabParallelEmbedding | PPMissingLayer = VocabParallelEmbedding(
+                cfg.vocab_size, cfg.hidden_size
+            )
         else:
             self.embed_tokens = PPMissingLayer()
         # One cos/sin table for all layers (Llama 3.1's is 64 MiB).
@@ -183,29 +185,32 @@ class LlamaModel(nn.Module):
         if pp.is_first_rank:
             x, residual = self.embed_input(input_ids), None
         else:
+            assert intermediate_tensors is not None  # a later stage gets the previous one's
             x, residual = intermediate_tensors["hidden_states"], intermediate_tensors["residual"]
         layers = self.layers[self.start_layer : self.end_layer]
         for layer, kv_cache in zip(layers, kv_caches, strict=True):
             x, residual = layer(positions, x, residual, kv_cache, meta)
         if not pp.is_last_rank:
+            assert residual is not None  # every stage holds at least one layer
             return {"hidden_states": x, "residual": residual}
         return self.norm(x, residual)[0]
 
 
 class LlamaForCausalLM(nn.Module):
-    model_cls: type[nn.Module] = LlamaModel
+    model_cls: type[LlamaModel] = LlamaModel
     layer_cls: type[nn.Module] = LlamaDecoderLayer
 
     def __init__(self, cfg: ModelConfig, backend: AttentionBackend) -> None:
         super().__init__()
         self.config = cfg
         self.model = self.model_cls(cfg, backend, self.layer_cls)
+        self.lm_head: ParallelLMHead | PPMissingLayer
         if not get_pp_group().is_last_rank:
             self.lm_head = PPMissingLayer()
         elif cfg.tie_word_embeddings:
-            self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size).tie_weights(
-                self.model.embed_tokens
-            )
+            embed_tokens = self.model.embed_tokens
+            assert isinstance(embed_tokens, VocabParallelEmbedding)  # the last stage keeps it tied
+            self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size).tie_weights(embed_tokens)
         else:
             self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size)
         self.logits_processor = LogitsProcessor(cfg.vocab_size)

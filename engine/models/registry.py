@@ -8,10 +8,10 @@ checkpoint tensors are options of it); the other families add what their checkpo
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
-    from torch import nn
+    from pagoda.engine.models.llama import LlamaForCausalLM
 
 MODELS: dict[str, str] = {
     "LlamaForCausalLM": "llama:LlamaForCausalLM",
@@ -33,7 +33,9 @@ def check_supported(architecture: str) -> None:
         )
 
 
-def model_class(architecture: str) -> type[nn.Module]:
+def model_class(architecture: str) -> type[LlamaForCausalLM]:
+    """Every family's class is LlamaForCausalLM or a subclass of it."""
     check_supported(architecture)
     module, name = MODELS[architecture].split(":")
-    return getattr(importlib.import_module(f"pagoda.engine.models.{module}"), name)
+    cls = getattr(importlib.import_module(f"pagoda.engine.models.{module}"), name)
+    return cast("type[LlamaForCausalLM]", cls)

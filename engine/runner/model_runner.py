@@ -8,6 +8,7 @@ sequence's last new token, and only for sequences whose prompt (or recompute) is
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -19,6 +20,10 @@ from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence
 from pagoda.engine.distributed import get_pp_group
 from pagoda.engine.loader import load_model
 from pagoda.engine.sample.sampler import SampledBatch, Sampler, SamplingRow, make_generator
+
+if TYPE_CHECKING:
+    from pagoda.engine.models.pipeline import IntermediateTensors
+    from pagoda.engine.runner.cuda_graphs import DecodeGraphs
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,7 @@ class ModelRunner:
         # decode whose input is still PENDING_TOKEN on the host takes its value from here.
         self._last_token_ids = torch.zeros(0, dtype=torch.long, device=self.device)
         self._last_rows: dict[Sequence, int] = {}
-        self.graphs = None
+        self.graphs: DecodeGraphs | None = None
         if allocate:
             self.initialize_kv_cache(self.determine_num_blocks())
 
@@ -327,6 +332,7 @@ class ModelRunner:
             self._last_rows = {}
             return [], None
         input_ids, positions, meta, _ = self.prepare(batch)
+        hidden: torch.Tensor | IntermediateTensors  # a stage short of the last: its tensors
         if self.graphs is not None and meta.max_query_len == 1 and self.graphs.fits(len(batch)):
             hidden = self.graphs.run(input_ids, positions, meta)
         else:
@@ -334,15 +340,16 @@ class ModelRunner:
                 input_ids, positions, self.kv_caches, meta, self._receive_stage_input(input_ids)
             )
         if not self.pp.is_last_rank:  # the next stage takes it from here
-            self.pp.send(hidden["hidden_states"])
-            self.pp.send(hidden["residual"])
+            stage_out = cast("IntermediateTensors", hidden)
+            self.pp.send(stage_out["hidden_states"])
+            self.pp.send(stage_out["residual"])
             self._last_rows = {}
             return [], None
         sampling = sampled_sequences(batch)
         if not sampling:
             self._last_rows = {}
             return [], None
-        logits = self.model.compute_logits(hidden[self._logits_index])
+        logits = self.model.compute_logits(cast(torch.Tensor, hidden)[self._logits_index])
         if len(sampling) > len(self._logits_index):  # forks draw from their parent's row
             repeats = [
                 1 + len(seq.forks)

@@ -4,14 +4,21 @@ token the grammar forbids to -inf, on the CPU or the GPU alike."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from pagoda.engine.sample.device_tensor import device_tensor
 
+if TYPE_CHECKING:
+    from pagoda.engine.sample.sampler import SamplingRow
+
 BITS = 32
 
 
-def apply_grammar_masks(x: torch.Tensor, rows: list, banned: dict[int, set[int]]) -> None:
+def apply_grammar_masks(
+    x: torch.Tensor, rows: list[SamplingRow], banned: dict[int, set[int]]
+) -> None:
     """In place on x [len(rows), V]. `banned`: per row, tokens min_tokens forbids. A row whose
     grammar (less its banned tokens) allows nothing is marked dead and left unmasked: the engine
     ends it on the token it draws, which it drops."""
@@ -24,6 +31,7 @@ def apply_grammar_masks(x: torch.Tensor, rows: list, banned: dict[int, set[int]]
     keep = []
     for j, i in enumerate(index):
         grammar = rows[i].grammar
+        assert grammar is not None  # index holds the rows with a grammar
         grammar.fill(bitmask, j)
         allowed = bitmask[j].clone()
         for t in banned.get(i, ()):

@@ -181,14 +181,16 @@ class Sampler:
         device = x.device
         if restricted:
             keep = torch.zeros_like(x, dtype=torch.bool)
-            r, t = zip(*((i, tok) for i in restricted for tok in rows[i].params.allowed_token_ids))
+            r, t = zip(
+                *((i, tok) for i in restricted for tok in rows[i].params.allowed_token_ids or ())
+            )
             keep[device_tensor(r, torch.long, device), device_tensor(t, torch.long, device)] = True
             index = device_tensor(restricted, torch.long, device)
             x[index] = x[index].masked_fill(~keep[index], float("-inf"))
         if constrained:
             bans: dict[int, set[int]] = {}
-            for i, t in banned:
-                bans.setdefault(i, set()).add(t)
+            for i, tok in banned:
+                bans.setdefault(i, set()).add(tok)
             apply_grammar_masks(x, rows, bans)
         if biased:
             r, t, b = zip(*biased)
@@ -206,7 +208,9 @@ class Sampler:
             )
         if penalized:
             sub = [rows[i] for i in penalized]
-            index = None if len(sub) == len(rows) else device_tensor(penalized, torch.long, device)
+            rows_index = (
+                None if len(sub) == len(rows) else device_tensor(penalized, torch.long, device)
+            )
             penalties = (
                 [r.prompt_token_ids for r in sub],
                 [r.output_token_ids for r in sub],
@@ -214,10 +218,10 @@ class Sampler:
                 [r.params.presence_penalty for r in sub],
                 [r.params.frequency_penalty for r in sub],
             )
-            if index is None:
+            if rows_index is None:
                 apply_penalties(x, *penalties)
             else:
-                x[index] = apply_penalties(x[index], *penalties)
+                x[rows_index] = apply_penalties(x[rows_index], *penalties)
         return x
 
     def _sample(self, x: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:

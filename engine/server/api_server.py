@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import uvicorn
 from fastapi import FastAPI
@@ -137,7 +137,7 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.lifecycle, self.drain_timeout = lifecycle, drain_timeout
         self.drain_deadline: float | None = None
-        self.engines: dict = config.app.state.engines
+        self.engines: dict[str, AsyncLLM] = cast(FastAPI, config.app).state.engines
         self.exit_code, self.dead_since = 0, 0.0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

@@ -99,7 +99,8 @@ def tool_call_parser(args: argparse.Namespace) -> str | None:
     """The parser of tool_choice "auto", None when the server does not offer it."""
     if args.enable_auto_tool_choice != (args.tool_call_parser is not None):
         raise ValueError("--enable-auto-tool-choice and --tool-call-parser go together")
-    return args.tool_call_parser
+    parser: str | None = args.tool_call_parser
+    return parser
 
 
 def resolve_api_key(flag: str | None) -> str | None:

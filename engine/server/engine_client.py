@@ -3,7 +3,7 @@ engine is reached from engine/server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from pagoda.engine.config import EngineConfig
@@ -36,7 +36,7 @@ class EngineClient(Protocol):
         request_id: str,
         priority: int = 0,
         cache_salt: str | None = None,
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Outputs until a finished one; leaving early aborts the request. Raises ParamError
         before the first output for a request the engine cannot serve, RequestFailedError when
         this request alone failed, EngineDeadError when the loop died."""

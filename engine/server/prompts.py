@@ -10,7 +10,7 @@ import asyncio
 import functools
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.protocol import ChatMessage
@@ -152,11 +152,11 @@ def completion_prompts(
     if isinstance(prompt, str):
         prompts = [encode(tokenizer, max_model_len, prompt)]
     elif prompt and all(isinstance(p, int) for p in prompt):
-        prompts = [list(prompt)]
+        prompts = [list(cast("list[int]", prompt))]
     elif all(isinstance(p, str) for p in prompt):
-        prompts = [encode(tokenizer, max_model_len, p) for p in prompt]
+        prompts = [encode(tokenizer, max_model_len, cast(str, p)) for p in prompt]
     else:
-        prompts = [list(p) for p in prompt]
+        prompts = [list(cast("list[int]", p)) for p in prompt]
     if not prompts:
         raise APIError(400, "prompt must not be an empty list", param="prompt")
     return prompts

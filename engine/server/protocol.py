@@ -304,7 +304,7 @@ class DeltaMessage(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_absent_tool_calls(self, handler: Any) -> dict[str, Any]:
         """A chunk carries tool_calls only when it has some, as OpenAI's do."""
-        data = handler(self)
+        data: dict[str, Any] = handler(self)
         if self.tool_calls is None:
             data.pop("tool_calls", None)
         return data

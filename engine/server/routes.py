@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -24,6 +25,7 @@ from pagoda.engine.server.protocol import (
     ErrorResponse,
     ModelCard,
     ModelList,
+    SamplingFields,
     TokenizeRequest,
     TokenizeResponse,
     VersionResponse,
@@ -53,6 +55,7 @@ RETRY_AFTER_S = 1  # a waiting request usually starts within a few steps of the 
 def engine_for(request: Request, model: str | None, for_generation: bool = False) -> EngineClient:
     """The engine serving `model`; None means the first one, as in vLLM."""
     engines: dict[str, EngineClient] = request.app.state.engines
+    engine: EngineClient | None
     if model is None:
         engine = next(iter(engines.values()))
     else:
@@ -73,7 +76,14 @@ def engine_for(request: Request, model: str | None, for_generation: bool = False
     return engine
 
 
-async def generation(request: Request, body, handler) -> Response:
+Generation = TypeVar("Generation", bound=SamplingFields)
+
+
+async def generation(
+    request: Request,
+    body: Generation,
+    handler: Callable[[EngineClient, Generation, Request], Awaitable[Response]],
+) -> Response:
     engine = engine_for(request, body.model, for_generation=True)
     limit = request.app.state.policy.max_waiting_requests
     if limit is not None and engine.num_waiting() >= limit:

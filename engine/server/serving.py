@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.request_rules import check_fan_out, check_request
@@ -57,7 +57,7 @@ async def generate_all(
     priority: int,
     cut: asyncio.Event,
     cache_salt: str | None = None,
-) -> AsyncIterator[tuple[int, RequestOutput]]:
+) -> AsyncGenerator[tuple[int, RequestOutput], None]:
     """Outputs of one engine request per prompt, tagged with the prompt's index; DrainCut when
     `cut` is set (the drain's deadline).
 
@@ -80,7 +80,9 @@ async def generate_all(
         await merged.aclose()
 
 
-async def collect(outputs: AsyncIterator[tuple[int, RequestOutput]], n: int) -> list[RequestOutput]:
+async def collect(
+    outputs: AsyncGenerator[tuple[int, RequestOutput], None], n: int
+) -> list[RequestOutput]:
     """The final output of each of n requests."""
     finals: list[RequestOutput | None] = [None] * n
     try:
@@ -88,9 +90,10 @@ async def collect(outputs: AsyncIterator[tuple[int, RequestOutput]], n: int) -> 
             finals[i] = out
     finally:
         await outputs.aclose()
-    if any(f is None for f in finals):
+    done = [f for f in finals if f is not None]
+    if len(done) != n:
         raise RuntimeError("the engine ended a request without any output")
-    return finals
+    return done
 
 
 def continuous_usage(body: SamplingFields, outs: list[RequestOutput | None]) -> Usage | None:

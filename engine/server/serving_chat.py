@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
@@ -113,15 +114,15 @@ async def stream_chunks(
     engine: EngineClient,
     body: ChatCompletionRequest,
     request_id: str,
-    outputs: AsyncIterator[tuple[int, RequestOutput]],
+    outputs: AsyncGenerator[tuple[int, RequestOutput], None],
     top_k: int,
     plan: ToolPlan,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Content as it comes; where tools may be called, each choice's reply whole at its end (its
     text decides between content and tool calls)."""
     created, name = now(), engine.config.name
 
-    def chunk(choices: list[ChatChunkChoice], **kw) -> str:
+    def chunk(choices: list[ChatChunkChoice], **kw: Any) -> str:
         return sse(
             ChatCompletionChunk(id=request_id, created=created, model=name, choices=choices, **kw)
         )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from pagoda.engine.outputs import CompletionOutput, RequestOutput
+from pagoda.engine.outputs import CompletionOutput, RequestOutput, TokenLogprobs
 from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.logprobs import completion_logprobs
@@ -75,7 +75,7 @@ def choice(
     o: CompletionOutput,
     text: str,
     ids: list[int],
-    steps: list,
+    steps: list[TokenLogprobs],
     offset: int,
 ) -> CompletionChoice:
     logprobs = None
@@ -94,10 +94,10 @@ async def stream_chunks(
     engine: EngineClient,
     body: CompletionRequest,
     request_id: str,
-    outputs: AsyncIterator[tuple[int, RequestOutput]],
+    outputs: AsyncGenerator[tuple[int, RequestOutput], None],
     num_prompts: int,
     echoes: list[str],
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     created, name = now(), engine.config.name
     finished: set[int] = set()
     # Tokens and characters sent so far per choice: the output's own lists may already hold more,
@@ -133,7 +133,11 @@ async def stream_chunks(
         if body.stream_options and body.stream_options.include_usage and all(finals):
             yield sse(
                 CompletionResponse(
-                    id=request_id, created=created, model=name, choices=[], usage=usage(finals)
+                    id=request_id,
+                    created=created,
+                    model=name,
+                    choices=[],
+                    usage=usage([f for f in finals if f is not None]),
                 )
             )
     except DrainCut:

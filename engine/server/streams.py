@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -38,8 +38,8 @@ class DrainCut(APIError):
 
 
 async def merge(
-    streams: list[AsyncIterator[T]], alive: Callable[[], bool], cut: asyncio.Event
-) -> AsyncIterator[tuple[int, T]]:
+    streams: list[AsyncGenerator[T, None]], alive: Callable[[], bool], cut: asyncio.Event
+) -> AsyncGenerator[tuple[int, T], None]:
     """Items of several streams as they come, tagged with the stream's index.
 
     While nothing comes, `alive()` is asked every HEALTH_POLL_S: a dead or wedged engine ends the

@@ -70,6 +70,7 @@ class StructuredOutputs:
             if kind == "regex":
                 return compiler.compile_regex(text)
             if kind == "choice":
+                assert params.choice is not None  # the kind is "choice" because choice is set
                 alternatives = " | ".join(json.dumps(c, ensure_ascii=False) for c in params.choice)
                 return compiler.compile_grammar(f"root ::= {alternatives}")
             return compiler.compile_grammar(text)

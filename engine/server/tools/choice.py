@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pagoda.engine.server.errors import APIError
 from pagoda.engine.server.protocol import (
@@ -95,11 +95,11 @@ def plan_tools(body: ChatCompletionRequest, parser: str | None) -> ToolPlan:
     )
 
 
-def parameters(tool: Tool) -> dict:
+def parameters(tool: Tool) -> dict[str, Any]:
     return tool.function.parameters or EMPTY_PARAMETERS
 
 
-def calls_schema(tools: list[Tool], parallel: bool) -> dict:
+def calls_schema(tools: list[Tool], parallel: bool) -> dict[str, Any]:
     """A JSON list of one or more {"name", "parameters"} objects, each one of the tools' (vLLM's
     form for tool_choice "required")."""
     one_of = [

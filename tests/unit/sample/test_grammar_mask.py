@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pagoda.engine.request_rules import RequestLimits, check_request
 from pagoda.engine.sample.grammar_mask import apply_grammar_masks
 from pagoda.engine.sample.sampler import Sampler, SamplingRow
-from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.sampling_params import ParamError, SamplingParams
 
 V = 100
 
@@ -73,5 +74,8 @@ def test_allowed_token_ids_restrict_only_their_row():
     for _ in range(5):
         out = Sampler(V, [2])(logits, [restricted, free])
         assert out.token_ids[0] in (7, 9) and out.token_ids[1] == 0
-    with pytest.raises(ValueError, match="allowed_token_ids"):
-        Sampler(V, [2]).validate(SamplingParams(allowed_token_ids=[V]))
+    with pytest.raises(
+        ParamError, match="allowed_token_ids"
+    ) as e:  # the one place of request rules
+        check_request([1], SamplingParams(allowed_token_ids=[V]), RequestLimits(64, 4, V))
+    assert e.value.param == "allowed_token_ids"

@@ -34,6 +34,10 @@ CHILDREN = ["deployment", "service", "configmap", "ingress", "poddisruptionbudge
 def release(kube):
     name = f"pagoda-operator-{uuid.uuid4().hex[:6]}"  # holds the chart name: objects are named after it
     ns = name
+    # The session's control plane is shared: other modules apply the CRD with kubectl, which Helm
+    # will not adopt. So this release manages its CRDs as a user who applies them apart would
+    # (crds.install=false); e2e installs the chart with its CRDs.
+    kube.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "inferenceservice.yaml"))
     out = subprocess.run(
         [
             find_helm(),
@@ -45,6 +49,8 @@ def release(kube):
             "--create-namespace",
             "--set",
             "watch.scope=namespaces",
+            "--set",
+            "crds.install=false",
         ],
         capture_output=True,
         text=True,

@@ -48,18 +48,18 @@ class Backend:
     scales_to_zero: bool = False  # autoscaling.minReplicas == 0: a request may have to wake it
     created: str = ""
     slices: dict[str, list[Endpoint]] = field(default_factory=dict)  # EndpointSlice name -> pods
+    endpoints: list[Endpoint] = field(default_factory=list)  # every slice's, kept current
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def endpoints(self) -> list[Endpoint]:
-        return [e for eps in self.slices.values() for e in eps]
 
     def set_slice(self, slice_name: str, endpoints: list[Endpoint]) -> None:
         # Keep each surviving pod's Endpoint object: its in-flight count belongs to live requests.
         known = {(e.address, e.port): e for e in self.endpoints}
-        kept = [known.get((e.address, e.port), e) for e in endpoints]
-        for e in kept:
-            e.pod = next(n.pod for n in endpoints if (n.address, n.port) == (e.address, e.port))
+        kept = []
+        for new in endpoints:
+            old = known.get((new.address, new.port))
+            if old is not None:
+                old.pod = new.pod
+            kept.append(old or new)
         if kept:
             self.slices[slice_name] = kept
         else:
@@ -71,6 +71,7 @@ class Backend:
         self._signal()
 
     def _signal(self) -> None:
+        self.endpoints = [e for eps in self.slices.values() for e in eps]
         if self.endpoints:
             self.ready.set()
         else:

@@ -12,16 +12,19 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core_client import CoreClient, CoreProcess, CoreThread, EngineDeadError
 from pagoda.engine.core_messages import Abort, EngineCoreOutputs, StopSequences
 from pagoda.engine.input_processor import InputProcessor
-from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.output_processor import OutputProcessor
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from pagoda.engine.llm_engine import LLMEngine
 
 log = logging.getLogger(__name__)
 

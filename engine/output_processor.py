@@ -124,14 +124,14 @@ class OutputProcessor:
                 continue  # a token computed past a stop string
             if self._take(state, seq, out, now):
                 stopped.append((out.request_id, out.index))
-        outputs = []
+        request_outputs: list[RequestOutput] = []
         for rid, state in touched.items():
             finished = state.finished
             if finished or state.request.params.output_kind == "cumulative":
-                outputs.append(self._output(state))
+                request_outputs.append(self._output(state))
             if finished:
                 del self.requests[rid]
-        return ProcessedOutputs(outputs, stopped)
+        return ProcessedOutputs(request_outputs, stopped)
 
     def _take(
         self, state: RequestState, seq: SequenceState, out: EngineCoreOutput, now: float

@@ -1,8 +1,8 @@
 """Fault injection for the integration tests, mounted only when PAGODA_TEST_HOOKS=1.
 
-They break an engine's core process from the outside, as a crash or a hang would, so that a test
-can watch /health fail, the requests in flight end and the server exit non-zero; no public API
-should offer this.
+They stop an engine's core process from the outside, as a hung step would, so that a test can
+watch /health fail, the requests in flight end and the server exit non-zero; no public API should
+offer this. (A crash needs no hook: a test kills the core process by its pid.)
 """
 
 from __future__ import annotations
@@ -27,14 +27,6 @@ def core_pid(request: Request, model: str) -> tuple[AsyncLLM, int]:
     pid = cast("CoreProcess", llm.client).proc.pid
     assert pid is not None, "a started process"
     return llm, pid
-
-
-@router.post("/engine/{model:path}/kill")
-async def kill_core(request: Request, model: str) -> Response:
-    """The engine core process is killed (SIGKILL), as by the OOM killer."""
-    _, pid = core_pid(request, model)
-    os.kill(pid, signal.SIGKILL)
-    return Response(status_code=204)
 
 
 @router.post("/engine/{model:path}/wedge")

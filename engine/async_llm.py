@@ -65,7 +65,13 @@ class AsyncLLM:
         from pagoda.engine.tokenizer import load_tokenizer
 
         client = CoreProcess(config)
-        return cls(config, client, load_tokenizer(config))
+        try:
+            tokenizer = load_tokenizer(config)  # while the core loads the model
+        except BaseException:
+            client.kill()
+            raise
+        client.wait_ready()
+        return cls(config, client, tokenizer)
 
     @classmethod
     def in_thread(cls, engine: LLMEngine) -> AsyncLLM:

@@ -56,6 +56,8 @@ class CoreClient(Protocol):
 
 
 class CoreProcess:
+    """The engine-core process, started at once; wait_ready() before use."""
+
     def __init__(self, config: EngineConfig) -> None:
         from pagoda.engine.core_proc import CoreAddresses, run_engine_core
 
@@ -78,13 +80,17 @@ class CoreProcess:
             name=f"pagoda-engine-core-{config.name}",
         )
         self.proc.start()
-        atexit.register(self._kill)
+        atexit.register(self.kill)
+        self._async_outputs: zmq.asyncio.Socket | None = None
+        self.info: CoreInfo  # set by wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait for the core to load its model (this process may load its tokenizer meanwhile)."""
         try:
             self.info = self._wait_ready()
         except BaseException:
-            self._kill()
+            self.kill()
             raise
-        self._async_outputs: zmq.asyncio.Socket | None = None
 
     def _wait_ready(self) -> CoreInfo:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -116,7 +122,8 @@ class CoreProcess:
                     f"{self.proc.exitcode}"
                 )
             return None
-        message = self._decoder.decode(await self._async_outputs.recv(copy=False))
+        frame = await self._async_outputs.recv(copy=False)
+        message = self._decoder.decode(frame.buffer)
         if isinstance(message, CoreFailed):
             raise EngineDeadError(f"the engine core died: {message.error}")
         assert isinstance(message, EngineCoreOutputs), "CoreInfo comes once, first"
@@ -126,9 +133,9 @@ class CoreProcess:
         if graceful and self.proc.exitcode is None:
             self.send(Shutdown())
             await asyncio.to_thread(self.proc.join, SHUTDOWN_TIMEOUT_S)
-        self._kill()
+        self.kill()
 
-    def _kill(self) -> None:
+    def kill(self) -> None:
         if self.proc.exitcode is None:
             self.proc.kill()
             self.proc.join(10)
@@ -166,8 +173,12 @@ class CoreThread:
     def _start(self) -> None:
         from pagoda.engine.core_proc import run_loop
 
-        loop, outbox = asyncio.get_running_loop(), asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        outbox: asyncio.Queue[EngineCoreOutputs | BaseException] = asyncio.Queue()
         self._outbox = outbox
+
+        def emit(batch: EngineCoreOutputs) -> None:
+            loop.call_soon_threadsafe(outbox.put_nowait, batch)
 
         def receive(timeout_s: float) -> list[ToCore]:
             messages = []
@@ -181,12 +192,11 @@ class CoreThread:
 
         def run() -> None:
             try:
-                run_loop(
-                    self.core, receive, lambda b: loop.call_soon_threadsafe(outbox.put_nowait, b)
-                )
+                run_loop(self.core, receive, emit)
             except BaseException as e:  # the requests in flight must hear of it
-                log.exception("engine loop died")
-                loop.call_soon_threadsafe(outbox.put_nowait, e)
+                if not loop.is_closed():
+                    log.exception("engine loop died")
+                    loop.call_soon_threadsafe(outbox.put_nowait, e)
 
         self._thread = threading.Thread(target=run, name="engine-core", daemon=True)
         self._thread.start()

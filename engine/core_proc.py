@@ -87,8 +87,10 @@ def run_engine_core(config: EngineConfig, addresses: CoreAddresses) -> None:
     from pagoda.engine.executor.worker import die_with_parent
 
     die_with_parent()  # no orphan, however the API process ends
-    # Ctrl-C reaches the whole process group: the API process decides when the core stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, or a SIGTERM sent to the whole process group, must not end the core in the middle of
+    # a drain: the API process decides when it stops (a Shutdown message, or SIGKILL).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine-core %(name)s %(message)s")
     context = zmq.Context()
     inputs, outputs = context.socket(zmq.PULL), context.socket(zmq.PUSH)
@@ -101,7 +103,8 @@ def run_engine_core(config: EngineConfig, addresses: CoreAddresses) -> None:
     try:
         core = EngineCore(config)
     except BaseException as e:  # the API process prints it as the start-up error
-        log.exception("the engine core could not start")
+        if not isinstance(e, ValueError):  # a bad option or model source: its one line is enough
+            log.exception("the engine core could not start")
         outputs.send(encoder.encode(CoreFailed(str(e), isinstance(e, ValueError))))
         outputs.close()
         os._exit(1)

@@ -332,8 +332,8 @@ class EngineCore:
                     self._fail_request(beam_req)
         self._record_step(step.sched, len(live) + step.slots.count(None))
         for rid in {seq.request_id for seq in step.seqs}:
-            req = self.requests.get(rid)
-            if req is not None and req.finished:
+            touched = self.requests.get(rid)
+            if touched is not None and touched.finished:
                 del self.requests[rid]
 
     def _output(self, seq: Sequence) -> EngineCoreOutput:

@@ -22,7 +22,7 @@ from pagoda.engine.sampling_params import SamplingParams
 pytestmark = pytest.mark.integration
 
 PROMPTS = ["Hello, my name is", "The capital of France is", "Count: 1, 2, 3,"]
-ARGS = ("--max-model-len", "256", "--max-num-seqs", "4")
+ARGS = ("--max-model-len", "256", "--max-num-seqs", "4", "--num-gpu-blocks-override", "64")
 
 
 def spawned_children(pid: int) -> list[int]:
@@ -60,7 +60,7 @@ def test_greedy_through_the_core_process_equals_offline(server):
         .text
         for p in PROMPTS
     ]
-    llm = LLM(max_model_len=256, max_num_seqs=4)
+    llm = LLM(max_model_len=256, max_num_seqs=4, num_gpu_blocks_override=64)
     offline = llm.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
     assert online == [o.outputs[0].text for o in offline]
     assert all(online), "text was generated"

@@ -122,6 +122,8 @@ class AsyncLLM:
             while not finished:
                 out = q.get_nowait() if not q.empty() else await q.get()
                 self._unstarted.discard(request_id)
+                while not q.empty() and isinstance(out, RequestOutput):
+                    out = coalesce(out, q.get_nowait())  # behind: one output, not several
                 if isinstance(out, BaseException):
                     raise out
                 finished = out.finished
@@ -186,3 +188,14 @@ class AsyncLLM:
                 q = self._queues.get(out.request_id)
                 if q is not None:
                     q.put_nowait(out)
+
+
+def coalesce(
+    earlier: RequestOutput, later: RequestOutput | BaseException
+) -> RequestOutput | BaseException:
+    """Two outputs of a request queued before the consumer came: the later, with the deltas of
+    both (its other fields are cumulative)."""
+    if isinstance(later, BaseException):
+        return later
+    later.deltas = [(t1 + t2, i1 + i2) for (t1, i1), (t2, i2) in zip(earlier.deltas, later.deltas)]
+    return later

@@ -98,7 +98,7 @@ class OutputProcessor:
                 seq.finish_reason = "abort"
                 if self.metrics:
                     self.metrics.finished("abort")
-        return self._output(state)
+        return self._output(state, True)
 
     def process(self, outputs: list[EngineCoreOutput], now: float) -> ProcessedOutputs:
         """The core's outputs of a step (or a part of them), its clock's time of the step."""
@@ -128,7 +128,7 @@ class OutputProcessor:
         for rid, state in touched.items():
             finished = state.finished
             if finished or state.request.params.output_kind == "cumulative":
-                request_outputs.append(self._output(state))
+                request_outputs.append(self._output(state, finished))
             if finished:
                 del self.requests[rid]
         return ProcessedOutputs(request_outputs, stopped)
@@ -221,7 +221,7 @@ class OutputProcessor:
         if self.metrics:
             self.metrics.finished("stop")
 
-    def _output(self, state: RequestState) -> RequestOutput:
+    def _output(self, state: RequestState, finished: bool) -> RequestOutput:
         req = state.request
         first = state.seqs[0]
         metrics = RequestMetrics(
@@ -229,7 +229,7 @@ class OutputProcessor:
             state.first_scheduled_time,
             first.first_token_time,
             max((s.last_token_time or 0.0) for s in state.seqs) or None,
-            first.last_token_time if state.finished else None,
+            first.last_token_time if finished else None,
         )
         if state.beams is not None:
             outs = state.beams
@@ -256,7 +256,7 @@ class OutputProcessor:
             state.prompt,
             req.prompt_token_ids,
             outs,
-            state.finished,
+            finished,
             num_cached_tokens=state.num_cached_tokens,
             metrics=metrics,
             deltas=deltas,

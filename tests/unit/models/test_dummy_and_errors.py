@@ -159,7 +159,7 @@ def test_checkpoint_missing_a_tensor() -> None:
 
 @pytest.fixture
 def tiny_folder(tmp_path):
-    from tiny_models import hf_model
+    from tiny_hf import hf_model
 
     hf_model("LlamaForCausalLM", tie_word_embeddings=True).save_pretrained(tmp_path)
     return tmp_path

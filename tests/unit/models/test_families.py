@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from engine_harness import PreemptionCounter, run_to_completion
-from tiny_models import IDS, assert_same_logits, hf_model
+from tiny_hf import hf_model
+from tiny_models import IDS, assert_same_logits
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine

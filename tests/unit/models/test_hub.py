@@ -12,7 +12,8 @@ import huggingface_hub.constants
 import pytest
 import torch
 from local_hub import HubRepo, LocalHub, save_tiny_tokenizer
-from tiny_models import IDS, assert_same_logits, hf_model
+from tiny_hf import hf_model
+from tiny_models import IDS, assert_same_logits
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import hub, load_model, resolve_model

@@ -121,7 +121,7 @@ def test_hub_model_by_name(cluster: Cluster, operator, ns: str, tiny) -> None:
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(items))
     cluster.kubectl("apply", "-f", "-", input=json.dumps(hub_isvc(cluster, ns)))
     try:
-        cluster.kubectl("rollout", "status", f"deployment/{HUB}", "-n", ns, "--timeout=180s")
+        cluster.kubectl("rollout", "status", f"deployment/{HUB}", "-n", ns, "--timeout=100s")
         cluster.wait(
             lambda: _ready(cluster.get("inferenceservice", NAME, "-n", ns)),
             timeout=600,

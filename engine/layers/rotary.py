@@ -149,17 +149,18 @@ class RotaryEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         self.rotary_dim = rotary_dim or head_dim
-        inv_freq, scale = inv_frequencies(
-            self.rotary_dim, theta, rope_scaling, max_position, max_model_len
-        )
-        freqs = torch.outer(
-            torch.arange(table_length(max_position, rope_scaling, max_model_len)).float(), inv_freq
-        )
-        # float32 whatever the model dtype: angles at large positions need the precision.
-        cache = torch.cat([freqs.cos(), freqs.sin()], dim=-1)
-        self.register_buffer(
-            "cos_sin_cache", cache * scale if scale != 1.0 else cache, persistent=False
-        )
+        # Computed on the CPU whatever the default device, then moved: on the meta device (the
+        # loader's dry build, check_fits) the first use of these ops costs seconds of setup.
+        with torch.device("cpu"):
+            inv_freq, scale = inv_frequencies(
+                self.rotary_dim, theta, rope_scaling, max_position, max_model_len
+            )
+            positions = torch.arange(table_length(max_position, rope_scaling, max_model_len))
+            freqs = torch.outer(positions.float(), inv_freq)
+            # float32 whatever the model dtype: angles at large positions need the precision.
+            cache = torch.cat([freqs.cos(), freqs.sin()], dim=-1)
+        cache = (cache * scale if scale != 1.0 else cache).to(torch.get_default_device())
+        self.register_buffer("cos_sin_cache", cache, persistent=False)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
         """Rotate q [T, heads, head_dim] and k [T, kv_heads, head_dim] in place."""

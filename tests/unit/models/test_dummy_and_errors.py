@@ -241,3 +241,13 @@ def test_bad_input_is_one_line_and_exit_1_from_the_cli(tiny_folder, tmp_path_fac
         assert proc.returncode == 1 and len(errors) == 1, (name, stderr)
         assert re.fullmatch("pagoda: error: " + expected[name], errors[0]), (name, errors[0])
         assert "Traceback" not in stderr
+
+
+def test_weights_larger_than_the_free_gpu_memory(monkeypatch) -> None:
+    """Refused before anything is allocated (the free memory faked: no GPU here), in GiB."""
+    from pagoda.engine.loader.model_loader import check_fits
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2**30, 80 * 2**30))
+    cfg = ModelConfig.from_shape("llama-3.2-1b")
+    with pytest.raises(ModelLoadError, match="need 2.3 GiB in torch.bfloat16, cuda:0 has 1.0 GiB"):
+        check_fits(cfg, TorchAttentionBackend(), torch.device("cuda:0"), torch.bfloat16)

@@ -1,6 +1,9 @@
 """A local Hugging Face Hub: the HTTP paths huggingface_hub's snapshot_download calls, over
-repos held in memory (unit and integration tiers). Tests point HF_ENDPOINT at it (in-process:
+repos held in memory. Tests point HF_ENDPOINT at it (in-process:
 huggingface_hub.constants.ENDPOINT), and fill repos with tiny models and `save_tiny_tokenizer`.
+The e2e tier runs it as a server in the cluster, one repo a folder (standard library only, so any
+Python image runs it):
+  python3 local_hub.py --port 8000 org/tiny=/model [ORG/NAME=FOLDER ...]
 
 Paths, as huggingface_hub 1.x/2.x call them:
   GET  /api/models/{repo}/revision/{rev}         repo info; its `sha` is the commit
@@ -13,6 +16,7 @@ RevisionNotFound and EntryNotFound (404).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -45,11 +49,13 @@ class HubRepo:
 
 
 class LocalHub:
-    """`with LocalHub() as hub:` serves hub.repos on hub.url; hub.requests counts file GETs."""
+    """`with LocalHub() as hub:` serves hub.repos on hub.url; hub.file_gets lists the files
+    fetched (printed too, when `print_gets`: a server's log says what it served)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, print_gets: bool = False) -> None:
         self.repos: dict[str, HubRepo] = {}
         self.file_gets: list[str] = []
+        self.print_gets = print_gets
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,8 +68,8 @@ class LocalHub:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self.url = f"http://{host}:{self._server.server_address[1]}"
 
     def __enter__(self) -> Self:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -72,6 +78,9 @@ class LocalHub:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
 
     def _answer(self, req: BaseHTTPRequestHandler, body: bool) -> None:
         path = unquote(urlsplit(req.path).path)
@@ -104,6 +113,8 @@ class LocalHub:
             return _error(req, 404, "EntryNotFound", body)
         if body:
             self.file_gets.append(f"{match.group(1)}/{name}")
+            if self.print_gets:
+                print(f"GET {match.group(1)}/{name}", flush=True)
         data = files[name]
         headers = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
         return _send(req, 200, data, headers, body)
@@ -137,3 +148,22 @@ def save_tiny_tokenizer(folder: Path, vocab_size: int = 512) -> None:
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
     )
     fast.save_pretrained(folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="serve folders as Hub repos (branch main)")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("repos", nargs="+", metavar="ORG/NAME=FOLDER")
+    args = parser.parse_args()
+    hub = LocalHub(args.host, args.port, print_gets=True)
+    for repo in args.repos:
+        name, _, folder = repo.partition("=")
+        hub.repos[name] = HubRepo()
+        hub.repos[name].add_folder(Path(folder))
+    print(f"serving {', '.join(hub.repos)} on {hub.url}", flush=True)
+    hub.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

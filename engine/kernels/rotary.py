@@ -21,11 +21,12 @@ def _rotate_heads(
     sin,
     NUM_HEADS: tl.constexpr,
     HALF: tl.constexpr,
+    HALF_PAD: tl.constexpr,
     HEADS_PAD: tl.constexpr,
 ):
     h = tl.arange(0, HEADS_PAD)[:, None]
-    i = tl.arange(0, HALF)[None, :]
-    mask = h < NUM_HEADS
+    i = tl.arange(0, HALF_PAD)[None, :]
+    mask = (h < NUM_HEADS) & (i < HALF)
     p1 = ptr + t * stride_t + h * stride_h + i
     x1 = tl.load(p1, mask=mask).to(tl.float32)
     x2 = tl.load(p1 + HALF, mask=mask).to(tl.float32)
@@ -47,16 +48,19 @@ def _rotary_kernel(
     NUM_HEADS: tl.constexpr,
     NUM_KV_HEADS: tl.constexpr,
     HALF: tl.constexpr,
+    HALF_PAD: tl.constexpr,
     HEADS_PAD: tl.constexpr,
     KV_HEADS_PAD: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
     pos = tl.load(positions_ptr + t)
-    i = tl.arange(0, HALF)[None, :]
-    cos = tl.load(cache_ptr + pos * stride_cache + i).to(tl.float32)
-    sin = tl.load(cache_ptr + pos * stride_cache + HALF + i).to(tl.float32)
-    _rotate_heads(q_ptr, stride_qt, stride_qh, t, cos, sin, NUM_HEADS, HALF, HEADS_PAD)
-    _rotate_heads(k_ptr, stride_kt, stride_kh, t, cos, sin, NUM_KV_HEADS, HALF, KV_HEADS_PAD)
+    i = tl.arange(0, HALF_PAD)[None, :]
+    cos = tl.load(cache_ptr + pos * stride_cache + i, mask=i < HALF).to(tl.float32)
+    sin = tl.load(cache_ptr + pos * stride_cache + HALF + i, mask=i < HALF).to(tl.float32)
+    _rotate_heads(q_ptr, stride_qt, stride_qh, t, cos, sin, NUM_HEADS, HALF, HALF_PAD, HEADS_PAD)
+    _rotate_heads(
+        k_ptr, stride_kt, stride_kh, t, cos, sin, NUM_KV_HEADS, HALF, HALF_PAD, KV_HEADS_PAD
+    )
 
 
 def _check(
@@ -77,16 +81,14 @@ def _check(
 
 def rotary_embedding(
     positions: torch.Tensor,  # [T] int64
-    q: torch.Tensor,  # [T, num_heads, head_dim], may be a view into a fused qkv tensor
-    k: torch.Tensor,  # [T, num_kv_heads, head_dim]
-    cos_sin_cache: torch.Tensor,  # [max_position, head_dim]
+    q: torch.Tensor,  # [T, num_heads, rotary_dim], may be a view into a fused qkv tensor
+    k: torch.Tensor,  # [T, num_kv_heads, rotary_dim]
+    cos_sin_cache: torch.Tensor,  # [max_position, rotary_dim]
 ) -> None:
     _check(positions, q, k, cos_sin_cache)
     if q.stride(2) != 1 or k.stride(2) != 1 or cos_sin_cache.stride(1) != 1:
         raise ValueError("q, k and cos_sin_cache need a contiguous last dimension")
-    half = q.shape[2] // 2
-    if half & (half - 1):
-        raise ValueError(f"head_dim must be twice a power of two, got {q.shape[2]}")
+    half = q.shape[2] // 2  # any: a partial rotary's 96 dims (Phi-4-mini) make a half of 48
     if q.shape[0]:
         _rotary_kernel[(q.shape[0],)](
             positions,
@@ -101,6 +103,7 @@ def rotary_embedding(
             NUM_HEADS=q.shape[1],
             NUM_KV_HEADS=k.shape[1],
             HALF=half,
+            HALF_PAD=triton.next_power_of_2(half),
             HEADS_PAD=triton.next_power_of_2(q.shape[1]),
             KV_HEADS_PAD=triton.next_power_of_2(k.shape[1]),
         )

@@ -1,9 +1,11 @@
 """Rotary position embedding, HF Llama's "rotate_half" layout, with the RoPE scalings of vLLM
 and HF: default, linear, dynamic (NTK), llama3, yarn, longrope, and GGUF's freq_factors.
 
-The table cos_sin_cache[p] = [cos(p * f) | sin(p * f)] * m over the head_dim / 2 frequencies f is
-built once; scaling only changes the frequencies f and the factor m (YaRN's and LongRoPE's
-attention scaling), so the apply step (and a fused kernel) never sees it.
+The table cos_sin_cache[p] = [cos(p * f) | sin(p * f)] * m over the rotary_dim / 2 frequencies f
+is built once; scaling only changes the frequencies f and the factor m (YaRN's and LongRoPE's
+attention scaling), so the apply step (and a fused kernel) never sees it. rotary_dim is head_dim,
+or less with a partial_rotary_factor (Phi-4-mini): the first rotary_dim dims of each head are
+rotated, as if they were the whole head, and the others pass through.
 """
 
 from __future__ import annotations
@@ -143,22 +145,26 @@ class RotaryEmbedding(nn.Module):
         theta: float,
         rope_scaling: dict[str, Any] | None = None,
         max_model_len: int | None = None,
+        rotary_dim: int | None = None,
     ) -> None:
         super().__init__()
-        inv_freq, scale = inv_frequencies(
-            head_dim, theta, rope_scaling, max_position, max_model_len
-        )
-        freqs = torch.outer(
-            torch.arange(table_length(max_position, rope_scaling, max_model_len)).float(), inv_freq
-        )
-        # float32 whatever the model dtype: angles at large positions need the precision.
-        cache = torch.cat([freqs.cos(), freqs.sin()], dim=-1)
-        self.register_buffer(
-            "cos_sin_cache", cache * scale if scale != 1.0 else cache, persistent=False
-        )
+        self.rotary_dim = rotary_dim or head_dim
+        # Computed on the CPU whatever the default device, then moved: on the meta device (the
+        # loader's dry build, check_fits) the first use of these ops costs seconds of setup.
+        with torch.device("cpu"):
+            inv_freq, scale = inv_frequencies(
+                self.rotary_dim, theta, rope_scaling, max_position, max_model_len
+            )
+            positions = torch.arange(table_length(max_position, rope_scaling, max_model_len))
+            freqs = torch.outer(positions.float(), inv_freq)
+            # float32 whatever the model dtype: angles at large positions need the precision.
+            cache = torch.cat([freqs.cos(), freqs.sin()], dim=-1)
+        cache = (cache * scale if scale != 1.0 else cache).to(torch.get_default_device())
+        self.register_buffer("cos_sin_cache", cache, persistent=False)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
         """Rotate q [T, heads, head_dim] and k [T, kv_heads, head_dim] in place."""
+        q, k = q[..., : self.rotary_dim], k[..., : self.rotary_dim]
         if q.is_cuda:
             return rotary_embedding(positions, q, k, self.cos_sin_cache)
         cos, sin = self.cos_sin_cache[positions][:, None, :].chunk(2, dim=-1)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,8 +53,15 @@ def load_model(
     else:
         try:
             model.load_weights(weights)
+        except ModelLoadError:  # an unreadable file, met as the weights are read: it names itself
+            raise
         except (ValueError, KeyError) as e:  # a shape or name that config.json did not predict
             raise ModelLoadError(f"{resolved.path}: {e.args[0]}") from e
+        finally:
+            if isinstance(weights, Generator):
+                # Its files and progress bar close now, not when the error is collected: the
+                # error's line must not follow the bar's on the terminal.
+                weights.close()
     log.info("loaded %s (%s) in %.1f s", resolved.name, resolved.kind, time.perf_counter() - start)
     return model.eval(), model_config
 

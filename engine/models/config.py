@@ -44,6 +44,9 @@ class ModelConfig:
     layer_types: list[str] = field(default_factory=list)
     sliding_window: int | None = None
     local_rope_theta: float | None = None  # Gemma 3's sliding layers: their own RoPE base
+    # RoPE over the first rotary_dim dims of each head only, the rest passed through (Phi-4-mini's
+    # partial_rotary_factor 0.75); None: all of head_dim.
+    rotary_dim: int | None = None
     attn_logit_softcapping: float | None = None  # Gemma 2
     final_logit_softcapping: float | None = None  # Gemma 2
     query_pre_attn_scalar: float | None = None  # Gemma: scores scaled by its -1/2, not head_dim's
@@ -64,6 +67,12 @@ class ModelConfig:
             raise ValueError(
                 f"layer_types lists {len(self.layer_types)} layers, the model has {self.num_layers}"
             )
+        rotary = self.rotary_dim
+        if rotary is not None and (rotary % 2 or not 0 < rotary <= self.head_dim):
+            raise ValueError(
+                f"partial_rotary_factor gives RoPE over {rotary} of {self.head_dim} head dims: "
+                "it must be an even number of them"
+            )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
@@ -80,8 +89,6 @@ class ModelConfig:
         rope_theta = rope.pop("rope_theta", cfg.get("rope_theta", 10000.0))
         rope_type = rope.pop("rope_type", rope.pop("type", "default"))
         partial = rope.pop("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
-        if partial != 1.0:  # Phi-4-mini, ...: RoPE over part of each head
-            raise ValueError(f"partial_rotary_factor {partial} is not supported (only 1.0)")
         if rope_type in ("yarn", "longrope", "dynamic"):
             rope.setdefault(
                 "original_max_position_embeddings",
@@ -94,6 +101,7 @@ class ModelConfig:
                 if i not in eos:
                     eos.append(i)
         num_layers = cfg["num_hidden_layers"]
+        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
         return cls(
             architecture=architecture,
             vocab_size=cfg["vocab_size"],
@@ -102,7 +110,7 @@ class ModelConfig:
             num_layers=num_layers,
             num_heads=cfg["num_attention_heads"],
             num_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
-            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"],
+            head_dim=head_dim,
             rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
             rope_theta=float(rope_theta),
             rope_scaling=None if rope_type == "default" else {"rope_type": rope_type, **rope},
@@ -115,6 +123,7 @@ class ModelConfig:
             layer_types=_layer_types(cfg, architecture, num_layers),
             sliding_window=cfg.get("sliding_window"),
             local_rope_theta=local_theta,
+            rotary_dim=None if partial == 1.0 else int(head_dim * partial),  # HF's and vLLM's int()
             attn_logit_softcapping=cfg.get("attn_logit_softcapping"),
             final_logit_softcapping=cfg.get("final_logit_softcapping"),
             query_pre_attn_scalar=cfg.get("query_pre_attn_scalar"),
@@ -146,6 +155,7 @@ class ModelConfig:
         num_layers = meta[f"{arch}.block_count"]
         head_dim = meta.get(f"{arch}.attention.key_length", hidden // num_heads)
         max_position = meta.get(f"{arch}.context_length", 4096)
+        rope_dims = meta.get(f"{arch}.rope.dimension_count", head_dim)  # Phi-4-mini's: partial
         rope_scaling: dict[str, Any] | None = None
         scaling_type = meta.get(f"{arch}.rope.scaling.type", "none")
         if "rope_freqs" in factors:
@@ -211,6 +221,7 @@ class ModelConfig:
             local_rope_theta=(
                 float(meta.get(f"{arch}.rope.freq_base_swa", 10000.0)) if arch == "gemma3" else None
             ),
+            rotary_dim=None if rope_dims == head_dim else rope_dims,
             attn_logit_softcapping=meta.get(f"{arch}.attn_logit_softcapping"),
             final_logit_softcapping=meta.get(f"{arch}.final_logit_softcapping"),
             # llama.cpp's rule: the 27B Gemmas scale by hidden / heads, the others by head_dim.

@@ -75,7 +75,10 @@ class Gemma2Model(LlamaModel):
         self.normalizer = cfg.hidden_size**0.5
         if cfg.local_rope_theta is not None:  # Gemma 3: the sliding layers' own RoPE, unscaled
             local = RotaryEmbedding(
-                cfg.head_dim, cfg.max_position_embeddings, cfg.local_rope_theta, None
+                cfg.head_dim,
+                cfg.max_position_embeddings,
+                cfg.local_rope_theta,
+                rotary_dim=cfg.rotary_dim,
             )
             for i, layer in enumerate(self.layers):
                 if cfg.layer_types[i] == "sliding_attention" and hasattr(layer, "self_attn"):

@@ -154,6 +154,7 @@ class LlamaModel(nn.Module):
             cfg.rope_theta,
             cfg.rope_scaling,
             cfg.max_model_len,
+            cfg.rotary_dim,
         )
         self.start_layer, self.end_layer = get_pp_indices(
             cfg.num_layers, pp.rank_in_group, pp.world_size

@@ -30,6 +30,26 @@ ENGINE_COMMAND = ["pagoda", "serve"]
 # Pod-level overrides (spec.pod) copied onto the pod as they are.
 POD_FIELDS = ("imagePullSecrets", "serviceAccountName", "runtimeClassName", "initContainers")
 DOWNLOAD_CONTAINER = "model-download"
+# What the download fetches: the engine's own choice (pagoda.engine.loader.hub's MODEL_FILES and
+# TOKENIZER_FILES, kept equal by a test): safetensors, configs, tokenizer; never the .bin, .pth or
+# original/ copies a repo may also hold (Llama 3.1 8B's original/ alone is 16 GB).
+DOWNLOAD_PATTERNS = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "params.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 # Writable only where a volume is: /tmp (HOME in the engine images), the model cache, shm.
 _CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
@@ -151,9 +171,13 @@ def _download(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, An
     """hf://ORG/NAME@REV into the model cache, before the engine starts. With a shared cache
     (model.cache.claimName) the first pod fills it and the others find the files there; `hf
     download` checks them and fetches only what is missing. A failure ends this container with
-    the CLI's last lines as its termination message: the status shows them (ModelDownloadFailed)."""
+    the CLI's last lines as its termination message: the status shows them (ModelDownloadFailed).
+    It gets the engine's env and envFrom too: HF_ENDPOINT (a mirror), proxies, a CA bundle."""
     repo, rev = hub_model(s.model_uri) or ("", "")
-    env: list[dict[str, Any]] = [{"name": "HF_HUB_OFFLINE", "value": "0"}]
+    env: list[dict[str, Any]] = [
+        *s.engine.get("env", []),
+        {"name": "HF_HUB_OFFLINE", "value": "0"},  # after the user's: the download needs the Hub
+    ]
     if s.model_token_secret:
         ref = {"name": s.model_token_secret["name"], "key": s.model_token_secret["key"]}
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
@@ -169,8 +193,9 @@ def _download(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, An
             rev,
             "--local-dir",
             model_arg(s.model_uri),
+            *(arg for pattern in DOWNLOAD_PATTERNS for arg in ("--include", pattern)),
         ],
-        "envFrom": [{"configMapRef": {"name": configmap_name(s)}}],
+        "envFrom": [{"configMapRef": {"name": configmap_name(s)}}, *s.engine.get("envFrom", [])],
         "env": env,
         "resources": {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {},
         "volumeMounts": [m for m in mounts if m["name"] in ("model-cache", "tmp")],

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
-from e2e_cluster import Cluster
+from e2e_cluster import CHART, Cluster
+
+RELEASE, OPERATOR_NS = "pagoda", "pagoda-system"
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +47,39 @@ def cluster() -> Cluster:
     c = Cluster(kc, url)
     c.kubectl("version")  # reachable at all?
     return c
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster):
+    """The chart, installed for one test module (its CRD goes with it, and every
+    InferenceService with the CRD)."""
+    repo, _, tag = cluster.operator_image.rpartition(":")
+    cluster.helm(
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--set",
+        f"image.repository={repo}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=IfNotPresent",
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    yield
+    cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "3m")
+
+
+@pytest.fixture(scope="module")
+def ns(cluster: Cluster):
+    """A namespace for one test module, deleted after it (without waiting)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

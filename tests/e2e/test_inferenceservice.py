@@ -8,49 +8,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 
 import pytest
-from e2e_cluster import CHART, Cluster
+from e2e_cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 
-RELEASE, OPERATOR_NS = "pagoda", "pagoda-system"
 NAME = "smol"
 CHILD_KINDS = "deployments,replicasets,pods,services,ingresses,configmaps,poddisruptionbudgets,horizontalpodautoscalers"
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster):
-    repo, _, tag = cluster.operator_image.rpartition(":")
-    cluster.helm(
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        OPERATOR_NS,
-        "--create-namespace",
-        "--set",
-        f"image.repository={repo}",
-        "--set",
-        f"image.tag={tag}",
-        "--set",
-        "image.pullPolicy=IfNotPresent",
-        "--wait",
-        "--timeout",
-        "5m",
-    )
-    yield
-    cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "3m")
-
-
-@pytest.fixture(scope="module")
-def ns(cluster: Cluster):
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def isvc(cluster: Cluster, ns: str) -> dict:

@@ -280,11 +280,18 @@ def check_silu_and_mul(n: int, intermediate: int, gen: torch.Generator) -> float
 
 
 def check_rotary(
-    n: int, num_heads: int, num_kv_heads: int, head_dim: int, gen: torch.Generator
+    n: int,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    gen: torch.Generator,
+    rotary_dim: int | None = None,
 ) -> float:
-    """q and k are views into one fused qkv tensor, as the model's projection leaves them."""
+    """q and k are views into one fused qkv tensor, as the model's projection leaves them; with
+    rotary_dim, views of each head's first rotary_dim dims (partial rotary: the rest untouched)."""
     max_pos = 8192
-    inv_freq = 1.0 / (500000.0 ** (torch.arange(0, head_dim, 2, device="cuda").float() / head_dim))
+    rot = rotary_dim or head_dim
+    inv_freq = 1.0 / (500000.0 ** (torch.arange(0, rot, 2, device="cuda").float() / rot))
     freqs = torch.outer(torch.arange(max_pos, device="cuda").float(), inv_freq)
     cache = torch.cat((freqs.cos(), freqs.sin()), dim=-1)
     positions = torch.randint(1, max_pos, (n,), generator=gen, device="cuda")
@@ -296,7 +303,7 @@ def check_rotary(
         k = t[:, num_heads * head_dim : (num_heads + num_kv_heads) * head_dim].view(
             n, num_kv_heads, head_dim
         )
-        return q, k
+        return q[..., :rot], k[..., :rot]
 
     rotary_embedding(positions, *views(qkv), cache)
     rotary_embedding_ref(positions, *views(want), cache)

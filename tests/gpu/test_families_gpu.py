@@ -16,7 +16,8 @@ pytestmark = [
 from engine_harness import PreemptionCounter, run_to_completion  # noqa: E402
 from paged_batch import PagedBatch  # noqa: E402
 from test_families import FAMILIES, PROMPTS, STEPS  # noqa: E402
-from tiny_models import IDS, hf_model  # noqa: E402
+from tiny_hf import hf_model  # noqa: E402
+from tiny_models import IDS  # noqa: E402
 
 from pagoda.engine.config import EngineConfig  # noqa: E402
 from pagoda.engine.llm_engine import LLMEngine  # noqa: E402

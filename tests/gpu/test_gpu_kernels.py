@@ -125,6 +125,12 @@ def test_rotary(gen, n, num_heads, num_kv_heads, head_dim):
     assert check_rotary(n, num_heads, num_kv_heads, head_dim, gen) < TOLERANCE
 
 
+@pytest.mark.parametrize("n", [1, 100])
+def test_rotary_partial(gen, n):
+    """Phi-4-mini's heads: RoPE over 96 of 128 dims (a half of 48, not a power of two)."""
+    assert check_rotary(n, 24, 8, 128, gen, rotary_dim=96) < TOLERANCE
+
+
 @pytest.mark.parametrize("n,num_kv_heads,head_dim", CACHE_SHAPES)
 def test_reshape_and_cache(gen, n, num_kv_heads, head_dim):
     assert check_reshape_and_cache(n, num_kv_heads, head_dim, gen)

@@ -4,7 +4,7 @@ experts split along their intermediate size, the router replicated, Qwen3's q/k 
 from __future__ import annotations
 
 import torch
-from tiny_models import hf_model
+from tiny_hf import hf_model
 from tp_model_harness import run_sharded
 
 PROMPTS = [[5, 17, 42, 99, 123, 7], [250, 3, 3, 8], [11, 299, 64, 128, 200, 201, 202, 40, 1]]

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
+from local_hub import save_tiny_tokenizer
 from paged_batch import PagedBatch
+from tiny_hf import hf_model
 
 from pagoda.engine.attention import TorchAttentionBackend
 from pagoda.engine.config import EngineConfig
@@ -159,8 +164,6 @@ def test_checkpoint_missing_a_tensor() -> None:
 
 @pytest.fixture
 def tiny_folder(tmp_path):
-    from tiny_models import hf_model
-
     hf_model("LlamaForCausalLM", tie_word_embeddings=True).save_pretrained(tmp_path)
     return tmp_path
 
@@ -168,7 +171,7 @@ def tiny_folder(tmp_path):
 def test_corrupt_safetensors(tiny_folder) -> None:
     path = tiny_folder / "model.safetensors"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ModelLoadError, match=f"{path} is not a readable safetensors file"):
+    with pytest.raises(ModelLoadError, match=f"^{path} is not a readable safetensors file"):
         load_model(EngineConfig(model=str(tiny_folder)), torch.device("cpu"), torch.float32)
 
 
@@ -192,3 +195,59 @@ def test_max_model_len_past_the_kv_cache(tiny_folder) -> None:
     config = EngineConfig(model=str(tiny_folder), max_model_len=256, num_gpu_blocks_override=4)
     with pytest.raises(ModelLoadError, match="max_model_len 256 does not fit the KV cache"):
         LLMEngine(config, tokenizer=object(), log_stats=False)
+
+
+def test_bad_input_is_one_line_and_exit_1_from_the_cli(tiny_folder, tmp_path_factory) -> None:
+    """The bad inputs above as a user meets them, through `pagoda serve` (the four at once): one
+    line on stderr naming the file or the number, exit code 1, no traceback."""
+    save_tiny_tokenizer(tiny_folder)
+    files = list(tiny_folder.iterdir())
+    bad = tmp_path_factory.mktemp("bad")
+    folders = {name: bad / name for name in ("corrupt", "shapes", "no-tokenizer", "kv")}
+    for folder in folders.values():
+        folder.mkdir()
+        for f in files:
+            (folder / f.name).write_bytes(f.read_bytes())
+    weights = folders["corrupt"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    config = json.loads((tiny_folder / "config.json").read_text())
+    (folders["shapes"] / "config.json").write_text(json.dumps({**config, "intermediate_size": 97}))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (folders["no-tokenizer"] / f).unlink()
+    at = {name: re.escape(str(folder)) for name, folder in folders.items()}
+    expected = {
+        "corrupt": rf"{at['corrupt']}/model\.safetensors is not a readable safetensors file: .+",
+        "shapes": rf"{at['shapes']}: model\.layers\.\d\.mlp\..+: expected 97 (rows|columns).*",
+        "no-tokenizer": rf"no tokenizer at {at['no-tokenizer']} \(no tokenizer\.json .+",
+        "kv": r"max_model_len 256 does not fit the KV cache \(64 tokens\); lower --max-model-len.+",
+    }
+    serve = [sys.executable, "-m", "pagoda.engine.cli", "serve", "--device", "cpu", "--port", "0"]
+    extra = {"kv": ["--max-model-len", "256", "--num-gpu-blocks-override", "4"]}
+    procs = {
+        name: subprocess.Popen(
+            [*serve, str(folder), *extra.get(name, [])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, folder in folders.items()
+    }
+    for name, proc in procs.items():
+        try:
+            stderr = proc.communicate(timeout=180)[1]
+        finally:
+            proc.kill()
+        errors = [line for line in stderr.splitlines() if "error" in line.lower()]
+        assert proc.returncode == 1 and len(errors) == 1, (name, stderr)
+        assert re.fullmatch("pagoda: error: " + expected[name], errors[0]), (name, errors[0])
+        assert "Traceback" not in stderr
+
+
+def test_weights_larger_than_the_free_gpu_memory(monkeypatch) -> None:
+    """Refused before anything is allocated (the free memory faked: no GPU here), in GiB."""
+    from pagoda.engine.loader.model_loader import check_fits
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2**30, 80 * 2**30))
+    cfg = ModelConfig.from_shape("llama-3.2-1b")
+    with pytest.raises(ModelLoadError, match="need 2.3 GiB in torch.bfloat16, cuda:0 has 1.0 GiB"):
+        check_fits(cfg, TorchAttentionBackend(), torch.device("cuda:0"), torch.bfloat16)

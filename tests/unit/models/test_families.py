@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from engine_harness import PreemptionCounter, run_to_completion
-from tiny_models import IDS, assert_same_logits, hf_model
+from tiny_hf import hf_model
+from tiny_models import IDS, assert_same_logits
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
@@ -58,6 +59,18 @@ FAMILIES = {
             "original_max_position_embeddings": 256,
             "rope_scaling": LONGROPE,
             "sliding_window": 7,
+        },
+    ),
+    # Phi-4-mini: RoPE over 3/4 of each head (12 of 16 dims, a half of 6), tied embeddings
+    "phi4-mini-partial": (
+        "Phi3ForCausalLM",
+        {
+            "pad_token_id": 0,
+            "max_position_embeddings": 1024,
+            "original_max_position_embeddings": 256,
+            "partial_rotary_factor": 0.75,
+            "rope_scaling": {k: v[:6] if k.endswith("factor") else v for k, v in LONGROPE.items()},
+            "tie_word_embeddings": True,
         },
     ),
     "mixtral": ("MixtralForCausalLM", {**MOE, "num_local_experts": 4}),

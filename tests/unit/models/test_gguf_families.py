@@ -1,6 +1,6 @@
 """GGUF files beyond llama: qwen2, qwen3, gemma2, gemma3 and phi3, written as llama.cpp's
-converter writes them (Gemma's norms plus one, Phi-3's fused tensors and LongRoPE factor
-tensors), give HF's logits."""
+converter writes them (Gemma's norms plus one, Phi-3's fused tensors, LongRoPE factor tensors
+and partial rotary dimension count), give HF's logits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from tiny_models import IDS, assert_same_logits, hf_model
+from tiny_hf import hf_model
+from tiny_models import IDS, assert_same_logits
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import load_model
@@ -56,13 +57,15 @@ CASES = {
             },
         },
     ),
+    # Phi-4-mini's: RoPE over 3/4 of each head (12 of 16 dims: 6 LongRoPE factors)
     "phi3": (
         "Phi3ForCausalLM",
         {
             "pad_token_id": 0,
             "max_position_embeddings": 1024,
             "original_max_position_embeddings": 256,
-            "rope_scaling": LONGROPE,
+            "partial_rotary_factor": 0.75,
+            "rope_scaling": {k: v[:6] if k.endswith("factor") else v for k, v in LONGROPE.items()},
             "sliding_window": 7,
         },
     ),
@@ -91,6 +94,7 @@ def write_gguf(hf, arch: str, path) -> None:
     if arch == "gemma3":
         w.add_sliding_window_pattern([t == "sliding_attention" for t in c.layer_types])
     if arch == "phi3":
+        w.add_rope_dimension_count(len(rope["short_factor"]) * 2)
         w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
         w.add_tensor("rope_factors_long.weight", np.array(rope["long_factor"], np.float32))
         w.add_tensor("rope_factors_short.weight", np.array(rope["short_factor"], np.float32))

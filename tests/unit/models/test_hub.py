@@ -12,7 +12,8 @@ import huggingface_hub.constants
 import pytest
 import torch
 from local_hub import HubRepo, LocalHub, save_tiny_tokenizer
-from tiny_models import IDS, assert_same_logits, hf_model
+from tiny_hf import hf_model
+from tiny_models import IDS, assert_same_logits
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import hub, load_model, resolve_model
@@ -133,6 +134,9 @@ def test_no_network(local_hub, monkeypatch) -> None:
 
 
 def test_disk_full(local_hub, monkeypatch) -> None:
+    """The error's wording, whatever raises ENOSPC (a quota's EDQUOT alike); the real full disk
+    is test_disk_full_on_a_full_filesystem."""
+
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -162,3 +166,31 @@ def test_cli_error_is_one_line_and_exit_1(local_hub, tmp_path) -> None:
         )
     ], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_disk_full_on_a_full_filesystem(local_hub, tmp_path) -> None:
+    """A real full disk: `pagoda serve` downloads into a 256 KiB tmpfs (the model is 0.5 MB).
+    The tmpfs lives in a mount namespace of the command's own (unshare, as root or not): it
+    goes with the process, whatever happens, and the host never sees it."""
+    full = tmp_path / "full"
+    full.mkdir()
+    env = {**os.environ, "HF_ENDPOINT": local_hub.url}
+    serve = [sys.executable, "-m", "pagoda.engine.cli", "serve", "org/tiny", "--device", "cpu"]
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c"]
+        + ['mount -t tmpfs -o size=256k tmpfs "$1" && shift && exec "$@"', "sh", str(full)]
+        + [*serve, "--download-dir", str(full)],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        f"pagoda: error: no space left to download model org/tiny@main into {full}: free space "
+        "or give --download-dir on a bigger disk"
+    ], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(full.iterdir())  # the files went with the tmpfs

@@ -10,7 +10,8 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from tiny_models import IDS, assert_same_logits, hf_model
+from tiny_hf import hf_model
+from tiny_models import IDS, assert_same_logits
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.loader import load_model, model_loader

@@ -8,6 +8,7 @@ from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from pagoda.engine.layers.rotary import RotaryEmbedding, inv_frequencies
+from pagoda.engine.models.config import ModelConfig
 
 HEAD_DIM, THETA, MAX_POS = 64, 10000.0, 2048
 SCALINGS = {
@@ -58,3 +59,27 @@ def test_table_covers_the_stretched_context_and_carries_the_scale() -> None:
     assert scale > 1 and yarn.cos_sin_cache[0, 0].item() == pytest.approx(scale)
     longer = RotaryEmbedding(HEAD_DIM, MAX_POS, THETA, None, max_model_len=4096)
     assert longer.cos_sin_cache.shape[0] == 4096
+
+
+def test_partial_rotary_rotates_the_first_dims_only() -> None:
+    """partial_rotary_factor (Phi-4-mini's 0.75 of a 128-dim head: 96 dims) as HF reads it; the
+    dims past rotary_dim pass through; an odd count is refused at start, naming the numbers."""
+    phi4_mini = {
+        "architectures": ["Phi3ForCausalLM"],
+        "vocab_size": 512,
+        "hidden_size": 3072,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 24,
+        "partial_rotary_factor": 0.75,
+    }
+    assert ModelConfig.from_hf(phi4_mini).rotary_dim == 96
+    with pytest.raises(ValueError, match="RoPE over 91 of 128 head dims: it must be an even"):
+        ModelConfig.from_hf({**phi4_mini, "partial_rotary_factor": 91 / 128})
+    rotary = RotaryEmbedding(HEAD_DIM, MAX_POS, THETA, rotary_dim=HEAD_DIM // 2)
+    q, k = torch.randn(3, 4, HEAD_DIM), torch.randn(3, 2, HEAD_DIM)
+    q0, k0 = q.clone(), k.clone()
+    rotary(torch.tensor([0, 5, 9]), q, k)
+    assert torch.equal(q[..., HEAD_DIM // 2 :], q0[..., HEAD_DIM // 2 :])
+    assert torch.equal(k[..., HEAD_DIM // 2 :], k0[..., HEAD_DIM // 2 :])
+    assert not torch.allclose(q[1:, :, : HEAD_DIM // 2], q0[1:, :, : HEAD_DIM // 2])

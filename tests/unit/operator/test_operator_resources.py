@@ -6,8 +6,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from pagoda.engine.loader.hub import MODEL_FILES, TOKENIZER_FILES
 from pagoda.operator.children import desired, engine_image
-from pagoda.operator.resources.deployment import PRESTOP_SECONDS, deployment, revision
+from pagoda.operator.resources.deployment import (
+    DOWNLOAD_PATTERNS,
+    PRESTOP_SECONDS,
+    deployment,
+    revision,
+)
 from pagoda.operator.resources.hpa import quantity
 from pagoda.operator.resources.ingress import ingress_url
 from pagoda.operator.resources.networkpolicy import networkpolicy
@@ -202,6 +208,27 @@ def test_configmap_pins_threads_and_offline_mode():
     assert desired(hub, hub, "img", 1, False)[0]["data"]["HF_HUB_OFFLINE"] == "1"  # the engine
 
 
+def test_the_download_fetches_the_files_the_engine_loads():
+    """The operator cannot import the engine: its list of patterns is a copy, kept equal here."""
+    assert list(DOWNLOAD_PATTERNS) == MODEL_FILES + TOKENIZER_FILES
+
+
+def test_the_download_gets_the_engines_env_behind_a_mirror():
+    mirror = {"name": "HF_ENDPOINT", "value": "http://hub.mirror:8000"}
+    s = spec(
+        model={"uri": "hf://org/tiny"},
+        engine={
+            "env": [mirror, {"name": "HF_HUB_OFFLINE", "value": "1"}],
+            "envFrom": [{"secretRef": {"name": "proxy"}}],
+        },
+    )
+    dl = deployment(s, "cpu:1", 1)["spec"]["template"]["spec"]["initContainers"][0]
+    assert dl["env"][0] == mirror
+    # the last HF_HUB_OFFLINE wins in a container's env: the download's own
+    assert [e for e in dl["env"] if e["name"] == "HF_HUB_OFFLINE"][-1]["value"] == "0"
+    assert {"secretRef": {"name": "proxy"}} in dl["envFrom"]
+
+
 def test_hub_models_are_downloaded_into_the_cache_before_the_engine_starts():
     s = spec(
         model={
@@ -218,7 +245,7 @@ def test_hub_models_are_downloaded_into_the_cache_before_the_engine_starts():
     dl = pod["initContainers"][0]
     assert [c["name"] for c in pod["initContainers"]] == ["model-download", "mine"]
     local = "/models/hub/Qwen/Qwen2.5-0.5B-Instruct/7ae557604adf67be50417f59c2c2f167def9a775"
-    assert dl["image"] == "gpu:1" and dl["command"] == [
+    assert dl["image"] == "gpu:1" and dl["command"][:7] == [
         "hf",
         "download",
         "Qwen/Qwen2.5-0.5B-Instruct",
@@ -227,6 +254,9 @@ def test_hub_models_are_downloaded_into_the_cache_before_the_engine_starts():
         "--local-dir",
         local,
     ]
+    includes = dl["command"][7:]
+    assert includes[0::2] == ["--include"] * len(DOWNLOAD_PATTERNS)
+    assert includes[1::2] == list(DOWNLOAD_PATTERNS)
     assert container(d)["args"][0] == local
     token = {"secretKeyRef": {"name": "hf", "key": "token"}}
     assert {"name": "HF_TOKEN", "valueFrom": token} in dl["env"]

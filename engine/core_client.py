@@ -29,6 +29,7 @@ from pagoda.engine.core_messages import (
     Shutdown,
     ToCore,
 )
+from pagoda.engine.loader.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ class CoreProcess:
         message = self._decoder.decode(self._outputs.recv())
         if isinstance(message, CoreFailed):
             self.proc.join(10)
-            if message.misconfigured:  # a one-line error, as if it had been raised here
+            if message.error_type == "ModelLoadError":  # one line, as if raised here
+                raise ModelLoadError(message.error)
+            if message.error_type == "ValueError":
                 raise ValueError(message.error)
             raise RuntimeError(f"the engine core could not start: {message.error}")
         if not isinstance(message, CoreInfo):

@@ -95,7 +95,9 @@ class CoreInfo(msgspec.Struct, tag=True, array_like=True):
 
 class CoreFailed(msgspec.Struct, tag=True, array_like=True):
     error: str
-    misconfigured: bool  # at start, a ValueError: a one-line error, as for a bad flag
+    # At start, "ModelLoadError" (a bad model source) or "ValueError" (a bad option): raised as
+    # such in the API process, a one-line error; "" for anything else.
+    error_type: str = ""
 
 
 FromCore = EngineCoreOutputs | CoreInfo | CoreFailed

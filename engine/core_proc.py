@@ -30,6 +30,7 @@ from pagoda.engine.core_messages import (
     ToCore,
 )
 from pagoda.engine.engine_core import EngineCore
+from pagoda.engine.loader.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,14 @@ def run_engine_core(config: EngineConfig, addresses: CoreAddresses) -> None:
     except BaseException as e:  # the API process prints it as the start-up error
         if not isinstance(e, ValueError):  # a bad option or model source: its one line is enough
             log.exception("the engine core could not start")
-        outputs.send(encoder.encode(CoreFailed(str(e), isinstance(e, ValueError))))
+        kind = (
+            "ModelLoadError"
+            if isinstance(e, ModelLoadError)
+            else "ValueError"
+            if isinstance(e, ValueError)
+            else ""
+        )
+        outputs.send(encoder.encode(CoreFailed(str(e), kind)))
         outputs.close()
         os._exit(1)
     outputs.send(encoder.encode(core.info()))
@@ -127,7 +135,7 @@ def run_engine_core(config: EngineConfig, addresses: CoreAddresses) -> None:
         run_loop(core, receive, emit)
     except BaseException as e:  # the API process must hear why, then this process ends
         log.exception("engine core died")
-        outputs.send(encoder.encode(CoreFailed(f"{type(e).__name__}: {e}", False)))
+        outputs.send(encoder.encode(CoreFailed(f"{type(e).__name__}: {e}")))
         core.shutdown()
         outputs.close()
         os._exit(1)

@@ -59,6 +59,9 @@ class LLMEngine:
     def limits(self) -> RequestLimits:
         return self.processor.limits
 
+    def tokenize(self, prompt: str | list[int]) -> list[int]:
+        return self.processor.tokenize(prompt)
+
     def add_request(
         self,
         request_id: str,

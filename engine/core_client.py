@@ -96,7 +96,7 @@ class CoreProcess:
     def _wait_ready(self) -> CoreInfo:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not self._outputs.poll(200):
-            if self.proc.exitcode is not None:
+            if self.proc.exitcode is not None and not self._outputs.poll(200):
                 raise RuntimeError(f"the engine core process exited ({self.proc.exitcode})")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the engine core was not ready in {STARTUP_TIMEOUT_S:.0f} s")

@@ -114,7 +114,7 @@ def run_engine_core(config: EngineConfig, addresses: CoreAddresses) -> None:
             else ""
         )
         outputs.send(encoder.encode(CoreFailed(str(e), kind)))
-        outputs.close()
+        context.destroy(linger=1000)  # the message out before the process ends
         os._exit(1)
     outputs.send(encoder.encode(core.info()))
 
@@ -137,7 +137,7 @@ def run_engine_core(config: EngineConfig, addresses: CoreAddresses) -> None:
         log.exception("engine core died")
         outputs.send(encoder.encode(CoreFailed(f"{type(e).__name__}: {e}")))
         core.shutdown()
-        outputs.close()
+        context.destroy(linger=1000)  # the message out before the process ends
         os._exit(1)
     core.shutdown()
     outputs.close()

@@ -50,6 +50,7 @@ class AsyncLLM:
         self.config, self.client, self.tokenizer = config, client, tokenizer
         self.processor = InputProcessor(config, tokenizer, client.info)
         self.limits = self.processor.limits
+        self.structured = self.processor.structured  # the server checks grammars before a 200
         self.max_model_len: int = client.info.max_model_len
         metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
         self.output_processor = OutputProcessor(tokenizer, metrics)

@@ -14,6 +14,7 @@ from pagoda.engine.output_processor import OutputProcessor
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.request_rules import RequestLimits
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.structured.backend import StructuredOutputs
 
 
 class LLMEngine:
@@ -50,6 +51,15 @@ class LLMEngine:
     @property
     def requests(self) -> dict[str, Request]:
         return self.core.requests
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        return self.core.eos_token_ids
+
+    @property
+    def structured(self) -> StructuredOutputs:
+        """The grammars requests are checked against (compiled and cached on the API side)."""
+        return self.processor.structured
 
     @property
     def max_model_len(self) -> int:

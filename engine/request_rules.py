@@ -50,6 +50,19 @@ def check_request(prompt_ids: list[int], params: SamplingParams, limits: Request
         )
 
 
+def check_pooling_request(prompt_ids: list[int], limits: RequestLimits) -> None:
+    """An embedding request: its prompt only (nothing is generated, the whole context is its)."""
+    if not prompt_ids:
+        raise ParamError("input", "The input is empty")
+    check_token_ids("input", prompt_ids, limits.vocab_size)
+    if len(prompt_ids) > limits.max_model_len:
+        raise ParamError(
+            "input",
+            f"This model's maximum context length is {limits.max_model_len} tokens; the input "
+            f"has {len(prompt_ids)} tokens. Shorten it.",
+        )
+
+
 def check_token_ids(param: str, ids: list[int], vocab_size: int) -> None:
     bad = next((t for t in ids if not 0 <= t < vocab_size), None)
     if bad is not None:

@@ -97,6 +97,7 @@ class Worker:
                 new = s.new
                 assert new is not None  # the core sends it with a sequence's first step
                 seq = Sequence(str(s.seq), "", new.index, new.prompt_token_ids, new.params)
+                seq.pooling = new.pooling
                 self.mirrors[s.seq] = seq
             del seq.output_token_ids[s.output_start :]
             seq.output_token_ids += s.output_tokens
@@ -140,6 +141,7 @@ def result_message(sampling: list[Sequence], sampled) -> StepResult:
         out.logprobs,
         out.top_logprobs,
         [b.float().cpu().numpy().tobytes() for b in beams],
+        [cast("torch.Tensor", s.pooled).cpu().numpy().tobytes() for s in sampling if s.pooling],
     )
 
 

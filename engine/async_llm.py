@@ -155,7 +155,9 @@ class AsyncLLM:
         self._inbox.put(command)
         self._wake.set()
 
-    def _deliver(self, out: RequestOutput | BaseException, request_id: str) -> None:
+    def _deliver(
+        self, out: RequestOutput | PoolingRequestOutput | BaseException, request_id: str
+    ) -> None:
         q = self._queues.get(request_id)
         if q is not None:
             q.put_nowait(out)

@@ -68,7 +68,11 @@ class LLM:
         runner="pooling"."""
         batch = prompt_list(prompts)
         given = pooling_params or PoolingParams()
-        params_list = list(given) if isinstance(given, (list, tuple)) else [given] * len(batch)
+        params_list: list[PoolingParams] = (
+            list(given)
+            if isinstance(given, (list, tuple))
+            else [cast(PoolingParams, given)] * len(batch)
+        )
         if len(params_list) != len(batch):
             raise ValueError("give one PoolingParams, or one per prompt")
         outs = self._run(batch, params_list, None, use_tqdm)

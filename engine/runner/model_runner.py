@@ -348,7 +348,8 @@ class ModelRunner:
             self._last_rows = {}
             return [], None
         if self.config.is_pooling:
-            self.pooler.step(batch, cast(torch.Tensor, hidden), meta.query_start_loc_cpu)
+            starts = cast("list[int]", meta.query_start_loc_cpu)  # prepare() sets it
+            self.pooler.step(batch, cast(torch.Tensor, hidden), starts)
         sampling = sampled_sequences(batch)
         if not sampling:
             self._last_rows = {}

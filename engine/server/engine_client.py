@@ -7,7 +7,8 @@ from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.outputs import PoolingRequestOutput, RequestOutput
+from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.request_rules import RequestLimits
 from pagoda.engine.sampling_params import SamplingParams
 
@@ -40,4 +41,14 @@ class EngineClient(Protocol):
         """Outputs until a finished one; leaving early aborts the request. Raises ParamError
         before the first output for a request the engine cannot serve, RequestFailedError when
         this request alone failed, EngineDeadError when the loop died."""
+        ...
+
+    def encode(
+        self,
+        prompt: list[int],
+        pooling_params: PoolingParams,
+        request_id: str,
+        priority: int = 0,
+    ) -> AsyncGenerator[PoolingRequestOutput, None]:
+        """An embedding request (--runner pooling): one finished output with the vector."""
         ...

@@ -214,6 +214,20 @@ class CompletionRequest(SamplingFields):
     echo: bool = False
 
 
+class EmbeddingRequest(Body):
+    """OpenAI's embeddings request, plus vLLM's extras normalize and priority."""
+
+    model: str | None = None
+    input: Annotated[
+        str | list[StrictInt] | list[str] | list[list[StrictInt]],
+        Field(union_mode="left_to_right"),
+    ]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    normalize: bool | None = None  # None: as the model's pooler config says
+    priority: int = 0
+
+
 class TokenizeRequest(Body):
     model: str | None = None
     prompt: str | None = None
@@ -344,6 +358,26 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class EmbeddingData(BaseModel):
+    index: int
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str  # a string: base64 of little-endian float32
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    id: str
+    object: Literal["list"] = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[EmbeddingData]
+    usage: EmbeddingUsage
 
 
 class ModelCard(BaseModel):

@@ -1,6 +1,7 @@
 """LLM.embed (runner="pooling") equals HF transformers' final hidden states, pooled and normalized
-as vLLM does: a tiny random Llama (last token, mean, sentence-transformers files, Matryoshka
-dimensions) and the default model; chunked prefill, batching and prefix caching change nothing."""
+as vLLM does, on a tiny random Llama: last token, mean, sentence-transformers files, Matryoshka
+dimensions; chunked prefill, batching and prefix caching change nothing. (The default model is
+compared with HF through the server: tests/integration/server/test_server_embeddings.py.)"""
 
 from __future__ import annotations
 
@@ -133,29 +134,3 @@ def test_dimensions_refused_where_the_model_is_not_matryoshka(tiny: Path) -> Non
         llm.embed("t5 t6", PoolingParams(dimensions=8))
     with pytest.raises(ParamError, match="no text"):
         llm.generate("t5 t6")
-
-
-def test_default_model_matches_hf() -> None:
-    from transformers import AutoModel
-
-    from pagoda.engine.loader.resolve import default_gguf_path
-
-    path = default_gguf_path()
-    hf = AutoModel.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    llm = LLM(
-        runner="pooling",
-        dtype="float32",
-        device="cpu",
-        max_model_len=512,
-        num_gpu_blocks_override=64,
-    )
-    texts = ["The capital of France is Paris.", "def add(a, b):\n    return a + b"]
-    outs = llm.embed(texts)
-    for out in outs:
-        with torch.inference_mode():
-            hidden = hf(torch.tensor([out.prompt_token_ids])).last_hidden_state[0]
-        want = F.normalize(hidden[-1], dim=-1)
-        got = torch.tensor(out.outputs.embedding)
-        assert got.shape == want.shape
-        assert F.cosine_similarity(got, want, dim=0) > 0.9999
-        torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-3)

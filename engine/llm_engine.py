@@ -26,6 +26,7 @@ from pagoda.engine.outputs import (
 )
 from pagoda.engine.pooling_params import PoolerConfig, PoolingParams
 from pagoda.engine.request_rules import RequestLimits, check_pooling_request, check_request
+from pagoda.engine.sample.bad_words import bad_words_token_ids
 from pagoda.engine.sample.beam import BeamSearch
 from pagoda.engine.sample.sampler import SamplerOutput, has_penalties
 from pagoda.engine.sampling_params import I64_MAX, ParamError, SamplingParams
@@ -71,6 +72,7 @@ def runs_ahead(params: SamplingParams) -> bool:
         or params.min_tokens
         or has_penalties(params)
         or params.structured_outputs is not None
+        or bool(params.bad_words)
     )
 
 
@@ -207,6 +209,12 @@ class LLMEngine:
             raise ParamError("model", "This model serves embeddings (--runner pooling): no text")
         prompt_ids = self.tokenize(prompt)
         check_request(prompt_ids, params, self.limits)
+        if params.prompt_logprobs is not None:  # every prompt token's logits: no cache hits
+            cache_salt = f"prompt-logprobs-{uuid.uuid4().hex}"
+        if params.bad_words:  # a copy: the caller's params stay as given
+            params = replace(
+                params, bad_words_token_ids=bad_words_token_ids(self.tokenizer, params.bad_words)
+            )
         if params.max_tokens is None:  # a copy: the caller's params stay as given
             params = replace(params, max_tokens=self.max_model_len - len(prompt_ids))
         width = (params.best_of or params.n) if params.use_beam_search else params.n
@@ -610,6 +618,7 @@ class LLMEngine:
                 outs,
                 True,
                 num_cached_tokens=first.num_cached_tokens,
+                prompt_logprobs=first.prompt_logprobs,
                 metrics=metrics,
                 deltas=req.pending,
             )
@@ -645,6 +654,7 @@ class LLMEngine:
             outs,
             req.finished,
             num_cached_tokens=first.num_cached_tokens,
+            prompt_logprobs=first.prompt_logprobs,
             metrics=metrics,
             deltas=deltas,
         )

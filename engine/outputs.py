@@ -44,7 +44,9 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     finished: bool
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
-    prompt_logprobs: None = None  # vLLM's field; prompt_logprobs is refused, so never set
+    # SamplingParams.prompt_logprobs: per prompt token, None for the first, then {token: logprob}
+    # of the top k and the prompt's own token.
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
     metrics: RequestMetrics | None = None
     # For streaming: the text / token ids each output gained since the previous RequestOutput.
     deltas: list[tuple[str, list[int]]] = field(default_factory=list)

@@ -32,8 +32,11 @@ def check_request(prompt_ids: list[int], params: SamplingParams, limits: Request
         raise ParamError(
             "logprobs", f"logprobs must be at most max_logprobs ({limits.max_logprobs})"
         )
-    if params.prompt_logprobs is not None:
-        raise ParamError("prompt_logprobs", "prompt_logprobs is not supported")
+    if params.prompt_logprobs is not None and params.prompt_logprobs > limits.max_logprobs:
+        raise ParamError(
+            "prompt_logprobs",
+            f"prompt_logprobs must be at most max_logprobs ({limits.max_logprobs})",
+        )
     width = (params.best_of or params.n) if params.use_beam_search else params.n
     if width > limits.max_num_seqs:
         param = "best_of" if params.use_beam_search and params.best_of else "n"

@@ -68,6 +68,8 @@ class Sequence:
     # runner in the step that completes the prompt (its one sampled token is dropped).
     pooling: PoolingParams | None = None
     pooled: torch.Tensor | None = None
+    # SamplingParams.prompt_logprobs: set by the runner once the prompt is computed.
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
 
     cumulative_logprob: float = 0.0
     logprobs: list[TokenLogprobs] = field(default_factory=list)

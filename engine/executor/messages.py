@@ -67,6 +67,8 @@ class StepResult(msgspec.Struct, tag=True, array_like=True):
     beam_logprobs: list[bytes] = []
     # Pooling rows' vectors (float32 bytes), in row order.
     pooled: list[bytes] = []
+    # (row, the prompt logprobs) of rows whose prompt was completed in this step.
+    prompt_logprobs: list[tuple[int, list[TokenLogprobs | None]]] = []
 
 
 class Failed(msgspec.Struct, tag=True, array_like=True):

@@ -106,8 +106,10 @@ class RemoteSamples:
         number: int,
         beams: list[Sequence],
         pooling: list[Sequence],
+        sampling: list[Sequence],
     ) -> None:
         self.executor, self.number, self.beams, self.pooling = executor, number, beams, pooling
+        self.sampling = sampling
 
     def result(self) -> SamplerOutput:
         out = self.executor.wait_result(self.number)
@@ -115,6 +117,8 @@ class RemoteSamples:
             seq.beam_logprobs = torch.from_numpy(np.frombuffer(raw, dtype=np.float32).copy())
         for seq, raw in zip(self.pooling, out.pooled):
             seq.pooled = torch.from_numpy(np.frombuffer(raw, dtype=np.float32).copy())
+        for row, logprobs in out.prompt_logprobs:
+            self.sampling[row].prompt_logprobs = logprobs
         return SamplerOutput(out.token_ids, out.logprobs, out.top_logprobs)
 
 
@@ -193,7 +197,7 @@ class MultiprocExecutor:
         self._launched += 1
         beams = [s for s in sampling if s.params.use_beam_search]
         pooling = [s for s in sampling if s.pooling is not None]
-        return sampling, RemoteSamples(self, self._launched, beams, pooling)
+        return sampling, RemoteSamples(self, self._launched, beams, pooling, sampling)
 
     def _sequence_step(self, seq: Sequence, n: int) -> SequenceStep:
         new = None

@@ -33,6 +33,7 @@ from pagoda.engine.executor.messages import (
     StepResult,
     ToWorker,
 )
+from pagoda.engine.outputs import TokenLogprobs
 
 if TYPE_CHECKING:
     import torch
@@ -142,7 +143,18 @@ def result_message(sampling: list[Sequence], sampled) -> StepResult:
         out.top_logprobs,
         [b.float().cpu().numpy().tobytes() for b in beams],
         [cast("torch.Tensor", s.pooled).cpu().numpy().tobytes() for s in sampling if s.pooling],
+        prompt_logprobs_rows(sampling),
     )
+
+
+def prompt_logprobs_rows(sampling: list[Sequence]) -> list[tuple[int, list[TokenLogprobs | None]]]:
+    """Rows whose prompt logprobs are new, each sent once (the core keeps them)."""
+    rows = []
+    for i, seq in enumerate(sampling):
+        if seq.prompt_logprobs is not None:
+            rows.append((i, seq.prompt_logprobs))
+            seq.prompt_logprobs = None
+    return rows
 
 
 def worker_main(

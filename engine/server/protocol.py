@@ -84,6 +84,8 @@ class SamplingFields(Body):
     priority: int = 0
     cache_salt: str | None = Field(default=None, min_length=1)  # prefix-cache isolation (vLLM)
     allowed_token_ids: list[int] | None = None
+    bad_words: Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    prompt_logprobs: int | None = None  # vLLM's: the prompt tokens' logprobs, top k of each
     use_beam_search: bool = False
     best_of: int | None = None  # with use_beam_search: the beam width
     length_penalty: float = 1.0
@@ -117,6 +119,8 @@ class SamplingFields(Body):
             logit_bias=parse_logit_bias(self.logit_bias),
             skip_special_tokens=self.skip_special_tokens,
             allowed_token_ids=self.allowed_token_ids,
+            bad_words=list(self.bad_words or []),
+            prompt_logprobs=self.prompt_logprobs,
             use_beam_search=self.use_beam_search,
             best_of=self.best_of,
             length_penalty=self.length_penalty,
@@ -275,9 +279,20 @@ class ChatLogprobs(BaseModel):
 
 class CompletionLogprobs(BaseModel):
     tokens: list[str]
-    token_logprobs: list[float]
+    token_logprobs: list[float | None]  # None: the first prompt token (echo), which has no context
     top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
+
+
+class PromptLogprob(BaseModel):
+    """vLLM's Logprob, one entry of prompt_logprobs (keyed by token id)."""
+
+    logprob: float
+    rank: int  # 1 for the likeliest; a prompt token below the top k is given rank k + 1
+    decoded_token: str
+
+
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
 
 
 class AssistantMessage(BaseModel):
@@ -301,6 +316,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_logprobs: PromptLogprobs | None = None  # vLLM's, when the request asks for them
 
 
 class DeltaToolCall(BaseModel):
@@ -347,6 +363,7 @@ class CompletionChoice(BaseModel):
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    prompt_logprobs: PromptLogprobs | None = None  # vLLM's, when the request asks for them
 
 
 class CompletionResponse(BaseModel):

@@ -13,7 +13,7 @@ from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.server.args import RequestPolicy
 from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
-from pagoda.engine.server.logprobs import chat_logprobs
+from pagoda.engine.server.logprobs import chat_logprobs, prompt_logprobs
 from pagoda.engine.server.prompts import check_template_kwargs, off_loop, render_chat
 from pagoda.engine.server.protocol import (
     AssistantMessage,
@@ -66,6 +66,8 @@ async def create_chat_completion(
         [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
     )
     asked = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
+    if body.stream and body.prompt_logprobs is not None:
+        raise APIError(400, "prompt_logprobs are not available when streaming", param="stream")
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     top_k = body.top_logprobs or 0
@@ -107,6 +109,8 @@ async def create_chat_completion(
     response = ChatCompletionResponse(
         id=request_id, model=engine.config.name, choices=choices, usage=usage([final])
     )
+    if body.prompt_logprobs is not None:
+        response.prompt_logprobs = prompt_logprobs(tokenizer, final.prompt_logprobs or [])
     return JSONResponse(response.model_dump())
 
 

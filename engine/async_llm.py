@@ -40,6 +40,7 @@ class AsyncLLM:
         self.tokenizer = engine.tokenizer
         self.max_model_len: int = engine.max_model_len
         self.limits = engine.limits
+        self.default_sampling_params = engine.default_sampling_params
         self._unstarted: set[str] = set()  # added, no output yet: num_waiting()
         self._queues: dict[str, asyncio.Queue] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()

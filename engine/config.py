@@ -67,6 +67,9 @@ class EngineConfig:
     # decoder). --pooler-config: JSON of vLLM's pooling_type (LAST, MEAN) and normalize.
     runner: Literal["auto", "generate", "pooling"] = "auto"
     pooler_config: str | None = None
+    # vLLM's: "auto" takes default sampling parameters from the model's generation_config.json,
+    # "vllm" ignores it, a folder path reads the file there (engine/loader/generation_config.py).
+    generation_config: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it

@@ -47,7 +47,8 @@ class LLM:
         Prompts in vLLM's forms, mixed as one likes: text, token ids, {"prompt": ...},
         {"prompt_token_ids": ...}."""
         batch = prompt_list(prompts)
-        params = sampling_params or SamplingParams()
+        # vLLM's get_default_sampling_params: --generation-config's defaults when none are given
+        params = sampling_params or SamplingParams(**self.engine.default_sampling_params)
         params_list: list[SamplingParams] = (
             list(params)
             if isinstance(params, (list, tuple))

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -124,6 +124,7 @@ class LLMEngine:
     ) -> None:
         config.validate()
         self.config = config
+        real_model = runner is None  # a test's fake runner has no model files
         if runner is None:
             from pagoda.engine.executor import make_executor  # torch model code: only when real
 
@@ -170,6 +171,12 @@ class LLMEngine:
         self.metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
         vocab = getattr(getattr(runner, "model_config", None), "vocab_size", None)
         self.structured = StructuredOutputs(tokenizer, vocab, sorted(self.eos_token_ids))
+        # vLLM's default_sampling_params: what a request that leaves a field unset gets.
+        self.default_sampling_params: dict[str, Any] = {}
+        if real_model:
+            from pagoda.engine.loader.generation_config import load_generation_defaults
+
+            self.default_sampling_params = load_generation_defaults(config)
         self.pooler_config: PoolerConfig | None = None
         if config.is_pooling:
             from pagoda.engine.loader.pooler_config import load_pooler_config

@@ -48,7 +48,6 @@ VLLM_FLAGS: tuple[VllmFlag, ...] = (
     _accepted("--kv-cache-dtype", "the KV cache is in the model's dtype", ("auto",)),
     _accepted("--tokenizer-mode", "Hugging Face tokenizers", ("auto", "hf")),
     _accepted("--response-role", "the role of generated messages", ("assistant",)),
-    _accepted("--generation-config", "vLLM's own sampling defaults", ("vllm",)),
     _refused("--no-enable-chunked-prefill", "prefill is always chunked", takes_value=False),
     _refused("--enable-log-requests", "request logging", takes_value=False),
     _refused("--enable-log-outputs", "request logging", takes_value=False),

@@ -17,6 +17,9 @@ class EngineClient(Protocol):
     config: EngineConfig
     tokenizer: Any  # a Hugging Face tokenizer: encode, decode, apply_chat_template
     limits: RequestLimits  # what check_request holds requests to, before the engine sees them
+    # --generation-config's defaults (temperature, top_p, top_k, min_p, repetition_penalty,
+    # max_tokens) for fields a request leaves unset.
+    default_sampling_params: dict[str, Any]
 
     async def start(self) -> None: ...
 

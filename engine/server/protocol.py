@@ -62,8 +62,9 @@ class SamplingFields(Body):
     """Fields shared by chat and completions, OpenAI's and vLLM's."""
 
     model: str | None = None  # None: the first served model
-    temperature: float = 1.0
-    top_p: float = 1.0
+    # None (not sent): --generation-config's default, else vLLM's (1.0, 1.0, 0, 0.0, 1.0)
+    temperature: float | None = None
+    top_p: float | None = None
     n: int = 1
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None = None
     seed: int | None = None
@@ -73,9 +74,9 @@ class SamplingFields(Body):
     stream: bool = False
     stream_options: StreamOptions | None = None
     # vLLM's extras
-    top_k: int = 0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
     min_tokens: int = 0
     ignore_eos: bool = False
     stop_token_ids: Annotated[list[int], Field(max_length=MAX_STOP_TOKEN_IDS)] | None = None
@@ -97,17 +98,29 @@ class SamplingFields(Body):
     guided_choice: list[str] | None = None
     guided_grammar: str | None = None
 
-    def sampling_params(self, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
-        """Raises ParamError (an HTTP 400) for values SamplingParams rejects."""
+    def sampling_params(
+        self, max_tokens: int | None, logprobs: int | None, defaults: dict[str, Any]
+    ) -> SamplingParams:
+        """Raises ParamError (an HTTP 400) for values SamplingParams rejects. `defaults`: the
+        engine's default_sampling_params (--generation-config), for fields not sent; their
+        max_tokens caps the request's, as in vLLM."""
+
+        def given(name: str, fallback: float) -> Any:
+            value = getattr(self, name)
+            return defaults.get(name, fallback) if value is None else value
+
+        cap = defaults.get("max_tokens")
+        if cap is not None:
+            max_tokens = cap if max_tokens is None else min(max_tokens, cap)
         return SamplingParams(
             n=self.n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
+            temperature=given("temperature", 1.0),
+            top_p=given("top_p", 1.0),
+            top_k=given("top_k", 0),
+            min_p=given("min_p", 0.0),
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
-            repetition_penalty=self.repetition_penalty,
+            repetition_penalty=given("repetition_penalty", 1.0),
             seed=self.seed,
             max_tokens=max_tokens,
             min_tokens=self.min_tokens,

@@ -1,6 +1,6 @@
-"""Embeddings over worker processes (gloo on the CPU): the pooled vectors of tensor x pipeline
-parallel ranks equal one rank's, for mean pooling over chunked prefills (the last stage pools,
-summing across chunks; the vector comes back in the step's result)."""
+"""What the workers compute from the prompt's rows, over worker processes (gloo on the CPU), equals
+one rank's: pooled vectors (mean pooling over chunked prefills: the last stage sums across chunks)
+and prompt logprobs; both come back in the step's result."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tiny_checkpoint import write_tiny_checkpoint
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.pooling_params import PoolingParams
+from pagoda.engine.sampling_params import SamplingParams
 
 PROMPTS = [[5, 17, 42, 99, 3], [7] * 30, list(range(3, 40))]
 
@@ -53,3 +54,35 @@ def test_tp2_pp2_mean_pooling_equals_one_rank(tiny) -> None:
         assert a is not None and b is not None
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         assert abs(a.norm().item() - 1.0) < 1e-5
+
+
+def prompt_logprobs_all(folder: Path, **parallel) -> list:
+    config = EngineConfig(
+        model=str(folder),
+        dtype="float32",
+        max_num_seqs=4,
+        max_num_batched_tokens=16,
+        num_gpu_blocks_override=32,
+        max_model_len=64,
+        **parallel,
+    )
+    engine = LLMEngine(config, tokenizer=object(), log_stats=False)
+    params = SamplingParams(max_tokens=2, temperature=0.0, prompt_logprobs=2, detokenize=False)
+    try:
+        for i, prompt in enumerate(PROMPTS):
+            engine.add_request(str(i), prompt, params)
+        outs = {o.request_id: o for o in run_to_completion(engine) if o.finished}
+    finally:
+        engine.shutdown()
+    return [outs[str(i)].prompt_logprobs for i in range(len(PROMPTS))]
+
+
+def test_pp2_prompt_logprobs_equal_one_rank(tiny) -> None:
+    one = prompt_logprobs_all(tiny)
+    staged = prompt_logprobs_all(tiny, pipeline_parallel_size=2)
+    assert [len(p) for p in one] == [len(p) for p in PROMPTS]
+    for a, b in zip(one, staged):
+        assert a[0] is None and b[0] is None
+        for x, y in zip(a[1:], b[1:]):
+            assert x.keys() == y.keys()
+            assert all(abs(x[t] - y[t]) < 1e-4 for t in x)

@@ -28,6 +28,10 @@ HELP = {
     "enforce_eager": "never use CUDA graphs",
     "async_scheduling": "schedule the next step while the GPU runs this one (as vLLM's --async-scheduling)",
     "max_logprobs": "the most logprobs a request may ask for",
+    "runner": "generate (text), or pooling (embeddings from the hidden states); auto: generate",
+    "pooler_config": "for --runner pooling: JSON of pooling_type (LAST, MEAN) and normalize",
+    "generation_config": "auto: default temperature, top_p, top_k, min_p, repetition_penalty and "
+    "max_tokens from the model's generation_config.json; vllm: none; or a folder with that file",
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 

@@ -15,7 +15,8 @@ from collections.abc import AsyncGenerator
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
-from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.outputs import PoolingRequestOutput, RequestOutput
+from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class AsyncLLM:
         self.tokenizer = engine.tokenizer
         self.max_model_len: int = engine.max_model_len
         self.limits = engine.limits
+        self.default_sampling_params = engine.default_sampling_params
         self._unstarted: set[str] = set()  # added, no output yet: num_waiting()
         self._queues: dict[str, asyncio.Queue] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -79,14 +81,30 @@ class AsyncLLM:
     def num_total_blocks(self) -> int:
         return self.engine.kv.num_blocks
 
+    async def encode(
+        self,
+        prompt: str | list[int],
+        pooling_params: PoolingParams,
+        request_id: str,
+        priority: int = 0,
+    ) -> AsyncGenerator[PoolingRequestOutput, None]:
+        """vLLM's AsyncLLM.encode: one finished output with the pooled vector (--runner pooling)."""
+        outputs = self.generate(prompt, pooling_params, request_id, priority)
+        try:
+            async for out in outputs:
+                assert isinstance(out, PoolingRequestOutput), "a pooling request's output"
+                yield out
+        finally:
+            await outputs.aclose()
+
     async def generate(
         self,
         prompt: str | list[int],
-        params: SamplingParams,
+        params: SamplingParams | PoolingParams,
         request_id: str,
         priority: int = 0,
         cache_salt: str | None = None,
-    ) -> AsyncGenerator[RequestOutput, None]:
+    ) -> AsyncGenerator[RequestOutput | PoolingRequestOutput, None]:
         """Yield a RequestOutput whenever the request gains tokens; the last one is finished.
 
         Leaving the iteration early (a client gone) aborts the request and frees its blocks.
@@ -111,7 +129,7 @@ class AsyncLLM:
                 if isinstance(out, BaseException):
                     raise EngineDeadError(f"the engine loop died: {out!r}") from out
                 finished = out.finished
-                if finished and any(o.finish_reason == "error" for o in out.outputs):
+                if finished and out.failed:
                     raise RequestFailedError(
                         f"request {request_id} failed in the engine (the server log has why)"
                     )
@@ -138,7 +156,9 @@ class AsyncLLM:
         self._inbox.put(command)
         self._wake.set()
 
-    def _deliver(self, out: RequestOutput | BaseException, request_id: str) -> None:
+    def _deliver(
+        self, out: RequestOutput | PoolingRequestOutput | BaseException, request_id: str
+    ) -> None:
         q = self._queues.get(request_id)
         if q is not None:
             q.put_nowait(out)

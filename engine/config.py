@@ -62,6 +62,14 @@ class EngineConfig:
     master_port: int = 29500
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
     max_logprobs: int = 20  # the most logprobs a request may ask for (OpenAI's own limit is 20)
+    # vLLM's --runner: "pooling" serves embeddings (/v1/embeddings, LLM.embed) from the model's
+    # hidden states instead of generating; "auto" is "generate" (every supported model is a
+    # decoder). --pooler-config: JSON of vLLM's pooling_type (LAST, MEAN) and normalize.
+    runner: Literal["auto", "generate", "pooling"] = "auto"
+    pooler_config: str | None = None
+    # vLLM's: "auto" takes default sampling parameters from the model's generation_config.json,
+    # "vllm" ignores it, a folder path reads the file there (engine/loader/generation_config.py).
+    generation_config: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
@@ -76,6 +84,10 @@ class EngineConfig:
         if self.distributed_executor_backend == "auto":
             return "uni" if self.world_size == 1 else "mp"
         return self.distributed_executor_backend
+
+    @property
+    def is_pooling(self) -> bool:
+        return self.runner == "pooling"
 
     @property
     def name(self) -> str:
@@ -102,6 +114,8 @@ class EngineConfig:
             )
         if not 0 <= self.max_logprobs <= 20:
             raise ValueError(f"max_logprobs must be in [0, 20], got {self.max_logprobs}")
+        if self.pooler_config is not None and self.runner != "pooling":
+            raise ValueError("--pooler-config needs --runner pooling")
         if self.preemption_mode == "swap" and self.swap_space <= 0:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
         self.validate_parallel()

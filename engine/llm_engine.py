@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field, replace
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -16,8 +17,16 @@ from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence, SequenceStatus
 from pagoda.engine.detokenizer import IncrementalDetokenizer
 from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.metrics import EngineMetrics
-from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
-from pagoda.engine.request_rules import RequestLimits, check_request
+from pagoda.engine.outputs import (
+    CompletionOutput,
+    PoolingOutput,
+    PoolingRequestOutput,
+    RequestMetrics,
+    RequestOutput,
+)
+from pagoda.engine.pooling_params import PoolerConfig, PoolingParams
+from pagoda.engine.request_rules import RequestLimits, check_pooling_request, check_request
+from pagoda.engine.sample.bad_words import bad_words_token_ids
 from pagoda.engine.sample.beam import BeamSearch
 from pagoda.engine.sample.sampler import SamplerOutput, has_penalties
 from pagoda.engine.sampling_params import I64_MAX, ParamError, SamplingParams
@@ -63,6 +72,7 @@ def runs_ahead(params: SamplingParams) -> bool:
         or params.min_tokens
         or has_penalties(params)
         or params.structured_outputs is not None
+        or bool(params.bad_words)
     )
 
 
@@ -114,6 +124,7 @@ class LLMEngine:
     ) -> None:
         config.validate()
         self.config = config
+        real_model = runner is None  # a test's fake runner has no model files
         if runner is None:
             from pagoda.engine.executor import make_executor  # torch model code: only when real
 
@@ -160,6 +171,17 @@ class LLMEngine:
         self.metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
         vocab = getattr(getattr(runner, "model_config", None), "vocab_size", None)
         self.structured = StructuredOutputs(tokenizer, vocab, sorted(self.eos_token_ids))
+        # vLLM's default_sampling_params: what a request that leaves a field unset gets.
+        self.default_sampling_params: dict[str, Any] = {}
+        if real_model:
+            from pagoda.engine.loader.generation_config import load_generation_defaults
+
+            self.default_sampling_params = load_generation_defaults(config)
+        self.pooler_config: PoolerConfig | None = None
+        if config.is_pooling:
+            from pagoda.engine.loader.pooler_config import load_pooler_config
+
+            self.pooler_config = load_pooler_config(config)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -172,7 +194,7 @@ class LLMEngine:
         self,
         request_id: str,
         prompt: str | list[int],
-        params: SamplingParams,
+        params: SamplingParams | PoolingParams,
         priority: int = 0,
         cache_salt: str | None = None,
     ) -> None:
@@ -183,13 +205,23 @@ class LLMEngine:
         self,
         request_id: str,
         prompt: str | list[int],
-        params: SamplingParams,
+        params: SamplingParams | PoolingParams,
         priority: int = 0,
         cache_salt: str | None = None,
     ) -> Request:
         """Tokenize and check a request without touching the engine's state (safe off its thread)."""
+        if isinstance(params, PoolingParams):
+            return self._pooling_request(request_id, prompt, params, priority)
+        if self.config.is_pooling:
+            raise ParamError("model", "This model serves embeddings (--runner pooling): no text")
         prompt_ids = self.tokenize(prompt)
         check_request(prompt_ids, params, self.limits)
+        if params.prompt_logprobs is not None:  # every prompt token's logits: no cache hits
+            cache_salt = f"prompt-logprobs-{uuid.uuid4().hex}"
+        if params.bad_words:  # a copy: the caller's params stay as given
+            params = replace(
+                params, bad_words_token_ids=bad_words_token_ids(self.tokenizer, params.bad_words)
+            )
         if params.max_tokens is None:  # a copy: the caller's params stay as given
             params = replace(params, max_tokens=self.max_model_len - len(prompt_ids))
         width = (params.best_of or params.n) if params.use_beam_search else params.n
@@ -262,13 +294,32 @@ class LLMEngine:
             [("", []) for _ in seqs],
         )
 
+    def _pooling_request(
+        self, request_id: str, prompt: str | list[int], params: PoolingParams, priority: int
+    ) -> Request:
+        """One sequence that computes its prompt, is pooled by the runner, and samples one token
+        (dropped). Mean pooling reads every prompt token's hidden state, so such a sequence takes
+        nothing from the prefix cache (a salt of its own); last-token pooling may."""
+        if self.pooler_config is None:
+            raise ParamError("model", "This model generates text; embeddings need --runner pooling")
+        prompt_ids = self.tokenize(prompt)
+        check_pooling_request(prompt_ids, self.limits)
+        pooling = self.pooler_config.resolve(params)
+        salt = f"pooling-{uuid.uuid4().hex}" if pooling.pooling_type == "MEAN" else None
+        sample = SamplingParams(temperature=0.0, max_tokens=1, detokenize=False)
+        now = time.monotonic()
+        seq = Sequence(f"{request_id}#0", request_id, 0, prompt_ids, sample, priority, now, salt)
+        seq.pooling = pooling
+        text = prompt if isinstance(prompt, str) else None
+        return Request(request_id, text, [seq], [None], now, [("", [])])
+
     def add(self, req: Request) -> None:
         if req.request_id in self.requests:
             raise ValueError(f"request id {req.request_id!r} is already in use")
         self.requests[req.request_id] = req
         self.scheduler.add(req.seqs[0])
 
-    def abort_request(self, request_id: str) -> RequestOutput | None:
+    def abort_request(self, request_id: str) -> RequestOutput | PoolingRequestOutput | None:
         req = self.requests.pop(request_id, None)
         if req is None:
             return None
@@ -300,7 +351,7 @@ class LLMEngine:
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def step(self) -> list[RequestOutput]:
+    def step(self) -> list[RequestOutput | PoolingRequestOutput]:
         """Schedule and launch a step, then take in the tokens of the one before it (async
         scheduling: the GPU computes this step while the host handles the last) or of this one."""
         sched = self.scheduler.schedule()
@@ -345,7 +396,7 @@ class LLMEngine:
             ),
         )
 
-    def _finish(self, step: LaunchedStep) -> list[RequestOutput]:
+    def _finish(self, step: LaunchedStep) -> list[RequestOutput | PoolingRequestOutput]:
         """Take in a launched step's tokens: fill the slots, cache the full blocks, check stops."""
         sampled = step.sampled.result() if step.sampled is not None else None
         now = time.monotonic()
@@ -385,7 +436,8 @@ class LLMEngine:
                     self._fail_request(beam_req)
                 if beam_req.finished:
                     touched[beam_req.request_id] = beam_req
-        self._record_step(step.sched, len(live) + step.slots.count(None))
+        generated = sum(seq.pooling is None for _, seq, _ in live)  # a pooled one's is dropped
+        self._record_step(step.sched, generated + step.slots.count(None))
         outputs = []
         for req in touched.values():
             finished = req.finished
@@ -541,7 +593,21 @@ class LLMEngine:
         req.pending = [(o.text, o.token_ids) for o in outs]
         return outs
 
-    def _output(self, req: Request) -> RequestOutput:
+    def _pooling_output(self, req: Request) -> PoolingRequestOutput:
+        [seq] = req.seqs
+        pooled = seq.pooled if seq.finish_reason in ("stop", "length") else None
+        return PoolingRequestOutput(
+            req.request_id,
+            PoolingOutput(None if pooled is None else pooled.float().cpu()),
+            seq.prompt_token_ids,
+            req.finished,
+            seq.num_cached_tokens,
+            failed=seq.finish_reason == "error",
+        )
+
+    def _output(self, req: Request) -> RequestOutput | PoolingRequestOutput:
+        if req.seqs[0].pooling is not None:
+            return self._pooling_output(req)
         if req.beam is not None and req.beam.done:
             outs = self._beam_output(req)
             first = req.seqs[0]
@@ -559,6 +625,7 @@ class LLMEngine:
                 outs,
                 True,
                 num_cached_tokens=first.num_cached_tokens,
+                prompt_logprobs=first.prompt_logprobs,
                 metrics=metrics,
                 deltas=req.pending,
             )
@@ -594,6 +661,7 @@ class LLMEngine:
             outs,
             req.finished,
             num_cached_tokens=first.num_cached_tokens,
+            prompt_logprobs=first.prompt_logprobs,
             metrics=metrics,
             deltas=deltas,
         )

@@ -22,6 +22,8 @@ from pagoda.engine.server.protocol import (
     CompletionResponse,
     DetokenizeRequest,
     DetokenizeResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ErrorResponse,
     ModelCard,
     ModelList,
@@ -32,6 +34,7 @@ from pagoda.engine.server.protocol import (
 )
 from pagoda.engine.server.serving_chat import create_chat_completion
 from pagoda.engine.server.serving_completion import create_completion
+from pagoda.engine.server.serving_embedding import create_embedding
 from pagoda.engine.server.streams import ClientDisconnected
 
 router = APIRouter()
@@ -76,15 +79,24 @@ def engine_for(request: Request, model: str | None, for_generation: bool = False
     return engine
 
 
-Generation = TypeVar("Generation", bound=SamplingFields)
+Generation = TypeVar("Generation", bound=SamplingFields | EmbeddingRequest)
+# vLLM's answers where the model's runner does not serve the endpoint (400).
+NOT_SERVED = {
+    "chat": "The model does not support Chat Completions API",
+    "completions": "The model does not support Completions API",
+    "embeddings": "The model does not support Embeddings API",
+}
 
 
 async def generation(
     request: Request,
     body: Generation,
     handler: Callable[[EngineClient, Generation, Request], Awaitable[Response]],
+    api: str,
 ) -> Response:
     engine = engine_for(request, body.model, for_generation=True)
+    if engine.config.is_pooling != (api == "embeddings"):
+        raise APIError(400, NOT_SERVED[api], param="model")
     limit = request.app.state.policy.max_waiting_requests
     if limit is not None and engine.num_waiting() >= limit:
         raise APIError(
@@ -103,14 +115,21 @@ async def generation(
 @router.post("/v1/chat/completions", responses=answers(ChatCompletionResponse, streams=True))
 async def chat_completions(request: Request) -> Response:
     return await generation(
-        request, await parse_body(request, ChatCompletionRequest), create_chat_completion
+        request, await parse_body(request, ChatCompletionRequest), create_chat_completion, "chat"
     )
 
 
 @router.post("/v1/completions", responses=answers(CompletionResponse, streams=True))
 async def completions(request: Request) -> Response:
     return await generation(
-        request, await parse_body(request, CompletionRequest), create_completion
+        request, await parse_body(request, CompletionRequest), create_completion, "completions"
+    )
+
+
+@router.post("/v1/embeddings", responses=answers(EmbeddingResponse))
+async def embeddings(request: Request) -> Response:
+    return await generation(
+        request, await parse_body(request, EmbeddingRequest), create_embedding, "embeddings"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 
@@ -28,6 +29,8 @@ HELP = {
     "enforce_eager": "never use CUDA graphs",
     "async_scheduling": "schedule the next step while the GPU runs this one (as vLLM's --async-scheduling)",
     "max_logprobs": "the most logprobs a request may ask for",
+    "override_generation_config": 'JSON, as vLLM\'s; only {"max_new_tokens": N}: caps every '
+    "request's max_tokens at N",
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 
@@ -48,6 +51,8 @@ def add_engine_args(parser: argparse.ArgumentParser, positional_model: bool = Tr
             kw["choices"] = list(typing.get_args(hint))
         elif typing.get_origin(hint) is list:
             kw.update(type=typing.get_args(hint)[0], nargs="+")
+        elif typing.get_origin(hint) is dict:
+            kw["type"] = json.loads
         else:
             kw["type"] = hint
         if f.name == "model":

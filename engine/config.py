@@ -62,6 +62,9 @@ class EngineConfig:
     master_port: int = 29500
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
     max_logprobs: int = 20  # the most logprobs a request may ask for (OpenAI's own limit is 20)
+    # vLLM's --override-generation-config (JSON); of its keys only max_new_tokens: every request's
+    # max_tokens becomes min(its own or the room left, max_new_tokens), as vLLM's server does.
+    override_generation_config: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
@@ -102,9 +105,27 @@ class EngineConfig:
             )
         if not 0 <= self.max_logprobs <= 20:
             raise ValueError(f"max_logprobs must be in [0, 20], got {self.max_logprobs}")
+        self.validate_generation_override()
         if self.preemption_mode == "swap" and self.swap_space <= 0:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
         self.validate_parallel()
+
+    def validate_generation_override(self) -> None:
+        given = self.override_generation_config or {}
+        if set(given) - {"max_new_tokens"}:
+            raise ValueError(
+                f"override_generation_config: only max_new_tokens is supported, got {sorted(given)}"
+            )
+        cap = given.get("max_new_tokens")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ValueError(
+                f"override_generation_config.max_new_tokens must be an integer >= 1, got {cap!r}"
+            )
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        """The server's cap on every request's max_tokens (--override-generation-config)."""
+        return (self.override_generation_config or {}).get("max_new_tokens")
 
     def validate_parallel(self) -> None:
         for name in ("tensor_parallel_size", "pipeline_parallel_size", "nnodes"):

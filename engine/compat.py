@@ -51,6 +51,7 @@ FLAG_NOTES = {
     "--models-config": "Pagoda's own: a YAML/JSON list of models to serve together",
     "--tool-call-parser": "differs: hermes, llama3_json, mistral",
     "--max-logprobs": "differs: at most 20 (OpenAI's limit), no -1",
+    "--override-generation-config": "differs: only max_new_tokens (caps every request's max_tokens)",
 }
 
 # Request fields of OpenAI's API and vLLM's extras, per endpoint (vLLM's protocol.py).

@@ -53,6 +53,7 @@ FLAG_NOTES = {
     "--max-logprobs": "differs: at most 20 (OpenAI's limit), no -1",
     "--runner": "differs: auto (generate), generate, pooling (embeddings); no draft",
     "--pooler-config": "differs: only pooling_type (LAST, MEAN) and normalize",
+    "--override-generation-config": "differs: only max_new_tokens (caps every request's max_tokens)",
 }
 
 # Request fields of OpenAI's API and vLLM's extras, per endpoint (vLLM's protocol.py).

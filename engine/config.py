@@ -70,6 +70,9 @@ class EngineConfig:
     # vLLM's: "auto" takes default sampling parameters from the model's generation_config.json,
     # "vllm" ignores it, a folder path reads the file there (engine/loader/generation_config.py).
     generation_config: str = "auto"
+    # vLLM's --override-generation-config (JSON); of its keys only max_new_tokens: every request's
+    # max_tokens becomes min(its own or the room left, max_new_tokens), as vLLM's server does.
+    override_generation_config: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
@@ -116,9 +119,27 @@ class EngineConfig:
             raise ValueError(f"max_logprobs must be in [0, 20], got {self.max_logprobs}")
         if self.pooler_config is not None and self.runner != "pooling":
             raise ValueError("--pooler-config needs --runner pooling")
+        self.validate_generation_override()
         if self.preemption_mode == "swap" and self.swap_space <= 0:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
         self.validate_parallel()
+
+    def validate_generation_override(self) -> None:
+        given = self.override_generation_config or {}
+        if set(given) - {"max_new_tokens"}:
+            raise ValueError(
+                f"override_generation_config: only max_new_tokens is supported, got {sorted(given)}"
+            )
+        cap = given.get("max_new_tokens")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ValueError(
+                f"override_generation_config.max_new_tokens must be an integer >= 1, got {cap!r}"
+            )
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        """The server's cap on every request's max_tokens (--override-generation-config)."""
+        return (self.override_generation_config or {}).get("max_new_tokens")
 
     def validate_parallel(self) -> None:
         for name in ("tensor_parallel_size", "pipeline_parallel_size", "nnodes"):

@@ -222,8 +222,29 @@ class LLMEngine:
             params = replace(
                 params, bad_words_token_ids=bad_words_token_ids(self.tokenizer, params.bad_words)
             )
-        if params.max_tokens is None:  # a copy: the caller's params stay as given
-            params = replace(params, max_tokens=self.max_model_len - len(prompt_ids))
+        # A copy: the caller's params stay as given. The cap applies after the check, as vLLM's.
+        max_tokens = min(
+            x
+            for x in (
+                params.max_tokens,
+                self.max_model_len - len(prompt_ids),
+                self.config.max_new_tokens,
+            )
+            if x is not None
+        )
+        if max_tokens != params.max_tokens:
+            params = replace(params, max_tokens=max_tokens)
+        # min_tokens masks EOS and the stop tokens: if those are all it allows, no token is left.
+        if (
+            params.min_tokens
+            and params.allowed_token_ids
+            and set(params.allowed_token_ids) <= self.eos_token_ids | set(params.stop_token_ids)
+        ):
+            raise ParamError(
+                "allowed_token_ids",
+                "allowed_token_ids: every allowed token is EOS or a stop token, which "
+                "min_tokens forbids",
+            )
         width = (params.best_of or params.n) if params.use_beam_search else params.n
         now = time.monotonic()
         if params.structured_outputs is not None:

@@ -85,7 +85,6 @@ VLLM_FLAGS: tuple[VllmFlag, ...] = (
     _refused("--kv-transfer-config", "disaggregated prefill"),
     _refused("--kv-events-config", "KV cache events"),
     _refused("--enable-sleep-mode", "sleep mode", takes_value=False),
-    _refused("--override-generation-config", "overriding generation defaults"),
     _refused("--logprobs-mode", "choosing which logprobs to return (raw logprobs)"),
     _refused("--skip-tokenizer-init", "running without a tokenizer", takes_value=False),
     _refused("--disable-sliding-window", "turning sliding windows off", takes_value=False),

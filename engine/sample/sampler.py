@@ -78,7 +78,9 @@ def random_sample(logits: torch.Tensor, generators: list[torch.Generator | None]
     # The first token whose cdf exceeds u * total; kept below total so that rounding never
     # lands past the last token of positive weight.
     target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, target, right=True).view(-1)
+    # A row with no token left (all -inf: contradictory constraints) has NaN weights and would
+    # draw id V, which the next step's embedding cannot look up: it takes the last id instead.
+    return torch.searchsorted(cdf, target, right=True).clamp_(max=logits.shape[-1] - 1).view(-1)
 
 
 class SampledBatch:

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
@@ -41,7 +41,17 @@ router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 500, 503)
 }
-SSE = {"text/event-stream": {"schema": {"type": "string"}}}  # data: <chunk> lines, then [DONE]
+# One server-sent event (Open API 3.1 has `schema` of an event stream describe each event): its
+# data is a chunk as JSON, or the last one's [DONE].
+SSE = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+        }
+    }
+}
 
 
 def answers(model: type[BaseModel], streams: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -187,7 +197,9 @@ async def show_version() -> JSONResponse:
 
 
 @router.get(
-    "/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}}
+    "/metrics",
+    response_class=PlainTextResponse,  # so the spec does not also promise JSON
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -195,6 +207,7 @@ async def metrics() -> Response:
 
 @router.get(
     "/health",
+    response_class=Response,  # an empty 200: the spec must not promise a JSON body
     responses={200: {"description": "Every engine loop steps"}, 503: {"model": ErrorResponse}},
 )
 async def health(request: Request) -> Response:

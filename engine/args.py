@@ -28,6 +28,8 @@ HELP = {
     "enforce_eager": "never use CUDA graphs",
     "async_scheduling": "schedule the next step while the GPU runs this one (as vLLM's --async-scheduling)",
     "max_logprobs": "the most logprobs a request may ask for",
+    "quantization": "quantize the weights at load: fp8 (e4m3, a scale per output channel; "
+    "activations per token)",
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 

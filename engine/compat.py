@@ -51,6 +51,7 @@ FLAG_NOTES = {
     "--models-config": "Pagoda's own: a YAML/JSON list of models to serve together",
     "--tool-call-parser": "differs: hermes, llama3_json, mistral",
     "--max-logprobs": "differs: at most 20 (OpenAI's limit), no -1",
+    "--quantization": "differs: fp8 only; vLLM's other methods refused at start with the reason",
 }
 
 # Request fields of OpenAI's API and vLLM's extras, per endpoint (vLLM's protocol.py).

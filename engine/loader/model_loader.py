@@ -22,6 +22,7 @@ from pagoda.engine.loader.hf_folder import hf_model_config, safetensors_files, s
 from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
 from pagoda.engine.models import ModelConfig, build_model
 from pagoda.engine.models.llama import LlamaForCausalLM
+from pagoda.engine.quantization.apply import quantize_model
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ def load_model(
             model.load_weights(weights)
         except (ValueError, KeyError) as e:  # a shape or name that config.json did not predict
             raise ModelLoadError(f"{resolved.path}: {e.args[0]}") from e
+    if config.quantization:
+        n = quantize_model(model, config.quantization, device)
+        log.info("quantized %d linear layers to %s", n, config.quantization)
     log.info("loaded %s (%s) in %.1f s", resolved.name, resolved.kind, time.perf_counter() - start)
     return model.eval(), model_config
 

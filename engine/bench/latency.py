@@ -36,11 +36,16 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
 
 def run_latency(config: EngineConfig, args: argparse.Namespace) -> int:
     from pagoda.engine.llm_engine import LLMEngine
+    from pagoda.engine.runner.model_runner import ModelRunner
 
     engine = LLMEngine(config, log_stats=False)
-    model = engine.runner.model
-    weight_bytes = sum(t.numel() * t.element_size() for t in _weights(model))
-    vocab = min(engine.runner.model_config.vocab_size, 128000)
+    runner = engine.runner
+    if not isinstance(runner, ModelRunner):
+        raise SystemExit(
+            "pagoda bench latency: runs one rank in its own process (no --tensor-parallel-size)"
+        )
+    weight_bytes = sum(t.numel() * t.element_size() for t in _weights(runner.model))
+    vocab = min(runner.model_config.vocab_size, 128000)
     prompts = [
         [(7 + 13 * i + 31 * b) % vocab for i in range(args.input_len)]
         for b in range(args.batch_size)
@@ -76,7 +81,7 @@ def run_latency(config: EngineConfig, args: argparse.Namespace) -> int:
         "engine": "pagoda",
         "model": config.dummy_shape or config.name,
         "quantization": config.quantization or "none",
-        "dtype": str(engine.runner.dtype).removeprefix("torch."),
+        "dtype": str(runner.dtype).removeprefix("torch."),
         "batch_size": args.batch_size,
         "input_len": args.input_len,
         "output_len": args.output_len,

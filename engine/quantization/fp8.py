@@ -109,8 +109,8 @@ class Fp8LinearMethod:
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if not self.use_scaled_mm:
-            return fp8_linear_reference(x, layer.weight_dequant, bias)
-        weight_q, scale = layer.weight_q, layer.weight_scale
+            return fp8_linear_reference(x, layer.get_buffer("weight_dequant"), bias)
+        weight_q, scale = layer.get_buffer("weight_q"), layer.get_buffer("weight_scale")
         n, k = weight_q.shape
         # cuBLASLt's FP8 GEMM wants both sides' dims in multiples of 16 (real models' are).
         if n % 16 == 0 and k % 16 == 0:

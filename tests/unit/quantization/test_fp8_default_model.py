@@ -14,8 +14,20 @@ from pagoda.engine.sampling_params import SamplingParams
 PROMPTS = [
     f"Question {i}: tell me about {w}"
     for i, w in enumerate(
-        ["the sea", "Paris", "prime numbers", "a cat", "the moon", "Python", "rain", "music",
-         "trees", "history", "bread", "a robot"]
+        [
+            "the sea",
+            "Paris",
+            "prime numbers",
+            "a cat",
+            "the moon",
+            "Python",
+            "rain",
+            "music",
+            "trees",
+            "history",
+            "bread",
+            "a robot",
+        ]
     )
 ]
 GREEDY = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)

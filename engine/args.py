@@ -35,6 +35,8 @@ HELP = {
     "max_tokens from the model's generation_config.json; vllm: none; or a folder with that file",
     "override_generation_config": 'JSON, as vLLM\'s; only {"max_new_tokens": N}: caps every '
     "request's max_tokens at N",
+    "quantization": "quantize the weights at load: fp8 (e4m3, a scale per output channel; "
+    "activations per token)",
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 

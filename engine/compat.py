@@ -54,6 +54,7 @@ FLAG_NOTES = {
     "--runner": "differs: auto (generate), generate, pooling (embeddings); no draft",
     "--pooler-config": "differs: only pooling_type (LAST, MEAN) and normalize",
     "--override-generation-config": "differs: only max_new_tokens (caps every request's max_tokens)",
+    "--quantization": "differs: fp8 only; vLLM's other methods refused at start with the reason",
 }
 
 # Request fields of OpenAI's API and vLLM's extras, per endpoint (vLLM's protocol.py).

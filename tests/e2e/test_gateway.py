@@ -1,6 +1,4 @@
-"""DRAFT, never run yet (so not collected: rename to test_gateway.py once it has passed on a cluster).
-
-The gateway on a real cluster with real engine pods: two InferenceServices behind one gateway
+"""The gateway on a real cluster with real engine pods: two InferenceServices behind one gateway
 route by `model`; prefix routing against round-robin on a multi-tenant workload (prefix-cache hit
 rate and mean TTFT, both reported); a model at zero replicas answers its first request (the cold
 start reported); a pod killed mid-stream fails that stream only."""
@@ -18,7 +16,13 @@ from e2e_cluster import CHART, Cluster
 pytestmark = pytest.mark.e2e
 
 RELEASE, OPERATOR_NS, HOST = "pagoda", "pagoda-system", "gateway.e2e"
-TENANTS, QUESTIONS = 8, 3
+# The multi-tenant workload. The issue's shape is 8 system prompts of 1,500 tokens; on the CPU
+# engine a cold 1,500-token prefill costs seconds, so the prompts here are ~460 tokens (30 rules):
+# a cold prefill still costs ~15x the ~35 uncached tokens of a warm one, which is the effect
+# measured, at a third of the CI time. Each tenant asks two questions back to back (a question
+# and its follow-up), tenants in turn, ROUNDS times over: round-robin sends the pair to both pods,
+# so each pod sees all 8 tenants in cyclic order; prefix routing keeps a tenant on one pod.
+TENANTS, RULES, ROUNDS = 8, 30, 2
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +49,17 @@ def ns(cluster: Cluster):
 
 
 def engine(cluster: Cluster) -> dict:
-    # 480 MiB of float32 KV (46 KB a token: about 10,900 tokens): room for up to 7 tenants'
-    # 1,500-token prompts, never all 8, so round-robin's cyclic order evicts each before reuse.
+    # 150 MiB of float32 KV (720 KiB a 16-token block: 213 blocks): room for about 6 tenants'
+    # ~33 blocks, never all 8. Cyclic order over 8 evicts each tenant before its reuse on a pod
+    # (LRU's worst case) under round-robin; prefix routing's split of 8 tenants over 2 pods fits
+    # up to 6 on one.
     return {
         "image": cluster.engine_image,
         "imagePullPolicy": "IfNotPresent",
         "maxNumSeqs": 4,
         "maxModelLen": 2048,
         "dtype": "float32",
-        "args": ["--kv-cache-memory-bytes", str(480 * 2**20)],
+        "args": ["--kv-cache-memory-bytes", str(150 * 2**20)],
     }
 
 
@@ -80,6 +86,16 @@ def client(cluster: Cluster):
 
 
 def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
+    try:
+        _scenario(cluster, ns)
+    except BaseException:
+        print(cluster.describe(ns))
+        print(cluster.kubectl("logs", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/name=pagoda-gateway",
+                              "--tail=60", check=False).stdout)  # fmt: skip
+        raise
+
+
+def _scenario(cluster: Cluster, ns: str) -> None:
     apply(cluster, ns, "pair", {
         "model": {"uri": "default", "servedName": "smol"},
         "engine": engine(cluster),
@@ -141,7 +157,12 @@ def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
     )  # fmt: skip
     it = iter(stream)
     next(it)
-    (serving,) = [p for p in _pods(cluster, ns, "pair") if _running(cluster, ns, p) > 0]
+    (serving,) = cluster.wait(
+        lambda: [p for p in _pods(cluster, ns, "pair") if _running(cluster, ns, p) > 0],
+        30,
+        "the pod running the long stream",
+        interval=0.5,
+    )
     cluster.kubectl("delete", "pod", "-n", ns, serving, "--grace-period=0", "--force",
                     "--wait=false")  # fmt: skip
     with pytest.raises(Exception):  # noqa: B017 - the broken stream's error, whatever its class
@@ -153,10 +174,11 @@ def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
 
 
 def _first_token(stream):
-    """The first chunk that carries text (the engine sends the role's chunk before any token)."""
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            return chunk
+    """The first chunk after the role's (which the engine sends before any token is computed)."""
+    it = iter(stream)
+    next(it)
+    for chunk in it:
+        return chunk
     raise AssertionError("the stream ended without a token")
 
 
@@ -165,24 +187,29 @@ def _q(text: str) -> dict:
 
 
 def _tenant_workload(c) -> list[float]:
-    """8 tenants, each a ~1,500-token system prompt, asking short questions in turn."""
+    """TTFT of each request: tenants in turn, a question and its follow-up each, ROUNDS times."""
     ttfts = []
-    for q in range(QUESTIONS):
+    for r in range(ROUNDS):
         for t in range(TENANTS):
             system = f"Tenant {t} handbook. " + " ".join(
-                f"Rule {t}.{i}: be precise about topic {i * 7 + t}." for i in range(95)
+                f"Rule {t}.{i}: be precise about topic {i * 7 + t}." for i in range(RULES)
             )
-            started = time.monotonic()
-            stream = c.chat.completions.create(
-                model="smol",
-                messages=[{"role": "system", "content": system}, _q(f"Question {q}: why?")],
-                max_tokens=2,
-                stream=True,
-            )
-            _first_token(stream)
-            ttfts.append(time.monotonic() - started)
-            for _ in stream:
-                pass
+            for q in range(2):
+                question = (
+                    f"Question {r}.{q} from a user of this tenant: in one short sentence, which "
+                    "of the rules above matters most for the work we do here every day?"
+                )
+                started = time.monotonic()
+                stream = c.chat.completions.create(
+                    model="smol",
+                    messages=[{"role": "system", "content": system}, _q(question)],
+                    max_tokens=2,
+                    stream=True,
+                )
+                _first_token(stream)
+                ttfts.append(time.monotonic() - started)
+                for _ in stream:
+                    pass
     return ttfts
 
 

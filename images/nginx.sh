@@ -28,6 +28,6 @@ if [ ! -s "$TAR" ]; then
   tar -C "$root" --numeric-owner -cf "$TAR.tmp" .
   mv "$TAR.tmp" "$TAR"
 fi
-docker import --change 'ENV LANG=C.UTF-8' --change 'EXPOSE 80' --change 'STOPSIGNAL SIGQUIT' \
+docker import --change 'ENV LANG=C.UTF-8' --change 'EXPOSE 80' \
   --change 'CMD ["nginx", "-g", "daemon off;"]' "$TAR" "$TAG"
 echo "nginx image $TAG imported"

@@ -50,17 +50,17 @@ def ns(cluster: Cluster):
 
 
 def engine(cluster: Cluster) -> dict:
-    # 90 MiB of float32 KV (720 KiB a 16-token block: 128 blocks): room for about 6 tenants'
-    # ~19 blocks, never all 8. Cyclic order over 8 evicts each tenant before its reuse on a pod
-    # (LRU's worst case) under round-robin; prefix routing's split of 8 tenants over 2 pods fits
-    # up to 6 on one.
+    # 100 MiB of float32 KV (720 KiB a 16-token block: 142 blocks). A tenant's prompt fills 18
+    # blocks, each request's own question 1-2 more: under round-robin a pod cycles through all 8
+    # tenants (~160 blocks), so LRU evicts each one before its turn comes again; under prefix
+    # routing a pod holds its share of the tenants (6 of 8 still fit).
     return {
         "image": cluster.engine_image,
         "imagePullPolicy": "IfNotPresent",
         "maxNumSeqs": 4,
         "maxModelLen": 1024,
         "dtype": "float32",
-        "args": ["--kv-cache-memory-bytes", str(90 * 2**20)],
+        "args": ["--kv-cache-memory-bytes", str(100 * 2**20)],
     }
 
 

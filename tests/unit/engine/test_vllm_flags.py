@@ -117,3 +117,17 @@ def test_a_quantization_method_pagoda_cannot_run_is_refused_with_the_reason(caps
     assert "--quantization awq: 4-bit AWQ checkpoints are not supported yet (supported: fp8)" in (
         capsys.readouterr().err
     )
+
+
+def test_no_listed_flag_is_one_pagoda_implements():
+    """An entry for a flag the engine's or server's parser has is dead: the parser's flag wins."""
+    import argparse
+
+    from pagoda.engine.args import add_engine_args
+    from pagoda.engine.server.args import add_server_args
+
+    parser = argparse.ArgumentParser()
+    add_engine_args(parser)
+    add_server_args(parser)
+    implemented = set(parser._option_string_actions)
+    assert [f.flag for f in VLLM_FLAGS if f.flag in implemented] == []

@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-deps test-unit test-e2e test-fuzz lint typecheck
+.PHONY: setup serve test test-deps test-unit test-e2e lint typecheck
 
 # The install is setuptools' strict editable mode: build/__editable__*/pagoda/{engine,operator,
 # gateway} is a tree of links to engine/, operator/ and gateway/, on sys.path through a .pth file,
@@ -55,11 +55,6 @@ test-deps:
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
-
-# schemathesis against a real `pagoda serve` (tests/integration/server/test_server_fuzz.py): an
-# opt-in tier until it fits CI's time on 2 cores.
-test-fuzz: setup
-	$(PY) -m pytest -m fuzz tests/integration/server/test_server_fuzz.py $(PYTEST_ARGS)
 
 # The e2e tier: a real single-node cluster on this machine, images built here, torn down after.
 test-e2e: setup

@@ -21,6 +21,7 @@ for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
 free_gib=$(( $(df --output=avail -k "$STATE" | tail -1) / 1048576 ))
 [ "$free_gib" -ge 16 ] || { echo "[e2e/run.sh] only ${free_gib} GiB free under $STATE; loading the images needs about 16" >&2; exit 1; }
 bash "$ROOT/images/build.sh" --load engine-cpu operator
+bash "$ROOT/images/nginx.sh"  # deploy/compose's load balancer (tests/e2e/test_compose.py)
 echo "[e2e/run.sh] cluster and images ready after $(( $(date +%s) - t0 ))s" >&2
 # shellcheck disable=SC1091
 source "$STATE/env"

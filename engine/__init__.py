@@ -21,7 +21,13 @@ if TYPE_CHECKING:
     from pagoda.engine.config import EngineConfig
     from pagoda.engine.llm import LLM
     from pagoda.engine.llm_engine import LLMEngine
-    from pagoda.engine.outputs import CompletionOutput, RequestOutput
+    from pagoda.engine.outputs import (
+        CompletionOutput,
+        EmbeddingRequestOutput,
+        PoolingRequestOutput,
+        RequestOutput,
+    )
+    from pagoda.engine.pooling_params import PoolingParams
     from pagoda.engine.sampling_params import SamplingParams
 
 _EXPORTS = {
@@ -32,13 +38,19 @@ _EXPORTS = {
     "SamplingParams": "pagoda.engine.sampling_params",
     "RequestOutput": "pagoda.engine.outputs",
     "CompletionOutput": "pagoda.engine.outputs",
+    "PoolingParams": "pagoda.engine.pooling_params",
+    "PoolingRequestOutput": "pagoda.engine.outputs",
+    "EmbeddingRequestOutput": "pagoda.engine.outputs",
 }
 __all__ = [
     "LLM",
     "AsyncLLM",
     "CompletionOutput",
+    "EmbeddingRequestOutput",
     "EngineConfig",
     "LLMEngine",
+    "PoolingParams",
+    "PoolingRequestOutput",
     "RequestOutput",
     "SamplingParams",
 ]

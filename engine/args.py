@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 
@@ -28,6 +29,14 @@ HELP = {
     "enforce_eager": "never use CUDA graphs",
     "async_scheduling": "schedule the next step while the GPU runs this one (as vLLM's --async-scheduling)",
     "max_logprobs": "the most logprobs a request may ask for",
+    "runner": "generate (text), or pooling (embeddings from the hidden states); auto: generate",
+    "pooler_config": "for --runner pooling: JSON of pooling_type (LAST, MEAN) and normalize",
+    "generation_config": "auto: default temperature, top_p, top_k, min_p, repetition_penalty and "
+    "max_tokens from the model's generation_config.json; vllm: none; or a folder with that file",
+    "override_generation_config": 'JSON, as vLLM\'s; only {"max_new_tokens": N}: caps every '
+    "request's max_tokens at N",
+    "quantization": "quantize the weights at load: fp8 (e4m3, a scale per output channel; "
+    "activations per token)",
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 
@@ -48,6 +57,8 @@ def add_engine_args(parser: argparse.ArgumentParser, positional_model: bool = Tr
             kw["choices"] = list(typing.get_args(hint))
         elif typing.get_origin(hint) is list:
             kw.update(type=typing.get_args(hint)[0], nargs="+")
+        elif typing.get_origin(hint) is dict:
+            kw["type"] = json.loads
         else:
             kw["type"] = hint
         if f.name == "model":

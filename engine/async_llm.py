@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core_client import CoreClient, CoreProcess, CoreThread, EngineDeadError
@@ -20,7 +20,8 @@ from pagoda.engine.core_messages import Abort, EngineCoreOutputs, StopSequences
 from pagoda.engine.input_processor import InputProcessor
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.output_processor import OutputProcessor
-from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.outputs import PoolingRequestOutput, RequestOutput
+from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ CHUNK = 64
 __all__ = ["AsyncLLM", "EngineDeadError", "RequestFailedError"]
 
 
+Output = RequestOutput | PoolingRequestOutput
+
+
 class RequestFailedError(RuntimeError):
     """This request alone failed in the engine (finish_reason "error"); the others go on."""
 
@@ -45,16 +49,22 @@ class AsyncLLM:
     health_timeout_s: float = 60.0
 
     def __init__(
-        self, config: EngineConfig, client: CoreClient, tokenizer, log_stats: bool = True
+        self,
+        config: EngineConfig,
+        client: CoreClient,
+        processor: InputProcessor,
+        log_stats: bool = True,
     ) -> None:
-        self.config, self.client, self.tokenizer = config, client, tokenizer
-        self.processor = InputProcessor(config, tokenizer, client.info)
-        self.limits = self.processor.limits
-        self.structured = self.processor.structured  # the server checks grammars before a 200
+        self.config, self.client, self.processor = config, client, processor
+        self.tokenizer = processor.tokenizer
+        self.limits = processor.limits
+        self.structured = processor.structured  # the server checks grammars before a 200
+        # --generation-config's defaults for the fields a request leaves unset.
+        self.default_sampling_params: dict[str, Any] = processor.default_sampling_params
         self.max_model_len: int = client.info.max_model_len
         metrics = EngineMetrics(config.name, self.max_model_len) if log_stats else None
-        self.output_processor = OutputProcessor(tokenizer, metrics)
-        self._queues: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
+        self.output_processor = OutputProcessor(self.tokenizer, metrics)
+        self._queues: dict[str, asyncio.Queue[Output | BaseException]] = {}
         self._unstarted: set[str] = set()  # added, no output yet: num_waiting()
         self._handler: asyncio.Task | None = None
         self._last_output = time.monotonic()
@@ -72,12 +82,17 @@ class AsyncLLM:
             client.kill()
             raise
         client.wait_ready()
-        return cls(config, client, tokenizer)
+        try:
+            processor = InputProcessor(config, tokenizer, client.info)
+        except BaseException:
+            client.kill()
+            raise
+        return cls(config, client, processor)
 
     @classmethod
     def in_thread(cls, engine: LLMEngine) -> AsyncLLM:
         """An engine built here (any runner, a test's fake) with its core's loop on a thread."""
-        return cls(engine.config, CoreThread(engine.core), engine.tokenizer)
+        return cls(engine.config, CoreThread(engine.core), engine.processor)
 
     async def start(self) -> None:
         if self._handler is None:
@@ -95,14 +110,30 @@ class AsyncLLM:
         """Requests accepted that have produced no output yet (queued or prefilling)."""
         return len(self._unstarted)
 
+    async def encode(
+        self,
+        prompt: str | list[int],
+        pooling_params: PoolingParams,
+        request_id: str,
+        priority: int = 0,
+    ) -> AsyncGenerator[PoolingRequestOutput, None]:
+        """vLLM's AsyncLLM.encode: one finished output with the pooled vector (--runner pooling)."""
+        outputs = self.generate(prompt, pooling_params, request_id, priority)
+        try:
+            async for out in outputs:
+                assert isinstance(out, PoolingRequestOutput), "a pooling request's output"
+                yield out
+        finally:
+            await outputs.aclose()
+
     async def generate(
         self,
         prompt: str | list[int],
-        params: SamplingParams,
+        params: SamplingParams | PoolingParams,
         request_id: str,
         priority: int = 0,
         cache_salt: str | None = None,
-    ) -> AsyncGenerator[RequestOutput, None]:
+    ) -> AsyncGenerator[Output, None]:
         """Yield a RequestOutput whenever the request gains tokens; the last one is finished.
 
         Leaving the iteration early (a client gone) aborts the request and frees its blocks.
@@ -114,7 +145,7 @@ class AsyncLLM:
             raise ValueError(f"request id {request_id!r} is already in use")
         req = self.processor.make_request(request_id, prompt, params, priority, cache_salt)
         self.output_processor.add_request(req, prompt if isinstance(prompt, str) else None)
-        q: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        q: asyncio.Queue[Output | BaseException] = asyncio.Queue()
         self._queues[request_id] = q
         self._unstarted.add(request_id)
         self.client.send(req)
@@ -128,7 +159,7 @@ class AsyncLLM:
                 if isinstance(out, BaseException):
                     raise out
                 finished = out.finished
-                if finished and any(o.finish_reason == "error" for o in out.outputs):
+                if finished and out.failed:
                     raise RequestFailedError(
                         f"request {request_id} failed in the engine (the server log has why)"
                     )
@@ -191,12 +222,10 @@ class AsyncLLM:
                     q.put_nowait(out)
 
 
-def coalesce(
-    earlier: RequestOutput, later: RequestOutput | BaseException
-) -> RequestOutput | BaseException:
+def coalesce(earlier: RequestOutput, later: Output | BaseException) -> Output | BaseException:
     """Two outputs of a request queued before the consumer came: the later, with the deltas of
     both (its other fields are cumulative)."""
-    if isinstance(later, BaseException):
+    if not isinstance(later, RequestOutput):
         return later
     later.deltas = [(t1 + t2, i1 + i2) for (t1, i1), (t2, i2) in zip(earlier.deltas, later.deltas)]
     return later

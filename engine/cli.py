@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     from pagoda.engine.bench.throughput import add_throughput_args
 
     add_throughput_args(throughput)
+    latency = bench.add_parser(
+        "latency", help="time to generate a batch; decode step vs weight read"
+    )
+    add_engine_args(latency)
+    from pagoda.engine.bench.latency import add_latency_args
+
+    add_latency_args(latency)
     prefix = bench.add_parser("prefix", help="shared-prefix workload, prefix caching on and off")
     add_engine_args(prefix)
     from pagoda.engine.bench.prefix import add_prefix_args
@@ -94,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             from pagoda.engine.bench.throughput import run_throughput
 
             return run_throughput(configs_from_args(args)[0], args)
+        if args.bench == "latency":
+            from pagoda.engine.bench.latency import run_latency
+
+            return run_latency(configs_from_args(args)[0], args)
         if args.bench == "prefix":
             from pagoda.engine.bench.prefix import run_prefix
 

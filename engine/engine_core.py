@@ -71,6 +71,7 @@ def runs_ahead(params: SamplingParams) -> bool:
         or params.min_tokens
         or has_penalties(params)
         or params.structured_outputs is not None
+        or bool(params.bad_words)
     )
 
 
@@ -189,6 +190,7 @@ class EngineCore:
             )
             for i in range(params.n)
         ]
+        seqs[0].pooling = req.pooling
         # The first sequence computes the prompt; the others fork from it at its first token.
         seqs[0].forks = seqs[1:]
         for seq in seqs[1:]:
@@ -309,6 +311,9 @@ class EngineCore:
         for seq, _ in step.sched.scheduled:
             if seq.status is SequenceStatus.RUNNING:  # every token it has computed is known now
                 self.kv.cache_full_blocks(seq)
+        for seq in step.seqs:  # the runner computed these prompts' logprobs in this step
+            if seq.prompt_logprobs is not None:
+                self._output(seq).prompt_logprobs, seq.prompt_logprobs = seq.prompt_logprobs, None
         for i, seq, slot in live:
             req = self.requests[seq.request_id]
             if req.finished:  # failed on an earlier sequence of this step
@@ -330,7 +335,8 @@ class EngineCore:
                     self._advance_beams(beam_req)
                 except Exception:
                     self._fail_request(beam_req)
-        self._record_step(step.sched, len(live) + step.slots.count(None))
+        generated = sum(seq.pooling is None for _, seq, _ in live)  # a pooled one's is dropped
+        self._record_step(step.sched, generated + step.slots.count(None))
         for rid in {seq.request_id for seq in step.seqs}:
             touched = self.requests.get(rid)
             if touched is not None and touched.finished:
@@ -380,6 +386,8 @@ class EngineCore:
         if reason is not None:
             seq.finish_reason = reason
             out.finish_reason, out.stop_reason = reason, seq.stop_reason
+            if seq.pooled is not None and reason in ("stop", "length"):
+                out.pooled = seq.pooled.float().cpu().numpy().tobytes()
             del seq.output_token_ids[slot + 1 :]  # a token computing beyond the end is dropped
             self.scheduler.finish(seq)
 

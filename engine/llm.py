@@ -12,7 +12,8 @@ from tqdm import tqdm
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.inputs import PromptType, is_single, prompt_of
 from pagoda.engine.llm_engine import LLMEngine
-from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.outputs import EmbeddingRequestOutput, PoolingRequestOutput, RequestOutput
+from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
 
 Message = dict[str, Any]
@@ -45,13 +46,9 @@ class LLM:
         """Generate for every prompt together (continuous batching); outputs in prompt order.
         Prompts in vLLM's forms, mixed as one likes: text, token ids, {"prompt": ...},
         {"prompt_token_ids": ...}."""
-        many = (
-            [cast("PromptType", prompts)]
-            if is_single(prompts)
-            else cast("Seq[PromptType]", prompts)
-        )
-        batch = [prompt_of(p) for p in many]
-        params = sampling_params or SamplingParams()
+        batch = prompt_list(prompts)
+        # vLLM's get_default_sampling_params: --generation-config's defaults when none are given
+        params = sampling_params or SamplingParams(**self.engine.default_sampling_params)
         params_list: list[SamplingParams] = (
             list(params)
             if isinstance(params, (list, tuple))
@@ -59,12 +56,55 @@ class LLM:
         )
         if len(params_list) != len(batch):
             raise ValueError("give one SamplingParams, or one per prompt")
+        outs = self._run(batch, [_copy(p) for p in params_list], priority, use_tqdm)
+        return cast("list[RequestOutput]", outs)
+
+    def encode(
+        self,
+        prompts: PromptType | Seq[PromptType],
+        pooling_params: PoolingParams | Seq[PoolingParams] | None = None,
+        use_tqdm: bool = False,
+    ) -> list[PoolingRequestOutput]:
+        """vLLM's LLM.encode: each prompt's pooled vector (`outputs.data`), for a model served with
+        runner="pooling"."""
+        batch = prompt_list(prompts)
+        given = pooling_params or PoolingParams()
+        params_list: list[PoolingParams] = (
+            list(given)
+            if isinstance(given, (list, tuple))
+            else [cast(PoolingParams, given)] * len(batch)
+        )
+        if len(params_list) != len(batch):
+            raise ValueError("give one PoolingParams, or one per prompt")
+        outs = self._run(batch, params_list, None, use_tqdm)
+        return cast("list[PoolingRequestOutput]", outs)
+
+    def embed(
+        self,
+        prompts: PromptType | Seq[PromptType],
+        pooling_params: PoolingParams | Seq[PoolingParams] | None = None,
+        use_tqdm: bool = False,
+    ) -> list[EmbeddingRequestOutput]:
+        """vLLM's LLM.embed: each prompt's embedding as `outputs.embedding` (a list of floats)."""
+        return [
+            EmbeddingRequestOutput.from_base(o)
+            for o in self.encode(prompts, pooling_params, use_tqdm)
+        ]
+
+    def _run(
+        self,
+        batch: list[str | list[int]],
+        params_list: Seq[SamplingParams | PoolingParams],
+        priority: Seq[int] | None,
+        use_tqdm: bool,
+    ) -> list[RequestOutput | PoolingRequestOutput]:
+        """Add every request, step until all finish (continuous batching); outputs in order."""
         ids = []
         for i, (prompt, p) in enumerate(zip(batch, params_list)):
             rid = str(next(self._ids))
-            self.engine.add_request(rid, prompt, _copy(p), priority=priority[i] if priority else 0)
+            self.engine.add_request(rid, prompt, p, priority=priority[i] if priority else 0)
             ids.append(rid)
-        done: dict[str, RequestOutput] = {}
+        done: dict[str, RequestOutput | PoolingRequestOutput] = {}
         with tqdm(total=len(ids), disable=not use_tqdm, desc="requests") as bar:
             while self.engine.has_unfinished_requests():
                 for out in self.engine.step():
@@ -102,6 +142,12 @@ class LLM:
             for c in conversations
         ]
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+
+
+def prompt_list(prompts: PromptType | Seq[PromptType]) -> list[str | list[int]]:
+    """vLLM's prompt forms, one or a list of them mixed, as text or token ids."""
+    many = [cast("PromptType", prompts)] if is_single(prompts) else cast("Seq[PromptType]", prompts)
+    return [prompt_of(p) for p in many]
 
 
 def _copy(params: SamplingParams) -> SamplingParams:

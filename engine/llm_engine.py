@@ -4,6 +4,8 @@ its own process (AsyncLLM)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.kv_cache_manager import KVCacheManager
 from pagoda.engine.core.scheduler import Scheduler
@@ -11,7 +13,8 @@ from pagoda.engine.engine_core import EngineCore, Request, Runner
 from pagoda.engine.input_processor import InputProcessor
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.output_processor import OutputProcessor
-from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.outputs import PoolingRequestOutput, RequestOutput
+from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.request_rules import RequestLimits
 from pagoda.engine.sampling_params import SamplingParams
 from pagoda.engine.structured.backend import StructuredOutputs
@@ -31,7 +34,8 @@ class LLMEngine:
         self.config = config
         self.tokenizer = self.core.tokenizer
         info = self.core.info()
-        self.processor = InputProcessor(config, self.tokenizer, info)
+        # A test's fake runner has no model files (no generation_config.json).
+        self.processor = InputProcessor(config, self.tokenizer, info, model_files=runner is None)
         self.metrics = EngineMetrics(config.name, info.max_model_len) if log_stats else None
         self.output_processor = OutputProcessor(self.tokenizer, self.metrics)
 
@@ -69,6 +73,11 @@ class LLMEngine:
     def limits(self) -> RequestLimits:
         return self.processor.limits
 
+    @property
+    def default_sampling_params(self) -> dict[str, Any]:
+        """--generation-config's defaults for the fields a request leaves unset."""
+        return self.processor.default_sampling_params
+
     def tokenize(self, prompt: str | list[int]) -> list[int]:
         return self.processor.tokenize(prompt)
 
@@ -76,7 +85,7 @@ class LLMEngine:
         self,
         request_id: str,
         prompt: str | list[int],
-        params: SamplingParams,
+        params: SamplingParams | PoolingParams,
         priority: int = 0,
         cache_salt: str | None = None,
     ) -> None:
@@ -87,14 +96,14 @@ class LLMEngine:
         self.output_processor.add_request(req, prompt if isinstance(prompt, str) else None)
         self.core.add_request(req)
 
-    def abort_request(self, request_id: str) -> RequestOutput | None:
+    def abort_request(self, request_id: str) -> RequestOutput | PoolingRequestOutput | None:
         self.core.abort_requests([request_id])
         return self.output_processor.abort(request_id)
 
     def has_unfinished_requests(self) -> bool:
         return self.core.has_unfinished_requests()
 
-    def step(self) -> list[RequestOutput]:
+    def step(self) -> list[RequestOutput | PoolingRequestOutput]:
         batch = self.core.step()
         self.output_processor.record_stats(batch.stats)
         processed = self.output_processor.process(batch.outputs, batch.timestamp)

@@ -2,7 +2,8 @@
 
 Per sequence it detokenizes incrementally, checks stop strings (a sequence one ends is reported
 back, for the core to free), keeps the token ids and logprobs so far, and records the request
-metrics under vLLM's names; a finished beam search's hypotheses are decoded here. It runs where
+metrics under vLLM's names; a finished beam search's hypotheses are decoded here, an embedding
+request's vector made a tensor. It runs where
 the requests come from: the API server's process (`pagoda serve`) or the caller's (`LLM`).
 """
 
@@ -18,7 +19,14 @@ from pagoda.engine.core_messages import (
 )
 from pagoda.engine.detokenizer import IncrementalDetokenizer
 from pagoda.engine.metrics import EngineMetrics
-from pagoda.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprobs
+from pagoda.engine.outputs import (
+    CompletionOutput,
+    PoolingOutput,
+    PoolingRequestOutput,
+    RequestMetrics,
+    RequestOutput,
+    TokenLogprobs,
+)
 
 
 @dataclass(eq=False)
@@ -49,6 +57,8 @@ class RequestState:
     num_cached_tokens: int = 0
     first_scheduled_time: float | None = None
     beams: list[CompletionOutput] | None = None  # beam search, once done
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
+    pooled: bytes | None = None  # an embedding request's vector, once finished
 
     @property
     def finished(self) -> bool:
@@ -57,7 +67,7 @@ class RequestState:
 
 @dataclass
 class ProcessedOutputs:
-    request_outputs: list[RequestOutput]
+    request_outputs: list[RequestOutput | PoolingRequestOutput]
     stopped: list[tuple[str, int]]  # sequences a stop string ended: the core must free them
 
 
@@ -88,7 +98,7 @@ class OutputProcessor:
         ]
         self.requests[req.request_id] = RequestState(req, prompt, seqs)
 
-    def abort(self, request_id: str) -> RequestOutput | None:
+    def abort(self, request_id: str) -> RequestOutput | PoolingRequestOutput | None:
         """The request ends here (a client gone, a drain cut): its output, finish_reason abort."""
         state = self.requests.pop(request_id, None)
         if state is None:
@@ -108,9 +118,14 @@ class OutputProcessor:
             state = self.requests.get(out.request_id)
             if state is None:
                 continue  # aborted here, or ended by a stop string, before the core heard of it
-            touched[out.request_id] = state
             state.num_cached_tokens = out.num_cached_tokens
             state.first_scheduled_time = out.first_scheduled_time
+            if out.prompt_logprobs is not None:
+                state.prompt_logprobs = out.prompt_logprobs
+            searching = state.request.params.use_beam_search and out.beams is None
+            if searching and out.finish_reason is None:
+                continue  # a search under way has output only at its end
+            touched[out.request_id] = state
             if out.finish_reason == "error":  # this request alone failed in the core
                 for seq in state.seqs:
                     if seq.finish_reason is None:
@@ -119,12 +134,15 @@ class OutputProcessor:
             if out.beams is not None:
                 self._finish_beams(state, out, now)
                 continue
+            if state.request.pooling is not None:
+                self._finish_pooling(state, out, now)
+                continue
             seq = state.seqs[out.index]
             if seq.finish_reason is not None:
                 continue  # a token computed past a stop string
             if self._take(state, seq, out, now):
                 stopped.append((out.request_id, out.index))
-        request_outputs: list[RequestOutput] = []
+        request_outputs: list[RequestOutput | PoolingRequestOutput] = []
         for rid, state in touched.items():
             finished = state.finished
             if finished or state.request.params.output_kind == "cumulative":
@@ -221,7 +239,33 @@ class OutputProcessor:
         if self.metrics:
             self.metrics.finished("stop")
 
-    def _output(self, state: RequestState, finished: bool) -> RequestOutput:
+    def _finish_pooling(self, state: RequestState, out: EngineCoreOutput, now: float) -> None:
+        """An embedding request ends in the step that completes its prompt (its token dropped)."""
+        if out.finish_reason is None:
+            return
+        if self.metrics:
+            self.metrics.prompt_tokens.inc(len(state.request.prompt_token_ids))
+        state.pooled = out.pooled
+        self._finished(state, state.seqs[0], out.finish_reason, None, now)
+
+    def _pooling_output(self, state: RequestState, finished: bool) -> PoolingRequestOutput:
+        import torch  # the vector as vLLM gives it; only an embedding request needs torch here
+
+        data = None
+        if state.pooled is not None:
+            data = torch.frombuffer(bytearray(state.pooled), dtype=torch.float32)
+        return PoolingRequestOutput(
+            state.request.request_id,
+            PoolingOutput(data),
+            state.request.prompt_token_ids,
+            finished,
+            state.num_cached_tokens,
+            failed=state.seqs[0].finish_reason == "error",
+        )
+
+    def _output(self, state: RequestState, finished: bool) -> RequestOutput | PoolingRequestOutput:
+        if state.request.pooling is not None:
+            return self._pooling_output(state, finished)
         req = state.request
         first = state.seqs[0]
         metrics = RequestMetrics(
@@ -258,6 +302,7 @@ class OutputProcessor:
             outs,
             finished,
             num_cached_tokens=state.num_cached_tokens,
+            prompt_logprobs=state.prompt_logprobs,
             metrics=metrics,
             deltas=deltas,
         )

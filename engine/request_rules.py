@@ -32,8 +32,11 @@ def check_request(prompt_ids: list[int], params: SamplingParams, limits: Request
         raise ParamError(
             "logprobs", f"logprobs must be at most max_logprobs ({limits.max_logprobs})"
         )
-    if params.prompt_logprobs is not None:
-        raise ParamError("prompt_logprobs", "prompt_logprobs is not supported")
+    if params.prompt_logprobs is not None and params.prompt_logprobs > limits.max_logprobs:
+        raise ParamError(
+            "prompt_logprobs",
+            f"prompt_logprobs must be at most max_logprobs ({limits.max_logprobs})",
+        )
     width = (params.best_of or params.n) if params.use_beam_search else params.n
     if width > limits.max_num_seqs:
         param = "best_of" if params.use_beam_search and params.best_of else "n"
@@ -47,6 +50,19 @@ def check_request(prompt_ids: list[int], params: SamplingParams, limits: Request
             "max_tokens" if room >= 1 else "prompt",
             f"This model's maximum context length is {limits.max_model_len} tokens; the request "
             f"has {len(prompt_ids)} prompt tokens{asked}. Shorten the prompt or lower max_tokens.",
+        )
+
+
+def check_pooling_request(prompt_ids: list[int], limits: RequestLimits) -> None:
+    """An embedding request: its prompt only (nothing is generated, the whole context is its)."""
+    if not prompt_ids:
+        raise ParamError("input", "The input is empty")
+    check_token_ids("input", prompt_ids, limits.vocab_size)
+    if len(prompt_ids) > limits.max_model_len:
+        raise ParamError(
+            "input",
+            f"This model's maximum context length is {limits.max_model_len} tokens; the input "
+            f"has {len(prompt_ids)} tokens. Shorten it.",
         )
 
 

@@ -54,6 +54,9 @@ class SamplingParams:
     length_penalty: float = 1.0
     structured_outputs: StructuredOutputsParams | None = None  # a grammar the output must match
     allowed_token_ids: list[int] | None = None  # only these tokens may be generated
+    bad_words: list[str] = field(default_factory=list)  # words the output must not contain
+    # Set by the engine from bad_words and its tokenizer (vLLM's _bad_words_token_ids).
+    bad_words_token_ids: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -85,6 +88,8 @@ class SamplingParams:
         within("min_tokens", self.min_tokens, 0, self.max_tokens or I64_MAX, "in [0, max_tokens]")
         if self.logprobs is not None:
             within("logprobs", self.logprobs, 0, 20)
+        if self.prompt_logprobs is not None:
+            within("prompt_logprobs", self.prompt_logprobs, 0, 20)
         for token, bias in (self.logit_bias or {}).items():
             within("logit_bias", token, 0, I64_MAX, "token ids, non-negative")
             within("logit_bias", bias, -100.0, 100.0)

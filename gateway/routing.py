@@ -3,8 +3,9 @@
 - round-robin: in turn;
 - least-load: the fewest requests in flight through this gateway plus those the engine reports
   waiting, KV cache usage breaking ties;
-- prefix: consistent hashing with bounded load over the prompt's leading characters (chwbl.py):
-  prompts that share a system prompt meet the pod whose prefix cache holds it.
+- prefix: consistent hashing with bounded load (requests in flight and waiting) over the prompt's
+  leading characters (chwbl.py): prompts that share a system prompt meet the pod whose prefix
+  cache holds it.
 Each choice returns a decision label for the metrics (the prefix-affinity share is
 `affinity / (affinity + spill)`).
 """
@@ -21,8 +22,13 @@ from pagoda.gateway.registry import Endpoint
 KV_WEIGHT = 1.0
 
 
+def requests(e: Endpoint) -> float:
+    """Requests on the pod: in flight through this gateway, plus those the engine reports waiting."""
+    return e.in_flight + e.waiting
+
+
 def load(e: Endpoint) -> float:
-    return e.in_flight + e.waiting + KV_WEIGHT * e.kv_usage
+    return requests(e) + KV_WEIGHT * e.kv_usage
 
 
 @dataclass
@@ -45,6 +51,9 @@ class Router:
             by_name = {e.pod: e for e in endpoints}
             if self._ring is None or self._ring.names != frozenset(by_name):
                 self._ring = Ring(list(by_name))
-            chosen, first = bounded_choice(self._ring, prefix_key, by_name, load, self.epsilon)
+            # The bound counts requests, as CHWBL does: a fraction of KV usage (scraped up to a
+            # few seconds ago, cached blocks and all) under a bound rounded up to whole requests
+            # would send an idle pod's tenants elsewhere, away from their cached prefixes.
+            chosen, first = bounded_choice(self._ring, prefix_key, by_name, requests, self.epsilon)
             return chosen, "affinity" if first else "spill"
         return endpoints[next(self._turn) % len(endpoints)], "round-robin"

@@ -67,3 +67,18 @@ def write_tiny_checkpoint(folder: Path, seed: int = 0, **overrides: Any) -> Path
         tensors[f"{p}post_attention_layernorm.weight"] = 1 + rand(h)
     save_file(tensors, str(folder / "model.safetensors"))
     return folder
+
+
+def write_tiny_tokenizer(folder: Path) -> Path:
+    """A word-level tokenizer over the tiny vocabulary: "t5 t17" is [5, 17]; the EOS (id 2) is
+    "</s>" (as "t2" it would be matched inside "t245")."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}" if i != 2 else "</s>": i for i in range(tiny_config()["vocab_size"])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, "t0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="</s>").save_pretrained(
+        str(folder)
+    )
+    return folder

@@ -3,7 +3,8 @@
 #   e2e/cluster/ci-setup.sh integration   # etcd, kube-apiserver, -controller-manager, -scheduler,
 #                                         # kubectl, helm (for tests/integration's `kube` fixture)
 #   e2e/cluster/ci-setup.sh e2e           # + Debian's containerd/runc/CNI/docker.io/iptables,
-#                                         # kubelet, kube-proxy, traefik (for e2e/up.sh)
+#                                         # kubelet, kube-proxy, traefik (for e2e/up.sh),
+#                                         # docker-compose (tests/e2e/test_compose.py)
 # Cached under ${PAGODA_CACHE:-~/.cache/pagoda}: a second run takes seconds.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,7 +15,7 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v go >/dev/null || need_apt+=(golang-go)
 if [ "$tier" = e2e ]; then
   for p in containerd:containerd runc:runc dockerd:docker.io iptables:iptables conntrack:conntrack \
-           debootstrap:debootstrap gcc:gcc curl:curl; do
+           debootstrap:debootstrap gcc:gcc curl:curl docker-compose:docker-compose; do
     command -v "${p%%:*}" >/dev/null || need_apt+=("${p#*:}")
   done
   [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pagoda.engine.outputs import TokenLogprobs
+from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
 
 if TYPE_CHECKING:  # the core holds the runner's tensors and grammars but never touches a device
@@ -63,6 +64,12 @@ class Sequence:
     forks: list[Sequence] = field(default_factory=list)  # children to fork at the first token
     # A beam's next-token log-probabilities, held until every live beam of its group has them.
     beam_logprobs: torch.Tensor | None = None
+    # An embedding request (--runner pooling): how to pool its prompt, and the vector, set by the
+    # runner in the step that completes the prompt (its one sampled token is dropped).
+    pooling: PoolingParams | None = None
+    pooled: torch.Tensor | None = None
+    # SamplingParams.prompt_logprobs: set by the runner once the prompt is computed.
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
 
     cumulative_logprob: float = 0.0
     logprobs: list[TokenLogprobs] = field(default_factory=list)

@@ -10,6 +10,7 @@ import msgspec
 
 from pagoda.engine.models.config import ModelConfig
 from pagoda.engine.outputs import TokenLogprobs
+from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
 
 
@@ -17,6 +18,7 @@ class NewSequence(msgspec.Struct, array_like=True):
     prompt_token_ids: list[int]
     params: SamplingParams
     index: int
+    pooling: PoolingParams | None = None
 
 
 class SequenceStep(msgspec.Struct, array_like=True):
@@ -63,6 +65,10 @@ class StepResult(msgspec.Struct, tag=True, array_like=True):
     top_logprobs: list[TokenLogprobs | None]
     # Beam rows' log-probabilities over the vocabulary (float32 bytes), in row order.
     beam_logprobs: list[bytes] = []
+    # Pooling rows' vectors (float32 bytes), in row order.
+    pooled: list[bytes] = []
+    # (row, the prompt logprobs) of rows whose prompt was completed in this step.
+    prompt_logprobs: list[tuple[int, list[TokenLogprobs | None]]] = []
 
 
 class Failed(msgspec.Struct, tag=True, array_like=True):

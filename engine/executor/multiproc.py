@@ -100,13 +100,25 @@ def start_workers(
 class RemoteSamples:
     """A launched step's samples, on their way from the output rank."""
 
-    def __init__(self, executor: MultiprocExecutor, number: int, beams: list[Sequence]) -> None:
-        self.executor, self.number, self.beams = executor, number, beams
+    def __init__(
+        self,
+        executor: MultiprocExecutor,
+        number: int,
+        beams: list[Sequence],
+        pooling: list[Sequence],
+        sampling: list[Sequence],
+    ) -> None:
+        self.executor, self.number, self.beams, self.pooling = executor, number, beams, pooling
+        self.sampling = sampling
 
     def result(self) -> SamplerOutput:
         out = self.executor.wait_result(self.number)
         for seq, raw in zip(self.beams, out.beam_logprobs):
             seq.beam_logprobs = torch.from_numpy(np.frombuffer(raw, dtype=np.float32).copy())
+        for seq, raw in zip(self.pooling, out.pooled):
+            seq.pooled = torch.from_numpy(np.frombuffer(raw, dtype=np.float32).copy())
+        for row, logprobs in out.prompt_logprobs:
+            self.sampling[row].prompt_logprobs = logprobs
         return SamplerOutput(out.token_ids, out.logprobs, out.top_logprobs)
 
 
@@ -184,12 +196,13 @@ class MultiprocExecutor:
             return [], None
         self._launched += 1
         beams = [s for s in sampling if s.params.use_beam_search]
-        return sampling, RemoteSamples(self, self._launched, beams)
+        pooling = [s for s in sampling if s.pooling is not None]
+        return sampling, RemoteSamples(self, self._launched, beams, pooling, sampling)
 
     def _sequence_step(self, seq: Sequence, n: int) -> SequenceStep:
         new = None
         if seq not in self._synced:
-            new = NewSequence(seq.prompt_token_ids, seq.params, seq.index)
+            new = NewSequence(seq.prompt_token_ids, seq.params, seq.index, seq.pooling)
             self._synced[seq] = (next(self._numbers), 0)
         number, start = self._synced[seq]
         outputs = seq.output_token_ids

@@ -33,6 +33,7 @@ from pagoda.engine.executor.messages import (
     StepResult,
     ToWorker,
 )
+from pagoda.engine.outputs import TokenLogprobs
 
 if TYPE_CHECKING:
     import torch
@@ -97,6 +98,7 @@ class Worker:
                 new = s.new
                 assert new is not None  # the core sends it with a sequence's first step
                 seq = Sequence(str(s.seq), "", new.index, new.prompt_token_ids, new.params)
+                seq.pooling = new.pooling
                 self.mirrors[s.seq] = seq
             del seq.output_token_ids[s.output_start :]
             seq.output_token_ids += s.output_tokens
@@ -140,7 +142,19 @@ def result_message(sampling: list[Sequence], sampled) -> StepResult:
         out.logprobs,
         out.top_logprobs,
         [b.float().cpu().numpy().tobytes() for b in beams],
+        [cast("torch.Tensor", s.pooled).cpu().numpy().tobytes() for s in sampling if s.pooling],
+        prompt_logprobs_rows(sampling),
     )
+
+
+def prompt_logprobs_rows(sampling: list[Sequence]) -> list[tuple[int, list[TokenLogprobs | None]]]:
+    """Rows whose prompt logprobs are new, each sent once (the core keeps them)."""
+    rows = []
+    for i, seq in enumerate(sampling):
+        if seq.prompt_logprobs is not None:
+            rows.append((i, seq.prompt_logprobs))
+            seq.prompt_logprobs = None
+    return rows
 
 
 def worker_main(

@@ -10,6 +10,8 @@ tensor (or a lazy safetensors slice) and keeps this rank's shard.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,8 +40,18 @@ def divide(numerator: int, denominator: int, what: str = "size") -> int:
     return numerator // denominator
 
 
+class LinearMethod(Protocol):
+    """How a quantized layer multiplies (pagoda.engine.quantization sets one after loading)."""
+
+    def apply(
+        self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor: ...
+
+
 class LinearBase(nn.Module):
     """weight [output_size_per_partition, input_size_per_partition] and an optional bias."""
+
+    quant_method: LinearMethod | None = None
 
     def __init__(self, input_size_per_partition: int, output_size_per_partition: int, bias: bool):
         super().__init__()
@@ -54,6 +66,11 @@ class LinearBase(nn.Module):
 
     def weight_loader(self, param: nn.Parameter, loaded: LoadedWeight) -> None:
         raise NotImplementedError
+
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.quant_method is None:
+            return F.linear(x, self.weight, bias)
+        return self.quant_method.apply(self, x, bias)
 
 
 class ColumnParallelLinear(LinearBase):
@@ -78,7 +95,7 @@ class ColumnParallelLinear(LinearBase):
         copy_checked(param, narrow(loaded, 0, self.tp_rank * rows, rows), "weight")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)
+        y = self.matmul(x, self.bias)
         return tensor_model_parallel_all_gather(y) if self.gather_output else y
 
 
@@ -212,7 +229,7 @@ class RowParallelLinear(LinearBase):
         if not self.input_is_parallel and self.tp_size > 1:
             x = x.chunk(self.tp_size, dim=-1)[self.tp_rank]
         # The bias joins on one rank only, so that the sum over ranks counts it once.
-        y = F.linear(x, self.weight, self.bias if self.tp_rank == 0 else None)
+        y = self.matmul(x, self.bias if self.tp_rank == 0 else None)
         return tensor_model_parallel_all_reduce(y) if self.reduce_results else y
 
 
@@ -227,4 +244,4 @@ class ReplicatedLinear(LinearBase):
         copy_checked(param, whole(loaded), "weight" if param is self.weight else "bias")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return self.matmul(x, self.bias)

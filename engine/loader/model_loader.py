@@ -22,6 +22,7 @@ from pagoda.engine.loader.hf_folder import hf_model_config, safetensors_files, s
 from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
 from pagoda.engine.models import ModelConfig, build_model
 from pagoda.engine.models.llama import LlamaForCausalLM
+from pagoda.engine.quantization.apply import quantize_model
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ def load_model(
                 # Its files and progress bar close now, not when the error is collected: the
                 # error's line must not follow the bar's on the terminal.
                 weights.close()
+    if config.quantization:
+        n = quantize_model(model, config.quantization, device)
+        log.info("quantized %d linear layers to %s", n, config.quantization)
     log.info("loaded %s (%s) in %.1f s", resolved.name, resolved.kind, time.perf_counter() - start)
     return model.eval(), model_config
 

@@ -18,7 +18,9 @@ from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.kv_cache_manager import BlockOp
 from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence
 from pagoda.engine.distributed import get_pp_group
+from pagoda.engine.layers.pooler import Pooler
 from pagoda.engine.loader import load_model
+from pagoda.engine.sample.prompt_logprobs import PromptLogprobs
 from pagoda.engine.sample.sampler import SampledBatch, Sampler, SamplingRow, make_generator
 
 if TYPE_CHECKING:
@@ -84,6 +86,8 @@ class ModelRunner:
         self.pp = get_pp_group()
         self.block_size = config.block_size
         self.sampler = Sampler(self.model_config.vocab_size, self.model_config.eos_token_ids)
+        self.pooler = Pooler()
+        self.prompt_logprobs = PromptLogprobs()
         # The last step's sampled ids, on the device, and each sampled sequence's row in them: a
         # decode whose input is still PENDING_TOKEN on the host takes its value from here.
         self._last_token_ids = torch.zeros(0, dtype=torch.long, device=self.device)
@@ -345,6 +349,13 @@ class ModelRunner:
             self.pp.send(stage_out["residual"])
             self._last_rows = {}
             return [], None
+        starts = cast("list[int]", meta.query_start_loc_cpu)  # prepare() sets it
+        if self.config.is_pooling:
+            self.pooler.step(batch, cast(torch.Tensor, hidden), starts)
+        elif any(seq.params.prompt_logprobs is not None for seq, _ in batch):
+            self.prompt_logprobs.step(
+                batch, cast(torch.Tensor, hidden), starts, self.model.compute_logits
+            )
         sampling = sampled_sequences(batch)
         if not sampling:
             self._last_rows = {}

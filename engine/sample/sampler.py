@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from pagoda.engine.outputs import TokenLogprobs
+from pagoda.engine.sample.bad_words import banned_by_bad_words
 from pagoda.engine.sample.device_tensor import device_tensor
 from pagoda.engine.sample.grammar_mask import apply_grammar_masks
 from pagoda.engine.sample.penalties import apply_penalties
@@ -77,7 +78,9 @@ def random_sample(logits: torch.Tensor, generators: list[torch.Generator | None]
     # The first token whose cdf exceeds u * total; kept below total so that rounding never
     # lands past the last token of positive weight.
     target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, target, right=True).view(-1)
+    # A row with no token left (all -inf: contradictory constraints) has NaN weights and would
+    # draw id V, which the next step's embedding cannot look up: it takes the last id instead.
+    return torch.searchsorted(cdf, target, right=True).clamp_(max=logits.shape[-1] - 1).view(-1)
 
 
 class SampledBatch:
@@ -158,7 +161,8 @@ class Sampler:
         return self._output(logits, token_ids, rows)
 
     def process_logits(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        """logit_bias, min_tokens, penalties: the logits a greedy row takes the argmax of.
+        """logit_bias, min_tokens, bad_words, penalties: the logits a greedy row takes the argmax
+        of.
 
         Works on a copy, made only when some row asks for one of them."""
         biased = [
@@ -171,6 +175,12 @@ class Sampler:
             for i, row in enumerate(rows)
             if len(row.output_token_ids) < row.params.min_tokens
             for t in {*self.eos_token_ids, *row.params.stop_token_ids}
+        ]
+        banned += [
+            (i, t)
+            for i, row in enumerate(rows)
+            if row.params.bad_words_token_ids
+            for t in banned_by_bad_words(row.params.bad_words_token_ids, row.output_token_ids)
         ]
         penalized = [i for i, row in enumerate(rows) if has_penalties(row.params)]
         constrained = any(row.grammar is not None for row in rows)

@@ -7,7 +7,8 @@ from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.outputs import RequestOutput
+from pagoda.engine.outputs import PoolingRequestOutput, RequestOutput
+from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.request_rules import RequestLimits
 from pagoda.engine.sampling_params import SamplingParams
 
@@ -16,6 +17,9 @@ class EngineClient(Protocol):
     config: EngineConfig
     tokenizer: Any  # a Hugging Face tokenizer: encode, decode, apply_chat_template
     limits: RequestLimits  # what check_request holds requests to, before the engine sees them
+    # --generation-config's defaults (temperature, top_p, top_k, min_p, repetition_penalty,
+    # max_tokens) for fields a request leaves unset.
+    default_sampling_params: dict[str, Any]
 
     async def start(self) -> None: ...
 
@@ -40,4 +44,14 @@ class EngineClient(Protocol):
         """Outputs until a finished one; leaving early aborts the request. Raises ParamError
         before the first output for a request the engine cannot serve, RequestFailedError when
         this request alone failed, EngineDeadError when the loop died."""
+        ...
+
+    def encode(
+        self,
+        prompt: list[int],
+        pooling_params: PoolingParams,
+        request_id: str,
+        priority: int = 0,
+    ) -> AsyncGenerator[PoolingRequestOutput, None]:
+        """An embedding request (--runner pooling): one finished output with the vector."""
         ...

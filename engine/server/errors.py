@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from pagoda.engine.sampling_params import ParamError
 
@@ -138,6 +139,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, e: HTTPException) -> JSONResponse:
         return error_response(e.status_code, str(e.detail), headers=e.headers)
+
+    @app.exception_handler(ClientDisconnect)  # gone while its body was read: nobody to answer
+    async def _gone(_: Request, e: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request", as routes.generation
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:

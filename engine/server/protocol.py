@@ -62,8 +62,9 @@ class SamplingFields(Body):
     """Fields shared by chat and completions, OpenAI's and vLLM's."""
 
     model: str | None = None  # None: the first served model
-    temperature: float = 1.0
-    top_p: float = 1.0
+    # None (not sent): --generation-config's default, else vLLM's (1.0, 1.0, 0, 0.0, 1.0)
+    temperature: float | None = None
+    top_p: float | None = None
     n: int = 1
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None = None
     seed: int | None = None
@@ -73,9 +74,9 @@ class SamplingFields(Body):
     stream: bool = False
     stream_options: StreamOptions | None = None
     # vLLM's extras
-    top_k: int = 0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
     min_tokens: int = 0
     ignore_eos: bool = False
     stop_token_ids: Annotated[list[int], Field(max_length=MAX_STOP_TOKEN_IDS)] | None = None
@@ -84,6 +85,8 @@ class SamplingFields(Body):
     priority: int = 0
     cache_salt: str | None = Field(default=None, min_length=1)  # prefix-cache isolation (vLLM)
     allowed_token_ids: list[int] | None = None
+    bad_words: Annotated[list[str], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    prompt_logprobs: int | None = None  # vLLM's: the prompt tokens' logprobs, top k of each
     use_beam_search: bool = False
     best_of: int | None = None  # with use_beam_search: the beam width
     length_penalty: float = 1.0
@@ -95,17 +98,29 @@ class SamplingFields(Body):
     guided_choice: list[str] | None = None
     guided_grammar: str | None = None
 
-    def sampling_params(self, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
-        """Raises ParamError (an HTTP 400) for values SamplingParams rejects."""
+    def sampling_params(
+        self, max_tokens: int | None, logprobs: int | None, defaults: dict[str, Any]
+    ) -> SamplingParams:
+        """Raises ParamError (an HTTP 400) for values SamplingParams rejects. `defaults`: the
+        engine's default_sampling_params (--generation-config), for fields not sent; their
+        max_tokens caps the request's, as in vLLM."""
+
+        def given(name: str, fallback: float) -> Any:
+            value = getattr(self, name)
+            return defaults.get(name, fallback) if value is None else value
+
+        cap = defaults.get("max_tokens")
+        if cap is not None:
+            max_tokens = cap if max_tokens is None else min(max_tokens, cap)
         return SamplingParams(
             n=self.n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
+            temperature=given("temperature", 1.0),
+            top_p=given("top_p", 1.0),
+            top_k=given("top_k", 0),
+            min_p=given("min_p", 0.0),
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
-            repetition_penalty=self.repetition_penalty,
+            repetition_penalty=given("repetition_penalty", 1.0),
             seed=self.seed,
             max_tokens=max_tokens,
             min_tokens=self.min_tokens,
@@ -117,6 +132,8 @@ class SamplingFields(Body):
             logit_bias=parse_logit_bias(self.logit_bias),
             skip_special_tokens=self.skip_special_tokens,
             allowed_token_ids=self.allowed_token_ids,
+            bad_words=list(self.bad_words or []),
+            prompt_logprobs=self.prompt_logprobs,
             use_beam_search=self.use_beam_search,
             best_of=self.best_of,
             length_penalty=self.length_penalty,
@@ -214,6 +231,20 @@ class CompletionRequest(SamplingFields):
     echo: bool = False
 
 
+class EmbeddingRequest(Body):
+    """OpenAI's embeddings request, plus vLLM's extras normalize and priority."""
+
+    model: str | None = None
+    input: Annotated[
+        str | list[StrictInt] | list[str] | list[list[StrictInt]],
+        Field(union_mode="left_to_right"),
+    ]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    normalize: bool | None = None  # None: as the model's pooler config says
+    priority: int = 0
+
+
 class TokenizeRequest(Body):
     model: str | None = None
     prompt: str | None = None
@@ -261,9 +292,20 @@ class ChatLogprobs(BaseModel):
 
 class CompletionLogprobs(BaseModel):
     tokens: list[str]
-    token_logprobs: list[float]
+    token_logprobs: list[float | None]  # None: the first prompt token (echo), which has no context
     top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
+
+
+class PromptLogprob(BaseModel):
+    """vLLM's Logprob, one entry of prompt_logprobs (keyed by token id)."""
+
+    logprob: float
+    rank: int  # 1 for the likeliest; a prompt token below the top k is given rank k + 1
+    decoded_token: str
+
+
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
 
 
 class AssistantMessage(BaseModel):
@@ -287,13 +329,32 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_logprobs: PromptLogprobs | None = None  # vLLM's, when the request asks for them
+
+
+class DeltaFunction(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
 
 
 class DeltaToolCall(BaseModel):
+    """One streamed piece of a tool call: the first carries id, type and the function's name, the
+    next ones only arguments fragments (OpenAI's chunks omit the keys they do not carry)."""
+
     index: int
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunction | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
 
 
 class DeltaMessage(BaseModel):
@@ -333,6 +394,7 @@ class CompletionChoice(BaseModel):
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    prompt_logprobs: PromptLogprobs | None = None  # vLLM's, when the request asks for them
 
 
 class CompletionResponse(BaseModel):
@@ -344,6 +406,26 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class EmbeddingData(BaseModel):
+    index: int
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str  # a string: base64 of little-endian float32
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    id: str
+    object: Literal["list"] = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[EmbeddingData]
+    usage: EmbeddingUsage
 
 
 class ModelCard(BaseModel):

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
@@ -22,6 +22,8 @@ from pagoda.engine.server.protocol import (
     CompletionResponse,
     DetokenizeRequest,
     DetokenizeResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ErrorResponse,
     ModelCard,
     ModelList,
@@ -32,13 +34,24 @@ from pagoda.engine.server.protocol import (
 )
 from pagoda.engine.server.serving_chat import create_chat_completion
 from pagoda.engine.server.serving_completion import create_completion
+from pagoda.engine.server.serving_embedding import create_embedding
 from pagoda.engine.server.streams import ClientDisconnected
 
 router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 500, 503)
 }
-SSE = {"text/event-stream": {"schema": {"type": "string"}}}  # data: <chunk> lines, then [DONE]
+# One server-sent event (Open API 3.1 has `schema` of an event stream describe each event): its
+# data is a chunk as JSON, or the last one's [DONE].
+SSE = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+        }
+    }
+}
 
 
 def answers(model: type[BaseModel], streams: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -76,15 +89,24 @@ def engine_for(request: Request, model: str | None, for_generation: bool = False
     return engine
 
 
-Generation = TypeVar("Generation", bound=SamplingFields)
+Generation = TypeVar("Generation", bound=SamplingFields | EmbeddingRequest)
+# vLLM's answers where the model's runner does not serve the endpoint (400).
+NOT_SERVED = {
+    "chat": "The model does not support Chat Completions API",
+    "completions": "The model does not support Completions API",
+    "embeddings": "The model does not support Embeddings API",
+}
 
 
 async def generation(
     request: Request,
     body: Generation,
     handler: Callable[[EngineClient, Generation, Request], Awaitable[Response]],
+    api: str,
 ) -> Response:
     engine = engine_for(request, body.model, for_generation=True)
+    if engine.config.is_pooling != (api == "embeddings"):
+        raise APIError(400, NOT_SERVED[api], param="model")
     limit = request.app.state.policy.max_waiting_requests
     if limit is not None and engine.num_waiting() >= limit:
         raise APIError(
@@ -103,14 +125,21 @@ async def generation(
 @router.post("/v1/chat/completions", responses=answers(ChatCompletionResponse, streams=True))
 async def chat_completions(request: Request) -> Response:
     return await generation(
-        request, await parse_body(request, ChatCompletionRequest), create_chat_completion
+        request, await parse_body(request, ChatCompletionRequest), create_chat_completion, "chat"
     )
 
 
 @router.post("/v1/completions", responses=answers(CompletionResponse, streams=True))
 async def completions(request: Request) -> Response:
     return await generation(
-        request, await parse_body(request, CompletionRequest), create_completion
+        request, await parse_body(request, CompletionRequest), create_completion, "completions"
+    )
+
+
+@router.post("/v1/embeddings", responses=answers(EmbeddingResponse))
+async def embeddings(request: Request) -> Response:
+    return await generation(
+        request, await parse_body(request, EmbeddingRequest), create_embedding, "embeddings"
     )
 
 
@@ -168,7 +197,9 @@ async def show_version() -> JSONResponse:
 
 
 @router.get(
-    "/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}}
+    "/metrics",
+    response_class=PlainTextResponse,  # so the spec does not also promise JSON
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -176,6 +207,7 @@ async def metrics() -> Response:
 
 @router.get(
     "/health",
+    response_class=Response,  # an empty 200: the spec must not promise a JSON body
     responses={200: {"description": "Every engine loop steps"}, 503: {"model": ErrorResponse}},
 )
 async def health(request: Request) -> Response:

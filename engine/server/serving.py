@@ -32,7 +32,7 @@ def sampling_params(
         )
     if body.use_beam_search and body.stream:
         raise APIError(400, "use_beam_search cannot stream: beams end together", param="stream")
-    params = body.sampling_params(max_tokens, logprobs)
+    params = body.sampling_params(max_tokens, logprobs, engine.default_sampling_params)
     params.structured_outputs = structured_outputs(engine, body)
     check_fan_out(len(prompts), params, engine.limits)
     for prompt in prompts:

@@ -13,7 +13,7 @@ from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.server.args import RequestPolicy
 from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
-from pagoda.engine.server.logprobs import chat_logprobs
+from pagoda.engine.server.logprobs import chat_logprobs, prompt_logprobs
 from pagoda.engine.server.prompts import check_template_kwargs, off_loop, render_chat
 from pagoda.engine.server.protocol import (
     AssistantMessage,
@@ -22,6 +22,7 @@ from pagoda.engine.server.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    DeltaFunction,
     DeltaMessage,
     DeltaToolCall,
     ToolCall,
@@ -43,7 +44,7 @@ from pagoda.engine.server.streams import (
     until_disconnected,
 )
 from pagoda.engine.server.structured import check_structured_outputs
-from pagoda.engine.server.tools.choice import ToolPlan, parameters, plan_tools
+from pagoda.engine.server.tools.choice import ToolPlan, parameters, plan_tools, tool_call
 from pagoda.engine.structured.params import StructuredOutputsParams
 
 
@@ -66,6 +67,8 @@ async def create_chat_completion(
         [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
     )
     asked = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
+    if body.stream and body.prompt_logprobs is not None:
+        raise APIError(400, "prompt_logprobs are not available when streaming", param="stream")
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
     top_k = body.top_logprobs or 0
@@ -107,6 +110,8 @@ async def create_chat_completion(
     response = ChatCompletionResponse(
         id=request_id, model=engine.config.name, choices=choices, usage=usage([final])
     )
+    if body.prompt_logprobs is not None:
+        response.prompt_logprobs = prompt_logprobs(tokenizer, final.prompt_logprobs or [])
     return JSONResponse(response.model_dump())
 
 
@@ -118,8 +123,10 @@ async def stream_chunks(
     top_k: int,
     plan: ToolPlan,
 ) -> AsyncGenerator[str, None]:
-    """Content as it comes; where tools may be called, each choice's reply whole at its end (its
-    text decides between content and tool calls)."""
+    """Content as it comes. A named tool's arguments stream as they come (the constrained text is
+    them); where the text decides between content and tool calls (auto, required), each choice's
+    reply comes at its end, in OpenAI's deltas: content, then per call a delta with its index, id,
+    type and name, then one with its arguments; the finish_reason in a last empty delta."""
     created, name = now(), engine.config.name
 
     def chunk(choices: list[ChatChunkChoice], **kw: Any) -> str:
@@ -134,6 +141,7 @@ async def stream_chunks(
         ]
     )
     finished: set[int] = set()
+    called: dict[int, ToolCall] = {}  # a named tool's call, per choice, once its text begins
     sent_tokens = [
         0
     ] * body.n  # not len(o.token_ids): the engine thread may have appended more since
@@ -152,7 +160,16 @@ async def stream_chunks(
                         engine.tokenizer, ids, (o.logprobs or [])[done : done + len(ids)], top_k
                     )
                 sent_tokens[o.index] += len(ids)
-                if plan.kind != "none":
+                if plan.kind == "named":  # the text is the arguments: they stream as they come
+                    if o.index not in called and text:
+                        called[o.index] = tool_call(plan.name or "", "")
+                        yield chunk([call_header(o.index, 0, called[o.index])])
+                    fragment = [arguments_delta(0, text)] if text else None
+                    if fragment is None and not o.finished:
+                        continue
+                    delta = DeltaMessage(tool_calls=fragment)
+                    reason = "tool_calls" if o.finish_reason == "stop" else o.finish_reason
+                elif plan.kind != "none":
                     if not o.finished:
                         continue
                     logprobs = (
@@ -161,7 +178,23 @@ async def stream_chunks(
                         else None
                     )
                     content, calls, reason = plan.reply(o.text, o.finish_reason)
-                    delta = DeltaMessage(content=content, tool_calls=delta_calls(calls) or None)
+                    if content:
+                        yield chunk(
+                            [ChatChunkChoice(index=o.index, delta=DeltaMessage(content=content))]
+                        )
+                    for i, call in enumerate(calls):
+                        yield chunk([call_header(o.index, i, call)])
+                        yield chunk(
+                            [
+                                ChatChunkChoice(
+                                    index=o.index,
+                                    delta=DeltaMessage(
+                                        tool_calls=[arguments_delta(i, call.function.arguments)]
+                                    ),
+                                )
+                            ]
+                        )
+                    delta = DeltaMessage()
                 else:
                     delta, reason = DeltaMessage(content=text), o.finish_reason
                 choices.append(
@@ -194,6 +227,16 @@ async def stream_chunks(
     yield SSE_DONE
 
 
-def delta_calls(calls: list[ToolCall]) -> list[DeltaToolCall]:
-    """Whole calls as one streamed delta each, in OpenAI's chunk shape."""
-    return [DeltaToolCall(index=i, id=c.id, function=c.function) for i, c in enumerate(calls)]
+def call_header(choice: int, index: int, call: ToolCall) -> ChatChunkChoice:
+    """A call's first delta: index, id, type, name, and arguments still empty (OpenAI's shape)."""
+    header = DeltaToolCall(
+        index=index,
+        id=call.id,
+        type="function",
+        function=DeltaFunction(name=call.function.name, arguments=""),
+    )
+    return ChatChunkChoice(index=choice, delta=DeltaMessage(tool_calls=[header]))
+
+
+def arguments_delta(index: int, fragment: str) -> DeltaToolCall:
+    return DeltaToolCall(index=index, function=DeltaFunction(arguments=fragment))

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from pagoda.engine.outputs import CompletionOutput, RequestOutput, TokenLogprobs
 from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError
-from pagoda.engine.server.logprobs import completion_logprobs
+from pagoda.engine.server.logprobs import completion_logprobs, prompt_logprobs
 from pagoda.engine.server.prompts import completion_prompts, off_loop
 from pagoda.engine.server.protocol import (
     CompletionChoice,
@@ -43,9 +43,11 @@ async def create_completion(
     prompts = await off_loop(
         completion_prompts, tokenizer, engine.limits.max_model_len, body.prompt
     )
-    if body.echo and body.logprobs is not None:
-        raise APIError(400, "echo with logprobs (prompt logprobs) is not supported", param="echo")
+    if body.stream and body.prompt_logprobs is not None:
+        raise APIError(400, "prompt_logprobs are not available when streaming", param="stream")
     params = sampling_params(engine, body, prompts, body.max_tokens, body.logprobs)
+    if body.echo and body.logprobs is not None and params.prompt_logprobs is None:
+        params.prompt_logprobs = body.logprobs  # the echoed prompt's logprobs, as vLLM's
     check_priority(engine, body.priority)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     cut = request.app.state.lifecycle.cut
@@ -53,19 +55,40 @@ async def create_completion(
     echoes = [tokenizer.decode(p) if body.echo else "" for p in prompts]
     if body.stream:
         return StreamingResponse(
-            stream_chunks(engine, body, request_id, outputs, len(prompts), echoes),
+            stream_chunks(engine, body, request_id, outputs, prompts, echoes),
             media_type="text/event-stream",
         )
     finals = await until_disconnected(request, collect(outputs, len(prompts)))
-    choices = [
-        choice(engine, body, i, o, echoes[i] + o.text, o.token_ids, o.logprobs or [], 0)
-        for i, final in enumerate(finals)
-        for o in final.outputs
-    ]
+    choices = []
+    for i, final in enumerate(finals):
+        echo_ids, echo_steps = echoed(body, prompts[i], final)
+        for o in final.outputs:
+            c = choice(
+                engine,
+                body,
+                i,
+                o,
+                echoes[i] + o.text,
+                echo_ids + o.token_ids,
+                echo_steps + list(o.logprobs or []),
+                0,
+            )
+            if body.prompt_logprobs is not None:
+                c.prompt_logprobs = prompt_logprobs(tokenizer, final.prompt_logprobs or [])
+            choices.append(c)
     response = CompletionResponse(
         id=request_id, model=engine.config.name, choices=choices, usage=usage(finals)
     )
     return JSONResponse(response.model_dump())
+
+
+def echoed(
+    body: CompletionRequest, prompt: list[int], out: RequestOutput
+) -> tuple[list[int], list[TokenLogprobs | None]]:
+    """The prompt's tokens and logprobs that lead a choice's logprobs under echo (none without)."""
+    if not body.echo or body.logprobs is None:
+        return [], []
+    return prompt, list(out.prompt_logprobs or [])
 
 
 def choice(
@@ -75,7 +98,7 @@ def choice(
     o: CompletionOutput,
     text: str,
     ids: list[int],
-    steps: list[TokenLogprobs],
+    steps: list[TokenLogprobs | None],
     offset: int,
 ) -> CompletionChoice:
     logprobs = None
@@ -95,10 +118,10 @@ async def stream_chunks(
     body: CompletionRequest,
     request_id: str,
     outputs: AsyncGenerator[tuple[int, RequestOutput], None],
-    num_prompts: int,
+    prompts: list[list[int]],
     echoes: list[str],
 ) -> AsyncGenerator[str, None]:
-    created, name = now(), engine.config.name
+    created, name, num_prompts = now(), engine.config.name, len(prompts)
     finished: set[int] = set()
     # Tokens and characters sent so far per choice: the output's own lists may already hold more,
     # since the engine thread goes on appending to them while this chunk is written.
@@ -115,9 +138,12 @@ async def stream_chunks(
                     continue
                 done, offset = sent_tokens.get(c, 0), sent_chars.get(c, 0)
                 echo = echoes[i] if done == 0 else ""
-                steps = (o.logprobs or [])[done : done + len(ids)]
-                choices.append(choice(engine, body, i, o, echo + text, ids, steps, offset))
-                sent_tokens[c], sent_chars[c] = done + len(ids), offset + len(text)
+                echo_ids, echo_steps = echoed(body, prompts[i], out) if done == 0 else ([], [])
+                steps = echo_steps + list((o.logprobs or [])[done : done + len(ids)])
+                choices.append(
+                    choice(engine, body, i, o, echo + text, echo_ids + ids, steps, offset)
+                )
+                sent_tokens[c], sent_chars[c] = done + len(ids), offset + len(echo) + len(text)
                 if o.finished:
                     finished.add(c)
             if choices:

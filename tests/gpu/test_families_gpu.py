@@ -87,4 +87,25 @@ def test_family_bf16(tmp_path, family: str) -> None:
         engine.add_request(str(i), prompt, params)
     outputs = {o.request_id: list(o.outputs[0].token_ids) for o in run_to_completion(engine)}
     assert preemptions.count > 0
-    assert [outputs[str(i)] for i in range(len(PROMPTS))] == expected
+    for i, prompt in enumerate(PROMPTS):
+        assert_equal_up_to_a_near_tie(hf, prompt, outputs[str(i)], expected[i])
+
+
+def assert_equal_up_to_a_near_tie(hf, prompt: list[int], got: list[int], want: list[int]) -> None:
+    """Two bf16 paths (the engine decodes token by token, batched, under CUDA graphs; the
+    reference recomputes one whole sequence a step) may part only where the engine's token falls
+    short of HF's float32 best by no more than twice what HF's own bf16 path errs there: then it
+    is a faithful bf16 greedy choice, and what follows is no longer comparable."""
+    for step, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            ids = torch.tensor([prompt + want[:step]], device=CUDA)
+            with torch.inference_mode():
+                exact = hf.to(CUDA, torch.float32)(ids).logits[0, -1]
+                rounded = hf.to(CUDA, torch.bfloat16)(ids).logits[0, -1].float()
+            short = (exact.max() - exact[a]).item()
+            bf16_err = (rounded - exact).abs().max().item()
+            assert short <= 2 * bf16_err, (
+                f"step {step}: {a} vs {b}, {short} short, HF bf16 errs {bf16_err}"
+            )
+            return
+    assert len(got) == len(want)

@@ -221,6 +221,44 @@ def test_completion_logprobs(client):
         assert 1 <= len(top) <= 2 and chosen == pytest.approx(max(top.values()), abs=1e-4)
 
 
+def test_echo_with_logprobs_leads_with_the_prompt(server, client):
+    prompt = "The sky is"
+    ids = tokenize(server, prompt)
+    kw = dict(model=MODEL, prompt=prompt, max_tokens=3, temperature=0, echo=True, logprobs=1)
+    r = client.completions.create(**kw, extra_body={"prompt_logprobs": 1})
+    c = r.choices[0]
+    lp = c.logprobs
+    assert c.text.startswith(prompt) and "".join(lp.tokens) == c.text
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(ids) + 3
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(x <= 0 for x in lp.token_logprobs[1:])
+    prompt_lps = c.model_extra["prompt_logprobs"]  # vLLM's field: {token id: {logprob, rank, ...}}
+    assert len(prompt_lps) == len(ids) and prompt_lps[0] is None
+    for j in range(1, len(ids)):
+        entry = prompt_lps[j][str(ids[j])]
+        assert lp.token_logprobs[j] == pytest.approx(entry["logprob"], abs=1e-5)
+        assert entry["rank"] >= 1 and entry["decoded_token"] == lp.tokens[j]
+    streamed = client.completions.create(**kw, stream=True)
+    tokens = [t for chunk in streamed for t in chunk.choices[0].logprobs.tokens]
+    assert tokens == lp.tokens
+
+
+def test_chat_prompt_logprobs(client):
+    r = client.chat.completions.create(
+        model=MODEL, messages=MSGS, max_tokens=2, extra_body={"prompt_logprobs": 0}
+    )
+    prompt_lps = r.model_extra["prompt_logprobs"]
+    assert len(prompt_lps) == r.usage.prompt_tokens and prompt_lps[0] is None
+    assert all(len(entry) == 1 for entry in prompt_lps[1:])  # only the prompt's own token
+
+
+def test_bad_words_keep_a_word_out(client):
+    kw = dict(model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0)
+    assert "Paris" in client.completions.create(**kw).choices[0].text
+    banned = client.completions.create(**kw, extra_body={"bad_words": ["Paris"]})
+    assert "Paris" not in banned.choices[0].text
+
+
 @pytest.mark.parametrize(
     "kw,param",
     [

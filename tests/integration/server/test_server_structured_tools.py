@@ -187,6 +187,37 @@ def test_named_tool_call_streamed(client):
 
 
 @pytest.mark.parametrize(
+    "tool_choice",
+    ["required", {"type": "function", "function": {"name": "get_weather"}}],
+    ids=["required", "named"],
+)
+def test_streamed_tool_call_deltas_in_openai_shape(client, tool_choice):
+    """The SDK's stream helper puts the call together from the deltas; each call's first delta
+    has its id, type and name, the later ones only arguments."""
+    kw = dict(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER], max_tokens=80, temperature=0)
+    firsts, later = [], []
+    with client.chat.completions.stream(
+        **kw, tool_choice=tool_choice, parallel_tool_calls=False
+    ) as stream:
+        for event in stream:
+            if event.type != "chunk":
+                continue
+            for d in (c.delta.tool_calls or [] for c in event.chunk.choices):
+                for piece in d:
+                    (later if firsts else firsts).append(piece)
+        final = stream.get_final_completion()
+    [first] = firsts
+    assert first.index == 0 and first.id and first.type == "function"
+    assert first.function.name == "get_weather" and first.function.arguments == ""
+    assert later and all(p.id is None and p.function.name is None for p in later)
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    assert call.id == first.id and call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+
+
+@pytest.mark.parametrize(
     "kw,param",
     [
         (

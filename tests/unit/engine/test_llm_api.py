@@ -90,6 +90,10 @@ def test_output_fields_have_vllm_names():
     } <= {f.name for f in fields(CompletionOutput)}
 
 
-def test_prompt_logprobs_is_refused_not_ignored(llm):
-    with pytest.raises(ValueError, match="prompt_logprobs"):
-        llm.generate("x", SamplingParams(prompt_logprobs=1))
+def test_prompt_logprobs_in_the_output(llm):
+    [out] = llm.generate("The capital of France", SamplingParams(max_tokens=1, prompt_logprobs=1))
+    assert out.prompt_logprobs is not None
+    assert len(out.prompt_logprobs) == len(out.prompt_token_ids)
+    assert out.prompt_logprobs[0] is None
+    for token, step in zip(out.prompt_token_ids[1:], out.prompt_logprobs[1:]):
+        assert step is not None and token in step and len(step) <= 2

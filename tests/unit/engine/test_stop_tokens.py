@@ -8,7 +8,7 @@ from block_ops_fake_runner import BlockOpsFakeRunner, fake_token
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.loader.resolve import default_gguf_path
-from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.sampling_params import ParamError, SamplingParams
 from pagoda.engine.tokenizer import gguf_tokenizer
 
 
@@ -48,3 +48,17 @@ def test_stop_token_text_is_left_out_unless_asked_for(tokenizer):
     # before min_tokens the stop token is an ordinary token
     early = run(tokenizer, prompt, max_tokens=3, min_tokens=3, stop_token_ids=[stop])
     assert early.finish_reason == "length" and early.text.startswith(tokenizer.decode([stop]))
+
+
+def test_allowed_tokens_that_min_tokens_forbids_are_refused(tokenizer):
+    """Only EOS or stop tokens allowed, under min_tokens: no token could be drawn (a 400)."""
+    with pytest.raises(ParamError, match="allowed_token_ids"):
+        run(
+            tokenizer,
+            [20, 21],
+            max_tokens=4,
+            min_tokens=1,
+            allowed_token_ids=[7],
+            stop_token_ids=[7],
+        )
+    run(tokenizer, [20, 21], max_tokens=2, min_tokens=1, allowed_token_ids=[7, 30])  # 30 is left

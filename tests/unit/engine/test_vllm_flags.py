@@ -51,8 +51,10 @@ def test_accepted_vllm_flags_change_nothing(serve):
 
 def test_unsupported_vllm_flags_are_refused_by_name(capsys, serve):
     assert "--enable-lora" in refused(capsys, "--enable-lora")
-    err = refused(capsys, "--quantization", "awq", "--max-num-seqs", "4")
-    assert err.startswith("pagoda: error: --quantization is a vLLM flag Pagoda does not support")
+    err = refused(capsys, "--data-parallel-size", "2", "--max-num-seqs", "4")
+    assert err.startswith(
+        "pagoda: error: --data-parallel-size is a vLLM flag Pagoda does not support"
+    )
     err = refused(capsys, "--kv-cache-dtype", "fp8")
     assert "--kv-cache-dtype fp8" in err and "auto" in err
     assert "--no-enable-chunked-prefill" in refused(capsys, "--no-enable-chunked-prefill")
@@ -106,3 +108,26 @@ def test_max_logprobs_flag(serve, capsys):
     assert cfg.max_logprobs == 5
     with pytest.raises(SystemExit):
         serve("--max-logprobs", "50")
+
+
+def test_a_quantization_method_pagoda_cannot_run_is_refused_with_the_reason(capsys, serve):
+    with pytest.raises(SystemExit) as e:
+        serve("--quantization", "awq")
+    assert e.value.code == 2
+    assert "--quantization awq: 4-bit AWQ checkpoints are not supported yet (supported: fp8)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_no_listed_flag_is_one_pagoda_implements():
+    """An entry for a flag the engine's or server's parser has is dead: the parser's flag wins."""
+    import argparse
+
+    from pagoda.engine.args import add_engine_args
+    from pagoda.engine.server.args import add_server_args
+
+    parser = argparse.ArgumentParser()
+    add_engine_args(parser)
+    add_server_args(parser)
+    implemented = set(parser._option_string_actions)
+    assert [f.flag for f in VLLM_FLAGS if f.flag in implemented] == []

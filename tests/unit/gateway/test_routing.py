@@ -49,6 +49,15 @@ def test_prefix_spills_when_its_pod_is_overloaded_and_says_so():
     assert other is not home and decision == "spill"
 
 
+def test_prefix_stays_home_whatever_the_kv_usage_of_an_idle_pod():
+    # A scrape taken while the tenant's last request ran, or cached blocks, show as KV usage.
+    eps, r = pods(2), Router()
+    home, _ = r.choose("prefix", eps, "tenant A")
+    home.kv_usage = 0.3
+    again, decision = r.choose("prefix", eps, "tenant A")
+    assert again is home and decision == "affinity"
+
+
 def test_prefix_without_a_key_falls_back_to_round_robin():
     eps, r = pods(2), Router()
     decisions = Counter(r.choose("prefix", eps, None)[1] for _ in range(4))

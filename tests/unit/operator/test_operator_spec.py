@@ -1,12 +1,15 @@
 """spec.py: defaults, and the CRD's engine fields -> vLLM-named engine flags."""
 
+import argparse
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pagoda.engine.cli import add_serve_args
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.server.args import add_server_args
 from pagoda.operator.spec import NOT_FLAGS, engine_args, flag, model_arg, parse
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -20,13 +23,54 @@ def test_flag_names_follow_vllm():
     assert flag("dtype") == "--dtype"
 
 
-def test_every_crd_engine_field_is_an_engine_config_field():
-    """maxNumSeqs <-> --max-num-seqs <-> EngineConfig.max_num_seqs: one name, three spellings."""
+def test_every_crd_engine_field_is_an_engine_config_field_or_a_server_flag():
+    """maxNumSeqs <-> --max-num-seqs <-> EngineConfig.max_num_seqs: one name, three spellings;
+    the server's own limits (maxWaitingRequests <-> --max-waiting-requests) likewise."""
     engine_fields = {f.name for f in fields(EngineConfig)}
+    server_flags = {a.dest for a in add_server_args(argparse.ArgumentParser())._actions}
     props = SCHEMA["properties"]["spec"]["properties"]["engine"]["properties"]
     for camel in set(props) - NOT_FLAGS:
         snake = flag(camel).removeprefix("--").replace("-", "_")
-        assert snake in engine_fields, f"CRD engine.{camel} has no EngineConfig.{snake}"
+        assert snake in engine_fields | server_flags, (
+            f"CRD engine.{camel} is no `pagoda serve` flag"
+        )
+
+
+def test_the_request_limits_reach_pagoda_serve_by_name():
+    """The limits hardening added (issue 16) go from the CRD to the flags `pagoda serve` parses."""
+    limits = {
+        "maxWaitingRequests",
+        "maxRequestBodyBytes",
+        "trustRequestChatTemplate",
+        "maxLogprobs",
+    }
+    assert limits <= set(SCHEMA["properties"]["spec"]["properties"]["engine"]["properties"])
+    s = parse(
+        "m",
+        "ns",
+        {
+            "model": {"uri": "default"},
+            "engine": {
+                "maxWaitingRequests": 32,
+                "maxRequestBodyBytes": 1048576,
+                "trustRequestChatTemplate": True,
+                "maxLogprobs": 5,
+            },
+        },
+    )
+    args = serve_parser().parse_args(engine_args(s))
+    assert (args.max_waiting_requests, args.max_request_body_bytes) == (32, 1048576)
+    assert args.trust_request_chat_template and args.max_logprobs == 5
+    off = parse(
+        "m", "ns", {"model": {"uri": "default"}, "engine": {"trustRequestChatTemplate": False}}
+    )
+    assert not serve_parser().parse_args(engine_args(off)).trust_request_chat_template
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_serve_args(parser)
+    return parser
 
 
 @pytest.mark.parametrize(
@@ -55,6 +99,7 @@ def test_engine_args_pass_only_what_the_spec_sets():
                 "gpuMemoryUtilization": 0.8,
                 "enablePrefixCaching": False,
                 "enforceEager": True,
+                "quantization": "fp8",
                 "image": "x",
                 "args": ["--seed", "3"],
                 "apiKeySecret": {"name": "s", "key": "k"},
@@ -75,6 +120,7 @@ def test_engine_args_pass_only_what_the_spec_sets():
     assert args[args.index("--max-num-seqs") + 1] == "8"
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.8"
     assert "--no-enable-prefix-caching" in args and "--enforce-eager" in args
+    assert args[args.index("--quantization") + 1] == "fp8"
     # The key reaches the engine by env (PAGODA_API_KEY, from the Secret): argv is world-readable
     # in /proc and in `kubectl get pod -o yaml` once the kubelet expands $(VAR).
     assert not any("API_KEY" in a or a == "--api-key" for a in args)

@@ -50,6 +50,8 @@ params_strategy = st.builds(
         st.none(), st.dictionaries(st.integers(0, V - 1), edge_floats(-100.0, 100.0), max_size=8)
     ),
     stop_token_ids=st.lists(st.integers(0, V - 1), max_size=4),
+    # allowed_token_ids of only EOS and stop tokens under min_tokens leave no token at all
+    allowed_token_ids=st.one_of(st.none(), st.lists(st.integers(0, V - 1), min_size=1, max_size=3)),
 )
 
 # Logits a model might give and some it should not: tiny spreads, ties, huge magnitudes.
@@ -124,3 +126,14 @@ def test_seed_room_for_every_sequence():
     SamplingParams(seed=I64_MAX - 4, n=4)
     with pytest.raises(ParamError, match="seed"):
         SamplingParams(seed=I64_MAX - 3, n=4)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_row_with_no_token_left_still_picks_inside_the_vocabulary(temperature):
+    """allowed_token_ids = [EOS] under min_tokens masks every token (the engine refuses such a
+    request; a grammar can still meet it): the pick must stay an id the model can embed."""
+    row = SamplingRow(
+        SamplingParams(temperature=temperature, allowed_token_ids=EOS, min_tokens=1), [5], []
+    )
+    result = Sampler(V, EOS)(torch.randn(1, V), [row])
+    assert 0 <= result.token_ids[0] < V

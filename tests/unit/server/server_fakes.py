@@ -65,6 +65,7 @@ class FakeAsyncLLM:
         self.tokenizer = TOKENIZER
         self.max_model_len = max_model_len
         self.limits = RequestLimits(max_model_len, self.config.max_num_seqs, len(TOKENIZER))
+        self.default_sampling_params: dict = {}
         self.total_blocks, self.free_blocks = total_blocks, total_blocks
         self.step_delay = step_delay
         self.healthy = True

@@ -87,7 +87,9 @@ def assert_error(r, status: int, param: str | None = "any") -> dict:
         ("/v1/completions", {"prompt": [1, 10**6]}, "prompt"),
         ("/v1/completions", {"prompt": [-1]}, "prompt"),
         ("/v1/completions", {"prompt": [1.5]}, "prompt"),
-        ("/v1/completions", {"prompt": "x", "logprobs": 1, "echo": True}, "echo"),
+        ("/v1/completions", {"prompt": "x", "prompt_logprobs": 1, "stream": True}, "stream"),
+        ("/v1/completions", {"prompt": "x", "prompt_logprobs": 21}, "prompt_logprobs"),
+        ("/v1/chat/completions", {"messages": MSGS, "prompt_logprobs": -1}, "prompt_logprobs"),
         ("/v1/completions", {"max_tokens": 3}, "prompt"),
     ],
 )

@@ -63,15 +63,70 @@ def test_auto_tool_call_in_openai_shape(hermes_client):
     assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
 
 
-def test_streamed_tool_call_deltas(hermes_client):
-    with hermes_client.stream("POST", "/v1/chat/completions", json=ask_body(stream=True)) as r:
+# Each parser's model text, and the stop string that ends it (the fake repeats its script).
+CALLS = {
+    "hermes": (
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+        "</tool_call>",
+    ),
+    "llama3_json": ('{"name": "get_weather", "parameters": {"city": "Paris"}}', "}}"),
+    "mistral": ('[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]', "}}]"),
+}
+
+
+def streamed_calls(client, **kw) -> tuple[list[dict], list[dict]]:
+    """(the calls put together from OpenAI-shaped deltas, the events), checking the deltas' shape:
+    a call's first delta has its index, id, type and name with empty arguments, the next ones
+    only arguments fragments."""
+    with client.stream("POST", "/v1/chat/completions", json=ask_body(stream=True, **kw)) as r:
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
-    deltas = [c["delta"] for e in events for c in e["choices"]]
-    calls = [d["tool_calls"] for d in deltas if d.get("tool_calls")]
-    assert len(calls) == 1 and calls[0][0]["index"] == 0
-    assert calls[0][0]["function"]["arguments"] == '{"city": "Paris"}'
+    calls: dict[int, dict] = {}
+    for e in events:
+        for c in e["choices"]:
+            assert not c["delta"].get("content"), "a call's text is not also content"
+            for d in c["delta"].get("tool_calls") or []:
+                if d["index"] not in calls:
+                    assert d["type"] == "function" and d["id"].startswith("chatcmpl-tool-")
+                    assert d["function"]["arguments"] == ""
+                    calls[d["index"]] = {"name": d["function"]["name"], "arguments": ""}
+                else:
+                    assert set(d) == {"index", "function"} and set(d["function"]) == {"arguments"}
+                    calls[d["index"]]["arguments"] += d["function"]["arguments"]
+    return [calls[i] for i in sorted(calls)], events
+
+
+@pytest.mark.parametrize("parser", sorted(CALLS))
+def test_streamed_tool_call_deltas(client, monkeypatch, parser):
+    client.app.state.tool_call_parser = parser
+    script, stop = CALLS[parser]
+    monkeypatch.setattr(server_fakes, "SCRIPT", script)
+    calls, events = streamed_calls(client, stop=[stop], include_stop_str_in_output=True)
+    assert calls == [{"name": "get_weather", "arguments": '{"city": "Paris"}'}]
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
-    assert not any(d.get("content") for d in deltas)  # the call's text is not also content
+    last = events[-1]["choices"][0]["delta"]
+    assert "tool_calls" not in last and not last["content"]
+
+
+@pytest.mark.parametrize(
+    "choice, script, stop",
+    [
+        ({"type": "function", "function": {"name": "get_weather"}}, '{"city": "Paris"}', "}"),
+        ("required", '[{"name": "get_weather", "parameters": {"city": "Paris"}}]', "}}]"),
+    ],
+    ids=["named", "required"],
+)
+def test_named_and_required_tool_calls_stream(client, monkeypatch, choice, script, stop):
+    monkeypatch.setattr(server_fakes, "SCRIPT", script)
+    calls, events = streamed_calls(
+        client, tool_choice=choice, stop=[stop], include_stop_str_in_output=True
+    )
+    assert calls == [{"name": "get_weather", "arguments": '{"city": "Paris"}'}]
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    if choice != "required":  # the arguments stream in fragments as the text comes
+        fragments = [
+            d for e in events for c in e["choices"] for d in c["delta"].get("tool_calls") or []
+        ]
+        assert len(fragments) > 2
 
 
 def ask_body(**kw):

@@ -1,14 +1,16 @@
-"""The gateway's overhead on loopback (docs/performance.md): not a test, a measurement.
+"""The gateway's overhead on loopback (docs/performance.md): a measurement, not a test.
 
-    .venv/bin/python tests/integration/gateway/overhead.py [--streams 64] [--seconds 10]
+    python benchmarks/gateway_overhead.py [--streams 64] [--seconds 10] [--rounds 4]
 
-Three processes: a fast stand-in engine (answers at once: an SSE stream of 16 events, or a small
-JSON body), the gateway in front of it (its real request path; the registry is filled by hand,
-no apiserver), and this load generator. It reports
-1. TTFT (request to first SSE event) p50 / p99 at N concurrent streams, direct to the engine and
-   through the gateway, in alternating rounds of the same run, and the difference;
-2. the request rate one gateway process sustains (small non-streaming requests, N concurrent),
-   and the engine's own rate alone for reference.
+Three processes: a stand-in engine (an SSE stream paced like a busy GPU engine: the first token
+after --ttft-ms, then one every --itl-ms, --tokens in all; or, for a non-streaming request, a
+small JSON body at once), one gateway process in front of it (its real request path: the app of
+`pagoda gateway` with its registry filled by hand, no apiserver), and this load generator. It
+reports
+1. TTFT (request to the first SSE event) p50 / p99 at --streams concurrent streams, direct to
+   the engine and through the gateway, in alternating rounds of the same run, and the difference;
+2. the rate of small non-streaming requests one gateway process sustains at --streams concurrent
+   (the engine alone, for reference), and the gateway's CPU time per request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import socket
 import statistics
 import time
@@ -24,7 +27,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-EVENT = b'data: {"choices": [{"delta": {"content": "tok"}}]}\n\n'
+EVENT = b'data: {"choices": [{"index": 0, "delta": {"content": "tok"}}]}\n\n'
 
 
 def free_port() -> int:
@@ -33,16 +36,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_engine(port: int) -> None:
+def run_engine(port: int, ttft: float, itl: float, tokens: int) -> None:
     async def complete(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if not body.get("stream"):
             return web.json_response({"id": "x", "choices": [{"text": "ok"}]})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for _ in range(16):
+        await asyncio.sleep(ttft)
+        for i in range(tokens):
+            if i:
+                await asyncio.sleep(itl)
             await response.write(EVENT)
-            await asyncio.sleep(0.005)
         await response.write(b"data: [DONE]\n\n")
         return response
 
@@ -103,46 +108,50 @@ async def rate(url: str, concurrency: int, seconds: float) -> float:
     return done / seconds
 
 
-def pct(xs: list[float], q: float) -> float:
+def pct(xs: list[float], q: int) -> float:
+    """The q-th percentile, in milliseconds."""
     return statistics.quantiles(xs, n=100, method="inclusive")[q - 1] * 1000
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (/proc/PID/stat, in clock ticks)."""
-    import os
-
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(
-    engine: str, gateway: str, gateway_pid: int, streams: int, seconds: float, rounds: int
-) -> None:
+async def measure(args: argparse.Namespace, engine: str, gateway: str, gateway_pid: int) -> None:
+    path = "/v1/completions"
     direct: list[float] = []
     via: list[float] = []
-    await ttft_round(engine + "/v1/completions", streams, 2)  # warm both paths
-    await ttft_round(gateway + "/v1/completions", streams, 2)
-    for _ in range(rounds):
-        direct += await ttft_round(engine + "/v1/completions", streams, 5)
-        via += await ttft_round(gateway + "/v1/completions", streams, 5)
-    print(f"TTFT at {streams} concurrent streams, {len(direct)} requests each way:")
+    await ttft_round(engine + path, args.streams, 2)  # warm both paths
+    await ttft_round(gateway + path, args.streams, 2)
+    for _ in range(args.rounds):
+        direct += await ttft_round(engine + path, args.streams, 5)
+        via += await ttft_round(gateway + path, args.streams, 5)
+    print(
+        f"TTFT at {args.streams} concurrent streams (engine: first token after {args.ttft_ms:g} "
+        f"ms, {args.tokens} tokens {args.itl_ms:g} ms apart), {len(direct)} requests each way:"
+    )
     for name, xs in (("direct", direct), ("gateway", via)):
         print(f"  {name:8s} p50 {pct(xs, 50):7.2f} ms   p99 {pct(xs, 99):7.2f} ms")
     print(
         f"  added    p50 {pct(via, 50) - pct(direct, 50):7.2f} ms   "
         f"p99 {pct(via, 99) - pct(direct, 99):7.2f} ms"
     )
-    engine_rate = await rate(engine + "/v1/completions", streams, seconds)
+    engine_rate = await rate(engine + path, args.streams, args.seconds)
     cpu_before = cpu_seconds(gateway_pid)
-    gateway_rate = await rate(gateway + "/v1/completions", streams, seconds)
-    cpu_per_request = (cpu_seconds(gateway_pid) - cpu_before) / (gateway_rate * seconds)
-    print(f"Requests/s, {streams} concurrent, small non-streaming answers, {seconds:g} s:")
+    gateway_rate = await rate(gateway + path, args.streams, args.seconds)
+    cpu_per_request = (cpu_seconds(gateway_pid) - cpu_before) / (gateway_rate * args.seconds)
+    print(
+        f"Requests/s, {args.streams} concurrent, small non-streaming answers, {args.seconds:g} s:"
+    )
     print(f"  engine alone {engine_rate:8.0f}   through one gateway process {gateway_rate:8.0f}")
     print(
         f"  gateway CPU per request {cpu_per_request * 1e6:.0f} us "
         f"(one core's worth: {1 / cpu_per_request:.0f} requests/s)"
     )
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def main() -> None:
@@ -150,26 +159,27 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=64)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--ttft-ms", type=float, default=25.0)
+    p.add_argument("--itl-ms", type=float, default=20.0)
+    p.add_argument("--tokens", type=int, default=32)
     args = p.parse_args()
     engine_port, gateway_port = free_port(), free_port()
+    pacing = (args.ttft_ms / 1000, args.itl_ms / 1000, args.tokens)
     procs = [
-        multiprocessing.Process(target=run_engine, args=(engine_port,), daemon=True),
+        multiprocessing.Process(target=run_engine, args=(engine_port, *pacing), daemon=True),
         multiprocessing.Process(target=run_gateway, args=(gateway_port, engine_port), daemon=True),
     ]
     for proc in procs:
         proc.start()
     time.sleep(3)
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     try:
         asyncio.run(
             measure(
-                f"http://127.0.0.1:{engine_port}",
-                f"http://127.0.0.1:{gateway_port}",
+                args, f"http://127.0.0.1:{engine_port}", f"http://127.0.0.1:{gateway_port}",
                 procs[1].pid,
-                args.streams,
-                args.seconds,
-                args.rounds,
             )
-        )
+        )  # fmt: skip
     finally:
         for proc in procs:
             proc.terminate()

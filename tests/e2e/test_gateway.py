@@ -1,6 +1,4 @@
-"""DRAFT, never run yet (so not collected: rename to test_gateway.py once it has passed on a cluster).
-
-The gateway on a real cluster with real engine pods: two InferenceServices behind one gateway
+"""The gateway on a real cluster with real engine pods: two InferenceServices behind one gateway
 route by `model`; prefix routing against round-robin on a multi-tenant workload (prefix-cache hit
 rate and mean TTFT, both reported); a model at zero replicas answers its first request (the cold
 start reported); a pod killed mid-stream fails that stream only."""
@@ -18,7 +16,14 @@ from e2e_cluster import CHART, Cluster
 pytestmark = pytest.mark.e2e
 
 RELEASE, OPERATOR_NS, HOST = "pagoda", "pagoda-system", "gateway.e2e"
-TENANTS, QUESTIONS = 8, 3
+# The multi-tenant workload. The issue's shape is 8 system prompts of 1,500 tokens; on the CPU
+# engine a cold 1,500-token prefill costs many seconds, so the prompts here are ~290 tokens with
+# the question (15 rules): a cold prefill still costs several times a warm one (~35 uncached
+# tokens), which is the effect measured, at a fifth of the CI time. Each tenant asks two
+# questions back to back (a question and its follow-up), tenants in turn, ROUNDS times over:
+# round-robin sends each pair to both pods, so each pod sees all 8 tenants in cyclic order;
+# prefix routing keeps a tenant on one pod.
+TENANTS, RULES, ROUNDS = 8, 15, 2
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +50,17 @@ def ns(cluster: Cluster):
 
 
 def engine(cluster: Cluster) -> dict:
-    # 480 MiB of float32 KV (46 KB a token: about 10,900 tokens): room for up to 7 tenants'
-    # 1,500-token prompts, never all 8, so round-robin's cyclic order evicts each before reuse.
+    # 100 MiB of float32 KV (720 KiB a 16-token block: 142 blocks). A tenant's prompt fills 18
+    # blocks, each request's own question 1-2 more: under round-robin a pod cycles through all 8
+    # tenants (~160 blocks), so LRU evicts each one before its turn comes again; under prefix
+    # routing a pod holds its share of the tenants (6 of 8 still fit).
     return {
         "image": cluster.engine_image,
         "imagePullPolicy": "IfNotPresent",
         "maxNumSeqs": 4,
-        "maxModelLen": 2048,
+        "maxModelLen": 1024,
         "dtype": "float32",
-        "args": ["--kv-cache-memory-bytes", str(480 * 2**20)],
+        "args": ["--kv-cache-memory-bytes", str(100 * 2**20)],
     }
 
 
@@ -80,6 +87,16 @@ def client(cluster: Cluster):
 
 
 def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
+    try:
+        _scenario(cluster, ns)
+    except BaseException:
+        print(cluster.describe(ns))
+        print(cluster.kubectl("logs", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/name=pagoda-gateway",
+                              "--tail=60", check=False).stdout)  # fmt: skip
+        raise
+
+
+def _scenario(cluster: Cluster, ns: str) -> None:
     apply(cluster, ns, "pair", {
         "model": {"uri": "default", "servedName": "smol"},
         "engine": engine(cluster),
@@ -114,6 +131,8 @@ def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
     print(f"\ncold start (request to first token, 0 -> 1 replica): {cold_start:.1f} s")
     events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout
     assert "ScaledFromZero" in events
+    # Its pod would only compete for the CPU with the measurement below.
+    cluster.kubectl("delete", "inferenceservice", "cold", "-n", ns, "--wait=false")
 
     # --- prefix routing against round-robin ---------------------------------------------------
     figures = {}
@@ -124,7 +143,7 @@ def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
         )  # fmt: skip
         time.sleep(3)  # the gateway's watch
         before = _prefix_counters(cluster, ns)
-        ttfts = _tenant_workload(c)
+        ttfts = _tenant_workload(c, policy)
         after = _prefix_counters(cluster, ns)
         hit_rate = (after[0] - before[0]) / max(1.0, after[1] - before[1])
         figures[policy] = (hit_rate, statistics.mean(ttfts))
@@ -136,12 +155,17 @@ def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
 
     # --- a pod killed mid-stream fails that stream only ---------------------------------------
     stream = c.chat.completions.create(
-        model="smol", messages=[_q("Count to 500.")], max_tokens=1500, stream=True,
+        model="smol", messages=[_q("Count to 500.")], max_tokens=900, stream=True,
         extra_body={"ignore_eos": True},
     )  # fmt: skip
     it = iter(stream)
     next(it)
-    (serving,) = [p for p in _pods(cluster, ns, "pair") if _running(cluster, ns, p) > 0]
+    (serving,) = cluster.wait(
+        lambda: [p for p in _pods(cluster, ns, "pair") if _running(cluster, ns, p) > 0],
+        30,
+        "the pod running the long stream",
+        interval=0.5,
+    )
     cluster.kubectl("delete", "pod", "-n", ns, serving, "--grace-period=0", "--force",
                     "--wait=false")  # fmt: skip
     with pytest.raises(Exception):  # noqa: B017 - the broken stream's error, whatever its class
@@ -153,10 +177,11 @@ def test_gateway_end_to_end(cluster: Cluster, gateway, ns: str):
 
 
 def _first_token(stream):
-    """The first chunk that carries text (the engine sends the role's chunk before any token)."""
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            return chunk
+    """The first chunk after the role's (which the engine sends before any token is computed)."""
+    it = iter(stream)
+    next(it)
+    for chunk in it:
+        return chunk
     raise AssertionError("the stream ended without a token")
 
 
@@ -164,25 +189,32 @@ def _q(text: str) -> dict:
     return {"role": "user", "content": text}
 
 
-def _tenant_workload(c) -> list[float]:
-    """8 tenants, each a ~1,500-token system prompt, asking short questions in turn."""
+def _tenant_workload(c, edition: str) -> list[float]:
+    """TTFT of each request: tenants in turn, a question and its follow-up each, ROUNDS times.
+    Each policy's run has its own `edition` of the handbooks, so neither finds the other's
+    prompts in the caches."""
     ttfts = []
-    for q in range(QUESTIONS):
+    for r in range(ROUNDS):
         for t in range(TENANTS):
-            system = f"Tenant {t} handbook. " + " ".join(
-                f"Rule {t}.{i}: be precise about topic {i * 7 + t}." for i in range(95)
+            system = f"Tenant {t} handbook, {edition} edition. " + " ".join(
+                f"Rule {t}.{i}: be precise about topic {i * 7 + t}." for i in range(RULES)
             )
-            started = time.monotonic()
-            stream = c.chat.completions.create(
-                model="smol",
-                messages=[{"role": "system", "content": system}, _q(f"Question {q}: why?")],
-                max_tokens=2,
-                stream=True,
-            )
-            _first_token(stream)
-            ttfts.append(time.monotonic() - started)
-            for _ in stream:
-                pass
+            for q in range(2):
+                question = (
+                    f"Question {r}.{q} from a user of this tenant: in one short sentence, which "
+                    "of the rules above matters most for the work we do here every day?"
+                )
+                started = time.monotonic()
+                stream = c.chat.completions.create(
+                    model="smol",
+                    messages=[{"role": "system", "content": system}, _q(question)],
+                    max_tokens=2,
+                    stream=True,
+                )
+                _first_token(stream)
+                ttfts.append(time.monotonic() - started)
+                for _ in stream:
+                    pass
     return ttfts
 
 

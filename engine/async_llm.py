@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core_client import CoreClient, CoreProcess, CoreThread, EngineDeadError
-from pagoda.engine.core_messages import Abort, EngineCoreOutputs, StopSequences
+from pagoda.engine.core_messages import Abort, EngineCoreOutputs, StopSequences, ToCore
 from pagoda.engine.input_processor import InputProcessor
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.output_processor import OutputProcessor
@@ -66,6 +66,7 @@ class AsyncLLM:
         self.output_processor = OutputProcessor(self.tokenizer, metrics)
         self._queues: dict[str, asyncio.Queue[Output | BaseException]] = {}
         self._unstarted: set[str] = set()  # added, no output yet: num_waiting()
+        self._outbox: list[ToCore] = []  # this tick's messages to the core
         self._handler: asyncio.Task | None = None
         self._last_output = time.monotonic()
         self.error: BaseException | None = None
@@ -148,7 +149,7 @@ class AsyncLLM:
         q: asyncio.Queue[Output | BaseException] = asyncio.Queue()
         self._queues[request_id] = q
         self._unstarted.add(request_id)
-        self.client.send(req)
+        self._send(req)
         finished = False
         try:
             while not finished:
@@ -175,7 +176,19 @@ class AsyncLLM:
 
     def _abort(self, request_id: str) -> None:
         if self.output_processor.abort(request_id) is not None and self.error is None:
-            self.client.send(Abort([request_id]))
+            self._send(Abort([request_id]))
+
+    def _send(self, message: ToCore) -> None:
+        """The messages of one event-loop tick go to the core together: requests that come
+        together (a batch of prompts, of embedding inputs) reach the same step, as in one process."""
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(message)
+
+    def _flush(self) -> None:
+        messages, self._outbox = self._outbox, []
+        if self.error is None:
+            self.client.send(messages)
 
     async def shutdown(self) -> None:
         if self._handler is not None:
@@ -215,7 +228,7 @@ class AsyncLLM:
             chunk = outputs[start : start + CHUNK]
             processed = self.output_processor.process(chunk, batch.timestamp)
             if processed.stopped:
-                self.client.send(StopSequences(processed.stopped))
+                self._send(StopSequences(processed.stopped))
             for out in processed.request_outputs:
                 q = self._queues.get(out.request_id)
                 if q is not None:

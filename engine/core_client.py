@@ -47,7 +47,9 @@ class EngineDeadError(RuntimeError):
 class CoreClient(Protocol):
     info: CoreInfo
 
-    def send(self, message: ToCore) -> None: ...
+    def send(self, messages: list[ToCore]) -> None:
+        """Messages the core takes in together, before its next step."""
+        ...
 
     async def get_output(self, timeout_s: float) -> EngineCoreOutputs | None:
         """The next batch of outputs, None after timeout_s; EngineDeadError once the core died."""
@@ -112,8 +114,9 @@ class CoreProcess:
             raise RuntimeError(f"the engine core sent {message!r} before it was ready")
         return message
 
-    def send(self, message: ToCore) -> None:
-        self._inputs.send(self._encoder.encode(message), copy=False)
+    def send(self, messages: list[ToCore]) -> None:
+        # One multipart message: its parts arrive together.
+        self._inputs.send_multipart([self._encoder.encode(m) for m in messages], copy=False)
 
     async def get_output(self, timeout_s: float) -> EngineCoreOutputs | None:
         if self._async_outputs is None:  # on the event loop that reads it
@@ -134,7 +137,7 @@ class CoreProcess:
 
     async def shutdown(self, graceful: bool) -> None:
         if graceful and self.proc.exitcode is None:
-            self.send(Shutdown())
+            self.send([Shutdown()])
             await asyncio.to_thread(self.proc.join, SHUTDOWN_TIMEOUT_S)
         self.kill()
 
@@ -154,12 +157,12 @@ class CoreThread:
 
         self.core: EngineCore = core
         self.info = core.info()
-        self._inbox: queue.SimpleQueue[ToCore] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[list[ToCore]] = queue.SimpleQueue()
         self._outbox: asyncio.Queue[EngineCoreOutputs | BaseException] | None = None
         self._thread: threading.Thread | None = None
 
-    def send(self, message: ToCore) -> None:
-        self._inbox.put(message)
+    def send(self, messages: list[ToCore]) -> None:
+        self._inbox.put(messages)
 
     async def get_output(self, timeout_s: float) -> EngineCoreOutputs | None:
         if self._outbox is None:
@@ -184,14 +187,15 @@ class CoreThread:
             loop.call_soon_threadsafe(outbox.put_nowait, batch)
 
         def receive(timeout_s: float) -> list[ToCore]:
-            messages = []
+            messages: list[ToCore] = []
             try:
-                messages.append(self._inbox.get(timeout=timeout_s) if timeout_s else None)
+                if timeout_s:
+                    messages += self._inbox.get(timeout=timeout_s)
             except queue.Empty:
                 return []
             while not self._inbox.empty():
-                messages.append(self._inbox.get_nowait())
-            return [m for m in messages if m is not None]
+                messages += self._inbox.get_nowait()
+            return messages
 
         def run() -> None:
             try:
@@ -205,7 +209,7 @@ class CoreThread:
         self._thread.start()
 
     async def shutdown(self, graceful: bool) -> None:
-        self.send(Shutdown())
+        self.send([Shutdown()])
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, SHUTDOWN_TIMEOUT_S)
         await asyncio.to_thread(self.core.shutdown)

@@ -123,7 +123,8 @@ def run_engine_core(config: EngineConfig, addresses: CoreAddresses) -> None:
         if inputs.poll(int(timeout_s * 1000)):
             while True:
                 try:
-                    messages.append(decoder.decode(inputs.recv(zmq.NOBLOCK)))
+                    frames = inputs.recv_multipart(zmq.NOBLOCK, copy=False)
+                    messages += [decoder.decode(f.buffer) for f in frames]
                 except zmq.Again:
                     return messages
         return messages

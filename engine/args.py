@@ -36,7 +36,7 @@ HELP = {
     "override_generation_config": 'JSON, as vLLM\'s; only {"max_new_tokens": N}: caps every '
     "request's max_tokens at N",
     "quantization": "quantize the weights at load: fp8 (e4m3, a scale per output channel; "
-    "activations per token)",
+    "activations per token); checkpoints stored in FP8 (fp8, compressed-tensors) load as they are",
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 

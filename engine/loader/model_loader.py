@@ -18,11 +18,23 @@ from pagoda.engine.loader.cache import cache_dir, save_tensors, write_atomic
 from pagoda.engine.loader.dummy import fill_dummy
 from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.loader.gguf_file import gguf_model_config, gguf_weights, open_gguf
-from pagoda.engine.loader.hf_folder import hf_model_config, safetensors_files, safetensors_weights
+from pagoda.engine.loader.hf_folder import (
+    hf_model_config,
+    read_json,
+    safetensors_files,
+    safetensors_weights,
+)
 from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
 from pagoda.engine.models import ModelConfig, build_model
 from pagoda.engine.models.llama import LlamaForCausalLM
 from pagoda.engine.quantization.apply import quantize_model
+from pagoda.engine.quantization.checkpoint import (
+    finish_fp8_layers,
+    fp8_checkpoint,
+    fp8_layers,
+    prepare_fp8_parameters,
+    without_input_scales,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +47,7 @@ def load_model(
     start = time.perf_counter()
     resolved = resolve_model(config)
     weights: Weights | None
+    fp8_weights = False
     if resolved.kind == "dummy":
         model_config, weights = dummy_model_config(resolved), None
     elif resolved.path is None:
@@ -42,6 +55,7 @@ def load_model(
     elif resolved.kind == "hf":
         model_config = hf_model_config(resolved.path)
         weights = safetensors_weights(safetensors_files(resolved.path))
+        fp8_weights = stored_in_fp8(resolved.path, config.quantization)
     else:
         model_config, weights = gguf_source(resolved.path, dtype)
     model_config.max_model_len = config.max_model_len
@@ -49,6 +63,13 @@ def load_model(
     check_fits(model_config, backend, device, dtype)
     with _default_device_dtype(device, dtype):
         model = build_model(model_config, backend)
+        if fp8_weights:
+            try:
+                layers = fp8_layers(model)
+            except ValueError as e:
+                raise ModelLoadError(f"{resolved.path}: {e}") from e
+            prepare_fp8_parameters(layers)
+            weights = without_input_scales(weights or ())
     if weights is None:
         fill_dummy(model, config.seed)
     else:
@@ -63,11 +84,33 @@ def load_model(
                 # Its files and progress bar close now, not when the error is collected: the
                 # error's line must not follow the bar's on the terminal.
                 weights.close()
-    if config.quantization:
+    if fp8_weights:
+        finish_fp8_layers(layers, device)
+        log.info("loaded %d linear layers in FP8 as the checkpoint stores them", len(layers))
+    elif config.quantization:
         n = quantize_model(model, config.quantization, device)
         log.info("quantized %d linear layers to %s", n, config.quantization)
     log.info("loaded %s (%s) in %.1f s", resolved.name, resolved.kind, time.perf_counter() - start)
     return model.eval(), model_config
+
+
+def stored_in_fp8(folder: Path, quantization: str | None) -> bool:
+    """Whether the checkpoint's config.json says its linear weights are FP8 (then they load as
+    they are, with --quantization fp8, its own method or none); a quantized checkpoint Pagoda
+    cannot run, or one that contradicts --quantization, is refused."""
+    try:
+        method = fp8_checkpoint(read_json(folder / "config.json"))
+    except ValueError as e:
+        raise ModelLoadError(f"{folder}: {e}") from e
+    if method is not None and quantization not in (None, "fp8", method):
+        raise ModelLoadError(
+            f"{folder} holds {method} FP8 weights: --quantization {quantization} contradicts it"
+        )
+    if method is None and quantization == "compressed-tensors":
+        raise ModelLoadError(
+            f"--quantization compressed-tensors: {folder} is no compressed-tensors checkpoint"
+        )
+    return method is not None
 
 
 def check_fits(

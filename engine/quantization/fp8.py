@@ -99,8 +99,12 @@ class Fp8LinearMethod:
 
     def quantize(self, layer: LinearBase) -> None:
         q, scale = quantize_per_channel(layer.weight.data)
-        # The weight goes; what replaces it is a buffer, so it moves with the module.
         del layer.weight
+        self.hold(layer, q, scale)
+
+    def hold(self, layer: LinearBase, q: torch.Tensor, scale: torch.Tensor) -> None:
+        """Give the layer its FP8 weight (e4m3 [N, K], fp32 scale [N]) as buffers (they move with
+        the module) and this method to multiply with; its full-precision weight is gone."""
         if self.use_scaled_mm:
             layer.register_buffer("weight_q", q)
             layer.register_buffer("weight_scale", scale)

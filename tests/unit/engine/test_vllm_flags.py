@@ -114,8 +114,9 @@ def test_a_quantization_method_pagoda_cannot_run_is_refused_with_the_reason(caps
     with pytest.raises(SystemExit) as e:
         serve("--quantization", "awq")
     assert e.value.code == 2
-    assert "--quantization awq: 4-bit AWQ checkpoints are not supported yet (supported: fp8)" in (
-        capsys.readouterr().err
+    assert (
+        "--quantization awq: 4-bit AWQ checkpoints are not supported yet (supported: fp8, compressed-tensors)"
+        in (capsys.readouterr().err)
     )
 
 

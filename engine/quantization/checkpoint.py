@@ -119,10 +119,9 @@ def _scale_loader(layer: LinearBase) -> Callable[..., None]:
             scale = scale.expand(rows, 1)
         if isinstance(layer, RowParallelLinear):  # the rows are not split over the ranks
             copy_checked(param, scale, "weight_scale")
-        elif shard is None:
-            layer.weight_loader(param, scale)
-        else:
-            layer.weight_loader(param, scale, shard)
+        else:  # the weight's own loader: the same rows of this rank, the same shard offsets
+            weight_loader: Callable[..., None] = layer.weight_loader
+            weight_loader(param, scale) if shard is None else weight_loader(param, scale, shard)
 
     return load
 
@@ -157,6 +156,6 @@ def finish_fp8_layers(layers: list[LinearBase], device: torch.device) -> None:
     leaves a layer it quantized itself."""
     method = Fp8LinearMethod.for_device(device)
     for layer in layers:
-        q, scale = layer.weight.data, layer.weight_scale.data.view(-1)
+        q, scale = layer.weight.data, layer.get_parameter("weight_scale").data.view(-1)
         del layer.weight, layer.weight_scale
         method.hold(layer, q, scale)

@@ -57,7 +57,10 @@ def _fp8_gemv_kernel(
             mask=(rn[:, None] < N) & (rk[None, :] < K),
             other=0.0,
         )
-        acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
+        if BLOCK_M == 1:  # one row: a multiply and a row sum, no tensor-core layout to convert
+            acc += tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=1)[None, :]
+        else:
+            acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
     scale = tl.load(scale_ptr + rn, mask=rn < N, other=0.0)
     acc = acc * scale[None, :]
     if HAS_BIAS:  # added once: by the first split
@@ -88,6 +91,7 @@ def fp8_gemv(
     block_n: int = 32,
     block_k: int = 256,
     split_k: int | None = None,
+    num_warps: int = 4,
 ) -> torch.Tensor:
     """x [M <= 16, K] (bf16 or fp16, contiguous rows) @ (weight_q [N, K] e4m3 * scale [N])^T
     (+ bias) -> [M, N] in x's dtype."""
@@ -119,8 +123,9 @@ def fp8_gemv(
         k_per_split,
         HAS_BIAS=bias is not None,
         SPLIT_K=split_k,
-        BLOCK_M=16,
+        BLOCK_M=1 if m == 1 else 16,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
+        num_warps=num_warps,
     )
     return y if split_k == 1 else y.to(x.dtype)

@@ -31,6 +31,9 @@ class EngineConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Weights quantized after loading (vLLM's --quantization): "fp8" (see engine/quantization).
     quantization: str | None = None
+    # The paged KV cache's element type: "auto" is the model's dtype; "fp8" (= "fp8_e4m3") stores
+    # e4m3 with a per-tensor scale of 1.0, as vLLM does without calibrated scales.
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
 

@@ -45,7 +45,6 @@ VLLM_FLAGS: tuple[VllmFlag, ...] = (
     _accepted("--disable-custom-all-reduce", "Pagoda has no custom all-reduce"),
     _accepted("--disable-cascade-attn", "Pagoda has no cascade attention"),
     _accepted("--enable-prompt-tokens-details", "usage always has prompt_tokens_details"),
-    _accepted("--kv-cache-dtype", "the KV cache is in the model's dtype", ("auto",)),
     _accepted("--tokenizer-mode", "Hugging Face tokenizers", ("auto", "hf")),
     _accepted("--response-role", "the role of generated messages", ("assistant",)),
     _refused("--no-enable-chunked-prefill", "prefill is always chunked", takes_value=False),

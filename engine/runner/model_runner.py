@@ -81,6 +81,7 @@ class ModelRunner:
         self.config = config
         self.device = pick_device(config.device)
         self.dtype = pick_dtype(config.dtype, self.device)
+        self.kv_dtype = torch.float8_e4m3fn if config.kv_cache_dtype != "auto" else self.dtype
         torch.manual_seed(config.seed)
         self.model, self.model_config = load_model(config, self.device, self.dtype)
         self.pp = get_pp_group()
@@ -113,8 +114,8 @@ class ModelRunner:
         pin = self.device.type == "cuda"
         self.cpu_kv_caches = [
             (
-                torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
-                torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
+                torch.empty(cpu_shape, dtype=self.kv_dtype, pin_memory=pin),
+                torch.empty(cpu_shape, dtype=self.kv_dtype, pin_memory=pin),
             )
             for _ in range(self.model.num_stage_layers if self.num_cpu_blocks else 0)
         ]
@@ -148,16 +149,16 @@ class ModelRunner:
         the output (0 * NaN). On the CPU the zeros come from calloc (numpy.zeros): its pages are
         committed as blocks are first written, so an idle pool of GiBs costs no memory."""
         if self.device.type != "cpu":
-            return torch.zeros(shape, dtype=self.dtype, device=self.device)
-        nbytes = int(np.prod(shape)) * self.dtype.itemsize
-        return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(self.dtype).view(shape)
+            return torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
+        nbytes = int(np.prod(shape)) * self.kv_dtype.itemsize
+        return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(self.kv_dtype).view(shape)
 
     @property
     def bytes_per_block(self) -> int:
         # This rank's share: its stage's layers, its KV heads.
         layers, heads = self.model.num_stage_layers, self.model.num_kv_heads
         head_dim = self.model_config.head_dim
-        return 2 * layers * self.block_size * heads * head_dim * self.dtype.itemsize
+        return 2 * layers * self.block_size * heads * head_dim * self.kv_dtype.itemsize
 
     def determine_num_blocks(self) -> int:
         cfg = self.config
@@ -187,8 +188,8 @@ class ModelRunner:
         shape = (1, self.block_size, self.model.num_kv_heads, mc.head_dim)
         kv = [
             (
-                torch.zeros(shape, dtype=self.dtype, device=dev),
-                torch.zeros(shape, dtype=self.dtype, device=dev),
+                torch.zeros(shape, dtype=self.kv_dtype, device=dev),
+                torch.zeros(shape, dtype=self.kv_dtype, device=dev),
             )
             for _ in range(self.model.num_stage_layers)
         ]

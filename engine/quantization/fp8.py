@@ -2,7 +2,7 @@
 token computed as they arrive (dynamic), the matmul in FP8 with both scales applied to its fp32
 accumulators (`torch._scaled_mm`'s row-wise scaling, on GPUs with FP8 tensor cores: compute
 capability 8.9 and up). Up to 16 rows (decode at small batch) a Triton GEMV reads the FP8 weights
-and multiplies them by the activations unquantized (kernels/fp8_gemv.py): there the weight read is
+and multiplies them by the activations unquantized (kernels/w8_gemv.py): there the weight read is
 the whole cost, and cuBLASLt's FP8 GEMM does not halve it.
 
 Without FP8 GEMMs (the CPU) the same quantized numbers are multiplied in float32 after dequantizing:
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pagoda.engine.kernels.fp8_gemv import MAX_ROWS, fp8_gemv
 from pagoda.engine.kernels.quant_fp8 import per_token_quant_fp8
+from pagoda.engine.kernels.w8_gemv import MAX_ROWS, w8_gemv
 from pagoda.engine.layers.linear import LinearBase
 
 FP8 = torch.float8_e4m3fn
@@ -122,7 +122,7 @@ class Fp8LinearMethod:
         rows = x.reshape(-1, k)
         if rows.shape[0] <= MAX_ROWS and rows.stride(1) == 1:
             # Decode at small batch: the weight read is the cost, which the GEMV halves.
-            return fp8_gemv(rows, weight_q, scale, bias).reshape(*x.shape[:-1], n)
+            return w8_gemv(rows, weight_q, scale, bias).reshape(*x.shape[:-1], n)
         # cuBLASLt's FP8 GEMM wants both sides' dims in multiples of 16 (real models' are).
         if n % 16 == 0 and k % 16 == 0:
             return fp8_linear_scaled_mm(x, weight_q, scale, bias)

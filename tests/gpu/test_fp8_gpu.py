@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pagoda.engine.kernels.fp8_gemv import fp8_gemv
 from pagoda.engine.kernels.quant_fp8 import per_token_quant_fp8
+from pagoda.engine.kernels.w8_gemv import w8_gemv
 from pagoda.engine.quantization.fp8 import (
     dequantize,
     fp8_gemm_supported,
@@ -70,7 +70,7 @@ def test_per_token_quant_kernel_matches_the_reference(k, batch):
 
 @pytest.mark.parametrize("batch", [1, 3, 8, 16])
 @pytest.mark.parametrize(("k", "n"), SHAPES)
-def test_fp8_gemv_matches_the_weight_only_reference(k, n, batch):
+def test_w8_gemv_fp8_matches_the_weight_only_reference(k, n, batch):
     """The small-batch path: bf16 activations times the FP8 weights, split-K or not, with bias."""
     g = torch.Generator("cuda").manual_seed(k * 3 + n + batch)
     w = torch.randn(n, k, device="cuda", generator=g, dtype=torch.bfloat16) * 0.02
@@ -80,17 +80,17 @@ def test_fp8_gemv_matches_the_weight_only_reference(k, n, batch):
     ref = x.float() @ dequantize(q, scale).T + bias.float()
     for split_k in (None, 1, 4):
         out = torch.full((batch, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-        out.copy_(fp8_gemv(x, q, scale, bias, split_k=split_k))
+        out.copy_(w8_gemv(x, q, scale, bias, split_k=split_k))
         rel = ((out.float() - ref).norm() / ref.norm()).item()
         assert rel < 5e-3, (split_k, rel)
 
 
-def test_fp8_gemv_odd_sizes_and_a_layer_without_bias():
+def test_w8_gemv_odd_sizes_and_a_layer_without_bias():
     g = torch.Generator("cuda").manual_seed(5)
     w = torch.randn(77, 300, device="cuda", generator=g, dtype=torch.bfloat16)
     x = torch.randn(5, 300, device="cuda", generator=g, dtype=torch.bfloat16)
     q, scale = quantize_per_channel(w)
     ref = x.float() @ dequantize(q, scale).T
-    out = fp8_gemv(x, q, scale, None)
+    out = w8_gemv(x, q, scale, None)
     assert out.dtype == torch.bfloat16 and out.shape == (5, 77)
     assert ((out.float() - ref).norm() / ref.norm()).item() < 5e-3

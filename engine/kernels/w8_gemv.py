@@ -1,12 +1,13 @@
-"""FP8 weights times a few rows of activations (decode at small batch), in one Triton kernel.
+"""8-bit weights (FP8 e4m3 or INT8) times a few rows of activations (decode at small batch), in
+one Triton kernel.
 
-At a handful of tokens a linear layer's time is the weight read, and cuBLASLt's FP8 GEMM, tuned for
-large M, reads FP8 weights no faster than bf16 ones. Here each program streams a [BLOCK_N, K] strip
-of e4m3 weights once, widens it to the activations' dtype in registers (exact: e4m3 fits in bf16
-and fp16), multiplies it by the activations, kept as they are (weight-only at small batch: no per-token activation rounding), and
-applies the per-channel scale to the fp32 sums. Split-K programs add into an fp32 output when N
-alone gives too few programs to keep the memory system busy.
-The reference: pagoda.engine.quantization.fp8.dequantize, then a float32 matmul.
+At a handful of tokens a linear layer's time is the weight read, and the 8-bit GEMMs (cuBLASLt's,
+tuned for large M) read 8-bit weights no faster than bf16 ones. Here each program streams a
+[BLOCK_N, K] strip of 8-bit weights once, widens it to the activations' dtype in registers (exact:
+e4m3 and int8 values fit in bf16 and fp16), multiplies it by the activations, kept as they are
+(weight-only at small batch: no per-token activation rounding), and applies the per-channel scale
+to the fp32 sums. Split-K programs add into an fp32 output when N alone gives too few programs to
+keep the memory system busy. The reference: the dequantized weight, then a float32 matmul.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ MAX_ROWS = 16
 
 
 @triton.jit
-def _fp8_gemv_kernel(
+def _w8_gemv_kernel(
     x_ptr,
     w_ptr,
     scale_ptr,
@@ -83,7 +84,7 @@ def split_k_for(n: int, k: int, block_n: int, sms: int) -> int:
     return split
 
 
-def fp8_gemv(
+def w8_gemv(
     x: torch.Tensor,
     weight_q: torch.Tensor,
     weight_scale: torch.Tensor,
@@ -93,12 +94,12 @@ def fp8_gemv(
     split_k: int | None = None,
     num_warps: int = 4,
 ) -> torch.Tensor:
-    """x [M <= 16, K] (bf16 or fp16, contiguous rows) @ (weight_q [N, K] e4m3 * scale [N])^T
+    """x [M <= 16, K] (bf16 or fp16, contiguous rows) @ (weight_q [N, K] 8-bit * scale [N])^T
     (+ bias) -> [M, N] in x's dtype."""
     m, k = x.shape
     n = weight_q.shape[0]
     if m > MAX_ROWS or x.stride(1) != 1 or weight_q.stride(1) != 1:
-        raise ValueError(f"fp8_gemv takes up to {MAX_ROWS} contiguous rows, got {tuple(x.shape)}")
+        raise ValueError(f"w8_gemv takes up to {MAX_ROWS} contiguous rows, got {tuple(x.shape)}")
     if split_k is None:
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count
         split_k = split_k_for(n, k, block_n, sms)
@@ -108,7 +109,7 @@ def fp8_gemv(
     else:
         y = torch.zeros((m, n), dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(n, block_n), split_k)
-    _fp8_gemv_kernel[grid](
+    _w8_gemv_kernel[grid](
         x,
         weight_q,
         weight_scale,

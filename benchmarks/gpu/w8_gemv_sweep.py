@@ -11,7 +11,7 @@ from functools import partial
 import torch
 import triton.testing
 
-from pagoda.engine.kernels.fp8_gemv import fp8_gemv
+from pagoda.engine.kernels.w8_gemv import w8_gemv
 from pagoda.engine.quantization.fp8 import fp8_linear_scaled_mm, quantize_per_channel
 
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
@@ -33,10 +33,10 @@ def main() -> None:
             for bn, bk, sk, nw in itertools.product((8, 16, 32, 64), (256, 512), (None, 1), (4, 8)):
                 if m > 1 and bn < 16:
                     continue  # tl.dot's least N
-                t = bench(partial(fp8_gemv, x, q, scale, None, bn, bk, sk, nw))
+                t = bench(partial(w8_gemv, x, q, scale, None, bn, bk, sk, nw))
                 if best is None or t < best[0]:
                     best = (t, bn, bk, sk, nw)
-            t_default = bench(partial(fp8_gemv, x, q, scale, None))
+            t_default = bench(partial(w8_gemv, x, q, scale, None))
             row.update(gemv_default_us=t_default, gemv_best=best)
             row["gemv_default_tb_s"] = n * k / t_default / 1e6
             row["bf16_tb_s"] = 2 * n * k / row["bf16_us"] / 1e6

@@ -29,10 +29,11 @@ from pagoda.engine.models import ModelConfig, build_model
 from pagoda.engine.models.llama import LlamaForCausalLM
 from pagoda.engine.quantization.apply import quantize_model
 from pagoda.engine.quantization.checkpoint import (
-    finish_fp8_layers,
-    fp8_checkpoint,
-    fp8_layers,
-    prepare_fp8_parameters,
+    CheckpointScheme,
+    checkpoint_scheme,
+    finish_8bit_layers,
+    prepare_8bit_parameters,
+    quantized_layers,
     without_input_scales,
 )
 
@@ -47,7 +48,7 @@ def load_model(
     start = time.perf_counter()
     resolved = resolve_model(config)
     weights: Weights | None
-    fp8_weights = False
+    scheme: CheckpointScheme | None = None
     if resolved.kind == "dummy":
         model_config, weights = dummy_model_config(resolved), None
     elif resolved.path is None:
@@ -55,7 +56,7 @@ def load_model(
     elif resolved.kind == "hf":
         model_config = hf_model_config(resolved.path)
         weights = safetensors_weights(safetensors_files(resolved.path))
-        fp8_weights = stored_in_fp8(resolved.path, config.quantization)
+        scheme = stored_quantized(resolved.path, config.quantization)
     else:
         model_config, weights = gguf_source(resolved.path, dtype)
     model_config.max_model_len = config.max_model_len
@@ -63,12 +64,12 @@ def load_model(
     check_fits(model_config, backend, device, dtype)
     with _default_device_dtype(device, dtype):
         model = build_model(model_config, backend)
-        if fp8_weights:
+        if scheme is not None:
             try:
-                layers = fp8_layers(model)
+                layers = quantized_layers(model)
             except ValueError as e:
                 raise ModelLoadError(f"{resolved.path}: {e}") from e
-            prepare_fp8_parameters(layers)
+            prepare_8bit_parameters(layers, scheme.weight_dtype)
             weights = without_input_scales(weights or ())
     if weights is None:
         fill_dummy(model, config.seed)
@@ -84,9 +85,9 @@ def load_model(
                 # Its files and progress bar close now, not when the error is collected: the
                 # error's line must not follow the bar's on the terminal.
                 weights.close()
-    if fp8_weights:
-        finish_fp8_layers(layers, device)
-        log.info("loaded %d linear layers in FP8 as the checkpoint stores them", len(layers))
+    if scheme is not None:
+        finish_8bit_layers(layers, scheme, device)
+        log.info("loaded %d linear layers in %s as stored", len(layers), scheme.weight_dtype)
     elif config.quantization:
         n = quantize_model(model, config.quantization, device)
         log.info("quantized %d linear layers to %s", n, config.quantization)
@@ -94,23 +95,29 @@ def load_model(
     return model.eval(), model_config
 
 
-def stored_in_fp8(folder: Path, quantization: str | None) -> bool:
-    """Whether the checkpoint's config.json says its linear weights are FP8 (then they load as
-    they are, with --quantization fp8, its own method or none); a quantized checkpoint Pagoda
-    cannot run, or one that contradicts --quantization, is refused."""
+def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme | None:
+    """The 8-bit scheme the checkpoint's config.json declares (its weights then load as they
+    are, with --quantization naming its method, fp8 for an FP8 one, or none); a quantized
+    checkpoint Pagoda cannot run, or one that contradicts --quantization, is refused."""
     try:
-        method = fp8_checkpoint(read_json(folder / "config.json"))
+        scheme = checkpoint_scheme(read_json(folder / "config.json"))
     except ValueError as e:
         raise ModelLoadError(f"{folder}: {e}") from e
-    if method is not None and quantization not in (None, "fp8", method):
+    if scheme is None:
+        if quantization == "compressed-tensors":
+            raise ModelLoadError(
+                f"--quantization compressed-tensors: {folder} is no compressed-tensors checkpoint"
+            )
+        return None
+    fits = {None, scheme.method} | (
+        {"fp8"} if scheme.weight_dtype == torch.float8_e4m3fn else set()
+    )
+    if quantization not in fits:
         raise ModelLoadError(
-            f"{folder} holds {method} FP8 weights: --quantization {quantization} contradicts it"
+            f"{folder} holds {scheme.method} {scheme.weight_dtype} weights: --quantization "
+            f"{quantization} contradicts it"
         )
-    if method is None and quantization == "compressed-tensors":
-        raise ModelLoadError(
-            f"--quantization compressed-tensors: {folder} is no compressed-tensors checkpoint"
-        )
-    return method is not None
+    return scheme
 
 
 def check_fits(

@@ -1,24 +1,26 @@
-"""Checkpoints whose linear weights are stored in FP8 already, loaded as they are.
+"""Checkpoints whose linear weights are stored in 8 bits already, loaded as they are.
 
-Two formats say so in config.json's `quantization_config`:
+config.json's `quantization_config` says so in one of these formats:
 - `"quant_method": "fp8"` (vLLM's and transformers' FP8 checkpoints): e4m3 weights with one
   `weight_scale` per tensor, activation_scheme dynamic or static (`input_scale`);
-- `"quant_method": "compressed-tensors"` with an 8-bit float weight scheme (llm-compressor's
-  FP8 and FP8_DYNAMIC): `weight_scale` per tensor ([1]) or per output channel ([N, 1]).
+- `"quant_method": "compressed-tensors"` with an 8-bit weight scheme: float (llm-compressor's FP8
+  and FP8_DYNAMIC) or symmetric int (W8A8 INT8), `weight_scale` per tensor ([1]) or per output
+  channel ([N, 1]).
 
-The e4m3 values go straight into FP8 parameters through each layer's own weight loader (so the
+The 8-bit values go straight into 8-bit parameters through each layer's own weight loader (so the
 tensor-parallel shard is read, never the whole tensor), and the scales into a per-row scale
 beside them: a per-tensor scale is repeated over its projection's rows, which keeps q, k and v's
 separate scales exact inside the fused qkv layer. Activations are then quantized per token as they
 arrive (a static `input_scale` is not used: the dynamic scale fits each token at least as well).
-What the layers cannot run (block-wise scales, integer or 4-bit schemes, layers left unquantized
-other than the LM head, mixtures of experts) is refused with the reason.
+What the layers cannot run (block-wise scales, zero points, 4-bit schemes, layers left
+unquantized other than the LM head, mixtures of experts) is refused with the reason.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,6 +37,7 @@ from pagoda.engine.layers.linear import (
 from pagoda.engine.layers.moe import FusedMoE
 from pagoda.engine.layers.weights import LoadedWeight, copy_checked, set_weight_loader, whole
 from pagoda.engine.quantization.fp8 import FP8, Fp8LinearMethod
+from pagoda.engine.quantization.int8 import Int8LinearMethod
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,15 @@ log = logging.getLogger(__name__)
 MAY_IGNORE = {"lm_head"}
 
 
-def fp8_checkpoint(hf_config: dict[str, Any]) -> str | None:
-    """The quant_method of the FP8 checkpoint config.json describes ("fp8" or
-    "compressed-tensors"), None for an unquantized one; raises ValueError with the reason for a
-    quantized checkpoint this module cannot load."""
+@dataclass(frozen=True)
+class CheckpointScheme:
+    method: str  # the quant_method: "fp8" or "compressed-tensors"
+    weight_dtype: torch.dtype  # torch.float8_e4m3fn or torch.int8
+
+
+def checkpoint_scheme(hf_config: dict[str, Any]) -> CheckpointScheme | None:
+    """The 8-bit scheme config.json describes, None for an unquantized checkpoint; raises
+    ValueError with the reason for a quantized checkpoint this module cannot load."""
     qc = hf_config.get("quantization_config")
     if qc is None:
         return None
@@ -57,39 +65,45 @@ def fp8_checkpoint(hf_config: dict[str, Any]) -> str | None:
                 "not supported: Pagoda's FP8 layers take a scale per tensor or per output channel"
             )
         _check_ignored(qc.get("ignored_layers") or qc.get("modules_to_not_convert") or [])
-        return method
+        return CheckpointScheme(method, FP8)
     if method == "compressed-tensors":
         groups = list((qc.get("config_groups") or {}).values())
         weights = [g.get("weights") or {} for g in groups]
-        if len(groups) != 1 or weights[0].get("type") != "float" or weights[0].get("num_bits") != 8:
+        kind = (weights[0].get("type"), weights[0].get("num_bits")) if len(groups) == 1 else None
+        if kind not in (("float", 8), ("int", 8)):
             schemes = [f"{w.get('type')}{w.get('num_bits')}" for w in weights]
             raise ValueError(
-                f"compressed-tensors checkpoint with weight schemes {schemes}: only 8-bit float "
-                "(FP8) weights are supported"
+                f"compressed-tensors checkpoint with weight schemes {schemes}: only 8-bit "
+                "weights (float8 or int8) are supported"
             )
         if weights[0].get("strategy") not in ("tensor", "channel"):
             raise ValueError(
-                f"compressed-tensors FP8 with strategy {weights[0].get('strategy')!r}: only "
+                f"compressed-tensors with weight strategy {weights[0].get('strategy')!r}: only "
                 "'tensor' and 'channel' weight scales are supported"
             )
+        if weights[0].get("symmetric") is False:
+            raise ValueError("compressed-tensors weights with zero points are not supported")
         _check_ignored(qc.get("ignore") or [])
-        return method
-    raise ValueError(f"checkpoint quantized with {method!r} is not supported (supported: fp8)")
+        return CheckpointScheme(method, FP8 if kind == ("float", 8) else torch.int8)
+    raise ValueError(
+        f"checkpoint quantized with {method!r} is not supported (supported: fp8, "
+        "compressed-tensors 8-bit)"
+    )
 
 
 def _check_ignored(ignored: list[str]) -> None:
     other = [name for name in ignored if name.split(".")[-1] not in MAY_IGNORE]
     if other:
         raise ValueError(
-            f"the FP8 checkpoint leaves {len(other)} layers unquantized (e.g. {other[:2]}): only "
+            f"the quantized checkpoint leaves {len(other)} layers unquantized (e.g. {other[:2]}): only "
             f"{sorted(MAY_IGNORE)} may stay in full precision"
         )
 
 
-def fp8_layers(model: nn.Module) -> list[LinearBase]:
-    """The layers an FP8 checkpoint quantizes: every tensor-parallel linear layer."""
+def quantized_layers(model: nn.Module) -> list[LinearBase]:
+    """The layers an 8-bit checkpoint quantizes: every tensor-parallel linear layer."""
     if any(isinstance(m, FusedMoE) for m in model.modules()):
-        raise ValueError("FP8 checkpoints of mixture-of-experts models are not supported")
+        raise ValueError("quantized checkpoints of mixture-of-experts models are not supported")
     return [
         m
         for m in model.modules()
@@ -97,12 +111,14 @@ def fp8_layers(model: nn.Module) -> list[LinearBase]:
     ]
 
 
-def prepare_fp8_parameters(layers: list[LinearBase]) -> None:
-    """Before loading: each layer's weight becomes an e4m3 parameter and gains `weight_scale`
+def prepare_8bit_parameters(layers: list[LinearBase], dtype: torch.dtype) -> None:
+    """Before loading: each layer's weight becomes an 8-bit parameter and gains `weight_scale`
     [rows, 1] in float32, both loaded through the layer's loaders."""
     for layer in layers:
         loader = layer.weight_loader
-        layer.weight = nn.Parameter(torch.empty_like(layer.weight, dtype=FP8), requires_grad=False)
+        layer.weight = nn.Parameter(
+            torch.empty_like(layer.weight, dtype=dtype), requires_grad=False
+        )
         set_weight_loader(layer.weight, loader)
         rows = layer.weight.shape[0]
         layer.weight_scale = nn.Parameter(
@@ -145,16 +161,22 @@ def without_input_scales(weights: Iterable[tuple[str, LoadedWeight]]) -> Iterato
     for name, tensor in weights:
         if name.endswith(".input_scale"):
             if not told:
-                log.info("FP8 checkpoint: static input scales unused (activations per token)")
+                log.info("8-bit checkpoint: static input scales unused (activations per token)")
                 told = True
             continue
         yield name, tensor
 
 
-def finish_fp8_layers(layers: list[LinearBase], device: torch.device) -> None:
-    """After loading: the parameters become the FP8 method's buffers, as --quantization fp8
-    leaves a layer it quantized itself."""
-    method = Fp8LinearMethod.for_device(device)
+def finish_8bit_layers(
+    layers: list[LinearBase], scheme: CheckpointScheme, device: torch.device
+) -> None:
+    """After loading: the parameters become the method's buffers, as --quantization fp8 leaves
+    a layer it quantized itself."""
+    method: Fp8LinearMethod | Int8LinearMethod = (
+        Fp8LinearMethod.for_device(device)
+        if scheme.weight_dtype == FP8
+        else Int8LinearMethod.for_device(device)
+    )
     for layer in layers:
         q, scale = layer.weight.data, layer.get_parameter("weight_scale").data.view(-1)
         del layer.weight, layer.weight_scale

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from engine_harness import run_to_completion
-from fp8_checkpoint import write_fp8_pair
+from quantized_checkpoint import write_quantized_pair
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
@@ -46,7 +46,7 @@ def logprob_vector(out: list) -> torch.Tensor:
 def test_tp2_fp8_checkpoint_is_as_close_to_the_dequantized_model_as_one_rank(
     tmp_path: Path, fmt: str
 ) -> None:
-    fp8, dequantized = write_fp8_pair(tmp_path, fmt)
+    fp8, dequantized = write_quantized_pair(tmp_path, fmt)
     want = logprob_vector(prompt_logprobs(dequantized))
     for parallel in ({}, {"tensor_parallel_size": 2}):
         got = logprob_vector(prompt_logprobs(fp8, **parallel))

@@ -1,5 +1,6 @@
-"""Tiny FP8 checkpoints written from the formats' specifications (vLLM's `fp8`, compressed-tensors'
-float8 per tensor and per channel), each beside the same model with its FP8 weights dequantized."""
+"""Tiny 8-bit checkpoints written from the formats' specifications (vLLM's `fp8`, compressed-tensors'
+float8 and int8 per tensor and per channel), each beside the same model with its weights
+dequantized."""
 
 from __future__ import annotations
 
@@ -13,30 +14,33 @@ from tiny_checkpoint import write_tiny_checkpoint, write_tiny_tokenizer
 from pagoda.engine.quantization.fp8 import FP8, FP8_MAX, quantize_per_channel
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-FORMATS = {
+# name: (vLLM's fp8 config, or compressed-tensors' weight type and strategy)
+FORMATS: dict[str, dict | tuple[str, str]] = {
     "fp8-static": {"quant_method": "fp8", "activation_scheme": "static"},
-    "ct-tensor": "tensor",
-    "ct-channel": "channel",
+    "ct-tensor": ("float", "tensor"),
+    "ct-channel": ("float", "channel"),
+    "ct-int8-tensor": ("int", "tensor"),
+    "ct-int8-channel": ("int", "channel"),
 }
 
 
-def compressed_tensors_config(strategy: str) -> dict:
+def compressed_tensors_config(strategy: str, kind: str = "float") -> dict:
     return {
         "quant_method": "compressed-tensors",
-        "format": "float-quantized",
+        "format": "float-quantized" if kind == "float" else "int-quantized",
         "config_groups": {
             "group_0": {
                 "targets": ["Linear"],
                 "weights": {
                     "num_bits": 8,
-                    "type": "float",
+                    "type": kind,
                     "strategy": strategy,
                     "dynamic": False,
                     "symmetric": True,
                 },
                 "input_activations": {
                     "num_bits": 8,
-                    "type": "float",
+                    "type": kind,
                     "strategy": "token",
                     "dynamic": True,
                     "symmetric": True,
@@ -47,36 +51,45 @@ def compressed_tensors_config(strategy: str) -> dict:
     }
 
 
-def quantize(w: torch.Tensor, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if per_channel:
+def quantize(w: torch.Tensor, per_channel: bool, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(8-bit weight, scale [N, 1] per channel or a scalar per tensor), as the formats store them."""
+    if kind == "float" and per_channel:
         q, scale = quantize_per_channel(w)
-        return q, scale[:, None]  # [N, 1], as compressed-tensors stores it
-    scale = w.abs().max().float() / FP8_MAX
-    return (w / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale.reshape(())  # a scalar
+        return q, scale[:, None]
+    top = FP8_MAX if kind == "float" else 127.0
+    amax = w.abs().amax(dim=1, keepdim=True) if per_channel else w.abs().max()
+    scale = amax.float() / top
+    x = (w / scale).clamp(-top, top)
+    q = x.to(FP8) if kind == "float" else x.round().to(torch.int8)
+    return q, scale if per_channel else scale.reshape(())
 
 
-def write_fp8_pair(root: Path, fmt: str) -> tuple[Path, Path]:
-    """(the FP8 checkpoint, the same model with its FP8 weights dequantized, float32)."""
+def write_quantized_pair(root: Path, fmt: str) -> tuple[Path, Path]:
+    """(the 8-bit checkpoint, the same model with its weights dequantized, float32)."""
     base = write_tiny_tokenizer(write_tiny_checkpoint(root / "base"))
     tensors = load_file(str(base / "model.safetensors"))
-    fp8, dequantized = dict(tensors), dict(tensors)
-    per_channel = FORMATS[fmt] == "channel"
+    quantized, dequantized = dict(tensors), dict(tensors)
+    spec = FORMATS[fmt]
+    kind, strategy = ("float", "tensor") if isinstance(spec, dict) else spec
+    per_channel = strategy == "channel"
     for name, w in tensors.items():
         if name.endswith(".weight") and name.split(".")[-2] in LINEARS:
             # Each projection at its own magnitude: a scale loaded into another's rows shows.
             w = w * 2 ** ((LINEARS.index(name.split(".")[-2]) - 3) / 3)
-            q, scale = quantize(w, per_channel)
+            q, scale = quantize(w, per_channel, kind)
             prefix = name.removesuffix(".weight")
-            fp8[name], fp8[f"{prefix}.weight_scale"] = q, scale
-            fp8[f"{prefix}.input_scale"] = torch.tensor(0.05)  # static: read, not used
+            quantized[name], quantized[f"{prefix}.weight_scale"] = q, scale
+            quantized[f"{prefix}.input_scale"] = torch.tensor(0.05)  # static: read, not used
             dequantized[name] = q.float() * (scale if per_channel else scale.item())
     config = json.loads((base / "config.json").read_text())
-    spec = FORMATS[fmt]
     config["quantization_config"] = (
-        spec if isinstance(spec, dict) else compressed_tensors_config(spec)
+        spec if isinstance(spec, dict) else compressed_tensors_config(strategy, kind)
     )
     folders = []
-    for name, weights, cfg in (("fp8", fp8, config), ("dequantized", dequantized, None)):
+    for name, weights, cfg in (
+        ("quantized", quantized, config),
+        ("dequantized", dequantized, None),
+    ):
         folder = root / name
         folder.mkdir()
         save_file(weights, str(folder / "model.safetensors"))

@@ -1,5 +1,5 @@
-"""Checkpoints stored in FP8 (vLLM's `fp8` format and compressed-tensors' float8 schemes), written
-here from the formats' specifications: each layer holds the checkpoint's e4m3 values and scales
+"""Checkpoints stored in 8 bits (vLLM's `fp8` format, compressed-tensors' float8 and int8 schemes),
+written here from the formats' specifications: each layer holds the checkpoint's values and scales
 exactly (q, k and v with their own per-tensor scales inside the fused qkv layer), the model's
 log-probabilities are close to the same model with the dequantized weights in float32, and what
 Pagoda cannot run is refused with the reason."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fp8_checkpoint import FORMATS, compressed_tensors_config, write_fp8_pair
+from quantized_checkpoint import FORMATS, compressed_tensors_config, write_quantized_pair
 from safetensors.torch import load_file
 
 from pagoda.engine.config import EngineConfig
@@ -24,10 +24,10 @@ PROMPT = [5, 17, 42, 99, 3, 8, 8, 120, 44, 7, 61, 250, 9, 13, 77, 31]
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
-def test_fp8_checkpoint_layers_hold_its_values_exactly(tmp_path: Path, fmt: str) -> None:
-    fp8, dequantized = write_fp8_pair(tmp_path, fmt)
+def test_layers_hold_the_checkpoints_values_exactly(tmp_path: Path, fmt: str) -> None:
+    stored, dequantized = write_quantized_pair(tmp_path, fmt)
     model, _ = load_model(
-        EngineConfig(model=str(fp8), device="cpu"), torch.device("cpu"), torch.float32
+        EngineConfig(model=str(stored), device="cpu"), torch.device("cpu"), torch.float32
     )
     want = load_file(str(dequantized / "model.safetensors"))
     layer = model.model.layers[1]
@@ -45,8 +45,8 @@ def test_fp8_checkpoint_layers_hold_its_values_exactly(tmp_path: Path, fmt: str)
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
-def test_fp8_checkpoint_logprobs_close_to_the_dequantized_model(tmp_path: Path, fmt: str) -> None:
-    fp8, dequantized = write_fp8_pair(tmp_path, fmt)
+def test_logprobs_close_to_the_dequantized_model(tmp_path: Path, fmt: str) -> None:
+    stored, dequantized = write_quantized_pair(tmp_path, fmt)
     params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
     got, want = (
         LLM(
@@ -54,7 +54,7 @@ def test_fp8_checkpoint_logprobs_close_to_the_dequantized_model(tmp_path: Path, 
         )
         .generate({"prompt_token_ids": PROMPT}, params)[0]
         .prompt_logprobs
-        for folder in (fp8, dequantized)
+        for folder in (stored, dequantized)
     )
     assert got is not None and want is not None
     a = torch.tensor([got[i][PROMPT[i]] for i in range(1, len(PROMPT))])
@@ -64,7 +64,7 @@ def test_fp8_checkpoint_logprobs_close_to_the_dequantized_model(tmp_path: Path, 
 
 
 def refusal(tmp_path: Path, quantization_config: dict, **engine) -> str:
-    fp8, _ = write_fp8_pair(tmp_path, "ct-channel")
+    fp8, _ = write_quantized_pair(tmp_path, "ct-channel")
     config = json.loads((fp8 / "config.json").read_text())
     config["quantization_config"] = quantization_config
     (fp8 / "config.json").write_text(json.dumps(config))
@@ -80,10 +80,13 @@ def test_block_wise_fp8_is_refused(tmp_path: Path) -> None:
     assert "block-wise FP8" in refusal(tmp_path, qc)
 
 
-def test_integer_compressed_tensors_are_refused(tmp_path: Path) -> None:
+def test_four_bit_and_zero_point_compressed_tensors_are_refused(tmp_path: Path) -> None:
     qc = compressed_tensors_config("channel")
     qc["config_groups"]["group_0"]["weights"].update(type="int", num_bits=4)
-    assert "only 8-bit float (FP8) weights" in refusal(tmp_path, qc)
+    assert "only 8-bit weights (float8 or int8)" in refusal(tmp_path / "a", qc)
+    qc = compressed_tensors_config("channel", "int")
+    qc["config_groups"]["group_0"]["weights"]["symmetric"] = False
+    assert "zero points are not supported" in refusal(tmp_path / "b", qc)
 
 
 def test_layers_left_unquantized_are_refused(tmp_path: Path) -> None:
@@ -95,7 +98,7 @@ def test_layers_left_unquantized_are_refused(tmp_path: Path) -> None:
 def test_other_methods_and_contradicting_flags_are_refused(tmp_path: Path) -> None:
     assert "'awq' is not supported" in refusal(tmp_path / "a", {"quant_method": "awq", "bits": 4})
     (tmp_path / "b").mkdir()
-    fp8, base = write_fp8_pair(tmp_path / "b", "fp8-static")
+    fp8, base = write_quantized_pair(tmp_path / "b", "fp8-static")
     cpu = torch.device("cpu")
     config = EngineConfig(model=str(fp8), device="cpu", quantization="compressed-tensors")
     with pytest.raises(ModelLoadError, match="contradicts"):

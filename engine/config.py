@@ -139,8 +139,16 @@ class EngineConfig:
         self.validate_parallel()
 
     def validate_lora(self) -> None:
+        from pagoda.engine.lora.modules import parse_lora_module
+
         if self.lora_modules and not self.enable_lora:
             raise ValueError("--lora-modules needs --enable-lora")
+        names = [parse_lora_module(item)[0] for item in self.lora_modules or []]
+        if len(set(names)) != len(names) or set(names) & set(self.served_names):
+            raise ValueError(
+                f"--lora-modules names must differ from each other and from the served model "
+                f"names, got {names}"
+            )
         if self.max_loras < 1 or self.max_lora_rank < 1:
             raise ValueError(
                 f"max_loras and max_lora_rank must be >= 1, got {self.max_loras}, "

@@ -712,6 +712,17 @@ class LLMEngine:
             self.metrics.running.set(len(self.scheduler.running))
             self.metrics.waiting.set(len(self.scheduler.waiting) + len(self.scheduler.swapped))
             self.metrics.kv_usage.set(self.kv.usage)
+            if self.config.enable_lora:
+                s = self.scheduler
+                self.metrics.lora_info(
+                    self.config.max_loras,
+                    {q.lora_request.lora_name for q in s.running if q.lora_request is not None},
+                    {
+                        q.lora_request.lora_name
+                        for q in s.waiting + s.swapped
+                        if q.lora_request is not None
+                    },
+                )
 
     def _record_step(self, sched: SchedulerOutput, num_generated: int) -> None:
         m = self.metrics

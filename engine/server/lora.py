@@ -15,6 +15,7 @@ import asyncio
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
@@ -24,8 +25,14 @@ from pagoda.engine.lora.modules import parse_lora_module
 from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.server.engine_client import EngineClient
 from pagoda.engine.server.errors import APIError, parse_body
+from pagoda.engine.server.protocol import ErrorResponse
 
 router = APIRouter()
+# vLLM answers these in plain text; errors in OpenAI's shape.
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+    **{status: {"model": ErrorResponse} for status in (400, 401, 404)},
+}
 
 
 class LoadLoRAAdapterRequest(BaseModel):
@@ -70,7 +77,7 @@ def base_engine(request: Request) -> tuple[str, EngineClient]:
     raise APIError(400, "LoRA adapters need the server started with --enable-lora")
 
 
-@router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
+@router.post("/v1/load_lora_adapter", response_class=PlainTextResponse, responses=ANSWERS)
 async def load_lora_adapter(request: Request) -> PlainTextResponse:
     body = await parse_body(request, LoadLoRAAdapterRequest)
     served: ServedLoRAs = request.app.state.loras
@@ -92,7 +99,7 @@ async def load_lora_adapter(request: Request) -> PlainTextResponse:
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
 
-@router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
+@router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse, responses=ANSWERS)
 async def unload_lora_adapter(request: Request) -> PlainTextResponse:
     body = await parse_body(request, UnloadLoRAAdapterRequest)
     served: ServedLoRAs = request.app.state.loras

@@ -7,18 +7,14 @@ stream that finishes as it started, and vllm:lora_requests_info on /metrics."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from server_process import ServerProcess
 
+from pagoda.engine.bench.lora_adapters import write_random_adapter
 from pagoda.engine.models.config import ModelConfig
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "lora"))
-from peft_adapters import write_random_adapter
 
 pytestmark = pytest.mark.integration
 

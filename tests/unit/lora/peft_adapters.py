@@ -38,33 +38,3 @@ def merged(hf, folder: Path):
     from peft import PeftModel
 
     return PeftModel.from_pretrained(copy.deepcopy(hf), str(folder)).merge_and_unload().eval()
-
-
-def write_random_adapter(folder: Path, cfg, rank: int, seed: int, scale: float = 0.3) -> Path:
-    """A LoRA adapter in PEFT's format (config + safetensors) for every attention and MLP module
-    of a model of ModelConfig `cfg`, without building the model (the server tests' real model)."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from pagoda.engine.lora.peft import module_shapes
-
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for layer in range(cfg.num_layers):
-        for module, (out, inp) in module_shapes(cfg).items():
-            part = "self_attn" if module in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
-            key = f"base_model.model.model.layers.{layer}.{part}.{module}"
-            tensors[f"{key}.lora_A.weight"] = torch.randn(rank, inp, generator=gen) * inp**-0.5
-            tensors[f"{key}.lora_B.weight"] = torch.randn(out, rank, generator=gen) * scale
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / "adapter_model.safetensors"))
-    config = {
-        "peft_type": "LORA",
-        "r": rank,
-        "lora_alpha": rank,
-        "target_modules": list(module_shapes(cfg)),
-        "bias": "none",
-    }
-    (folder / "adapter_config.json").write_text(json.dumps(config))
-    return folder

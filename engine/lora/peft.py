@@ -22,6 +22,7 @@ from pagoda.engine.models.config import ModelConfig
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"]
 _KEY = re.compile(
     r"^(?:base_model\.model\.)?(?:model\.)?layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)"
     r"\.lora_([AB])(?:\.[\w-]+)?\.weight$"
@@ -102,12 +103,25 @@ def _check_targets(config: dict, shapes: dict[str, tuple[int, int]], folder: Pat
             )
 
 
+def adapter_folder(request: LoRARequest) -> Path:
+    """The adapter's local folder: lora_path itself, or a Hub repo (`ORG/NAME[@REV]`,
+    `hf://ORG/NAME[@REV]`) downloaded into the HF cache (once: later calls read the cache)."""
+    folder = Path(request.lora_path).expanduser()
+    if folder.is_dir():
+        return folder
+    from pagoda.engine.loader.hub import download, parse_hub_name
+
+    hub_name = parse_hub_name(request.lora_path)
+    if hub_name is None:
+        raise AdapterError(f"LoRA adapter {request.lora_name!r}: no folder {folder}")
+    repo, revision = hub_name
+    return download(repo, revision, None, ADAPTER_FILES, what="LoRA adapter")
+
+
 def load_adapter(request: LoRARequest, cfg: ModelConfig, max_rank: int) -> LoRAAdapter:
     """Read and check the folder: every tensor a LoRA A or B of a module the model has, of this
     model's sizes (a base model that differs fails here), of rank at most max_rank."""
-    folder = Path(request.lora_path).expanduser()
-    if not folder.is_dir():
-        raise AdapterError(f"LoRA adapter {request.lora_name!r}: no folder {folder}")
+    folder = adapter_folder(request)
     config = read_adapter_config(folder)
     shapes = module_shapes(cfg)
     _check_targets(config, shapes, folder)

@@ -92,3 +92,37 @@ def test_one_slot_waits_evicts_and_reloads(family) -> None:
     want = [hf_greedy(adapters[i % 3][1], PROMPTS[i % 2]) for i in range(6)]
     want.append(hf_greedy(hf, PROMPTS[2]))
     assert engine_greedy(base, requests, max_loras=1, max_cpu_loras=1) == want
+
+
+def test_offline_llm_api(family) -> None:
+    """vLLM's form: LLM(enable_lora=True, ...).generate(prompts, params, lora_request=...), one
+    adapter for all prompts or one (None: the base) per prompt."""
+    from pagoda.engine import LLM
+    from pagoda.engine.loader.resolve import default_gguf_path
+
+    base, hf, adapters = family
+    llm = LLM(
+        model=str(base),
+        tokenizer=str(default_gguf_path()),  # any tokenizer: the prompts are token ids
+        device="cpu",
+        dtype="float32",
+        max_model_len=64,
+        num_gpu_blocks_override=64,
+        enable_lora=True,
+        max_loras=2,
+        max_lora_rank=64,
+    )
+    params = SamplingParams(max_tokens=STEPS, temperature=0.0, ignore_eos=True)
+    prompts = [{"prompt_token_ids": p} for p in PROMPTS]
+    (a, a_model), (b, b_model) = adapters[:2]
+    outs = llm.generate(prompts, params, lora_request=[a, None, b])
+    want = [
+        hf_greedy(a_model, PROMPTS[0]),
+        hf_greedy(hf, PROMPTS[1]),
+        hf_greedy(b_model, PROMPTS[2]),
+    ]
+    assert [list(o.outputs[0].token_ids) for o in outs] == want
+    outs = llm.generate(prompts[:1], params, lora_request=b)
+    assert list(outs[0].outputs[0].token_ids) == hf_greedy(b_model, PROMPTS[0])
+    with pytest.raises(ValueError, match="one LoRARequest, or one per prompt"):
+        llm.generate(prompts, params, lora_request=[a])

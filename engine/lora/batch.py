@@ -26,6 +26,10 @@ class LoRABatch:
         # [sorted token indices (max_tokens) | per-slot counts (num_slots) | starts (num_slots)]
         self._buffer = torch.zeros(max_tokens + 2 * num_slots, dtype=torch.int32, device=device)
         self.max_tokens = max_tokens
+        # Launch the kernels even when no token has an adapter: while graphs are captured (their
+        # replays serve adapters) and while the runner warms up (Triton compiles at first launch,
+        # which a capture must not do).
+        self.launch_empty = False
         self.active: list[int] = []  # slots with tokens in this pass
         self.rows: dict[int, torch.Tensor] = {}  # slot -> its token indices (CPU reference)
 
@@ -43,10 +47,9 @@ class LoRABatch:
 
     def set(self, token_slots: np.ndarray) -> None:
         """token_slots [T]: each token's slot, -1 for the base model."""
-        if len(token_slots) > self.max_tokens:  # a bigger eager pass (graphs stay within)
-            self.max_tokens = len(token_slots)
-            self._buffer = torch.zeros(
-                self.max_tokens + 2 * self.num_slots, dtype=torch.int32, device=self.device
+        if len(token_slots) > self.max_tokens:  # never reallocated: graphs hold its address
+            raise RuntimeError(
+                f"a pass of {len(token_slots)} tokens, above the LoRA batch's {self.max_tokens}"
             )
         order = np.argsort(token_slots, kind="stable")
         counts = np.bincount(token_slots[token_slots >= 0], minlength=self.num_slots)

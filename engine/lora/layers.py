@@ -54,9 +54,7 @@ class LoRALinear:
         if not self.batch.use_kernels:
             add_lora_ref(x, y, self.a, self.b, self.offsets, self.batch)
             return y
-        # A graph being captured runs the kernels whatever the capture batch holds: its replays
-        # serve batches with adapters.
-        if not self.batch.active and not torch.cuda.is_current_stream_capturing():
+        if not self.batch.active and not self.batch.launch_empty:
             return y
         from pagoda.engine.lora.kernels import lora_expand, lora_shrink
 

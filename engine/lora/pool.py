@@ -91,7 +91,8 @@ class LoRAPool:
     ) -> None:
         self.model_config, self.max_lora_rank = model_config, max_lora_rank
         self.max_cpu_loras = max_cpu_loras
-        self.batch = LoRABatch(max_tokens, max_loras, device)
+        # The runner's warm-up step (about 500 tokens) may exceed a small step budget.
+        self.batch = LoRABatch(max(max_tokens, 1024), max_loras, device)
         self.targets: dict[tuple[int, str], _Target] = {}
         for name, layer in model.named_modules():
             m = _WRAPPED.search(name)

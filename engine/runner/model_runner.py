@@ -133,6 +133,8 @@ class ModelRunner:
             )
             for _ in range(self.model.num_stage_layers if self.num_cpu_blocks else 0)
         ]
+        if self.lora is not None:  # LoRA kernels compiled, and captured, with no adapter in use
+            self.lora.batch.launch_empty = True
         # Graphs capture one whole forward pass: not a stage's, which waits on another rank.
         if self.device.type == "cuda" and not config.enforce_eager and self.pp.world_size == 1:
             from pagoda.engine.runner.cuda_graphs import DecodeGraphs
@@ -150,6 +152,8 @@ class ModelRunner:
             )
         if self.device.type == "cuda" and self.pp.world_size == 1:
             self._warm_up()
+        if self.lora is not None:
+            self.lora.batch.launch_empty = False
         log.info(
             "KV cache: %d blocks of %d tokens (%.2f GiB)",
             self.num_blocks,

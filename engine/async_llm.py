@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
+from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.outputs import PoolingRequestOutput, RequestOutput
 from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
@@ -81,6 +82,10 @@ class AsyncLLM:
     def num_total_blocks(self) -> int:
         return self.engine.kv.num_blocks
 
+    def check_lora(self, request: LoRARequest) -> None:
+        """ValueError (a ParamError) when the adapter cannot run on this engine."""
+        self.engine.loras.check(request)
+
     async def encode(
         self,
         prompt: str | list[int],
@@ -104,6 +109,7 @@ class AsyncLLM:
         request_id: str,
         priority: int = 0,
         cache_salt: str | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> AsyncGenerator[RequestOutput | PoolingRequestOutput, None]:
         """Yield a RequestOutput whenever the request gains tokens; the last one is finished.
 
@@ -114,7 +120,9 @@ class AsyncLLM:
             raise EngineDeadError(f"the engine loop died: {self.error!r}")
         if request_id in self._queues:
             raise ValueError(f"request id {request_id!r} is already in use")
-        req = self.engine.make_request(request_id, prompt, params, priority, cache_salt)
+        req = self.engine.make_request(
+            request_id, prompt, params, priority, cache_salt, lora_request
+        )
         q: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = q
         self._unstarted.add(request_id)

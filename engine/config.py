@@ -80,6 +80,14 @@ class EngineConfig:
     # vLLM's --override-generation-config (JSON); of its keys only max_new_tokens: every request's
     # max_tokens becomes min(its own or the room left, max_new_tokens), as vLLM's server does.
     override_generation_config: dict[str, int] | None = None
+    # LoRA adapters (vLLM's flags; docs/lora.md): --max-loras adapters in one step (device slots),
+    # of rank <= --max-lora-rank, --max-cpu-loras kept read in host memory (None: max_loras);
+    # --lora-modules NAME=PATH (or vLLM's JSON {"name", "path"}) served from the start.
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    lora_modules: list[str] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
@@ -130,7 +138,30 @@ class EngineConfig:
         if self.preemption_mode == "swap" and self.swap_space <= 0:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
         check_quantization(self.quantization)
+        self.validate_lora()
         self.validate_parallel()
+
+    def validate_lora(self) -> None:
+        from pagoda.engine.lora.modules import parse_lora_module
+
+        if self.lora_modules and not self.enable_lora:
+            raise ValueError("--lora-modules needs --enable-lora")
+        names = [parse_lora_module(item)[0] for item in self.lora_modules or []]
+        if len(set(names)) != len(names) or set(names) & set(self.served_names):
+            raise ValueError(
+                f"--lora-modules names must differ from each other and from the served model "
+                f"names, got {names}"
+            )
+        if self.max_loras < 1 or self.max_lora_rank < 1:
+            raise ValueError(
+                f"max_loras and max_lora_rank must be >= 1, got {self.max_loras}, "
+                f"{self.max_lora_rank}"
+            )
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(
+                f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras "
+                f"({self.max_loras})"
+            )
 
     def validate_generation_override(self) -> None:
         given = self.override_generation_config or {}

@@ -16,6 +16,8 @@ from pagoda.engine.core.scheduler import Scheduler, SchedulerOutput
 from pagoda.engine.core.sequence import PENDING_TOKEN, Sequence, SequenceStatus
 from pagoda.engine.detokenizer import IncrementalDetokenizer
 from pagoda.engine.loader.errors import ModelLoadError
+from pagoda.engine.lora.admission import LoRAAdmission
+from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.outputs import (
     CompletionOutput,
@@ -163,6 +165,7 @@ class LLMEngine:
             config.max_num_batched_tokens,
             config.scheduling_policy,
             config.preemption_mode,
+            max_loras=config.max_loras if config.enable_lora else 0,
         )
         self.requests: dict[str, Request] = {}
         self._in_flight: LaunchedStep | None = (
@@ -177,6 +180,7 @@ class LLMEngine:
             from pagoda.engine.loader.generation_config import load_generation_defaults
 
             self.default_sampling_params = load_generation_defaults(config)
+        self.loras = LoRAAdmission(config, getattr(runner, "model_config", None))
         self.pooler_config: PoolerConfig | None = None
         if config.is_pooling:
             from pagoda.engine.loader.pooler_config import load_pooler_config
@@ -197,9 +201,10 @@ class LLMEngine:
         params: SamplingParams | PoolingParams,
         priority: int = 0,
         cache_salt: str | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> None:
         """Queue a request. ValueError (an HTTP 400) when it cannot be served as asked."""
-        self.add(self.make_request(request_id, prompt, params, priority, cache_salt))
+        self.add(self.make_request(request_id, prompt, params, priority, cache_salt, lora_request))
 
     def make_request(
         self,
@@ -208,8 +213,11 @@ class LLMEngine:
         params: SamplingParams | PoolingParams,
         priority: int = 0,
         cache_salt: str | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> Request:
         """Tokenize and check a request without touching the engine's state (safe off its thread)."""
+        if lora_request is not None:
+            self.loras.check(lora_request)
         if isinstance(params, PoolingParams):
             return self._pooling_request(request_id, prompt, params, priority)
         if self.config.is_pooling:
@@ -255,7 +263,15 @@ class LLMEngine:
             self.structured.compile(params.structured_outputs)  # a bad grammar fails here
         if params.use_beam_search:
             seq = Sequence(
-                f"{request_id}#0", request_id, 0, prompt_ids, params, priority, now, cache_salt
+                f"{request_id}#0",
+                request_id,
+                0,
+                prompt_ids,
+                params,
+                priority,
+                now,
+                cache_salt,
+                lora_request=lora_request,
             )
             assert params.max_tokens is not None  # set above
             beam = BeamSearch(
@@ -285,6 +301,7 @@ class LLMEngine:
                     priority,
                     now,
                     cache_salt,
+                    lora_request=lora_request,
                     grammar=self.structured.state(params.structured_outputs)
                     if params.structured_outputs is not None
                     else None,
@@ -546,6 +563,7 @@ class LLMEngine:
                     parent.priority,
                     parent.arrival_time,
                     parent.cache_salt,
+                    lora_request=parent.lora_request,
                     output_token_ids=list(parent.output_token_ids),
                 )
                 self.scheduler.fork(parent, child)
@@ -694,6 +712,17 @@ class LLMEngine:
             self.metrics.running.set(len(self.scheduler.running))
             self.metrics.waiting.set(len(self.scheduler.waiting) + len(self.scheduler.swapped))
             self.metrics.kv_usage.set(self.kv.usage)
+            if self.config.enable_lora:
+                s = self.scheduler
+                self.metrics.lora_info(
+                    self.config.max_loras,
+                    {q.lora_request.lora_name for q in s.running if q.lora_request is not None},
+                    {
+                        q.lora_request.lora_name
+                        for q in s.waiting + s.swapped
+                        if q.lora_request is not None
+                    },
+                )
 
     def _record_step(self, sched: SchedulerOutput, num_generated: int) -> None:
         m = self.metrics

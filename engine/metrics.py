@@ -123,6 +123,13 @@ _queue = Histogram(
     buckets=REQUEST_LATENCY_BUCKETS,
 )
 _token_histograms: dict[str, tuple[Histogram, Histogram]] = {}
+# vLLM's: one series per (running, waiting) adapter set, valued at the time it was last seen;
+# the newest series is the current state.
+_lora_info = Gauge(
+    "vllm:lora_requests_info",
+    "Running stats on lora requests.",
+    ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
+)
 
 
 class EngineMetrics:
@@ -153,6 +160,13 @@ class EngineMetrics:
             _success.labels(
                 **lv, finished_reason=reason
             )  # export zeros so rate() works from the start
+
+    def lora_info(self, max_lora: int, running: set[str], waiting: set[str]) -> None:
+        _lora_info.labels(
+            max_lora=str(max_lora),
+            waiting_lora_adapters=",".join(sorted(waiting)),
+            running_lora_adapters=",".join(sorted(running)),
+        ).set_to_current_time()
 
     def finished(self, reason: str) -> None:
         _success.labels(**self._labels, finished_reason=reason).inc()

@@ -19,6 +19,7 @@ from pagoda.engine.sampling_params import SamplingParams
 if TYPE_CHECKING:  # the core holds the runner's tensors and grammars but never touches a device
     import torch
 
+    from pagoda.engine.lora.request import LoRARequest
     from pagoda.engine.structured.backend import GrammarState
 
 # A sampled token still on its way to the host (async scheduling): the next step already computes
@@ -46,6 +47,7 @@ class Sequence:
     cache_salt: str | None = None
     generator: torch.Generator | None = None
     grammar: GrammarState | None = None  # structured outputs: where its output is in the grammar
+    lora_request: LoRARequest | None = None  # its adapter; None: the base model
 
     output_token_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING
@@ -96,6 +98,14 @@ class Sequence:
         if start >= n:
             return self.output_token_ids[start - n : end - n]
         return self.prompt_token_ids[start:] + self.output_token_ids[: end - n]
+
+    @property
+    def prefix_salt(self) -> tuple[str | None, int] | str | None:
+        """What prefix-cache block hashes mix in: the cache salt, and the adapter (its K/V differ
+        from the base model's for the same tokens: no block is shared across adapters)."""
+        if self.lora_request is None:
+            return self.cache_salt
+        return (self.cache_salt, self.lora_request.lora_int_id)
 
     @property
     def is_finished(self) -> bool:

@@ -24,6 +24,7 @@ from pagoda.engine.sample.prompt_logprobs import PromptLogprobs
 from pagoda.engine.sample.sampler import SampledBatch, Sampler, SamplingRow, make_generator
 
 if TYPE_CHECKING:
+    from pagoda.engine.lora.pool import LoRAPool
     from pagoda.engine.models.pipeline import IntermediateTensors
     from pagoda.engine.runner.cuda_graphs import DecodeGraphs
 
@@ -84,6 +85,20 @@ class ModelRunner:
         self.kv_dtype = torch.float8_e4m3fn if config.kv_cache_dtype != "auto" else self.dtype
         torch.manual_seed(config.seed)
         self.model, self.model_config = load_model(config, self.device, self.dtype)
+        self.lora: LoRAPool | None = None
+        if config.enable_lora:  # before the memory profile and graph capture: both see the slots
+            from pagoda.engine.lora.pool import LoRAPool
+
+            self.lora = LoRAPool(
+                self.model,
+                self.model_config,
+                config.max_loras,
+                config.max_lora_rank,
+                config.max_cpu_loras or config.max_loras,
+                config.max_num_batched_tokens,
+                self.device,
+                self.dtype,
+            )
         self.pp = get_pp_group()
         self.block_size = config.block_size
         self.sampler = Sampler(self.model_config.vocab_size, self.model_config.eos_token_ids)
@@ -119,6 +134,8 @@ class ModelRunner:
             )
             for _ in range(self.model.num_stage_layers if self.num_cpu_blocks else 0)
         ]
+        if self.lora is not None:  # LoRA kernels compiled, and captured, with no adapter in use
+            self.lora.batch.launch_empty = True
         # Graphs capture one whole forward pass: not a stage's, which waits on another rank.
         if self.device.type == "cuda" and not config.enforce_eager and self.pp.world_size == 1:
             from pagoda.engine.runner.cuda_graphs import DecodeGraphs
@@ -136,6 +153,8 @@ class ModelRunner:
             )
         if self.device.type == "cuda" and self.pp.world_size == 1:
             self._warm_up()
+        if self.lora is not None:
+            self.lora.batch.launch_empty = False
         log.info(
             "KV cache: %d blocks of %d tokens (%.2f GiB)",
             self.num_blocks,
@@ -337,6 +356,8 @@ class ModelRunner:
             self._last_rows = {}
             return [], None
         input_ids, positions, meta, _ = self.prepare(batch)
+        if self.lora is not None:
+            self.lora.prepare([seq.lora_request for seq, _ in batch], [n for _, n in batch])
         hidden: torch.Tensor | IntermediateTensors  # a stage short of the last: its tensors
         if self.graphs is not None and meta.max_query_len == 1 and self.graphs.fits(len(batch)):
             hidden = self.graphs.run(input_ids, positions, meta)

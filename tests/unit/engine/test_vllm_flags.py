@@ -48,7 +48,7 @@ def test_accepted_vllm_flags_change_nothing(serve):
 
 
 def test_unsupported_vllm_flags_are_refused_by_name(capsys, serve):
-    assert "--enable-lora" in refused(capsys, "--enable-lora")
+    assert "--enable-sleep-mode" in refused(capsys, "--enable-sleep-mode")
     err = refused(capsys, "--data-parallel-size", "2", "--max-num-seqs", "4")
     assert err.startswith(
         "pagoda: error: --data-parallel-size is a vLLM flag Pagoda does not support"
@@ -92,8 +92,8 @@ def test_config_file_holds_flags_and_the_command_line_wins(tmp_path, serve):
 
 def test_config_file_with_an_unsupported_flag_is_refused(tmp_path, capsys):
     config = tmp_path / "vllm.yaml"
-    config.write_text("enable-lora: true\n")
-    assert "--enable-lora" in refused(capsys, f"--config={config}")
+    config.write_text("enable-sleep-mode: true\n")
+    assert "--enable-sleep-mode" in refused(capsys, f"--config={config}")
 
 
 def test_chat_template_from_a_file_or_inline(tmp_path):

@@ -37,6 +37,9 @@ HELP = {
     "request's max_tokens at N",
     "quantization": "quantize the weights at load: fp8 (e4m3, a scale per output channel; "
     "activations per token)",
+    "speculative_config": 'JSON, as vLLM\'s: {"method": "ngram", "num_speculative_tokens": 4, '
+    '"prompt_lookup_max": 4} or {"method": "draft_model", "model": ..., '
+    '"num_speculative_tokens": 4}',
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 

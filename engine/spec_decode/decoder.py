@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.sequence import Sequence
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.sampling_params import SamplingParams
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class Proposer(Protocol):
-    def propose(self, token_ids: list[int], k: int) -> list[int]:
-        """Up to k tokens to follow `token_ids`."""
+    def propose_batch(self, requests: list[tuple[Sequence, int]]) -> list[list[int]]:
+        """Up to `room` tokens to follow each (sequence, room)."""
         ...
 
 
@@ -41,23 +42,31 @@ class SpecDecodeStats:
             self.num_accepted_tokens_per_pos[pos] += 1
 
 
+def make_proposer(config: EngineConfig, spec: SpeculativeConfig, runner: Any) -> Proposer:
+    """The proposer `spec` names; a draft model loads here, beside the target's `runner`."""
+    if spec.method == "ngram":
+        return NgramProposer(spec.prompt_lookup_min, spec.prompt_lookup_max)
+    from pagoda.engine.spec_decode.draft_model import DraftModelProposer  # torch model code
+
+    return DraftModelProposer(config, spec, runner.model_config.vocab_size, runner.num_blocks)
+
+
 class SpecDecoder:
     def __init__(
         self,
         config: SpeculativeConfig,
-        metrics: EngineMetrics | None = None,
-        proposer: Proposer | None = None,
+        metrics: EngineMetrics | None,
+        proposer: Proposer,
     ) -> None:
         self.metrics = metrics
         self.k = config.num_speculative_tokens
-        self.proposer: Proposer = proposer or NgramProposer(
-            config.prompt_lookup_min, config.prompt_lookup_max
-        )
+        self.proposer = proposer
         self.stats = SpecDecodeStats(num_accepted_tokens_per_pos=[0] * self.k)
 
     def propose(self, running: list[Sequence], max_model_len: int) -> None:
         """Set each decoding sequence's drafts for the next step: at most k, and no more than
         its max_tokens and the model's context leave room for after the token it will emit."""
+        requests: list[tuple[Sequence, int]] = []
         for seq in running:
             seq.spec_token_ids = []
             if (
@@ -74,7 +83,9 @@ class SpecDecoder:
                 self.k if max_tokens is None else max_tokens - len(seq.output_token_ids) - 1,
             )
             if room > 0:
-                seq.spec_token_ids = self.proposer.propose(seq.token_ids(), room)
+                requests.append((seq, room))
+        for (seq, _), draft in zip(requests, self.proposer.propose_batch(requests)):
+            seq.spec_token_ids = draft
 
     def _speculates(self, seq: Sequence) -> bool:
         return why_not_speculate(seq.params) is None

@@ -11,10 +11,16 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pagoda.engine.core.sequence import Sequence
+
 
 class NgramProposer:
     def __init__(self, prompt_lookup_min: int, prompt_lookup_max: int) -> None:
         self.min_n, self.max_n = prompt_lookup_min, prompt_lookup_max
+
+    def propose_batch(self, requests: list[tuple[Sequence, int]]) -> list[list[int]]:
+        """Up to `room` tokens for each (sequence, room)."""
+        return [self.propose(seq.token_ids(), room) for seq, room in requests]
 
     def propose(self, token_ids: list[int], k: int) -> list[int]:
         """Up to k tokens to follow `token_ids`; none when no suffix of min_n or more recurs."""

@@ -112,11 +112,12 @@ def test_metrics_count_a_proposal_known_by_hand(tiny_model, tiny_plain):
     params = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
     [ref] = tiny_plain.generate([PROMPTS[0]], params)
     reference = list(ref.outputs[0].token_ids)
-    n_prompt = len(ref.prompt_token_ids)
 
     class Oracle:
-        def propose(self, token_ids: list[int], k: int) -> list[int]:
-            at = len(token_ids) - n_prompt
+        def propose_batch(self, requests):
+            return [self.propose(len(seq.output_token_ids), k) for seq, k in requests]
+
+        def propose(self, at: int, k: int) -> list[int]:
             draft = reference[at : at + k]
             if len(draft) > 2:
                 draft[2] += 1

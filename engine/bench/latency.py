@@ -117,7 +117,7 @@ def run_latency(config: EngineConfig, args: argparse.Namespace) -> int:
         "quantization": config.quantization or "none",
         "dtype": str(runner.dtype).removeprefix("torch."),
         "batch_size": args.batch_size,
-        "input_len": args.input_len,
+        "input_len": len(prompts[0]),
         "output_len": args.output_len,
         "latency_mean_s": round(statistics.mean(total), 4),
         "latency_p50_s": round(statistics.median(total), 4),

@@ -1,6 +1,7 @@
 """method draft_model: a tiny random draft proposes for a tiny random target; greedy output equals
 decoding without speculation, a draft equal to the target is accepted in full, and a draft with
-another vocabulary is refused at start."""
+another vocabulary is refused at start. And seeded sampling with ngram proposals on the same tiny
+target (300 tokens: its samples recur, so prompt lookup finds drafts)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,25 @@ def test_a_draft_with_another_vocabulary_is_refused(models):
             models,
             speculative_config={"model": models["other_vocab"], "num_speculative_tokens": 2},
         )
+
+
+def test_seeded_sampling_speculates_and_repeats_itself(models):
+    """Temperature, top-k/top-p and a penalty at every verified position: a seeded request gives
+    the same tokens twice, all max_tokens of them, and drafts were verified on the way."""
+    spec = _engine(
+        models,
+        speculative_config={"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1},
+    )
+    params = SamplingParams(
+        temperature=0.7,
+        top_k=8,
+        top_p=0.9,
+        repetition_penalty=1.1,
+        seed=5,
+        max_tokens=40,
+        ignore_eos=True,
+    )
+    first = _tokens(spec.generate(PROMPTS, params))
+    assert first == _tokens(spec.generate(PROMPTS, params))
+    assert all(len(t) == 40 for t in first)
+    assert spec.engine.spec.stats.num_drafts > 0

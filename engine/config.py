@@ -147,10 +147,11 @@ class EngineConfig:
                 "--speculative-config does not combine with --async-scheduling yet (the next "
                 "step's drafts need this step's accepted tokens on the host)"
             )
-        if self.world_size > 1:
+        if self.executor_backend != "uni":
             raise ValueError(
-                "--speculative-config needs tensor_parallel_size and pipeline_parallel_size 1 "
-                "(the worker processes do not carry draft tokens yet)"
+                "--speculative-config needs one rank in the engine's process (tensor and "
+                "pipeline parallel size 1, executor backend uni): the worker processes do not "
+                "carry draft tokens yet"
             )
         if self.is_pooling:
             raise ValueError("--speculative-config is for generation, not --runner pooling")

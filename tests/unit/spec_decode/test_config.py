@@ -84,6 +84,15 @@ def test_async_scheduling_is_refused_with_speculation():
         cfg.validate()
 
 
+def test_worker_processes_are_refused_with_speculation():
+    cfg = EngineConfig(
+        tensor_parallel_size=2,
+        speculative_config={"method": "ngram", "num_speculative_tokens": 2},
+    )
+    with pytest.raises(ValueError, match="worker processes do not carry draft tokens"):
+        cfg.validate()
+
+
 def test_the_cli_refuses_bad_input_in_one_line():
     run = subprocess.run(
         [

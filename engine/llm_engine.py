@@ -32,6 +32,7 @@ from pagoda.engine.sample.bad_words import bad_words_token_ids
 from pagoda.engine.sample.beam import BeamSearch
 from pagoda.engine.sample.sampler import SamplerOutput, has_penalties
 from pagoda.engine.sampling_params import I64_MAX, ParamError, SamplingParams
+from pagoda.engine.spec_decode.decoder import SpecDecoder, make_proposer
 from pagoda.engine.structured.backend import StructuredOutputs
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,12 @@ class LLMEngine:
 
             self.default_sampling_params = load_generation_defaults(config)
         self.loras = LoRAAdmission(config, getattr(runner, "model_config", None))
+        speculative = config.speculative
+        self.spec = (
+            None
+            if speculative is None
+            else SpecDecoder(speculative, self.metrics, make_proposer(config, speculative, runner))
+        )
         self.pooler_config: PoolerConfig | None = None
         if config.is_pooling:
             from pagoda.engine.loader.pooler_config import load_pooler_config
@@ -355,6 +362,8 @@ class LLMEngine:
         if req.request_id in self.requests:
             raise ValueError(f"request id {req.request_id!r} is already in use")
         self.requests[req.request_id] = req
+        if self.spec is not None:
+            self.spec.announce(req.request_id, req.seqs[0].params)
         self.scheduler.add(req.seqs[0])
 
     def abort_request(self, request_id: str) -> RequestOutput | PoolingRequestOutput | None:
@@ -392,6 +401,8 @@ class LLMEngine:
     def step(self) -> list[RequestOutput | PoolingRequestOutput]:
         """Schedule and launch a step, then take in the tokens of the one before it (async
         scheduling: the GPU computes this step while the host handles the last) or of this one."""
+        if self.spec is not None:
+            self.spec.propose(self.scheduler.running, self.max_model_len)
         sched = self.scheduler.schedule()
         launched = self._launch(sched) if sched.scheduled or sched.block_ops else None
         outputs = []
@@ -444,8 +455,12 @@ class LLMEngine:
             if slot is not None and not seq.is_finished
         ]  # a finished one's token is dropped
         # A live slot exists only in a step that sampled: `sampled` is set where it is read below.
+        # Speculative decoding: the tokens verifying rows emit after their first.
+        more = sampled.more_token_ids if self.spec is not None and sampled is not None else {}
         for i, seq, slot in live:
             seq.output_token_ids[slot] = sampled.token_ids[i]  # type: ignore[union-attr]
+            if self.spec is not None and i in more:
+                self.spec.take_verified(seq, more[i])
         for seq, _ in step.sched.scheduled:
             if seq.status is SequenceStatus.RUNNING:  # every token it has computed is known now
                 self.kv.cache_full_blocks(seq)
@@ -457,6 +472,11 @@ class LLMEngine:
                 continue
             try:
                 self._accept_token(req, seq, sampled, i, slot, now)  # type: ignore[arg-type]
+                for j, token in enumerate(more.get(i, ())):
+                    if seq.is_finished:  # a stop among the verified tokens drops the rest
+                        break
+                    one = SamplerOutput([token], None, [None])
+                    self._accept_token(req, seq, one, 0, slot + 1 + j, now)
             except Exception:
                 self._fail_request(req)
         for seq, beam_slot in zip(step.seqs, step.slots):
@@ -475,6 +495,7 @@ class LLMEngine:
                 if beam_req.finished:
                     touched[beam_req.request_id] = beam_req
         generated = sum(seq.pooling is None for _, seq, _ in live)  # a pooled one's is dropped
+        generated += sum(len(m) for m in more.values())
         self._record_step(step.sched, generated + step.slots.count(None))
         outputs = []
         for req in touched.values():

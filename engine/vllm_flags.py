@@ -69,7 +69,6 @@ VLLM_FLAGS: tuple[VllmFlag, ...] = (
     _refused("--task", "vLLM v0's tasks: embeddings are --runner pooling"),
     _refused("--convert", "converting models other than by --runner pooling (embeddings)"),
     _refused("--override-pooler-config", "the deprecated spelling: use --pooler-config"),
-    _refused("--speculative-config", "speculative decoding"),
     _refused("--compilation-config", "torch.compile settings"),
     _refused("--kv-transfer-config", "disaggregated prefill"),
     _refused("--kv-events-config", "KV cache events"),

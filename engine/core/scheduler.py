@@ -106,6 +106,7 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
+        seq.spec_token_ids.clear()
         seq.num_preemptions += 1
         if self.preemption_mode == "swap" and self.kv.can_swap_out(seq):
             self.kv.swap_out(seq)
@@ -124,7 +125,11 @@ class Scheduler:
                 continue  # preempted earlier in this loop
             if budget == 0:
                 break
-            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            remaining = seq.num_tokens - seq.num_computed_tokens
+            # A decode with drafts verifies them in the same pass: k more tokens, as the budget
+            # allows (the drafts it cannot take are dropped).
+            n = min(remaining + len(seq.spec_token_ids), budget)
+            del seq.spec_token_ids[max(n - remaining, 0) :]
             if n == 0 or seq.awaiting_last_token:
                 continue  # a beam whose logprobs wait for the rest of its group, or a sequence ending
             while not self.kv.allocate(seq, n):

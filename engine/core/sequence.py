@@ -72,6 +72,9 @@ class Sequence:
     pooled: torch.Tensor | None = None
     # SamplingParams.prompt_logprobs: set by the runner once the prompt is computed.
     prompt_logprobs: list[TokenLogprobs | None] | None = None
+    # Speculative decoding: tokens proposed to follow it, verified in its next step (the scheduler
+    # trims them to the budget; engine/spec_decode).
+    spec_token_ids: list[int] = field(default_factory=list)
 
     cumulative_logprob: float = 0.0
     logprobs: list[TokenLogprobs] = field(default_factory=list)
@@ -98,6 +101,12 @@ class Sequence:
         if start >= n:
             return self.output_token_ids[start - n : end - n]
         return self.prompt_token_ids[start:] + self.output_token_ids[: end - n]
+
+    def scheduled_token_ids(self, start: int, end: int) -> list[int]:
+        """The tokens at positions start..end of a step's input: past its last token, its drafts."""
+        if end <= self.num_tokens:
+            return self.token_ids(start, end)
+        return self.token_ids(start) + self.spec_token_ids[: end - self.num_tokens]
 
     @property
     def prefix_salt(self) -> tuple[str | None, int] | str | None:

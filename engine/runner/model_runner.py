@@ -22,6 +22,11 @@ from pagoda.engine.layers.pooler import Pooler
 from pagoda.engine.loader import load_model
 from pagoda.engine.sample.prompt_logprobs import PromptLogprobs
 from pagoda.engine.sample.sampler import SampledBatch, Sampler, SamplingRow, make_generator
+from pagoda.engine.spec_decode.verify_step import (
+    VerifiedSamples,
+    verify_drafts,
+    verifying_sequences,
+)
 
 if TYPE_CHECKING:
     from pagoda.engine.lora.pool import LoRAPool
@@ -70,7 +75,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 def sampled_sequences(batch: list[tuple[Sequence, int]]) -> list[Sequence]:
     """The sequences a step samples for, in row order: those whose last new token ends their
     context, each followed by its pending forks (drawn from the same logits row)."""
-    done = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
+    done = [seq for seq, n in batch if seq.num_computed_tokens + n >= seq.num_tokens]
     return [s for seq in done for s in (seq, *seq.forks)]
 
 
@@ -268,13 +273,15 @@ class ModelRunner:
                 slots.append(table[start // bs] * bs + start % bs)
             else:
                 pos = np.arange(start, end)
-                tokens += seq.token_ids(start, end)
+                tokens += seq.scheduled_token_ids(start, end)
                 positions += range(start, end)
                 slots += (np.asarray(table, dtype=np.int64)[pos // bs] * bs + pos % bs).tolist()
             qsl.append(qsl[-1] + n)
             seq_lens.append(end)
             if end == seq.num_tokens:
                 logits_at.append(qsl[-1] - 1)
+            elif end > seq.num_tokens:  # verifying k drafts: the target's logits at all k + 1
+                logits_at += range(qsl[-1] - (end - seq.num_tokens) - 1, qsl[-1])
         input_ids, positions_d, slot_mapping, self._logits_index, pending_at_d, pending_rows_d = (
             self._pack([tokens, positions, slots, logits_at, pending_at, pending_rows], np.int64)
         )
@@ -345,7 +352,7 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(
         self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp] | tuple[()] = ()
-    ) -> tuple[list[Sequence], SampledBatch | None]:
+    ) -> tuple[list[Sequence], SampledBatch | VerifiedSamples | None]:
         """Perform the block moves, run one forward pass, and sample for the sequences whose last
         new token ends their context (and for their pending forks, from the same logits row).
         Returns without waiting for the GPU: the samples' copy to the host is under way."""
@@ -383,7 +390,11 @@ class ModelRunner:
             self._last_rows = {}
             return [], None
         logits = self.model.compute_logits(cast(torch.Tensor, hidden)[self._logits_index])
-        if len(sampling) > len(self._logits_index):  # forks draw from their parent's row
+        verifying = verifying_sequences(batch)
+        if verifying:  # speculative decoding: these verify their drafts (engine/spec_decode)
+            logits, emitted = verify_drafts(self.sampler, batch, logits, self._generator)
+            sampling = [seq for seq in sampling if seq not in verifying]
+        if len(sampling) > len(logits):  # forks draw from their parent's row
             repeats = [
                 1 + len(seq.forks)
                 for seq, n in batch
@@ -410,6 +421,8 @@ class ModelRunner:
             sampled.token_ids,
             {seq: i for i, seq in enumerate(sampling)},
         )
+        if verifying:
+            return [*sampling, *verifying], VerifiedSamples(sampled, emitted)
         return sampling, sampled
 
     def _receive_stage_input(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor] | None:

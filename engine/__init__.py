@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pagoda.engine.config import EngineConfig
     from pagoda.engine.llm import LLM
     from pagoda.engine.llm_engine import LLMEngine
+    from pagoda.engine.lora.request import LoRARequest
     from pagoda.engine.outputs import (
         CompletionOutput,
         EmbeddingRequestOutput,
@@ -41,6 +42,7 @@ _EXPORTS = {
     "PoolingParams": "pagoda.engine.pooling_params",
     "PoolingRequestOutput": "pagoda.engine.outputs",
     "EmbeddingRequestOutput": "pagoda.engine.outputs",
+    "LoRARequest": "pagoda.engine.lora.request",
 }
 __all__ = [
     "LLM",
@@ -49,6 +51,7 @@ __all__ = [
     "EmbeddingRequestOutput",
     "EngineConfig",
     "LLMEngine",
+    "LoRARequest",
     "PoolingParams",
     "PoolingRequestOutput",
     "RequestOutput",

@@ -36,7 +36,12 @@ HELP = {
     "override_generation_config": 'JSON, as vLLM\'s; only {"max_new_tokens": N}: caps every '
     "request's max_tokens at N",
     "quantization": "quantize the weights at load: fp8 (e4m3, a scale per output channel; "
-    "activations per token)",
+    "activations per token); checkpoints stored in FP8 (fp8, compressed-tensors) load as they are",
+    "kv_cache_dtype": "the KV cache's element type: auto (the model's dtype) or fp8 (e4m3, half "
+    "the bytes of bf16: twice the tokens in the same memory)",
+    "speculative_config": 'JSON, as vLLM\'s: {"method": "ngram", "num_speculative_tokens": 4, '
+    '"prompt_lookup_max": 4} or {"method": "draft_model", "model": ..., '
+    '"num_speculative_tokens": 4}',
     "dummy_shape": "for --load-format dummy: a named shape (llama-3.1-8b, qwen3-8b, llama-3.2-1b, ...)",
 }
 

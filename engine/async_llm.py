@@ -18,6 +18,7 @@ from pagoda.engine.config import EngineConfig
 from pagoda.engine.core_client import CoreClient, CoreProcess, CoreThread, EngineDeadError
 from pagoda.engine.core_messages import Abort, EngineCoreOutputs, StopSequences, ToCore
 from pagoda.engine.input_processor import InputProcessor
+from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.output_processor import OutputProcessor
 from pagoda.engine.outputs import PoolingRequestOutput, RequestOutput
@@ -111,6 +112,11 @@ class AsyncLLM:
         """Requests accepted that have produced no output yet (queued or prefilling)."""
         return len(self._unstarted)
 
+    def check_lora(self, request: LoRARequest) -> None:
+        """ParamError (a ValueError) when the adapter cannot run on this engine: its folder is
+        read here, against the core's model (blocking: off the event loop)."""
+        self.processor.loras.check(request)
+
     async def encode(
         self,
         prompt: str | list[int],
@@ -134,6 +140,7 @@ class AsyncLLM:
         request_id: str,
         priority: int = 0,
         cache_salt: str | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> AsyncGenerator[Output, None]:
         """Yield a RequestOutput whenever the request gains tokens; the last one is finished.
 
@@ -144,7 +151,9 @@ class AsyncLLM:
             raise EngineDeadError(f"the engine died: {self.error}")
         if request_id in self._queues:
             raise ValueError(f"request id {request_id!r} is already in use")
-        req = self.processor.make_request(request_id, prompt, params, priority, cache_salt)
+        req = self.processor.make_request(
+            request_id, prompt, params, priority, cache_salt, lora_request
+        )
         self.output_processor.add_request(req, prompt if isinstance(prompt, str) else None)
         q: asyncio.Queue[Output | BaseException] = asyncio.Queue()
         self._queues[request_id] = q

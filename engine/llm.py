@@ -12,6 +12,8 @@ from tqdm import tqdm
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.inputs import PromptType, is_single, prompt_of
 from pagoda.engine.llm_engine import LLMEngine
+from pagoda.engine.lora.request import LoRARequest
+from pagoda.engine.metrics_reader import Metric, spec_decode_metrics
 from pagoda.engine.outputs import EmbeddingRequestOutput, PoolingRequestOutput, RequestOutput
 from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.sampling_params import SamplingParams
@@ -42,11 +44,20 @@ class LLM:
         sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
         use_tqdm: bool = False,
         priority: Seq[int] | None = None,
+        lora_request: LoRARequest | Seq[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
         """Generate for every prompt together (continuous batching); outputs in prompt order.
         Prompts in vLLM's forms, mixed as one likes: text, token ids, {"prompt": ...},
-        {"prompt_token_ids": ...}."""
+        {"prompt_token_ids": ...}. lora_request: one adapter for all, or one (None: the base
+        model) per prompt."""
         batch = prompt_list(prompts)
+        loras = (
+            list(lora_request)
+            if isinstance(lora_request, (list, tuple))
+            else [cast("LoRARequest | None", lora_request)] * len(batch)
+        )
+        if len(loras) != len(batch):
+            raise ValueError("give one LoRARequest, or one per prompt")
         # vLLM's get_default_sampling_params: --generation-config's defaults when none are given
         params = sampling_params or SamplingParams(**self.engine.default_sampling_params)
         params_list: list[SamplingParams] = (
@@ -56,7 +67,7 @@ class LLM:
         )
         if len(params_list) != len(batch):
             raise ValueError("give one SamplingParams, or one per prompt")
-        outs = self._run(batch, [_copy(p) for p in params_list], priority, use_tqdm)
+        outs = self._run(batch, [_copy(p) for p in params_list], priority, use_tqdm, loras)
         return cast("list[RequestOutput]", outs)
 
     def encode(
@@ -91,18 +102,33 @@ class LLM:
             for o in self.encode(prompts, pooling_params, use_tqdm)
         ]
 
+    def get_metrics(self) -> list[Metric]:
+        """vLLM's LLM.get_metrics: a snapshot of the engine's counters (today those of speculative
+        decoding, vllm:spec_decode_*, when a speculative_config is given)."""
+        spec = self.engine.spec
+        if spec is None:
+            return []
+        return spec_decode_metrics(spec.stats, {"model_name": self.engine.config.name})
+
     def _run(
         self,
         batch: list[str | list[int]],
         params_list: Seq[SamplingParams | PoolingParams],
         priority: Seq[int] | None,
         use_tqdm: bool,
+        loras: Seq[LoRARequest | None] | None = None,
     ) -> list[RequestOutput | PoolingRequestOutput]:
         """Add every request, step until all finish (continuous batching); outputs in order."""
         ids = []
         for i, (prompt, p) in enumerate(zip(batch, params_list)):
             rid = str(next(self._ids))
-            self.engine.add_request(rid, prompt, p, priority=priority[i] if priority else 0)
+            self.engine.add_request(
+                rid,
+                prompt,
+                p,
+                priority=priority[i] if priority else 0,
+                lora_request=loras[i] if loras else None,
+            )
             ids.append(rid)
         done: dict[str, RequestOutput | PoolingRequestOutput] = {}
         with tqdm(total=len(ids), disable=not use_tqdm, desc="requests") as bar:

@@ -11,12 +11,14 @@ from pagoda.engine.core.kv_cache_manager import KVCacheManager
 from pagoda.engine.core.scheduler import Scheduler
 from pagoda.engine.engine_core import EngineCore, Request, Runner
 from pagoda.engine.input_processor import InputProcessor
+from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.output_processor import OutputProcessor
 from pagoda.engine.outputs import PoolingRequestOutput, RequestOutput
 from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.request_rules import RequestLimits
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.spec_decode.decoder import SpecDecoder
 from pagoda.engine.structured.backend import StructuredOutputs
 
 
@@ -61,6 +63,11 @@ class LLMEngine:
         return self.core.eos_token_ids
 
     @property
+    def spec(self) -> SpecDecoder | None:
+        """Speculative decoding's drafts and counts (LLM.get_metrics), None without it."""
+        return self.core.spec
+
+    @property
     def structured(self) -> StructuredOutputs:
         """The grammars requests are checked against (compiled and cached on the API side)."""
         return self.processor.structured
@@ -88,11 +95,14 @@ class LLMEngine:
         params: SamplingParams | PoolingParams,
         priority: int = 0,
         cache_salt: str | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> None:
         """Queue a request. ValueError (an HTTP 400) when it cannot be served as asked."""
         if request_id in self.output_processor.requests:
             raise ValueError(f"request id {request_id!r} is already in use")
-        req = self.processor.make_request(request_id, prompt, params, priority, cache_salt)
+        req = self.processor.make_request(
+            request_id, prompt, params, priority, cache_salt, lora_request
+        )
         self.output_processor.add_request(req, prompt if isinstance(prompt, str) else None)
         self.core.add_request(req)
 

@@ -123,6 +123,25 @@ _queue = Histogram(
     buckets=REQUEST_LATENCY_BUCKETS,
 )
 _token_histograms: dict[str, tuple[Histogram, Histogram]] = {}
+# vLLM's: one series per (running, waiting) adapter set, valued at the time it was last seen;
+# the newest series is the current state.
+_lora_info = Gauge(
+    "vllm:lora_requests_info",
+    "Running stats on lora requests.",
+    ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
+)
+_spec_drafts = Counter("vllm:spec_decode_num_drafts", "Speculative proposals verified", LABELS)
+_spec_draft_tokens = Counter(
+    "vllm:spec_decode_num_draft_tokens", "Speculative tokens proposed", LABELS
+)
+_spec_accepted_tokens = Counter(
+    "vllm:spec_decode_num_accepted_tokens", "Speculative tokens accepted", LABELS
+)
+_spec_accepted_per_pos = Counter(
+    "vllm:spec_decode_num_accepted_tokens_per_pos",
+    "Speculative tokens accepted, by their position in the proposal",
+    LABELS + ["position"],
+)
 
 
 class EngineMetrics:
@@ -153,6 +172,21 @@ class EngineMetrics:
             _success.labels(
                 **lv, finished_reason=reason
             )  # export zeros so rate() works from the start
+
+    def lora_info(self, max_lora: int, running: set[str], waiting: set[str]) -> None:
+        _lora_info.labels(
+            max_lora=str(max_lora),
+            waiting_lora_adapters=",".join(sorted(waiting)),
+            running_lora_adapters=",".join(sorted(running)),
+        ).set_to_current_time()
+
+    def spec_decode_verified(self, num_draft_tokens: int, num_accepted: int) -> None:
+        """One sequence's proposal verified: k tokens proposed, the first num_accepted kept."""
+        _spec_drafts.labels(**self._labels).inc()
+        _spec_draft_tokens.labels(**self._labels).inc(num_draft_tokens)
+        _spec_accepted_tokens.labels(**self._labels).inc(num_accepted)
+        for pos in range(num_accepted):
+            _spec_accepted_per_pos.labels(**self._labels, position=str(pos)).inc()
 
     def finished(self, reason: str) -> None:
         _success.labels(**self._labels, finished_reason=reason).inc()

@@ -167,13 +167,15 @@ class OutputProcessor:
         detok = seq.detok
         delta = ""
         last = len(out.new_token_ids) - 1
+        previous = seq.last_token_time
         for k, token in enumerate(out.new_token_ids):
             if self.metrics:
                 if not seq.token_ids and not k:
                     self.metrics.ttft.observe(now - state.request.arrival_time)
                     self.metrics.prompt_tokens.inc(len(state.request.prompt_token_ids))
-                elif seq.last_token_time is not None:
-                    self.metrics.itl.observe(now - seq.last_token_time)
+                elif previous is not None:  # tokens verified in one step come 0 s apart
+                    self.metrics.itl.observe(now - previous)
+            previous = now
             if detok and not (hides_last and k == last):
                 delta += detok.append(token)
             if detok and detok.stop_reason is not None:
@@ -320,3 +322,7 @@ class OutputProcessor:
         if s.prefix_cache_queries:
             m.prefix_queries.inc(s.prefix_cache_queries)
             m.prefix_hits.inc(s.prefix_cache_hits)
+        for proposed, accepted in s.spec_drafts:
+            m.spec_decode_verified(proposed, accepted)
+        if s.lora is not None:
+            m.lora_info(s.lora.max_loras, set(s.lora.running), set(s.lora.waiting))

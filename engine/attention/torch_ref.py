@@ -12,6 +12,15 @@ import torch.nn.functional as F
 
 from pagoda.engine.attention.metadata import AttentionMetadata
 
+FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
+
+
+def as_cached(x: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
+    """x as the cache stores it: an FP8 cache holds e4m3 (per-tensor scale 1.0), saturated."""
+    if cache.dtype == x.dtype:
+        return x
+    return x.clamp(-FP8_MAX, FP8_MAX).to(cache.dtype)
+
 
 def write_kv(
     k: torch.Tensor,
@@ -22,16 +31,20 @@ def write_kv(
 ) -> None:
     """Store each token's K/V at its slot (block * block_size + offset); slot -1 is padding."""
     valid = slot_mapping >= 0
-    slots, k, v = slot_mapping[valid], k[valid], v[valid]
-    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k)
-    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v)
+    slots = slot_mapping[valid]
+    for x, cache in ((k[valid], k_cache), (v[valid], v_cache)):
+        x = as_cached(x, cache)
+        if cache.dtype.itemsize == 1:  # index_copy_ has no float8 kernel: copy the bytes
+            x, cache = x.view(torch.uint8), cache.view(torch.uint8)
+        cache.view(-1, *cache.shape[2:]).index_copy_(0, slots, x)
 
 
 def gather_blocks(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     """cache[blocks] as [len(blocks) * block_size, kv_heads, head_dim]; a 2-D index_select is a
     row memcpy on the CPU, several times faster than indexing the 4-D cache."""
-    rows = cache.view(cache.shape[0], -1).index_select(0, blocks)
-    return rows.view(-1, *cache.shape[2:])
+    raw = cache.view(torch.uint8) if cache.dtype.itemsize == 1 else cache  # float8: the bytes
+    rows = raw.view(cache.shape[0], -1).index_select(0, blocks)
+    return rows.view(cache.dtype).view(-1, *cache.shape[2:])
 
 
 def gather_context(cache: torch.Tensor, block_table: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -85,10 +98,12 @@ class TorchAttentionBackend:
             if end - start == 1:
                 continue
             if end - start == seq_lens[i]:  # no earlier context: this step's k, v are all of it
-                key, value = k[start:end], v[start:end]
+                # (rounded as the cache holds them, so a later chunk or decode sees the same keys)
+                key = as_cached(k[start:end], k_cache).to(q.dtype)
+                value = as_cached(v[start:end], v_cache).to(q.dtype)
             else:
-                key = gather_context(k_cache, meta.block_tables[i], seq_lens[i])
-                value = gather_context(v_cache, meta.block_tables[i], seq_lens[i])
+                key = gather_context(k_cache, meta.block_tables[i], seq_lens[i]).to(q.dtype)
+                value = gather_context(v_cache, meta.block_tables[i], seq_lens[i]).to(q.dtype)
             out[start:end] = self._prefill(q[start:end], key, value, scale, *opts)
         return out
 
@@ -147,8 +162,8 @@ class TorchAttentionBackend:
         # [B, nb] blocks, entries past a sequence's length masked below
         tables = meta.block_tables[seq_idx, :max_blocks].flatten()
         shape = (len(seqs), max_blocks * block_size, num_kv_heads, head_dim)
-        key = gather_blocks(k_cache, tables).view(shape).transpose(1, 2)  # [B, kvh, nb * bs, d]
-        value = gather_blocks(v_cache, tables).view(shape).transpose(1, 2)
+        key = gather_blocks(k_cache, tables).view(shape).transpose(1, 2).to(q.dtype)
+        value = gather_blocks(v_cache, tables).view(shape).transpose(1, 2).to(q.dtype)
         query = q[tokens].view(len(seqs), num_kv_heads, num_heads // num_kv_heads, head_dim)
         positions = torch.arange(max_blocks * block_size, device=device)
         lens_t = torch.tensor(lens, device=device)[:, None]

@@ -32,6 +32,29 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
         help="the device's memory bandwidth in GB/s, for the weight-read floor (H200: 4800)",
     )
     g.add_argument("--result-file", help="write the result as JSON here")
+    g.add_argument(
+        "--workload",
+        choices=["synthetic", "rewrite"],
+        default="synthetic",
+        help="synthetic: --input-len token ids; rewrite: 'rewrite this code with the variable "
+        "renamed' (output repeats the prompt: what --speculative-config ngram is for)",
+    )
+
+
+# The rewrite workload: the answer repeats most of the prompt, one name changed.
+REWRITE_CODE = """def summarize(orders, tax_rate):
+    subtotal = 0
+    for order in orders:
+        if order.quantity <= 0:
+            continue
+        line = order.unit_price * order.quantity
+        if order.discount:
+            line = line - line * order.discount
+        subtotal = subtotal + line
+    tax = subtotal * tax_rate
+    return {"subtotal": subtotal, "tax": tax, "total": subtotal + tax}
+"""
+REWRITE_NAMES = ["amount", "net", "base", "running", "acc", "value", "sum_lines", "gross"]
 
 
 def run_latency(config: EngineConfig, args: argparse.Namespace) -> int:
@@ -50,6 +73,15 @@ def run_latency(config: EngineConfig, args: argparse.Namespace) -> int:
         [(7 + 13 * i + 31 * b) % vocab for i in range(args.input_len)]
         for b in range(args.batch_size)
     ]
+    if args.workload == "rewrite":
+        prompts = [
+            engine.tokenize(
+                f"Rewrite this code with the variable `subtotal` renamed to "
+                f"`{REWRITE_NAMES[b % len(REWRITE_NAMES)]}`. Output only the code.\n\n"
+                f"{REWRITE_CODE}\nRewritten code:\n"
+            )
+            for b in range(args.batch_size)
+        ]
 
     def one_run() -> tuple[float, float]:
         """(seconds for the whole batch, seconds of the first step: the prefill)."""
@@ -74,6 +106,8 @@ def run_latency(config: EngineConfig, args: argparse.Namespace) -> int:
 
     for _ in range(args.num_iters_warmup):
         one_run()
+    spec = engine.spec
+    drafted = (spec.stats.num_draft_tokens, spec.stats.num_accepted_tokens) if spec else (0, 0)
     runs = [one_run() for _ in range(args.num_iters)]
     total = [t for t, _ in runs]
     decode_step = [(t - first) / max(args.output_len - 1, 1) for t, first in runs]
@@ -83,13 +117,19 @@ def run_latency(config: EngineConfig, args: argparse.Namespace) -> int:
         "quantization": config.quantization or "none",
         "dtype": str(runner.dtype).removeprefix("torch."),
         "batch_size": args.batch_size,
-        "input_len": args.input_len,
+        "input_len": len(prompts[0]),
         "output_len": args.output_len,
         "latency_mean_s": round(statistics.mean(total), 4),
         "latency_p50_s": round(statistics.median(total), 4),
         "decode_step_mean_ms": round(1000 * statistics.mean(decode_step), 3),
         "weight_bytes": weight_bytes,
+        "workload": args.workload,
     }
+    if spec is not None:  # over the timed runs: accepted / proposed tokens
+        proposed = spec.stats.num_draft_tokens - drafted[0]
+        accepted = spec.stats.num_accepted_tokens - drafted[1]
+        result["speculative_config"] = config.speculative_config
+        result["acceptance_rate"] = round(accepted / proposed, 3) if proposed else 0.0
     if args.memory_bandwidth_gbps:
         floor_ms = 1000 * weight_bytes / (args.memory_bandwidth_gbps * 1e9)
         result["weight_read_floor_ms"] = round(floor_ms, 3)

@@ -14,6 +14,7 @@ import time
 
 from pagoda.engine.bench.workload import Workload, random_workload
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.sampling_params import SamplingParams
 
 
@@ -32,6 +33,12 @@ def add_throughput_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--hf-batch-size", type=int, default=64)
     g.add_argument("--result-file", help="write the results as JSON here")
+    g.add_argument(
+        "--lora-path",
+        nargs="+",
+        default=None,
+        help="LoRA adapter folders (needs --enable-lora): request i runs adapter i mod their count",
+    )
 
 
 def run_throughput(config: EngineConfig, args: argparse.Namespace) -> int:
@@ -58,7 +65,8 @@ def run_throughput(config: EngineConfig, args: argparse.Namespace) -> int:
         "model": config.dummy_shape or config.name,
         "device": str(runner.device),
         "dtype": str(runner.dtype).removeprefix("torch."),
-        **_run_engine(engine, wl),
+        "loras": len(args.lora_path or []),
+        **_run_engine(engine, wl, args.lora_path or []),
     }
     _print(results)
     all_results = [results]
@@ -75,7 +83,8 @@ def run_throughput(config: EngineConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_engine(engine, wl: Workload) -> dict:
+def _run_engine(engine, wl: Workload, lora_paths: list[str]) -> dict:
+    loras = [LoRARequest(f"lora{i}", i + 1, path) for i, path in enumerate(lora_paths)]
     for i, (prompt, out) in enumerate(zip(wl.prompts, wl.output_lens)):
         engine.add_request(
             str(i),
@@ -87,6 +96,7 @@ def _run_engine(engine, wl: Workload) -> dict:
                 detokenize=False,
                 output_kind="final_only",
             ),
+            lora_request=loras[i % len(loras)] if loras else None,
         )
     bs = engine.config.block_size
     used = reserved = static = 0

@@ -36,7 +36,7 @@ class BlockOp:
     dst: int
 
 
-def block_hash(parent: int | None, tokens: tuple[int, ...], salt: str | None) -> int:
+def block_hash(parent: int | None, tokens: tuple[int, ...], salt: object) -> int:
     """A full block's identity: its tokens, chained over everything before it."""
     return hash((parent, tokens, salt))
 
@@ -89,7 +89,7 @@ class KVCacheManager:
             parent = block_hash(
                 parent,
                 tuple(seq.token_ids(i * self.block_size, (i + 1) * self.block_size)),
-                seq.cache_salt,
+                seq.prefix_salt,
             )
             block_id = self.cached.get(parent)
             if block_id is None:
@@ -206,7 +206,7 @@ class KVCacheManager:
         bs = self.block_size
         for i in range(len(seq.block_hashes), seq.num_computed_tokens // bs):
             parent = seq.block_hashes[-1] if seq.block_hashes else None
-            h = block_hash(parent, tuple(seq.token_ids(i * bs, (i + 1) * bs)), seq.cache_salt)
+            h = block_hash(parent, tuple(seq.token_ids(i * bs, (i + 1) * bs)), seq.prefix_salt)
             seq.block_hashes.append(h)
             block = self.blocks[seq.block_table[i]]
             if h not in self.cached and block.hash is None:

@@ -43,6 +43,7 @@ class Scheduler:
         max_num_batched_tokens: int,
         policy: Literal["fcfs", "priority"] = "fcfs",
         preemption_mode: Literal["recompute", "swap"] = "recompute",
+        max_loras: int = 0,
     ) -> None:
         if max_num_batched_tokens < max_num_seqs:
             # Otherwise running decodes could outnumber the budget and the tail would starve.
@@ -55,6 +56,9 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.policy = policy
         self.preemption_mode = preemption_mode
+        # --max-loras under --enable-lora (0: no LoRA): the running sequences' distinct adapters
+        # never exceed it, so every step's adapters fit the runner's slots.
+        self.max_loras = max_loras
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
         self.swapped: list[Sequence] = []
@@ -102,6 +106,7 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
+        seq.spec_token_ids.clear()
         seq.num_preemptions += 1
         if self.preemption_mode == "swap" and self.kv.can_swap_out(seq):
             self.kv.swap_out(seq)
@@ -120,7 +125,11 @@ class Scheduler:
                 continue  # preempted earlier in this loop
             if budget == 0:
                 break
-            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            remaining = seq.num_tokens - seq.num_computed_tokens
+            # A decode with drafts verifies them in the same pass: k more tokens, as the budget
+            # allows (the drafts it cannot take are dropped).
+            n = min(remaining + len(seq.spec_token_ids), budget)
+            del seq.spec_token_ids[max(n - remaining, 0) :]
             if n == 0 or seq.awaiting_last_token:
                 continue  # a beam whose logprobs wait for the rest of its group, or a sequence ending
             while not self.kv.allocate(seq, n):
@@ -149,7 +158,7 @@ class Scheduler:
         ):
             seq = self.swapped[0]
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            if not self.kv.can_swap_in(seq, n):
+            if not self.kv.can_swap_in(seq, n) or not self._adapter_fits(seq):
                 break
             self.swapped.pop(0)
             self.kv.swap_in(seq, n)
@@ -162,7 +171,10 @@ class Scheduler:
     def _admit(self, out: SchedulerOutput, budget: int) -> None:
         while self.waiting and budget > 0:
             self.waiting.sort(key=self._key)  # nearly sorted: linear; preemptions below append
-            seq = self.waiting[0]
+            # A request whose adapter cannot get a slot waits; later ones may go first.
+            seq = next((s for s in self.waiting if self._adapter_fits(s)), None)
+            if seq is None:
+                return
             if self.num_running_seqs + 1 + len(seq.forks) > self.max_num_seqs:
                 return
             cached = self.kv.find_cached_prefix(seq)
@@ -179,7 +191,7 @@ class Scheduler:
                 self._preempt(victim)
                 out.num_preemptions += 1
                 n = min(seq.num_tokens - len(cached) * self.kv.block_size, budget)
-            self.waiting.pop(0)
+            self.waiting.remove(seq)
             if seq.num_preemptions == 0:
                 # Recomputation after a preemption is not a prefix-cache hit for the metrics.
                 seq.num_cached_tokens = len(cached) * self.kv.block_size
@@ -191,6 +203,12 @@ class Scheduler:
             self.running.append(seq)
             out.scheduled.append((seq, n))
             budget -= n
+
+    def _adapter_fits(self, seq: Sequence) -> bool:
+        if self.max_loras == 0 or seq.lora_request is None:
+            return True
+        running = {s.lora_request.lora_int_id for s in self.running if s.lora_request is not None}
+        return seq.lora_request.lora_int_id in running or len(running) < self.max_loras
 
     @staticmethod
     def _unschedule(out: SchedulerOutput, seq: Sequence) -> int:

@@ -19,6 +19,7 @@ from pagoda.engine.sampling_params import SamplingParams
 if TYPE_CHECKING:  # the core holds the runner's tensors and grammars but never touches a device
     import torch
 
+    from pagoda.engine.lora.request import LoRARequest
     from pagoda.engine.structured.backend import GrammarState
 
 # A sampled token still on its way to the host (async scheduling): the next step already computes
@@ -46,6 +47,7 @@ class Sequence:
     cache_salt: str | None = None
     generator: torch.Generator | None = None
     grammar: GrammarState | None = None  # structured outputs: where its output is in the grammar
+    lora_request: LoRARequest | None = None  # its adapter; None: the base model
 
     output_token_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING
@@ -70,6 +72,9 @@ class Sequence:
     pooled: torch.Tensor | None = None
     # SamplingParams.prompt_logprobs: set by the runner once the prompt is computed.
     prompt_logprobs: list[TokenLogprobs | None] | None = None
+    # Speculative decoding: tokens proposed to follow it, verified in its next step (the scheduler
+    # trims them to the budget; engine/spec_decode).
+    spec_token_ids: list[int] = field(default_factory=list)
 
     cumulative_logprob: float = 0.0
     logprobs: list[TokenLogprobs] = field(default_factory=list)
@@ -96,6 +101,20 @@ class Sequence:
         if start >= n:
             return self.output_token_ids[start - n : end - n]
         return self.prompt_token_ids[start:] + self.output_token_ids[: end - n]
+
+    def scheduled_token_ids(self, start: int, end: int) -> list[int]:
+        """The tokens at positions start..end of a step's input: past its last token, its drafts."""
+        if end <= self.num_tokens:
+            return self.token_ids(start, end)
+        return self.token_ids(start) + self.spec_token_ids[: end - self.num_tokens]
+
+    @property
+    def prefix_salt(self) -> tuple[str | None, int] | str | None:
+        """What prefix-cache block hashes mix in: the cache salt, and the adapter (its K/V differ
+        from the base model's for the same tokens: no block is shared across adapters)."""
+        if self.lora_request is None:
+            return self.cache_salt
+        return (self.cache_salt, self.lora_request.lora_int_id)
 
     @property
     def is_finished(self) -> bool:

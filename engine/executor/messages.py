@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.models.config import ModelConfig
 from pagoda.engine.outputs import TokenLogprobs
 from pagoda.engine.pooling_params import PoolingParams
@@ -19,6 +20,7 @@ class NewSequence(msgspec.Struct, array_like=True):
     params: SamplingParams
     index: int
     pooling: PoolingParams | None = None
+    lora_request: LoRARequest | None = None
 
 
 class SequenceStep(msgspec.Struct, array_like=True):

@@ -202,7 +202,9 @@ class MultiprocExecutor:
     def _sequence_step(self, seq: Sequence, n: int) -> SequenceStep:
         new = None
         if seq not in self._synced:
-            new = NewSequence(seq.prompt_token_ids, seq.params, seq.index, seq.pooling)
+            new = NewSequence(
+                seq.prompt_token_ids, seq.params, seq.index, seq.pooling, seq.lora_request
+            )
             self._synced[seq] = (next(self._numbers), 0)
         number, start = self._synced[seq]
         outputs = seq.output_token_ids

@@ -98,7 +98,7 @@ class Worker:
                 new = s.new
                 assert new is not None  # the core sends it with a sequence's first step
                 seq = Sequence(str(s.seq), "", new.index, new.prompt_token_ids, new.params)
-                seq.pooling = new.pooling
+                seq.pooling, seq.lora_request = new.pooling, new.lora_request
                 self.mirrors[s.seq] = seq
             del seq.output_token_ids[s.output_start :]
             seq.output_token_ids += s.output_tokens
@@ -106,7 +106,14 @@ class Worker:
             seq.block_table = s.block_table
             seq.forks = []
             for number, index in s.forks:
-                child = Sequence(str(number), "", index, seq.prompt_token_ids, seq.params)
+                child = Sequence(
+                    str(number),
+                    "",
+                    index,
+                    seq.prompt_token_ids,
+                    seq.params,
+                    lora_request=seq.lora_request,
+                )
                 self.mirrors[number] = child
                 seq.forks.append(child)
             batch.append((seq, s.num_new_tokens))

@@ -29,6 +29,7 @@ def _reshape_and_cache_kernel(
     BLOCK_SIZE: tl.constexpr,
     HEADS_PAD: tl.constexpr,
     DIM_PAD: tl.constexpr,
+    FP8_MAX: tl.constexpr,
 ):
     t = tl.program_id(0)
     slot = tl.load(slot_mapping_ptr + t)
@@ -41,11 +42,18 @@ def _reshape_and_cache_kernel(
     mask = (h < NUM_KV_HEADS) & (d < HEAD_DIM)
     k = tl.load(k_ptr + t * stride_kt + h * stride_kh + d, mask=mask)
     v = tl.load(v_ptr + t * stride_vt + h * stride_vh + d, mask=mask)
+    if FP8_MAX > 0:  # an e4m3 cache (scale 1.0): saturate, as the conversion itself would not
+        k = tl.clamp(k.to(tl.float32), -FP8_MAX, FP8_MAX)
+        v = tl.clamp(v.to(tl.float32), -FP8_MAX, FP8_MAX)
     tl.store(
-        k_cache_ptr + block * stride_kcb + offset * stride_kcs + h * stride_kch + d, k, mask=mask
+        k_cache_ptr + block * stride_kcb + offset * stride_kcs + h * stride_kch + d,
+        k.to(k_cache_ptr.dtype.element_ty),
+        mask=mask,
     )
     tl.store(
-        v_cache_ptr + block * stride_vcb + offset * stride_vcs + h * stride_vch + d, v, mask=mask
+        v_cache_ptr + block * stride_vcb + offset * stride_vcs + h * stride_vch + d,
+        v.to(v_cache_ptr.dtype.element_ty),
+        mask=mask,
     )
 
 
@@ -103,6 +111,7 @@ def reshape_and_cache(
         BLOCK_SIZE=k_cache.shape[1],
         HEADS_PAD=triton.next_power_of_2(num_kv_heads),
         DIM_PAD=triton.next_power_of_2(head_dim),
+        FP8_MAX=torch.finfo(k_cache.dtype).max if k_cache.dtype.itemsize == 1 else 0.0,
     )
 
 
@@ -117,5 +126,8 @@ def reshape_and_cache_ref(
     keep = slot_mapping >= 0
     slots = slot_mapping[keep]
     block_size = k_cache.shape[1]
-    k_cache[slots // block_size, slots % block_size] = k[keep]
-    v_cache[slots // block_size, slots % block_size] = v[keep]
+    for x, cache in ((k[keep], k_cache), (v[keep], v_cache)):
+        if cache.dtype != x.dtype:  # an e4m3 cache, saturated
+            limit = torch.finfo(cache.dtype).max
+            x = x.float().clamp(-limit, limit).to(cache.dtype)
+        cache[slots // block_size, slots % block_size] = x

@@ -137,7 +137,7 @@ def _attention_kernel(
             + d[:, None],
             mask=pos_ok[None, :] & d_ok[:, None],
             other=0.0,
-        )  # [DIM_PAD, TILE_N]
+        ).to(q_ptr.dtype.element_ty)  # [DIM_PAD, TILE_N]; an FP8 cache widens (scale 1.0)
         v = tl.load(
             v_cache_ptr
             + block[:, None] * stride_vb
@@ -146,7 +146,7 @@ def _attention_kernel(
             + d[None, :],
             mask=pos_ok[:, None] & d_ok[None, :],
             other=0.0,
-        )  # [TILE_N, DIM_PAD]
+        ).to(q_ptr.dtype.element_ty)  # [TILE_N, DIM_PAD]
         s = tl.dot(q, k) * scale_log2
         if SOFT_CAP > 0:  # c * tanh(s / c) on the natural-log scale (s is in log2 units)
             raw = s * 0.6931471805599453  # ln 2

@@ -10,7 +10,7 @@ tensor (or a lazy safetensors slice) and keeps this rank's shard.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ from pagoda.engine.layers.weights import (
     shape_of,
     whole,
 )
+
+if TYPE_CHECKING:
+    from pagoda.engine.lora.layers import LoRALinear
 
 
 def divide(numerator: int, denominator: int, what: str = "size") -> int:
@@ -52,6 +55,7 @@ class LinearBase(nn.Module):
     """weight [output_size_per_partition, input_size_per_partition] and an optional bias."""
 
     quant_method: LinearMethod | None = None
+    lora: LoRALinear | None = None  # set by pagoda.engine.lora.pool under --enable-lora
 
     def __init__(self, input_size_per_partition: int, output_size_per_partition: int, bias: bool):
         super().__init__()
@@ -69,8 +73,10 @@ class LinearBase(nn.Module):
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.quant_method is None:
-            return F.linear(x, self.weight, bias)
-        return self.quant_method.apply(self, x, bias)
+            y = F.linear(x, self.weight, bias)
+        else:
+            y = self.quant_method.apply(self, x, bias)
+        return y if self.lora is None else self.lora.add_to(x, y)
 
 
 class ColumnParallelLinear(LinearBase):

@@ -30,7 +30,7 @@ def narrow(loaded: LoadedWeight, dim: int, start: int, size: int) -> torch.Tenso
 
 
 def whole(loaded: LoadedWeight) -> torch.Tensor:
-    return loaded if isinstance(loaded, torch.Tensor) else loaded[:]
+    return loaded if isinstance(loaded, torch.Tensor) else loaded[...]  # [:] fails on 0-dim
 
 
 def copy_checked(param: torch.Tensor, tensor: torch.Tensor, what: str) -> None:

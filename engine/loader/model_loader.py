@@ -18,11 +18,24 @@ from pagoda.engine.loader.cache import cache_dir, save_tensors, write_atomic
 from pagoda.engine.loader.dummy import fill_dummy
 from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.loader.gguf_file import gguf_model_config, gguf_weights, open_gguf
-from pagoda.engine.loader.hf_folder import hf_model_config, safetensors_files, safetensors_weights
+from pagoda.engine.loader.hf_folder import (
+    hf_model_config,
+    read_json,
+    safetensors_files,
+    safetensors_weights,
+)
 from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
 from pagoda.engine.models import ModelConfig, build_model
 from pagoda.engine.models.llama import LlamaForCausalLM
 from pagoda.engine.quantization.apply import quantize_model
+from pagoda.engine.quantization.checkpoint import (
+    CheckpointScheme,
+    checkpoint_scheme,
+    finish_8bit_layers,
+    prepare_8bit_parameters,
+    quantized_layers,
+    without_input_scales,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +48,7 @@ def load_model(
     start = time.perf_counter()
     resolved = resolve_model(config)
     weights: Weights | None
+    scheme: CheckpointScheme | None = None
     if resolved.kind == "dummy":
         model_config, weights = dummy_model_config(resolved), None
     elif resolved.path is None:
@@ -42,6 +56,7 @@ def load_model(
     elif resolved.kind == "hf":
         model_config = hf_model_config(resolved.path)
         weights = safetensors_weights(safetensors_files(resolved.path))
+        scheme = stored_quantized(resolved.path, config.quantization)
     else:
         model_config, weights = gguf_source(resolved.path, dtype)
     model_config.max_model_len = config.max_model_len
@@ -49,6 +64,13 @@ def load_model(
     check_fits(model_config, backend, device, dtype)
     with _default_device_dtype(device, dtype):
         model = build_model(model_config, backend)
+        if scheme is not None:
+            try:
+                layers = quantized_layers(model)
+            except ValueError as e:
+                raise ModelLoadError(f"{resolved.path}: {e}") from e
+            prepare_8bit_parameters(layers, scheme.weight_dtype)
+            weights = without_input_scales(weights or ())
     if weights is None:
         fill_dummy(model, config.seed)
     else:
@@ -63,11 +85,39 @@ def load_model(
                 # Its files and progress bar close now, not when the error is collected: the
                 # error's line must not follow the bar's on the terminal.
                 weights.close()
-    if config.quantization:
+    if scheme is not None:
+        finish_8bit_layers(layers, scheme, device)
+        log.info("loaded %d linear layers in %s as stored", len(layers), scheme.weight_dtype)
+    elif config.quantization:
         n = quantize_model(model, config.quantization, device)
         log.info("quantized %d linear layers to %s", n, config.quantization)
     log.info("loaded %s (%s) in %.1f s", resolved.name, resolved.kind, time.perf_counter() - start)
     return model.eval(), model_config
+
+
+def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme | None:
+    """The 8-bit scheme the checkpoint's config.json declares (its weights then load as they
+    are, with --quantization naming its method, fp8 for an FP8 one, or none); a quantized
+    checkpoint Pagoda cannot run, or one that contradicts --quantization, is refused."""
+    try:
+        scheme = checkpoint_scheme(read_json(folder / "config.json"))
+    except ValueError as e:
+        raise ModelLoadError(f"{folder}: {e}") from e
+    if scheme is None:
+        if quantization == "compressed-tensors":
+            raise ModelLoadError(
+                f"--quantization compressed-tensors: {folder} is no compressed-tensors checkpoint"
+            )
+        return None
+    fits = {None, scheme.method} | (
+        {"fp8"} if scheme.weight_dtype == torch.float8_e4m3fn else set()
+    )
+    if quantization not in fits:
+        raise ModelLoadError(
+            f"{folder} holds {scheme.method} {scheme.weight_dtype} weights: --quantization "
+            f"{quantization} contradicts it"
+        )
+    return scheme
 
 
 def check_fits(

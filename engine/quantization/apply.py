@@ -23,6 +23,8 @@ def quantize_model(model: nn.Module, name: str, device: torch.device) -> int:
     experts (not LinearBase layers; said once in the log).
     """
     check_quantization(name)
+    if name != "fp8":  # compressed-tensors describes a checkpoint; nothing quantizes into it
+        raise ValueError(f"--quantization {name} needs a checkpoint stored in that format")
     method = Fp8LinearMethod.for_device(device)
     layers = [
         m

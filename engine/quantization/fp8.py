@@ -1,7 +1,9 @@
 """FP8 (e4m3) linear layers: weights with a scale per output channel, activations with a scale per
 token computed as they arrive (dynamic), the matmul in FP8 with both scales applied to its fp32
 accumulators (`torch._scaled_mm`'s row-wise scaling, on GPUs with FP8 tensor cores: compute
-capability 8.9 and up).
+capability 8.9 and up). Up to 16 rows (decode at small batch) a Triton GEMV reads the FP8 weights
+and multiplies them by the activations unquantized (kernels/w8_gemv.py): there the weight read is
+the whole cost, and cuBLASLt's FP8 GEMM does not halve it.
 
 Without FP8 GEMMs (the CPU) the same quantized numbers are multiplied in float32 after dequantizing:
 slow, but the results are the FP8 model's, which is what the CPU tests check. A CUDA GPU older than
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from pagoda.engine.kernels.quant_fp8 import per_token_quant_fp8
+from pagoda.engine.kernels.w8_gemv import MAX_ROWS, w8_gemv
 from pagoda.engine.layers.linear import LinearBase
 
 FP8 = torch.float8_e4m3fn
@@ -96,8 +99,12 @@ class Fp8LinearMethod:
 
     def quantize(self, layer: LinearBase) -> None:
         q, scale = quantize_per_channel(layer.weight.data)
-        # The weight goes; what replaces it is a buffer, so it moves with the module.
         del layer.weight
+        self.hold(layer, q, scale)
+
+    def hold(self, layer: LinearBase, q: torch.Tensor, scale: torch.Tensor) -> None:
+        """Give the layer its FP8 weight (e4m3 [N, K], fp32 scale [N]) as buffers (they move with
+        the module) and this method to multiply with; its full-precision weight is gone."""
         if self.use_scaled_mm:
             layer.register_buffer("weight_q", q)
             layer.register_buffer("weight_scale", scale)
@@ -112,6 +119,10 @@ class Fp8LinearMethod:
             return fp8_linear_reference(x, layer.get_buffer("weight_dequant"), bias)
         weight_q, scale = layer.get_buffer("weight_q"), layer.get_buffer("weight_scale")
         n, k = weight_q.shape
+        rows = x.reshape(-1, k)
+        if rows.shape[0] <= MAX_ROWS and rows.stride(1) == 1:
+            # Decode at small batch: the weight read is the cost, which the GEMV halves.
+            return w8_gemv(rows, weight_q, scale, bias).reshape(*x.shape[:-1], n)
         # cuBLASLt's FP8 GEMM wants both sides' dims in multiples of 16 (real models' are).
         if n % 16 == 0 and k % 16 == 0:
             return fp8_linear_scaled_mm(x, weight_q, scale, bias)

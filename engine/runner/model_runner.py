@@ -22,8 +22,14 @@ from pagoda.engine.layers.pooler import Pooler
 from pagoda.engine.loader import load_model
 from pagoda.engine.sample.prompt_logprobs import PromptLogprobs
 from pagoda.engine.sample.sampler import SampledBatch, Sampler, SamplingRow, make_generator
+from pagoda.engine.spec_decode.verify_step import (
+    VerifiedSamples,
+    verify_drafts,
+    verifying_sequences,
+)
 
 if TYPE_CHECKING:
+    from pagoda.engine.lora.pool import LoRAPool
     from pagoda.engine.models.pipeline import IntermediateTensors
     from pagoda.engine.runner.cuda_graphs import DecodeGraphs
 
@@ -69,7 +75,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 def sampled_sequences(batch: list[tuple[Sequence, int]]) -> list[Sequence]:
     """The sequences a step samples for, in row order: those whose last new token ends their
     context, each followed by its pending forks (drawn from the same logits row)."""
-    done = [seq for seq, n in batch if seq.num_computed_tokens + n == seq.num_tokens]
+    done = [seq for seq, n in batch if seq.num_computed_tokens + n >= seq.num_tokens]
     return [s for seq in done for s in (seq, *seq.forks)]
 
 
@@ -81,8 +87,23 @@ class ModelRunner:
         self.config = config
         self.device = pick_device(config.device)
         self.dtype = pick_dtype(config.dtype, self.device)
+        self.kv_dtype = torch.float8_e4m3fn if config.kv_cache_dtype != "auto" else self.dtype
         torch.manual_seed(config.seed)
         self.model, self.model_config = load_model(config, self.device, self.dtype)
+        self.lora: LoRAPool | None = None
+        if config.enable_lora:  # before the memory profile and graph capture: both see the slots
+            from pagoda.engine.lora.pool import LoRAPool
+
+            self.lora = LoRAPool(
+                self.model,
+                self.model_config,
+                config.max_loras,
+                config.max_lora_rank,
+                config.max_cpu_loras or config.max_loras,
+                config.max_num_batched_tokens,
+                self.device,
+                self.dtype,
+            )
         self.pp = get_pp_group()
         self.block_size = config.block_size
         self.sampler = Sampler(self.model_config.vocab_size, self.model_config.eos_token_ids)
@@ -113,11 +134,13 @@ class ModelRunner:
         pin = self.device.type == "cuda"
         self.cpu_kv_caches = [
             (
-                torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
-                torch.empty(cpu_shape, dtype=self.dtype, pin_memory=pin),
+                torch.empty(cpu_shape, dtype=self.kv_dtype, pin_memory=pin),
+                torch.empty(cpu_shape, dtype=self.kv_dtype, pin_memory=pin),
             )
             for _ in range(self.model.num_stage_layers if self.num_cpu_blocks else 0)
         ]
+        if self.lora is not None:  # LoRA kernels compiled, and captured, with no adapter in use
+            self.lora.batch.launch_empty = True
         # Graphs capture one whole forward pass: not a stage's, which waits on another rank.
         if self.device.type == "cuda" and not config.enforce_eager and self.pp.world_size == 1:
             from pagoda.engine.runner.cuda_graphs import DecodeGraphs
@@ -135,6 +158,8 @@ class ModelRunner:
             )
         if self.device.type == "cuda" and self.pp.world_size == 1:
             self._warm_up()
+        if self.lora is not None:
+            self.lora.batch.launch_empty = False
         log.info(
             "KV cache: %d blocks of %d tokens (%.2f GiB)",
             self.num_blocks,
@@ -148,16 +173,16 @@ class ModelRunner:
         the output (0 * NaN). On the CPU the zeros come from calloc (numpy.zeros): its pages are
         committed as blocks are first written, so an idle pool of GiBs costs no memory."""
         if self.device.type != "cpu":
-            return torch.zeros(shape, dtype=self.dtype, device=self.device)
-        nbytes = int(np.prod(shape)) * self.dtype.itemsize
-        return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(self.dtype).view(shape)
+            return torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
+        nbytes = int(np.prod(shape)) * self.kv_dtype.itemsize
+        return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(self.kv_dtype).view(shape)
 
     @property
     def bytes_per_block(self) -> int:
         # This rank's share: its stage's layers, its KV heads.
         layers, heads = self.model.num_stage_layers, self.model.num_kv_heads
         head_dim = self.model_config.head_dim
-        return 2 * layers * self.block_size * heads * head_dim * self.dtype.itemsize
+        return 2 * layers * self.block_size * heads * head_dim * self.kv_dtype.itemsize
 
     def determine_num_blocks(self) -> int:
         cfg = self.config
@@ -187,8 +212,8 @@ class ModelRunner:
         shape = (1, self.block_size, self.model.num_kv_heads, mc.head_dim)
         kv = [
             (
-                torch.zeros(shape, dtype=self.dtype, device=dev),
-                torch.zeros(shape, dtype=self.dtype, device=dev),
+                torch.zeros(shape, dtype=self.kv_dtype, device=dev),
+                torch.zeros(shape, dtype=self.kv_dtype, device=dev),
             )
             for _ in range(self.model.num_stage_layers)
         ]
@@ -248,13 +273,15 @@ class ModelRunner:
                 slots.append(table[start // bs] * bs + start % bs)
             else:
                 pos = np.arange(start, end)
-                tokens += seq.token_ids(start, end)
+                tokens += seq.scheduled_token_ids(start, end)
                 positions += range(start, end)
                 slots += (np.asarray(table, dtype=np.int64)[pos // bs] * bs + pos % bs).tolist()
             qsl.append(qsl[-1] + n)
             seq_lens.append(end)
             if end == seq.num_tokens:
                 logits_at.append(qsl[-1] - 1)
+            elif end > seq.num_tokens:  # verifying k drafts: the target's logits at all k + 1
+                logits_at += range(qsl[-1] - (end - seq.num_tokens) - 1, qsl[-1])
         input_ids, positions_d, slot_mapping, self._logits_index, pending_at_d, pending_rows_d = (
             self._pack([tokens, positions, slots, logits_at, pending_at, pending_rows], np.int64)
         )
@@ -325,7 +352,7 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(
         self, batch: list[tuple[Sequence, int]], block_ops: list[BlockOp] | tuple[()] = ()
-    ) -> tuple[list[Sequence], SampledBatch | None]:
+    ) -> tuple[list[Sequence], SampledBatch | VerifiedSamples | None]:
         """Perform the block moves, run one forward pass, and sample for the sequences whose last
         new token ends their context (and for their pending forks, from the same logits row).
         Returns without waiting for the GPU: the samples' copy to the host is under way."""
@@ -336,6 +363,8 @@ class ModelRunner:
             self._last_rows = {}
             return [], None
         input_ids, positions, meta, _ = self.prepare(batch)
+        if self.lora is not None:
+            self.lora.prepare([seq.lora_request for seq, _ in batch], [n for _, n in batch])
         hidden: torch.Tensor | IntermediateTensors  # a stage short of the last: its tensors
         if self.graphs is not None and meta.max_query_len == 1 and self.graphs.fits(len(batch)):
             hidden = self.graphs.run(input_ids, positions, meta)
@@ -361,7 +390,11 @@ class ModelRunner:
             self._last_rows = {}
             return [], None
         logits = self.model.compute_logits(cast(torch.Tensor, hidden)[self._logits_index])
-        if len(sampling) > len(self._logits_index):  # forks draw from their parent's row
+        verifying = verifying_sequences(batch)
+        if verifying:  # speculative decoding: these verify their drafts (engine/spec_decode)
+            logits, emitted = verify_drafts(self.sampler, batch, logits, self._generator)
+            sampling = [seq for seq in sampling if seq not in verifying]
+        if len(sampling) > len(logits):  # forks draw from their parent's row
             repeats = [
                 1 + len(seq.forks)
                 for seq, n in batch
@@ -388,6 +421,8 @@ class ModelRunner:
             sampled.token_ids,
             {seq: i for i, seq in enumerate(sampling)},
         )
+        if verifying:
+            return [*sampling, *verifying], VerifiedSamples(sampled, emitted)
         return sampling, sampled
 
     def _receive_stage_input(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor] | None:

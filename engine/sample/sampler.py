@@ -8,7 +8,7 @@ raw logits, before any of this, as vLLM reports them by default. The only host s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -42,6 +42,10 @@ class SamplerOutput:
     # Where params.logprobs is set: the top-k tokens in descending order, then the chosen token
     # if it is not among them.
     top_logprobs: list[TokenLogprobs | None]
+    # Speculative decoding: for a row that verified drafts, the tokens it emits after token_ids[i]
+    # (the accepted drafts past the first, and the target's own token); every verifying row has
+    # an entry, empty when only its first token stands.
+    more_token_ids: dict[int, list[int]] = field(default_factory=dict)
 
 
 def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
@@ -236,6 +240,10 @@ class Sampler:
 
     def _sample(self, x: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         """Temperature, min_p, top_k / top_p, then a random draw, for rows [len(rows), V]."""
+        return random_sample(self.warp(x, rows), [r.generator for r in rows])
+
+    def warp(self, x: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        """Temperature, min_p, top_k / top_p: the logits whose softmax a random row draws from."""
         params = [r.params for r in rows]
         x = x / device_tensor([p.temperature for p in params], x.dtype, x.device).view(-1, 1)
         # Penalties and a low temperature may push extreme logits past float32's range; an inf
@@ -249,7 +257,7 @@ class Sampler:
             apply_top_k_top_p(x, top_k, device_tensor([p.top_p for p in params], x.dtype, x.device))
         elif top_k is not None:
             apply_top_k(x, top_k, k_max)
-        return random_sample(x, [r.generator for r in rows])
+        return x
 
     def _output(
         self, logits: torch.Tensor, token_ids: torch.Tensor, rows: list[SamplingRow]

@@ -34,6 +34,8 @@ from pagoda.engine.server.args import (
     tool_call_parser,
 )
 from pagoda.engine.server.errors import install_error_handlers
+from pagoda.engine.server.lora import ServedLoRAs
+from pagoda.engine.server.lora import router as lora_router
 from pagoda.engine.server.middleware import BodyLimitMiddleware, GateMiddleware, Lifecycle
 from pagoda.engine.server.openapi import install_openapi
 from pagoda.engine.server.routes import router
@@ -85,6 +87,8 @@ def build_app(
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(router)
+    app.include_router(lora_router)
+    app.state.loras = ServedLoRAs.from_engines(engines)  # type: ignore[arg-type]  # as state.engines
     if test_hooks:
         from pagoda.engine.server.fault_hooks import router as hooks
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.outputs import PoolingRequestOutput, RequestOutput
 from pagoda.engine.pooling_params import PoolingParams
 from pagoda.engine.request_rules import RequestLimits
@@ -40,10 +41,15 @@ class EngineClient(Protocol):
         request_id: str,
         priority: int = 0,
         cache_salt: str | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> AsyncGenerator[RequestOutput, None]:
         """Outputs until a finished one; leaving early aborts the request. Raises ParamError
         before the first output for a request the engine cannot serve, RequestFailedError when
         this request alone failed, EngineDeadError when the loop died."""
+        ...
+
+    def check_lora(self, request: LoRARequest) -> None:
+        """ValueError when the adapter cannot run on this engine (reads its folder: off the loop)."""
         ...
 
     def encode(

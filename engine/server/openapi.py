@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from pagoda.engine.server.lora import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 from pagoda.engine.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -28,6 +29,8 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/embeddings": EmbeddingRequest,
     "/tokenize": TokenizeRequest,
     "/detokenize": DetokenizeRequest,
+    "/v1/load_lora_adapter": LoadLoRAAdapterRequest,
+    "/v1/unload_lora_adapter": UnloadLoRAAdapterRequest,
 }
 
 

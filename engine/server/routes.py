@@ -73,6 +73,9 @@ def engine_for(request: Request, model: str | None, for_generation: bool = False
         engine = next(iter(engines.values()))
     else:
         engine = next((e for e in engines.values() if model in e.config.served_names), None)
+        adapter = request.app.state.loras.adapters.get(model)
+        if engine is None and adapter is not None:  # a LoRA adapter: its base model's engine
+            engine = engines[adapter[0]]
     if engine is None:
         raise APIError(
             404,
@@ -105,6 +108,8 @@ async def generation(
     api: str,
 ) -> Response:
     engine = engine_for(request, body.model, for_generation=True)
+    adapter = request.app.state.loras.adapters.get(body.model)
+    request.state.lora_request = None if adapter is None else adapter[1]
     if engine.config.is_pooling != (api == "embeddings"):
         raise APIError(400, NOT_SERVED[api], param="model")
     limit = request.app.state.policy.max_waiting_requests
@@ -150,8 +155,11 @@ def model_card(engine: EngineClient, name: str) -> ModelCard:
 @router.get("/v1/models", responses=answers(ModelList))
 async def list_models(request: Request) -> JSONResponse:
     """One card per served name, as vLLM lists them."""
-    engines = request.app.state.engines.values()
-    cards = [model_card(e, name) for e in engines for name in e.config.served_names]
+    engines = request.app.state.engines
+    cards = [model_card(e, name) for e in engines.values() for name in e.config.served_names]
+    for name, (engine_name, lora) in request.app.state.loras.adapters.items():
+        card = model_card(engines[engine_name], name)
+        cards.append(card.model_copy(update={"root": lora.lora_path, "parent": engine_name}))
     return JSONResponse(ModelList(data=cards).model_dump())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+from pagoda.engine.lora.request import LoRARequest
 from pagoda.engine.outputs import RequestOutput
 from pagoda.engine.request_rules import check_fan_out, check_request
 from pagoda.engine.sampling_params import SamplingParams
@@ -57,6 +58,7 @@ async def generate_all(
     priority: int,
     cut: asyncio.Event,
     cache_salt: str | None = None,
+    lora_request: LoRARequest | None = None,
 ) -> AsyncGenerator[tuple[int, RequestOutput], None]:
     """Outputs of one engine request per prompt, tagged with the prompt's index; DrainCut when
     `cut` is set (the drain's deadline).
@@ -67,7 +69,9 @@ async def generate_all(
     ids = [request_id] if len(prompts) == 1 else [f"{request_id}-{i}" for i in range(len(prompts))]
     merged = merge(
         [
-            engine.generate(p, params, rid, priority=priority, cache_salt=cache_salt)
+            engine.generate(
+                p, params, rid, priority=priority, cache_salt=cache_salt, lora_request=lora_request
+            )
             for p, rid in zip(prompts, ids)
         ],
         alive=engine.is_healthy,

@@ -85,7 +85,14 @@ async def create_chat_completion(
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     cut = request.app.state.lifecycle.cut
     outputs = generate_all(
-        engine, [prompt_ids], params, request_id, body.priority, cut, body.cache_salt
+        engine,
+        [prompt_ids],
+        params,
+        request_id,
+        body.priority,
+        cut,
+        body.cache_salt,
+        request.state.lora_request,
     )
     if body.stream:
         return StreamingResponse(

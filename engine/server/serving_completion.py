@@ -51,7 +51,16 @@ async def create_completion(
     check_priority(engine, body.priority)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     cut = request.app.state.lifecycle.cut
-    outputs = generate_all(engine, prompts, params, request_id, body.priority, cut, body.cache_salt)
+    outputs = generate_all(
+        engine,
+        prompts,
+        params,
+        request_id,
+        body.priority,
+        cut,
+        body.cache_salt,
+        request.state.lora_request,
+    )
     echoes = [tokenizer.decode(p) if body.echo else "" for p in prompts]
     if body.stream:
         return StreamingResponse(

@@ -1,5 +1,6 @@
-"""The FP8 GEMM path (torch._scaled_mm, row-wise scales) against the FP8 arithmetic in float32, on
-fresh random inputs at the shapes of Llama-3.1-8B's and 70B's layers and odd batch sizes."""
+"""The FP8 GEMM path (torch._scaled_mm, row-wise scales) and the small-batch FP8 GEMV against the
+FP8 arithmetic in float32, on fresh random inputs at the shapes of Llama-3.1-8B's and 70B's layers
+and odd batch sizes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from pagoda.engine.kernels.quant_fp8 import per_token_quant_fp8
+from pagoda.engine.kernels.w8_gemv import w8_gemv
 from pagoda.engine.quantization.fp8 import (
     dequantize,
     fp8_gemm_supported,
@@ -64,3 +66,31 @@ def test_per_token_quant_kernel_matches_the_reference(k, batch):
     differ = q != q_ref
     assert differ.float().mean() < 1e-2  # measured: at most 0.13%
     assert torch.all((q - q_ref).abs()[differ] <= 2.0**-3 * q_ref.abs()[differ] + 2.0**-9)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8, 16])
+@pytest.mark.parametrize(("k", "n"), SHAPES)
+def test_w8_gemv_fp8_matches_the_weight_only_reference(k, n, batch):
+    """The small-batch path: bf16 activations times the FP8 weights, split-K or not, with bias."""
+    g = torch.Generator("cuda").manual_seed(k * 3 + n + batch)
+    w = torch.randn(n, k, device="cuda", generator=g, dtype=torch.bfloat16) * 0.02
+    x = torch.randn(batch, k, device="cuda", generator=g, dtype=torch.bfloat16)
+    bias = torch.randn(n, device="cuda", generator=g, dtype=torch.bfloat16)
+    q, scale = quantize_per_channel(w)
+    ref = x.float() @ dequantize(q, scale).T + bias.float()
+    for split_k in (None, 1, 4):
+        out = torch.full((batch, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+        out.copy_(w8_gemv(x, q, scale, bias, split_k=split_k))
+        rel = ((out.float() - ref).norm() / ref.norm()).item()
+        assert rel < 5e-3, (split_k, rel)
+
+
+def test_w8_gemv_odd_sizes_and_a_layer_without_bias():
+    g = torch.Generator("cuda").manual_seed(5)
+    w = torch.randn(77, 300, device="cuda", generator=g, dtype=torch.bfloat16)
+    x = torch.randn(5, 300, device="cuda", generator=g, dtype=torch.bfloat16)
+    q, scale = quantize_per_channel(w)
+    ref = x.float() @ dequantize(q, scale).T
+    out = w8_gemv(x, q, scale, None)
+    assert out.dtype == torch.bfloat16 and out.shape == (5, 77)
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 5e-3

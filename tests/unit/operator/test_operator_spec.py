@@ -100,6 +100,7 @@ def test_engine_args_pass_only_what_the_spec_sets():
                 "enablePrefixCaching": False,
                 "enforceEager": True,
                 "quantization": "fp8",
+                "kvCacheDtype": "fp8",
                 "image": "x",
                 "args": ["--seed", "3"],
                 "apiKeySecret": {"name": "s", "key": "k"},
@@ -121,6 +122,7 @@ def test_engine_args_pass_only_what_the_spec_sets():
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.8"
     assert "--no-enable-prefix-caching" in args and "--enforce-eager" in args
     assert args[args.index("--quantization") + 1] == "fp8"
+    assert args[args.index("--kv-cache-dtype") + 1] == "fp8"
     # The key reaches the engine by env (PAGODA_API_KEY, from the Secret): argv is world-readable
     # in /proc and in `kubectl get pod -o yaml` once the kubelet expands $(VAR).
     assert not any("API_KEY" in a or a == "--api-key" for a in args)

@@ -107,8 +107,10 @@ class FakeAsyncLLM:
         request_id: str,
         priority: int = 0,
         cache_salt: str | None = None,
+        lora_request=None,
     ):
         assert isinstance(prompt, list), "the server hands the engine token ids"
+        assert lora_request is None, "the fake serves no adapters"
         check_request(prompt, params, self.limits)
         if params.max_tokens is None:
             params = replace(params, max_tokens=self.max_model_len - len(prompt))

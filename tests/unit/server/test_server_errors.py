@@ -162,7 +162,7 @@ def test_draining_answers_503_except_metrics(client, engine):
 
 
 def test_engine_error_mid_stream_is_an_error_event(client, engine):
-    async def broken(prompt, params, request_id, priority=0, cache_salt=None):
+    async def broken(prompt, params, request_id, priority=0, cache_salt=None, lora_request=None):
         raise RuntimeError("boom")
         yield  # an async generator
 
@@ -177,7 +177,7 @@ def test_engine_error_mid_stream_is_an_error_event(client, engine):
 
 
 def test_engine_value_error_is_the_requests_fault(client, engine):
-    async def refuses(prompt, params, request_id, priority=0, cache_salt=None):
+    async def refuses(prompt, params, request_id, priority=0, cache_salt=None, lora_request=None):
         raise ValueError("prompt token ids must be in [0, 100)")
         yield  # an async generator
 

@@ -1,10 +1,12 @@
 """`pagoda serve` runs the engine core in its own process (vLLM v1's split): greedy output through
 it equals the offline `LLM`'s, which runs the same core in-process; a killed core is noticed
 within seconds (/health 503, the request in flight fails, the server exits non-zero) and leaves
-no process behind."""
+no process behind. Speculative decoding runs in the core: several tokens of a sequence in one
+core output, detokenized on the API side, the counts on /metrics."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -64,6 +66,31 @@ def test_greedy_through_the_core_process_equals_offline(server):
     offline = llm.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
     assert online == [o.outputs[0].text for o in offline]
     assert all(online), "text was generated"
+
+
+def test_speculative_decoding_through_the_core_process_equals_offline_without_it():
+    ngram = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 3}
+    prompt = "Repeat after me: one two three four five six. Again: one two three four five six."
+    spec = ServerProcess(*ARGS, "--speculative-config", json.dumps(ngram))
+    try:
+        spec.wait_healthy()
+        client = openai.OpenAI(base_url=f"{spec.url}/v1", api_key="none", max_retries=0)
+        streamed = client.completions.create(
+            model="default", prompt=prompt, max_tokens=24, temperature=0, stream=True
+        )
+        online = "".join(chunk.choices[0].text for chunk in streamed)
+        metrics = spec.metrics()
+    finally:
+        spec.kill()
+    llm = LLM(max_model_len=256, max_num_seqs=4, num_gpu_blocks_override=64)
+    [offline] = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=24))
+    assert online and online == offline.outputs[0].text
+    accepted = sum(
+        v
+        for (name, _), v in metrics.items()
+        if name == "vllm:spec_decode_num_accepted_tokens_total"
+    )
+    assert accepted > 0, "drafts were accepted (several tokens in one core output)"
 
 
 def test_killed_core_fails_health_and_requests_and_exits_nonzero(server):

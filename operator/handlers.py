@@ -126,6 +126,7 @@ def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> 
     # Children go with the owner through the garbage collector; only our own bookkeeping stays.
     metrics.forget(namespace, name)
     locks.forget(namespace, name)
+    locks.forget(namespace, f"{name}/lora")
     logger.info("children are left to the garbage collector")
 
 
@@ -192,12 +193,15 @@ async def sync_lora(
     became ready, restarted, or failed a load)."""
     if body["metadata"].get("deletionTimestamp"):
         return
-    ips = {
-        p["metadata"]["name"]: p["status"]["podIP"]
-        for p in engine_pods.get((namespace, name), [])
-        if is_ready(p)
-    }
-    await lora_sync.sync(memo.api, memo.http, copy.deepcopy(dict(body)), ips)
+    # Its own lock (a load may take minutes, the reconcile's lock must not wait on it): the tick
+    # and the change handler never load the same adapter twice at once.
+    async with locks.lock(namespace, f"{name}/lora"):
+        ips = {
+            p["metadata"]["name"]: p["status"]["podIP"]
+            for p in engine_pods.get((namespace, name), [])
+            if is_ready(p)
+        }
+        await lora_sync.sync(memo.api, memo.http, copy.deepcopy(dict(body)), ips)
 
 
 def _register_child_watch(kind: Kind) -> None:

@@ -1,6 +1,7 @@
 """spec.lora on a real kube-apiserver: the CRD's refusals (CEL messages), and the operator loading
 and unloading adapters in a real `pagoda serve` that plays a ready engine pod (its address is
-written as the pod's IP: there is no kubelet here), with no change to the pod template."""
+written as the pod's IP: there is no kubelet here) behind an API key from a Secret, with no
+change to the pod template."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from pagoda.engine.models.config import ModelConfig
 from pagoda.operator.spec import ENGINE_PORT
 
 pytestmark = pytest.mark.integration
+
+KEY = "lora-key"
 
 
 @pytest.mark.parametrize(
@@ -66,6 +69,7 @@ def engine():
     proc = ServerProcess(
         "--dtype", "float32", "--max-model-len", "256", "--max-num-seqs", "4",
         "--enable-lora", "--max-lora-rank", "16", "--max-loras", "2",
+        "--api-key", KEY,
         "--host", ip, "--port", str(ENGINE_PORT),  # argparse: the last --host/--port win
     )  # fmt: skip
     url = f"http://{ip}:{ENGINE_PORT}"
@@ -77,7 +81,8 @@ def engine():
 
 
 def served(url: str) -> dict[str, str]:
-    data = httpx.get(f"{url}/v1/models", timeout=10).json()["data"]
+    auth = {"Authorization": f"Bearer {KEY}"}
+    data = httpx.get(f"{url}/v1/models", headers=auth, timeout=10).json()["data"]
     return {m["id"]: m["root"] for m in data if m.get("parent")}
 
 
@@ -91,12 +96,17 @@ def test_adapters_load_and_unload_in_a_ready_pod_without_a_restart(
 ):
     ip, url = engine
     src = {n: f"file://{p}" for n, p in adapters.items()}
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespaced_secret(
+        kube_ns, {"metadata": {"name": "engine-key"}, "stringData": {"key": KEY}}
+    )
     create_isvc(
         api,
         kube_ns,
         "tuned",
         {
             "model": {"uri": "default"},
+            "engine": {"apiKeySecret": {"name": "engine-key", "key": "key"}},
             "lora": {
                 "maxLoras": 2,
                 "maxLoraRank": 16,
@@ -113,7 +123,6 @@ def test_adapters_load_and_unload_in_a_ready_pod_without_a_restart(
 
     # No pod is ready yet: the adapter waits.
     assert wait_for("status.lora", lambda: lora_status(api, kube_ns).get("sql"))[0] == "Loading"
-    core = kubernetes.client.CoreV1Api(api)
     pod = wait_for(
         "a pod",
         lambda: (

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from pagoda.engine.cli import add_serve_args
+from pagoda.operator import kube
 from pagoda.operator.lora import Adapter, PodResult, Served, adapter_status, adapters, diff
-from pagoda.operator.lora_sync import Engine, sync_pod
+from pagoda.operator.lora_sync import Engine, sync, sync_pod
 from pagoda.operator.resources.deployment import deployment, revision
 from pagoda.operator.spec import LORA_LIMITS, engine_args, flag, parse
 
@@ -182,3 +183,28 @@ def test_sync_pod_reports_an_engine_it_cannot_list(key):
     fake = FakeEngine({}, {}, key="right")
     results = run_sync(fake, adapters({"adapters": [SQL]}), key=key)
     assert results["sql"].served is False and "HTTP 401: bad key" in (results["sql"].error or "")
+
+
+def test_an_unreadable_api_key_is_every_adapters_failure(monkeypatch):
+    def forbidden(*_):
+        raise kube.ApiException(status=403)
+
+    monkeypatch.setattr(kube, "get", forbidden)
+    body = {
+        "metadata": {"namespace": "team", "name": "chat"},
+        "spec": {
+            "engine": {"apiKeySecret": {"name": "k", "key": "v"}},
+            "lora": {"adapters": [SQL]},
+        },
+    }
+    written = []
+    monkeypatch.setattr(kube, "patch_status", lambda api, ns, name, st: written.append(st))
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(FakeEngine({}, {}))) as http:
+            await sync(None, http, body, {"pod-1": "10.0.0.1"})
+
+    asyncio.run(go())
+    (adapter,) = written[0]["lora"]["adapters"]
+    assert adapter["state"] == "Failed" and adapter["podsReady"] == "0/1"
+    assert adapter["message"] == "the operator cannot read Secret team/k key v (HTTP 403)"

@@ -14,7 +14,7 @@ import httpx
 import kopf
 import kubernetes
 
-from pagoda.operator import locks, logs, metrics
+from pagoda.operator import locks, logs, lora_sync, metrics
 from pagoda.operator.children import (
     DEPLOYMENT,
     KINDS,
@@ -24,7 +24,7 @@ from pagoda.operator.children import (
     owner_of,
 )
 from pagoda.operator.config import CONFIG
-from pagoda.operator.observe import ObjectState, deployment_facts, observe, pod_facts
+from pagoda.operator.observe import ObjectState, deployment_facts, is_ready, observe, pod_facts
 from pagoda.operator.reconcile import reconcile
 from pagoda.operator.spec import GROUP, PLURAL, SELECTOR_LABEL, VERSION, WAKE_ANNOTATION
 
@@ -126,6 +126,7 @@ def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> 
     # Children go with the owner through the garbage collector; only our own bookkeeping stays.
     metrics.forget(namespace, name)
     locks.forget(namespace, name)
+    locks.forget(namespace, f"{name}/lora")
     logger.info("children are left to the garbage collector")
 
 
@@ -172,6 +173,35 @@ async def wake_isvc(
 ) -> None:
     # The gateway holds a request for a model scaled to zero: look now, not at the next tick.
     await look(name, namespace, body, memo, engine_pods, engine_deployments)
+
+
+def _has_lora(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return "lora" in spec or "lora" in status  # the status is cleared once after lora goes
+
+
+@kopf.timer(*ISVC, interval=CONFIG.observe_interval, when=_has_lora, id="lora-tick")  # type: ignore[arg-type]
+@kopf.on.update(*ISVC, field="spec.lora", id="lora-change")  # type: ignore[arg-type]
+async def sync_lora(
+    name: str,
+    namespace: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    engine_pods: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    """Each ready pod's adapters to spec.lora: on a change at once, and every tick (pods that
+    became ready, restarted, or failed a load)."""
+    if body["metadata"].get("deletionTimestamp"):
+        return
+    # Its own lock (a load may take minutes, the reconcile's lock must not wait on it): the tick
+    # and the change handler never load the same adapter twice at once.
+    async with locks.lock(namespace, f"{name}/lora"):
+        ips = {
+            p["metadata"]["name"]: p["status"]["podIP"]
+            for p in engine_pods.get((namespace, name), [])
+            if is_ready(p)
+        }
+        await lora_sync.sync(memo.api, memo.http, copy.deepcopy(dict(body)), ips)
 
 
 def _register_child_watch(kind: Kind) -> None:

@@ -56,7 +56,7 @@ async def observe(
         if meta.get("deletionTimestamp"):
             return
         s = parse(name, namespace, body["spec"])
-        ready = {p["metadata"]["name"]: p for p in pods if _ready(p)}
+        ready = {p["metadata"]["name"]: p for p in pods if is_ready(p)}
         now = time.time()
         samples = await scrape(
             http,
@@ -246,7 +246,7 @@ def _gate(
         if p["metadata"].get("labels", {}).get(REVISION_LABEL) == rollout["revision"]
     ]
     window = s.analysis.window_seconds if s.analysis else LIVE_WINDOW
-    stats = state.history.window([p["metadata"]["name"] for p in new if _ready(p)], window, now)
+    stats = state.history.window([p["metadata"]["name"] for p in new if is_ready(p)], window, now)
     o = Observation(
         desired=deploy["spec"].get("replicas", 1),
         pods=tuple(_new_pod(p, now) for p in new),
@@ -275,12 +275,12 @@ def _new_pod(pod: dict[str, Any], now: float) -> NewPod:
     return NewPod(
         name=meta["name"],
         age_seconds=now - datetime.fromisoformat(started).timestamp(),
-        ready=_ready(pod),
+        ready=is_ready(pod),
         restarts=sum(c.get("restartCount", 0) for c in st.get("containerStatuses", [])),
     )
 
 
-def _ready(pod: dict[str, Any]) -> bool:
+def is_ready(pod: dict[str, Any]) -> bool:
     st = pod.get("status", {})
     return bool(st.get("podIP")) and any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", [])

@@ -33,6 +33,7 @@ NOT_FLAGS = {
     "envFrom",
     "volumeMounts",
 }
+LORA_LIMITS = ("maxLoras", "maxLoraRank", "maxCpuLoras")  # spec.lora's fields that are flags
 
 
 @dataclass(frozen=True)
@@ -250,4 +251,8 @@ def engine_args(s: Spec) -> list[str]:
             args += [flag(key), str(value)]
     if "command" not in s.engine:  # Pagoda's own flag; another engine drains on SIGTERM its own way
         args += ["--shutdown-timeout", str(s.drain_seconds)]
+    if "lora" in s.raw:  # the adapters are loaded through the endpoints (operator/lora.py)
+        lora = s.raw["lora"]
+        args.append("--enable-lora")
+        args += [a for k in LORA_LIMITS if k in lora for a in (flag(k), str(lora[k]))]
     return args + list(s.engine.get("args", []))

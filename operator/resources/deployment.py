@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pagoda.operator import lora
 from pagoda.operator.resources import digest, labels, metadata
 from pagoda.operator.resources.configmap import configmap, configmap_name
 from pagoda.operator.resources.merge import strategic_merge
@@ -133,6 +134,8 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
                 "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}},
             }
         )
+    if "lora" in s.raw:
+        env.append(lora.RUNTIME_UPDATING_ENV)
     health = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": PROBE_PERIOD}
     c: dict[str, Any] = {
         "name": "engine",
@@ -234,4 +237,5 @@ def _volumes(s: Spec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             {"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         )
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
-    return volumes, mounts
+    lora_volumes, lora_mounts = lora.volumes(s.raw.get("lora", {}))
+    return volumes + lora_volumes, mounts + lora_mounts

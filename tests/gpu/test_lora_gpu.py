@@ -59,8 +59,9 @@ def test_kernels_match_the_reference(tokens, k, sizes, rank):
 
 def test_cuda_graphs_serve_a_mix_of_adapters(tmp_path):
     """Greedy tokens of a tiny Llama in float32 with three adapters and the base in one batch: CUDA
-    graphs, eager GPU steps and the CPU path (which the CPU tier holds equal to HF + PEFT merged)
-    agree. Adapters written without peft (the GPU machine has no peft)."""
+    graphs equal eager GPU steps, and both equal the CPU path (which the CPU tier holds equal to
+    HF + PEFT merged) up to near ties (TF32). Adapters written without peft (the GPU machine has
+    no peft)."""
     from tiny_hf import hf_model
 
     from pagoda.engine.bench.lora_adapters import write_random_adapter
@@ -76,7 +77,8 @@ def test_cuda_graphs_serve_a_mix_of_adapters(tmp_path):
     prompts = [[1, 57, 300, 4, 99], [5, 9, 300, 301, 2, 7], [3, 4, 5], [8, 8, 9, 10]]
     requests = [(p, lora) for p in prompts for lora in [None, *loras]]
 
-    def run(device: str, enforce_eager: bool) -> list[list[int]]:
+    def run(device: str, enforce_eager: bool) -> tuple[list[list[int]], list[list[float]]]:
+        """Each request's tokens, and at each step the gap between its two best log-probs."""
         config = EngineConfig(
             model=str(tmp_path / "base"),
             device=device,  # type: ignore[arg-type]
@@ -90,16 +92,35 @@ def test_cuda_graphs_serve_a_mix_of_adapters(tmp_path):
         )
         engine = LLMEngine(config, tokenizer=object(), log_stats=False)
         assert (engine.runner.graphs is None) == (enforce_eager or device == "cpu")
-        params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, detokenize=False)
+        params = SamplingParams(
+            max_tokens=12, temperature=0.0, ignore_eos=True, detokenize=False, logprobs=2
+        )
         for i, (prompt, lora) in enumerate(requests):
             engine.add_request(str(i), prompt, params, lora_request=lora)
-        out: dict[str, list[int]] = {}
+        out: dict[str, tuple[list[int], list[float]]] = {}
         while engine.has_unfinished_requests():
             for o in engine.step():
                 if o.finished:
-                    out[o.request_id] = list(o.outputs[0].token_ids)
-        return [out[str(i)] for i in range(len(requests))]
+                    gaps = [
+                        top[0] - top[1]
+                        for top in (
+                            sorted(lp.values(), reverse=True) for lp in o.outputs[0].logprobs
+                        )
+                    ]
+                    out[o.request_id] = (list(o.outputs[0].token_ids), gaps)
+        return [out[str(i)][0] for i in range(len(requests))], [
+            out[str(i)][1] for i in range(len(requests))
+        ]
 
-    graphs, eager, cpu = run("cuda", False), run("cuda", True), run("cpu", True)
-    assert graphs == eager == cpu
+    (graphs, _), (eager, _), (cpu, cpu_gaps) = (
+        run("cuda", False),
+        run("cuda", True),
+        run("cpu", True),
+    )
+    assert graphs == eager  # one captured graph serves any mix of adapters, token for token
+    # The GPU's float32 dots run in TF32 (Triton's default): it may part from the CPU only where
+    # the CPU's two best tokens are a near tie (measured: 5e-4 apart where it did).
+    for gpu_tokens, cpu_tokens, gaps in zip(eager, cpu, cpu_gaps):
+        step = next((s for s, (a, b) in enumerate(zip(gpu_tokens, cpu_tokens)) if a != b), None)
+        assert step is None or gaps[step] < 5e-3, (step, gaps)
     assert len({tuple(t) for t in graphs[:4]}) == 4  # each adapter changes the output

@@ -47,5 +47,6 @@ def test_status_schema_covers_what_the_operator_writes():
         "rollout",
         "metrics",
         "lastScaleTime",
+        "lora",
     ):
         assert key in status

@@ -1,7 +1,7 @@
 """observe.py reads pods and Deployments from kopf's indexes: the trimmed copies it keeps there
 must answer every question the full objects would."""
 
-from pagoda.operator.observe import _new_pod, _ready, deployment_facts, pod_facts
+from pagoda.operator.observe import _new_pod, deployment_facts, is_ready, pod_facts
 
 POD = {
     "metadata": {
@@ -25,7 +25,7 @@ POD = {
 
 def test_pod_facts_answer_as_the_pod_does():
     facts = pod_facts(POD)
-    assert _ready(facts) and _ready(POD)
+    assert is_ready(facts) and is_ready(POD)
     now = 1796284800.0 + 600  # 10 min after creation, 9 after the start
     assert _new_pod(facts, now) == _new_pod(POD, now)
     assert _new_pod(facts, now).age_seconds == 540 and _new_pod(facts, now).restarts == 1
@@ -35,7 +35,7 @@ def test_pod_facts_answer_as_the_pod_does():
 def test_a_pod_not_started_is_timed_from_its_creation():
     pending = {"metadata": POD["metadata"], "status": {"phase": "Pending"}}
     facts = pod_facts(pending)
-    assert not _ready(facts) and _new_pod(facts, 1796284800.0 + 60).age_seconds == 60
+    assert not is_ready(facts) and _new_pod(facts, 1796284800.0 + 60).age_seconds == 60
 
 
 def test_deployment_facts():

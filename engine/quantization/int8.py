@@ -16,6 +16,7 @@ from torch import nn
 
 from pagoda.engine.kernels.w8_gemv import MAX_ROWS, w8_gemv
 from pagoda.engine.layers.linear import LinearBase
+from pagoda.engine.quantization.fp8 import dequantize
 
 INT8_MAX = 127.0
 MIN_SCALE = 1e-10  # a zero row quantizes to zeros, not NaN
@@ -68,7 +69,7 @@ class Int8LinearMethod:
             layer.register_buffer("weight_q", q)
             layer.register_buffer("weight_scale", scale)
         else:
-            layer.register_buffer("weight_dequant", q.float() * scale[:, None])
+            layer.register_buffer("weight_dequant", dequantize(q, scale))
         layer.quant_method = self
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -82,4 +83,4 @@ class Int8LinearMethod:
         # torch._int_mm: more than 16 rows, K and N multiples of 8 (real models' are).
         if n % 8 == 0 and k % 8 == 0:
             return int8_linear_int_mm(x, weight_q, scale, bias)
-        return int8_linear_reference(x, weight_q.float() * scale[:, None], bias)
+        return int8_linear_reference(x, dequantize(weight_q, scale), bias)

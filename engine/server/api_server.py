@@ -167,8 +167,9 @@ class DrainingServer(uvicorn.Server):
         if dead and self.exit_code == 0:
             log.error("engine %s died: %r; exiting", dead[0], self.engines[dead[0]].error)
             self.exit_code, self.dead_since = 1, time.monotonic()
-        if self.exit_code and time.monotonic() - self.dead_since > 1.0:
-            return True  # a second to answer /health (503) and the requests in flight (errors)
+        dead_for = time.monotonic() - self.dead_since
+        if self.exit_code and dead_for > 1.0 and (self.lifecycle.in_flight == 0 or dead_for > 5.0):
+            return True  # a second to answer /health (503), and the requests in flight (errors)
         if self.drain_deadline is not None:
             if self.lifecycle.in_flight == 0:
                 return True

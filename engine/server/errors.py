@@ -48,6 +48,8 @@ def as_api_error(e: Exception) -> APIError:
     else is ours (500)."""
     if isinstance(e, APIError):
         return e
+    if getattr(e, "fatal", False):  # the engine died (EngineDeadError): the server is going down
+        return APIError(503, f"The engine died: {e}", code="engine_unhealthy")
     if isinstance(e, ParamError):
         return APIError(400, str(e), param=e.param)
     if isinstance(e, ValueError):

@@ -1,13 +1,14 @@
 """Fault injection for the integration tests, mounted only when PAGODA_TEST_HOOKS=1.
 
-They break the engine loop from the inside so that a test can watch /health fail; they reach
-into AsyncLLM's loop (its engine's `has_unfinished_requests`, called on every turn of the loop
-thread) because no public API should offer this.
+They stop an engine's core process from the outside, as a hung step would, so that a test can
+watch /health fail, the requests in flight end and the server exit non-zero; no public API should
+offer this. (A crash needs no hook: a test kills the core process by its pid.)
 """
 
 from __future__ import annotations
 
-import threading
+import os
+import signal
 from typing import TYPE_CHECKING, cast
 
 from fastapi import APIRouter, Request, Response
@@ -16,27 +17,23 @@ from pagoda.engine.server.routes import engine_for
 
 if TYPE_CHECKING:
     from pagoda.engine.async_llm import AsyncLLM
+    from pagoda.engine.core_client import CoreProcess
 
 router = APIRouter(prefix="/debug")
-_never = threading.Event()
 
 
-@router.post("/engine/{model:path}/kill")
-async def kill_loop(request: Request, model: str) -> Response:
-    """The loop thread raises at its next turn and dies."""
+def core_pid(request: Request, model: str) -> tuple[AsyncLLM, int]:
     llm = cast("AsyncLLM", engine_for(request, model))  # serve() mounts these over AsyncLLMs
-
-    def die() -> bool:
-        raise RuntimeError("engine loop killed by the test hook")
-
-    llm.engine.has_unfinished_requests = die  # type: ignore[method-assign]
-    return Response(status_code=204)
+    pid = cast("CoreProcess", llm.client).proc.pid
+    assert pid is not None, "a started process"
+    return llm, pid
 
 
 @router.post("/engine/{model:path}/wedge")
-async def wedge_loop(request: Request, model: str, health_timeout_s: float = 2.0) -> Response:
-    """The loop thread blocks for good at its next turn; /health notices after health_timeout_s."""
-    llm = cast("AsyncLLM", engine_for(request, model))  # serve() mounts these over AsyncLLMs
+async def wedge_core(request: Request, model: str, health_timeout_s: float = 2.0) -> Response:
+    """The engine core process stops (SIGSTOP), as a hung step would; it is found silent after
+    health_timeout_s."""
+    llm, pid = core_pid(request, model)
     llm.health_timeout_s = health_timeout_s
-    llm.engine.has_unfinished_requests = _never.wait  # type: ignore[method-assign]
+    os.kill(pid, signal.SIGSTOP)
     return Response(status_code=204)

@@ -87,7 +87,7 @@ def check_structured_outputs(
     engine: Any, params: StructuredOutputsParams | None, param: str = "response_format"
 ) -> None:
     """Compile now (cached for the engine): APIError 400 naming `param` if it cannot be."""
-    structured = getattr(getattr(engine, "engine", None), "structured", None)
+    structured = getattr(engine, "structured", None)
     if params is None or structured is None:
         return
     try:

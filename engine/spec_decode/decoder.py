@@ -1,6 +1,6 @@
 """The engine's side of speculative decoding: before each step, drafts for the running sequences
 that decode; after it, the verified tokens taken in, the rejected slots rolled back, and the
-counts vLLM reports (vllm:spec_decode_*)."""
+counts vLLM reports (vllm:spec_decode_*: the engine core ships each step's with its stats)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.sequence import Sequence
-from pagoda.engine.metrics import EngineMetrics
 from pagoda.engine.sampling_params import SamplingParams
 from pagoda.engine.spec_decode.config import SpeculativeConfig
 from pagoda.engine.spec_decode.ngram import NgramProposer
@@ -55,10 +54,8 @@ class SpecDecoder:
     def __init__(
         self,
         config: SpeculativeConfig,
-        metrics: EngineMetrics | None,
         proposer: Proposer,
     ) -> None:
-        self.metrics = metrics
         self.k = config.num_speculative_tokens
         self.proposer = proposer
         self.stats = SpecDecodeStats(num_accepted_tokens_per_pos=[0] * self.k)
@@ -103,8 +100,6 @@ class SpecDecoder:
         K/V the next step computes. The rejected drafts' slots are overwritten then, and no
         block past the verified tokens is hashed (cache_full_blocks reads the computed count)."""
         self.stats.record(len(seq.spec_token_ids), len(more_token_ids))
-        if self.metrics is not None:
-            self.metrics.spec_decode_verified(len(seq.spec_token_ids), len(more_token_ids))
         seq.output_token_ids.extend(more_token_ids)
         seq.num_computed_tokens = seq.num_tokens - 1
         seq.spec_token_ids = []

@@ -1,6 +1,7 @@
 """`pagoda serve` over worker processes (the default model in two pipeline stages, gloo): a
 killed worker is noticed within seconds (its request in flight fails, the server exits non-zero)
-and SIGTERM ends the server with its workers; no process outlives it."""
+and SIGTERM ends the server with its engine-core process and the workers that process started;
+no process outlives it."""
 
 from __future__ import annotations
 
@@ -20,12 +21,18 @@ pytestmark = pytest.mark.integration
 ARGS = ("--pipeline-parallel-size", "2", "--max-model-len", "512", "--max-num-seqs", "4")
 
 
-def workers_of(pid: int) -> list[int]:
-    """The server's worker processes (its spawned children)."""
+def spawned_children(pid: int) -> list[int]:
+    """The process's children started by multiprocessing's spawn (not its resource tracker)."""
     children = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         children += [int(c) for c in (task / "children").read_text().split()]
     return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def core_and_workers(pid: int) -> tuple[int, list[int]]:
+    """The server's engine-core process, and the worker processes it started."""
+    (core,) = spawned_children(pid)
+    return core, spawned_children(core)
 
 
 def alive(pid: int) -> bool:
@@ -39,7 +46,7 @@ def alive(pid: int) -> bool:
 def test_killed_worker_fails_requests_and_exits_nonzero() -> None:
     server = ServerProcess(*ARGS).wait_healthy()
     try:
-        workers = workers_of(server.proc.pid)
+        core, workers = core_and_workers(server.proc.pid)
         assert len(workers) == 2
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
         errors: list[BaseException] = []
@@ -78,7 +85,7 @@ def test_killed_worker_fails_requests_and_exits_nonzero() -> None:
         assert errors, "the request in flight ended without an error"
         assert "died" in server.output()
         time.sleep(1)
-        assert not [w for w in workers if alive(w)]
+        assert not [p for p in [core, *workers] if alive(p)]
     finally:
         server.kill()
 
@@ -86,7 +93,7 @@ def test_killed_worker_fails_requests_and_exits_nonzero() -> None:
 def test_sigterm_stops_server_and_workers() -> None:
     server = ServerProcess(*ARGS).wait_healthy()
     try:
-        workers = workers_of(server.proc.pid)
+        core, workers = core_and_workers(server.proc.pid)
         assert len(workers) == 2
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
         done = client.completions.create(model="default", prompt="Hi", max_tokens=4, temperature=0)
@@ -94,6 +101,6 @@ def test_sigterm_stops_server_and_workers() -> None:
         server.terminate()
         assert server.proc.wait(timeout=60) == 0
         time.sleep(1)
-        assert not [w for w in workers if alive(w)]
+        assert not [p for p in [core, *workers] if alive(p)]
     finally:
         server.kill()

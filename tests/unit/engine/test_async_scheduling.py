@@ -27,7 +27,7 @@ def test_steps_overlap_and_outputs_match_solo_runs():
     def counting_step():
         nonlocal overlapped
         outputs = original_step()
-        overlapped += engine._in_flight is not None
+        overlapped += engine.core._in_flight is not None
         for (
             seq
         ) in engine.scheduler.running:  # a pending token only ever at the end, only while in flight
@@ -75,7 +75,7 @@ def test_penalties_and_forks_do_not_run_ahead():
     engine.add_request("n", [4, 5, 6], SamplingParams(max_tokens=6, n=2, seed=1, detokenize=False))
     while engine.has_unfinished_requests():
         engine.step()
-        assert engine._in_flight is None
+        assert engine.core._in_flight is None
 
 
 def test_abort_while_a_token_computes():
@@ -85,7 +85,7 @@ def test_abort_while_a_token_computes():
     )
     for _ in range(4):
         engine.step()
-    assert engine._in_flight is not None
+    assert engine.core._in_flight is not None
     out = engine.abort_request("a")
     assert out.outputs[0].finish_reason == "abort" and PENDING_TOKEN not in out.outputs[0].token_ids
     assert (

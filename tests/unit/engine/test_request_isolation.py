@@ -27,14 +27,14 @@ def make_engine() -> LLMEngine:
 
 def fail_on_token(engine: LLMEngine, request_id: str, at: int) -> None:
     """Make processing the at-th output token of `request_id` raise, inside the engine's step."""
-    accept = engine._accept_token
+    accept = engine.core._accept_token
 
-    def faulty(req, seq, sampled, i, slot, now):
+    def faulty(req, seq, sampled, i, slot):
         if req.request_id == request_id and slot == at:
             raise RuntimeError("injected fault")
-        return accept(req, seq, sampled, i, slot, now)
+        return accept(req, seq, sampled, i, slot)
 
-    engine._accept_token = faulty
+    engine.core._accept_token = faulty  # type: ignore[method-assign]
 
 
 async def tokens_of(llm: AsyncLLM, rid: str) -> list[int] | Exception:
@@ -47,13 +47,13 @@ async def tokens_of(llm: AsyncLLM, rid: str) -> list[int] | Exception:
 
 
 async def test_a_failing_request_ends_alone_and_the_batch_goes_on():
-    baseline = AsyncLLM(make_engine())
+    baseline = AsyncLLM.in_thread(make_engine())
     expected = await asyncio.gather(*(tokens_of(baseline, r) for r in PROMPTS))
     await baseline.shutdown()
 
     engine = make_engine()
     fail_on_token(engine, "b", at=3)
-    llm = AsyncLLM(engine)
+    llm = AsyncLLM.in_thread(engine)
     a, b, c = await asyncio.gather(*(tokens_of(llm, r) for r in PROMPTS))
     assert isinstance(b, RequestFailedError) and "b failed" in str(b)
     assert [a, c] == [expected[0], expected[2]] and len(a) == 12

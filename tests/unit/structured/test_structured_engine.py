@@ -11,7 +11,8 @@ import pytest
 from engine_harness import PreemptionCounter, run_to_completion
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.llm_engine import GRAMMAR_DEAD_END, LLMEngine
+from pagoda.engine.core_messages import GRAMMAR_DEAD_END
+from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.sampling_params import SamplingParams
 from pagoda.engine.structured.params import StructuredOutputsParams as S
 

@@ -110,6 +110,8 @@ async def generation(
     engine = engine_for(request, body.model, for_generation=True)
     adapter = request.app.state.loras.adapters.get(body.model)
     request.state.lora_request = None if adapter is None else adapter[1]
+    # vLLM answers with the name the client asked for: an adapter's, or one of the served names.
+    request.state.model_name = body.model or engine.config.name
     if engine.config.is_pooling != (api == "embeddings"):
         raise APIError(400, NOT_SERVED[api], param="model")
     limit = request.app.state.policy.max_waiting_requests

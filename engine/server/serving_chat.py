@@ -96,7 +96,7 @@ async def create_chat_completion(
     )
     if body.stream:
         return StreamingResponse(
-            stream_chunks(engine, body, request_id, outputs, top_k, plan),
+            stream_chunks(engine, body, request_id, request.state.model_name, outputs, top_k, plan),
             media_type="text/event-stream",
         )
     [final] = await until_disconnected(request, collect(outputs, 1))
@@ -115,7 +115,7 @@ async def create_chat_completion(
             )
         )
     response = ChatCompletionResponse(
-        id=request_id, model=engine.config.name, choices=choices, usage=usage([final])
+        id=request_id, model=request.state.model_name, choices=choices, usage=usage([final])
     )
     if body.prompt_logprobs is not None:
         response.prompt_logprobs = prompt_logprobs(tokenizer, final.prompt_logprobs or [])
@@ -126,6 +126,7 @@ async def stream_chunks(
     engine: EngineClient,
     body: ChatCompletionRequest,
     request_id: str,
+    name: str,
     outputs: AsyncGenerator[tuple[int, RequestOutput], None],
     top_k: int,
     plan: ToolPlan,
@@ -134,7 +135,7 @@ async def stream_chunks(
     them); where the text decides between content and tool calls (auto, required), each choice's
     reply comes at its end, in OpenAI's deltas: content, then per call a delta with its index, id,
     type and name, then one with its arguments; the finish_reason in a last empty delta."""
-    created, name = now(), engine.config.name
+    created = now()
 
     def chunk(choices: list[ChatChunkChoice], **kw: Any) -> str:
         return sse(

@@ -64,7 +64,9 @@ async def create_completion(
     echoes = [tokenizer.decode(p) if body.echo else "" for p in prompts]
     if body.stream:
         return StreamingResponse(
-            stream_chunks(engine, body, request_id, outputs, prompts, echoes),
+            stream_chunks(
+                engine, body, request_id, request.state.model_name, outputs, prompts, echoes
+            ),
             media_type="text/event-stream",
         )
     finals = await until_disconnected(request, collect(outputs, len(prompts)))
@@ -86,7 +88,7 @@ async def create_completion(
                 c.prompt_logprobs = prompt_logprobs(tokenizer, final.prompt_logprobs or [])
             choices.append(c)
     response = CompletionResponse(
-        id=request_id, model=engine.config.name, choices=choices, usage=usage(finals)
+        id=request_id, model=request.state.model_name, choices=choices, usage=usage(finals)
     )
     return JSONResponse(response.model_dump())
 
@@ -126,11 +128,12 @@ async def stream_chunks(
     engine: EngineClient,
     body: CompletionRequest,
     request_id: str,
+    name: str,
     outputs: AsyncGenerator[tuple[int, RequestOutput], None],
     prompts: list[list[int]],
     echoes: list[str],
 ) -> AsyncGenerator[str, None]:
-    created, name, num_prompts = now(), engine.config.name, len(prompts)
+    created, num_prompts = now(), len(prompts)
     finished: set[int] = set()
     # Tokens and characters sent so far per choice: the output's own lists may already hold more,
     # since the engine thread goes on appending to them while this chunk is written.

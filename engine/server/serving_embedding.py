@@ -45,7 +45,7 @@ async def create_embedding(
     tokens = sum(len(p) for p in prompts)
     response = EmbeddingResponse(
         id=request_id,
-        model=engine.config.name,
+        model=request.state.model_name,
         data=data,
         usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
     )

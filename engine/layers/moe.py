@@ -49,7 +49,8 @@ def fused_moe_reference(
         tokens, slot = (ids == expert).nonzero(as_tuple=True)
         gate, up = F.linear(x[tokens], w13[expert]).chunk(2, dim=-1)
         y = F.linear(F.silu(gate) * up, w2[expert])
-        out.index_add_(0, tokens, y * weights[tokens, slot, None])
+        # index_put_: index_add_'s CPU kernel stalls on a busy machine (see lora/ops.py)
+        out.index_put_((tokens,), y * weights[tokens, slot, None], accumulate=True)
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,6 +22,9 @@ from torch import nn
 from pagoda.engine.attention.metadata import AttentionMetadata
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.runner.step_layout import StepLayout, fits_layout
+
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE  # what CUDAGraph.pool() returns
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ class StepGraphs:
         max_model_len: int,
         block_size: int,
         device: torch.device,
-        pool: tuple[int, int] | None = None,
+        pool: _POOL_HANDLE | None = None,
     ) -> None:
         self.model, self.kv_caches = model, kv_caches
         self.sizes, self.query_len = sorted(set(sizes)), query_len

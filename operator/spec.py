@@ -6,6 +6,7 @@ fields stay a dict: each one is an engine flag in camelCase, so `engine_args` ne
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,6 +207,18 @@ def flag(camel: str) -> str:
     return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", camel).lower()
 
 
+def snake(camel: str) -> str:
+    """numSpeculativeTokens -> num_speculative_tokens"""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
+
+
+def json_arg(obj: dict[str, Any]) -> str:
+    """An object-valued field (speculativeConfig) as the JSON its flag takes, vLLM's snake_case
+    keys: {"method": "ngram", "numSpeculativeTokens": 4} -> '{"method": "ngram",
+    "num_speculative_tokens": 4}'."""
+    return json.dumps({snake(k): v for k, v in obj.items()}, sort_keys=True)
+
+
 def hub_model(uri: str) -> tuple[str, str] | None:
     """hf://ORG/NAME[@REVISION] -> (ORG/NAME, REVISION or main); None for other URIs."""
     if not uri.startswith("hf://"):
@@ -248,7 +261,7 @@ def engine_args(s: Spec) -> list[str]:
             elif value:
                 args.append(flag(key))
         else:
-            args += [flag(key), str(value)]
+            args += [flag(key), json_arg(value) if isinstance(value, dict) else str(value)]
     if "command" not in s.engine:  # Pagoda's own flag; another engine drains on SIGTERM its own way
         args += ["--shutdown-timeout", str(s.drain_seconds)]
     if "lora" in s.raw:  # the adapters are loaded through the endpoints (operator/lora.py)

@@ -7,11 +7,13 @@
 #  - the Llama-3.1-8B shape (dummy weights) with a draft equal to the target (the same dummy shape
 #    and seed: acceptance 100%, the mechanism's ceiling), k 4. Target and draft each hold a KV
 #    pool of the same number of blocks: --gpu-memory-utilization 0.4 leaves the draft its room.
-# Verification steps (k + 1 query tokens per sequence) run eager; the draft's single-token steps
-# and the plain decodes use the CUDA graphs. Carried: .whl, .devcarry.
+# Verification steps (k + 1 query tokens per sequence, plain decodes in the same step padded to
+# k + 1) replay CUDA graphs, as the draft's single-token steps and plain decode steps do; the
+# tests run first include tests/gpu/test_spec_decode_graphs_gpu.py. Carried: .whl, .devcarry.
 source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/unit/spec_decode 2>&1 | tail -3
+python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/unit/spec_decode \
+  tests/gpu/test_spec_decode_graphs_gpu.py 2>&1 | tail -3
 NGRAM='{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 4}'
 for bs in 1 8; do
   for spec in none ngram; do

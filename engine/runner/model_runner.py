@@ -31,7 +31,7 @@ from pagoda.engine.spec_decode.verify_step import (
 if TYPE_CHECKING:
     from pagoda.engine.lora.pool import LoRAPool
     from pagoda.engine.models.pipeline import IntermediateTensors
-    from pagoda.engine.runner.cuda_graphs import DecodeGraphs
+    from pagoda.engine.runner.cuda_graphs import StepGraphs
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ class ModelRunner:
         # decode whose input is still PENDING_TOKEN on the host takes its value from here.
         self._last_token_ids = torch.zeros(0, dtype=torch.long, device=self.device)
         self._last_rows: dict[Sequence, int] = {}
-        self.graphs: DecodeGraphs | None = None
+        self.graphs: StepGraphs | None = None  # decode steps
+        self.verify_graphs: StepGraphs | None = None  # verification steps (speculative decoding)
         if allocate:
             self.initialize_kv_cache(self.determine_num_blocks())
 
@@ -143,18 +144,11 @@ class ModelRunner:
             self.lora.batch.launch_empty = True
         # Graphs capture one whole forward pass: not a stage's, which waits on another rank.
         if self.device.type == "cuda" and not config.enforce_eager and self.pp.world_size == 1:
-            from pagoda.engine.runner.cuda_graphs import DecodeGraphs
+            from pagoda.engine.runner.cuda_graphs import capture_step_graphs
 
             max_len = config.max_model_len or mc.max_position_embeddings
-            sizes = [s for s in config.cuda_graph_sizes if s <= config.max_num_seqs] or [1]
-            self.graphs = DecodeGraphs(
-                self.model,
-                self.kv_caches,
-                sizes,
-                -(-max_len // self.block_size),
-                max_len,
-                self.block_size,
-                self.device,
+            self.graphs, self.verify_graphs = capture_step_graphs(
+                self.model, self.kv_caches, config, max_len, self.device
             )
         if self.device.type == "cuda" and self.pp.world_size == 1:
             self._warm_up()
@@ -366,8 +360,9 @@ class ModelRunner:
         if self.lora is not None:
             self.lora.prepare([seq.lora_request for seq, _ in batch], [n for _, n in batch])
         hidden: torch.Tensor | IntermediateTensors  # a stage short of the last: its tensors
-        if self.graphs is not None and meta.max_query_len == 1 and self.graphs.fits(len(batch)):
-            hidden = self.graphs.run(input_ids, positions, meta)
+        graphs = next((g for g in (self.graphs, self.verify_graphs) if g and g.fits(meta)), None)
+        if graphs is not None:
+            hidden = graphs.run(input_ids, positions, meta)
         else:
             hidden = self.model(
                 input_ids, positions, self.kv_caches, meta, self._receive_stage_input(input_ids)

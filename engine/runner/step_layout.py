@@ -1,0 +1,112 @@
+"""A CUDA graph's fixed layout for a step: S sequences (a captured batch size) of q query tokens each.
+
+A graph replays one shape, so every sequence of a replayed step gets exactly q query tokens. For
+decode graphs q = 1 and the layout is the eager one. For verification graphs q = k + 1: a sequence
+with n < q new tokens (a plain decode beside speculating ones, or one with fewer drafts than k)
+takes q - n padding tokens IN FRONT of its own. They stand at positions already in the KV cache and
+write their K/V nowhere (slot -1), so the sequence's own tokens are the last n of q queries over
+the same context: the same causal masks and keys as in the eager step (the attention reads every
+key from the cache), and their rows are gathered back into the eager order. Padding sequences (past
+the step's batch, up to S) attend to the first q slots of block 0. Every padding row's output is
+dropped; every row is finite, as each attends to at least one key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pagoda.engine.attention.metadata import AttentionMetadata
+
+
+def fits_layout(query_lens: Sequence[int], seq_lens: Sequence[int], query_len: int) -> bool:
+    """Whether a step fits q = query_len tokens per sequence: none has more new tokens, and one
+    that is padded (n < q) has more than q tokens of context, so its padding stands on tokens
+    already computed (and a backend that takes a whole-prompt step's keys from the step itself, as
+    the PyTorch one does, never sees the padding as keys)."""
+    return all(
+        n <= query_len and (n == query_len or s > query_len) for n, s in zip(query_lens, seq_lens)
+    )
+
+
+def padded_rows(query_start_loc: Sequence[int], query_len: int) -> np.ndarray:
+    """Each of the step's tokens' row in the layout: sequence i's n_i tokens are the last n_i of
+    its rows i * q .. i * q + q - 1."""
+    starts = np.asarray(query_start_loc, dtype=np.int64)
+    counts = np.diff(starts)
+    shift = np.arange(len(counts)) * query_len + query_len - counts - starts[:-1]
+    return np.arange(starts[-1]) + np.repeat(shift, counts)
+
+
+class StepLayout:
+    """The static input buffers a graph reads: a step is copied into them before each replay."""
+
+    def __init__(
+        self,
+        max_batch: int,
+        query_len: int,
+        max_blocks_per_seq: int,
+        max_model_len: int,
+        block_size: int,
+        device: torch.device,
+    ) -> None:
+        n, q = max_batch, query_len
+        self.query_len, self.device = q, device
+        self.input_ids = torch.zeros(n * q, dtype=torch.long, device=device)
+        self.positions = torch.zeros(n * q, dtype=torch.long, device=device)
+        self.slot_mapping = torch.full((n * q,), -1, dtype=torch.long, device=device)
+        self.seq_lens = torch.full((n,), q, dtype=torch.int32, device=device)
+        self.query_start_loc = torch.arange(0, (n + 1) * q, q, dtype=torch.int32, device=device)
+        self.block_tables = torch.zeros((n, max_blocks_per_seq), dtype=torch.int32, device=device)
+        self.max_model_len, self.block_size = max_model_len, block_size
+
+    def meta(self, size: int) -> AttentionMetadata:
+        """The metadata of `size` sequences. max_seq_len is the bound every replay obeys, not one
+        step's: the graph is fixed."""
+        return AttentionMetadata(
+            self.slot_mapping[: size * self.query_len],
+            self.query_start_loc[: size + 1],
+            self.seq_lens[:size],
+            self.block_tables[:size],
+            max_query_len=self.query_len,
+            max_seq_len=self.max_model_len,
+            block_size=self.block_size,
+        )
+
+    def load(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata, size: int
+    ) -> torch.Tensor | slice:
+        """Copy a step (eager layout, meta.num_seqs <= size sequences that fit) into the first
+        `size` sequences' buffers; returns where the step's tokens are among the layout's rows."""
+        b, t, q = meta.num_seqs, input_ids.shape[0], self.query_len
+        end = size * q
+        rows: torch.Tensor | slice
+        if t == b * q:  # every sequence has q tokens (all decodes for q = 1): the eager layout
+            rows = slice(0, t)
+            self.input_ids[:t].copy_(input_ids)
+            self.positions[:t].copy_(positions)
+            self.slot_mapping[:t].copy_(meta.slot_mapping)
+            self.slot_mapping[t:end].fill_(-1)
+        else:
+            qsl = meta.query_start_loc_cpu or meta.query_start_loc.tolist()
+            rows = self._to_device(padded_rows(qsl, q))
+            self.input_ids[:end].zero_()
+            self.positions[:end].zero_()
+            self.slot_mapping[:end].fill_(-1)
+            self.input_ids.index_copy_(0, rows, input_ids)
+            self.positions.index_copy_(0, rows, positions)
+            self.slot_mapping.index_copy_(0, rows, meta.slot_mapping)
+        self.seq_lens[:b].copy_(meta.seq_lens)
+        self.seq_lens[b:size].fill_(q)
+        width = meta.block_tables.shape[1]
+        self.block_tables[:b, :width].copy_(meta.block_tables)
+        self.block_tables[b:size].zero_()
+        return rows
+
+    def _to_device(self, rows: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(rows)
+        if self.device.type == "cpu":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)

@@ -27,6 +27,7 @@ from pagoda.engine.loader.hf_folder import (
 from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
 from pagoda.engine.models import ModelConfig, build_model
 from pagoda.engine.models.llama import LlamaForCausalLM
+from pagoda.engine.quantization import CHECKPOINT_FORMATS
 from pagoda.engine.quantization.apply import quantize_model
 from pagoda.engine.quantization.checkpoint import (
     CheckpointScheme,
@@ -35,6 +36,14 @@ from pagoda.engine.quantization.checkpoint import (
     prepare_8bit_parameters,
     quantized_layers,
     without_input_scales,
+)
+from pagoda.engine.quantization.w4_checkpoint import (
+    W4Scheme,
+    dummy_w4_scheme,
+    fill_dummy_w4,
+    finish_w4_layers,
+    prepare_w4_parameters,
+    without_unused_g_idx,
 )
 
 log = logging.getLogger(__name__)
@@ -48,9 +57,10 @@ def load_model(
     start = time.perf_counter()
     resolved = resolve_model(config)
     weights: Weights | None
-    scheme: CheckpointScheme | None = None
+    scheme: CheckpointScheme | W4Scheme | None = None
     if resolved.kind == "dummy":
         model_config, weights = dummy_model_config(resolved), None
+        scheme = dummy_w4_scheme(config.quantization)
     elif resolved.path is None:
         raise AssertionError(f"a {resolved.kind} model has a path")
     elif resolved.kind == "hf":
@@ -67,12 +77,19 @@ def load_model(
         if scheme is not None:
             try:
                 layers = quantized_layers(model)
+                if isinstance(scheme, W4Scheme):
+                    prepare_w4_parameters(layers, scheme)
             except ValueError as e:
-                raise ModelLoadError(f"{resolved.path}: {e}") from e
-            prepare_8bit_parameters(layers, scheme.weight_dtype)
-            weights = without_input_scales(weights or ())
+                raise ModelLoadError(f"{resolved.name}: {e}") from e
+            if isinstance(scheme, W4Scheme):
+                weights = without_unused_g_idx(weights, scheme) if weights is not None else None
+            else:
+                prepare_8bit_parameters(layers, scheme.weight_dtype)
+                weights = without_input_scales(weights or ())
     if weights is None:
         fill_dummy(model, config.seed)
+        if isinstance(scheme, W4Scheme):
+            fill_dummy_w4(layers, scheme, config.seed)
     else:
         try:
             model.load_weights(weights)
@@ -85,7 +102,10 @@ def load_model(
                 # Its files and progress bar close now, not when the error is collected: the
                 # error's line must not follow the bar's on the terminal.
                 weights.close()
-    if scheme is not None:
+    if isinstance(scheme, W4Scheme):
+        finish_w4_layers(layers, scheme, device)
+        log.info("loaded %d linear layers in 4 bits (%s) as stored", len(layers), scheme.method)
+    elif scheme is not None:
         finish_8bit_layers(layers, scheme, device)
         log.info("loaded %d linear layers in %s as stored", len(layers), scheme.weight_dtype)
     elif config.quantization:
@@ -95,7 +115,7 @@ def load_model(
     return model.eval(), model_config
 
 
-def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme | None:
+def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme | W4Scheme | None:
     """The 8-bit scheme the checkpoint's config.json declares (its weights then load as they
     are, with --quantization naming its method, fp8 for an FP8 one, or none); a quantized
     checkpoint Pagoda cannot run, or one that contradicts --quantization, is refused."""
@@ -104,17 +124,20 @@ def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme
     except ValueError as e:
         raise ModelLoadError(f"{folder}: {e}") from e
     if scheme is None:
-        if quantization == "compressed-tensors":
+        if quantization in CHECKPOINT_FORMATS:
             raise ModelLoadError(
-                f"--quantization compressed-tensors: {folder} is no compressed-tensors checkpoint"
+                f"--quantization {quantization}: {folder} is no "
+                f"{CHECKPOINT_FORMATS[quantization]} checkpoint"
             )
         return None
-    fits = {None, scheme.method} | (
-        {"fp8"} if scheme.weight_dtype == torch.float8_e4m3fn else set()
-    )
+    if isinstance(scheme, W4Scheme):
+        fits, holds = {None, scheme.method, f"{scheme.method}_marlin"}, "4-bit"
+    else:
+        fp8 = scheme.weight_dtype == torch.float8_e4m3fn
+        fits, holds = {None, scheme.method} | ({"fp8"} if fp8 else set()), scheme.weight_dtype
     if quantization not in fits:
         raise ModelLoadError(
-            f"{folder} holds {scheme.method} {scheme.weight_dtype} weights: --quantization "
+            f"{folder} holds {scheme.method} {holds} weights: --quantization "
             f"{quantization} contradicts it"
         )
     return scheme

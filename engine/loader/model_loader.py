@@ -134,7 +134,7 @@ def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme
         fits, holds = {None, scheme.method, f"{scheme.method}_marlin"}, "4-bit"
     else:
         fp8 = scheme.weight_dtype == torch.float8_e4m3fn
-        fits, holds = {None, scheme.method} | ({"fp8"} if fp8 else set()), scheme.weight_dtype
+        fits, holds = {None, scheme.method} | ({"fp8"} if fp8 else set()), str(scheme.weight_dtype)
     if quantization not in fits:
         raise ModelLoadError(
             f"{folder} holds {scheme.method} {holds} weights: --quantization "

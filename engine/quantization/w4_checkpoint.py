@@ -158,7 +158,7 @@ def prepare_w4_parameters(layers: list[LinearBase], scheme: W4Scheme) -> None:
     for layer in layers:
         n, k = layer.weight.shape
         row_parallel = isinstance(layer, RowParallelLinear)
-        k_total = layer.input_size if row_parallel else k
+        k_total: int = layer.input_size if isinstance(layer, RowParallelLinear) else k
         if scheme.group_size != -1 and k_total % scheme.group_size:
             raise ValueError(
                 f"{type(layer).__name__} with {k_total} inputs: not a multiple of the group size "
@@ -172,8 +172,10 @@ def prepare_w4_parameters(layers: list[LinearBase], scheme: W4Scheme) -> None:
             )
         if k % PACK:
             raise ValueError(f"a rank's {k} inputs are no multiple of 8")
-        groups = 1 if scheme.group_size == -1 else (k_total if whole_groups else k)
-        groups //= 1 if scheme.group_size == -1 else scheme.group_size
+        if scheme.group_size == -1:
+            groups = 1
+        else:
+            groups = (k_total if whole_groups else k) // scheme.group_size
         loader: Callable[..., None] = layer.weight_loader
         del layer.weight
         specs = {
@@ -274,3 +276,5 @@ def finish_w4_layers(layers: list[LinearBase], scheme: W4Scheme, device: torch.d
         group_size = k if scheme.group_size == -1 else scheme.group_size
         method = W4LinearMethod(group_size, use_triton=device.type == "cuda")
         method.hold(layer, packed, scales, zeros, g_idx)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the model's full-precision weights, never filled, go back

@@ -26,8 +26,8 @@ def main() -> None:
     for name, (k, n) in SHAPES.items():
         w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
         packed = torch.randint(-(2**31), 2**31 - 1, (n, k // 8), device="cuda", dtype=torch.int32)
-        scales = torch.full((n, k // GROUP), 0.004, device="cuda", dtype=torch.float16)
-        zeros = torch.full((n, k // GROUP), 8, device="cuda", dtype=torch.uint8)
+        scales = torch.full((k // GROUP, n), 0.004, device="cuda", dtype=torch.float16)
+        zeros = torch.full((k // GROUP, n), 8, device="cuda", dtype=torch.uint8)
         w4_bytes = packed.nbytes + scales.nbytes + zeros.nbytes
         run = partial(w4a16_matmul, packed=packed, scales=scales, zeros=zeros, group_size=GROUP)
         for m in (1, 4, 16):

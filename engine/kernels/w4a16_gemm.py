@@ -35,7 +35,7 @@ def _w4a16_kernel(
     K,
     stride_xm,
     stride_wn,
-    stride_sn,
+    stride_sg,
     stride_ym,
     group_size,
     num_groups,
@@ -73,7 +73,7 @@ def _w4a16_kernel(
         q = tl.reshape(q, [BLOCK_N, BLOCK_K])  # column 8w + j: nibble j of word w
         if HAS_G_IDX:  # act-order: each input channel's own group
             g = tl.load(g_idx_ptr + rk, mask=rk < K, other=0)
-            sz = rn[:, None] * stride_sn + g[None, :]
+            sz = g[None, :] * stride_sg + rn[:, None]
             sz_mask = (rn[:, None] < N) & (rk[None, :] < K)
             s = tl.load(scale_ptr + sz, mask=sz_mask, other=0.0).to(tl.float32)
             z = tl.load(zero_ptr + sz, mask=sz_mask, other=0).to(tl.int32)
@@ -84,7 +84,7 @@ def _w4a16_kernel(
                 acc += tl.dot(x, tl.trans(w))
         else:  # the tile lies in one group: its scale applies to the partial sums
             # (the last group's past K: a split may run beyond it, all masked)
-            sz = rn * stride_sn + tl.minimum(k0 // group_size, num_groups - 1)
+            sz = tl.minimum(k0 // group_size, num_groups - 1) * stride_sg + rn
             s = tl.load(scale_ptr + sz, mask=rn < N, other=0.0).to(tl.float32)
             z = tl.load(zero_ptr + sz, mask=rn < N, other=0).to(tl.int32)
             # -15..15: exact in any float type (through fp32: the interpreter's int -> bf16 is wrong)
@@ -130,7 +130,7 @@ def w4a16_matmul(
 ) -> torch.Tensor:
     """x [M, K] (contiguous rows) @ the 4-bit weight [N, K]^T (+ bias) -> [M, N] in x's dtype.
 
-    packed int32 [N, K/8], scales [N, G], zeros uint8 [N, G], g_idx int32 [K] or None (then
+    packed int32 [N, K/8], scales [G, N], zeros uint8 [G, N], g_idx int32 [K] or None (then
     input channel k is in group k // group_size). The block sizes and split are chosen by the
     batch unless given (the GPU benchmark sweeps them)."""
     m, k = x.shape
@@ -140,6 +140,7 @@ def w4a16_matmul(
         or packed.shape[1] * 8 != k
         or not (packed.is_contiguous() and scales.is_contiguous() and zeros.is_contiguous())
         or scales.shape != zeros.shape
+        or scales.shape[1] != packed.shape[0]
     ):
         raise ValueError(f"w4a16_matmul: x {tuple(x.shape)}, packed {tuple(packed.shape)}")
     small = m <= SMALL_BATCH
@@ -178,7 +179,7 @@ def w4a16_matmul(
         scales.stride(0),
         y.stride(0),
         group_size,
-        scales.shape[1],
+        scales.shape[0],
         k_per_split,
         HAS_G_IDX=g_idx is not None,
         HAS_BIAS=bias is not None,

@@ -5,8 +5,9 @@ multiplies by them.
 A layer holds, on its rank:
 - `weight_packed` int32 [N, K/8]: eight 4-bit values a word, packed along the input (value j of
   word c is input channel 8c + j, in the word's bits 4j..4j+3);
-- `weight_scales` [N, G] in the checkpoint's dtype (fp16) and `weight_zeros` uint8 [N, G]: input
-  channel k of row n is (q - zeros[n, group(k)]) * scales[n, group(k)];
+- `weight_scales` [G, N] in the checkpoint's dtype (fp16) and `weight_zeros` uint8 [G, N]: input
+  channel k of row n is (q - zeros[group(k), n]) * scales[group(k), n] (a K tile's scales for a
+  block of rows are then one contiguous read);
 - with act-order (GPTQ's desc_act) `weight_g_idx` int32 [K], each input channel's group;
   otherwise group(k) = k // group_size.
 
@@ -65,7 +66,7 @@ def dequantize_w4(
     """The layer's weight [N, K] in float32 (exact: small integers times fp16 scales)."""
     q = unpack_columns(packed)
     groups = group_index(q.shape[1], group_size, g_idx, q.device)
-    return (q - zeros[:, groups].to(torch.int32)).float() * scales[:, groups].float()
+    return (q - zeros[groups].T.to(torch.int32)).float() * scales[groups].T.float()
 
 
 def w4_linear_reference(

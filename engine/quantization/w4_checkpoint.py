@@ -263,7 +263,8 @@ def fill_dummy_w4(layers: list[LinearBase], scheme: W4Scheme, seed: int) -> None
 
 
 def finish_w4_layers(layers: list[LinearBase], scheme: W4Scheme, device: torch.device) -> None:
-    """After loading: the parameters become W4LinearMethod's buffers."""
+    """After loading: the parameters become W4LinearMethod's buffers (scales and zeros
+    transposed to [G, N], the kernel's layout)."""
     for layer in layers:
         packed, zeros, scales = (
             layer.get_parameter(name).data for name in ("qweight", "qzeros", "scales")
@@ -275,6 +276,6 @@ def finish_w4_layers(layers: list[LinearBase], scheme: W4Scheme, device: torch.d
             del layer.g_idx
         group_size = k if scheme.group_size == -1 else scheme.group_size
         method = W4LinearMethod(group_size, use_triton=device.type == "cuda")
-        method.hold(layer, packed, scales, zeros, g_idx)
+        method.hold(layer, packed, scales.T.contiguous(), zeros.T.contiguous(), g_idx)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the model's full-precision weights, never filled, go back

@@ -32,11 +32,11 @@ def random_w4(n: int, k: int, kind: str, g: torch.Generator) -> tuple[torch.Tens
     act-order a random permutation of the groups over the inputs."""
     q = torch.randint(0, 16, (n, k), device="cuda", generator=g)
     groups = k // GROUP
-    scales = (0.5 + torch.rand(n, groups, device="cuda", generator=g)) * 0.004
+    scales = (0.5 + torch.rand(groups, n, device="cuda", generator=g)) * 0.004
     if kind == "sym":
-        zeros = torch.full((n, groups), 8, device="cuda")
+        zeros = torch.full((groups, n), 8, device="cuda")
     else:
-        zeros = torch.randint(0, 16, (n, groups), device="cuda", generator=g)
+        zeros = torch.randint(0, 16, (groups, n), device="cuda", generator=g)
     g_idx = None
     if kind == "act-order":
         g_idx = (torch.randperm(k, device="cuda", generator=g) // GROUP).to(torch.int32)
@@ -66,8 +66,8 @@ def test_one_group_over_all_inputs_and_fp16(batch: int) -> None:
     g = torch.Generator("cuda").manual_seed(batch)
     n, k = 1000, 4096  # N no multiple of the block
     q = torch.randint(0, 16, (n, k), device="cuda", generator=g)
-    scales = (torch.rand(n, 1, device="cuda", generator=g) * 0.004).half()
-    zeros = torch.randint(0, 16, (n, 1), device="cuda", generator=g).to(torch.uint8)
+    scales = (torch.rand(1, n, device="cuda", generator=g) * 0.004).half()
+    zeros = torch.randint(0, 16, (1, n), device="cuda", generator=g).to(torch.uint8)
     x = torch.randn(batch, k, device="cuda", generator=g).half()
     packed = pack_columns(q)
     for split_k in (1, 4):

@@ -109,7 +109,7 @@ def test_dummy_weights_in_four_bits(tmp_path: Path) -> None:
     model = load(config.parent, load_format="dummy", quantization="gptq")
     layer = model.model.layers[0].mlp.down_proj
     assert layer.get_buffer("weight_packed").shape == (128, 256 // 8)
-    assert layer.get_buffer("weight_scales").shape == (128, 2)
+    assert layer.get_buffer("weight_scales").shape == (2, 128)
     w = dequantized(layer)
     assert 0.01 < w.std().item() < 0.04 and len(w.unique()) == 16  # every 4-bit value
     y = layer(torch.randn(3, 256))
@@ -160,8 +160,8 @@ for m, group, act_order, split_k in [(1, 64, False, 2), (3, 128, True, 1), (17, 
                                      (20, 256, False, 1), (1, 32, True, 1)]:
     groups = k // group
     q = torch.randint(0, 16, (n, k), generator=gen)
-    scales = (torch.rand(n, groups, generator=gen) * 0.01 + 0.001).half()
-    zeros = torch.randint(0, 16, (n, groups), generator=gen).to(torch.uint8)
+    scales = (torch.rand(groups, n, generator=gen) * 0.01 + 0.001).half()
+    zeros = torch.randint(0, 16, (groups, n), generator=gen).to(torch.uint8)
     g_idx = (torch.randperm(k, generator=gen) // group).int() if act_order else None
     x = torch.randn(m, k, generator=gen).half()
     bias = torch.randn(n, generator=gen).half()

@@ -3,8 +3,8 @@ checkpoints, layout in quantization/w4.py), in one Triton kernel.
 
 Each program computes a [BLOCK_M, BLOCK_N] tile of the output: it streams the packed weight
 strip [BLOCK_N, BLOCK_K / 8] of int32 words, unpacks the eight nibbles of each word in registers,
-subtracts the zero points and multiplies by the activations (tl.dot; a multiply and a row sum for
-a single row). Without act-order a K tile lies inside one group, so (q - zero) is a small integer,
+subtracts the zero points and multiplies by the activations (tl.dot on the tile; for a single row,
+products and sums in fp32 over the unpacked [BLOCK_N, BLOCK_K / 8, 8] as it lies, no reshape). Without act-order a K tile lies inside one group, so (q - zero) is a small integer,
 exact in the activations' dtype, and the group's scale multiplies the fp32 partial sums; with
 act-order (g_idx) each input channel's scale and zero are gathered and the weight dequantized
 before the product. At small batch (decode) the weight read is the whole cost: split-K programs
@@ -57,12 +57,6 @@ def _w4a16_kernel(
     k_start = pid_k * k_per_split
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(k_start, k_start + k_per_split, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(
-            x_ptr + rm[:, None] * stride_xm + rk[None, :],
-            mask=(rm[:, None] < M) & (rk[None, :] < K),
-            other=0.0,
-        )
         words = k0 // 8 + rw
         packed = tl.load(
             w_ptr + rn[:, None].to(tl.int64) * stride_wn + words[None, :],
@@ -70,30 +64,46 @@ def _w4a16_kernel(
             other=0,
         )
         q = (packed[:, :, None] >> shifts[None, None, :]) & 0xF  # [BLOCK_N, BLOCK_K / 8, 8]
-        q = tl.reshape(q, [BLOCK_N, BLOCK_K])  # column 8w + j: nibble j of word w
-        if HAS_G_IDX:  # act-order: each input channel's own group
-            g = tl.load(g_idx_ptr + rk, mask=rk < K, other=0)
-            sz = g[None, :] * stride_sg + rn[:, None]
-            sz_mask = (rn[:, None] < N) & (rk[None, :] < K)
-            s = tl.load(scale_ptr + sz, mask=sz_mask, other=0.0).to(tl.float32)
-            z = tl.load(zero_ptr + sz, mask=sz_mask, other=0).to(tl.int32)
-            w = ((q - z).to(tl.float32) * s).to(x_ptr.dtype.element_ty)
-            if BLOCK_M == 1:
-                acc += tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=1)[None, :]
-            else:
+        if BLOCK_M == 1:  # one row: products and sums in fp32, the unpacked nibbles as they lie
+            rk3 = k0 + rw[:, None] * 8 + tl.arange(0, 8)[None, :]  # [BLOCK_K / 8, 8]
+            x3 = tl.load(x_ptr + rk3, mask=rk3 < K, other=0.0).to(tl.float32)[None, :, :]
+            if HAS_G_IDX:  # act-order: each input channel's own group
+                g3 = tl.load(g_idx_ptr + rk3, mask=rk3 < K, other=0)
+                sz3 = g3[None, :, :] * stride_sg + rn[:, None, None]
+                mask3 = (rn[:, None, None] < N) & (rk3[None, :, :] < K)
+                s3 = tl.load(scale_ptr + sz3, mask=mask3, other=0.0).to(tl.float32)
+                z3 = tl.load(zero_ptr + sz3, mask=mask3, other=0).to(tl.int32)
+                acc += tl.sum(tl.sum((q - z3).to(tl.float32) * s3 * x3, axis=2), axis=1)[None, :]
+            else:  # the tile lies in one group (the last one past K: a split may run beyond)
+                sz = tl.minimum(k0 // group_size, num_groups - 1) * stride_sg + rn
+                s = tl.load(scale_ptr + sz, mask=rn < N, other=0.0).to(tl.float32)
+                z = tl.load(zero_ptr + sz, mask=rn < N, other=0).to(tl.int32)
+                part = tl.sum(tl.sum((q - z[:, None, None]).to(tl.float32) * x3, axis=2), axis=1)
+                acc += (part * s)[None, :]
+        else:  # rows for tl.dot: the weight tile [BLOCK_N, BLOCK_K], column 8w + j = nibble j
+            q = tl.reshape(q, [BLOCK_N, BLOCK_K])
+            rk = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(
+                x_ptr + rm[:, None] * stride_xm + rk[None, :],
+                mask=(rm[:, None] < M) & (rk[None, :] < K),
+                other=0.0,
+            )
+            if HAS_G_IDX:
+                g = tl.load(g_idx_ptr + rk, mask=rk < K, other=0)
+                sz2 = g[None, :] * stride_sg + rn[:, None]
+                mask2 = (rn[:, None] < N) & (rk[None, :] < K)
+                s2 = tl.load(scale_ptr + sz2, mask=mask2, other=0.0).to(tl.float32)
+                z2 = tl.load(zero_ptr + sz2, mask=mask2, other=0).to(tl.int32)
+                w = ((q - z2).to(tl.float32) * s2).to(x_ptr.dtype.element_ty)
                 acc += tl.dot(x, tl.trans(w))
-        else:  # the tile lies in one group: its scale applies to the partial sums
-            # (the last group's past K: a split may run beyond it, all masked)
-            sz = tl.minimum(k0 // group_size, num_groups - 1) * stride_sg + rn
-            s = tl.load(scale_ptr + sz, mask=rn < N, other=0.0).to(tl.float32)
-            z = tl.load(zero_ptr + sz, mask=rn < N, other=0).to(tl.int32)
-            # -15..15: exact in any float type (through fp32: the interpreter's int -> bf16 is wrong)
-            w = (q - z[:, None]).to(tl.float32).to(x_ptr.dtype.element_ty)
-            if BLOCK_M == 1:
-                part = tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=1)[None, :]
             else:
-                part = tl.dot(x, tl.trans(w))
-            acc += part * s[None, :]
+                sz = tl.minimum(k0 // group_size, num_groups - 1) * stride_sg + rn
+                s = tl.load(scale_ptr + sz, mask=rn < N, other=0.0).to(tl.float32)
+                z = tl.load(zero_ptr + sz, mask=rn < N, other=0).to(tl.int32)
+                # -15..15: exact in any float type (through fp32: the interpreter's int -> bf16
+                # conversion is wrong)
+                w = (q - z[:, None]).to(tl.float32).to(x_ptr.dtype.element_ty)
+                acc += tl.dot(x, tl.trans(w)) * s[None, :]
     if HAS_BIAS:  # noqa: SIM102 (a constexpr branch, then a runtime one)
         if pid_k == 0:  # added once: by the first split
             bias = tl.load(bias_ptr + rn, mask=rn < N, other=0.0)

@@ -43,6 +43,8 @@ from pagoda.engine.quantization.w4_checkpoint import (
     fill_dummy_w4,
     finish_w4_layers,
     prepare_w4_parameters,
+    w4_bytes_saved,
+    weights_on_meta,
     without_unused_g_idx,
 )
 
@@ -71,9 +73,11 @@ def load_model(
         model_config, weights = gguf_source(resolved.path, dtype)
     model_config.max_model_len = config.max_model_len
     backend = get_backend(config.attention_backend, device)
-    check_fits(model_config, backend, device, dtype)
+    w4 = scheme if isinstance(scheme, W4Scheme) else None
+    check_fits(model_config, backend, device, dtype, w4)
     with _default_device_dtype(device, dtype):
-        model = build_model(model_config, backend)
+        with weights_on_meta(w4 is not None):
+            model = build_model(model_config, backend)
         if scheme is not None:
             try:
                 layers = quantized_layers(model)
@@ -144,15 +148,21 @@ def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme
 
 
 def check_fits(
-    model_config: ModelConfig, backend: AttentionBackend, device: torch.device, dtype: torch.dtype
+    model_config: ModelConfig,
+    backend: AttentionBackend,
+    device: torch.device,
+    dtype: torch.dtype,
+    w4: W4Scheme | None = None,
 ) -> None:
     """On a GPU, refuse before loading weights that cannot fit (an out-of-memory error halfway
-    through a 16 GB download and load says much less)."""
+    through a 16 GB download and load says much less); 4-bit linear layers counted packed."""
     if device.type != "cuda":
         return
     with torch.device("meta"):
         shapes = build_model(model_config, backend)
     need = sum(p.numel() for p in shapes.parameters()) * dtype.itemsize
+    if w4 is not None:
+        need -= w4_bytes_saved(shapes, dtype, w4)
     free = torch.cuda.mem_get_info(device)[0]
     if need > free:
         raise ModelLoadError(

@@ -24,6 +24,7 @@ than 32, 64, 128 and -1, layers left unquantized, mixtures of experts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +150,27 @@ def layer_view(name: str, loaded: LoadedWeight, scheme: W4Scheme) -> LayerView:
         return pack_columns(q.T)
 
     return LayerView((cols * PACK, rows // PACK), awq_weight)
+
+
+@contextmanager
+def weights_on_meta(enabled: bool) -> Iterator[None]:
+    """While the model is built: its linear layers' full-precision weights take no memory (they
+    give way to the packed tensors before loading), so a 4-bit model's load never holds its
+    bf16 size. Replicated layers (a MoE router) are refused with MoE before they matter."""
+    previous = LinearBase.weight_device
+    LinearBase.weight_device = torch.device("meta") if enabled else previous
+    try:
+        yield
+    finally:
+        LinearBase.weight_device = previous
+
+
+def w4_bytes_saved(model: nn.Module, dtype: torch.dtype, scheme: W4Scheme) -> int:
+    """How many fewer bytes the packed linear layers take than `model`'s weights in dtype."""
+    group = 128 if scheme.group_size == -1 else scheme.group_size  # -1: fewer scales still
+    per_weight = dtype.itemsize - (0.5 + 3 / group)  # 4 bits, an fp16 scale and a uint8 zero
+    weights = [m.weight for m in model.modules() if isinstance(m, LinearBase)]
+    return int(sum(w.numel() for w in weights) * per_weight)
 
 
 def prepare_w4_parameters(layers: list[LinearBase], scheme: W4Scheme) -> None:

@@ -4,7 +4,7 @@ checkpoints, layout in quantization/w4.py), in one Triton kernel.
 Each program computes a [BLOCK_M, BLOCK_N] tile of the output: it streams the packed weight
 strip [BLOCK_N, BLOCK_K / 8] of int32 words, unpacks the eight nibbles of each word in registers,
 subtracts the zero points and multiplies by the activations (tl.dot on the tile; for a single row,
-products and sums in fp32 over the unpacked [BLOCK_N, BLOCK_K / 8, 8] as it lies, no reshape). Without act-order a K tile lies inside one group, so (q - zero) is a small integer,
+nibble j of every word at once against the inputs 8w + j, in fp32, with no reshape). Without act-order a K tile lies inside one group, so (q - zero) is a small integer,
 exact in the activations' dtype, and the group's scale multiplies the fp32 partial sums; with
 act-order (g_idx) each input channel's scale and zero are gathered and the weight dequantized
 before the product. At small batch (decode) the weight read is the whole cost: split-K programs
@@ -63,24 +63,30 @@ def _w4a16_kernel(
             mask=(rn[:, None] < N) & (words[None, :] < K // 8),
             other=0,
         )
-        q = (packed[:, :, None] >> shifts[None, None, :]) & 0xF  # [BLOCK_N, BLOCK_K / 8, 8]
-        if BLOCK_M == 1:  # one row: products and sums in fp32, the unpacked nibbles as they lie
-            rk3 = k0 + rw[:, None] * 8 + tl.arange(0, 8)[None, :]  # [BLOCK_K / 8, 8]
-            x3 = tl.load(x_ptr + rk3, mask=rk3 < K, other=0.0).to(tl.float32)[None, :, :]
-            if HAS_G_IDX:  # act-order: each input channel's own group
-                g3 = tl.load(g_idx_ptr + rk3, mask=rk3 < K, other=0)
-                sz3 = g3[None, :, :] * stride_sg + rn[:, None, None]
-                mask3 = (rn[:, None, None] < N) & (rk3[None, :, :] < K)
-                s3 = tl.load(scale_ptr + sz3, mask=mask3, other=0.0).to(tl.float32)
-                z3 = tl.load(zero_ptr + sz3, mask=mask3, other=0).to(tl.int32)
-                acc += tl.sum(tl.sum((q - z3).to(tl.float32) * s3 * x3, axis=2), axis=1)[None, :]
-            else:  # the tile lies in one group (the last one past K: a split may run beyond)
+        if BLOCK_M == 1:  # one row: nibble j of every word at once, fp32 products and sums
+            part = tl.zeros([BLOCK_N], dtype=tl.float32)
+            if not HAS_G_IDX:  # the tile lies in one group (the last past K: splits overrun)
                 sz = tl.minimum(k0 // group_size, num_groups - 1) * stride_sg + rn
                 s = tl.load(scale_ptr + sz, mask=rn < N, other=0.0).to(tl.float32)
                 z = tl.load(zero_ptr + sz, mask=rn < N, other=0).to(tl.int32)
-                part = tl.sum(tl.sum((q - z[:, None, None]).to(tl.float32) * x3, axis=2), axis=1)
-                acc += (part * s)[None, :]
+            for j in tl.static_range(8):
+                rkj = words * 8 + j  # input channel of nibble j in each word
+                xj = tl.load(x_ptr + rkj, mask=rkj < K, other=0.0).to(tl.float32)
+                qj = (packed >> (4 * j)) & 0xF  # [BLOCK_N, BLOCK_K / 8]
+                if HAS_G_IDX:  # act-order: each input channel's own group
+                    gj = tl.load(g_idx_ptr + rkj, mask=rkj < K, other=0)
+                    szj = gj[None, :] * stride_sg + rn[:, None]
+                    mj = (rn[:, None] < N) & (rkj[None, :] < K)
+                    sj = tl.load(scale_ptr + szj, mask=mj, other=0.0).to(tl.float32)
+                    zj = tl.load(zero_ptr + szj, mask=mj, other=0).to(tl.int32)
+                    part += tl.sum((qj - zj).to(tl.float32) * sj * xj[None, :], axis=1)
+                else:
+                    part += tl.sum((qj - z[:, None]).to(tl.float32) * xj[None, :], axis=1)
+            if not HAS_G_IDX:
+                part = part * s
+            acc += part[None, :]
         else:  # rows for tl.dot: the weight tile [BLOCK_N, BLOCK_K], column 8w + j = nibble j
+            q = (packed[:, :, None] >> shifts[None, None, :]) & 0xF  # [BLOCK_N, BLOCK_K / 8, 8]
             q = tl.reshape(q, [BLOCK_N, BLOCK_K])
             rk = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from tiny_checkpoint import tiny_config
 
 from pagoda.engine.config import EngineConfig
+from pagoda.engine.layers import linear
 from pagoda.engine.llm import LLM
 from pagoda.engine.loader import load_model
 from pagoda.engine.loader.errors import ModelLoadError
@@ -30,6 +31,7 @@ from pagoda.engine.quantization.w4 import (
     pack_columns,
     unpack_columns,
 )
+from pagoda.engine.quantization.w4_checkpoint import W4Scheme, prepare_w4_parameters
 from pagoda.engine.sampling_params import SamplingParams
 
 PROMPT = [5, 17, 42, 99, 3, 8, 8, 120, 44, 7, 61, 250, 9, 13, 77, 31]
@@ -182,3 +184,19 @@ def test_the_triton_kernel_matches_the_reference_under_the_interpreter() -> None
         [sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0 and "kernel ok" in run.stdout, run.stderr[-3000:]
+
+
+def test_a_rank_whose_inputs_split_a_group_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row-parallel at two ranks: 96 inputs give each rank 48, which splits a group of 32; with
+    act-order each rank keeps every group's scales and its slice of g_idx instead."""
+    monkeypatch.setattr(linear, "get_tensor_model_parallel_world_size", lambda: 2)
+    monkeypatch.setattr(linear, "get_tensor_model_parallel_rank", lambda: 1)
+    layer = linear.RowParallelLinear(96, 64, bias=False)
+    with pytest.raises(ValueError, match="rank's 48 inputs of 96 split a group of 32"):
+        prepare_w4_parameters([layer], W4Scheme("gptq", 32, False, 1))
+    layer = linear.RowParallelLinear(96, 64, bias=False)
+    prepare_w4_parameters([layer], W4Scheme("gptq", 32, True, 1))
+    assert layer.get_parameter("scales").shape == (64, 3)
+    g_idx = torch.arange(96, dtype=torch.int32) % 3
+    layer.get_parameter("g_idx").weight_loader(layer.get_parameter("g_idx"), g_idx)
+    assert torch.equal(layer.get_parameter("g_idx").data, g_idx[48:])

@@ -1,6 +1,7 @@
 """An FP8 checkpoint over two tensor-parallel worker processes (gloo on the CPU): each rank reads
 its shard of the e4m3 weights and of their scales (per tensor, repeated over a projection's rows;
-row-parallel layers keep every row's scale), and the prompt's log-probabilities stay as close to the dequantized model as on one rank; 4-bit AWQ and GPTQ checkpoints give one rank's greedy
+row-parallel layers keep every row's scale), and the prompt's log-probabilities stay as close to
+the dequantized model as on one rank; 4-bit AWQ and GPTQ checkpoints give one rank's greedy
 tokens."""
 
 from __future__ import annotations

@@ -19,6 +19,16 @@ from pagoda.engine.kernels.triton_import import tl, triton
 
 # Up to this many rows the small-batch configuration (split-K, BLOCK_M 1 or 16) is used.
 SMALL_BATCH = 16
+# 2^23 as a float: the bits 0x4B000000 | q read as fp32 are 2^23 + q, exactly.
+MAGIC: tl.constexpr = tl.constexpr(8388608.0)
+
+
+@triton.jit
+def _nibble_as_magic_float(q):
+    """4-bit values (int32) -> 2^23 + q in fp32 by an OR and a bit cast: the integer-to-float
+    conversion runs at a quarter of the FMA rate and would bound the kernel; subtracting
+    2^23 + zero (exact) then gives q - zero."""
+    return (q | 0x4B000000).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -56,6 +66,9 @@ def _w4a16_kernel(
     shifts = tl.arange(0, 8) * 4
     k_start = pid_k * k_per_split
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    # One row: products summed per (row, word) across the loop, reduced over the words once at
+    # the end (a reduction each tile would cost more shuffles than the products cost FMAs).
+    acc_row = tl.zeros([BLOCK_N, BLOCK_K // 8], dtype=tl.float32)
     for k0 in range(k_start, k_start + k_per_split, BLOCK_K):
         words = k0 // 8 + rw
         packed = tl.load(
@@ -63,31 +76,32 @@ def _w4a16_kernel(
             mask=(rn[:, None] < N) & (words[None, :] < K // 8),
             other=0,
         )
-        if BLOCK_M == 1:  # one row: nibble j of every word at once, fp32 products and sums
-            part = tl.zeros([BLOCK_N], dtype=tl.float32)
+        if BLOCK_M == 1:  # one row: nibble j of every word at once, fp32 products
+            t = tl.zeros([BLOCK_N, BLOCK_K // 8], dtype=tl.float32)
             if not HAS_G_IDX:  # the tile lies in one group (the last past K: splits overrun)
                 sz = tl.minimum(k0 // group_size, num_groups - 1) * stride_sg + rn
                 s = tl.load(scale_ptr + sz, mask=rn < N, other=0.0).to(tl.float32)
-                z = tl.load(zero_ptr + sz, mask=rn < N, other=0).to(tl.int32)
+                z = tl.load(zero_ptr + sz, mask=rn < N, other=0).to(tl.float32) + MAGIC
             for j in tl.static_range(8):
                 rkj = words * 8 + j  # input channel of nibble j in each word
                 xj = tl.load(x_ptr + rkj, mask=rkj < K, other=0.0).to(tl.float32)
-                qj = (packed >> (4 * j)) & 0xF  # [BLOCK_N, BLOCK_K / 8]
+                qj = _nibble_as_magic_float((packed >> (4 * j)) & 0xF)  # [BLOCK_N, BLOCK_K / 8]
                 if HAS_G_IDX:  # act-order: each input channel's own group
                     gj = tl.load(g_idx_ptr + rkj, mask=rkj < K, other=0)
                     szj = gj[None, :] * stride_sg + rn[:, None]
                     mj = (rn[:, None] < N) & (rkj[None, :] < K)
                     sj = tl.load(scale_ptr + szj, mask=mj, other=0.0).to(tl.float32)
-                    zj = tl.load(zero_ptr + szj, mask=mj, other=0).to(tl.int32)
-                    part += tl.sum((qj - zj).to(tl.float32) * sj * xj[None, :], axis=1)
+                    zj = tl.load(zero_ptr + szj, mask=mj, other=0).to(tl.float32) + MAGIC
+                    t += (qj - zj) * sj * xj[None, :]
                 else:
-                    part += tl.sum((qj - z[:, None]).to(tl.float32) * xj[None, :], axis=1)
-            if not HAS_G_IDX:
-                part = part * s
-            acc += part[None, :]
+                    t += (qj - z[:, None]) * xj[None, :]
+            if HAS_G_IDX:
+                acc_row += t
+            else:
+                acc_row += t * s[:, None]
         else:  # rows for tl.dot: the weight tile [BLOCK_N, BLOCK_K], column 8w + j = nibble j
             q = (packed[:, :, None] >> shifts[None, None, :]) & 0xF  # [BLOCK_N, BLOCK_K / 8, 8]
-            q = tl.reshape(q, [BLOCK_N, BLOCK_K])
+            q = _nibble_as_magic_float(tl.reshape(q, [BLOCK_N, BLOCK_K]))
             rk = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(
                 x_ptr + rm[:, None] * stride_xm + rk[None, :],
@@ -99,17 +113,17 @@ def _w4a16_kernel(
                 sz2 = g[None, :] * stride_sg + rn[:, None]
                 mask2 = (rn[:, None] < N) & (rk[None, :] < K)
                 s2 = tl.load(scale_ptr + sz2, mask=mask2, other=0.0).to(tl.float32)
-                z2 = tl.load(zero_ptr + sz2, mask=mask2, other=0).to(tl.int32)
-                w = ((q - z2).to(tl.float32) * s2).to(x_ptr.dtype.element_ty)
+                z2 = tl.load(zero_ptr + sz2, mask=mask2, other=0).to(tl.float32) + MAGIC
+                w = ((q - z2) * s2).to(x_ptr.dtype.element_ty)
                 acc += tl.dot(x, tl.trans(w))
             else:
                 sz = tl.minimum(k0 // group_size, num_groups - 1) * stride_sg + rn
                 s = tl.load(scale_ptr + sz, mask=rn < N, other=0.0).to(tl.float32)
-                z = tl.load(zero_ptr + sz, mask=rn < N, other=0).to(tl.int32)
-                # -15..15: exact in any float type (through fp32: the interpreter's int -> bf16
-                # conversion is wrong)
-                w = (q - z[:, None]).to(tl.float32).to(x_ptr.dtype.element_ty)
+                z = tl.load(zero_ptr + sz, mask=rn < N, other=0).to(tl.float32) + MAGIC
+                w = (q - z[:, None]).to(x_ptr.dtype.element_ty)  # -16..15: exact in any float
                 acc += tl.dot(x, tl.trans(w)) * s[None, :]
+    if BLOCK_M == 1:
+        acc = tl.sum(acc_row, axis=1)[None, :]
     if HAS_BIAS:  # noqa: SIM102 (a constexpr branch, then a runtime one)
         if pid_k == 0:  # added once: by the first split
             bias = tl.load(bias_ptr + rn, mask=rn < N, other=0.0)

@@ -200,3 +200,34 @@ def test_a_rank_whose_inputs_split_a_group_is_refused(monkeypatch: pytest.Monkey
     g_idx = torch.arange(96, dtype=torch.int32) % 3
     layer.get_parameter("g_idx").weight_loader(layer.get_parameter("g_idx"), g_idx)
     assert torch.equal(layer.get_parameter("g_idx").data, g_idx[48:])
+
+
+@pytest.mark.parametrize(
+    ("act_order", "split_k", "block_m"),
+    [(False, 1, 1), (True, 4, 1), (False, 4, 16), (True, 1, 128)],
+)
+def test_the_kernel_compiles_for_hopper(act_order: bool, split_k: int, block_m: int) -> None:
+    """Triton's compiler down to an sm_90 cubin, without a GPU: what the interpreter does not
+    check (constexpr branches, layouts, the bit cast) fails here, not first on the GPU."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from pagoda.engine.kernels.w4a16_gemm import _w4a16_kernel
+
+    pointers = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*fp16", "zero_ptr": "*u8"}
+    pointers |= {"g_idx_ptr": "*i32", "bias_ptr": "*bf16"}
+    pointers["y_ptr"] = "*fp32" if split_k > 1 else "*bf16"
+    ints = ["M", "N", "K", "stride_xm", "stride_wn", "stride_sg", "stride_ym", "group_size"]
+    ints += ["num_groups", "k_per_split"]
+    constexprs = {"HAS_G_IDX": act_order, "HAS_BIAS": True, "SPLIT_K": split_k}
+    constexprs |= {"BLOCK_M": block_m, "BLOCK_N": 64, "BLOCK_K": 128 if block_m == 1 else 64}
+    signature = pointers | dict.fromkeys(ints, "i32") | dict.fromkeys(constexprs, "constexpr")
+    names = list(signature)
+    source = ASTSource(
+        fn=_w4a16_kernel,
+        signature=signature,
+        constexprs={(names.index(k),): v for k, v in constexprs.items()},
+    )
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    assert compiled.asm["cubin"]

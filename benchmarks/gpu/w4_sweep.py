@@ -34,7 +34,9 @@ def main() -> None:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             row = {"layer": name, "m": m, "bf16_us": bench(partial(torch.matmul, x, w.T))}
             best = None
-            for bn, bk, sk, nw in itertools.product((32, 64, 128), (64, 128), (None, 1), (4, 8)):
+            for bn, bk, sk, nw in itertools.product(
+                (32, 64, 128), (128,), (None, 1, 2, 4, 8), (4, 8)
+            ):
                 t = bench(
                     partial(
                         run,

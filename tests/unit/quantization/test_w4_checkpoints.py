@@ -118,9 +118,9 @@ def test_dummy_weights_in_four_bits(tmp_path: Path) -> None:
     assert torch.isfinite(y).all() and y.std() > 0
 
 
-def refusal(tmp_path: Path, change: dict, **engine) -> str:
+def refusal(tmp_path: Path, change: dict, config_change: dict | None = None, **engine) -> str:
     stored, _ = write_w4_pair(tmp_path, "gptq-sym")
-    config = json.loads((stored / "config.json").read_text())
+    config = json.loads((stored / "config.json").read_text()) | (config_change or {})
     config["quantization_config"].update(change)
     (stored / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError) as e:
@@ -143,6 +143,11 @@ def test_what_the_kernel_cannot_run_is_refused(tmp_path: Path) -> None:
     unconverted = {"quant_method": "awq", "modules_to_not_convert": ["model.layers.0.mlp"]}
     assert "leaves modules unquantized" in refusal(tmp_path / "f", unconverted)
     assert "quantized lm_head" in refusal(tmp_path / "g", {"lm_head": True})
+
+
+def test_a_mixture_of_experts_is_refused(tmp_path: Path) -> None:
+    moe = {"architectures": ["MixtralForCausalLM"], "num_local_experts": 4}
+    assert "mixture-of-experts models are not supported" in refusal(tmp_path, {}, config_change=moe)
 
 
 def test_contradicting_flags_are_refused(tmp_path: Path) -> None:

@@ -82,6 +82,8 @@ def w4_scheme(qc: dict[str, Any]) -> W4Scheme:
             f"GPTQ checkpoint in the {'marlin' if qc.get('is_marlin_format') else fmt!r} format: "
             "only the gptq and gptq_v2 layouts are supported"
         )
+    if str(qc.get("pack_dtype", "int32")).removeprefix("torch.") != "int32":
+        raise ValueError(f"GPTQ checkpoint packed in {qc['pack_dtype']}: only int32 words")
     if qc.get("lm_head"):
         raise ValueError("GPTQ checkpoint with a quantized lm_head is not supported")
     if qc.get("dynamic"):

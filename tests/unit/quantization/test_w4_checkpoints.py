@@ -143,6 +143,7 @@ def test_what_the_kernel_cannot_run_is_refused(tmp_path: Path) -> None:
     unconverted = {"quant_method": "awq", "modules_to_not_convert": ["model.layers.0.mlp"]}
     assert "leaves modules unquantized" in refusal(tmp_path / "f", unconverted)
     assert "quantized lm_head" in refusal(tmp_path / "g", {"lm_head": True})
+    assert "only int32 words" in refusal(tmp_path / "h", {"pack_dtype": "int16"})
 
 
 def test_a_mixture_of_experts_is_refused(tmp_path: Path) -> None:

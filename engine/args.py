@@ -36,7 +36,8 @@ HELP = {
     "override_generation_config": 'JSON, as vLLM\'s; only {"max_new_tokens": N}: caps every '
     "request's max_tokens at N",
     "quantization": "quantize the weights at load: fp8 (e4m3, a scale per output channel; "
-    "activations per token); checkpoints stored in FP8 (fp8, compressed-tensors) load as they are",
+    "activations per token); checkpoints stored in FP8 (fp8, compressed-tensors) and 4-bit AWQ "
+    "and GPTQ checkpoints (awq, gptq, or their _marlin names) load as they are",
     "kv_cache_dtype": "the KV cache's element type: auto (the model's dtype) or fp8 (e4m3, half "
     "the bytes of bf16: twice the tokens in the same memory)",
     "speculative_config": 'JSON, as vLLM\'s: {"method": "ngram", "num_speculative_tokens": 4, '

@@ -55,7 +55,9 @@ FLAG_NOTES = {
     "--runner": "differs: auto (generate), generate, pooling (embeddings); no draft",
     "--pooler-config": "differs: only pooling_type (LAST, MEAN) and normalize",
     "--override-generation-config": "differs: only max_new_tokens (caps every request's max_tokens)",
-    "--quantization": "differs: fp8 only; vLLM's other methods refused at start with the reason",
+    "--quantization": "differs: fp8, compressed-tensors (8-bit), awq and gptq (4-bit; the "
+    "*_marlin names run the same checkpoints through a Triton kernel); vLLM's other methods "
+    "refused at start with the reason",
     "--lora-modules": "yes: NAME=PATH or JSON {name, path}; local PEFT folders (docs/lora.md)",
     "--max-cpu-loras": "yes (default: --max-loras)",
 }

@@ -10,7 +10,7 @@ tensor (or a lazy safetensors slice) and keeps this rank's shard.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -56,12 +56,19 @@ class LinearBase(nn.Module):
 
     quant_method: LinearMethod | None = None
     lora: LoRALinear | None = None  # set by pagoda.engine.lora.pool under --enable-lora
+    # Where new layers' weights are born: "meta" (no memory) while a model whose checkpoint
+    # replaces them with packed 4-bit tensors is built (quantization/w4_checkpoint.py).
+    weight_device: ClassVar[torch.device | None] = None
 
     def __init__(self, input_size_per_partition: int, output_size_per_partition: int, bias: bool):
         super().__init__()
         self.tp_rank = get_tensor_model_parallel_rank()
         self.tp_size = get_tensor_model_parallel_world_size()
-        self.weight = nn.Parameter(torch.empty(output_size_per_partition, input_size_per_partition))
+        self.weight = nn.Parameter(
+            torch.empty(
+                output_size_per_partition, input_size_per_partition, device=self.weight_device
+            )
+        )
         set_weight_loader(self.weight, self.weight_loader)
         self.bias = None
         if bias:

@@ -10,6 +10,8 @@ from torch import nn
 def fill_dummy(model: nn.Module, seed: int) -> None:
     """In place, on the parameters' own device: N(0, 0.02), norm scales 1 (so activations stay sane)."""
     for name, param in model.named_parameters():
+        if not param.is_floating_point():
+            continue  # packed quantized weights: their format's filler writes them
         if name.endswith("norm.weight"):
             param.fill_(1.0)
         else:

@@ -27,6 +27,7 @@ from pagoda.engine.loader.hf_folder import (
 from pagoda.engine.loader.resolve import ResolvedModel, resolve_model
 from pagoda.engine.models import ModelConfig, build_model
 from pagoda.engine.models.llama import LlamaForCausalLM
+from pagoda.engine.quantization import CHECKPOINT_FORMATS
 from pagoda.engine.quantization.apply import quantize_model
 from pagoda.engine.quantization.checkpoint import (
     CheckpointScheme,
@@ -35,6 +36,16 @@ from pagoda.engine.quantization.checkpoint import (
     prepare_8bit_parameters,
     quantized_layers,
     without_input_scales,
+)
+from pagoda.engine.quantization.w4_checkpoint import (
+    W4Scheme,
+    dummy_w4_scheme,
+    fill_dummy_w4,
+    finish_w4_layers,
+    prepare_w4_parameters,
+    w4_bytes_saved,
+    weights_on_meta,
+    without_unused_g_idx,
 )
 
 log = logging.getLogger(__name__)
@@ -48,9 +59,10 @@ def load_model(
     start = time.perf_counter()
     resolved = resolve_model(config)
     weights: Weights | None
-    scheme: CheckpointScheme | None = None
+    scheme: CheckpointScheme | W4Scheme | None = None
     if resolved.kind == "dummy":
         model_config, weights = dummy_model_config(resolved), None
+        scheme = dummy_w4_scheme(config.quantization)
     elif resolved.path is None:
         raise AssertionError(f"a {resolved.kind} model has a path")
     elif resolved.kind == "hf":
@@ -61,18 +73,27 @@ def load_model(
         model_config, weights = gguf_source(resolved.path, dtype)
     model_config.max_model_len = config.max_model_len
     backend = get_backend(config.attention_backend, device)
-    check_fits(model_config, backend, device, dtype)
+    w4 = scheme if isinstance(scheme, W4Scheme) else None
+    check_fits(model_config, backend, device, dtype, w4)
     with _default_device_dtype(device, dtype):
-        model = build_model(model_config, backend)
+        with weights_on_meta(w4 is not None):
+            model = build_model(model_config, backend)
         if scheme is not None:
             try:
                 layers = quantized_layers(model)
+                if isinstance(scheme, W4Scheme):
+                    prepare_w4_parameters(layers, scheme)
             except ValueError as e:
-                raise ModelLoadError(f"{resolved.path}: {e}") from e
-            prepare_8bit_parameters(layers, scheme.weight_dtype)
-            weights = without_input_scales(weights or ())
+                raise ModelLoadError(f"{resolved.name}: {e}") from e
+            if isinstance(scheme, W4Scheme):
+                weights = without_unused_g_idx(weights, scheme) if weights is not None else None
+            else:
+                prepare_8bit_parameters(layers, scheme.weight_dtype)
+                weights = without_input_scales(weights or ())
     if weights is None:
         fill_dummy(model, config.seed)
+        if isinstance(scheme, W4Scheme):
+            fill_dummy_w4(layers, scheme, config.seed)
     else:
         try:
             model.load_weights(weights)
@@ -85,7 +106,10 @@ def load_model(
                 # Its files and progress bar close now, not when the error is collected: the
                 # error's line must not follow the bar's on the terminal.
                 weights.close()
-    if scheme is not None:
+    if isinstance(scheme, W4Scheme):
+        finish_w4_layers(layers, scheme, device)
+        log.info("loaded %d linear layers in 4 bits (%s) as stored", len(layers), scheme.method)
+    elif scheme is not None:
         finish_8bit_layers(layers, scheme, device)
         log.info("loaded %d linear layers in %s as stored", len(layers), scheme.weight_dtype)
     elif config.quantization:
@@ -95,7 +119,7 @@ def load_model(
     return model.eval(), model_config
 
 
-def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme | None:
+def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme | W4Scheme | None:
     """The 8-bit scheme the checkpoint's config.json declares (its weights then load as they
     are, with --quantization naming its method, fp8 for an FP8 one, or none); a quantized
     checkpoint Pagoda cannot run, or one that contradicts --quantization, is refused."""
@@ -104,32 +128,41 @@ def stored_quantized(folder: Path, quantization: str | None) -> CheckpointScheme
     except ValueError as e:
         raise ModelLoadError(f"{folder}: {e}") from e
     if scheme is None:
-        if quantization == "compressed-tensors":
+        if quantization in CHECKPOINT_FORMATS:
             raise ModelLoadError(
-                f"--quantization compressed-tensors: {folder} is no compressed-tensors checkpoint"
+                f"--quantization {quantization}: {folder} is no "
+                f"{CHECKPOINT_FORMATS[quantization]} checkpoint"
             )
         return None
-    fits = {None, scheme.method} | (
-        {"fp8"} if scheme.weight_dtype == torch.float8_e4m3fn else set()
-    )
+    if isinstance(scheme, W4Scheme):
+        fits, holds = {None, scheme.method, f"{scheme.method}_marlin"}, "4-bit"
+    else:
+        fp8 = scheme.weight_dtype == torch.float8_e4m3fn
+        fits, holds = {None, scheme.method} | ({"fp8"} if fp8 else set()), str(scheme.weight_dtype)
     if quantization not in fits:
         raise ModelLoadError(
-            f"{folder} holds {scheme.method} {scheme.weight_dtype} weights: --quantization "
+            f"{folder} holds {scheme.method} {holds} weights: --quantization "
             f"{quantization} contradicts it"
         )
     return scheme
 
 
 def check_fits(
-    model_config: ModelConfig, backend: AttentionBackend, device: torch.device, dtype: torch.dtype
+    model_config: ModelConfig,
+    backend: AttentionBackend,
+    device: torch.device,
+    dtype: torch.dtype,
+    w4: W4Scheme | None = None,
 ) -> None:
     """On a GPU, refuse before loading weights that cannot fit (an out-of-memory error halfway
-    through a 16 GB download and load says much less)."""
+    through a 16 GB download and load says much less); 4-bit linear layers counted packed."""
     if device.type != "cuda":
         return
     with torch.device("meta"):
         shapes = build_model(model_config, backend)
     need = sum(p.numel() for p in shapes.parameters()) * dtype.itemsize
+    if w4 is not None:
+        need -= w4_bytes_saved(shapes, dtype, w4)
     free = torch.cuda.mem_get_info(device)[0]
     if need > free:
         raise ModelLoadError(

@@ -2,19 +2,25 @@
 hands its matmul to a quantization method that holds the weight in fewer bits (apply.py).
 
 Supported: fp8 (fp8.py: weights e4m3 with a scale per output channel, activations quantized per
-token as they arrive), and compressed-tensors for checkpoints stored in FP8 (checkpoint.py). The names vLLM knows but Pagoda cannot run are refused at start, with the
+token as they arrive), compressed-tensors for checkpoints stored in 8 bits (checkpoint.py), awq
+and gptq for 4-bit checkpoints (w4_checkpoint.py, w4.py). The names vLLM knows but Pagoda cannot run are refused at start, with the
 reason. This module stays free of torch: the config validates against it.
 """
 
 from __future__ import annotations
 
-SUPPORTED = ("fp8", "compressed-tensors")
+SUPPORTED = ("fp8", "compressed-tensors", "awq", "gptq", "awq_marlin", "gptq_marlin")
+# Methods that name a checkpoint format (vLLM's *_marlin names the same AWQ and GPTQ checkpoints
+# as the plain ones, run here through the same Triton kernel) -> the quant_method it holds.
+CHECKPOINT_FORMATS = {
+    "compressed-tensors": "compressed-tensors",
+    "awq": "awq",
+    "gptq": "gptq",
+    "awq_marlin": "awq",
+    "gptq_marlin": "gptq",
+}
 # vLLM's other methods, each with what Pagoda lacks for it.
 REFUSED = {
-    "awq": "4-bit AWQ checkpoints are not supported yet",
-    "awq_marlin": "4-bit AWQ checkpoints are not supported yet",
-    "gptq": "4-bit GPTQ checkpoints are not supported yet",
-    "gptq_marlin": "4-bit GPTQ checkpoints are not supported yet",
     "bitsandbytes": "bitsandbytes weights are not supported",
     "gguf": "quantized GGUF tensors are expanded to the model's dtype at load (give the .gguf file "
     "as the model, without --quantization)",

@@ -38,6 +38,7 @@ from pagoda.engine.layers.moe import FusedMoE
 from pagoda.engine.layers.weights import LoadedWeight, copy_checked, set_weight_loader, whole
 from pagoda.engine.quantization.fp8 import FP8, Fp8LinearMethod
 from pagoda.engine.quantization.int8 import Int8LinearMethod
+from pagoda.engine.quantization.w4_checkpoint import W4Scheme, w4_scheme
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,16 @@ class CheckpointScheme:
     weight_dtype: torch.dtype  # torch.float8_e4m3fn or torch.int8
 
 
-def checkpoint_scheme(hf_config: dict[str, Any]) -> CheckpointScheme | None:
-    """The 8-bit scheme config.json describes, None for an unquantized checkpoint; raises
-    ValueError with the reason for a quantized checkpoint this module cannot load."""
+def checkpoint_scheme(hf_config: dict[str, Any]) -> CheckpointScheme | W4Scheme | None:
+    """The 8-bit or 4-bit (w4_checkpoint.py) scheme config.json describes, None for an
+    unquantized checkpoint; raises ValueError with the reason for a quantized checkpoint Pagoda
+    cannot load."""
     qc = hf_config.get("quantization_config")
     if qc is None:
         return None
     method = qc.get("quant_method")
+    if method in ("awq", "gptq"):
+        return w4_scheme(qc)
     if method == "fp8":
         if qc.get("weight_block_size"):
             raise ValueError(
@@ -87,7 +91,7 @@ def checkpoint_scheme(hf_config: dict[str, Any]) -> CheckpointScheme | None:
         return CheckpointScheme(method, FP8 if kind == ("float", 8) else torch.int8)
     raise ValueError(
         f"checkpoint quantized with {method!r} is not supported (supported: fp8, "
-        "compressed-tensors 8-bit)"
+        "compressed-tensors 8-bit, awq, gptq)"
     )
 
 

@@ -113,11 +113,11 @@ def test_max_logprobs_flag(serve, capsys):
 
 def test_a_quantization_method_pagoda_cannot_run_is_refused_with_the_reason(capsys, serve):
     with pytest.raises(SystemExit) as e:
-        serve("--quantization", "awq")
+        serve("--quantization", "bitsandbytes")
     assert e.value.code == 2
     assert (
-        "--quantization awq: 4-bit AWQ checkpoints are not supported yet (supported: fp8, compressed-tensors)"
-        in (capsys.readouterr().err)
+        "--quantization bitsandbytes: bitsandbytes weights are not supported (supported: fp8, "
+        "compressed-tensors, awq, gptq, awq_marlin, gptq_marlin)" in (capsys.readouterr().err)
     )
 
 

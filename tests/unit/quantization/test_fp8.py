@@ -81,7 +81,7 @@ def test_quantize_model_takes_the_parallel_linears_and_leaves_routers():
 @pytest.mark.parametrize(
     ("name", "says"),
     [
-        ("awq", "AWQ checkpoints are not supported yet"),
+        ("bitsandbytes", "bitsandbytes weights are not supported"),
         ("squeezellm", "dropped by vLLM itself"),
         ("int3", "unknown quantization method"),
     ],

@@ -96,7 +96,9 @@ def test_layers_left_unquantized_are_refused(tmp_path: Path) -> None:
 
 
 def test_other_methods_and_contradicting_flags_are_refused(tmp_path: Path) -> None:
-    assert "'awq' is not supported" in refusal(tmp_path / "a", {"quant_method": "awq", "bits": 4})
+    assert "'bitsandbytes' is not supported" in refusal(
+        tmp_path / "a", {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    )
     (tmp_path / "b").mkdir()
     fp8, base = write_quantized_pair(tmp_path / "b", "fp8-static")
     cpu = torch.device("cpu")

@@ -264,6 +264,7 @@ def test_engine_chaos(cluster: Cluster, operator, ns: str):
 
 @dataclass
 class Kubelet:
+    exe: str
     argv: list[str]
     env: dict[str, str]
     log: Path
@@ -286,19 +287,19 @@ def kubelet_stop() -> Kubelet:
         for kv in proc.joinpath("environ").read_bytes().decode().split("\0")
         if "=" in kv
     )
-    log = Path(os.readlink(proc / "fd" / "1"))
+    exe, log = os.readlink(proc / "exe"), Path(os.readlink(proc / "fd" / "1"))
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while proc.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not proc.exists(), "the kubelet did not stop within 30 s"
-    return Kubelet(argv, env, log)
+    return Kubelet(exe, argv, env, log)
 
 
 def kubelet_start(k: Kubelet) -> None:
     with k.log.open("a") as out:
         p = subprocess.Popen(
-            k.argv, env=k.env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+            k.argv, executable=k.exe, env=k.env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
     (RUN_DIR / "kubelet.pid").write_text(f"{p.pid}\n")

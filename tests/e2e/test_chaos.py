@@ -228,8 +228,10 @@ def test_engine_chaos(cluster: Cluster, operator, ns: str):
         )
         thread.join(timeout=120)
         assert not thread.is_alive(), "the killed pod's stream still runs"
-        assert end.exception is not None or not end.done, f"the stream did not fail: {end}"
-        assert "length" not in end.finish_reasons.values(), end
+        # cut: the ingress aborts the connection (an exception in the client) or ends the body
+        # without [DONE]; an `abort` would mean the pod still drained; never a normal finish
+        cut = end.exception is not None or not end.done
+        assert cut or "abort" in end.finish_reasons.values(), f"the stream did not fail: {end}"
         # the endpoint of the deleted pod leaves the Ingress within seconds; from then on the
         # other replica answers every request
         cluster.wait(lambda: completion_ok(url), 30, "a completion from the other replica")
@@ -436,14 +438,16 @@ def test_operator_killed_20_times(cluster: Cluster, operator, churn_ns: str):
     worker = threading.Thread(target=work, daemon=True)
     t0 = time.monotonic()
     worker.start()
+    killed = 0
     try:
-        for _ in range(20):
+        while killed < 20:
             pod = cluster.wait(lambda: operator_pod(cluster), 180, "the operator's pod running")
             time.sleep(kills.uniform(0, 4))  # a random point of its start-up or its work
-            cluster.kubectl(
+            r = cluster.kubectl(
                 "delete", "pod", "-n", "pagoda-system", pod, "--grace-period=0", "--force",
-                "--wait=false",
+                "--wait=false", check=False,
             )  # fmt: skip
+            killed += r.returncode == 0
     finally:
         stop.set()
         worker.join(timeout=60)

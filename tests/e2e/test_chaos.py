@@ -342,7 +342,7 @@ def churn(cluster: Cluster, ns: str, rng: random.Random, stop: threading.Event) 
             if cluster.get("inferenceservice", name, "-n", ns) is not None:
                 continue  # an apply now would only edit the object on its way out
             deleting.discard(name)
-        if name not in want or rng.random() < 0.5:
+        if name not in want or rng.random() < 0.7:  # mostly create and edit: some remain
             want[name] = rng.randint(1, 64)
             cluster.kubectl(
                 "apply", "-f", "-", input=json.dumps(churn_isvc(cluster, ns, name, want[name]))

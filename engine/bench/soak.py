@@ -31,7 +31,12 @@ def add_soak_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=int, default=32000, help="prompt token ids below this")
     p.add_argument("--disconnect-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pid", type=int, default=None, help="the server's pid, to read its RSS")
+    p.add_argument(
+        "--pid",
+        type=int,
+        default=None,
+        help="the server's pid, to read its (and its children's) RSS",
+    )
     p.add_argument(
         "--max-rss-growth-mib",
         type=float,
@@ -97,13 +102,25 @@ async def one(client: httpx.AsyncClient, body: dict, leave_after: int | None) ->
     return "stream ended without [DONE]"
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants: `pagoda serve` runs its engine core in a child process."""
+    pids = [pid]
+    for p in pids:
+        for task in Path(f"/proc/{p}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    return pids
+
+
 def rss_mib(pid: int | None) -> float | None:
+    """The resident memory of the server's whole process tree."""
     if pid is None:
         return None
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
+    total_kib = 0
+    for p in process_tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total_kib += int(line.split()[1])
+    return total_kib / 1024
 
 
 def gauges(base_url: str) -> dict[str, float]:

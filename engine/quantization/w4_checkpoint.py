@@ -240,7 +240,7 @@ def _g_idx_loader(layer: LinearBase, row_parallel: bool) -> Callable[..., None]:
     def load(param: nn.Parameter, loaded: LoadedWeight, *shard: Any) -> None:
         k = param.shape[0]
         mine = narrow(loaded, 0, layer.tp_rank * k, k) if row_parallel else whole(loaded)
-        if seen and not torch.equal(param.data, mine.to(param.dtype)):
+        if seen and not torch.equal(param.data, mine.to(param.device, param.dtype)):
             raise ValueError(
                 f"g_idx of {shard} differs from that of {seen[0]}: merged projections need one "
                 "act-order"

@@ -28,7 +28,7 @@ import httpx
 import pytest
 from e2e_cluster import Cluster
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 NAME, MODEL = "chaos", "smollm2"
 OPERATOR_PODS = "app.kubernetes.io/name=pagoda-operator,app.kubernetes.io/instance=pagoda"

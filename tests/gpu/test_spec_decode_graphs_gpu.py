@@ -30,17 +30,6 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tiny_checkpoint
 from tiny_checkpoint import write_tiny_checkpoint, write_tiny_tokenizer  # noqa: E402
 
 NEAR_TIE = 5e-2  # TF32 moves a logit by ~1e-3; a wrong row moves it by whole units
-CODE = """def total(items):
-    result = 0
-    for item in items:
-        if item.count > 0:
-            result = result + item.price * item.count
-    return result
-"""
-REWRITE = [
-    f"Rewrite this code with the variable `result` renamed to `{name}`:\n\n{CODE}\nRewritten:\n"
-    for name in ("acc", "sum_", "out", "value", "running_total")
-]
 COMMON = dict(
     device="cuda",
     dtype="float32",
@@ -116,26 +105,36 @@ def check(spec_config: dict, prompts: list, params: list[SamplingParams], **kw: 
     assert_equal_up_to_near_ties(got_graphed, want, gaps)
 
 
-def test_default_model_ngram_under_graphs():
+def tiny_model(tmp_path: Path) -> str:
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    write_tiny_tokenizer(folder)
+    return str(folder)
+
+
+# Token-id prompts that repeat themselves: prompt lookup finds its drafts in them, and a tiny
+# random model's greedy output falls into loops that it finds as well. (The default model's GGUF
+# package is larger than what travels to the GPU machine.)
+REPEATING = [
+    {"prompt_token_ids": p}
+    for p in ([5, 17, 33, 5, 17, 33, 9], [100, 101, 102, 103, 104], [7] * 12, [40, 41] * 4)
+]
+
+
+def test_tiny_model_ngram_under_graphs(tmp_path):
     ngram = {
         "method": "ngram",
         "num_speculative_tokens": 4,
         "prompt_lookup_min": 2,
         "prompt_lookup_max": 4,
     }
-    greedy = SamplingParams(temperature=0, max_tokens=64)
-    plain = SamplingParams(temperature=0, max_tokens=64, logprobs=1)  # does not speculate
-    check(ngram, REWRITE, [greedy] * (len(REWRITE) - 1) + [plain])
+    greedy = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
+    plain = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True, logprobs=1)
+    check(ngram, REPEATING, [greedy] * 3 + [plain], model=tiny_model(tmp_path), max_model_len=256)
 
 
 def test_tiny_model_with_a_draft_equal_to_the_target_under_graphs(tmp_path):
-    folder = write_tiny_checkpoint(tmp_path / "tiny")
-    write_tiny_tokenizer(folder)
-    draft = {"method": "draft_model", "model": str(folder), "num_speculative_tokens": 3}
-    prompts = [
-        {"prompt_token_ids": p}
-        for p in ([5, 17, 33, 5, 17, 33, 9], [100, 101, 102, 103, 104], [7] * 12, [40, 41] * 4)
-    ]
+    folder = tiny_model(tmp_path)
+    draft = {"method": "draft_model", "model": folder, "num_speculative_tokens": 3}
     greedy = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
     plain = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, logprobs=1)
-    check(draft, prompts, [greedy] * 3 + [plain], model=str(folder), max_model_len=256)
+    check(draft, REPEATING, [greedy] * 3 + [plain], model=folder, max_model_len=256)

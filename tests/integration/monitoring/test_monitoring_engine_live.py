@@ -91,7 +91,7 @@ def prometheus(engine, tmp_path_factory):
 
 
 def _traffic(engine: ServerProcess) -> None:
-    client = openai.OpenAI(base_url=f"{engine.url}/v1", api_key="none", max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=f"{engine.url}/v1", api_key="none", max_retries=0, timeout=300)
     prompt = "The history of the city of Paris begins with a small fishing village on an island in the Seine. "
     for i in range(3):  # the same long prefix each time: prefix-cache hits from the second on
         client.completions.create(model=MODEL, prompt=prompt + str(i), max_tokens=8, temperature=0)

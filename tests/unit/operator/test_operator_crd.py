@@ -50,3 +50,11 @@ def test_status_schema_covers_what_the_operator_writes():
         "lora",
     ):
         assert key in status
+
+
+def test_engine_enums_are_the_engines_own():
+    """engine.quantization and kvCacheDtype take exactly what the engine's flags take."""
+    from pagoda.engine.quantization import SUPPORTED
+
+    engine = VERSION["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["engine"]
+    assert engine["properties"]["quantization"]["enum"] == list(SUPPORTED)

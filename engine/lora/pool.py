@@ -98,6 +98,11 @@ class LoRAPool:
             m = _WRAPPED.search(name)
             if m is None or not isinstance(layer, LinearBase):
                 continue
+            if layer.quant_method is not None:  # its weight is packed: no [out, in] to wrap
+                raise ValueError(
+                    f"--enable-lora: LoRA adapters on quantized weights "
+                    f"({type(layer.quant_method).__name__} in {name}) are not supported yet"
+                )
             slices = _slices(layer)
             layer.lora = LoRALinear(
                 [n for n, _, _ in slices],

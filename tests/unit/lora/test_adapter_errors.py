@@ -125,3 +125,12 @@ def test_lora_flags_are_checked() -> None:
         ValueError, match="max_cpu_loras \\(1\\) must be at least max_loras \\(2\\)"
     ):
         EngineConfig(enable_lora=True, max_loras=2, max_cpu_loras=1).validate()
+
+
+def test_lora_on_quantized_weights_is_refused_at_start(llama) -> None:
+    root, _ = llama
+    config = EngineConfig(
+        model=str(root / "base"), enable_lora=True, quantization="fp8", device="cpu"
+    )
+    with pytest.raises(ValueError, match="LoRA adapters on quantized weights .* not supported"):
+        LLMEngine(config)

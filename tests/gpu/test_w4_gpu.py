@@ -85,13 +85,19 @@ def test_a_four_bit_checkpoint_on_the_gpu_matches_the_dequantized_model(
     params = SamplingParams(max_tokens=4, temperature=0.0, prompt_logprobs=0)
     small = dict(max_num_seqs=4, num_gpu_blocks_override=64, max_model_len=64)
     [want] = LLM(str(plain), dtype="float32", device="cpu", **small).generate(prompt, params)
+    # bf16's own error on this model (the dequantized weights and activations rounded to bf16, as
+    # the act-order path rounds its dequantized tile): the GPU may differ from float32 by a few
+    # times that, not by more.
+    [bf16] = LLM(str(plain), dtype="bfloat16", device="cpu", **small).generate(prompt, params)
     llm = LLM(str(stored), dtype="bfloat16", device="cuda", **small)
     layer = llm.engine.runner.model.model.layers[0].mlp.down_proj  # type: ignore[attr-defined]
     assert layer.get_buffer("weight_packed").is_cuda
     [got] = llm.generate(prompt, params)
-    assert want.prompt_logprobs is not None and got.prompt_logprobs is not None
+    assert want.prompt_logprobs and got.prompt_logprobs and bf16.prompt_logprobs
     for pos in range(1, len(prompt["prompt_token_ids"])):
         token = prompt["prompt_token_ids"][pos]
+        exact = want.prompt_logprobs[pos][token]
+        bf16_error = abs(bf16.prompt_logprobs[pos][token] - exact)
         assert got.prompt_logprobs[pos][token] == pytest.approx(
-            want.prompt_logprobs[pos][token], rel=2e-2, abs=5e-2
-        )  # bf16
+            exact, abs=max(5e-2 + 2e-2 * abs(exact), 3 * bf16_error)
+        ), (pos, bf16_error)

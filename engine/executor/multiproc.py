@@ -244,7 +244,12 @@ class MultiprocExecutor:
         """The next message from a worker; raises as soon as a worker has failed."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not self._sock.poll(100):
-            self.check_health()
+            # A worker that fails sends why before it exits, and the watcher may see the exit
+            # first: a moment for that last message keeps a misconfiguration its one-line error.
+            if self.failure is not None and not self._sock.poll(1000):
+                raise WorkerFailure(self.failure)
+            if self.failure is not None:
+                break
             if deadline is not None and time.monotonic() > deadline:
                 raise WorkerFailure(f"the workers did not answer within {timeout_s:.0f} s")
         _, frame = self._sock.recv_multipart()

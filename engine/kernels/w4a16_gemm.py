@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from pagoda.engine.kernels.triton_import import tl, triton
+from pagoda.engine.kernels.w8_gemv import split_k_for  # the same split rule as the 8-bit GEMV
 
 # Up to this many rows the small-batch configuration (split-K, BLOCK_M 1 or 16) is used.
 SMALL_BATCH = 16
@@ -134,15 +135,6 @@ def _w4a16_kernel(
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask)
     else:
         tl.atomic_add(out, acc, mask=mask, sem="relaxed")
-
-
-def split_k_for(n: int, k: int, block_n: int, sms: int) -> int:
-    """Enough programs for about four per SM, each still reading at least 1,024 columns."""
-    programs = triton.cdiv(n, block_n)
-    split = 1
-    while programs * split < 4 * sms and k // (split * 2) >= 1024:
-        split *= 2
-    return split
 
 
 def w4a16_matmul(

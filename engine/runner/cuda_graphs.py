@@ -1,18 +1,18 @@
-"""CUDA graphs for decode and verification steps: one captured forward pass per batch size,
-replayed with new inputs.
+"""CUDA graphs for every step up to 2,048 tokens: one captured forward pass per size, replayed with
+new inputs.
 
 A decode step launches hundreds of small kernels; replaying a captured graph removes their launch
 cost. Decode graphs take one query token per sequence; with --speculative-config, verification
 graphs take k + 1 (a sequence's last token and its k drafts), and a step that mixes speculating
 and plain sequences is padded to k + 1 per sequence (step_layout.py says how, and why the
 sequences' own rows come out as in an eager step). A batch of B sequences runs in the smallest
-captured size >= B. The rejection sampler runs after the graph, on the logits of all k + 1
-positions. Both kinds share one memory pool: they never run at once.
+captured size >= B. Any other step (prefill tokens beside decodes) runs in the graph of the
+smallest captured token count >= its own (TokenLayout). The rejection sampler runs after the
+graph, on the logits of all k + 1 positions. All share one memory pool: they never run at once.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,7 @@ from torch import nn
 
 from pagoda.engine.attention.metadata import AttentionMetadata
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.runner.step_layout import StepLayout, fits_layout
+from pagoda.engine.runner.step_layout import StepLayout, TokenLayout
 
 if TYPE_CHECKING:
     from torch.cuda import _POOL_HANDLE  # what CUDAGraph.pool() returns
@@ -30,23 +30,19 @@ log = logging.getLogger(__name__)
 
 
 class StepGraphs:
+    """Graphs of one layout (StepLayout or TokenLayout), one per captured size."""
+
     def __init__(
         self,
         model: nn.Module,
         kv_caches: list,
+        layout: StepLayout | TokenLayout,
         sizes: list[int],
-        query_len: int,
-        max_blocks_per_seq: int,
-        max_model_len: int,
-        block_size: int,
         device: torch.device,
         pool: _POOL_HANDLE | None = None,
     ) -> None:
-        self.model, self.kv_caches = model, kv_caches
-        self.sizes, self.query_len = sorted(set(sizes)), query_len
-        self.layout = StepLayout(
-            self.sizes[-1], query_len, max_blocks_per_seq, max_model_len, block_size, device
-        )
+        self.model, self.kv_caches, self.layout = model, kv_caches, layout
+        self.sizes = sorted(set(sizes))
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.pool = pool
@@ -54,42 +50,36 @@ class StepGraphs:
 
     @torch.inference_mode()
     def _capture(self, device: torch.device) -> None:
-        layout, q = self.layout, self.query_len
-        for b in reversed(self.sizes):  # largest first, so smaller graphs reuse its memory pool
-            meta = layout.meta(b)
-            ids, pos = layout.input_ids[: b * q], layout.positions[: b * q]
+        for size in reversed(self.sizes):  # largest first, so smaller graphs reuse its memory pool
+            ids, pos, meta = self.layout.inputs(size)
             self.model(ids, pos, self.kv_caches, meta)  # warm-up, compiles kernels
             torch.cuda.synchronize(device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
-                self.outputs[b] = self.model(ids, pos, self.kv_caches, meta)
+                self.outputs[size] = self.model(ids, pos, self.kv_caches, meta)
             self.pool = graph.pool()
-            self.graphs[b] = graph
+            self.graphs[size] = graph
         torch.cuda.synchronize(device)
-        log.info(
-            "captured CUDA graphs of %d query token(s) per sequence for batch sizes %s",
-            q,
-            self.sizes,
-        )
+        log.info("captured CUDA graphs (%s) of sizes %s", type(self.layout).__name__, self.sizes)
 
     def fits(self, meta: AttentionMetadata) -> bool:
         """Whether a step (from ModelRunner.prepare: host copies set) can replay one of these."""
-        if meta.num_seqs > self.sizes[-1] or meta.max_query_len > self.query_len:
-            return False
-        if self.query_len == 1:  # all decodes: the eager layout
-            return True
-        starts, seq_lens = meta.query_start_loc_cpu, meta.seq_lens_cpu
-        assert starts is not None and seq_lens is not None, "prepare() sets the host copies"
-        return fits_layout([b - a for a, b in zip(starts, starts[1:])], seq_lens, self.query_len)
+        return self.layout.size_for(meta, self.sizes) is not None
 
     def run(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         """The step's hidden states in its own (eager) token order."""
-        size = self.sizes[bisect.bisect_left(self.sizes, meta.num_seqs)]
+        size = self.layout.size_for(meta, self.sizes)
+        assert size is not None, "run only what fits"
         rows = self.layout.load(input_ids, positions, meta, size)
         self.graphs[size].replay()
         return self.outputs[size][rows]
+
+
+# Token counts of the graphs for steps with prefill tokens. Larger steps run eagerly: their GPU
+# work outlasts the launches, which async scheduling overlaps with it.
+TOKEN_GRAPH_SIZES = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
 
 
 def capture_step_graphs(
@@ -98,17 +88,28 @@ def capture_step_graphs(
     config: EngineConfig,
     max_model_len: int,
     device: torch.device,
-) -> tuple[StepGraphs, StepGraphs | None]:
-    """Decode graphs, and with --speculative-config verification graphs of k + 1 query tokens per
-    sequence, at the decode graphs' batch sizes whose k + 1 tokens a sequence stay within the
-    step's token budget. Not with LoRA: its per-token adapter slots follow the eager layout."""
-    sizes = [s for s in config.cuda_graph_sizes if s <= config.max_num_seqs] or [1]
+) -> tuple[StepGraphs, StepGraphs | None, StepGraphs | None]:
+    """The graphs a step may replay, in the order they are tried: decode graphs; with
+    --speculative-config verification graphs of k + 1 query tokens per sequence, at the decode
+    graphs' batch sizes whose k + 1 tokens a sequence stay within the step's token budget (not
+    with LoRA: its per-token adapter slots follow the eager layout); then graphs by token count
+    for every other step of up to 2,048 tokens. Captured largest first into one memory pool:
+    they never run at once."""
     blocks = -(-max_model_len // config.block_size)
     common = (blocks, max_model_len, config.block_size, device)
-    decode = StepGraphs(model, kv_caches, sizes, 1, *common)
+    token_sizes = [s for s in TOKEN_GRAPH_SIZES if s <= config.max_num_batched_tokens]
+    by_tokens = None
+    if token_sizes:
+        tokens = TokenLayout(token_sizes[-1], config.max_num_seqs, *common)
+        by_tokens = StepGraphs(model, kv_caches, tokens, token_sizes, device)
+    pool = by_tokens.pool if by_tokens else None
+    sizes = [s for s in config.cuda_graph_sizes if s <= config.max_num_seqs] or [1]
+    decode = StepGraphs(model, kv_caches, StepLayout(max(sizes), 1, *common), sizes, device, pool)
+    verify = None
     spec = config.speculative
-    if spec is None or config.enable_lora:
-        return decode, None
-    q = spec.num_speculative_tokens + 1
-    verify_sizes = [s for s in sizes if s * q <= config.max_num_batched_tokens] or [1]
-    return decode, StepGraphs(model, kv_caches, verify_sizes, q, *common, pool=decode.pool)
+    if spec is not None and not config.enable_lora:
+        q = spec.num_speculative_tokens + 1
+        verify_sizes = [s for s in sizes if s * q <= config.max_num_batched_tokens] or [1]
+        layout = StepLayout(max(verify_sizes), q, *common)
+        verify = StepGraphs(model, kv_caches, layout, verify_sizes, device, decode.pool)
+    return decode, verify, by_tokens

@@ -115,6 +115,7 @@ class ModelRunner:
         self._last_rows: dict[Sequence, int] = {}
         self.graphs: StepGraphs | None = None  # decode steps
         self.verify_graphs: StepGraphs | None = None  # verification steps (speculative decoding)
+        self.token_graphs: StepGraphs | None = None  # any other step of up to 2,048 tokens
         if allocate:
             self.initialize_kv_cache(self.determine_num_blocks())
 
@@ -147,7 +148,7 @@ class ModelRunner:
             from pagoda.engine.runner.cuda_graphs import capture_step_graphs
 
             max_len = config.max_model_len or mc.max_position_embeddings
-            self.graphs, self.verify_graphs = capture_step_graphs(
+            self.graphs, self.verify_graphs, self.token_graphs = capture_step_graphs(
                 self.model, self.kv_caches, config, max_len, self.device
             )
         if self.device.type == "cuda" and self.pp.world_size == 1:
@@ -360,7 +361,10 @@ class ModelRunner:
         if self.lora is not None:
             self.lora.prepare([seq.lora_request for seq, _ in batch], [n for _, n in batch])
         hidden: torch.Tensor | IntermediateTensors  # a stage short of the last: its tensors
-        graphs = next((g for g in (self.graphs, self.verify_graphs) if g and g.fits(meta)), None)
+        graphs = next(
+            (g for g in (self.graphs, self.verify_graphs, self.token_graphs) if g and g.fits(meta)),
+            None,
+        )
         if graphs is not None:
             hidden = graphs.run(input_ids, positions, meta)
         else:

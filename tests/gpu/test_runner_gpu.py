@@ -2,7 +2,8 @@
 
 Same dummy weights (same seed) on the same card; the whole forward pass over a mixed batch
 (fresh prefill, chunked prefill, decodes) must agree with the reference path within bf16 error,
-and a decode step replayed from a CUDA graph must agree with the same step run eagerly.
+and a decode step, or a step with prefill tokens, replayed from a CUDA graph must agree with the
+same step run eagerly.
 """
 
 from __future__ import annotations
@@ -134,6 +135,41 @@ def test_decode_graph_replay_matches_eager(runners, batch_size):
         eager = fast.model(ids, pos, fast.kv_caches, meta)
     assert not graphed.isnan().any()
     assert rel_err(graphed, eager) < 1e-2
+
+
+@pytest.mark.parametrize("num_decodes", [0, 3, 40])
+def test_token_graph_replay_matches_eager(runners, num_decodes):
+    """A step with prefill tokens (a whole prompt, chunks on cached context, decodes beside them)
+    replays the graph of the next token count up; its rows and KV writes equal the eager step's."""
+    fast, _ = runners
+    assert fast.token_graphs is not None
+    rng = random.Random()
+    prefills = [(n, rng.choice([0, rng.randint(1, n - 2)])) for n in rng.sample(range(3, 600), 3)]
+    decodes = [(n, n - 1) for n in (rng.randint(2, 2000) for _ in range(num_decodes))]
+    lens, computed = zip(*(prefills + decodes))
+    seqs = seqs_with_blocks(fast, lens, computed, rng)
+    batch = [(s, n - c) for s, n, c in zip(seqs, lens, computed)]
+    ids, pos, meta, _ = fast.prepare(batch)
+    assert fast.token_graphs.fits(meta) and not fast.graphs.fits(meta)
+    snapshot = [(k.clone(), v.clone()) for k, v in fast.kv_caches]
+    with torch.inference_mode():
+        graphed = fast.token_graphs.run(ids, pos, meta).clone()
+        graphed_cache = [(k.clone(), v.clone()) for k, v in fast.kv_caches]
+        for (k, v), (k0, v0) in zip(fast.kv_caches, snapshot):
+            k.copy_(k0)
+            v.copy_(v0)
+        eager = fast.model(ids, pos, fast.kv_caches, meta)
+    assert graphed.shape == eager.shape and not graphed.isnan().any()
+    assert rel_err(graphed, eager) < 1e-2
+    written = meta.slot_mapping
+    kept = torch.ones(fast.num_blocks * fast.block_size, dtype=torch.bool, device=written.device)
+    kept[written] = False  # the padding wrote nowhere: every other slot is as it was
+    for (k, v), (k1, v1), (k0, v0) in zip(fast.kv_caches, graphed_cache, snapshot):
+        for eager_c, graph_c, old in ((k, k1, k0), (v, v1, v0)):
+            flat = (c.flatten(0, 1) for c in (eager_c, graph_c, old))
+            e, g, o = flat
+            assert rel_err(g[written], e[written]) < 1e-2
+            assert torch.equal(g[kept], o[kept])
 
 
 def test_async_scheduling_gives_the_same_tokens_on_the_gpu():

@@ -46,7 +46,7 @@ def engine(**kw: Any) -> LLM:
 def spy_on_verify_graphs(llm: LLM, k: int) -> list[list[int]]:
     """Each replayed verification step's query lengths, as the graphs' run() sees them."""
     graphs = llm.engine.runner.verify_graphs
-    assert graphs is not None and graphs.query_len == k + 1
+    assert graphs is not None and graphs.layout.query_len == k + 1  # type: ignore[union-attr]
     calls: list[list[int]] = []
     run = graphs.run
 

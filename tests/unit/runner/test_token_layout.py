@@ -1,0 +1,91 @@
+"""The token-count graphs' layout (engine/runner/step_layout.py TokenLayout) on the CPU, without a
+graph: a step with prefill tokens (a whole prompt, a chunk on cached context, decodes) run through
+the padded buffers of a larger token count and more sequences gives the eager step's hidden states
+and writes the same KV cache (the padding tokens belong to no sequence and write nowhere)."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+from pagoda.engine.attention.metadata import AttentionMetadata
+from pagoda.engine.config import EngineConfig
+from pagoda.engine.core.sequence import Sequence
+from pagoda.engine.runner.model_runner import ModelRunner
+from pagoda.engine.runner.step_layout import TokenLayout
+from pagoda.engine.sampling_params import SamplingParams
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: tiny_checkpoint
+from tiny_checkpoint import write_tiny_checkpoint
+
+
+def test_sizes_by_token_count_and_sequence_bound():
+    layout = TokenLayout(256, 4, 8, 128, 16, torch.device("cpu"))
+
+    def meta(tokens: int, seqs: int) -> AttentionMetadata:
+        return AttentionMetadata(
+            torch.zeros(tokens, dtype=torch.long),
+            torch.zeros(seqs + 1, dtype=torch.int32),
+            torch.zeros(seqs, dtype=torch.int32),
+            torch.zeros((seqs, 1), dtype=torch.int32),
+            max_query_len=2,
+            max_seq_len=2,
+            block_size=16,
+        )
+
+    sizes = [64, 128, 256]
+    assert layout.size_for(meta(64, 2), sizes) == 64
+    assert layout.size_for(meta(65, 2), sizes) == 128
+    assert layout.size_for(meta(257, 2), sizes) is None  # more tokens than the largest graph
+    assert layout.size_for(meta(10, 5), sizes) is None  # more sequences than the layout holds
+
+
+def test_a_padded_step_gives_the_eager_rows_and_cache(tmp_path):
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    runner = ModelRunner(
+        EngineConfig(model=str(folder), device="cpu", dtype="float32", num_gpu_blocks_override=64)
+    )
+    rng = random.Random()
+    gen = torch.Generator().manual_seed(rng.randrange(2**31))
+    for k, v in runner.kv_caches:
+        k.normal_(generator=gen)
+        v.normal_(generator=gen)
+    free = list(range(runner.num_blocks))
+    rng.shuffle(free)
+    batch = []
+    # (context length, tokens computed before the step): a whole prompt, a chunk on a cached
+    # prefix, two decodes.
+    for i, (length, computed) in enumerate([(37, 0), (90, 41), (23, 22), (60, 59)]):
+        seq = Sequence(
+            f"s{i}", f"r{i}", 0, [rng.randrange(300) for _ in range(length)], SamplingParams()
+        )
+        seq.num_computed_tokens = computed
+        seq.block_table = [free.pop() for _ in range(-(-length // runner.block_size))]
+        batch.append((seq, length - computed))
+    ids, pos, meta, _ = runner.prepare(batch)
+    assert ids.shape[0] == 37 + 49 + 1 + 1
+    before = [(k.clone(), v.clone()) for k, v in runner.kv_caches]
+    with torch.inference_mode():
+        eager = runner.model(ids, pos, runner.kv_caches, meta)
+    eager_cache = [(k.clone(), v.clone()) for k, v in runner.kv_caches]
+    for (k, v), (k0, v0) in zip(runner.kv_caches, before):
+        k.copy_(k0)
+        v.copy_(v0)
+
+    layout = TokenLayout(128, 8, 16, 512, runner.block_size, torch.device("cpu"))
+    layout.inputs(128)  # what a capture leaves in the buffers
+    rows = layout.load(ids, pos, meta, size=128)
+    assert layout.query_start_loc.tolist()[5:] == [88] * 4  # sequences past the step: no tokens
+    assert layout.seq_lens.tolist()[4:] == [0] * 4
+    with torch.inference_mode():
+        padded = runner.model(
+            layout.input_ids[:128], layout.positions[:128], runner.kv_caches, layout.meta(128)
+        )
+    assert padded.shape[0] == 128
+    torch.testing.assert_close(padded[rows], eager, rtol=1e-5, atol=1e-5)
+    for (k, v), (k1, v1) in zip(runner.kv_caches, eager_cache):
+        torch.testing.assert_close(k, k1, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(v, v1, rtol=1e-5, atol=1e-5)

@@ -71,6 +71,8 @@ class StepLayout:
         copies set), or None."""
         if meta.num_seqs > sizes[-1] or meta.max_query_len > self.query_len:
             return None
+        if meta.block_tables.shape[1] > self.block_tables.shape[1]:  # the runner's warm-up
+            return None
         if self.query_len > 1:
             starts, seq_lens = meta.query_start_loc_cpu, meta.seq_lens_cpu
             assert starts is not None and seq_lens is not None, "prepare() sets the host copies"
@@ -168,7 +170,8 @@ class TokenLayout:
 
     def size_for(self, meta: AttentionMetadata, sizes: list[int]) -> int | None:
         tokens = meta.slot_mapping.shape[0]
-        if tokens > sizes[-1] or meta.num_seqs > self.max_seqs:
+        too_wide = meta.block_tables.shape[1] > self.block_tables.shape[1]  # the runner's warm-up
+        if tokens > sizes[-1] or meta.num_seqs > self.max_seqs or too_wide:
             return None
         return sizes[bisect.bisect_left(sizes, tokens)]
 

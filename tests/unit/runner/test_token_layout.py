@@ -25,12 +25,12 @@ from tiny_checkpoint import write_tiny_checkpoint
 def test_sizes_by_token_count_and_sequence_bound():
     layout = TokenLayout(256, 4, 8, 128, 16, torch.device("cpu"))
 
-    def meta(tokens: int, seqs: int) -> AttentionMetadata:
+    def meta(tokens: int, seqs: int, width: int = 1) -> AttentionMetadata:
         return AttentionMetadata(
             torch.zeros(tokens, dtype=torch.long),
             torch.zeros(seqs + 1, dtype=torch.int32),
             torch.zeros(seqs, dtype=torch.int32),
-            torch.zeros((seqs, 1), dtype=torch.int32),
+            torch.zeros((seqs, width), dtype=torch.int32),
             max_query_len=2,
             max_seq_len=2,
             block_size=16,
@@ -41,6 +41,8 @@ def test_sizes_by_token_count_and_sequence_bound():
     assert layout.size_for(meta(65, 2), sizes) == 128
     assert layout.size_for(meta(257, 2), sizes) is None  # more tokens than the largest graph
     assert layout.size_for(meta(10, 5), sizes) is None  # more sequences than the layout holds
+    # block tables wider than max_model_len allows (the runner's warm-up step): eager
+    assert layout.size_for(meta(10, 2, width=9), sizes) is None
 
 
 def test_a_padded_step_gives_the_eager_rows_and_cache(tmp_path):

@@ -115,6 +115,7 @@ def _lora_shrink_reduce_kernel(
     LAST_SLOT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     """s[rows] = sum over splits of ws[split, rows], in split order, rounded to s's dtype, for a
     block of the tokens that have a slot (sorted positions starts[0] to the last slot's end)."""
@@ -127,15 +128,21 @@ def _lora_shrink_reduce_kernel(
     row_mask = pos < end
     rows = tl.load(sorted_ptr + pos, mask=row_mask, other=0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
-    mask = row_mask[:, None] & (cols < N)[None, :]
     offsets = rows[:, None] * stride_wm + cols[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for split in range(SPLITS):
-        acc += tl.load(ws_ptr + split * stride_wsplit + offsets, mask=mask, other=0.0)
+    for split0 in range(0, SPLITS, UNROLL):  # UNROLL loads in flight, not one L2 trip at a time
+        for j in tl.static_range(UNROLL):
+            split = split0 + j
+            n = tl.where(split < SPLITS, N, 0)  # past the last split: nothing
+            acc += tl.load(
+                ws_ptr + split * stride_wsplit + offsets,
+                mask=row_mask[:, None] & (cols < n)[None, :],
+                other=0.0,
+            )
     tl.store(
         s_ptr + rows[:, None] * stride_sm + cols[None, :],
         acc.to(s_ptr.dtype.element_ty),
-        mask=mask,
+        mask=row_mask[:, None] & (cols < N)[None, :],
     )
 
 
@@ -234,7 +241,11 @@ def lora_shrink(x: torch.Tensor, a: torch.Tensor, batch: LoRABatch) -> torch.Ten
     m, k = x.shape
     slots, n = a.shape[0], a.shape[1]
     block_m, block_n = _block_m(m, slots), max(16, triton.next_power_of_2(n))
-    block_k = 128 if block_n <= 64 else 64  # the A tile's shared memory, times the stages
+    # Shared memory: the x and A tiles times the stages, under 100 KiB (A at rank 64 of q|k|v is
+    # 256 x BLOCK_K); registers: the float32 [BLOCK_M, BLOCK_N] sums over the warps' threads.
+    block_k = (128 if block_n <= 64 else 64) * 2 // x.element_size()
+    num_stages = 3 if block_n <= 128 else 2
+    num_warps = 8 if block_m * block_n >= 8192 else 4
     splits = _shrink_splits(m, k, block_m, block_k, slots, _num_sms(x.device))
     k_per_split = triton.cdiv(triton.cdiv(k, splits), block_k) * block_k
     s = torch.empty((m, n), dtype=x.dtype, device=x.device)
@@ -258,9 +269,11 @@ def lora_shrink(x: torch.Tensor, a: torch.Tensor, batch: LoRABatch) -> torch.Ten
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         IEEE=x.dtype == torch.float32,
+        num_stages=num_stages,
+        num_warps=num_warps,
     )
     if splits > 1:
-        reduce_m = 16
+        reduce_m = 8
         _lora_shrink_reduce_kernel[(triton.cdiv(m, reduce_m),)](
             out,
             s,
@@ -275,6 +288,7 @@ def lora_shrink(x: torch.Tensor, a: torch.Tensor, batch: LoRABatch) -> torch.Ten
             LAST_SLOT=slots - 1,
             BLOCK_M=reduce_m,
             BLOCK_N=block_n,
+            UNROLL=8,
         )
     return s
 

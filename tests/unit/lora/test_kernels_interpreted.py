@@ -23,11 +23,13 @@ CASES = [
     (37, 200, [40], 16, 3, False),
     (9, 520, [24, 24], 8, 4, True),
     (23, 700, [32, 16, 16], 64, 2, True),
+    (5, 3000, [16], 8, 3, True),  # 10 splits: the reduce's second round of 8
 ]
 for m, K, sizes, R, slots, split in CASES:
     block_m = kernels._block_m(m, slots)
-    splits = kernels._shrink_splits(m, K, block_m, 128 if len(sizes) * R <= 64 else 64, slots, 16)
-    assert (splits > 1) == split, (m, K, splits)
+    block_k = 128 if len(sizes) * R <= 64 else 64  # float32: half
+    splits = kernels._shrink_splits(m, K, block_m, block_k // 2, slots, 16)
+    assert (splits > 1) == split and (K < 3000 or splits > 8), (m, K, splits)
     rng = np.random.default_rng(m + K)
     token_slots = rng.integers(-1, slots, m)
     token_slots[token_slots == 1] = 0  # slot 1 has no token

@@ -9,23 +9,25 @@ Shrink, split-K. At decode a slot holds a few dozen tokens, one block of rows, s
 (slot, row block) would leave most SMs idle while each walks all of K (4,096; 14,336 for
 down_proj). The grid's third axis splits K instead: enough chunks (of at least MIN_CHUNK
 columns) for about two programs per SM when every slot's tokens fill one row block
-(_shrink_splits); a program sums its chunk in float32 into a workspace [splits, M, N], and a
+(shrink_plan); a program sums its chunk in float32 into a workspace [splits, M, N], and a
 second launch (_lora_shrink_reduce_kernel) adds the splits in a fixed order and rounds: the
 result does not depend on which program ran first, unlike atomic adds. One split (prefill's many
 row blocks already fill the GPU) stores s directly. All n slices of a layer (q|k|v, gate|up) are
-one shrink: A is stacked [slots, n*R, K].
+one shrink: A is stacked [slots, n*R, K]; N = n*R is one block up to 128 (rank 32 of q|k|v), so x
+is read once.
 
 Expand, one launch per layer. B is stacked over the slices on the output axis, [slots, sum(out_i),
 R], so y's column c takes B's row c; the grid's first axis runs over column blocks of slice 0,
 then of slice 1, then 2 (a block never crosses a slice's end), and a block of slice i reads s's
-columns i*R : (i+1)*R. A program keeps its B block and walks its slot's row blocks (the grid's
-third axis interleaves them), so at decode, slots of ~M/slots tokens, no program is launched only
-to return, and a slot holding every token still has a program per column block.
+columns i*R : (i+1)*R (64 at a time). A program walks its slot's row blocks (the grid's third axis
+interleaves them): at decode, slots of ~M/slots tokens, no program is launched only to return,
+and a slot holding every token still has a program per column block.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 
@@ -58,11 +60,14 @@ def _lora_shrink_kernel(
     BLOCK_K: tl.constexpr,
     IEEE: tl.constexpr,
 ):
-    """out[split, rows, :N] = x[rows, chunk] A[slot, :N, chunk]^T for one block of a slot's rows
-    and one K chunk (out is s itself, in x's dtype, when there is one split)."""
+    """out[split, rows, block] = x[rows, chunk] A[slot, block, chunk]^T for one block of a slot's
+    rows, one K chunk and one block of N (out is s itself, in x's dtype, when there is one split).
+    """
     pid_m = tl.program_id(0)
     slot = tl.program_id(1)
-    split = tl.program_id(2)
+    n_blocks = tl.cdiv(N, BLOCK_N)
+    split = tl.program_id(2) // n_blocks
+    pid_n = tl.program_id(2) % n_blocks
     count = tl.load(counts_ptr + slot)
     if pid_m * BLOCK_M >= count:
         return
@@ -70,7 +75,7 @@ def _lora_shrink_kernel(
     offs = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = offs < count
     rows = tl.load(sorted_ptr + start + offs, mask=row_mask, other=0).to(tl.int64)
-    cols = tl.arange(0, BLOCK_N)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_mask = cols < N
     a_base = a_ptr + slot.to(tl.int64) * stride_as
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -118,7 +123,8 @@ def _lora_shrink_reduce_kernel(
     UNROLL: tl.constexpr,
 ):
     """s[rows] = sum over splits of ws[split, rows], in split order, rounded to s's dtype, for a
-    block of the tokens that have a slot (sorted positions starts[0] to the last slot's end)."""
+    block of the tokens that have a slot (sorted positions starts[0] to the last slot's end) and a
+    block of N."""
     pid = tl.program_id(0)
     first = tl.load(starts_ptr)  # the base model's tokens sort first
     end = tl.load(starts_ptr + LAST_SLOT) + tl.load(counts_ptr + LAST_SLOT)
@@ -127,7 +133,7 @@ def _lora_shrink_reduce_kernel(
         return
     row_mask = pos < end
     rows = tl.load(sorted_ptr + pos, mask=row_mask, other=0).to(tl.int64)
-    cols = tl.arange(0, BLOCK_N)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offsets = rows[:, None] * stride_wm + cols[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for split0 in range(0, SPLITS, UNROLL):  # UNROLL loads in flight, not one L2 trip at a time
@@ -188,29 +194,28 @@ def _lora_expand_kernel(
     local = (pid_n - first_block) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_mask = local < slice_size
     cols = slice_start + local
-    rs = tl.arange(0, BLOCK_R)
-    r_mask = rs < R
-    b = tl.load(
-        b_ptr + slot.to(tl.int64) * stride_bs + cols[:, None] * stride_bn + rs[None, :],
-        mask=col_mask[:, None] & r_mask[None, :],
-        other=0.0,
-    )
+    b_base = b_ptr + slot.to(tl.int64) * stride_bs + cols[:, None] * stride_bn
     for m0 in range(pid_m * BLOCK_M, count, tl.num_programs(2) * BLOCK_M):
         offs = m0 + tl.arange(0, BLOCK_M)
         row_mask = offs < count
         rows = tl.load(sorted_ptr + start + offs, mask=row_mask, other=0).to(tl.int64)
-        s = tl.load(
-            s_ptr + rows[:, None] * stride_sm + s_col0 + rs[None, :],
-            mask=row_mask[:, None] & r_mask[None, :],
-            other=0.0,
-        )
-        if IEEE:  # noqa: SIM108 (a constexpr branch, resolved when the kernel compiles)
-            acc = tl.dot(s, tl.trans(b), input_precision="ieee")
-        else:
-            acc = tl.dot(s, tl.trans(b))
         y_ptrs = y_ptr + rows[:, None] * stride_ym + cols[None, :]
         mask = row_mask[:, None] & col_mask[None, :]
-        y = tl.load(y_ptrs, mask=mask, other=0.0)
+        y = tl.load(y_ptrs, mask=mask, other=0.0)  # under way while s B^T is summed
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for r0 in range(0, R, BLOCK_R):  # once up to rank 64
+            rs = r0 + tl.arange(0, BLOCK_R)
+            r_mask = rs < R
+            s = tl.load(
+                s_ptr + rows[:, None] * stride_sm + s_col0 + rs[None, :],
+                mask=row_mask[:, None] & r_mask[None, :],
+                other=0.0,
+            )
+            b = tl.load(b_base + rs[None, :], mask=col_mask[:, None] & r_mask[None, :], other=0.0)
+            if IEEE:
+                acc += tl.dot(s, tl.trans(b), input_precision="ieee")
+            else:
+                acc += tl.dot(s, tl.trans(b))
         tl.store(y_ptrs, (y.to(tl.float32) + acc).to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -226,13 +231,30 @@ def _block_m(m: int, slots: int) -> int:
     return max(16, min(64, triton.next_power_of_2(triton.cdiv(m, slots))))
 
 
-def _shrink_splits(m: int, k: int, block_m: int, block_k: int, slots: int, sms: int) -> int:
-    """How many chunks K splits into: about PROGRAMS_PER_SM programs per SM over the row blocks
-    that M tokens spread over the slots fill, each chunk at least MIN_CHUNK columns (whole
-    BLOCK_Ks)."""
-    blocks = max(triton.cdiv(m, block_m), min(slots, m))
+class ShrinkPlan(NamedTuple):
+    block_m: int
+    block_n: int
+    block_k: int
+    splits: int  # K's chunks
+    k_per_split: int  # whole BLOCK_Ks
+    num_warps: int
+
+
+def shrink_plan(m: int, k: int, n: int, slots: int, element_size: int, sms: int) -> ShrinkPlan:
+    """The shrink's tiles for M tokens, x [M, K], A [slots, N, K]; K split into enough chunks for
+    about PROGRAMS_PER_SM programs per SM over the row blocks that M tokens spread over the slots
+    fill (times N's blocks), each chunk at least MIN_CHUNK columns."""
+    block_m, block_n = _block_m(m, slots), max(16, min(128, triton.next_power_of_2(n)))
+    # Shared memory: the x and A tiles times 3 stages, under 100 KiB; registers: the float32
+    # [BLOCK_M, BLOCK_N] sums over the warps' threads.
+    block_k = (128 if block_n <= 64 else 64) * 2 // element_size
+    blocks = max(triton.cdiv(m, block_m), min(slots, m)) * triton.cdiv(n, block_n)
     splits = max(1, min(PROGRAMS_PER_SM * sms // blocks, k // MIN_CHUNK))
-    return triton.cdiv(k, triton.cdiv(triton.cdiv(k, splits), block_k) * block_k)
+    k_per_split = triton.cdiv(triton.cdiv(k, splits), block_k) * block_k
+    num_warps = 8 if block_m * block_n >= 8192 else 4
+    return ShrinkPlan(
+        block_m, block_n, block_k, triton.cdiv(k, k_per_split), k_per_split, num_warps
+    )
 
 
 def lora_shrink(x: torch.Tensor, a: torch.Tensor, batch: LoRABatch) -> torch.Tensor:
@@ -240,17 +262,12 @@ def lora_shrink(x: torch.Tensor, a: torch.Tensor, batch: LoRABatch) -> torch.Ten
     are left unwritten: nothing reads them)."""
     m, k = x.shape
     slots, n = a.shape[0], a.shape[1]
-    block_m, block_n = _block_m(m, slots), max(16, triton.next_power_of_2(n))
-    # Shared memory: the x and A tiles times the stages, under 100 KiB (A at rank 64 of q|k|v is
-    # 256 x BLOCK_K); registers: the float32 [BLOCK_M, BLOCK_N] sums over the warps' threads.
-    block_k = (128 if block_n <= 64 else 64) * 2 // x.element_size()
-    num_stages = 3 if block_n <= 128 else 2
-    num_warps = 8 if block_m * block_n >= 8192 else 4
-    splits = _shrink_splits(m, k, block_m, block_k, slots, _num_sms(x.device))
-    k_per_split = triton.cdiv(triton.cdiv(k, splits), block_k) * block_k
+    plan = shrink_plan(m, k, n, slots, x.element_size(), _num_sms(x.device))
+    block_m, block_n, block_k, splits, k_per_split, num_warps = plan
+    n_blocks = triton.cdiv(n, block_n)  # one up to rank 32 of q|k|v: x read once
     s = torch.empty((m, n), dtype=x.dtype, device=x.device)
     out = s if splits == 1 else torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
-    _lora_shrink_kernel[(triton.cdiv(m, block_m), slots, splits)](
+    _lora_shrink_kernel[(triton.cdiv(m, block_m), slots, splits * n_blocks)](
         x,
         a,
         out,
@@ -269,12 +286,11 @@ def lora_shrink(x: torch.Tensor, a: torch.Tensor, batch: LoRABatch) -> torch.Ten
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         IEEE=x.dtype == torch.float32,
-        num_stages=num_stages,
         num_warps=num_warps,
     )
     if splits > 1:
         reduce_m = 8
-        _lora_shrink_reduce_kernel[(triton.cdiv(m, reduce_m),)](
+        _lora_shrink_reduce_kernel[(triton.cdiv(m, reduce_m), n_blocks)](
             out,
             s,
             batch.sorted_tokens,
@@ -324,7 +340,7 @@ def lora_expand(
         y.stride(0),
         BLOCK_M=block_m,
         BLOCK_N=block_n,
-        BLOCK_R=max(16, triton.next_power_of_2(r)),
+        BLOCK_R=max(16, min(64, triton.next_power_of_2(r))),
         IEEE=s.dtype == torch.float32,
     )
 

@@ -1,7 +1,8 @@
 """The shrink/expand kernels against the PyTorch reference on fresh random inputs, under Triton's
 interpreter on the CPU (tests/gpu/test_lora_gpu.py runs them compiled): mixed slots, base tokens,
-a slot without tokens, ranks below the slots' rank, 1 to 3 slices, ranks 8 to 64, K split into
-chunks (the last one short) or not, a strided output."""
+a slot without tokens, ranks below the slots' rank, 1 to 3 slices, ranks 8 to 96 (N over two
+blocks), K split into chunks (the last one short; more than the sum loads at once) or not, a
+strided output."""
 
 from __future__ import annotations
 
@@ -24,12 +25,11 @@ CASES = [
     (9, 520, [24, 24], 8, 4, True),
     (23, 700, [32, 16, 16], 64, 2, True),
     (5, 3000, [16], 8, 3, True),  # 10 splits: the reduce's second round of 8
+    (6, 600, [24, 40], 96, 2, True),  # N = 192: two blocks; rank 96: two rounds of 64
 ]
 for m, K, sizes, R, slots, split in CASES:
-    block_m = kernels._block_m(m, slots)
-    block_k = 128 if len(sizes) * R <= 64 else 64  # float32: half
-    splits = kernels._shrink_splits(m, K, block_m, block_k // 2, slots, 16)
-    assert (splits > 1) == split and (K < 3000 or splits > 8), (m, K, splits)
+    plan = kernels.shrink_plan(m, K, len(sizes) * R, slots, 4, kernels._num_sms(torch.device("cpu")))
+    assert (plan.splits > 1) == split and (K < 3000 or plan.splits > 8), (m, K, plan)
     rng = np.random.default_rng(m + K)
     token_slots = rng.integers(-1, slots, m)
     token_slots[token_slots == 1] = 0  # slot 1 has no token

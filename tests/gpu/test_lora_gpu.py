@@ -59,7 +59,7 @@ def _mix(kind: str, tokens: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mix", ["random", "round-robin", "one-slot"])
-@pytest.mark.parametrize("tokens", [1, 7, 64, 256, 300, 2049])
+@pytest.mark.parametrize("tokens", [1, 7, 256, 2049])
 @pytest.mark.parametrize(("k", "sizes"), LAYERS)
 @pytest.mark.parametrize("rank", [8, 16, 64])
 def test_kernels_match_the_reference(mix, tokens, k, sizes, rank):

@@ -11,7 +11,8 @@ down_proj). The grid's third axis splits K instead: enough chunks (of at least M
 columns) for about two programs per SM when every slot's tokens fill one row block
 (shrink_plan); a program sums its chunk in float32 into a workspace [splits, M, N], and a
 second launch (_lora_shrink_reduce_kernel) adds the splits in a fixed order and rounds: the
-result does not depend on which program ran first, unlike atomic adds. One split (prefill's many
+result does not depend on which program ran first, unlike atomic adds (it does on M, which sets
+the split, in float32's last bits, as the base GEMMs' own kernels do). One split (prefill's many
 row blocks already fill the GPU) stores s directly. All n slices of a layer (q|k|v, gate|up) are
 one shrink: A is stacked [slots, n*R, K]; N = n*R is one block up to 128 (rank 32 of q|k|v), so x
 is read once.

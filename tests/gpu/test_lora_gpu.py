@@ -1,7 +1,9 @@
-"""LoRA on the GPU: the Triton shrink/expand kernels against the PyTorch reference on random
-inputs at Llama-3.1-8B's layer shapes (8 slots, ranks 8 to 64, base tokens among them), and an
-engine whose decode steps replay CUDA graphs giving the tokens of eager GPU steps and of the CPU
-path, for a batch mixing three adapters and the base."""
+"""LoRA on the GPU: the Triton shrink/expand kernels against the PyTorch reference on fresh random
+inputs at Llama-3.1-8B's layer shapes (8 slots, ranks 8 to 64, odd token counts, K split or not,
+tokens spread over the slots with base tokens among them, or all in one slot), the kernels in a
+CUDA graph replayed for another mix, and an engine whose decode steps replay CUDA graphs giving
+the tokens of eager GPU steps and of the CPU path, for a batch mixing three adapters and the
+base."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pagoda.engine import LoRARequest
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.lora.batch import LoRABatch
-from pagoda.engine.lora.kernels import lora_expand, lora_shrink
+from pagoda.engine.lora.kernels import add_lora
 from pagoda.engine.lora.ops import add_lora_ref
 from pagoda.engine.sampling_params import SamplingParams
 
@@ -26,35 +28,74 @@ pytestmark = pytest.mark.gpu
 
 # (in, slice outputs): qkv, o, gate|up, down of the 8B shape on one rank
 LAYERS = [(4096, [4096, 1024, 1024]), (4096, [4096]), (4096, [14336, 14336]), (14336, [4096])]
+SLOTS = 8
 
 
-@pytest.mark.parametrize("tokens", [1, 7, 64, 300])
+def _inputs(tokens: int, k: int, sizes: list[int], rank: int, seed: int):
+    device = torch.device("cuda")
+    g = torch.Generator(device).manual_seed(seed)
+    x = torch.randn(tokens, k, device=device, generator=g, dtype=torch.bfloat16)
+    a = torch.randn(SLOTS, len(sizes) * rank, k, device=device, generator=g) * k**-0.5
+    b = torch.randn(SLOTS, sum(sizes), rank, device=device, generator=g) * 0.1
+    y = torch.randn(tokens, sum(sizes), device=device, generator=g, dtype=torch.bfloat16)
+    return x, a.bfloat16(), b.bfloat16(), y
+
+
+def _reference(x, y, a, b, sizes, token_slots) -> torch.Tensor:
+    ref = LoRABatch(len(token_slots), SLOTS, x.device, use_kernels=False)
+    ref.set(token_slots)
+    ref.rows = {s: r.to(x.device) for s, r in ref.rows.items()}
+    want = y.clone()
+    add_lora_ref(x, want, a, b, sizes, ref)
+    return want
+
+
+def _mix(kind: str, tokens: int, seed: int) -> np.ndarray:
+    if kind == "random":  # the base among 8 adapters
+        return np.random.default_rng(seed).integers(-1, SLOTS, tokens)
+    if kind == "round-robin":  # W1's decode steps
+        return np.arange(tokens) % SLOTS
+    return np.full(tokens, 5)  # one slot holds every token
+
+
+@pytest.mark.parametrize("mix", ["random", "round-robin", "one-slot"])
+@pytest.mark.parametrize("tokens", [1, 7, 256, 2049])
 @pytest.mark.parametrize(("k", "sizes"), LAYERS)
 @pytest.mark.parametrize("rank", [8, 16, 64])
-def test_kernels_match_the_reference(tokens, k, sizes, rank):
-    device, slots = torch.device("cuda"), 8
-    g = torch.Generator(device).manual_seed(tokens * 31 + k + rank)
-    x = torch.randn(tokens, k, device=device, generator=g, dtype=torch.bfloat16)
-    a = torch.randn(slots, len(sizes) * rank, k, device=device, generator=g) * k**-0.5
-    bs = [torch.randn(slots, n, rank, device=device, generator=g) * 0.1 for n in sizes]
-    a, bs = a.bfloat16(), [b.bfloat16() for b in bs]
-    y = torch.randn(tokens, sum(sizes), device=device, generator=g, dtype=torch.bfloat16)
-    token_slots = np.random.default_rng(tokens + rank).integers(-1, slots, tokens)
-    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-    ref = LoRABatch(tokens, slots, device, use_kernels=False)
-    ref.set(token_slots)
-    ref.rows = {s: r.to(device) for s, r in ref.rows.items()}
-    want = y.clone()
-    add_lora_ref(x, want, a, bs, offsets, ref)
-    batch = LoRABatch(tokens, slots, device)
+def test_kernels_match_the_reference(mix, tokens, k, sizes, rank):
+    seed = tokens * 31 + k + rank
+    x, a, b, y = _inputs(tokens, k, sizes, rank, seed)
+    token_slots = _mix(mix, tokens, seed)
+    want = _reference(x, y, a, b, sizes, token_slots)
+    batch = LoRABatch(tokens, SLOTS, x.device)
     batch.set(token_slots)
     got = y.clone()
-    s = lora_shrink(x, a, batch)
-    for i, (b, offset) in enumerate(zip(bs, offsets)):
-        lora_expand(s, b, got, i * rank, offset, batch)
+    add_lora(x, got, a, b, sizes, batch)
     torch.testing.assert_close(got.float(), want.float(), atol=3e-2, rtol=2e-2)
-    base = torch.from_numpy(token_slots < 0).to(device)
+    base = torch.from_numpy(token_slots < 0).to(x.device)
     assert torch.equal(got[base], y[base])  # base tokens untouched
+
+
+@pytest.mark.parametrize(("k", "sizes"), LAYERS)
+def test_a_captured_graph_serves_another_mix(k, sizes):
+    """Captured with the tokens round-robin over the slots, replayed with a random mix (base
+    tokens, some slots empty, others with several row blocks): the reference's result."""
+    tokens, rank = 256, 16
+    x, a, b, y = _inputs(tokens, k, sizes, rank, k)
+    batch = LoRABatch(tokens, SLOTS, x.device)
+    batch.set(_mix("round-robin", tokens, 0))
+    out = y.clone()
+    add_lora(x, out, a, b, sizes, batch)  # compiled before the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        add_lora(x, out, a, b, sizes, batch)
+    token_slots = np.random.default_rng(1).integers(-1, 3, tokens)
+    batch.set(token_slots)
+    out.copy_(y)
+    graph.replay()
+    torch.testing.assert_close(
+        out.float(), _reference(x, y, a, b, sizes, token_slots).float(), atol=3e-2, rtol=2e-2
+    )
 
 
 def test_cuda_graphs_serve_a_mix_of_adapters(tmp_path):

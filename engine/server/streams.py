@@ -45,34 +45,57 @@ async def merge(
     While nothing comes, `alive()` is asked every HEALTH_POLL_S: a dead or wedged engine ends the
     request with a 503 instead of leaving it open for ever. `cut` set (the drain's deadline)
     raises DrainCut.
+
+    One task per stream feeds a queue and one watches the cut and the engine's health, so an item
+    costs a queue hand-off, not a task and an asyncio.wait (a streamed token is one item: this is
+    the API process's hottest path).
     """
-    pending = {asyncio.ensure_future(anext(s)): i for i, s in enumerate(streams)}
-    deadline = asyncio.ensure_future(cut.wait())
-    try:
-        while pending:
-            done, _ = await asyncio.wait(
-                [*pending, deadline], timeout=HEALTH_POLL_S, return_when=asyncio.FIRST_COMPLETED
-            )
-            if deadline in done:
-                raise DrainCut()
-            if not done and not alive():
-                raise APIError(
-                    503,
-                    "The engine stopped stepping; the request was abandoned",
-                    code="engine_unhealthy",
+    queue: asyncio.Queue[tuple[int, T] | BaseException | None] = asyncio.Queue()
+    arrived = 0
+
+    async def feed(i: int, stream: AsyncGenerator[T, None]) -> None:
+        try:
+            async for item in stream:
+                queue.put_nowait((i, item))
+        except Exception as e:  # the request's own failure, raised to the consumer
+            queue.put_nowait(e)
+        queue.put_nowait(None)
+
+    async def watch() -> None:
+        seen = arrived
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cut.wait(), HEALTH_POLL_S)
+                queue.put_nowait(DrainCut())
+                return
+            if seen == arrived and not alive():
+                queue.put_nowait(
+                    APIError(
+                        503,
+                        "The engine stopped stepping; the request was abandoned",
+                        code="engine_unhealthy",
+                    )
                 )
-            for task in done:
-                i = pending.pop(task)
-                try:
-                    item = task.result()
-                except StopAsyncIteration:
-                    continue
-                pending[asyncio.ensure_future(anext(streams[i]))] = i
-                yield i, item
+                return
+            seen = arrived
+
+    feeders = [asyncio.ensure_future(feed(i, s)) for i, s in enumerate(streams)]
+    watcher = asyncio.ensure_future(watch())
+    try:
+        open_streams = len(streams)
+        while open_streams:
+            got = await queue.get()
+            if got is None:
+                open_streams -= 1
+            elif isinstance(got, BaseException):
+                raise got
+            else:
+                arrived += 1
+                yield got
     finally:
-        for task in [*pending, deadline]:
+        for task in [*feeders, watcher]:
             task.cancel()
-        await asyncio.gather(*pending, deadline, return_exceptions=True)
+        await asyncio.gather(*feeders, watcher, return_exceptions=True)
         for s in streams:
             await s.aclose()
 

@@ -111,7 +111,7 @@ async def send(client: httpx.AsyncClient, url: str, body: dict, headers: dict) -
                 if chunk.get("usage"):
                     res.prompt_tokens = chunk["usage"]["prompt_tokens"]
                     res.output_tokens = chunk["usage"]["completion_tokens"]
-                if not any(chunk_text(c) for c in chunk.get("choices", [])):
+                if not any(carries_token(c) for c in chunk.get("choices", [])):
                     continue
                 now = time.perf_counter()
                 if res.ttft == 0.0:
@@ -128,8 +128,14 @@ async def send(client: httpx.AsyncClient, url: str, body: dict, headers: dict) -
     return res
 
 
-def chunk_text(choice: dict) -> str:
-    return choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+def carries_token(choice: dict) -> bool:
+    """Whether a streamed choice marks a token's arrival, as vLLM's benchmark client counts them:
+    every completions chunk (one a token, its text empty while the token ends inside a UTF-8
+    character); chat chunks with content (not the first, role-only, one). Skipping empty texts
+    would merge two tokens' gaps into one inter-token latency."""
+    if "delta" in choice:
+        return bool((choice["delta"] or {}).get("content"))
+    return "text" in choice
 
 
 def request_bodies(args: argparse.Namespace, model: str) -> list[dict]:

@@ -130,9 +130,10 @@ async def send(client: httpx.AsyncClient, url: str, body: dict, headers: dict) -
 
 def carries_token(choice: dict) -> bool:
     """Whether a streamed choice marks a token's arrival, as vLLM's benchmark client counts them:
-    every completions chunk (one a token, its text empty while the token ends inside a UTF-8
-    character); chat chunks with content (not the first, role-only, one). Skipping empty texts
-    would merge two tokens' gaps into one inter-token latency."""
+    every completions chunk (one a token, its text empty when the token decodes to nothing yet:
+    part of a UTF-8 character, or an id past the tokenizer's vocabulary under dummy weights);
+    chat chunks with content (not the first, role-only, one). Skipping empty texts would merge
+    several tokens' gaps into one inter-token latency."""
     if "delta" in choice:
         return bool((choice["delta"] or {}).get("content"))
     return "text" in choice

@@ -3,11 +3,11 @@
 # throughput of the Llama-3.1-8B shape (dummy weights) on the base model alone and with 8 random
 # rank-16 adapters (every attention and MLP projection) assigned round-robin, all on the same card.
 # Goal: the adapters' output tok/s >= 80% of the base's. Between: the LoRA kernels' own time
-# (lora_kernels_bench.py, new and replaced). Carried: .whl, .devcarry.
+# (lora_kernels_bench.py). Carried: .whl, .devcarry.
 source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests/gpu/test_lora_gpu.py 2>&1 | tail -3
-python3 benchmarks/gpu/lora_kernels_bench.py 2>&1 | tail -40  # the kernels alone, new and old
+python3 benchmarks/gpu/lora_kernels_bench.py 2>&1 | tail -40  # the kernels alone
 python3 -m pagoda.engine.bench.lora_adapters --shape llama-3.1-8b --rank 16 --count 8 /tmp/loras >/dev/null
 SHAPE=(--load-format dummy --dummy-shape llama-3.1-8b --tokenizer .devcarry/tokenizer --max-model-len 4096
   --max-num-seqs 256 --max-num-batched-tokens 8192)

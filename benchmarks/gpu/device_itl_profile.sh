@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the lent GPU machine, in one call (issue 13, the ITL tail): Poisson 8 req/s W1 runs against
 # `pagoda serve` at Llama-3.1-8B shape per --max-num-batched-tokens in $BUDGETS, each with the step
-# tracer; during the first, py-spy (carried in .devspy) samples the API process and the benchmark
-# client for 15 s: where their time goes. Carried: .whl, .devcarry, .devspy.
+# tracer (benchmarks/gpu/step_trace); during the first, when .devspy carries py-spy's wheel, py-spy
+# samples the API process and the benchmark client for 15 s: where their time goes. Carried: .whl,
+# .devcarry (and .devspy).
 source "$(dirname "$0")/device_env.sh"
 python3 -m pip install -q --no-index --no-deps --target /tmp/spy .devspy/*.whl 2>&1 | tail -1
 SPY=$(ls /tmp/spy/bin/py-spy 2>/dev/null)

@@ -2,8 +2,10 @@
 # On the lent GPU machine (issue 18, point 6): the default model's batch-1 and batch-8 ITL with and
 # without ngram speculation on the rewrite workload, the acceptance rate beside each figure. The
 # default model's GGUF (98 MB) is more than one call carries (64 MiB), so it travels in two
-# halves: device_itl_trace.sh's call stashes .devmodel_a/part in /tmp/modelparts, this call (the
-# next, on the same warm machine) carries .devmodel_b. Carried: .whl, .devcarry, .devmodel_b.
+# halves (split with head/tail -c into .devmodel_a/part and .devmodel_b/part, git-ignored): a first
+# call, `STAGE=a bash ...` carrying .devmodel_a, stashes its half in /tmp/modelparts; the next, on
+# the same warm machine, carries .whl, .devcarry and .devmodel_b and runs the figures.
+if [ "${STAGE:-b}" = a ]; then mkdir -p /tmp/modelparts && cp .devmodel_a/part /tmp/modelparts/a; exit; fi
 source "$(dirname "$0")/device_env.sh"
 mkdir -p /tmp/model && GGUF=/tmp/model/SmolLM2-135M-Instruct.Q4_1.gguf
 cat /tmp/modelparts/a .devmodel_b/part > "$GGUF" || exit 1

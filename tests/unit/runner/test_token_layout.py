@@ -6,20 +6,13 @@ and writes the same KV cache (the padding tokens belong to no sequence and write
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import torch
 
 from pagoda.engine.attention.metadata import AttentionMetadata
-from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.sequence import Sequence
-from pagoda.engine.runner.model_runner import ModelRunner
 from pagoda.engine.runner.step_layout import TokenLayout
 from pagoda.engine.sampling_params import SamplingParams
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: tiny_checkpoint
-from tiny_checkpoint import write_tiny_checkpoint
 
 
 def test_sizes_by_token_count_and_sequence_bound():
@@ -45,16 +38,9 @@ def test_sizes_by_token_count_and_sequence_bound():
     assert layout.size_for(meta(10, 2, width=9), sizes) is None
 
 
-def test_a_padded_step_gives_the_eager_rows_and_cache(tmp_path):
-    folder = write_tiny_checkpoint(tmp_path / "tiny")
-    runner = ModelRunner(
-        EngineConfig(model=str(folder), device="cpu", dtype="float32", num_gpu_blocks_override=64)
-    )
+def test_a_padded_step_gives_the_eager_rows_and_cache(cpu_runner):
+    runner = cpu_runner
     rng = random.Random()
-    gen = torch.Generator().manual_seed(rng.randrange(2**31))
-    for k, v in runner.kv_caches:
-        k.normal_(generator=gen)
-        v.normal_(generator=gen)
     free = list(range(runner.num_blocks))
     rng.shuffle(free)
     batch = []

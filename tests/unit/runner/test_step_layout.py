@@ -6,20 +6,13 @@ giving the eager step's hidden states and writing the same KV cache (the padding
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import torch
 
 from pagoda.engine.attention.metadata import AttentionMetadata
-from pagoda.engine.config import EngineConfig
 from pagoda.engine.core.sequence import Sequence
-from pagoda.engine.runner.model_runner import ModelRunner
 from pagoda.engine.runner.step_layout import StepLayout, fits_layout, padded_rows
 from pagoda.engine.sampling_params import SamplingParams
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: tiny_checkpoint
-from tiny_checkpoint import write_tiny_checkpoint
 
 
 def test_each_sequence_takes_the_last_rows_of_its_q():
@@ -37,16 +30,9 @@ def test_which_steps_fit():
     assert fits_layout([1, 1], [1, 2], 1)
 
 
-def test_a_padded_mixed_step_gives_the_eager_rows_and_cache(tmp_path):
-    folder = write_tiny_checkpoint(tmp_path / "tiny")
-    runner = ModelRunner(
-        EngineConfig(model=str(folder), device="cpu", dtype="float32", num_gpu_blocks_override=64)
-    )
+def test_a_padded_mixed_step_gives_the_eager_rows_and_cache(cpu_runner):
+    runner = cpu_runner
     rng = random.Random(0)
-    gen = torch.Generator().manual_seed(0)
-    for k, v in runner.kv_caches:
-        k.normal_(generator=gen)
-        v.normal_(generator=gen)
     k_drafts, q = 4, 5
     free = list(range(1, runner.num_blocks))  # block 0 is where padding sequences look
     rng.shuffle(free)

@@ -20,8 +20,12 @@ for path in sys.argv[1:]:
     if ".api." in path:
         _, lag, took, n = rows.T
         print(f"{path}: {len(rows)} output batches")
-        print(f"  core -> API lag p50 {pct(lag, 50):.3f} p99 {pct(lag, 99):.3f} max {pct(lag, 100):.3f} ms")
-        print(f"  API handling p50 {pct(took, 50):.3f} p99 {pct(took, 99):.3f} max {pct(took, 100):.3f} ms")
+        print(
+            f"  core -> API lag p50 {pct(lag, 50):.3f} p99 {pct(lag, 99):.3f} max {pct(lag, 100):.3f} ms"
+        )
+        print(
+            f"  API handling p50 {pct(took, 50):.3f} p99 {pct(took, 99):.3f} max {pct(took, 100):.3f} ms"
+        )
         continue
     t0, dur, tokens, seqs, prefills = rows.T
     gaps = t0[1:] - (t0[:-1] + dur[:-1])
@@ -39,7 +43,9 @@ for path in sys.argv[1:]:
             f"  {name:28s} n={m.sum():6d} p50 {pct(d, 50):7.2f} p90 {pct(d, 90):7.2f} "
             f"p99 {pct(d, 99):7.2f} max {pct(d, 100):7.2f} ms"
         )
-    print(f"  loop gaps p50 {pct(gaps, 50):.3f} p99 {pct(gaps, 99):.3f} max {pct(gaps, 100):.3f} ms")
+    print(
+        f"  loop gaps p50 {pct(gaps, 50):.3f} p99 {pct(gaps, 99):.3f} max {pct(gaps, 100):.3f} ms"
+    )
     slow = np.argsort(dur)[-8:]
     for i in sorted(slow):
         print(

@@ -124,17 +124,17 @@ class Proxy:
                     404, f"The model `{name}` does not exist.", "model", "model_not_found"
                 )
             model = b.model
-            metrics.in_flight.labels(model).inc()
+            metrics.child(metrics.in_flight, model).inc()
             try:
                 response, pod = await self._send(request, b, raw, body, flight)
             finally:
-                metrics.in_flight.labels(model).dec()
+                metrics.child(metrics.in_flight, model).dec()
             status = response.status
         except GatewayError as e:
             response, status = e.response(), e.status
         except asyncio.CancelledError:
             if not flight.cut:  # the client went away
-                metrics.requests.labels(model, pod, "499").inc()
+                metrics.child(metrics.requests, model, pod, "499").inc()
                 raise
             if flight.task is not None:
                 flight.task.uncancel()
@@ -142,7 +142,7 @@ class Proxy:
             response, status = e.response(), e.status
         finally:
             self._flights.discard(flight)
-        metrics.requests.labels(model, pod, str(status)).inc()
+        metrics.child(metrics.requests, model, pod, str(status)).inc()
         return response
 
     async def _send(
@@ -164,13 +164,13 @@ class Proxy:
             if not untried:
                 break
             if attempt == 1:
-                metrics.retries.labels(b.model).inc()
+                metrics.child(metrics.retries, b.model).inc()
             # A pod that just refused a connection waits out EJECT_SECONDS (its EndpointSlice
             # update is usually on the way), unless no other pod is left.
             now = time.monotonic()
             candidates = [e for e in untried if e.failed_until <= now] or untried
             endpoint, decision = router.choose(b.routing, candidates, key)
-            metrics.routing_decisions.labels(b.model, b.routing, decision).inc()
+            metrics.child(metrics.routing_decisions, b.model, b.routing, decision).inc()
             tried.add(endpoint.pod)
             endpoint.in_flight += 1
             try:
@@ -195,17 +195,17 @@ class Proxy:
     ) -> aiohttp.ClientResponse:
         started = time.monotonic()
         upstream = await self.session.post(e.url + path, data=raw, headers=headers)
-        metrics.upstream_header_seconds.labels(model).observe(time.monotonic() - started)
+        metrics.child(metrics.upstream_header_seconds, model).observe(time.monotonic() - started)
         return upstream
 
     async def _hold(self, b: Backend) -> None:
-        metrics.queue_depth.labels(b.model).inc()
+        metrics.child(metrics.queue_depth, b.model).inc()
         started = time.monotonic()
         try:
             await self.hold.until_ready(b)
         finally:
-            metrics.queue_depth.labels(b.model).dec()
-            metrics.queue_seconds.labels(b.model).observe(time.monotonic() - started)
+            metrics.child(metrics.queue_depth, b.model).dec()
+            metrics.child(metrics.queue_seconds, b.model).observe(time.monotonic() - started)
 
 
 async def _relay(

@@ -138,8 +138,8 @@ class Proxy:
                 raise
             if flight.task is not None:
                 flight.task.uncancel()
-            e = drain.shutting_down()
-            response, status = e.response(), e.status
+            cut = drain.shutting_down()
+            response, status = cut.response(), cut.status
         finally:
             self._flights.discard(flight)
         metrics.child(metrics.requests, model, pod, str(status)).inc()

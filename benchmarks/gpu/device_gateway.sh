@@ -9,4 +9,4 @@ ln -sfn "$PWD/gateway" /tmp/p/pagoda/gateway
 ln -sfn "$PWD/operator" /tmp/p/pagoda/operator
 python3 -c 'import sys, aiohttp, kubernetes, pagoda.gateway.app as a; print(sys.version.split()[0], "aiohttp", aiohttp.__version__, "kubernetes", kubernetes.__version__)'
 echo "CPUs: $(nproc)"
-timeout 150 python3 benchmarks/gateway_overhead.py "$@" 2>&1 | tee "$OUT/gateway_overhead.txt"
+timeout 240 python3 benchmarks/gateway_overhead.py "$@" 2>&1 | tee "$OUT/gateway_overhead.txt"

@@ -47,7 +47,8 @@ upstream_header_seconds = Histogram(
 )
 broken_streams = Counter(
     "pagoda_gateway_broken_streams_total",
-    "Answers cut after their first byte because the engine's connection failed (a pod died)",
+    "Answers broken off after the engine's first byte because its connection failed (a pod "
+    "died): a stream is cut, a whole answer becomes a 502",
 )
 
 

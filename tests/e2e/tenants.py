@@ -2,7 +2,7 @@
 apart so that the same workload runs on loopback (docs/performance.md's loopback table).
 
 The issue's shape is 8 system prompts of 1,500 tokens; on the CPU engine a cold 1,500-token
-prefill costs many seconds, so the prompts here are ~270 tokens with the question (15 rules): a
+prefill costs many seconds, so the prompts here are ~510 tokens with the question (30 rules): a
 cold prefill still costs several times a warm one (~50 uncached tokens), which is the effect
 measured. Each tenant asks two questions back to back (a question and its follow-up), tenants in
 turn, round after round: round-robin sends each pair to both pods, so each pod sees all 8 tenants
@@ -16,7 +16,7 @@ import time
 from pagoda.gateway.chwbl import Ring
 from pagoda.gateway.prefix import prefix_key
 
-TENANTS, RULES = 8, 15
+TENANTS, RULES = 8, 30
 PREFIX_CHARS = 256  # the gateway's --prefix-chars (the chart's default)
 
 

@@ -251,6 +251,10 @@ async def _relay(
                 metrics.broken_streams.inc()
                 return response
         if flight.cut and not last.endswith(b"data: [DONE]\n\n"):
+            if upstream.content_type != "text/event-stream":  # a long whole answer: cut it
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             await response.write(drain.last_events(first, last, drain.choices(body)))
         await response.write_eof()
         finished = not flight.cut

@@ -49,7 +49,7 @@ def engine(cluster: Cluster) -> dict:
     # 134 MiB of float32 KV: 190 blocks of 16 tokens (720 KiB each). A tenant's request is 33
     # blocks, 29 of them its system prompt, 4 its own question and answer. Round-robin sends a pod
     # all 8 tenants in turn: 7 other requests (231 blocks) come between two of one tenant's, so
-    # LRU has evicted it (the cache holds ~5 tenants, not 8). Prefix routing gives a pod 4
+    # LRU has evicted it (the pool holds ~6 requests, not 8). Prefix routing gives a pod 4
     # tenants, 2 requests a round each: 4 x (29 + 8) = 148 blocks, which stay.
     return {
         "image": cluster.engine_image,

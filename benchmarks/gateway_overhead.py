@@ -136,6 +136,11 @@ def placement(gateway_cpus: int) -> tuple[list[int], list[int], list[int]]:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < gateway_cpus + 4:
         return [], [], []
+    try:
+        os.sched_setaffinity(0, cpus)  # a sandbox may refuse pinning: then measure unpinned
+    except OSError as e:
+        print(f"pinning refused ({e}): nothing pinned")
+        return [], [], []
     return cpus[:gateway_cpus], cpus[gateway_cpus : gateway_cpus + 2], cpus[gateway_cpus + 2 :]
 
 

@@ -274,7 +274,7 @@ def main() -> None:
             print(f"pinned: gateway to CPUs {gateway_cpus}, stand-in engine to {engine_cpus}, "
                   f"load generator to {load_cpus[0]}-{load_cpus[-1]}")  # fmt: skip
         else:
-            print(f"not pinned: {os.cpu_count()} CPUs (pinning needs {args.gateway_cpus + 4})")
+            print(f"not pinned ({os.cpu_count()} CPUs; pinning needs {args.gateway_cpus + 4})")
         print(f"load average at the start: {loadavg()}")
         try:
             asyncio.run(measure(args, engine, gateway))

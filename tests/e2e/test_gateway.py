@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -141,14 +142,15 @@ def _scenario(cluster: Cluster, ns: str) -> None:
         time.sleep(3)  # the gateway's watch
         systems = handbooks(policy, sorted(_pods(cluster, ns, "pair")))
         one_round(c, "smol", systems, 0)
-        before = _prefix_counters(cluster, ns)
+        before, spills = _prefix_counters(cluster, ns), _spills(cluster)
         ttfts = [t for r in range(1, ROUNDS) for t in one_round(c, "smol", systems, r)]
-        after = _prefix_counters(cluster, ns)
+        after, spills = _prefix_counters(cluster, ns), _spills(cluster) - spills
         hit_rate = (after[0] - before[0]) / max(1.0, after[1] - before[1])
         figures[policy] = (hit_rate, statistics.mean(ttfts), statistics.median(ttfts))
         print(
             f"{policy}: prefix-cache hit rate {hit_rate:.2f}, TTFT mean {figures[policy][1]:.2f} s, "
-            f"median {figures[policy][2]:.2f} s ({len(ttfts)} requests after a warm-up round)"
+            f"median {figures[policy][2]:.2f} s ({len(ttfts)} requests after a warm-up round; "
+            f"{spills:.0f} sent off their tenant's pod by the load bound)"
         )
     rr, prefix = figures["round-robin"], figures["prefix"]
     print(
@@ -199,6 +201,18 @@ def _metric_sum(cluster: Cluster, ns: str, pod: str, name: str) -> float:
         "get", "--raw", f"/api/v1/namespaces/{ns}/pods/{pod}:8000/proxy/metrics"
     ).stdout
     return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name))
+
+
+def _spills(cluster: Cluster) -> float:
+    """The gateway's prefix-policy choices that left the key's own pod (its /metrics)."""
+    request = urllib.request.Request(f"{cluster.ingress_url}/metrics", headers={"Host": HOST})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        text = r.read().decode()
+    return sum(
+        float(x.rsplit(" ", 1)[1])
+        for x in text.splitlines()
+        if x.startswith("pagoda_gateway_routing_decisions_total") and 'decision="spill"' in x
+    )
 
 
 def _running(cluster: Cluster, ns: str, pod: str) -> float:

@@ -23,6 +23,8 @@ from pagoda.gateway.registry import SERVICE_NAME_LABEL, Backend, Registry
 from pagoda.gateway.scrape import scrape_forever
 
 log = logging.getLogger(__name__)
+# After the drain's deadline, the time open requests get to write their last events.
+CUT_GRACE_S = 2.0
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 PROXY = web.AppKey("proxy", Proxy)
 
@@ -34,6 +36,7 @@ class GatewaySettings:
     queue_size: int = 100  # requests held per model while it has no Ready pod
     queue_timeout: float = 300.0
     scrape_interval: float = 2.0
+    drain_timeout: float = 30.0  # at shutdown, seconds open requests get to finish
     proxy: ProxySettings = field(default_factory=ProxySettings)
 
 
@@ -75,7 +78,16 @@ def build(settings: GatewaySettings, registry: Registry, api: ApiServer | None) 
             tasks.extend(_follow_all(api, registry, settings.namespaces, synced))
 
     async def shutdown(app: web.Application) -> None:
+        # aiohttp has stopped listening; this runs before it waits on the open connections.
         hold.close()  # held requests are answered now, not left to a dying process
+        proxy = app[PROXY]
+        if not await _until_idle(proxy, settings.drain_timeout):
+            log.warning(
+                "drain timeout (%gs): ending %d open request(s) with finish_reason abort",
+                settings.drain_timeout,
+                proxy.cut(),
+            )
+            await _until_idle(proxy, CUT_GRACE_S)
 
     async def cleanup(app: web.Application) -> None:
         for t in tasks:
@@ -114,6 +126,13 @@ def build(settings: GatewaySettings, registry: Registry, api: ApiServer | None) 
         app.router.add_post(path, forward)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
+
+
+async def _until_idle(proxy: Proxy, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while proxy.in_flight() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return not proxy.in_flight()
 
 
 def _follow_all(

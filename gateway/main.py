@@ -1,5 +1,6 @@
 """`pagoda gateway`: parse the flags and serve until SIGTERM (then held requests are answered
-503 at once and those in flight get --shutdown-timeout seconds to finish)."""
+503 at once and those in flight get --shutdown-timeout seconds to finish; past that, a stream
+ends with finish_reason abort and [DONE], a request not answered yet with a 503)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import kubernetes
 from aiohttp import web
 
-from pagoda.gateway.app import GatewaySettings, build
+from pagoda.gateway.app import CUT_GRACE_S, GatewaySettings, build
 from pagoda.gateway.kube import ApiServer
 from pagoda.gateway.proxy import ProxySettings
 from pagoda.gateway.registry import Registry
@@ -66,7 +67,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=GatewaySettings.scrape_interval,
         help="seconds between reads of each engine pod's /metrics (waiting requests, KV usage)",
     )
-    p.add_argument("--shutdown-timeout", type=_positive_float, default=30.0)
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_positive_float,
+        default=30.0,
+        help="at SIGTERM, seconds open requests get to finish; then a stream ends with "
+        "finish_reason abort and [DONE], a request not answered yet with 503",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
     if not args.namespace and not args.all_namespaces:
@@ -87,6 +94,7 @@ def main(argv: list[str]) -> int:
         queue_size=args.queue_size,
         queue_timeout=args.queue_timeout,
         scrape_interval=args.scrape_interval,
+        drain_timeout=args.shutdown_timeout,
         proxy=ProxySettings(prefix_chars=args.prefix_chars, epsilon=args.prefix_load_factor - 1),
     )
     try:
@@ -102,7 +110,7 @@ def main(argv: list[str]) -> int:
         app,
         host=args.host,
         port=args.port,
-        shutdown_timeout=args.shutdown_timeout,
+        shutdown_timeout=CUT_GRACE_S,  # the drain itself is the app's (app.py: shutdown)
         handler_cancellation=True,
         access_log=None,
         print=None,

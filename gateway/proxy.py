@@ -4,7 +4,9 @@ choose a pod, forward, and pass the answer back chunk by chunk.
 A connection that fails before the engine's first byte (refused, reset, or a 503 from a draining
 pod) is tried once more on another pod; once bytes have flowed, a failure ends that stream only.
 A client that goes away cancels this handler (aiohttp's handler cancellation), which closes the
-upstream connection, and the engine aborts the request and frees its KV blocks.
+upstream connection, and the engine aborts the request and frees its KV blocks. At the drain's
+deadline (`cut`) every request still open is ended with a reason (drain.py) and its upstream
+connection closed, so the engine aborts it too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from pagoda.gateway import metrics
+from pagoda.gateway import drain, metrics
 from pagoda.gateway.errors import GatewayError
 from pagoda.gateway.hold import Hold
 from pagoda.gateway.prefix import prefix_key
@@ -46,6 +48,9 @@ _NOT_FORWARDED = {
 _MODEL_NAME = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[\w.:@+-]+(/[\w.:@+-]+)*$")
 MAX_MODEL_NAME = 256
 EJECT_SECONDS = 5.0
+# An answer of known length up to this size is read whole and sent in one write (headers and
+# body together); longer ones, and streams, pass through chunk by chunk.
+BUFFERED_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,15 @@ class ProxySettings:
     prefix_chars: int = 256
     epsilon: float = 0.25
     wake_every: float = 10.0  # seconds between two asks for a replica of one model
+
+
+@dataclass(eq=False)
+class Flight:
+    """One request on its way through the gateway: what the drain's deadline must end."""
+
+    task: asyncio.Task[object] | None
+    upstream: aiohttp.ClientResponse | None = None  # set once the engine's answer is relayed
+    cut: bool = False
 
 
 class Proxy:
@@ -67,6 +81,22 @@ class Proxy:
         self.registry, self.hold, self.session, self.settings = registry, hold, session, settings
         self.max_body_bytes = max_body_bytes
         self._routers: dict[tuple[str, str], Router] = {}
+        self._flights: set[Flight] = set()
+
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    def cut(self) -> int:
+        """The drain's deadline: end every request still open; how many there were. One being
+        relayed loses its upstream connection (the relay then writes its last events); one not
+        answered yet (waiting for a pod or for the engine's headers) is cancelled into a 503."""
+        for f in self._flights:
+            f.cut = True
+            if f.upstream is not None:
+                f.upstream.close()
+            elif f.task is not None:
+                f.task.cancel()
+        return len(self._flights)
 
     async def models(self, request: web.Request) -> web.Response:
         data = [
@@ -83,6 +113,8 @@ class Proxy:
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         model, pod = "", ""
+        flight = Flight(asyncio.current_task())
+        self._flights.add(flight)
         try:
             raw, body = await _read_json(request, self.max_body_bytes)
             name = _model_name(body)
@@ -92,22 +124,29 @@ class Proxy:
                     404, f"The model `{name}` does not exist.", "model", "model_not_found"
                 )
             model = b.model
-            metrics.in_flight.labels(model).inc()
+            metrics.child(metrics.in_flight, model).inc()
             try:
-                response, pod = await self._send(request, b, raw, body)
+                response, pod = await self._send(request, b, raw, body, flight)
             finally:
-                metrics.in_flight.labels(model).dec()
+                metrics.child(metrics.in_flight, model).dec()
             status = response.status
         except GatewayError as e:
             response, status = e.response(), e.status
-        except asyncio.CancelledError:  # the client went away
-            metrics.requests.labels(model, pod, "499").inc()
-            raise
-        metrics.requests.labels(model, pod, str(status)).inc()
+        except asyncio.CancelledError:
+            if not flight.cut:  # the client went away
+                metrics.child(metrics.requests, model, pod, "499").inc()
+                raise
+            if flight.task is not None:
+                flight.task.uncancel()
+            cut = drain.shutting_down()
+            response, status = cut.response(), cut.status
+        finally:
+            self._flights.discard(flight)
+        metrics.child(metrics.requests, model, pod, str(status)).inc()
         return response
 
     async def _send(
-        self, request: web.Request, b: Backend, raw: bytes, body: dict[str, Any]
+        self, request: web.Request, b: Backend, raw: bytes, body: dict[str, Any], flight: Flight
     ) -> tuple[web.StreamResponse, str]:
         router = self._routers.setdefault((b.namespace, b.name), Router(self.settings.epsilon))
         key = prefix_key(body, self.settings.prefix_chars) if b.routing == "prefix" else None
@@ -125,13 +164,13 @@ class Proxy:
             if not untried:
                 break
             if attempt == 1:
-                metrics.retries.labels(b.model).inc()
+                metrics.child(metrics.retries, b.model).inc()
             # A pod that just refused a connection waits out EJECT_SECONDS (its EndpointSlice
             # update is usually on the way), unless no other pod is left.
             now = time.monotonic()
             candidates = [e for e in untried if e.failed_until <= now] or untried
             endpoint, decision = router.choose(b.routing, candidates, key)
-            metrics.routing_decisions.labels(b.model, b.routing, decision).inc()
+            metrics.child(metrics.routing_decisions, b.model, b.routing, decision).inc()
             tried.add(endpoint.pod)
             endpoint.in_flight += 1
             try:
@@ -140,7 +179,8 @@ class Proxy:
                     upstream.close()  # a pod draining or not ready yet: nothing was done there
                     failure = f"pod {endpoint.pod} answered 503"
                     continue
-                return await _relay(request, upstream), endpoint.pod
+                flight.upstream = upstream
+                return await _relay(request, upstream, flight, body), endpoint.pod
             except (aiohttp.ClientConnectionError, TimeoutError) as e:
                 failure = f"pod {endpoint.pod}: {type(e).__name__}: {e}"
                 endpoint.failed_until = time.monotonic() + EJECT_SECONDS
@@ -155,42 +195,69 @@ class Proxy:
     ) -> aiohttp.ClientResponse:
         started = time.monotonic()
         upstream = await self.session.post(e.url + path, data=raw, headers=headers)
-        metrics.upstream_header_seconds.labels(model).observe(time.monotonic() - started)
+        metrics.child(metrics.upstream_header_seconds, model).observe(time.monotonic() - started)
         return upstream
 
     async def _hold(self, b: Backend) -> None:
-        metrics.queue_depth.labels(b.model).inc()
+        metrics.child(metrics.queue_depth, b.model).inc()
         started = time.monotonic()
         try:
             await self.hold.until_ready(b)
         finally:
-            metrics.queue_depth.labels(b.model).dec()
-            metrics.queue_seconds.labels(b.model).observe(time.monotonic() - started)
+            metrics.child(metrics.queue_depth, b.model).dec()
+            metrics.child(metrics.queue_seconds, b.model).observe(time.monotonic() - started)
 
 
-async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    """The engine's answer, as it comes. A failure after the first byte cuts the client's
-    connection (an unfinished chunked body), so the client sees an error, never a short answer
-    that looks whole."""
+async def _relay(
+    request: web.Request, upstream: aiohttp.ClientResponse, flight: Flight, body: dict[str, Any]
+) -> web.StreamResponse:
+    """The engine's answer: a short one of known length whole, anything else as it comes. A
+    failure after the first byte cuts the client's connection (an unfinished chunked body), so
+    the client sees an error, never a short answer that looks whole; the drain's deadline ends a
+    stream with its last events instead (drain.py)."""
     finished = False
     try:
         headers = CIMultiDict(
             (k, v) for k, v in upstream.headers.items() if k.lower() not in _NOT_FORWARDED
         )
+        length = upstream.content_length
+        if length is not None and length <= BUFFERED_BYTES:
+            try:
+                whole = await upstream.read()
+            except aiohttp.ClientError as e:
+                if flight.cut:
+                    return drain.shutting_down().response()
+                metrics.broken_streams.inc()  # not retried: the engine did the work
+                return GatewayError(
+                    502, f"The engine's answer broke off: {e}", code="upstream_broken"
+                ).response()
+            finished = True
+            return web.Response(status=upstream.status, headers=headers, body=whole)
         response = web.StreamResponse(status=upstream.status, headers=headers)
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
+        if length is not None:
+            response.content_length = length
         await response.prepare(request)
+        first = last = b""
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
+                last = chunk
+                if not first:
+                    first = chunk
         except aiohttp.ClientError:
-            if request.transport is not None:
-                request.transport.close()
-            metrics.broken_streams.inc()
-            return response
+            if not flight.cut:
+                if request.transport is not None:
+                    request.transport.close()
+                metrics.broken_streams.inc()
+                return response
+        if flight.cut and not last.endswith(b"data: [DONE]\n\n"):
+            if upstream.content_type != "text/event-stream":  # a long whole answer: cut it
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write(drain.last_events(first, last, drain.choices(body)))
         await response.write_eof()
-        finished = True
+        finished = not flight.cut
         return response
     finally:
         if finished:

@@ -185,6 +185,35 @@ def test_held_requests_fail_clearly_when_the_gateway_stops(kube_api, ns, engines
         put_slice(kube_api, ns, "beta", engines["beta"].port)
 
 
+def test_a_stream_open_at_the_drain_deadline_ends_with_abort(ns, engines, world):
+    gateway = GatewayProcess(ns, "--shutdown-timeout", "2").wait_healthy()
+    try:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0)
+        stream = client.chat.completions.create(
+            model="alpha",
+            messages=[{"role": "user", "content": "Count to 500."}],
+            max_tokens=400,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        it = iter(stream)
+        next(it), next(it)  # the role's chunk and a token: the stream is under way
+        started = time.monotonic()
+        gateway.terminate()
+        rest = list(it)  # no exception: the stream ends with a reason and [DONE]
+        assert time.monotonic() - started == pytest.approx(2, abs=1.5)
+        assert len(rest) < 350 and rest[-1].choices[0].finish_reason == "abort"
+        assert gateway.proc.wait(timeout=10) == 0
+        # The engine saw the gateway's connection go and aborted the request.
+        running = ("vllm:num_requests_running", (("engine", "0"), ("model_name", "alpha")))
+        deadline = time.monotonic() + 10
+        while engines["alpha"].metrics()[running] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert engines["alpha"].metrics()[running] == 0
+    finally:
+        gateway.stop()
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 

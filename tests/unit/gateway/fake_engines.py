@@ -14,8 +14,8 @@ from pagoda.gateway.registry import Endpoint
 
 
 class FakeEngine:
-    def __init__(self, name: str, chunk_delay: float = 0.0) -> None:
-        self.name, self.chunk_delay = name, chunk_delay
+    def __init__(self, name: str, chunk_delay: float = 0.0, answer_delay: float = 0.0) -> None:
+        self.name, self.chunk_delay, self.answer_delay = name, chunk_delay, answer_delay
         self.bodies: list[dict] = []
         self.disconnected = asyncio.Event()
         self.die_mid_stream = False
@@ -38,14 +38,26 @@ class FakeEngine:
         body = await request.json()
         self.bodies.append(body)
         if not body.get("stream"):
+            try:
+                await asyncio.sleep(self.answer_delay)
+            except asyncio.CancelledError:
+                self.disconnected.set()
+                raise
             return web.json_response({"engine": self.name, "model": body["model"]})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:
             for i in range(body.get("max_tokens", 3)):
-                await response.write(
-                    f"data: {json.dumps({'i': i, 'engine': self.name})}\n\n".encode()
-                )
+                chunk = {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}],
+                    "i": i,
+                    "engine": self.name,
+                }
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 if self.die_mid_stream and i == 0:
                     request.transport.close()
                     return response

@@ -71,8 +71,6 @@ class StepLayout:
         copies set), or None."""
         if meta.num_seqs > sizes[-1] or meta.max_query_len > self.query_len:
             return None
-        if meta.block_tables.shape[1] > self.block_tables.shape[1]:  # the runner's warm-up
-            return None
         if self.query_len > 1:
             starts, seq_lens = meta.query_start_loc_cpu, meta.seq_lens_cpu
             assert starts is not None and seq_lens is not None, "prepare() sets the host copies"

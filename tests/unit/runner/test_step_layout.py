@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 
 import torch
+from eager_steps import eager_step
 
 from pagoda.engine.attention.metadata import AttentionMetadata
 from pagoda.engine.core.sequence import Sequence
@@ -52,13 +53,7 @@ def test_a_padded_mixed_step_gives_the_eager_rows_and_cache(cpu_runner):
     assert meta.query_start_loc_cpu and meta.seq_lens_cpu
     counts = [b - a for a, b in zip(meta.query_start_loc_cpu, meta.query_start_loc_cpu[1:])]
     assert counts == [5, 3, 1, 5, 2] and fits_layout(counts, meta.seq_lens_cpu, q)
-    before = [(k.clone(), v.clone()) for k, v in runner.kv_caches]
-    with torch.inference_mode():
-        eager = runner.model(ids, pos, runner.kv_caches, meta)
-    eager_cache = [(k.clone(), v.clone()) for k, v in runner.kv_caches]
-    for (k, v), (k0, v0) in zip(runner.kv_caches, before):
-        k.copy_(k0)
-        v.copy_(v0)
+    eager, eager_cache = eager_step(runner, ids, pos, meta)
 
     layout = StepLayout(8, q, 16, 512, runner.block_size, torch.device("cpu"))
     rows = layout.load(ids, pos, meta, size=8)  # three padding sequences past the five

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 
 import torch
+from eager_steps import eager_step
 
 from pagoda.engine.attention.metadata import AttentionMetadata
 from pagoda.engine.core.sequence import Sequence
@@ -55,13 +56,7 @@ def test_a_padded_step_gives_the_eager_rows_and_cache(cpu_runner):
         batch.append((seq, length - computed))
     ids, pos, meta, _ = runner.prepare(batch)
     assert ids.shape[0] == 37 + 49 + 1 + 1
-    before = [(k.clone(), v.clone()) for k, v in runner.kv_caches]
-    with torch.inference_mode():
-        eager = runner.model(ids, pos, runner.kv_caches, meta)
-    eager_cache = [(k.clone(), v.clone()) for k, v in runner.kv_caches]
-    for (k, v), (k0, v0) in zip(runner.kv_caches, before):
-        k.copy_(k0)
-        v.copy_(v0)
+    eager, eager_cache = eager_step(runner, ids, pos, meta)
 
     layout = TokenLayout(128, 8, 16, 512, runner.block_size, torch.device("cpu"))
     layout.inputs(128)  # what a capture leaves in the buffers

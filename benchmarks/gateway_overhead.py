@@ -7,8 +7,9 @@ after --ttft-ms, then one every --itl-ms, --tokens in all; or, for a non-streami
 small JSON body at once), one gateway process in front of it (its real request path: the app of
 `pagoda gateway` with its registry filled by hand, no apiserver), and this load generator. With
 at least 6 CPUs, each is pinned: the gateway to --gateway-cpus CPUs (2: "one replica on 2 cores"),
-the stand-in to the next 2, the load generator to the rest, so neither of the others takes the
-gateway's cores. It reports
+the stand-in to the next 2, the load generator to the rest; with 2 to 5 CPUs the gateway gets the
+first CPU alone and the other two share the rest; either way neither of the others takes the
+gateway's CPU. It reports
 1. TTFT (request to the first SSE event) p50 / p99 at --streams concurrent streams, direct to
    the engine and through the gateway, in alternating rounds of the same run, and the difference;
 2. the rate of small non-streaming requests one gateway process sustains at --streams concurrent
@@ -132,15 +133,19 @@ class Child:
 
 
 def placement(gateway_cpus: int) -> tuple[list[int], list[int], list[int]]:
-    """CPUs for (gateway, engine, load generator); all empty (no pinning) under 6 CPUs."""
+    """CPUs for (gateway, engine, load generator). With gateway_cpus + 4 CPUs or more each gets its
+    own; with fewer (a 2-core VM) the gateway has the first CPU to itself and the other two share
+    the rest, so the gateway still never waits for them; on one CPU nothing is pinned."""
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < gateway_cpus + 4:
+    if len(cpus) < 2:
         return [], [], []
     try:
         os.sched_setaffinity(0, cpus)  # a sandbox may refuse pinning: then measure unpinned
     except OSError as e:
         print(f"pinning refused ({e}): nothing pinned")
         return [], [], []
+    if len(cpus) < gateway_cpus + 4:
+        return cpus[:1], cpus[1:], cpus[1:]
     return cpus[:gateway_cpus], cpus[gateway_cpus : gateway_cpus + 2], cpus[gateway_cpus + 2 :]
 
 
@@ -274,7 +279,7 @@ def main() -> None:
             print(f"pinned: gateway to CPUs {gateway_cpus}, stand-in engine to {engine_cpus}, "
                   f"load generator to {load_cpus[0]}-{load_cpus[-1]}")  # fmt: skip
         else:
-            print(f"not pinned ({os.cpu_count()} CPUs; pinning needs {args.gateway_cpus + 4})")
+            print(f"not pinned ({os.cpu_count()} CPU)")
         print(f"load average at the start: {loadavg()}")
         try:
             asyncio.run(measure(args, engine, gateway))

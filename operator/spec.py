@@ -19,6 +19,7 @@ REVISION_LABEL = "pagoda.dev/revision"
 MODEL_MOUNT = "/mnt/models"
 CACHE_MOUNT = "/models"
 HUB_DIR = f"{CACHE_MOUNT}/hub"  # hf://ORG/NAME@REV is downloaded to HUB_DIR/ORG/NAME/REV
+S3_DIR = f"{CACHE_MOUNT}/s3"  # s3://BUCKET/PREFIX is downloaded to S3_DIR/BUCKET/PREFIX
 # pagoda gateway sets it (an ISO time) to ask for a replica of an InferenceService at zero. Not
 # under "pagoda.dev/": kopf keeps its own state there and leaves such keys out of what it diffs.
 WAKE_ANNOTATION = "gateway.pagoda.dev/wake-requested"
@@ -78,6 +79,17 @@ class Ingress:
 
 
 @dataclass(frozen=True)
+class S3Source:
+    """model.s3. The keys reach the download only as env from their Secret, by reference."""
+
+    endpoint: str | None = None  # an S3-compatible server; None: AWS
+    region: str | None = None
+    credentials_secret: str | None = None  # None: the AWS SDK's own chain (IRSA, engine.env)
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     namespace: str
@@ -102,6 +114,7 @@ class Spec:
     scheduling: dict[str, Any] = field(default_factory=dict)
     pod: dict[str, Any] = field(default_factory=dict)  # spec.pod: pod-level overrides, as given
     model_token_secret: dict[str, str] | None = None  # {name, key}: HF_TOKEN for the download
+    model_s3: S3Source | None = None  # model.s3: where and as whom an s3:// model is read
     model_cache_claim: str | None = None  # a PVC shared by the pods as the model cache
     network_policy: dict[str, Any] = field(default_factory=dict)  # spec.networkPolicy, as given
 
@@ -160,8 +173,21 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         scheduling=spec.get("scheduling", {}),
         pod=spec.get("pod", {}),
         model_token_secret=model.get("tokenSecret"),
+        model_s3=_s3_source(model["s3"]) if "s3" in model else None,
         model_cache_claim=model.get("cache", {}).get("claimName"),
         network_policy=spec.get("networkPolicy", {}),
+    )
+
+
+def _s3_source(s3: dict[str, Any]) -> S3Source:
+    creds = s3.get("credentialsSecret", {})
+    defaults = S3Source()
+    return S3Source(
+        endpoint=s3.get("endpoint"),
+        region=s3.get("region"),
+        credentials_secret=creds.get("name"),
+        access_key_id_key=creds.get("accessKeyIdKey", defaults.access_key_id_key),
+        secret_access_key_key=creds.get("secretAccessKeyKey", defaults.secret_access_key_key),
     )
 
 
@@ -227,12 +253,29 @@ def hub_model(uri: str) -> tuple[str, str] | None:
     return repo, rev or "main"
 
 
+def s3_model(uri: str) -> tuple[str, str] | None:
+    """s3://BUCKET[/PREFIX] -> (BUCKET, PREFIX without its slashes at either end); None for other
+    URIs."""
+    if not uri.startswith("s3://"):
+        return None
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix.strip("/")
+
+
+def downloaded(uri: str) -> bool:
+    """Whether the model-download init container fetches the model before the engine starts."""
+    return hub_model(uri) is not None or s3_model(uri) is not None
+
+
 def model_arg(uri: str) -> str:
-    """What the engine gets as MODEL: a path (hub models are downloaded before it starts), or
-    `default`."""
+    """What the engine gets as MODEL: a path (hub and S3 models are downloaded before it starts),
+    or `default`."""
     hub = hub_model(uri)
     if hub is not None:
         return f"{HUB_DIR}/{hub[0]}/{hub[1]}"
+    s3 = s3_model(uri)
+    if s3 is not None:
+        return f"{S3_DIR}/{s3[0]}/{s3[1]}".rstrip("/")
     if uri.startswith("pvc://"):
         _, _, path = uri.removeprefix("pvc://").partition("/")
         return f"{MODEL_MOUNT}/{path}".rstrip("/")

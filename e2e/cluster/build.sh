@@ -7,6 +7,7 @@
 #
 # usage: e2e/cluster/build.sh [controlplane|node|kind|all]...   (default: controlplane node)
 #   controlplane: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
+#                 versitygw (the S3 server of the s3:// model tests)
 #   node:         kubelet kube-proxy traefik (ingress controller) coredns (cluster DNS)
 #   kind:         kind (only for running the e2e tier on a kind cluster elsewhere)
 set -euo pipefail
@@ -133,6 +134,19 @@ build_coredns() {  # cluster DNS for the node (kopf reaches kubernetes.default.s
   log "coredns $COREDNS_VERSION: built"
 }
 
+build_versitygw() {  # an S3 server over a folder, for s3:// models (tests/integration/s3). Not
+  # MinIO: its server is AGPL-3.0 and has no tagged releases on the Go module proxy; versitygw is
+  # Apache-2.0. In a copy of its own module, so its go.sum pins what upstream builds with.
+  local out=$CACHE/bin/versitygw-$VERSITYGW_VERSION
+  [ -x "$out/versitygw" ] && { log "versitygw $VERSITYGW_VERSION cached"; return; }
+  log "versitygw $VERSITYGW_VERSION: building"
+  local mod=$SRC/versitygw-module-$VERSITYGW_VERSION
+  module_copy "github.com/versity/versitygw@$VERSITYGW_VERSION" "$mod"
+  mkdir -p "$out"
+  gobuild "$mod" "$out" "-X main.Version=$VERSITYGW_VERSION" ./cmd/versitygw
+  log "versitygw $VERSITYGW_VERSION: built"
+}
+
 build_kind() {
   local out=$CACHE/bin/kind-$KIND_VERSION
   [ -x "$out/kind" ] && { log "kind $KIND_VERSION cached"; return; }
@@ -145,12 +159,13 @@ targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(controlplane node)
 start=$(date +%s)
 for t in "${targets[@]}"; do
   case $t in
-    controlplane) build_etcd; build_k8s kube-apiserver kube-controller-manager kube-scheduler kubectl; build_helm ;;
+    controlplane) build_etcd; build_k8s kube-apiserver kube-controller-manager kube-scheduler kubectl; build_helm
+                  build_versitygw ;;
     node) build_k8s kubelet kube-proxy; build_traefik; build_coredns ;;
     kind) build_kind ;;
     all) build_etcd; build_k8s kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
-         build_helm; build_traefik; build_coredns ;;
-    etcd|helm|traefik|coredns) "build_$t" ;;
+         build_helm; build_versitygw; build_traefik; build_coredns ;;
+    etcd|helm|versitygw|traefik|coredns) "build_$t" ;;
     kube-*|kubectl|kubelet) build_k8s "$t" ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac

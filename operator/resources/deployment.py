@@ -18,7 +18,9 @@ from pagoda.operator.spec import (
     ENGINE_PORT,
     MODEL_MOUNT,
     REVISION_LABEL,
+    S3Source,
     Spec,
+    downloaded,
     engine_args,
     hub_model,
     model_arg,
@@ -31,6 +33,8 @@ ENGINE_COMMAND = ["pagoda", "serve"]
 # Pod-level overrides (spec.pod) copied onto the pod as they are.
 POD_FIELDS = ("imagePullSecrets", "serviceAccountName", "runtimeClassName", "initContainers")
 DOWNLOAD_CONTAINER = "model-download"
+# s3:// models: the engine package's downloader (obstore), with the same file filter as below.
+S3_DOWNLOAD = ["python", "-m", "pagoda.engine.loader.s3"]
 # What the download fetches: the engine's own choice (pagoda.engine.loader.hub's MODEL_FILES and
 # TOKENIZER_FILES, kept equal by a test): safetensors, configs, tokenizer; never the .bin, .pth or
 # original/ copies a repo may also hold (Llama 3.1 8B's original/ alone is 16 GB).
@@ -107,7 +111,7 @@ def pod_template(s: Spec, image: str) -> dict[str, Any]:
     for key in POD_FIELDS:
         if key in s.pod:
             pod[key] = s.pod[key]
-    if hub_model(s.model_uri) is not None:
+    if downloaded(s.model_uri):
         pod["initContainers"] = [_download(s, image, mounts), *pod.get("initContainers", [])]
     annotations = {
         "prometheus.io/scrape": "true",
@@ -171,40 +175,67 @@ def _container(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, A
 
 
 def _download(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
-    """hf://ORG/NAME@REV into the model cache, before the engine starts. With a shared cache
-    (model.cache.claimName) the first pod fills it and the others find the files there; `hf
-    download` checks them and fetches only what is missing. A failure ends this container with
-    the CLI's last lines as its termination message: the status shows them (ModelDownloadFailed).
+    """hf://ORG/NAME@REV or s3://BUCKET/PREFIX into the model cache, before the engine starts.
+    With a shared cache (model.cache.claimName) the first pod fills it and the others find the
+    files there; both downloads fetch only what is missing. A failure ends this container with
+    the last log lines as its termination message: the status shows them (ModelDownloadFailed).
     It gets the engine's env and envFrom too: HF_ENDPOINT (a mirror), proxies, a CA bundle."""
-    repo, rev = hub_model(s.model_uri) or ("", "")
-    env: list[dict[str, Any]] = [
-        *s.engine.get("env", []),
-        {"name": "HF_HUB_OFFLINE", "value": "0"},  # after the user's: the download needs the Hub
-    ]
-    if s.model_token_secret:
-        ref = {"name": s.model_token_secret["name"], "key": s.model_token_secret["key"]}
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+    hub = hub_model(s.model_uri)
+    if hub is not None:
+        command = [
+            "hf",
+            "download",
+            hub[0],
+            "--revision",
+            hub[1],
+            "--local-dir",
+            model_arg(s.model_uri),
+            *(arg for pattern in DOWNLOAD_PATTERNS for arg in ("--include", pattern)),
+        ]
+        # After the user's env: the download needs the Hub.
+        env = [{"name": "HF_HUB_OFFLINE", "value": "0"}, *_secret_env(s.model_token_secret)]
+    else:
+        command = [*S3_DOWNLOAD, s.model_uri, "--local-dir", model_arg(s.model_uri)]
+        env = s3_env(s.model_s3)
     amounts = {k: s.resources[k] for k in ("cpu", "memory") if k in s.resources}
     return {
         "name": DOWNLOAD_CONTAINER,
         "image": image,
-        "command": [
-            "hf",
-            "download",
-            repo,
-            "--revision",
-            rev,
-            "--local-dir",
-            model_arg(s.model_uri),
-            *(arg for pattern in DOWNLOAD_PATTERNS for arg in ("--include", pattern)),
-        ],
+        "command": command,
         "envFrom": [{"configMapRef": {"name": configmap_name(s)}}, *s.engine.get("envFrom", [])],
-        "env": env,
+        "env": [*s.engine.get("env", []), *env],
         "resources": {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {},
         "volumeMounts": [m for m in mounts if m["name"] in ("model-cache", "tmp")],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": _CONTAINER_SECURITY,
     }
+
+
+def _secret_env(token: dict[str, str] | None) -> list[dict[str, Any]]:
+    if not token:
+        return []
+    ref = {"name": token["name"], "key": token["key"]}
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
+
+
+def s3_env(s3: S3Source | None) -> list[dict[str, Any]]:
+    """model.s3 as the AWS SDKs' environment; the keys by reference to their Secret, never in the
+    pod spec or argv."""
+    if s3 is None:
+        return []
+    env: list[dict[str, Any]] = []
+    if s3.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint})
+    if s3.region:
+        env.append({"name": "AWS_REGION", "value": s3.region})
+    if s3.credentials_secret:
+        for var, key in (
+            ("AWS_ACCESS_KEY_ID", s3.access_key_id_key),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key_key),
+        ):
+            ref = {"name": s3.credentials_secret, "key": key}
+            env.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
+    return env
 
 
 def _resources(s: Spec) -> dict[str, Any]:

@@ -7,17 +7,24 @@ on free loopback ports. It yields an `e2e.controlplane.ControlPlane` with `.kube
 pinned kubectl/helm first on PATH. No node joins: pods stay Pending (no kubelet).
 
 `kube_ns`: a fresh namespace for one test, deleted afterwards.
+
+`s3`: a real S3 server, versitygw (built by e2e/cluster/build.sh) over a temporary folder, on a
+free loopback port; an `S3Server` with the endpoint, its root key pair and the folder (a bucket is
+a folder in it).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from process_harness import LoggedProcess, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +75,42 @@ def kube_ns(kube):
     kube.kubectl("create", "namespace", name)
     yield name
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str  # http://127.0.0.1:PORT
+    access_key: str
+    secret_key: str
+    root: Path  # root/BUCKET/KEY is the object KEY of BUCKET
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    cpmod = _controlplane_module()
+    try:
+        binary = cpmod.binary("versitygw")
+    except cpmod.MissingBinaries as e:
+        pytest.fail(f"s3 fixture: {e}", pytrace=False)
+    root = tmp_path_factory.mktemp("s3")
+    (root / "data").mkdir()
+    server = S3Server("", "pagoda-test", "pagoda-test-secret", root / "data")
+    port = free_port()
+    proc = LoggedProcess(
+        "versitygw",
+        [binary, "--access", server.access_key, "--secret", server.secret_key]
+        + ["--port", f"127.0.0.1:{port}", "--quiet", "posix", str(server.root)],
+        root / "versitygw.log",
+    )
+    try:
+        wait_for("versitygw to listen", lambda: _listening(port), process=proc)
+        yield S3Server(
+            f"http://127.0.0.1:{port}", server.access_key, server.secret_key, server.root
+        )
+    finally:
+        proc.stop()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

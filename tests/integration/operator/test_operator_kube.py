@@ -346,7 +346,27 @@ INVALID = [
         },
         "TTFTSecondsP95 needs mode Operator",
     ),
-    ({"model": {"uri": "s3://bucket/model"}}, "model.uri must be 'default', hf://ORG/NAME"),
+    ({"model": {"uri": "gs://bucket/model"}}, "model.uri must be 'default', hf://ORG/NAME"),
+    (
+        {"model": {"uri": "s3://My_Bucket/model"}},
+        "s3://BUCKET/PREFIX (BUCKET: 3-63 of a-z 0-9 . -)",
+    ),
+    (
+        {"model": {"uri": "hf://a/b", "s3": {"region": "us-east-1"}}},
+        "model.s3 is for s3:// models only",
+    ),
+    (
+        {"model": {"uri": "s3://models/tiny", "s3": {"endpoint": "http://s3:7070/models"}}},
+        "model.s3.endpoint must be http(s)://HOST[:PORT], with no path",
+    ),
+    (
+        {"model": {"uri": "s3://models/tiny", "s3": {"credentialsSecret": {}}}},
+        "spec.model.s3.credentialsSecret.name: Required value",
+    ),
+    (
+        {"model": {"uri": "s3://models/tiny"}, "engine": {"command": ["vllm", "serve"]}},
+        "an s3:// model is downloaded by the Pagoda engine image's own downloader",
+    ),
     (
         {"model": {"uri": "hf://a/b@"}},
         "model.uri must be 'default', hf://ORG/NAME[@REVISION]",

@@ -11,6 +11,7 @@ from pagoda.operator.children import desired, engine_image
 from pagoda.operator.resources.deployment import (
     DOWNLOAD_PATTERNS,
     PRESTOP_SECONDS,
+    S3_DOWNLOAD,
     deployment,
     revision,
 )
@@ -373,3 +374,53 @@ def test_parallel_sizes_become_flags_and_one_gpu_per_rank():
         == c["resources"]["requests"]["nvidia.com/gpu"]
     )
     assert c["image"] == "gpu:1"
+
+
+def test_s3_models_are_downloaded_into_the_cache_with_keys_from_the_secret():
+    s = spec(
+        model={
+            "uri": "s3://models/qwen/0.5b/",
+            "s3": {
+                "endpoint": "http://s3.storage:7070",
+                "region": "eu-west-1",
+                "credentialsSecret": {"name": "s3-keys", "secretAccessKeyKey": "secret"},
+            },
+        },
+        resources={"cpu": "2", "memory": "4Gi"},
+        engine={"env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]},
+    )
+    d = deployment(s, "cpu:1", 1)
+    kubernetes_validate.validate(d, K8S, strict=True)
+    pod = d["spec"]["template"]["spec"]
+    (dl,) = pod["initContainers"]
+    local = "/models/s3/models/qwen/0.5b"
+    assert dl["name"] == "model-download" and dl["image"] == "cpu:1"
+    assert dl["command"] == [*S3_DOWNLOAD, "s3://models/qwen/0.5b/", "--local-dir", local]
+    assert container(d)["args"][0] == local
+    assert dl["env"] == [
+        {"name": "HTTPS_PROXY", "value": "http://proxy:3128"},  # the engine's env first
+        {"name": "AWS_ENDPOINT_URL", "value": "http://s3.storage:7070"},
+        {"name": "AWS_REGION", "value": "eu-west-1"},
+        {
+            "name": "AWS_ACCESS_KEY_ID",
+            "valueFrom": {"secretKeyRef": {"name": "s3-keys", "key": "AWS_ACCESS_KEY_ID"}},
+        },
+        {
+            "name": "AWS_SECRET_ACCESS_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "s3-keys", "key": "secret"}},
+        },
+    ]
+    assert "s3-keys" not in " ".join(dl["command"] + container(d)["args"])  # never argv
+    assert not any(e["name"].startswith("AWS_") for e in container(d).get("env", []))
+    assert {m["name"] for m in dl["volumeMounts"]} == {"model-cache", "tmp"}
+    assert dl["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert cache == {"name": "model-cache", "emptyDir": {}}
+
+
+def test_s3_without_model_s3_leaves_the_sdk_its_own_chain():
+    """No endpoint, region or Secret: AWS S3 as the pod's identity (IRSA), nothing rendered."""
+    d = deployment(spec(model={"uri": "s3://models/tiny"}), "cpu:1", 1)
+    (dl,) = d["spec"]["template"]["spec"]["initContainers"]
+    assert not any(e["name"].startswith(("AWS_", "HF_")) for e in dl["env"])
+    assert dl["command"][-2:] == ["--local-dir", "/models/s3/models/tiny"]

@@ -50,7 +50,7 @@ HPA_TIMEOUT_S = 120
 
 
 @pytest.fixture
-def engine() -> Iterator[tuple[str, ServerProcess]]:
+def engine() -> Iterator[tuple[str, str, ServerProcess]]:
     """A real engine on a loopback address of its own, port 8000, as a pod would serve."""
     ip = f"127.0.{random.randint(1, 254)}.{random.randint(2, 254)}"
     proc = ServerProcess(
@@ -60,8 +60,7 @@ def engine() -> Iterator[tuple[str, ServerProcess]]:
     url = f"http://{ip}:{ENGINE_PORT}"
     try:
         wait_for("/health", lambda: http_ok(f"{url}/health"), 240, process=proc)
-        proc.url = url
-        yield ip, proc
+        yield ip, url, proc
     finally:
         proc.kill()
 
@@ -88,7 +87,7 @@ class Queue:
 
     def stop(self) -> None:
         """Call after killing the engine: the requests in flight then fail at once instead of
-        running out (queued ones stream nothing, so a client cannot leave them sooner)."""
+        running out."""
         self.stopped.set()
         for t in self.threads:
             t.join(timeout=30)
@@ -196,7 +195,7 @@ def adapter(kube, kube_ns, tmp_path) -> Iterator[Callable[[str], LoggedProcess]]
 def test_the_hpa_scales_the_deployment_on_waiting_requests_served_by_the_adapter(
     api, kube, kube_ns, operator, engine, adapter, tmp_path
 ):
-    ip, server = engine
+    ip, url, server = engine
     create_isvc(
         api,
         kube_ns,
@@ -249,7 +248,7 @@ def test_the_hpa_scales_the_deployment_on_waiting_requests_served_by_the_adapter
             lambda: prom.query(f'vllm:num_requests_waiting{{pod="{pod}"}}'),
         )
         proc = adapter(prom.url)
-        queue = Queue(server.url, IN_FLIGHT)
+        queue = Queue(url, IN_FLIGHT)
         raw = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{kube_ns}/pods/*/{METRIC}"
 
         def served() -> dict[str, Decimal] | None:
@@ -281,9 +280,8 @@ def test_the_hpa_scales_the_deployment_on_waiting_requests_served_by_the_adapter
 
         def hpa_state() -> str:
             h = autoscaling.read_namespaced_horizontal_pod_autoscaler(NAME, kube_ns)
-            return f"HPA status {h.status}\nqueue errors {queue.errors}\n" + kube._tail(
-                "kube-controller-manager", 15
-            )
+            kcm = (kube.logs / "kube-controller-manager.log").read_text(errors="replace")
+            return f"HPA status {h.status}\nqueue errors {queue.errors}\n{kcm[-3000:]}"
 
         deploy = wait_for(
             "the HPA to raise the Deployment's replicas",
@@ -311,6 +309,7 @@ def test_the_hpa_scales_the_deployment_on_waiting_requests_served_by_the_adapter
             ),
         )
         assert f"pods metric {METRIC} above target" in rescaled[0].message, rescaled[0].message
+        assert not queue.errors, queue.errors
     finally:
         server.kill()  # the queued requests fail now, rather than run out
         if queue is not None:

@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 VERSIONS_FILE = HERE / "cluster" / "versions.env"
 SERVICE_CIDR = "10.96.0.0/16"
 CLUSTER_CIDR = "10.244.0.0/16"
+FRONT_PROXY_CLIENT = "front-proxy-client"  # the CN extension apiservers accept proxied calls from
 
 
 class MissingBinaries(RuntimeError):
@@ -72,6 +73,7 @@ def bin_dirs() -> dict[str, Path]:
         kind=b / f"kind-{v['KIND_VERSION']}",
         versitygw=b / f"versitygw-{v['VERSITYGW_VERSION']}",
     )
+    dirs["prometheus-adapter"] = b / f"prometheus-adapter-{v['PROMETHEUS_ADAPTER_VERSION']}"
     return dirs
 
 
@@ -80,7 +82,8 @@ def binary(name: str) -> str:
     if not os.access(path, os.X_OK):
         raise MissingBinaries(
             f"{path} is missing: build the cluster binaries first with `bash e2e/cluster/build.sh` "
-            f"(one-time, cached under {cache_dir()}/bin; takes ~20 min fresh on 2 cores)"
+            "(the integration tier's, prometheus-adapter included: `bash e2e/cluster/ci-setup.sh "
+            f"integration`; one-time, cached under {cache_dir()}/bin; ~20 min fresh on 2 cores)"
         )
     return str(path)
 
@@ -95,27 +98,34 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def make_ca(d: Path, name: str, cn: str) -> None:
+    _openssl("req", "-x509", *EC, "-keyout", f"{name}.key", "-out", f"{name}.crt",
+             "-days", "3650", "-subj", f"/CN={cn}", cwd=d)  # fmt: skip
+
+
+def make_cert(d: Path, ca: str, name: str, subj: str, ext: str) -> None:
+    """`name`.crt/.key signed by the CA `ca`.crt/.key in `d`; `ext`: x509v3 extension lines."""
+    (d / f"{name}.ext").write_text(ext + "\n")
+    _openssl("req", "-new", *EC, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", subj, cwd=d)  # fmt: skip
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-days", "3650", "-extfile", f"{name}.ext",
+             "-out", f"{name}.crt", cwd=d)  # fmt: skip
+
+
 def make_pki(d: Path, ips: list[str]) -> None:
-    """CA, apiserver serving cert, admin client cert (system:masters), service-account keys.
+    """CA, apiserver serving cert, admin client cert (system:masters), service-account keys, and
+    the aggregation layer's front-proxy CA with the client cert the apiserver proxies to
+    extension apiservers with (a CA of its own, as kubeadm makes: a client cert of the main CA
+    must not be able to assert any user through the request headers).
     EC P-256 keys: fast to make, accepted everywhere in Kubernetes."""
     if shutil.which("openssl") is None:
         raise MissingBinaries("the `openssl` command is needed (apt-get install openssl)")
     d.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=pagoda-test-ca",
-        cwd=d,
-    )
+    make_ca(d, "ca", "pagoda-test-ca")
     sans = ",".join(
         [f"IP:{ip}" for ip in ips]
         + [
@@ -126,41 +136,12 @@ def make_pki(d: Path, ips: list[str]) -> None:
             "DNS:kubernetes.default.svc.cluster.local",
         ]
     )
-    for name, subj, ext in (
-        ("apiserver", "/CN=kube-apiserver", f"subjectAltName={sans}\nextendedKeyUsage=serverAuth"),
-        ("admin", "/O=system:masters/CN=pagoda-admin", "extendedKeyUsage=clientAuth"),
-    ):
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl(
-            "req",
-            "-new",
-            *ec,
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            subj,
-            cwd=d,
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "3650",
-            "-extfile",
-            f"{name}.ext",
-            "-out",
-            f"{name}.crt",
-            cwd=d,
-        )
+    make_cert(d, "ca", "apiserver", "/CN=kube-apiserver",
+              f"subjectAltName={sans}\nextendedKeyUsage=serverAuth")  # fmt: skip
+    make_cert(d, "ca", "admin", "/O=system:masters/CN=pagoda-admin", "extendedKeyUsage=clientAuth")
+    make_ca(d, "front-proxy-ca", "pagoda-front-proxy-ca")
+    make_cert(d, "front-proxy-ca", FRONT_PROXY_CLIENT, f"/CN={FRONT_PROXY_CLIENT}",
+              "extendedKeyUsage=clientAuth")  # fmt: skip
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=d)
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 
@@ -315,6 +296,18 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC",
+                # The aggregation layer: APIServices (a custom metrics adapter) are served by
+                # proxying with the front-proxy client cert, the user in these headers.
+                f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / (FRONT_PROXY_CLIENT + '.crt')}",
+                f"--proxy-client-key-file={pki / (FRONT_PROXY_CLIENT + '.key')}",
+                # Route to an APIService's Service (its ClusterIP, or an ExternalName's host),
+                # not to its endpoints: a loopback adapter can be no Endpoints address.
+                "--enable-aggregator-routing=false",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",

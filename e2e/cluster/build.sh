@@ -10,6 +10,7 @@
 #                 versitygw (the S3 server of the s3:// model tests)
 #   node:         kubelet kube-proxy traefik (ingress controller) coredns (cluster DNS)
 #   kind:         kind (only for running the e2e tier on a kind cluster elsewhere)
+#   adapter:      prometheus-adapter (serves the custom metrics API to the integration tier's HPA test)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
@@ -147,6 +148,18 @@ build_versitygw() {  # an S3 server over a folder, for s3:// models (tests/integ
   log "versitygw $VERSITYGW_VERSION: built"
 }
 
+build_prometheus_adapter() {  # in a copy of its own module: its go.mod pins its k8s.io deps
+  local out=$CACHE/bin/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION
+  [ -x "$out/prometheus-adapter" ] && { log "prometheus-adapter $PROMETHEUS_ADAPTER_VERSION cached"; return; }
+  log "prometheus-adapter $PROMETHEUS_ADAPTER_VERSION: building"
+  local mod=$SRC/prometheus-adapter-module-$PROMETHEUS_ADAPTER_VERSION
+  module_copy "sigs.k8s.io/prometheus-adapter@$PROMETHEUS_ADAPTER_VERSION" "$mod"
+  mkdir -p "$out"
+  gobuild "$mod" "$out" "" ./cmd/adapter
+  mv "$out/adapter" "$out/prometheus-adapter"
+  log "prometheus-adapter $PROMETHEUS_ADAPTER_VERSION: built"
+}
+
 build_kind() {
   local out=$CACHE/bin/kind-$KIND_VERSION
   [ -x "$out/kind" ] && { log "kind $KIND_VERSION cached"; return; }
@@ -163,8 +176,9 @@ for t in "${targets[@]}"; do
                   build_versitygw ;;
     node) build_k8s kubelet kube-proxy; build_traefik; build_coredns ;;
     kind) build_kind ;;
+    adapter) build_prometheus_adapter ;;
     all) build_etcd; build_k8s kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
-         build_helm; build_versitygw; build_traefik; build_coredns ;;
+         build_helm; build_versitygw; build_traefik; build_coredns; build_prometheus_adapter ;;
     etcd|helm|versitygw|traefik|coredns) "build_$t" ;;
     kube-*|kubectl|kubelet) build_k8s "$t" ;;
     *) echo "unknown target $t" >&2; exit 2 ;;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI entry: install and build (or reuse from the cache) what a test tier needs.
 #   e2e/cluster/ci-setup.sh integration   # etcd, kube-apiserver, -controller-manager, -scheduler,
-#                                         # kubectl, helm (for tests/integration's `kube` fixture)
+#                                         # kubectl, helm (for tests/integration's `kube` fixture),
+#                                         # prometheus-adapter (its HPA test)
 #   e2e/cluster/ci-setup.sh e2e           # + Debian's containerd/runc/CNI/docker.io/iptables,
 #                                         # kubelet, kube-proxy, traefik (for e2e/up.sh),
 #                                         # docker-compose (tests/e2e/test_compose.py)
@@ -27,7 +28,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >/dev/null
 fi
 case $tier in
-  integration) bash "$HERE/build.sh" controlplane ;;
+  integration) bash "$HERE/build.sh" controlplane adapter ;;
   e2e) bash "$HERE/build.sh" controlplane node ;;
   *) echo "usage: $0 integration|e2e" >&2; exit 2 ;;
 esac

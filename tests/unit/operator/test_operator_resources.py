@@ -15,7 +15,7 @@ from pagoda.operator.resources.deployment import (
     deployment,
     revision,
 )
-from pagoda.operator.resources.hpa import quantity
+from pagoda.operator.resources.hpa import HPA_METRICS, quantity
 from pagoda.operator.resources.ingress import ingress_url
 from pagoda.operator.resources.networkpolicy import networkpolicy
 from pagoda.operator.spec import parse
@@ -124,6 +124,20 @@ def test_revision_moves_with_the_pod_template_only():
 
 def test_hpa_mode_leaves_replicas_out():
     assert "replicas" not in deployment(spec(), "img", None)["spec"]
+
+
+def test_the_adapter_rules_serve_every_hpa_metric():
+    """deploy/prometheus-adapter/values.yaml (the rules docs/operator.md points to) names each
+    metric an HPA can ask for, per pod, from the engine's series."""
+    values = yaml.safe_load((ROOT / "deploy" / "prometheus-adapter" / "values.yaml").read_text())
+    rules = values["rules"]["custom"]
+    assert {r["name"]["as"] for r in rules} == set(HPA_METRICS.values())
+    for r in rules:
+        assert r["seriesQuery"].startswith("vllm:"), r
+        assert r["resources"]["overrides"] == {
+            "namespace": {"resource": "namespace"},
+            "pod": {"resource": "pod"},
+        }, r
 
 
 def test_ingress_tls_and_streaming():

@@ -15,6 +15,7 @@ from pagoda.engine.async_llm import AsyncLLM
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.sampling_params import SamplingParams
+from pagoda.engine.server.api_server import build_app
 from pagoda.engine.server.fault_hooks import TTFT_DELAY_ENV, install
 
 PARAMS = SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True, detokenize=False)
@@ -57,7 +58,7 @@ async def test_the_hook_delays_the_first_token_in_the_metrics(monkeypatch, delay
     else:
         monkeypatch.delenv(TTFT_DELAY_ENV, raising=False)
     llm = make_llm(name)
-    install(FastAPI(), {name: llm})
+    build_app({name: llm}, test_hooks=True)  # as `pagoda serve` with PAGODA_TEST_HOOKS=1
     try:
         seen = [await first_token_seconds(llm, f"r{i}") for i in range(2)]
     finally:

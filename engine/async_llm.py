@@ -48,6 +48,10 @@ class AsyncLLM:
     # The core emits at least once a second; silent this long, it is wedged: /health fails, the
     # requests in flight end with an error, and the server exits non-zero.
     health_timeout_s: float = 60.0
+    # A fault hook, 0 but in tests (PAGODA_TEST_TTFT_DELAY_S, server/fault_hooks.py): each request
+    # waits this long after its arrival before it goes to the core, so that its TTFT, as the
+    # metrics and the operator's rollout gate see it, is that much slower.
+    first_token_delay_s: float = 0.0
 
     def __init__(
         self,
@@ -147,13 +151,15 @@ class AsyncLLM:
         Leaving the iteration early (a client gone) aborts the request and frees its blocks.
         """
         await self.start()
+        req = self.processor.make_request(  # its arrival time: TTFT counts from here
+            request_id, prompt, params, priority, cache_salt, lora_request
+        )
+        if self.first_token_delay_s:
+            await asyncio.sleep(self.first_token_delay_s)
         if self.error is not None:
             raise EngineDeadError(f"the engine died: {self.error}")
         if request_id in self._queues:
             raise ValueError(f"request id {request_id!r} is already in use")
-        req = self.processor.make_request(
-            request_id, prompt, params, priority, cache_salt, lora_request
-        )
         self.output_processor.add_request(req, prompt if isinstance(prompt, str) else None)
         q: asyncio.Queue[Output | BaseException] = asyncio.Queue()
         self._queues[request_id] = q

@@ -90,9 +90,9 @@ def build_app(
     app.include_router(lora_router)
     app.state.loras = ServedLoRAs.from_engines(engines)  # type: ignore[arg-type]  # as state.engines
     if test_hooks:
-        from pagoda.engine.server.fault_hooks import router as hooks
+        from pagoda.engine.server.fault_hooks import install
 
-        app.include_router(hooks)
+        install(app, engines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=policy.max_request_body_bytes)
     app.add_middleware(GateMiddleware, lifecycle=app.state.lifecycle, api_key=api_key)
     if allowed_origins:

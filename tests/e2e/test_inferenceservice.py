@@ -154,8 +154,8 @@ def _models_ok(client) -> bool:
         return False
 
 
-def _status(cluster: Cluster, ns: str) -> dict:
-    return (cluster.get("inferenceservice", NAME, "-n", ns) or {}).get("status") or {}
+def _status(cluster: Cluster, ns: str, name: str = NAME) -> dict:
+    return (cluster.get("inferenceservice", name, "-n", ns) or {}).get("status") or {}
 
 
 def _deploy_replicas(cluster: Cluster, ns: str) -> int:
@@ -228,4 +228,104 @@ def test_rollout_gate_rolls_back_a_crashing_revision(cluster: Cluster, operator,
         timeout=120,
         what="only stable pods left",
     )
+    cluster.kubectl("delete", "inferenceservice", name, "-n", ns, "--wait=true", "--timeout=120s")
+
+
+def test_rollout_gate_rolls_back_a_slow_revision_and_promotes_a_good_one(
+    cluster: Cluster, operator, ns: str
+):
+    """With requests flowing through the Ingress, a revision whose first tokens come 3 s late (the
+    engine's TTFT fault hook) breaks `maxTTFTSecondsP95` and is rolled back on its own; under the
+    same bounds a revision without the delay passes the analysis and is promoted."""
+    name, host = "slow", "slow.e2e.test"
+    body = isvc(cluster, ns)
+    body["metadata"]["name"] = name
+    spec = body["spec"]
+    del spec["autoscaling"]
+    spec.update(replicas=1, exposure={"ingress": {"host": host}})
+
+    def rollout() -> dict:
+        return _status(cluster, ns, name).get("rollout") or {}
+
+    def with_delay(seconds: str) -> str:
+        env = [
+            {"name": "PAGODA_TEST_HOOKS", "value": "1"},
+            {"name": "PAGODA_TEST_TTFT_DELAY_S", "value": seconds},
+        ]
+        analysis = {"maxTTFTSecondsP95": 2, "minRequests": 3, "windowSeconds": 30}
+        return json.dumps({"spec": {"engine": {"env": env}, "rollout": {"analysis": analysis}}})
+
+    stop = threading.Event()
+
+    def traffic():  # one request after another, to whichever pods the Ingress has
+        import httpx
+
+        while not stop.is_set():
+            try:
+                httpx.post(
+                    f"{cluster.ingress_url}/v1/completions",
+                    headers={"Host": host},
+                    json={"model": "smollm2", "prompt": "Hello", "max_tokens": 2},
+                    timeout=60,
+                )
+            except httpx.HTTPError:  # a pod switching over; the gate judges what the pods saw
+                time.sleep(1)
+
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+    threads = [threading.Thread(target=traffic, daemon=True) for _ in range(2)]
+    try:
+        cluster.wait(
+            lambda: rollout().get("phase") == "Succeeded",
+            timeout=900,
+            what="the first revision to be promoted",
+        )
+        stable = rollout()["stableRevision"]
+        for t in threads:
+            t.start()
+        cluster.kubectl("patch", "pisvc", name, "-n", ns, "--type=merge", "-p", with_delay("3"))
+        cluster.wait(
+            lambda: rollout().get("phase") == "RolledBack",
+            timeout=600,
+            what="the slow revision to be rolled back",
+        )
+        st = _status(cluster, ns, name)
+        assert st["rollout"]["revision"] == stable, st["rollout"]
+        assert st["rollout"]["message"].startswith("TTFT: new pods' TTFT p95"), st["rollout"]
+        conds = {c["type"]: c for c in st["conditions"]}
+        assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("True", "RolledBack")
+        events = cluster.get("events", "-n", ns, "--field-selector", f"involvedObject.name={name}")
+        assert "RolledBack" in [e["reason"] for e in events["items"]]
+        cluster.wait(
+            lambda: (
+                {
+                    p["metadata"]["labels"]["pagoda.dev/revision"]
+                    for p in cluster.get(
+                        "pods", "-n", ns, "-l", f"pagoda.dev/inferenceservice={name}"
+                    )["items"]
+                }
+                == {stable}
+            ),
+            timeout=300,
+            what="only stable pods left",
+        )
+        # The same bounds, no delay: a new revision (not the stable one) that passes them.
+        cluster.kubectl("patch", "pisvc", name, "-n", ns, "--type=merge", "-p", with_delay("0"))
+        cluster.wait(
+            lambda: (
+                (r := rollout()).get("phase") == "Succeeded" and r.get("stableRevision") != stable
+            ),
+            timeout=600,
+            what="the revision without the delay to be promoted",
+        )
+    except AssertionError:
+        print(cluster.describe(ns))
+        raise
+    finally:
+        stop.set()
+    st = _status(cluster, ns, name)
+    assert st["rollout"]["message"].startswith("AnalysisPassed"), st["rollout"]
+    assert "failedRevision" not in st["rollout"]
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Degraded"] == "False"
+    for t in threads:
+        t.join(timeout=70)
     cluster.kubectl("delete", "inferenceservice", name, "-n", ns, "--wait=true", "--timeout=120s")

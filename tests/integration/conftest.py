@@ -6,7 +6,8 @@ on free loopback ports. It yields an `e2e.controlplane.ControlPlane` with `.kube
 `.server` (URL) and `.kubectl(*args)`; for the session it also sets KUBECONFIG and puts the
 pinned kubectl/helm first on PATH. No node joins: pods stay Pending (no kubelet).
 
-`kube_ns`: a fresh namespace for one test, deleted afterwards.
+`kube_ns`: a fresh namespace for one test, deleted afterwards. `own_kube`: a control plane of
+one test's own, for cluster-wide changes the shared one must not see.
 
 `s3`: a real S3 server, versitygw (built by e2e/cluster/build.sh) over a temporary folder, on a
 free loopback port; an `S3Server` with the endpoint, its root key pair and the folder (a bucket is
@@ -39,20 +40,25 @@ def _controlplane_module():
     return mod
 
 
-@pytest.fixture(scope="session")
-def kube():
-    cpmod = _controlplane_module()
+def _started(cpmod, fixture: str):
     try:
         cp = cpmod.ControlPlane()
     except cpmod.MissingBinaries as e:
         # Never skip: a missing control plane is a failure of the setup, said plainly.
-        pytest.fail(f"kube fixture: {e}", pytrace=False)
-    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "PATH")}
+        pytest.fail(f"{fixture} fixture: {e}", pytrace=False)
     try:
         cp.start()
     except BaseException:
         cp.stop()
         raise
+    return cp
+
+
+@pytest.fixture(scope="session")
+def kube():
+    cpmod = _controlplane_module()
+    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "PATH")}
+    cp = _started(cpmod, "kube")
     bins = cpmod.bin_dirs()
     os.environ["KUBECONFIG"] = cp.kubeconfig
     os.environ["PATH"] = os.pathsep.join(
@@ -66,6 +72,18 @@ def kube():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        cp.stop()
+
+
+@pytest.fixture
+def own_kube():
+    """A control plane for one test alone, for what must not touch the session's shared one: a
+    CRD's whole life under Helm (the session's CRD is applied by kubectl, which Helm will not
+    adopt). Same binaries; about 12 s to start. KUBECONFIG and PATH stay the session's."""
+    cp = _started(_controlplane_module(), "own_kube")
+    try:
+        yield cp
+    finally:
         cp.stop()
 
 

@@ -7,12 +7,11 @@ import pytest
 import yaml
 
 from pagoda.engine.loader.hub import MODEL_FILES, TOKENIZER_FILES
-from pagoda.operator.children import desired, engine_image
+from pagoda.operator.children import desired, engine_image, revision
 from pagoda.operator.resources.deployment import (
     DOWNLOAD_PATTERNS,
     PRESTOP_SECONDS,
     deployment,
-    revision,
 )
 from pagoda.operator.resources.hpa import quantity
 from pagoda.operator.resources.ingress import ingress_url

@@ -71,6 +71,7 @@ def bin_dirs() -> dict[str, Path]:
         traefik=b / f"traefik-{v['TRAEFIK_VERSION']}",
         kind=b / f"kind-{v['KIND_VERSION']}",
     )
+    dirs["lws-controller"] = b / f"lws-{v['LWS_VERSION']}"  # its CRD, crd.yaml, lies beside it
     return dirs
 
 

@@ -1,22 +1,22 @@
 """spec.nodes > 1 against a real kube-apiserver and the real LeaderWorkerSet controller
-(kubernetes-sigs/lws, built from its Go module by e2e/cluster/build.sh lws, run as a process).
-
-LWS's webhooks (defaulting, validation, and the pod webhook that puts LWS_LEADER_ADDRESS and
-LWS_WORKER_INDEX into the pods) need the apiserver to reach a TLS server; this tier has no
-Service network, so the controller runs with them off (ENABLE_WEBHOOKS=false, no internal cert
-management): the LeaderWorkerSet and its leader StatefulSet are made as in a cluster, the pods
-stay Pending (no kubelet) and lack the injected env. The e2e tier runs LWS whole.
+(kubernetes-sigs/lws, built from its Go module by e2e/cluster/build.sh lws, run as a process),
+webhooks included: e2e/lws.py serves them to the apiserver by URL on loopback, as e2e/up.sh does.
+No kubelet here: the pods stay Pending, but LWS makes them, with the env its pod webhook injects.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
+import sys
 import time
+from pathlib import Path
 
 import kubernetes
 import pytest
 from isvc_helpers import condition, create_isvc, isvc, wait_for
-from process_harness import LoggedProcess
+from process_harness import LoggedProcess, free_port, http_ok
 
 from pagoda.operator import reconcile
 
@@ -30,28 +30,35 @@ SPEC = {
     "nodes": 2,
     "replicas": 1,
 }
-CONFIG = """apiVersion: config.lws.x-k8s.io/v1alpha1
-kind: Configuration
-leaderElection:
-  leaderElect: false
-internalCertManagement:
-  enable: false
-metrics:
-  bindAddress: "0"
-health:
-  healthProbeBindAddress: "0"
-"""
 
 
-def lws_dir(kube):
-    import pagoda_e2e_controlplane as cp  # loaded by ../conftest.py's kube fixture
+def _load(name: str):
+    """e2e/NAME.py (not a package); the kube fixture has loaded controlplane already."""
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[3] / "e2e" / f"{name.removeprefix('pagoda_e2e_')}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
-    return cp.bin_dirs()["lws-controller"]
+
+def lws_dir():
+    return _load("pagoda_e2e_controlplane").bin_dirs()["lws-controller"]
+
+
+def tls_up(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def install_crd(kube) -> None:
     # Server-side: the CRD (two pod templates' schemas) is too large for the last-applied annotation.
-    kube.kubectl("apply", "--server-side", "-f", str(lws_dir(kube) / "crd.yaml"))
+    kube.kubectl("apply", "--server-side", "-f", str(lws_dir() / "crd.yaml"))
     wait_for(
         "the LeaderWorkerSet API",
         lambda: kube.kubectl("get", "leaderworkersets", "-A", check=False).returncode == 0,
@@ -66,18 +73,24 @@ def remove_crd(kube) -> None:
 
 @pytest.fixture
 def lws_controller(kube, tmp_path):
-    binary = lws_dir(kube) / "lws-controller"
+    binary = lws_dir() / "lws-controller"
     if not os.access(binary, os.X_OK):
         pytest.fail(f"{binary} is missing: bash e2e/cluster/build.sh lws", pytrace=False)
     install_crd(kube)
-    (tmp_path / "config.yaml").write_text(CONFIG)
+    d, port, health = tmp_path / "lws", free_port(), free_port()
+    _load("pagoda_e2e_lws").prepare(d, kube.pki, port, health)
     proc = LoggedProcess(
         "lws-controller",
-        [str(binary), f"--config={tmp_path / 'config.yaml'}", f"--kubeconfig={kube.kubeconfig}"],
+        [str(binary), f"--config={d / 'config.yaml'}", f"--kubeconfig={kube.kubeconfig}"],
         tmp_path / "lws.log",
-        env={"ENABLE_WEBHOOKS": "false"},
     )
+    wait_for(
+        "the LWS controller", lambda: http_ok(f"http://127.0.0.1:{health}/readyz"), process=proc
+    )
+    wait_for("the LWS webhooks", lambda: tls_up(port), process=proc)
+    kube.kubectl("apply", "-f", str(d / "webhooks.json"))
     yield proc
+    kube.kubectl("delete", "-f", str(d / "webhooks.json"), "--ignore-not-found")
     remove_crd(kube)  # first: the controller takes its finalizers off the LeaderWorkerSets
     proc.stop()
 
@@ -138,7 +151,33 @@ def test_nodes_2_is_a_leaderworkerset_whose_controller_makes_the_leaders(
     args = sts.spec.template.spec.containers[0].args
     assert args[args.index("--nnodes") + 1] == "2" and args[args.index("--node-rank") + 1] == "0"
     assert args[args.index("--master-addr") + 1] == "$(LWS_LEADER_ADDRESS)"
-    svc = kubernetes.client.CoreV1Api(api).read_namespaced_service("multi", kube_ns)
+    # LWS's pod controller makes the group's workers (nodes - 1 of them), from our worker template.
+    workers = wait_for(
+        "the worker StatefulSet",
+        lambda: statefulset(api, kube_ns, "multi-0"),
+        timeout=60,
+        process=lws_controller,
+    )
+    assert workers.spec.replicas == 1
+    assert workers.spec.template.metadata.labels["pagoda.dev/role"] == "worker"
+    wargs = workers.spec.template.spec.containers[0].args
+    assert wargs[wargs.index("--node-rank") + 1] == "$(LWS_WORKER_INDEX)"
+    # Its pod webhook gives every pod of the group the env the args refer to.
+    core = kubernetes.client.CoreV1Api(api)
+
+    def env_of(pod_name):
+        try:
+            pod = core.read_namespaced_pod(pod_name, kube_ns)
+        except kubernetes.client.ApiException:
+            return None
+        return {e.name: e.value for e in pod.spec.containers[0].env or []}
+
+    leader_env = wait_for("the leader pod", lambda: env_of("multi-0"), timeout=60)
+    worker_env = wait_for("the worker pod", lambda: env_of("multi-0-1"), timeout=60)
+    assert leader_env["LWS_LEADER_ADDRESS"] == worker_env["LWS_LEADER_ADDRESS"]
+    assert leader_env["LWS_LEADER_ADDRESS"].startswith(f"multi-0.multi.{kube_ns}")
+    assert (leader_env["LWS_WORKER_INDEX"], worker_env["LWS_WORKER_INDEX"]) == ("0", "1")
+    svc = core.read_namespaced_service("multi", kube_ns)
     assert svc.spec.selector == {
         "pagoda.dev/inferenceservice": "multi",
         "pagoda.dev/role": "leader",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from isvc_helpers import condition, create_isvc, isvc, wait_for
+from isvc_helpers import condition, create_isvc, isvc, patch_isvc, wait_for
 from process_harness import LoggedProcess, free_port, http_ok
 
 from pagoda.operator import reconcile
@@ -196,6 +196,15 @@ def test_nodes_2_is_a_leaderworkerset_whose_controller_makes_the_leaders(
     )
     assert condition(done, "Ready")["reason"] == "NoReadyPods"
     assert lws_events(api, kube_ns, "multi") == []
+    # Back to one node: a Deployment again, the LeaderWorkerSet pruned, the Service on every pod.
+    patch_isvc(api, kube_ns, "multi", {"spec": {"nodes": 1, "engine": {"pipelineParallelSize": 1}}})
+    apps = kubernetes.client.AppsV1Api(api)
+    wait_for("the Deployment", lambda: apps.list_namespaced_deployment(kube_ns).items, timeout=30)
+    wait_for(
+        "the LeaderWorkerSet to go", lambda: get_lws(api, kube_ns, "multi") is None, timeout=30
+    )
+    selector = core.read_namespaced_service("multi", kube_ns).spec.selector
+    assert selector == {"pagoda.dev/inferenceservice": "multi"}
 
 
 def test_a_missing_leaderworkerset_crd_is_a_condition_and_one_event(api, kube, kube_ns, operator):

@@ -112,9 +112,8 @@ def engine_pods(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(SELECTOR_LABEL)
-    if (
-        not owner or labels.get(ROLE_LABEL) == "worker"
-    ):  # a multi-node engine's workers serve no HTTP
+    # A multi-node engine's workers serve no HTTP: the looks at pods take its leaders only.
+    if not owner or labels.get(ROLE_LABEL) == "worker":
         return None
     return {(namespace, owner): pod_facts(dict(body))}
 

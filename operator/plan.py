@@ -48,7 +48,7 @@ class Observed:
     status: dict[str, Any]  # the InferenceService's status as stored
     deployment: dict[str, Any] | None  # the live Deployment (LeaderWorkerSet when nodes > 1)
     servicemonitors: bool  # whether prometheus-operator's CRD is served
-    leaderworkersets: bool = True  # whether LWS's CRD is served (asked only when nodes > 1)
+    leaderworkersets: bool = True  # whether LWS's CRD is served (nodes > 1 needs it)
 
 
 @dataclass(frozen=True)

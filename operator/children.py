@@ -9,7 +9,7 @@ from pagoda.operator.resources.configmap import configmap
 from pagoda.operator.resources.deployment import deployment
 from pagoda.operator.resources.hpa import hpa
 from pagoda.operator.resources.ingress import ingress
-from pagoda.operator.resources.leaderworkerset import leaderworkerset
+from pagoda.operator.resources.leaderworkerset import leaderworkerset, lws_name
 from pagoda.operator.resources.networkpolicy import networkpolicy
 from pagoda.operator.resources.pdb import pdb
 from pagoda.operator.resources.service import service
@@ -66,6 +66,10 @@ def workload(s: Spec, image: str, replicas: int | None) -> dict[str, Any]:
     if s.nodes > 1:
         return leaderworkerset(s, image, replicas)
     return deployment(s, image, replicas)
+
+
+def workload_name(s: Spec) -> str:
+    return lws_name(s) if s.nodes > 1 else s.name
 
 
 def revision(work: dict[str, Any]) -> str:

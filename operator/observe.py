@@ -21,7 +21,7 @@ from kubernetes.client import ApiClient
 
 from pagoda.operator import autoscale, kube, locks, metrics, plan, scale_to_zero
 from pagoda.operator.autoscale import ScalerState
-from pagoda.operator.children import DEPLOYMENT, LEADERWORKERSET
+from pagoda.operator.children import DEPLOYMENT, LEADERWORKERSET, workload_name
 from pagoda.operator.config import CONFIG
 from pagoda.operator.metrics_scrape import History, Sample, scrape
 from pagoda.operator.reconcile import now_iso, reconcile_now, served, write_status
@@ -92,7 +92,7 @@ def _leaderworkerset(
     if any(c.get("reason") == plan.LWS_MISSING for c in old.get("conditions", [])):
         reconcile_now(api, s.namespace, s.name)
         return False, None
-    return True, kube.get(api, LEADERWORKERSET, s.namespace, s.name)
+    return True, kube.get(api, LEADERWORKERSET, s.namespace, workload_name(s))
 
 
 def pod_facts(pod: dict[str, Any]) -> dict[str, Any]:

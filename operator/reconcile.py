@@ -26,6 +26,7 @@ from pagoda.operator.children import (
     SERVICEMONITOR,
     Kind,
     kind_of,
+    workload_name,
 )
 from pagoda.operator.config import CONFIG
 from pagoda.operator.spec import SELECTOR_LABEL, Spec, parse
@@ -71,7 +72,11 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
     old = body.get("status") or {}
     present = {k for k in OPTIONAL if served(api, k)}
     lws = LEADERWORKERSET in present
-    live = kube.get(api, workload_kind(s), namespace, name) if s.nodes == 1 or lws else None
+    live = (
+        kube.get(api, workload_kind(s), namespace, workload_name(s))
+        if s.nodes == 1 or lws
+        else None
+    )
     generation = body["metadata"].get("generation", 0)
     observed = plan.Observed(generation, old, live, SERVICEMONITOR in present, lws)
     p = plan.plan(s, observed, CONFIG, now_iso())

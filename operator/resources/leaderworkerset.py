@@ -6,6 +6,9 @@ ranks (`--node-rank > 0`, engine/executor/multiproc.py's run_headless). They mee
 torch.distributed's env rendezvous at the leader: LWS's pod webhook puts LWS_LEADER_ADDRESS (the
 leader's name in the group's headless Service) and LWS_WORKER_INDEX (0 for the leader) in every
 container's env, and the kubelet expands `$(VAR)` in the args from it.
+
+It is named `<name>-lws`, not `<name>`: LWS names the group's headless Service (the leader's DNS
+name, LWS_LEADER_ADDRESS) after it, and `<name>` is the engine's own Service already.
 """
 
 from __future__ import annotations
@@ -67,9 +70,13 @@ def leaderworkerset(s: Spec, image: str, replicas: int | None) -> dict[str, Any]
     return {
         "apiVersion": API_VERSION,
         "kind": "LeaderWorkerSet",
-        "metadata": metadata(s),
+        "metadata": metadata(s, lws_name(s)),
         "spec": spec,
     }
+
+
+def lws_name(s: Spec) -> str:
+    return f"{s.name}-lws"
 
 
 def _role(s: Spec, base: dict[str, Any], role: str, node_rank: str) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def test_two_pod_pipeline_parallel_engine_answers_through_the_ingress(
     except AssertionError:
         print(cluster.describe(ns))
         raise
-    lws = cluster.get("leaderworkerset", NAME, "-n", ns)
+    lws = cluster.get("leaderworkerset", f"{NAME}-lws", "-n", ns)
     assert lws["spec"]["leaderWorkerTemplate"]["size"] == 2
     assert cluster.get("deployment", NAME, "-n", ns) is None
     pods = cluster.get("pods", "-n", ns, "-l", f"pagoda.dev/inferenceservice={NAME}")["items"]
@@ -71,7 +71,7 @@ def test_two_pod_pipeline_parallel_engine_answers_through_the_ingress(
     # The Service reaches the leader alone: the worker serves no HTTP.
     eps = cluster.get("endpoints", NAME, "-n", ns)
     addresses = [a for s in eps.get("subsets") or [] for a in s.get("addresses") or []]
-    assert [a["targetRef"]["name"] for a in addresses] == [f"{NAME}-0"]  # LWS's leader pod name
+    assert [a["targetRef"]["name"] for a in addresses] == [f"{NAME}-lws-0"]  # LWS's leader pod name
 
     client = OpenAI(
         base_url=f"{cluster.ingress_url}/v1",

@@ -7,6 +7,7 @@ No kubelet here: the pods stay Pending, but LWS makes them, with the env its pod
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import sys
@@ -131,7 +132,7 @@ def test_nodes_2_is_a_leaderworkerset_whose_controller_makes_the_leaders(
 ):
     obj = create_isvc(api, kube_ns, "multi", SPEC)
     lws = wait_for(
-        "the LeaderWorkerSet", lambda: get_lws(api, kube_ns, "multi"), process=lws_controller
+        "the LeaderWorkerSet", lambda: get_lws(api, kube_ns, "multi-lws"), process=lws_controller
     )
     assert lws["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     assert lws["spec"]["replicas"] == 1 and lws["spec"]["leaderWorkerTemplate"]["size"] == 2
@@ -139,7 +140,7 @@ def test_nodes_2_is_a_leaderworkerset_whose_controller_makes_the_leaders(
     # The LWS controller's part: the leaders' StatefulSet, from our leader template.
     sts = wait_for(
         "the leader StatefulSet",
-        lambda: statefulset(api, kube_ns, "multi"),
+        lambda: statefulset(api, kube_ns, "multi-lws"),
         timeout=60,
         process=lws_controller,
     )
@@ -154,7 +155,7 @@ def test_nodes_2_is_a_leaderworkerset_whose_controller_makes_the_leaders(
     # LWS's pod controller makes the group's workers (nodes - 1 of them), from our worker template.
     workers = wait_for(
         "the worker StatefulSet",
-        lambda: statefulset(api, kube_ns, "multi-0"),
+        lambda: statefulset(api, kube_ns, "multi-lws-0"),
         timeout=60,
         process=lws_controller,
     )
@@ -172,10 +173,10 @@ def test_nodes_2_is_a_leaderworkerset_whose_controller_makes_the_leaders(
             return None
         return {e.name: e.value for e in pod.spec.containers[0].env or []}
 
-    leader_env = wait_for("the leader pod", lambda: env_of("multi-0"), timeout=60)
-    worker_env = wait_for("the worker pod", lambda: env_of("multi-0-1"), timeout=60)
+    leader_env = wait_for("the leader pod", lambda: env_of("multi-lws-0"), timeout=60)
+    worker_env = wait_for("the worker pod", lambda: env_of("multi-lws-0-1"), timeout=60)
     assert leader_env["LWS_LEADER_ADDRESS"] == worker_env["LWS_LEADER_ADDRESS"]
-    assert leader_env["LWS_LEADER_ADDRESS"].startswith(f"multi-0.multi.{kube_ns}")
+    assert leader_env["LWS_LEADER_ADDRESS"].startswith(f"multi-lws-0.multi-lws.{kube_ns}")
     assert (leader_env["LWS_WORKER_INDEX"], worker_env["LWS_WORKER_INDEX"]) == ("0", "1")
     svc = core.read_namespaced_service("multi", kube_ns)
     assert svc.spec.selector == {
@@ -201,7 +202,7 @@ def test_nodes_2_is_a_leaderworkerset_whose_controller_makes_the_leaders(
     apps = kubernetes.client.AppsV1Api(api)
     wait_for("the Deployment", lambda: apps.list_namespaced_deployment(kube_ns).items, timeout=30)
     wait_for(
-        "the LeaderWorkerSet to go", lambda: get_lws(api, kube_ns, "multi") is None, timeout=30
+        "the LeaderWorkerSet to go", lambda: get_lws(api, kube_ns, "multi-lws") is None, timeout=30
     )
     selector = core.read_namespaced_service("multi", kube_ns).spec.selector
     assert selector == {"pagoda.dev/inferenceservice": "multi"}
@@ -237,7 +238,7 @@ def test_a_missing_leaderworkerset_crd_is_a_condition_and_one_event(api, kube, k
     # Installed later, the CRD is picked up by the next look: no edit of the spec needed.
     install_crd(kube)
     try:
-        wait_for("the LeaderWorkerSet", lambda: get_lws(api, kube_ns, "nolws"), timeout=30)
+        wait_for("the LeaderWorkerSet", lambda: get_lws(api, kube_ns, "nolws-lws"), timeout=30)
         wait_for(
             "the condition to clear",
             lambda: (
@@ -247,3 +248,20 @@ def test_a_missing_leaderworkerset_crd_is_a_condition_and_one_event(api, kube, k
         )
     finally:
         remove_crd(kube)
+
+
+def test_a_multi_node_name_leaves_room_for_the_statefulsets(kube, isvc_crd, kube_ns):
+    def create(name):
+        doc = {
+            "apiVersion": "pagoda.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": name, "namespace": kube_ns},
+            "spec": SPEC,
+        }
+        return kube.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=json.dumps(doc), check=False
+        )
+
+    out = create("n" * 46)
+    assert out.returncode != 0 and "at most 45 characters with nodes > 1" in out.stderr, out.stderr
+    assert create("n" * 45).returncode == 0

@@ -44,6 +44,8 @@ def test_nodes_1_is_a_deployment_and_more_a_leaderworkerset():
     lws = workload(spec(), "img", 3)
     assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1" and lws["kind"] == "LeaderWorkerSet"
     assert lws["spec"]["replicas"] == 3 and lws["spec"]["leaderWorkerTemplate"]["size"] == 2
+    # Not the Service's name: LWS names the group's headless Service (the leader's DNS) after it.
+    assert lws["metadata"]["name"] == "chat-lws" != service(spec())["metadata"]["name"]
     # The leader is ready only once its workers joined: LeaderReady would wait forever.
     assert lws["spec"]["startupPolicy"] == "LeaderCreated"
     assert lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupOnPodRestart"
@@ -70,7 +72,7 @@ def test_leader_and_workers_get_the_engines_rendezvous_flags():
     leader, worker = templates(workload(spec(nodes=2), "img", 1))
     parser = argparse.ArgumentParser()
     add_serve_args(parser)
-    addr = "chat-0.chat.team"
+    addr = "chat-lws-0.chat-lws.team"
     lead = parser.parse_args(
         kubelet_expands(
             engine_of(leader)["args"], {"LWS_LEADER_ADDRESS": addr, "LWS_WORKER_INDEX": "0"}

@@ -74,6 +74,7 @@ def bin_dirs() -> dict[str, Path]:
         versitygw=b / f"versitygw-{v['VERSITYGW_VERSION']}",
     )
     dirs["prometheus-adapter"] = b / f"prometheus-adapter-{v['PROMETHEUS_ADAPTER_VERSION']}"
+    dirs["lws-controller"] = b / f"lws-{v['LWS_VERSION']}"  # its CRD, crd.yaml, lies beside it
     return dirs
 
 

@@ -32,6 +32,7 @@ if [ -f "$RUN/kubelet.pid" ] && [ -f "$STATE/cp/kubeconfig" ]; then
   kubectl delete pods --all -A --grace-period=1 --wait=true --timeout=60s >/dev/null 2>&1 || true
 fi
 stop traefik
+stop lws-controller
 stop coredns
 stop kube-proxy
 kube-proxy --cleanup >/dev/null 2>&1 || true

@@ -4,6 +4,7 @@
 #   node: containerd + runc (Debian), CNI bridge/host-local/loopback/portmap (Debian's
 #         containernetworking-plugins), kubelet, kube-proxy (iptables mode)
 #   ingress: Traefik v3 (kubernetesIngress provider) on 127.0.0.1:$PAGODA_E2E_INGRESS_PORT
+#   LeaderWorkerSet (kubernetes-sigs/lws): its controller and webhooks, for multi-node engines
 # Everything runs as host processes (root needed); state in $STATE, logs in $STATE/logs.
 # When it is up it writes $STATE/env (source it): KUBECONFIG, PAGODA_E2E_INGRESS_URL, PATH.
 # Tear down with e2e/down.sh.
@@ -30,7 +31,7 @@ log() { echo "[up.sh +$(( $(date +%s) - t0 ))s] $*" >&2; }
 die() { echo "[up.sh] ERROR: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (kubelet, containerd, iptables)"
 
-[ -n "${PAGODA_E2E_SKIP_BUILD:-}" ] || bash "$HERE/cluster/build.sh" controlplane node
+[ -n "${PAGODA_E2E_SKIP_BUILD:-}" ] || bash "$HERE/cluster/build.sh" controlplane node lws
 for b in containerd runc iptables conntrack /usr/lib/cni/bridge; do
   command -v "$b" >/dev/null || die "$b missing: apt-get install -y containerd runc iptables conntrack containernetworking-plugins"
 done
@@ -225,6 +226,17 @@ start traefik env -u KUBECONFIG "$TRAEFIK" --global.checkNewVersion=false --glob
   --ping=true --ping.entryPoint=web --log.level=INFO --log.noColor=true
 wait_for 60 traefik curl -sf "http://127.0.0.1:$INGRESS_PORT/ping"
 log "traefik up on 127.0.0.1:$INGRESS_PORT"
+
+# --- LeaderWorkerSet: the controller as a host process, its webhooks served to the apiserver on
+# loopback (a URL, not a Service) with a certificate from the cluster CA (e2e/lws.py) ----------
+LWS=$CACHE/bin/lws-$LWS_VERSION
+kubectl apply --server-side -f "$LWS/crd.yaml" >/dev/null
+python3 "$HERE/lws.py" "$STATE/lws" "$PKI" 9445 8086
+start lws-controller "$LWS/lws-controller" --config "$STATE/lws/config.yaml" --kubeconfig "$KUBECONFIG"
+wait_for 60 "the LWS controller" curl -sf http://127.0.0.1:8086/readyz
+wait_for 60 "the LWS webhooks" curl -s --cacert "$PKI/ca.crt" -o /dev/null https://127.0.0.1:9445/
+kubectl apply -f "$STATE/lws/webhooks.json" >/dev/null
+log "LeaderWorkerSet $LWS_VERSION up (webhooks on 127.0.0.1:9445)"
 
 cat >"$STATE/env" <<EOF
 export KUBECONFIG=$KUBECONFIG

@@ -9,11 +9,12 @@ from pagoda.operator.resources.configmap import configmap
 from pagoda.operator.resources.deployment import deployment
 from pagoda.operator.resources.hpa import hpa
 from pagoda.operator.resources.ingress import ingress
+from pagoda.operator.resources.leaderworkerset import leaderworkerset, lws_name
 from pagoda.operator.resources.networkpolicy import networkpolicy
 from pagoda.operator.resources.pdb import pdb
 from pagoda.operator.resources.service import service
 from pagoda.operator.resources.servicemonitor import servicemonitor
-from pagoda.operator.spec import FIELD_MANAGER, GROUP, KIND, VERSION, Spec
+from pagoda.operator.spec import FIELD_MANAGER, GROUP, KIND, REVISION_LABEL, VERSION, Spec
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,26 @@ class Kind:
 CONFIGMAP = Kind("v1", "ConfigMap", "configmaps")
 SERVICE = Kind("v1", "Service", "services")
 DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
+LEADERWORKERSET = Kind("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets")
 INGRESS = Kind("networking.k8s.io/v1", "Ingress", "ingresses")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 SERVICEMONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
 NETWORKPOLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 # Apply order: what the Deployment's pods read first, what reads the Deployment last.
-KINDS = [CONFIGMAP, NETWORKPOLICY, SERVICE, DEPLOYMENT, INGRESS, PDB, HPA, SERVICEMONITOR]
+KINDS = [
+    CONFIGMAP,
+    NETWORKPOLICY,
+    SERVICE,
+    DEPLOYMENT,
+    LEADERWORKERSET,
+    INGRESS,
+    PDB,
+    HPA,
+    SERVICEMONITOR,
+]
+# Kinds whose CRDs the cluster may lack: listed, pruned and applied only where served.
+OPTIONAL = (LEADERWORKERSET, SERVICEMONITOR)
 
 
 def kind_of(obj: dict[str, Any]) -> Kind:
@@ -47,6 +61,27 @@ def engine_image(s: Spec, gpu_image: str, cpu_image: str) -> str:
     return s.engine.get("image") or (gpu_image if s.gpus else cpu_image)
 
 
+def workload(s: Spec, image: str, replicas: int | None) -> dict[str, Any]:
+    """What runs the engine pods: a Deployment, or a LeaderWorkerSet when an engine spans nodes."""
+    if s.nodes > 1:
+        return leaderworkerset(s, image, replicas)
+    return deployment(s, image, replicas)
+
+
+def workload_name(s: Spec) -> str:
+    return lws_name(s) if s.nodes > 1 else s.name
+
+
+def revision(work: dict[str, Any]) -> str:
+    """The pod template's revision label (a LeaderWorkerSet's two templates share one)."""
+    spec = work["spec"]
+    template = (
+        spec["template"] if "template" in spec else spec["leaderWorkerTemplate"]["leaderTemplate"]
+    )
+    label: str = template["metadata"]["labels"][REVISION_LABEL]
+    return label
+
+
 def desired(
     s: Spec,
     pods: Spec,
@@ -54,14 +89,18 @@ def desired(
     replicas: int | None,
     servicemonitors: bool,
     operator_namespace: str | None = None,
+    leaderworkersets: bool = True,
 ) -> list[dict[str, Any]]:
     """`pods` is the spec the pods come from: `s` itself, or the stable spec after a rollback.
-    `operator_namespace`: where the operator runs (the NetworkPolicy lets it in)."""
+    `operator_namespace`: where the operator runs (the NetworkPolicy lets it in).
+    `leaderworkersets`: whether LWS's CRD is served; without it a multi-node engine gets no
+    workload (the status says why) but keeps its other children."""
+    work = workload(pods, image, replicas)
     objs = [
         configmap(pods),
         networkpolicy(s, operator_namespace),
         service(s),
-        deployment(pods, image, replicas),
+        work if work["kind"] == "Deployment" or leaderworkersets else None,
         ingress(s),
         pdb(s),
         hpa(s),

@@ -18,7 +18,7 @@ from pagoda.operator import locks, logs, lora_sync, metrics
 from pagoda.operator.children import (
     DEPLOYMENT,
     KINDS,
-    SERVICEMONITOR,
+    OPTIONAL,
     Kind,
     edited_by_others,
     owner_of,
@@ -26,14 +26,16 @@ from pagoda.operator.children import (
 from pagoda.operator.config import CONFIG
 from pagoda.operator.observe import ObjectState, deployment_facts, is_ready, observe, pod_facts
 from pagoda.operator.reconcile import reconcile
+from pagoda.operator.resources.leaderworkerset import ROLE_LABEL
 from pagoda.operator.spec import GROUP, PLURAL, SELECTOR_LABEL, VERSION, WAKE_ANNOTATION
 
 ISVC = (GROUP, VERSION, PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "pagoda-operator"}
 POD = Kind("v1", "Pod", "pods")
-# Every child's edits and deletions are watched and undone, but ServiceMonitors': they come back on
-# the next reconcile (watching them would need their CRD installed).
-WATCHED = [k for k in KINDS if k is not SERVICEMONITOR]
+# Every child's edits and deletions are watched and undone, but ServiceMonitors' and
+# LeaderWorkerSets': they come back on the next reconcile (watching them would need their CRDs
+# installed).
+WATCHED = [k for k in KINDS if k not in OPTIONAL]
 
 
 def _resource(kind: Kind) -> tuple[str, str, str]:
@@ -110,7 +112,10 @@ def engine_pods(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(SELECTOR_LABEL)
-    return {(namespace, owner): pod_facts(dict(body))} if owner else None
+    # A multi-node engine's workers serve no HTTP: the looks at pods take its leaders only.
+    if not owner or labels.get(ROLE_LABEL) == "worker":
+        return None
+    return {(namespace, owner): pod_facts(dict(body))}
 
 
 @kopf.index(*_resource(DEPLOYMENT), labels=MANAGED)  # type: ignore[arg-type]

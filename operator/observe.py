@@ -21,10 +21,10 @@ from kubernetes.client import ApiClient
 
 from pagoda.operator import autoscale, kube, locks, metrics, plan, scale_to_zero
 from pagoda.operator.autoscale import ScalerState
-from pagoda.operator.children import DEPLOYMENT
+from pagoda.operator.children import DEPLOYMENT, LEADERWORKERSET, workload_name
 from pagoda.operator.config import CONFIG
 from pagoda.operator.metrics_scrape import History, Sample, scrape
-from pagoda.operator.reconcile import now_iso, reconcile_now, write_status
+from pagoda.operator.reconcile import now_iso, reconcile_now, served, write_status
 from pagoda.operator.rollout import NewPod, Observation, judge
 from pagoda.operator.spec import ENGINE_PORT, REVISION_LABEL, Spec, parse
 from pagoda.operator.trouble import trouble
@@ -56,6 +56,11 @@ async def observe(
         if meta.get("deletionTimestamp"):
             return
         s = parse(name, namespace, body["spec"])
+        if s.nodes > 1:
+            # kopf's watches hold no LeaderWorkerSets (their CRD may be missing): read it.
+            found, deploy = await asyncio.to_thread(_leaderworkerset, api, body, s)
+            if not found:
+                return
         ready = {p["metadata"]["name"]: p for p in pods if is_ready(p)}
         now = time.time()
         samples = await scrape(
@@ -74,6 +79,20 @@ async def observe(
             if e.status != 409:
                 raise
             # Our copy of the object predates our own last write: look again next tick.
+
+
+def _leaderworkerset(
+    api: ApiClient, body: dict[str, Any], s: Spec
+) -> tuple[bool, dict[str, Any] | None]:
+    """(whether to look on, the live LeaderWorkerSet). Without its CRD the reconcile's status
+    stands; once the CRD is served, a reconcile makes the LeaderWorkerSet and says so."""
+    if not served(api, LEADERWORKERSET):
+        return False, None
+    old = body.get("status") or {}
+    if any(c.get("reason") == plan.LWS_MISSING for c in old.get("conditions", [])):
+        reconcile_now(api, s.namespace, s.name)
+        return False, None
+    return True, kube.get(api, LEADERWORKERSET, s.namespace, workload_name(s))
 
 
 def pod_facts(pod: dict[str, Any]) -> dict[str, Any]:

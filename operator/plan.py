@@ -15,9 +15,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pagoda.operator.children import applies_replicas, desired, engine_image, handover
+from pagoda.operator.children import (
+    applies_replicas,
+    desired,
+    engine_image,
+    handover,
+    revision,
+    workload,
+)
 from pagoda.operator.config import OperatorConfig
-from pagoda.operator.resources.deployment import deployment, revision
 from pagoda.operator.resources.ingress import ingress_url
 from pagoda.operator.resources.service import cluster_url
 from pagoda.operator.rollout import Verdict
@@ -40,8 +46,9 @@ class Observed:
 
     generation: int
     status: dict[str, Any]  # the InferenceService's status as stored
-    deployment: dict[str, Any] | None  # the live Deployment
+    deployment: dict[str, Any] | None  # the live Deployment (LeaderWorkerSet when nodes > 1)
     servicemonitors: bool  # whether prometheus-operator's CRD is served
+    leaderworkersets: bool = True  # whether LWS's CRD is served (nodes > 1 needs it)
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,18 @@ class Plan:
     handover: dict[str, Any] | None  # applied first, under HANDOVER_MANAGER (see children.handover)
     rollout: dict[str, Any]  # status.rollout once the objects are applied
     events: list[Event] = field(default_factory=list)
+    missing: str | None = None  # why the engine's workload cannot be made (the status says it)
+
+
+LWS_MISSING = "LeaderWorkerSetMissing"
+LWS_MISSING_MESSAGE = (
+    "nodes > 1 needs the LeaderWorkerSet CRD (leaderworkerset.x-k8s.io/v1) and its controller: "
+    "install LWS (docs/operator.md, Multi-node engines) or set nodes to 1"
+)
 
 
 def revision_of(s: Spec, image: str) -> str:
-    return revision(deployment(s, image, None))
+    return revision(workload(s, image, None))
 
 
 def render(s: Spec, rollout: dict[str, Any], generation: int, config: OperatorConfig) -> Render:
@@ -117,7 +132,14 @@ def plan(s: Spec, o: Observed, config: OperatorConfig, now: str) -> Plan:
                 "monitoring.serviceMonitor.enabled, but the ServiceMonitor CRD is not installed",
             )
         )
-    objects = desired(s, r.pods, r.image, replicas, o.servicemonitors, config.namespace)
+    objects = desired(
+        s, r.pods, r.image, replicas, o.servicemonitors, config.namespace, o.leaderworkersets
+    )
+    if s.nodes > 1 and not o.leaderworkersets:
+        # Nothing rolls out; said once per spec, and the status stands until the CRD is served.
+        if o.status.get("observedGeneration") != o.generation:
+            events.append(Event("Warning", LWS_MISSING, LWS_MISSING_MESSAGE))
+        return Plan(objects, hand, rollout, events, missing=LWS_MISSING_MESSAGE)
     rollout, started = advance(rollout, r, o.generation, now)
     if started:
         events.append(Event("Normal", "RolloutStarted", f"rolling out revision {r.revision}"))
@@ -205,6 +227,7 @@ def status(
     now: str,
     apply_error: str | None = None,
     trouble: Trouble | None = None,
+    missing: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The status to write. `generation` is the one whose children were just applied, or None
@@ -224,6 +247,7 @@ def status(
         pods_scraped=pods_scraped,
         apply_error=apply_error,
         trouble=(trouble.reason, trouble.message) if trouble else None,
+        missing=(LWS_MISSING, missing) if missing else None,
     )
     observed = generation if generation is not None else old.get("observedGeneration")
     out: dict[str, Any] = {

@@ -21,8 +21,12 @@ from pagoda.operator.children import (
     DEPLOYMENT,
     HANDOVER_MANAGER,
     KINDS,
+    LEADERWORKERSET,
+    OPTIONAL,
     SERVICEMONITOR,
+    Kind,
     kind_of,
+    workload_name,
 )
 from pagoda.operator.config import CONFIG
 from pagoda.operator.spec import SELECTOR_LABEL, Spec, parse
@@ -35,13 +39,18 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def servicemonitors_served(api: ApiClient) -> bool:
-    """Whether prometheus-operator's CRD is installed; asked at most once a minute."""
-    at, served = _served_cache.get("sm", (0.0, False))
+def served(api: ApiClient, kind: Kind) -> bool:
+    """Whether an optional kind's CRD is installed (prometheus-operator's, LWS's); asked at most
+    once a minute."""
+    at, answer = _served_cache.get(kind.api_version, (0.0, False))
     if time.monotonic() - at > 60:
-        served = kube.served(api, SERVICEMONITOR.api_version)
-        _served_cache["sm"] = (time.monotonic(), served)
-    return served
+        answer = kube.served(api, kind.api_version)
+        _served_cache[kind.api_version] = (time.monotonic(), answer)
+    return answer
+
+
+def workload_kind(s: Spec) -> Kind:
+    return LEADERWORKERSET if s.nodes > 1 else DEPLOYMENT
 
 
 async def reconcile(api: ApiClient, namespace: str, name: str) -> None:
@@ -61,14 +70,20 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
         return
     s = parse(name, namespace, body["spec"])
     old = body.get("status") or {}
-    live = kube.get(api, DEPLOYMENT, namespace, name)
+    present = {k for k in OPTIONAL if served(api, k)}
+    lws = LEADERWORKERSET in present
+    live = (
+        kube.get(api, workload_kind(s), namespace, workload_name(s))
+        if s.nodes == 1 or lws
+        else None
+    )
     generation = body["metadata"].get("generation", 0)
-    observed = plan.Observed(generation, old, live, servicemonitors_served(api))
+    observed = plan.Observed(generation, old, live, SERVICEMONITOR in present, lws)
     p = plan.plan(s, observed, CONFIG, now_iso())
     try:
         if p.handover is not None:
             kube.apply(api, DEPLOYMENT, p.handover, manager=HANDOVER_MANAGER)
-        applied = apply_children(api, body, s, p.objects, observed.servicemonitors)
+        applied = apply_children(api, body, s, p.objects, present)
     except kube.ApiException as e:
         error = f"applying children failed: {e.status} {e.reason}: {_api_message(e)}"
         kube.event(body, type="Warning", reason="ApplyFailed", message=error)
@@ -79,8 +94,17 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
         raise kopf.TemporaryError(error, delay=15) from e
     for ev in p.events:
         kube.event(body, type=ev.type, reason=ev.reason, message=ev.message)
-    deploy = next(o for o in applied if o["kind"] == "Deployment")
-    write_status(api, body, s, deploy, p.rollout, generation, trouble=plan.trouble_of(old))
+    deploy = next((o for o in applied if o["kind"] in ("Deployment", "LeaderWorkerSet")), None)
+    write_status(
+        api,
+        body,
+        s,
+        deploy,
+        p.rollout,
+        generation,
+        trouble=plan.trouble_of(old),
+        missing=p.missing,
+    )
 
 
 def apply_children(
@@ -88,14 +112,16 @@ def apply_children(
     body: dict[str, Any],
     s: Spec,
     want: list[dict[str, Any]],
-    servicemonitors: bool,
+    present: set[Kind],
 ) -> list[dict[str, Any]]:
+    """`present`: the OPTIONAL kinds whose CRDs are served (the others are neither listed nor
+    pruned)."""
     uid = body["metadata"]["uid"]
     selector = f"{SELECTOR_LABEL}={s.name}"
     existing: dict[tuple[str, str], str] = {}
     owned: list[tuple[Any, str]] = []
     for kind in KINDS:
-        if kind is SERVICEMONITOR and not servicemonitors:
+        if kind in OPTIONAL and kind not in present:
             continue
         for o in kube.list_(api, kind, s.namespace, selector):
             if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences", [])):
@@ -138,12 +164,15 @@ def write_status(
     apply_error: str | None = None,
     trouble: Trouble | None = None,
     resource_version: str | None = None,
+    missing: str | None = None,
     **extra: Any,
 ) -> None:
     """Writes the status only where it changed: a steady state costs no API call.
     `resource_version`: write only if `body` is still current (else a 409 ApiException)."""
     old = body.get("status") or {}
-    new = plan.status(s, old, deploy, rollout, generation, now_iso(), apply_error, trouble, **extra)
+    new = plan.status(
+        s, old, deploy, rollout, generation, now_iso(), apply_error, trouble, missing, **extra
+    )
     patch = plan.status_patch(old, new)
     if patch:
         kube.patch_status(api, s.namespace, s.name, patch, resource_version)

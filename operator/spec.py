@@ -117,6 +117,9 @@ class Spec:
     model_s3: S3Source | None = None  # model.s3: where and as whom an s3:// model is read
     model_cache_claim: str | None = None  # a PVC shared by the pods as the model cache
     network_policy: dict[str, Any] = field(default_factory=dict)  # spec.networkPolicy, as given
+    nodes: int = (
+        1  # pods per engine; above 1 a LeaderWorkerSet runs it (resources/leaderworkerset.py)
+    )
 
     @property
     def replicas_owner(self) -> str:
@@ -142,7 +145,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         served_name=model.get("servedName"),
         engine=spec.get("engine", {}),
         resources=res,
-        gpus=gpu_count(res, spec.get("engine", {})),
+        gpus=gpu_count(res, spec.get("engine", {}), spec.get("nodes", 1)),
         gpu_resource=res.get("gpu", {}).get("resourceName", "nvidia.com/gpu"),
         replicas=None if "autoscaling" in spec else spec.get("replicas", 1),
         autoscaling=_autoscaling(spec["autoscaling"]) if "autoscaling" in spec else None,
@@ -176,6 +179,7 @@ def parse(name: str, namespace: str, spec: dict[str, Any]) -> Spec:
         model_s3=_s3_source(model["s3"]) if "s3" in model else None,
         model_cache_claim=model.get("cache", {}).get("claimName"),
         network_policy=spec.get("networkPolicy", {}),
+        nodes=spec.get("nodes", 1),
     )
 
 
@@ -218,13 +222,14 @@ def _autoscaling(a: dict[str, Any]) -> Autoscaling:
     )
 
 
-def gpu_count(resources: dict[str, Any], engine: dict[str, Any]) -> int:
-    """GPUs per pod: as given, else one per rank (tensor x pipeline parallel) when GPUs are asked
-    for at all; the CRD's CEL rule keeps a given count equal to the ranks."""
+def gpu_count(resources: dict[str, Any], engine: dict[str, Any], nodes: int) -> int:
+    """GPUs per pod: as given, else one per rank of the pod (tensor x pipeline parallel, split
+    over `nodes`) when GPUs are asked for at all; the CRD's CEL rules keep a given count equal to
+    the pod's ranks and the ranks divisible by the nodes."""
     if "gpu" not in resources:
         return 0
     ranks = engine.get("tensorParallelSize", 1) * engine.get("pipelineParallelSize", 1)
-    count: int = resources["gpu"].get("count", ranks)
+    count: int = resources["gpu"].get("count", ranks // nodes)
     return count
 
 

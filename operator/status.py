@@ -18,6 +18,7 @@ class Facts:
     pods_scraped: int | None = None  # None: not scraped yet
     apply_error: str | None = None
     trouble: tuple[str, str] | None = None  # (reason, message): what is wrong with the pods
+    missing: tuple[str, str] | None = None  # (reason, message): a CRD the workload needs is absent
 
 
 def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
@@ -33,6 +34,8 @@ def conditions(f: Facts) -> list[dict[str, Any]]:
     pods = f"{f.ready}/{f.desired} pods ready"
     if f.apply_error:
         ready = condition("Ready", False, "ApplyFailed", f.apply_error)
+    elif f.missing:
+        ready = condition("Ready", False, *f.missing)
     elif f.ready > 0:
         ready = condition("Ready", True, "Serving", pods)
     else:
@@ -52,6 +55,8 @@ def conditions(f: Facts) -> list[dict[str, Any]]:
     failure = deploy.get("ReplicaFailure", {})
     if f.apply_error:
         degraded = condition("Degraded", True, "ApplyFailed", f.apply_error)
+    elif f.missing:
+        degraded = condition("Degraded", True, *f.missing)
     elif f.trouble:
         degraded = condition("Degraded", True, *f.trouble)
     elif f.rollout_phase == "RolledBack":

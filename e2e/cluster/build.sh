@@ -11,6 +11,7 @@
 #   node:         kubelet kube-proxy traefik (ingress controller) coredns (cluster DNS)
 #   kind:         kind (only for running the e2e tier on a kind cluster elsewhere)
 #   adapter:      prometheus-adapter (serves the custom metrics API to the integration tier's HPA test)
+#   lws:          the LeaderWorkerSet controller (multi-node engines) and its CRD
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
@@ -160,6 +161,20 @@ build_prometheus_adapter() {  # in a copy of its own module: its go.mod pins its
   log "prometheus-adapter $PROMETHEUS_ADAPTER_VERSION: built"
 }
 
+build_lws() {  # in a copy of LWS's own module (its go.mod pins its Kubernetes libraries); its CRD
+  # (config/crd/bases) is copied next to the binary: the version of the CRD and the controller match
+  local out=$CACHE/bin/lws-$LWS_VERSION
+  [ -x "$out/lws-controller" ] && [ -f "$out/crd.yaml" ] && { log "lws $LWS_VERSION cached"; return; }
+  log "lws $LWS_VERSION: building"
+  local mod=$SRC/lws-module-$LWS_VERSION
+  module_copy "sigs.k8s.io/lws@$LWS_VERSION" "$mod"
+  mkdir -p "$out"
+  gobuild "$mod" "$out" "-X sigs.k8s.io/lws/pkg/version.GitVersion=$LWS_VERSION" ./cmd
+  mv -f "$out/cmd" "$out/lws-controller"
+  cp "$mod/config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml" "$out/crd.yaml"
+  log "lws $LWS_VERSION: built"
+}
+
 build_kind() {
   local out=$CACHE/bin/kind-$KIND_VERSION
   [ -x "$out/kind" ] && { log "kind $KIND_VERSION cached"; return; }
@@ -177,9 +192,10 @@ for t in "${targets[@]}"; do
     node) build_k8s kubelet kube-proxy; build_traefik; build_coredns ;;
     kind) build_kind ;;
     adapter) build_prometheus_adapter ;;
+    lws) build_lws ;;
     all) build_etcd; build_k8s kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
-         build_helm; build_versitygw; build_traefik; build_coredns; build_prometheus_adapter ;;
-    etcd|helm|versitygw|traefik|coredns) "build_$t" ;;
+         build_helm; build_versitygw; build_traefik; build_coredns; build_prometheus_adapter; build_lws ;;
+    etcd|helm|versitygw|traefik|coredns|lws) "build_$t" ;;
     kube-*|kubectl|kubelet) build_k8s "$t" ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac

@@ -28,8 +28,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >/dev/null
 fi
 case $tier in
-  integration) bash "$HERE/build.sh" controlplane adapter ;;
-  e2e) bash "$HERE/build.sh" controlplane node ;;
+  integration) bash "$HERE/build.sh" controlplane adapter lws ;;
+  e2e) bash "$HERE/build.sh" controlplane node lws ;;
   *) echo "usage: $0 integration|e2e" >&2; exit 2 ;;
 esac
 echo "[ci-setup] $tier ready in $(( $(date +%s) - t0 ))s" >&2

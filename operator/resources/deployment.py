@@ -83,11 +83,6 @@ def deployment(s: Spec, image: str, replicas: int | None) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(s), "spec": spec}
 
 
-def revision(deploy: dict[str, Any]) -> str:
-    label: str = deploy["spec"]["template"]["metadata"]["labels"][REVISION_LABEL]
-    return label
-
-
 def pod_template(s: Spec, image: str) -> dict[str, Any]:
     volumes, mounts = _volumes(s)
     pod: dict[str, Any] = {

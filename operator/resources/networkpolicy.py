@@ -1,6 +1,8 @@
 """The NetworkPolicy (spec.networkPolicy.enabled): engine pods take traffic on their port only
 from the operator (it scrapes /metrics) and the peers the spec names (the ingress controller,
-the gateway, Prometheus); everything else is dropped where the CNI enforces NetworkPolicies."""
+the gateway, Prometheus), and, for a multi-node engine, on every port from the pods of their own
+group (torch.distributed and the engine core's sockets pick ports beyond the engine's);
+everything else is dropped where the CNI enforces NetworkPolicies."""
 
 from __future__ import annotations
 
@@ -24,6 +26,14 @@ def networkpolicy(s: Spec, operator_namespace: str | None) -> dict[str, Any] | N
         "namespaceSelector": namespaces,
         "podSelector": {"matchLabels": OPERATOR_POD_LABELS},
     }
+    rules: list[dict[str, Any]] = [
+        {
+            "from": [operator, *s.network_policy.get("allowFrom", [])],
+            "ports": [{"protocol": "TCP", "port": ENGINE_PORT}],
+        }
+    ]
+    if s.nodes > 1:
+        rules.append({"from": [{"podSelector": {"matchLabels": s.selector}}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -31,11 +41,6 @@ def networkpolicy(s: Spec, operator_namespace: str | None) -> dict[str, Any] | N
         "spec": {
             "podSelector": {"matchLabels": s.selector},
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [operator, *s.network_policy.get("allowFrom", [])],
-                    "ports": [{"protocol": "TCP", "port": ENGINE_PORT}],
-                }
-            ],
+            "ingress": rules,
         },
     }

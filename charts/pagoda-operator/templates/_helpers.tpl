@@ -71,6 +71,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [create, get, list, patch, delete]
+# A multi-node engine's workload (spec.nodes > 1), where LWS is installed; read, not watched.
+- apiGroups: [leaderworkerset.x-k8s.io]
+  resources: [leaderworkersets]
+  verbs: [create, get, list, patch, delete]
 # The autoscaler sets the replica count through the Deployment's scale subresource.
 - apiGroups: [apps]
   resources: [deployments/scale]

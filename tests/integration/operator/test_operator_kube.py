@@ -431,6 +431,41 @@ INVALID = [
         {"model": {"uri": "default"}, "engine": {"command": []}},
         "spec.engine.command: Invalid value",
     ),
+    ({"model": {"uri": "default"}, "nodes": 0}, "spec.nodes: Invalid value: 0"),
+    (
+        {"model": {"uri": "default"}, "engine": {"pipelineParallelSize": 3}, "nodes": 2},
+        "nodes must divide engine.tensorParallelSize x engine.pipelineParallelSize",
+    ),
+    (
+        {
+            "model": {"uri": "default"},
+            "nodes": 2,
+            "engine": {"pipelineParallelSize": 2},
+            "autoscaling": {
+                "minReplicas": 1,
+                "maxReplicas": 2,
+                "metric": {"type": "WaitingRequests", "target": 4},
+            },
+        },
+        "nodes > 1 does not combine with autoscaling",
+    ),
+    (
+        {
+            "model": {"uri": "default"},
+            "nodes": 2,
+            "engine": {"pipelineParallelSize": 2, "command": ["vllm", "serve"]},
+        },
+        "nodes > 1 does not combine with engine.command",
+    ),
+    (
+        {
+            "model": {"uri": "default"},
+            "nodes": 2,
+            "engine": {"tensorParallelSize": 2, "pipelineParallelSize": 2},
+            "resources": {"gpu": {"count": 4}},
+        },
+        "resources.gpu.count must equal engine.tensorParallelSize x engine.pipelineParallelSize / nodes",
+    ),
 ]
 
 

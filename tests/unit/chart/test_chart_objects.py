@@ -138,6 +138,12 @@ def test_cluster_scope_rbac(helm):
         rules, "apiextensions.k8s.io", "customresourcedefinitions", ["list", "watch"]
     )
     assert _rules_grant(rules, "apps", "deployments/scale", ["patch"])
+    assert _rules_grant(
+        rules,
+        "leaderworkerset.x-k8s.io",
+        "leaderworkersets",
+        ["create", "get", "list", "patch", "delete"],
+    )
     assert not _rules_grant(rules, "apiextensions.k8s.io", "customresourcedefinitions", ["create"])
 
 

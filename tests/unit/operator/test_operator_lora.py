@@ -15,9 +15,10 @@ import yaml
 
 from pagoda.engine.cli import add_serve_args
 from pagoda.operator import kube
+from pagoda.operator.children import revision
 from pagoda.operator.lora import Adapter, PodResult, Served, adapter_status, adapters, diff
 from pagoda.operator.lora_sync import Engine, sync, sync_pod
-from pagoda.operator.resources.deployment import deployment, revision
+from pagoda.operator.resources.deployment import deployment
 from pagoda.operator.spec import LORA_LIMITS, engine_args, flag, parse
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,13 +7,12 @@ import pytest
 import yaml
 
 from pagoda.engine.loader.hub import MODEL_FILES, TOKENIZER_FILES
-from pagoda.operator.children import desired, engine_image
+from pagoda.operator.children import desired, engine_image, revision
 from pagoda.operator.resources.deployment import (
     DOWNLOAD_PATTERNS,
     PRESTOP_SECONDS,
     S3_DOWNLOAD,
     deployment,
-    revision,
 )
 from pagoda.operator.resources.hpa import HPA_METRICS, quantity
 from pagoda.operator.resources.ingress import ingress_url
@@ -45,10 +44,14 @@ def test_example_children_are_valid_kubernetes_objects(obj):
     s = parse(obj["metadata"]["name"], "default", obj["spec"])
     objs = desired(s, s, engine_image(s, "gpu:1", "cpu:1"), s.replicas or 1, servicemonitors=True)
     for o in objs:
-        if o["kind"] != "ServiceMonitor":  # not a built-in kind
+        if o["kind"] not in ("ServiceMonitor", "LeaderWorkerSet"):  # not built-in kinds
             kubernetes_validate.validate(o, K8S, strict=True)
     kinds = [o["kind"] for o in objs if o["kind"] != "NetworkPolicy"]
-    assert kinds[:3] == ["ConfigMap", "Service", "Deployment"]
+    assert kinds[:3] == [
+        "ConfigMap",
+        "Service",
+        "Deployment" if s.nodes == 1 else "LeaderWorkerSet",
+    ]
 
 
 def test_deployment_cpu_defaults():

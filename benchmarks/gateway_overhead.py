@@ -252,6 +252,12 @@ def main() -> None:
     p.add_argument("--itl-ms", type=float, default=20.0)
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--gateway-cpus", type=int, default=2, help="CPUs the gateway is pinned to")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run all three under SCHED_FIFO (inherited by the children), ahead of whatever "
+        "else the machine runs, as if each had its cores to itself",
+    )
     # A child's role (internal): serve the stand-in engine or the gateway on --port.
     p.add_argument("--serve", choices=["engine", "gateway"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -267,6 +273,8 @@ def main() -> None:
         serve_gateway(args.port, args.upstream_port)
         return
 
+    if args.realtime:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
     gateway_cpus, engine_cpus, load_cpus = placement(args.gateway_cpus)
     pacing = ["--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms)]
     engine = Child("engine", free_port(), engine_cpus, [*pacing, "--tokens", str(args.tokens)])
@@ -280,6 +288,8 @@ def main() -> None:
                   f"load generator to {load_cpus[0]}-{load_cpus[-1]}")  # fmt: skip
         else:
             print(f"not pinned ({os.cpu_count()} CPU)")
+        if args.realtime:
+            print("all three under SCHED_FIFO, priority 10")
         print(f"load average at the start: {loadavg()}")
         try:
             asyncio.run(measure(args, engine, gateway))

@@ -30,6 +30,22 @@ class Cluster:
         self.operator_image = os.environ.get("PAGODA_E2E_OPERATOR_IMAGE", f"pagoda-operator:{tag}")
         self.engine_image = os.environ.get("PAGODA_E2E_ENGINE_IMAGE", f"pagoda-engine:{tag}")
 
+    def default_model_isvc(
+        self, ns: str, name: str, served_name: str, engine: dict, **spec: object
+    ) -> dict:
+        """An InferenceService of the default model on the engine image under test: `engine`
+        adds to its engine fields, `spec` to the rest of its spec."""
+        return {
+            "apiVersion": "pagoda.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "model": {"uri": "default", "servedName": served_name},
+                "engine": {"image": self.engine_image, "imagePullPolicy": "IfNotPresent", **engine},
+                **spec,
+            },
+        }
+
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
     ):

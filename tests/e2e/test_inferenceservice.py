@@ -19,33 +19,28 @@ CHILD_KINDS = "deployments,replicasets,pods,services,ingresses,configmaps,poddis
 
 
 def isvc(cluster: Cluster, ns: str) -> dict:
-    return {
-        "apiVersion": "pagoda.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": NAME, "namespace": ns},
-        "spec": {
-            "model": {"uri": "default", "servedName": "smollm2"},
-            # one sequence at a time: a few concurrent clients make requests wait
-            # a 256 MiB KV pool: the CPU default (2 GiB), once filled, would not fit the limit
-            "engine": {
-                "image": cluster.engine_image,
-                "imagePullPolicy": "IfNotPresent",
-                "maxNumSeqs": 1,
-                "maxModelLen": 2048,
-                "args": ["--kv-cache-memory-bytes", str(256 * 2**20)],
-            },
-            "resources": {"memory": "3Gi"},
-            "autoscaling": {
-                "minReplicas": 1,
-                "maxReplicas": 2,
-                "metric": {"type": "WaitingRequests", "target": 1},
-                "scaleUp": {"stabilizationWindowSeconds": 0, "periodSeconds": 5},
-                "scaleDown": {"stabilizationWindowSeconds": 30, "periodSeconds": 10},
-            },
-            "lifecycle": {"startupTimeoutSeconds": 600, "drainSeconds": 5},
-            "exposure": {"ingress": {"path": "/"}},
+    return cluster.default_model_isvc(
+        ns,
+        NAME,
+        "smollm2",
+        # one sequence at a time: a few concurrent clients make requests wait
+        # a 256 MiB KV pool: the CPU default (2 GiB), once filled, would not fit the limit
+        engine={
+            "maxNumSeqs": 1,
+            "maxModelLen": 2048,
+            "args": ["--kv-cache-memory-bytes", str(256 * 2**20)],
         },
-    }
+        resources={"memory": "3Gi"},
+        autoscaling={
+            "minReplicas": 1,
+            "maxReplicas": 2,
+            "metric": {"type": "WaitingRequests", "target": 1},
+            "scaleUp": {"stabilizationWindowSeconds": 0, "periodSeconds": 5},
+            "scaleDown": {"stabilizationWindowSeconds": 30, "periodSeconds": 10},
+        },
+        lifecycle={"startupTimeoutSeconds": 600, "drainSeconds": 5},
+        exposure={"ingress": {"path": "/"}},
+    )
 
 
 def condition(obj: dict | None, type_: str) -> str | None:

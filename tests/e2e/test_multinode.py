@@ -16,27 +16,22 @@ NAME, MODEL, HOST = "duo", "smollm2-duo", "duo.localtest.me"
 
 
 def isvc(cluster: Cluster, ns: str) -> dict:
-    return {
-        "apiVersion": "pagoda.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": NAME, "namespace": ns},
-        "spec": {
-            "model": {"uri": "default", "servedName": MODEL},
-            "engine": {
-                "image": cluster.engine_image,
-                "imagePullPolicy": "IfNotPresent",
-                "pipelineParallelSize": 2,
-                "maxNumSeqs": 2,
-                "maxModelLen": 1024,
-                "args": ["--kv-cache-memory-bytes", str(128 * 2**20)],
-            },
-            "nodes": 2,
-            "replicas": 1,
-            "resources": {"memory": "3Gi"},
-            "lifecycle": {"startupTimeoutSeconds": 600, "drainSeconds": 5},
-            "exposure": {"ingress": {"host": HOST, "path": "/"}},
+    return cluster.default_model_isvc(
+        ns,
+        NAME,
+        MODEL,
+        engine={
+            "pipelineParallelSize": 2,
+            "maxNumSeqs": 2,
+            "maxModelLen": 1024,
+            "args": ["--kv-cache-memory-bytes", str(128 * 2**20)],
         },
-    }
+        nodes=2,
+        replicas=1,
+        resources={"memory": "3Gi"},
+        lifecycle={"startupTimeoutSeconds": 600, "drainSeconds": 5},
+        exposure={"ingress": {"host": HOST, "path": "/"}},
+    )
 
 
 def ready(obj: dict | None) -> bool:

@@ -68,6 +68,10 @@ def workload(s: Spec, image: str, replicas: int | None) -> dict[str, Any]:
     return deployment(s, image, replicas)
 
 
+def workload_kind(s: Spec) -> Kind:
+    return LEADERWORKERSET if s.nodes > 1 else DEPLOYMENT
+
+
 def workload_name(s: Spec) -> str:
     return lws_name(s) if s.nodes > 1 else s.name
 

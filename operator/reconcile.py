@@ -26,6 +26,7 @@ from pagoda.operator.children import (
     SERVICEMONITOR,
     Kind,
     kind_of,
+    workload_kind,
     workload_name,
 )
 from pagoda.operator.config import CONFIG
@@ -47,10 +48,6 @@ def served(api: ApiClient, kind: Kind) -> bool:
         answer = kube.served(api, kind.api_version)
         _served_cache[kind.api_version] = (time.monotonic(), answer)
     return answer
-
-
-def workload_kind(s: Spec) -> Kind:
-    return LEADERWORKERSET if s.nodes > 1 else DEPLOYMENT
 
 
 async def reconcile(api: ApiClient, namespace: str, name: str) -> None:
@@ -94,7 +91,7 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
         raise kopf.TemporaryError(error, delay=15) from e
     for ev in p.events:
         kube.event(body, type=ev.type, reason=ev.reason, message=ev.message)
-    deploy = next((o for o in applied if o["kind"] in ("Deployment", "LeaderWorkerSet")), None)
+    deploy = next((o for o in applied if o["kind"] == workload_kind(s).kind), None)
     write_status(
         api,
         body,

@@ -63,6 +63,20 @@ def condition(obj: dict | None, type_: str) -> dict:
     return {}
 
 
+def mark_pod_ready(api, ns: str, pod: str, ip: str) -> None:
+    """The kubelet's part, with no node: the pod runs, Ready, at `ip` (where a test serves it)."""
+    status = {
+        "phase": "Running",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "conditions": [
+            {"type": "Ready", "status": "True"},
+            {"type": "ContainersReady", "status": "True"},
+        ],
+    }
+    kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(pod, ns, {"status": status})
+
+
 class FakeEnginePod:
     """Plays a running engine pod: a /metrics server on a loopback address of its own, and the
     pod status (IP, Ready) that the kubelet would write."""
@@ -96,16 +110,7 @@ class FakeEnginePod:
         self.thread.start()
 
     def mark_ready(self, api, ns: str, pod: str) -> None:
-        status = {
-            "phase": "Running",
-            "podIP": self.ip,
-            "podIPs": [{"ip": self.ip}],
-            "conditions": [
-                {"type": "Ready", "status": "True"},
-                {"type": "ContainersReady", "status": "True"},
-            ],
-        }
-        kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(pod, ns, {"status": status})
+        mark_pod_ready(api, ns, pod, self.ip)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -27,7 +27,7 @@ import httpx
 import kubernetes
 import pytest
 import yaml
-from isvc_helpers import create_isvc
+from isvc_helpers import create_isvc, mark_pod_ready
 from monitoring_stack import Prometheus
 from process_harness import LoggedProcess, free_port, http_ok, wait_for
 from server_process import ServerProcess
@@ -217,19 +217,7 @@ def test_the_hpa_scales_the_deployment_on_waiting_requests_served_by_the_adapter
     pod = wait_for(
         "the engine pod", lambda: core.list_namespaced_pod(kube_ns, label_selector=selector).items
     )[0].metadata.name
-    # The kubelet's part: the pod runs, at the engine's address.
-    core.patch_namespaced_pod_status(
-        pod,
-        kube_ns,
-        {
-            "status": {
-                "phase": "Running",
-                "podIP": ip,
-                "podIPs": [{"ip": ip}],
-                "conditions": [{"type": "Ready", "status": "True"}],
-            }
-        },
-    )
+    mark_pod_ready(api, kube_ns, pod, ip)  # the kubelet's part, at the engine's address
     job = {
         "static_configs": [
             {

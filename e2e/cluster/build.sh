@@ -114,65 +114,50 @@ build_helm() {
   log "helm $HELM_VERSION: built"
 }
 
-build_traefik() {  # in a copy of Traefik's own module: its go.mod has replace/exclude directives
-  local out=$CACHE/bin/traefik-$TRAEFIK_VERSION
-  [ -x "$out/traefik" ] && { log "traefik $TRAEFIK_VERSION cached"; return; }
-  log "traefik $TRAEFIK_VERSION: building"
-  local mod=$SRC/traefik-module-$TRAEFIK_VERSION
-  module_copy "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" "$mod"
+# module_build NAME VERSION MODULE PKG BIN [LDFLAGS]: $CACHE/bin/NAME-VERSION/BIN, built from PKG in
+# a copy of MODULE's own tree at VERSION ($SRC/NAME-module-VERSION: its go.mod's replace/exclude
+# directives and go.sum pin what upstream builds with), unless it is there already.
+module_build() {
+  local name=$1 version=$2 module=$3 pkg=$4 bin=$5 ld=${6:-}
+  local out=$CACHE/bin/$name-$version mod=$SRC/$name-module-$version built
+  [ -x "$out/$bin" ] && { log "$name $version cached"; return; }
+  log "$name $version: building"
+  module_copy "$module@$version" "$mod"
   mkdir -p "$out"
-  gobuild "$mod" "$out" "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" ./cmd/traefik
-  log "traefik $TRAEFIK_VERSION: built"
+  gobuild "$mod" "$out" "$ld" "$pkg"
+  built=${pkg##*/}; [ "$pkg" = . ] && built=${module##*/}  # go build's name for the command
+  [ "$built" = "$bin" ] || mv -f "$out/$built" "$out/$bin"
+  log "$name $version: built"
+}
+
+build_traefik() {
+  module_build traefik "$TRAEFIK_VERSION" github.com/traefik/traefik/v3 ./cmd/traefik traefik \
+    "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
 }
 
 build_coredns() {  # cluster DNS for the node (kopf reaches kubernetes.default.svc by name)
-  local out=$CACHE/bin/coredns-$COREDNS_VERSION
-  [ -x "$out/coredns" ] && { log "coredns $COREDNS_VERSION cached"; return; }
-  log "coredns $COREDNS_VERSION: building"
-  local mod=$SRC/coredns-module-$COREDNS_VERSION
-  module_copy "github.com/coredns/coredns@$COREDNS_VERSION" "$mod"
-  mkdir -p "$out"
-  gobuild "$mod" "$out" "" .
-  log "coredns $COREDNS_VERSION: built"
+  module_build coredns "$COREDNS_VERSION" github.com/coredns/coredns . coredns
 }
 
 build_versitygw() {  # an S3 server over a folder, for s3:// models (tests/integration/s3). Not
   # MinIO: its server is AGPL-3.0 and has no tagged releases on the Go module proxy; versitygw is
-  # Apache-2.0. In a copy of its own module, so its go.sum pins what upstream builds with.
-  local out=$CACHE/bin/versitygw-$VERSITYGW_VERSION
-  [ -x "$out/versitygw" ] && { log "versitygw $VERSITYGW_VERSION cached"; return; }
-  log "versitygw $VERSITYGW_VERSION: building"
-  local mod=$SRC/versitygw-module-$VERSITYGW_VERSION
-  module_copy "github.com/versity/versitygw@$VERSITYGW_VERSION" "$mod"
-  mkdir -p "$out"
-  gobuild "$mod" "$out" "-X main.Version=$VERSITYGW_VERSION" ./cmd/versitygw
-  log "versitygw $VERSITYGW_VERSION: built"
+  # Apache-2.0.
+  module_build versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw ./cmd/versitygw versitygw \
+    "-X main.Version=$VERSITYGW_VERSION"
 }
 
-build_prometheus_adapter() {  # in a copy of its own module: its go.mod pins its k8s.io deps
-  local out=$CACHE/bin/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION
-  [ -x "$out/prometheus-adapter" ] && { log "prometheus-adapter $PROMETHEUS_ADAPTER_VERSION cached"; return; }
-  log "prometheus-adapter $PROMETHEUS_ADAPTER_VERSION: building"
-  local mod=$SRC/prometheus-adapter-module-$PROMETHEUS_ADAPTER_VERSION
-  module_copy "sigs.k8s.io/prometheus-adapter@$PROMETHEUS_ADAPTER_VERSION" "$mod"
-  mkdir -p "$out"
-  gobuild "$mod" "$out" "" ./cmd/adapter
-  mv "$out/adapter" "$out/prometheus-adapter"
-  log "prometheus-adapter $PROMETHEUS_ADAPTER_VERSION: built"
+build_prometheus_adapter() {
+  module_build prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION" sigs.k8s.io/prometheus-adapter \
+    ./cmd/adapter prometheus-adapter
 }
 
-build_lws() {  # in a copy of LWS's own module (its go.mod pins its Kubernetes libraries); its CRD
-  # (config/crd/bases) is copied next to the binary: the version of the CRD and the controller match
-  local out=$CACHE/bin/lws-$LWS_VERSION
-  [ -x "$out/lws-controller" ] && [ -f "$out/crd.yaml" ] && { log "lws $LWS_VERSION cached"; return; }
-  log "lws $LWS_VERSION: building"
-  local mod=$SRC/lws-module-$LWS_VERSION
+build_lws() {  # the controller, and its CRD (config/crd/bases) beside it: one version of both
+  module_build lws "$LWS_VERSION" sigs.k8s.io/lws ./cmd lws-controller \
+    "-X sigs.k8s.io/lws/pkg/version.GitVersion=$LWS_VERSION"
+  local out=$CACHE/bin/lws-$LWS_VERSION mod=$SRC/lws-module-$LWS_VERSION
+  [ -f "$out/crd.yaml" ] && return
   module_copy "sigs.k8s.io/lws@$LWS_VERSION" "$mod"
-  mkdir -p "$out"
-  gobuild "$mod" "$out" "-X sigs.k8s.io/lws/pkg/version.GitVersion=$LWS_VERSION" ./cmd
-  mv -f "$out/cmd" "$out/lws-controller"
   cp "$mod/config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml" "$out/crd.yaml"
-  log "lws $LWS_VERSION: built"
 }
 
 build_kind() {

@@ -9,9 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
-# Engine dependencies missing on the device image, with theirs (pydantic's, fastapi's).
+# Engine dependencies missing on the device image, with theirs (pydantic's; fastapi's, whose
+# telemetry module imports opentelemetry's API).
 WHEELS=(gguf pyzmq msgspec fastapi starlette uvicorn httptools pydantic pydantic-core
-        annotated-types typing-inspection xgrammar apache-tvm-ffi obstore)
+        annotated-types typing-inspection xgrammar apache-tvm-ffi obstore opentelemetry-api)
 # The versions this checkout's venv holds, so the device runs what the tests ran against.
 mapfile -t PINS < <("$PY" -c 'import sys
 from importlib.metadata import version

@@ -1,4 +1,4 @@
-"""The 4-bit kernel's tile sizes and split-K at the Llama-3.1-8B layer shapes (group 128, zero
+"""The 4-bit kernels' tile sizes (the one-row GEMV's; above one row, the GEMM's with split-K) at the Llama-3.1-8B layer shapes (group 128, zero
 points), batches 1 and 8, against bf16 torch.matmul on the same card: CUDA-graph replay
 medians, and the bandwidth each reaches on its weight read (packed weights, scales and zeros for
 the 4-bit kernel). Prints one JSON line a case."""
@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from functools import partial
 
 import torch
 import triton.testing
 
+from pagoda.engine.kernels.w4_gemv import w4_gemv
 from pagoda.engine.kernels.w4a16_gemm import w4a16_matmul
 
+# Batches swept: ROWS="1 8" adds the GEMM path above one row (many more compiles).
+ROWS = tuple(int(m) for m in os.environ.get("ROWS", "1").split())
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
 GROUP = 128
 
@@ -30,27 +34,27 @@ def main() -> None:
         zeros = torch.full((k // GROUP, n), 8, device="cuda", dtype=torch.uint8)
         w4_bytes = packed.nbytes + scales.nbytes + zeros.nbytes
         run = partial(w4a16_matmul, packed=packed, scales=scales, zeros=zeros, group_size=GROUP)
-        for m in (1, 8):
+
+        def gemm(x, block_n, block_k, split_k, num_warps, run=run):
+            return run(x, None, None, block_n, block_k, split_k, num_warps)
+
+        for m in ROWS:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             row = {"layer": name, "m": m, "bf16_us": bench(partial(torch.matmul, x, w.T))}
             best = None
-            for bn, bk, sk, nw in itertools.product(
-                (32, 64, 128), (128,), (None, 1, 2, 4, 8), (4, 8)
-            ):
-                t = bench(
-                    partial(
-                        run,
-                        x,
-                        g_idx=None,
-                        bias=None,
-                        block_n=bn,
-                        block_k=bk,
-                        split_k=sk,
-                        num_warps=nw,
-                    )
-                )
+            if m == 1:  # the one-row kernel: rows a program, K step, warps
+                configs = itertools.product((8, 16, 32), (1024, 2048), (4, 8))
+                cases = [
+                    (c, partial(w4_gemv, x, packed, scales, zeros, GROUP, None, *c))
+                    for c in configs
+                ]
+            else:
+                configs = itertools.product((32, 64, 128), (128,), (None, 1, 2, 4, 8), (4, 8))
+                cases = [(c, partial(gemm, x, *c)) for c in configs]
+            for config, fn in cases:
+                t = bench(fn)
                 if best is None or t < best[0]:
-                    best = (round(t, 2), bn, bk, sk, nw)
+                    best = (round(t, 2), *config)
             t_default = bench(partial(run, x, g_idx=None, bias=None))
             row.update(w4_default_us=t_default, w4_best=best)
             row["w4_default_over_bf16"] = round(t_default / row["bf16_us"], 3)

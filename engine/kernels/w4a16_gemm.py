@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from pagoda.engine.kernels.triton_import import tl, triton
+from pagoda.engine.kernels.w4_gemv import w4_gemv
 from pagoda.engine.kernels.w8_gemv import split_k_for  # the same split rule as the 8-bit GEMV
 
 # Up to this many rows the small-batch configuration (split-K, BLOCK_M 1 or 16) is used.
@@ -165,6 +166,8 @@ def w4a16_matmul(
         or scales.shape[1] != packed.shape[0]
     ):
         raise ValueError(f"w4a16_matmul: x {tuple(x.shape)}, packed {tuple(packed.shape)}")
+    if m == 1 and g_idx is None and block_n is None and block_k is None and split_k is None:
+        return w4_gemv(x, packed, scales, zeros, group_size, bias)
     small = m <= SMALL_BATCH
     block_m = 1 if m == 1 else (16 if small else (64 if m <= 128 else 128))
     block_n = block_n or 64

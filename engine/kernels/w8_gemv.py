@@ -6,8 +6,10 @@ tuned for large M) read 8-bit weights no faster than bf16 ones. Here each progra
 [BLOCK_N, K] strip of 8-bit weights once, widens it to the activations' dtype in registers (exact:
 e4m3 and int8 values fit in bf16 and fp16), multiplies it by the activations, kept as they are
 (weight-only at small batch: no per-token activation rounding), and applies the per-channel scale
-to the fp32 sums. Split-K programs add into an fp32 output when N alone gives too few programs to
-keep the memory system busy. The reference: the dequantized weight, then a float32 matmul.
+to the fp32 sums. A single row (decode at batch 1) goes to a row kernel whose programs each own
+a few outputs over all of K: one kernel a layer. Above one row, split-K programs add into an fp32
+output when N alone gives too few programs to keep the memory system busy. The reference: the
+dequantized weight, then a float32 matmul.
 """
 
 from __future__ import annotations
@@ -58,10 +60,7 @@ def _w8_gemv_kernel(
             mask=(rn[:, None] < N) & (rk[None, :] < K),
             other=0.0,
         )
-        if BLOCK_M == 1:  # one row: a multiply and a row sum, no tensor-core layout to convert
-            acc += tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=1)[None, :]
-        else:
-            acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
+        acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
     scale = tl.load(scale_ptr + rn, mask=rn < N, other=0.0)
     acc = acc * scale[None, :]
     if HAS_BIAS:  # added once: by the first split
@@ -73,6 +72,94 @@ def _w8_gemv_kernel(
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask)
     else:
         tl.atomic_add(out, acc, mask=mask, sem="relaxed")
+
+
+@triton.jit
+def _w8_gemv_row_kernel(
+    x_ptr,
+    w_ptr,
+    scale_ptr,
+    bias_ptr,
+    y_ptr,
+    N,
+    K,
+    stride_wn,
+    HAS_BIAS: tl.constexpr,
+    EVEN: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SUM_EACH_STEP: tl.constexpr,
+):
+    """One row: each program owns BLOCK_N outputs over all of K (no split-K, so no fp32 buffer to
+    zero and convert: one kernel a layer), with products kept per column and summed once."""
+    pid = tl.program_id(0)
+    rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    w_rows = w_ptr + rn[:, None].to(tl.int64) * stride_wn + rk[None, :]
+    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    acc_n = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        if EVEN:
+            x = tl.load(x_ptr + k0 + rk)
+            w = tl.load(w_rows + k0)
+        else:
+            x = tl.load(x_ptr + k0 + rk, mask=k0 + rk < K, other=0.0)
+            w = tl.load(w_rows + k0, mask=(rn[:, None] < N) & (k0 + rk[None, :] < K), other=0.0)
+        if SUM_EACH_STEP:
+            acc_n += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
+        else:
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+    if not SUM_EACH_STEP:
+        acc_n = tl.sum(acc, axis=1)
+    y = acc_n * tl.load(scale_ptr + rn, mask=rn < N, other=0.0)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+    tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
+
+
+def row_tiles_for(n: int) -> tuple[int, int, bool]:
+    """(rows a program, K step, sum each step), from benchmarks/gpu/w8_gemv_sweep.py on an H200 at
+    the 8B shapes: wide layers (gate|up) sum 32 rows' 256-wide steps as they go; the others keep
+    8 rows' 1,024 columns of products and sum once."""
+    return (32, 256, True) if n >= 16384 else (8, 1024, False)
+
+
+def w8_gemv_row(
+    x: torch.Tensor,
+    weight_q: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    block_n: int | None = None,
+    block_k: int | None = None,
+    num_warps: int = 4,
+    sum_each_step: bool | None = None,
+) -> torch.Tensor:
+    """x [1, K] @ (weight_q [N, K] 8-bit * scale [N])^T (+ bias) -> [1, N] in x's dtype; tiles by
+    `row_tiles_for` unless given."""
+    k = x.shape[1]
+    n = weight_q.shape[0]
+    default_n, default_k, default_sum = row_tiles_for(n)
+    block_n = block_n or default_n
+    block_k = min(block_k or default_k, triton.next_power_of_2(k))
+    sum_each_step = default_sum if sum_each_step is None else sum_each_step
+    y = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    _w8_gemv_row_kernel[(triton.cdiv(n, block_n),)](
+        x,
+        weight_q,
+        weight_scale,
+        bias if bias is not None else weight_scale,
+        y,
+        n,
+        k,
+        weight_q.stride(0),
+        HAS_BIAS=bias is not None,
+        EVEN=n % block_n == 0 and k % block_k == 0,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        SUM_EACH_STEP=sum_each_step,
+        num_warps=num_warps,
+    )
+    return y
 
 
 def split_k_for(n: int, k: int, block_n: int, sms: int) -> int:
@@ -95,11 +182,13 @@ def w8_gemv(
     num_warps: int = 4,
 ) -> torch.Tensor:
     """x [M <= 16, K] (bf16 or fp16, contiguous rows) @ (weight_q [N, K] 8-bit * scale [N])^T
-    (+ bias) -> [M, N] in x's dtype."""
+    (+ bias) -> [M, N] in x's dtype. One row goes to the row kernel."""
     m, k = x.shape
     n = weight_q.shape[0]
     if m > MAX_ROWS or x.stride(1) != 1 or weight_q.stride(1) != 1:
         raise ValueError(f"w8_gemv takes up to {MAX_ROWS} contiguous rows, got {tuple(x.shape)}")
+    if m == 1:
+        return w8_gemv_row(x, weight_q, weight_scale, bias)
     if split_k is None:
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count
         split_k = split_k_for(n, k, block_n, sms)
@@ -124,7 +213,7 @@ def w8_gemv(
         k_per_split,
         HAS_BIAS=bias is not None,
         SPLIT_K=split_k,
-        BLOCK_M=1 if m == 1 else 16,
+        BLOCK_M=16,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         num_warps=num_warps,

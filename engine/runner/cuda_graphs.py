@@ -97,7 +97,9 @@ def capture_step_graphs(
     they never run at once."""
     blocks = -(-max_model_len // config.block_size)
     common = (blocks, max_model_len, config.block_size, device)
-    token_sizes = [s for s in TOKEN_GRAPH_SIZES if s <= config.max_num_batched_tokens]
+    # A step holds at most the token budget, and at most max_num_seqs whole sequences.
+    most_tokens = min(config.max_num_batched_tokens, config.max_num_seqs * max_model_len)
+    token_sizes = [s for s in TOKEN_GRAPH_SIZES if s <= most_tokens]
     by_tokens = None
     if token_sizes:
         tokens = TokenLayout(token_sizes[-1], config.max_num_seqs, *common)

@@ -174,10 +174,18 @@ class TokenLayout:
         return sizes[bisect.bisect_left(sizes, tokens)]
 
     def inputs(self, size: int) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
-        """A graph of `size` tokens is captured on all of them in one sequence (the kernels'
-        choices depend on the shapes alone, not on how tokens split into sequences)."""
-        self.query_start_loc[1:].fill_(size)
-        self.seq_lens[0] = size
+        """A graph of `size` tokens is captured on whole prompts of max_model_len tokens (the
+        last one shorter): the kernels' choices depend on the shapes alone, not on how tokens
+        split into sequences, but no sequence may outgrow its block table row."""
+        longest = min(size, self.max_model_len)
+        seqs = -(-size // longest)
+        if seqs > self.max_seqs:
+            raise ValueError(f"{size} tokens need {seqs} sequences of {longest}: too many")
+        starts = torch.arange(seqs + 1, dtype=torch.int32).mul_(longest).clamp_(max=size)
+        self.query_start_loc.fill_(size)
+        self.query_start_loc[: seqs + 1].copy_(starts)
+        self.seq_lens.zero_()
+        self.seq_lens[:seqs].copy_(starts.diff())
         return self.input_ids[:size], self.positions[:size], self.meta(size)
 
     def meta(self, size: int) -> AttentionMetadata:

@@ -18,6 +18,7 @@ pytestmark = [
 
 from quantized_checkpoint import write_w4_pair  # noqa: E402
 
+from pagoda.engine.kernels.w4_gemv import w4_gemv  # noqa: E402
 from pagoda.engine.kernels.w4a16_gemm import w4a16_matmul  # noqa: E402
 from pagoda.engine.llm import LLM  # noqa: E402
 from pagoda.engine.quantization.w4 import dequantize_w4, pack_columns  # noqa: E402
@@ -62,7 +63,8 @@ def test_w4a16_matches_the_reference(k: int, n: int, batch: int, kind: str) -> N
 
 @pytest.mark.parametrize("batch", [1, 5, 33])
 def test_one_group_over_all_inputs_and_fp16(batch: int) -> None:
-    """group -1 (one scale a row: the group is K), fp16 activations, no bias, a split-K given."""
+    """group -1 (one scale a row: the group is K), fp16 activations, no bias, a split-K given;
+    at one row the GEMV too."""
     g = torch.Generator("cuda").manual_seed(batch)
     n, k = 1000, 4096  # N no multiple of the block
     q = torch.randint(0, 16, (n, k), device="cuda", generator=g)
@@ -70,9 +72,12 @@ def test_one_group_over_all_inputs_and_fp16(batch: int) -> None:
     zeros = torch.randint(0, 16, (1, n), device="cuda", generator=g).to(torch.uint8)
     x = torch.randn(batch, k, device="cuda", generator=g).half()
     packed = pack_columns(q)
+    want = x.float() @ dequantize_w4(packed, scales, zeros, k).T
     for split_k in (1, 4):
         out = w4a16_matmul(x, packed, scales, zeros, k, None, None, split_k=split_k)
-        want = x.float() @ dequantize_w4(packed, scales, zeros, k).T
+        assert ((out.float() - want).norm() / want.norm()).item() < 1e-2
+    if batch == 1:  # the one-row GEMV, masked (N = 1000), its K steps inside the one group
+        out = w4_gemv(x, packed, scales, zeros, k, None)
         assert ((out.float() - want).norm() / want.norm()).item() < 1e-2
 
 

@@ -177,13 +177,29 @@ for m, group, act_order, split_k in [(1, 64, False, 2), (3, 128, True, 1), (17, 
     want = w4_linear_reference(x, dequantize_w4(packed, scales, zeros, group, g_idx), bias)
     got = w4a16_matmul(x, packed, scales, zeros, group, g_idx, bias, split_k=split_k)
     torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+# The one-row GEMV (batch-1 decode): a part-filled row tile (40 rows), K steps wider than a
+# group, one group over all of K (96 inputs: no power of two).
+from pagoda.engine.kernels.w4_gemv import w4_gemv
+for n, k, group, tiles in [(48, 256, 32, (16, 128, 4)), (40, 512, 128, (16, 256, 4)),
+                           (32, 96, 96, (None, None, None)), (64, 2048, 64, (None, None, None))]:
+    groups = -(-k // group)
+    q = torch.randint(0, 16, (n, k), generator=gen)
+    scales = (torch.rand(groups, n, generator=gen) * 0.01 + 0.001).half()
+    zeros = torch.randint(0, 16, (groups, n), generator=gen).to(torch.uint8)
+    x = torch.randn(1, k, generator=gen).half()
+    bias = torch.randn(n, generator=gen).half()
+    packed = pack_columns(q)
+    want = w4_linear_reference(x, dequantize_w4(packed, scales, zeros, group), bias)
+    got = w4_gemv(x, packed, scales, zeros, group, bias, *tiles)
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
 print("kernel ok")
 """
 
 
 def test_the_triton_kernel_matches_the_reference_under_the_interpreter() -> None:
     """fp16 activations (the interpreter's bf16 tl.dot is wrong; the GPU tier runs bf16): one
-    row and several, split-K, act-order, groups of 32 to 256 and a partly filled N block."""
+    row and several, split-K, act-order, groups of 32 to 256 and a partly filled N block; the
+    one-row GEMV on masked tiles and one group over all of K."""
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     run = subprocess.run(
@@ -236,4 +252,29 @@ def test_the_kernel_compiles_for_hopper(act_order: bool, split_k: int, block_m: 
         constexprs={(names.index(k),): v for k, v in constexprs.items()},
     )
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    assert compiled.asm["cubin"]
+
+
+@pytest.mark.parametrize(("even", "block_k", "sub"), [(True, 1024, 128), (False, 2048, 2048)])
+def test_the_one_row_gemv_compiles_for_hopper(even: bool, block_k: int, sub: int) -> None:
+    """The batch-1 GEMV (kernels/w4_gemv.py) down to an sm_90 cubin, unmasked and masked."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from pagoda.engine.kernels.w4_gemv import _w4_gemv_kernel
+
+    pointers = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*fp16", "zero_ptr": "*u8"}
+    pointers |= {"bias_ptr": "*bf16", "y_ptr": "*bf16"}
+    ints = ["N", "K", "stride_wn", "stride_sg"]
+    constexprs = {"GROUP": sub, "HAS_BIAS": True, "EVEN": even, "BLOCK_N": 16}
+    constexprs |= {"BLOCK_K": block_k, "SUB": sub}
+    signature = pointers | dict.fromkeys(ints, "i32") | dict.fromkeys(constexprs, "constexpr")
+    names = list(signature)
+    source = ASTSource(
+        fn=_w4_gemv_kernel,
+        signature=signature,
+        constexprs={(names.index(k),): v for k, v in constexprs.items()},
+    )
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
     assert compiled.asm["cubin"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from eager_steps import eager_step
 
@@ -14,6 +15,21 @@ from pagoda.engine.attention.metadata import AttentionMetadata
 from pagoda.engine.core.sequence import Sequence
 from pagoda.engine.runner.step_layout import TokenLayout
 from pagoda.engine.sampling_params import SamplingParams
+
+
+def test_capture_inputs_keep_each_sequence_within_max_model_len():
+    """A graph of more tokens than max_model_len is captured on several whole sequences: one
+    sequence as long as the graph would read past its block table row (an illegal address on the
+    GPU when the model is short and the token budget large)."""
+    layout = TokenLayout(256, 4, 4, 64, 16, torch.device("cpu"))
+    _, _, meta = layout.inputs(200)
+    assert meta.seq_lens.tolist() == [64, 64, 64, 8]
+    assert meta.query_start_loc.tolist() == [0, 64, 128, 192, 200]
+    _, _, meta = layout.inputs(64)
+    assert meta.seq_lens.tolist() == [64, 0, 0, 0]
+    assert meta.query_start_loc.tolist() == [0, 64, 64, 64, 64]
+    with pytest.raises(ValueError, match="too many"):
+        layout.inputs(257 + 64)
 
 
 def test_sizes_by_token_count_and_sequence_bound():

@@ -83,8 +83,9 @@ def binary(name: str) -> str:
     if not os.access(path, os.X_OK):
         raise MissingBinaries(
             f"{path} is missing: build the cluster binaries first with `bash e2e/cluster/build.sh` "
-            "(the integration tier's, prometheus-adapter included: `bash e2e/cluster/ci-setup.sh "
-            f"integration`; one-time, cached under {cache_dir()}/bin; ~20 min fresh on 2 cores)"
+            "(a tier's: `bash e2e/cluster/ci-setup.sh integration` or `e2e`, prometheus-adapter "
+            f"with the e2e tier's; one-time, cached under {cache_dir()}/bin; ~20 min fresh on 2 "
+            "cores)"
         )
     return str(path)
 

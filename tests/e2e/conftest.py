@@ -16,9 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2e_cluster import CHART, Cluster
-
-RELEASE, OPERATOR_NS = "pagoda", "pagoda-system"
+from e2e_cluster import Cluster
 
 
 @pytest.fixture(scope="session")
@@ -51,29 +49,11 @@ def cluster() -> Cluster:
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster):
-    """The chart, installed for one test module (its CRD goes with it, and every
-    InferenceService with the CRD)."""
-    repo, _, tag = cluster.operator_image.rpartition(":")
-    cluster.helm(
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        OPERATOR_NS,
-        "--create-namespace",
-        "--set",
-        f"image.repository={repo}",
-        "--set",
-        f"image.tag={tag}",
-        "--set",
-        "image.pullPolicy=IfNotPresent",
-        "--wait",
-        "--timeout",
-        "5m",
-    )
+    """The chart, installed for one test module (`helm uninstall` keeps its CRD, and so every
+    InferenceService left)."""
+    cluster.install_operator()
     yield
-    cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "3m")
+    cluster.uninstall_operator()
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "pagoda-operator"
+RELEASE, OPERATOR_NS = "pagoda", "pagoda-system"
+CONTROLPLANE = ROOT / "e2e" / "controlplane.py"
+
+
+@functools.cache
+def controlplane_module() -> ModuleType:
+    """e2e/controlplane.py (a script, not a package): where build.sh put each binary, and the
+    certificate makers the cluster's own PKI comes from."""
+    spec = importlib.util.spec_from_file_location("pagoda_e2e_controlplane", CONTROLPLANE)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _app_version() -> str:
@@ -60,11 +78,34 @@ class Cluster:
         r = self.kubectl("get", *args, "-o", "json", check=False)
         return json.loads(r.stdout) if r.returncode == 0 else None
 
+    def pods_ready(self, ns: str, selector: str) -> dict[str, bool]:
+        """The pods of `ns` that `selector` selects: name -> Ready."""
+        return {
+            p["metadata"]["name"]: any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p.get("status", {}).get("conditions", [])
+            )
+            for p in (self.get("pods", "-n", ns, "-l", selector) or {}).get("items", [])
+        }
+
     def helm(self, *args: str, timeout: float = 600):
         r = subprocess.run([self.helm_bin, *args], capture_output=True, text=True, timeout=timeout)
         if r.returncode:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
         return r
+
+    def install_operator(self, chart: Path = CHART, *values: str) -> None:
+        """`helm upgrade --install` of `chart` with the operator image under test and the extra
+        `--set` `values`, until its pods are Ready."""
+        repo, _, tag = self.operator_image.rpartition(":")
+        sets = [f"image.repository={repo},image.tag={tag},image.pullPolicy=IfNotPresent", *values]
+        self.helm(
+            "upgrade", "--install", RELEASE, str(chart), "-n", OPERATOR_NS, "--create-namespace",
+            *(a for v in sets for a in ("--set", v)), "--wait", "--timeout", "5m",
+        )  # fmt: skip
+
+    def uninstall_operator(self) -> None:
+        self.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "3m")
 
     def wait(self, pred, timeout: float, what: str, interval: float = 2.0):
         deadline = time.monotonic() + timeout

@@ -12,12 +12,12 @@ import urllib.request
 import uuid
 
 import pytest
-from e2e_cluster import CHART, Cluster
+from e2e_cluster import CHART, OPERATOR_NS, Cluster
 from tenants import handbooks, one_round
 
 pytestmark = pytest.mark.e2e
 
-RELEASE, OPERATOR_NS, HOST = "pagoda", "pagoda-system", "gateway.e2e"
+HOST = "gateway.e2e"
 # The multi-tenant workload (tenants.py): round 0 fills the caches and is not measured; rounds
 # 1 and 2 are, the steady state of a service whose tenants keep coming back.
 ROUNDS = 3
@@ -25,17 +25,14 @@ ROUNDS = 3
 
 @pytest.fixture(scope="module")
 def gateway(cluster: Cluster):
-    repo, _, tag = cluster.operator_image.rpartition(":")
-    cluster.helm(
-        "upgrade", "--install", RELEASE, str(CHART), "-n", OPERATOR_NS, "--create-namespace",
-        "--set", f"image.repository={repo},image.tag={tag},image.pullPolicy=IfNotPresent",
-        "--set", "gateway.enabled=true,gateway.replicaCount=1,gateway.queueTimeoutSeconds=600",
-        "--set", f"gateway.ingress.enabled=true,gateway.ingress.host={HOST}",
-        "--set", "gateway.resources.requests.cpu=100m",
-        "--wait", "--timeout", "5m",
-    )  # fmt: skip
+    cluster.install_operator(
+        CHART,
+        "gateway.enabled=true,gateway.replicaCount=1,gateway.queueTimeoutSeconds=600",
+        f"gateway.ingress.enabled=true,gateway.ingress.host={HOST}",
+        "gateway.resources.requests.cpu=100m",
+    )
     yield
-    cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "3m")
+    cluster.uninstall_operator()
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ on free loopback ports. It yields an `e2e.controlplane.ControlPlane` with `.kube
 `.server` (URL) and `.kubectl(*args)`; for the session it also sets KUBECONFIG and puts the
 pinned kubectl/helm first on PATH. No node joins: pods stay Pending (no kubelet).
 
-`kube_ns`: a fresh namespace for one test, deleted afterwards. `own_kube`: a control plane of
-one test's own, for cluster-wide changes the shared one must not see.
+`kube_ns`: a fresh namespace for one test, deleted afterwards.
 
 `s3`: a real S3 server, versitygw (built by e2e/cluster/build.sh) over a temporary folder, on a
 free loopback port; an `S3Server` with the endpoint, its root key pair and the folder (a bucket is
@@ -72,18 +71,6 @@ def kube():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        cp.stop()
-
-
-@pytest.fixture
-def own_kube():
-    """A control plane for one test alone, for what must not touch the session's shared one: a
-    CRD's whole life under Helm (the session's CRD is applied by kubectl, which Helm will not
-    adopt). Same binaries; about 12 s to start. KUBECONFIG and PATH stay the session's."""
-    cp = _started(_controlplane_module(), "own_kube")
-    try:
-        yield cp
-    finally:
         cp.stop()
 
 

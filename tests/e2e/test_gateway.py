@@ -162,10 +162,11 @@ def _scenario(cluster: Cluster, ns: str) -> None:
         extra_body={"ignore_eos": True},
     )  # fmt: skip
     it = iter(stream)
-    next(it)
+    next(it)  # the role's chunk, sent before the engine schedules the request
+    next(it)  # a token: the request runs on one pod now
     (serving,) = cluster.wait(
         lambda: [p for p in _pods(cluster, ns, "pair") if _running(cluster, ns, p) > 0],
-        30,
+        60,
         "the pod running the long stream",
         interval=0.5,
     )

@@ -3,7 +3,9 @@
 # against the same workload through `pagoda serve` + `pagoda bench serve --request-rate inf`, then
 # a Poisson run at 8 req/s; prints online/offline output tok/s and ITL p99 / median.
 # Llama-3.1-8B shape, bf16, --async-scheduling. Carried: .whl (gguf), .devcarry/tokenizer.
-#   ENGINE_ARGS="extra engine flags"  POISSON_PROMPTS=number of requests of the 8 req/s run
+#   ENGINE_ARGS="extra engine flags" (after the defaults, so they override: e.g.
+#   "--max-num-batched-tokens 512", the budget of the ITL figure)  POISSON_PROMPTS=number of
+#   requests of the 8 req/s run
 source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 ENGINE=(--load-format dummy --dummy-shape llama-3.1-8b --tokenizer .devcarry/tokenizer
@@ -13,11 +15,18 @@ python3 -m pagoda.engine.cli bench throughput "${ENGINE[@]}" --result-file "$OUT
 python3 -m pagoda.engine.cli serve "${ENGINE[@]}" --port 8011 --uvicorn-log-level warning \
   >"$OUT/serve.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 600); do curl -sf http://127.0.0.1:8011/health >/dev/null && break; sleep 1; done
+for _ in $(seq 600); do
+  curl -sf http://127.0.0.1:8011/health >/dev/null && break
+  kill -0 "$SERVER" 2>/dev/null || { tail -20 "$OUT/serve.log"; exit 1; }  # it died starting
+  sleep 1
+done
 BENCH=(python3 -m pagoda.engine.cli bench serve --base-url http://127.0.0.1:8011 --vocab-size 128000 --disable-tqdm)
 "${BENCH[@]}" --request-rate inf --num-prompts 256 --result-file "$OUT/online_inf.json" | tail -25
 "${BENCH[@]}" --request-rate 8 --num-prompts "${POISSON_PROMPTS:-400}" --result-file "$OUT/online_poisson8.json" | tail -25
-kill -TERM "$SERVER"; wait "$SERVER"
+kill -TERM "$SERVER"
+for _ in $(seq 30); do kill -0 "$SERVER" 2>/dev/null || break; sleep 1; done
+kill -0 "$SERVER" 2>/dev/null && { echo "server still up 30 s after SIGTERM"; kill -9 "$SERVER"; }
+wait "$SERVER"
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]

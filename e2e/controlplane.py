@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -185,6 +186,7 @@ class ControlPlane:
         bind_address: str = "127.0.0.1",
         apiserver_port: int | None = None,
         scheduler: bool = True,
+        apiserver_args: Sequence[str] = (),
     ):
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="pagoda-cp-"))
@@ -195,6 +197,7 @@ class ControlPlane:
         self.kubeconfig = str(self.dir / "kubeconfig")
         self.logs = self.dir / "logs"
         self.with_scheduler = scheduler
+        self.apiserver_args = list(apiserver_args)  # more kube-apiserver flags (an audit log)
         self.procs: dict[str, subprocess.Popen] = {}
         self.bins = {
             n: binary(n)
@@ -312,6 +315,7 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
+                *self.apiserver_args,
             ],
         )
         self._wait(

@@ -14,6 +14,12 @@ process of its own, creates COUNT CPU InferenceServices, and reports:
   talking), status writes per InferenceService per minute, CPU (share of one core), RSS, and the
   INFO log lines per second;
 - delete: from deleting every InferenceService to the last one gone (the finalizer released).
+
+`--audit` also turns on the apiserver's audit log (metadata of every request) and reports where
+a create's time goes: the operator's requests per InferenceService in the create phase by verb
+and resource, the apiserver's time on them, and per InferenceService the times from its create
+to kopf's first patch of it, to the reconcile's read of it, to its Deployment's apply and to its
+status write (p50 / p99 of each).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import kubernetes
@@ -37,6 +44,15 @@ import urllib3
 ROOT = Path(__file__).resolve().parents[3]
 GROUP, VERSION, PLURAL = "pagoda.dev", "v1alpha1", "inferenceservices"
 SPEC = {"model": {"uri": "default"}, "replicas": 1, "resources": {"cpu": "1", "memory": "1Gi"}}
+BENCH_AGENT = "pagoda-scale-bench"  # this script's own requests, told apart in the audit log
+# Who else talks to the apiserver: everything else in the audit log is the operator.
+CONTROL_PLANE_AGENTS = ("kube-controller-manager", "kube-scheduler", "kube-apiserver", "kubectl")
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+"""
 
 
 def controlplane_module():
@@ -88,6 +104,67 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def _ts(s: str) -> float:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def audit_report(path: Path, count: int, until: float) -> dict:
+    """Where the creates' time went, from the audit log: requests up to `until` (epoch seconds,
+    the last Deployment seen)."""
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    created: dict[tuple[str, str], float] = {}
+    by_kind: Counter = Counter()
+    server_ms: dict[str, list[float]] = {}
+    marks: dict[str, dict[tuple[str, str], float]] = {
+        "kopf_first_patch": {},
+        "reconcile_read": {},
+        "deployment_applied": {},
+        "status_written": {},
+    }
+    for e in events:
+        agent, ref, verb = e.get("userAgent", ""), e.get("objectRef") or {}, e["verb"]
+        received, done = _ts(e["requestReceivedTimestamp"]), _ts(e["stageTimestamp"])
+        key = (ref.get("namespace", ""), ref.get("name", ""))
+        if agent == BENCH_AGENT:
+            if verb == "create" and ref.get("resource") == PLURAL:
+                created[key] = done  # the apiserver names a created object in its objectRef
+            continue
+        if agent.startswith(CONTROL_PLANE_AGENTS) or received > until or verb == "watch":
+            continue
+        res = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        by_kind[f"{verb} {res} ({agent.split('/')[0]})"] += 1
+        server_ms.setdefault(verb, []).append((done - received) * 1000)
+        if ref.get("resource") == PLURAL:
+            if verb == "patch" and not ref.get("subresource"):
+                marks["kopf_first_patch"].setdefault(key, received)
+            if verb == "get":
+                marks["reconcile_read"].setdefault(key, received)
+            if verb == "patch" and ref.get("subresource") == "status":
+                marks["status_written"].setdefault(key, done)
+        if ref.get("resource") == "deployments" and verb == "patch":
+            marks["deployment_applied"].setdefault(key, done)
+    phases = {}
+    for mark, at in marks.items():
+        lags = [at[k] - t for k, t in created.items() if k in at]
+        if lags:
+            phases[f"create_to_{mark}_s"] = {
+                "p50": round(statistics.median(lags), 2),
+                "p99": round(pct(lags, 0.99), 2),
+                "n": len(lags),
+            }
+    return {
+        "operator_requests_per_create": {
+            k: round(n / count, 2) for k, n in sorted(by_kind.items(), key=lambda kv: -kv[1])
+        },
+        "operator_requests_per_create_total": round(sum(by_kind.values()) / count, 2),
+        "apiserver_ms_by_verb_p50_p99": {
+            v: [round(statistics.median(ms), 1), round(pct(ms, 0.99), 1)]
+            for v, ms in sorted(server_ms.items())
+        },
+        "phases": phases,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=200)
@@ -100,16 +177,27 @@ def main() -> None:
         help="the `pagoda` command to run the operator with (another checkout's, to compare)",
     )
     p.add_argument("--log", default="/tmp/operator-scale.log", help="the operator's log")
+    p.add_argument("--audit", action="store_true", help="where the creates' time goes (above)")
+    p.add_argument("--audit-log", default="/tmp/operator-scale-audit.log", help="with --audit")
     args = p.parse_args()
 
     cpmod = controlplane_module()
-    with cpmod.ControlPlane() as cp:
+    audit_log = Path(args.audit_log)
+    audit_log.unlink(missing_ok=True)
+    policy = audit_log.with_suffix(".policy.yaml")
+    policy.write_text(AUDIT_POLICY)
+    audit_flags = [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={audit_log}",
+    ]
+    with cpmod.ControlPlane(apiserver_args=audit_flags if args.audit else ()) as cp:
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "inferenceservice.yaml"))
         cp.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.pagoda.dev")
         namespaces = [f"scale-{i}" for i in range(args.namespaces)]
         for ns in namespaces:
             cp.kubectl("create", "namespace", ns)
         api = kubernetes.config.new_client_from_config(config_file=cp.kubeconfig)
+        api.user_agent = BENCH_AGENT
         custom, apps = kubernetes.client.CustomObjectsApi(api), kubernetes.client.AppsV1Api(api)
 
         log_path = Path(args.log)
@@ -151,6 +239,9 @@ def main() -> None:
                 threading.Thread(target=watch_deployments, args=(ns,), daemon=True).start()
             time.sleep(1)
             created: dict[tuple[str, str], float] = {}
+            pids = {"operator": operator.pid, "bench": os.getpid()}
+            pids.update({n: p.pid for n, p in cp.procs.items()})
+            cpu_before = {n: proc_cpu_seconds(pid) for n, pid in pids.items()}
             t0 = time.monotonic()
             for i in range(args.count):
                 ns, name = namespaces[i % len(namespaces)], f"m{i:04d}"
@@ -170,6 +261,12 @@ def main() -> None:
                 time.sleep(0.5)
             lags = [seen[k] - created[k] for k in created]
             all_children_s = max(seen[k] for k in created) - t0
+            # CPU seconds each process spent from the first create until now (all children made).
+            create_cpu = {
+                n: round(proc_cpu_seconds(pid) - cpu_before[n], 1) for n, pid in pids.items()
+            }
+            # The audit log's clock is the wall clock: the last Deployment seen, in its time.
+            until = time.time() - (time.monotonic() - max(seen.values()))
 
             # Steady state: every status written, the Deployments' status settled (Pending pods).
             def converged() -> int:
@@ -223,6 +320,7 @@ def main() -> None:
                 "apply_to_deployment_p50_s": round(statistics.median(lags), 2),
                 "apply_to_deployment_p99_s": round(pct(lags, 0.99), 2),
                 "all_children_after_first_create_s": round(all_children_s, 1),
+                "create_phase_cpu_s": create_cpu,
                 "steady_seconds": args.steady,
                 "steady_api_requests_per_s": round(sum(delta.values()) / args.steady, 2),
                 "steady_requests_by_kind": {
@@ -237,6 +335,8 @@ def main() -> None:
                 "log_lines_per_s": round(lines / args.steady, 2),
                 "delete_all_s": round(delete_s, 1),
             }
+            if args.audit:
+                report["audit"] = audit_report(audit_log, args.count, until)
             print(json.dumps(report, indent=2))
         finally:
             operator.terminate()

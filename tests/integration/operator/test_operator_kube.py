@@ -179,7 +179,11 @@ def test_create_makes_every_child(api, kube, kube_ns, operator):
             and events(api, kube_ns, "smol")
         ),
     )
-    assert ("Normal", "Created", "created Deployment smol") in reasons
+    # One Event names every child the create made (not one Event a child).
+    created = [m for t, r, m in reasons if (t, r) == ("Normal", "Created")]
+    assert len(created) == 1, created
+    for child in ("ConfigMap smol-engine", "Service smol", "Deployment smol", "Ingress smol"):
+        assert child in created[0], created
     # ServiceMonitor: its CRD is not installed here, so it was skipped, with a warning.
     assert any(t == "Warning" and r == "ServiceMonitorSkipped" for t, r, _ in reasons)
 

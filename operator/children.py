@@ -37,13 +37,15 @@ PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 SERVICEMONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
 NETWORKPOLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
-# Apply order: what the Deployment's pods read first, what reads the Deployment last.
+# Apply order: what the Deployment's pods read first, what reads the Deployment or its pods last.
+# The Service after the workload: its apply is the slowest under many creates (the apiserver
+# allocates its ClusterIP), and the pods need not wait for it.
 KINDS = [
     CONFIGMAP,
     NETWORKPOLICY,
-    SERVICE,
     DEPLOYMENT,
     LEADERWORKERSET,
+    SERVICE,
     INGRESS,
     PDB,
     HPA,
@@ -108,8 +110,8 @@ def desired(
     objs = [
         configmap(pods),
         networkpolicy(s, operator_namespace),
-        service(s),
         work if work["kind"] == "Deployment" or leaderworkersets else None,
+        service(s),
         ingress(s),
         pdb(s),
         hpa(s),

@@ -52,10 +52,11 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-# Threads for the kubernetes client's calls (asyncio.to_thread), and its connections: they wait on
-# the apiserver, not on the CPU, and 200 InferenceServices created at once queued behind the
-# default pool (CPUs + 4: 6 on 2 cores) for seconds each (docs/performance.md).
-API_THREADS = 32
+# Threads for the kubernetes client's calls (asyncio.to_thread), and as many connections: they
+# wait on the apiserver, not on the CPU. asyncio's default pool (CPUs + 4: 6 on 2 cores) queued
+# 200 creates behind each other for seconds, and a Service's apply waits ~1 s in the apiserver
+# under such a burst (its ClusterIP allocation), holding a thread (docs/performance.md).
+API_THREADS = 64
 
 
 @kopf.on.startup()

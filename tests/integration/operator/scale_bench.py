@@ -47,8 +47,9 @@ ROOT = Path(__file__).resolve().parents[3]
 GROUP, VERSION, PLURAL = "pagoda.dev", "v1alpha1", "inferenceservices"
 SPEC = {"model": {"uri": "default"}, "replicas": 1, "resources": {"cpu": "1", "memory": "1Gi"}}
 BENCH_AGENT = "pagoda-scale-bench"  # this script's own requests, told apart in the audit log
-# Who else talks to the apiserver: everything else in the audit log is the operator.
-CONTROL_PLANE_AGENTS = ("kube-controller-manager", "kube-scheduler", "kube-apiserver", "kubectl")
+# The operator's two clients: kopf's and the kubernetes package's (the rest of the audit log is
+# the control plane's own and this script's).
+OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived, ResponseStarted]
@@ -135,7 +136,7 @@ def audit_report(path: Path, count: int, until: float) -> dict:
             if verb == "create" and resource == PLURAL:
                 created[key] = done  # the apiserver names a created object in its objectRef
             continue
-        if agent.startswith(CONTROL_PLANE_AGENTS) or verb == "watch":
+        if not agent.startswith(OPERATOR_AGENTS) or verb == "watch":
             continue
         if received <= until:
             what = f"{verb} {resource}" + (f"/{sub}" if sub else "")

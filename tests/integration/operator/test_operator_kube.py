@@ -520,7 +520,8 @@ def test_killed_mid_reconcile_restarts_and_converges(api, kube, isvc_crd, kube_n
     )
     try:
         create_isvc(api, kube_ns, "crash", FULL)
-        # The ConfigMap is applied, the Service refused: the reconcile is stuck half-way. Kill it there
+        # The ConfigMap and the Deployment are applied, the Service refused: the reconcile is stuck
+        # half-way (the Ingress and the PDB, applied after the Service, not made). Kill it there
         # (SIGKILL: no cleanup, kopf's progress annotations left as they are).
         obj = wait_for(
             "a half-done reconcile",
@@ -537,7 +538,10 @@ def test_killed_mid_reconcile_restarts_and_converges(api, kube, isvc_crd, kube_n
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert children(api, kube_ns, "crash") == {"ConfigMap": ["crash-engine"]}
+    assert children(api, kube_ns, "crash") == {
+        "ConfigMap": ["crash-engine"],
+        "Deployment": ["crash"],
+    }
     assert any(r == "ApplyFailed" for _, r, _ in events(api, kube_ns, "crash"))
     kube.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy)
 

@@ -193,14 +193,13 @@ def main() -> None:
 
     cpmod = controlplane_module()
     audit_log = Path(args.audit_log)
-    audit_log.unlink(missing_ok=True)
-    policy = audit_log.with_suffix(".policy.yaml")
-    policy.write_text(AUDIT_POLICY)
-    audit_flags = [
-        f"--audit-policy-file={policy}",
-        f"--audit-log-path={audit_log}",
-    ]
-    with cpmod.ControlPlane(apiserver_args=audit_flags if args.audit else ()) as cp:
+    audit_flags = []
+    if args.audit:
+        audit_log.unlink(missing_ok=True)
+        policy = audit_log.with_suffix(".policy.yaml")
+        policy.write_text(AUDIT_POLICY)
+        audit_flags = [f"--audit-policy-file={policy}", f"--audit-log-path={audit_log}"]
+    with cpmod.ControlPlane(apiserver_args=audit_flags) as cp:
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "inferenceservice.yaml"))
         # `kubectl wait` right after the create can miss the object (as in conftest.py): poll.
         established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"

@@ -91,6 +91,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # Read KUBECONFIG now: the client's own default was fixed when it was imported.
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     locks.reset()
+    reconcile.reset()
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, "kube"))
     api_config = kubernetes.client.Configuration.get_default_copy()
     api_config.connection_pool_maxsize = API_THREADS

@@ -122,6 +122,11 @@ def forget(namespace: str, name: str) -> None:
     _applied.pop((namespace, name), None)
 
 
+def reset() -> None:
+    """A second operator run in this process (tests) knows only what its watches bring."""
+    _applied.clear()
+
+
 def apply_children(
     api: ApiClient,
     body: dict[str, Any],

@@ -248,6 +248,28 @@ def test_edit_flows_to_children_and_removed_features_are_pruned(api, kube, kube_
     assert out.returncode != 0 and "mutually exclusive" in out.stderr
 
 
+def test_a_restarted_operator_knows_the_children_from_its_watches(api, isvc_crd, kube_ns):
+    """A new operator process has no memory of its applies: what it prunes, and what it calls
+    created, comes from kopf's index of the children alone."""
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", kube_ns, "-m", "pagoda.operator.handlers"]
+    with KopfRunner(args, timeout=60) as first:
+        create_isvc(api, kube_ns, "away", FULL)
+        wait_for("the Ingress", lambda: "Ingress" in children(api, kube_ns, "away"))
+        wait_for("status", lambda: converged(api, kube_ns, "away"))
+    assert first.exit_code == 0, first.output
+    patch_isvc(api, kube_ns, "away", {"spec": {"exposure": None}})  # while no operator runs
+    with KopfRunner(args, timeout=60) as second:
+        wait_for("the Ingress to go", lambda: "Ingress" not in children(api, kube_ns, "away"))
+        wait_for("status", lambda: converged(api, kube_ns, "away"))
+    assert second.exit_code == 0, second.output
+    said = events(api, kube_ns, "away")
+    assert any(r == "Deleted" and "Ingress away" in m for _, r, m in said), said
+    # The second run applied the same children again: none of them is new to it.
+    assert [r for _, r, _ in said].count("Created") == 1, said
+
+
 def test_deleted_or_edited_child_comes_back(api, kube_ns, operator):
     create_isvc(api, kube_ns, "heal", {"model": {"uri": "default"}, "replicas": 1})
     wait_for("the Service", lambda: "Service" in children(api, kube_ns, "heal"))

@@ -144,7 +144,8 @@ def apply_children(
     for kind in OPTIONAL:
         if kind in present:
             listed = kube.list_(api, kind, s.namespace, f"{SELECTOR_LABEL}={s.name}")
-            known += [c for c in map(child_of, listed) if c is not None]
+            # A list's items need not carry their kind (built-in kinds' do not).
+            known += [c for o in listed if (c := child_of({**o, "kind": kind.kind}))]
     applied: list[dict[str, Any]] = []
     try:
         for obj in want:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -186,6 +187,7 @@ class ControlPlane:
         bind_address: str = "127.0.0.1",
         apiserver_port: int | None = None,
         scheduler: bool = True,
+        apiserver_args: Sequence[str] = (),
     ):
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="pagoda-cp-"))
@@ -196,6 +198,7 @@ class ControlPlane:
         self.kubeconfig = str(self.dir / "kubeconfig")
         self.logs = self.dir / "logs"
         self.with_scheduler = scheduler
+        self.apiserver_args = list(apiserver_args)  # more kube-apiserver flags (an audit log)
         self.procs: dict[str, subprocess.Popen] = {}
         self.bins = {
             n: binary(n)
@@ -313,6 +316,7 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
+                *self.apiserver_args,
             ],
         )
         self._wait(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pagoda.operator.resources.configmap import configmap
 from pagoda.operator.resources.deployment import deployment
@@ -37,13 +37,15 @@ PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 SERVICEMONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
 NETWORKPOLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
-# Apply order: what the Deployment's pods read first, what reads the Deployment last.
+# Apply order: what the Deployment's pods read first, what reads the Deployment or its pods last.
+# The Service after the workload: its apply is the slowest under many creates (the apiserver
+# allocates its ClusterIP), and the pods need not wait for it.
 KINDS = [
     CONFIGMAP,
     NETWORKPOLICY,
-    SERVICE,
     DEPLOYMENT,
     LEADERWORKERSET,
+    SERVICE,
     INGRESS,
     PDB,
     HPA,
@@ -55,6 +57,11 @@ OPTIONAL = (LEADERWORKERSET, SERVICEMONITOR)
 
 def kind_of(obj: dict[str, Any]) -> Kind:
     return next(k for k in KINDS if k.kind == obj["kind"] and k.api_version == obj["apiVersion"])
+
+
+def kind_named(kind: str) -> Kind:
+    """The child kind of this name (no two share one)."""
+    return next(k for k in KINDS if k.kind == kind)
 
 
 def engine_image(s: Spec, gpu_image: str, cpu_image: str) -> str:
@@ -103,8 +110,8 @@ def desired(
     objs = [
         configmap(pods),
         networkpolicy(s, operator_namespace),
-        service(s),
         work if work["kind"] == "Deployment" or leaderworkersets else None,
+        service(s),
         ingress(s),
         pdb(s),
         hpa(s),
@@ -113,17 +120,42 @@ def desired(
     return [o for o in objs if o is not None]
 
 
-def owner_of(meta: dict[str, Any]) -> str | None:
-    """The InferenceService that controls a child, by its owner reference."""
+def _controller(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The owner reference of the InferenceService that controls a child."""
     for ref in meta.get("ownerReferences", []):
         if (
             ref.get("kind") == KIND
             and ref.get("apiVersion") == f"{GROUP}/{VERSION}"
             and ref.get("controller")
         ):
-            name: str = ref["name"]
-            return name
+            return cast(dict[str, Any], ref)
     return None
+
+
+def owner_of(meta: dict[str, Any]) -> str | None:
+    """The InferenceService that controls a child, by its owner reference."""
+    ref = _controller(meta)
+    return ref["name"] if ref else None
+
+
+@dataclass(frozen=True)
+class Child:
+    """A child as last seen, in a watch (handlers.py indexes them by owner) or in the answer to
+    an apply: what a reconcile prunes, and what tells its Events a creation from an update."""
+
+    kind: str
+    name: str
+    owner_uid: str  # a new InferenceService of the same name owns none of the old one's children
+    resource_version: str
+
+
+def child_of(obj: dict[str, Any]) -> Child | None:
+    """`obj` as a Child, if an InferenceService controls it."""
+    meta = obj["metadata"]
+    ref = _controller(meta)
+    if ref is None:
+        return None
+    return Child(obj["kind"], meta["name"], ref["uid"], meta["resourceVersion"])
 
 
 def edited_by_others(meta: dict[str, Any]) -> bool:

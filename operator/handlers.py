@@ -5,27 +5,30 @@ Run with `pagoda operator` (main.py), or `kopf run -m pagoda.operator.handlers`.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import kopf
 import kubernetes
 
-from pagoda.operator import locks, logs, lora_sync, metrics
+from pagoda.operator import locks, logs, lora_sync, metrics, reconcile
 from pagoda.operator.children import (
     DEPLOYMENT,
     KINDS,
     OPTIONAL,
+    Child,
     Kind,
+    child_of,
     edited_by_others,
     owner_of,
 )
 from pagoda.operator.config import CONFIG
 from pagoda.operator.observe import ObjectState, deployment_facts, is_ready, observe, pod_facts
-from pagoda.operator.reconcile import reconcile
 from pagoda.operator.resources.leaderworkerset import ROLE_LABEL
 from pagoda.operator.spec import GROUP, PLURAL, SELECTOR_LABEL, VERSION, WAKE_ANNOTATION
 
@@ -49,8 +52,15 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
+# Threads for the kubernetes client's calls (asyncio.to_thread), and as many connections: they
+# wait on the apiserver, not on the CPU. asyncio's default pool (CPUs + 4: 6 on 2 cores) queued
+# 200 creates behind each other for seconds, and a Service's apply waits ~1 s in the apiserver
+# under such a burst (its ClusterIP allocation), holding a thread (docs/performance.md).
+API_THREADS = 64
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Handler progress in annotations, not status: the status schema is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="pagoda.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -81,7 +91,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         # Read KUBECONFIG now: the client's own default was fixed when it was imported.
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     locks.reset()
-    memo.api = kubernetes.client.ApiClient()
+    reconcile.reset()
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS, "kube"))
+    api_config = kubernetes.client.Configuration.get_default_copy()
+    api_config.connection_pool_maxsize = API_THREADS
+    memo.api = kubernetes.client.ApiClient(api_config)
     memo.http = httpx.AsyncClient(timeout=httpx.Timeout(3.0))
 
 
@@ -96,19 +110,27 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*ISVC, backoff=15)
 @kopf.on.create(*ISVC, backoff=15)
 @kopf.on.update(*ISVC, backoff=15)  # type: ignore[arg-type]
-async def reconcile_isvc(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    await reconcile(memo.api, namespace, name)
+async def reconcile_isvc(
+    name: str,
+    namespace: str,
+    memo: kopf.Memo,
+    owned_children: kopf.Index[tuple[str, str], Child],
+    **_: Any,
+) -> None:
+    await reconcile.reconcile(memo.api, namespace, name, owned_children)
 
 
+# The indexers are coroutines: kopf runs a plain function in its thread pool, a hop for every watch
+# event of every pod and child.
 @kopf.index(*ISVC)  # type: ignore[arg-type]
-def isvc_alive(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[Any, bool]:
+async def isvc_alive(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[Any, bool]:
     """Whether each InferenceService is alive (not being deleted): a child's event for an owner
     gone or going is the garbage collector at work, nothing to reconcile."""
     return {(namespace, name): meta.get("deletionTimestamp") is None}
 
 
 @kopf.index(*_resource(POD), labels=MANAGED)  # type: ignore[arg-type]
-def engine_pods(
+async def engine_pods(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(SELECTOR_LABEL)
@@ -119,7 +141,7 @@ def engine_pods(
 
 
 @kopf.index(*_resource(DEPLOYMENT), labels=MANAGED)  # type: ignore[arg-type]
-def engine_deployments(
+async def engine_deployments(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(SELECTOR_LABEL)
@@ -130,6 +152,7 @@ def engine_deployments(
 def forget_isvc(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
     # Children go with the owner through the garbage collector; only our own bookkeeping stays.
     metrics.forget(namespace, name)
+    reconcile.forget(namespace, name)
     locks.forget(namespace, name)
     locks.forget(namespace, f"{name}/lora")
     logger.info("children are left to the garbage collector")
@@ -143,9 +166,10 @@ async def observe_isvc(
     memo: kopf.Memo,
     engine_pods: kopf.Index[tuple[str, str], dict[str, Any]],
     engine_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
+    owned_children: kopf.Index[tuple[str, str], Child],
     **_: Any,
 ) -> None:
-    await look(name, namespace, body, memo, engine_pods, engine_deployments)
+    await look(name, namespace, body, memo, engine_pods, engine_deployments, owned_children)
 
 
 async def look(
@@ -155,6 +179,7 @@ async def look(
     memo: kopf.Memo,
     engine_pods: kopf.Index[tuple[str, str], dict[str, Any]],
     engine_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
+    owned_children: kopf.Index[tuple[str, str], Child],
 ) -> None:
     """One look at an InferenceService (observe.py), from what kopf's watches hold."""
     if "state" not in memo:
@@ -163,7 +188,9 @@ async def look(
     # Copies: kopf updates the body and the indexes in place as watch events arrive.
     pods = [copy.deepcopy(p) for p in engine_pods.get(key, [])]
     deploy = next((copy.deepcopy(d) for d in engine_deployments.get(key, [])), None)
-    await observe(memo.api, memo.http, memo.state, copy.deepcopy(dict(body)), pods, deploy)
+    children = list(owned_children.get(key, []))  # frozen records: a list of them is a copy
+    body_copy = copy.deepcopy(dict(body))
+    await observe(memo.api, memo.http, memo.state, body_copy, pods, deploy, children)
 
 
 @kopf.on.update(*ISVC, field=("metadata", "annotations", WAKE_ANNOTATION))  # type: ignore[arg-type]
@@ -174,10 +201,11 @@ async def wake_isvc(
     memo: kopf.Memo,
     engine_pods: kopf.Index[tuple[str, str], dict[str, Any]],
     engine_deployments: kopf.Index[tuple[str, str], dict[str, Any]],
+    owned_children: kopf.Index[tuple[str, str], Child],
     **_: Any,
 ) -> None:
     # The gateway holds a request for a model scaled to zero: look now, not at the next tick.
-    await look(name, namespace, body, memo, engine_pods, engine_deployments)
+    await look(name, namespace, body, memo, engine_pods, engine_deployments, owned_children)
 
 
 def _has_lora(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -209,7 +237,19 @@ async def sync_lora(
         await lora_sync.sync(memo.api, memo.http, copy.deepcopy(dict(body)), ips)
 
 
+async def owned_children(
+    namespace: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], Child] | None:
+    """The children by owner, one index over every watched kind (registered below): what a
+    reconcile prunes or calls new, without a LIST per kind (reconcile.py)."""
+    child = child_of(dict(body))
+    owner = owner_of(body["metadata"])
+    return {(namespace, owner): child} if child and owner else None
+
+
 def _register_child_watch(kind: Kind) -> None:
+    kopf.index(*_resource(kind), labels=MANAGED, id="owned_children")(owned_children)  # type: ignore[arg-type]
+
     @kopf.on.event(*_resource(kind), labels=MANAGED, id=f"child-{kind.plural}")  # type: ignore[arg-type]
     async def child_changed(
         type: str | None,
@@ -217,6 +257,7 @@ def _register_child_watch(kind: Kind) -> None:
         namespace: str,
         memo: kopf.Memo,
         isvc_alive: kopf.Index[tuple[str, str], bool],
+        owned_children: kopf.Index[tuple[str, str], Child],
         **_: Any,
     ) -> None:
         # None is the initial listing (resume handlers cover it); ADDED is our own creation; status
@@ -227,7 +268,7 @@ def _register_child_watch(kind: Kind) -> None:
             and any(isvc_alive.get((namespace, owner), ()))
             and (type == "DELETED" or (type == "MODIFIED" and edited_by_others(body["metadata"])))
         ):
-            await reconcile(memo.api, namespace, owner)
+            await reconcile.reconcile(memo.api, namespace, owner, owned_children)
 
 
 for _kind in WATCHED:

@@ -68,12 +68,15 @@ def list_(api: ApiClient, kind: Kind, namespace: str, selector: str) -> list[dic
     return items
 
 
-def delete(api: ApiClient, kind: Kind, namespace: str, name: str) -> None:
+def delete(api: ApiClient, kind: Kind, namespace: str, name: str) -> bool:
+    """False if it was gone already."""
     try:
         _call(api, "DELETE", kind.path(namespace, name), {"propagationPolicy": "Background"})
     except ApiException as e:
         if e.status != 404:
             raise
+        return False
+    return True
 
 
 def scale(api: ApiClient, namespace: str, name: str, replicas: int) -> None:

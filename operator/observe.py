@@ -21,7 +21,7 @@ from kubernetes.client import ApiClient
 
 from pagoda.operator import autoscale, kube, locks, metrics, plan, scale_to_zero
 from pagoda.operator.autoscale import ScalerState
-from pagoda.operator.children import DEPLOYMENT, LEADERWORKERSET, workload_name
+from pagoda.operator.children import DEPLOYMENT, LEADERWORKERSET, Child, workload_name
 from pagoda.operator.config import CONFIG
 from pagoda.operator.metrics_scrape import History, Sample, scrape
 from pagoda.operator.reconcile import now_iso, reconcile_now, served, write_status
@@ -47,9 +47,11 @@ async def observe(
     body: dict[str, Any],
     pods: list[dict[str, Any]],
     deploy: dict[str, Any] | None,
+    children: list[Child],
 ) -> None:
-    """`body`, `pods` and `deploy` are copies of what kopf's watches hold: a look at an
-    InferenceService makes no API call unless it has something to write."""
+    """`body`, `pods`, `deploy` and `children` are copies of what kopf's watches hold: a look at
+    an InferenceService makes no API call unless it has something to write (or to reconcile:
+    `children` is for that)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     async with locks.lock(namespace, name):
@@ -58,7 +60,7 @@ async def observe(
         s = parse(name, namespace, body["spec"])
         if s.nodes > 1:
             # kopf's watches hold no LeaderWorkerSets (their CRD may be missing): read it.
-            found, deploy = await asyncio.to_thread(_leaderworkerset, api, body, s)
+            found, deploy = await asyncio.to_thread(_leaderworkerset, api, body, s, children)
             if not found:
                 return
         ready = {p["metadata"]["name"]: p for p in pods if is_ready(p)}
@@ -74,7 +76,7 @@ async def observe(
                 state.history.add(pod, sample)
         state.history.forget_except({p["metadata"]["name"] for p in pods})
         try:
-            await asyncio.to_thread(_act, api, body, s, state, pods, deploy, samples, now)
+            await asyncio.to_thread(_act, api, body, s, state, pods, deploy, children, samples, now)
         except kube.ApiException as e:
             if e.status != 409:
                 raise
@@ -82,7 +84,7 @@ async def observe(
 
 
 def _leaderworkerset(
-    api: ApiClient, body: dict[str, Any], s: Spec
+    api: ApiClient, body: dict[str, Any], s: Spec, children: list[Child]
 ) -> tuple[bool, dict[str, Any] | None]:
     """(whether to look on, the live LeaderWorkerSet). Without its CRD the reconcile's status
     stands; once the CRD is served, a reconcile makes the LeaderWorkerSet and says so."""
@@ -90,7 +92,7 @@ def _leaderworkerset(
         return False, None
     old = body.get("status") or {}
     if any(c.get("reason") == plan.LWS_MISSING for c in old.get("conditions", [])):
-        reconcile_now(api, s.namespace, s.name)
+        reconcile_now(api, s.namespace, s.name, children)
         return False, None
     return True, kube.get(api, LEADERWORKERSET, s.namespace, workload_name(s))
 
@@ -148,6 +150,7 @@ def _act(
     state: ObjectState,
     pods: list[dict[str, Any]],
     deploy: dict[str, Any] | None,
+    children: list[Child],
     samples: dict[str, Sample | None],
     now: float,
 ) -> None:
@@ -178,7 +181,7 @@ def _act(
         kube.event(body, type="Warning", reason=found.reason, message=found.message)
     rollout = dict(old.get("rollout") or {})
     if deploy is not None and rollout.get("phase") == "Progressing":
-        gated = _gate(api, body, s, state, rollout, deploy, pods, now)
+        gated = _gate(api, body, s, state, rollout, deploy, pods, children, now)
         if gated is None:
             return  # rolled back: the reconcile wrote the status
         rollout = gated
@@ -256,6 +259,7 @@ def _gate(
     rollout: dict[str, Any],
     deploy: dict[str, Any],
     pods: list[dict[str, Any]],
+    children: list[Child],
     now: float,
 ) -> dict[str, Any] | None:
     """Judge the new revision: the rollout to write, or None when it rolled back (and reconciled)."""
@@ -284,7 +288,7 @@ def _gate(
     old = body.get("status") or {}
     patch = plan.status_patch(old, {"rollout": step.rollout})
     kube.patch_status(api, s.namespace, s.name, patch, body["metadata"]["resourceVersion"])
-    reconcile_now(api, s.namespace, s.name)
+    reconcile_now(api, s.namespace, s.name, children)
     return None
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pagoda.operator.children import (
+    Child,
     applies_replicas,
     desired,
     engine_image,
@@ -144,6 +145,35 @@ def plan(s: Spec, o: Observed, config: OperatorConfig, now: str) -> Plan:
     if started:
         events.append(Event("Normal", "RolloutStarted", f"rolling out revision {r.revision}"))
     return Plan(objects, hand, rollout, events)
+
+
+def prune(known: list[Child], uid: str, want: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The children of the InferenceService `uid` that `want` no longer has, as (kind, name)."""
+    keep = {(o["kind"], o["metadata"]["name"]) for o in want}
+    return sorted({(c.kind, c.name) for c in known if c.owner_uid == uid} - keep)
+
+
+def applied_events(known: list[Child], uid: str, applied: list[dict[str, Any]]) -> list[Event]:
+    """One Event for the children an apply created and one for those it changed (not one per
+    child: a create makes three to six). A child is new when no copy of it was seen, changed
+    when the apply answered with a resourceVersion no copy had."""
+    versions: dict[tuple[str, str], set[str]] = {}
+    for c in known:
+        if c.owner_uid == uid:
+            versions.setdefault((c.kind, c.name), set()).add(c.resource_version)
+    created, updated = [], []
+    for o in applied:
+        key = (o["kind"], o["metadata"]["name"])
+        if key not in versions:
+            created.append(f"{key[0]} {key[1]}")
+        elif o["metadata"]["resourceVersion"] not in versions[key]:
+            updated.append(f"{key[0]} {key[1]}")
+    events = []
+    if created:
+        events.append(Event("Normal", "Created", "created " + ", ".join(created)))
+    if updated:
+        events.append(Event("Normal", "Updated", "updated " + ", ".join(updated)))
+    return events
 
 
 def advance(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -20,11 +21,13 @@ from pagoda.operator import kube, locks, metrics, plan
 from pagoda.operator.children import (
     DEPLOYMENT,
     HANDOVER_MANAGER,
-    KINDS,
     LEADERWORKERSET,
     OPTIONAL,
     SERVICEMONITOR,
+    Child,
     Kind,
+    child_of,
+    kind_named,
     kind_of,
     workload_kind,
     workload_name,
@@ -50,18 +53,24 @@ def served(api: ApiClient, kind: Kind) -> bool:
     return answer
 
 
-async def reconcile(api: ApiClient, namespace: str, name: str) -> None:
+async def reconcile(
+    api: ApiClient, namespace: str, name: str, seen: Mapping[tuple[str, str], Iterable[Child]]
+) -> None:
+    """`seen`: kopf's index of the children its watches hold, by owner (handlers.py)."""
     async with locks.lock(namespace, name):
+        # Read here, in the event loop that updates the index, after any reconcile before us.
+        children = list(seen.get((namespace, name), ()))
         try:
-            await asyncio.to_thread(reconcile_now, api, namespace, name)
+            await asyncio.to_thread(reconcile_now, api, namespace, name, children)
         except Exception:
             metrics.reconciles.labels(namespace, name, "error").inc()
             raise
         metrics.reconciles.labels(namespace, name, "ok").inc()
 
 
-def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
-    """Call with the object's lock held. Reads the object fresh: the caller's copy may be stale."""
+def reconcile_now(api: ApiClient, namespace: str, name: str, seen: list[Child]) -> None:
+    """Call with the object's lock held. Reads the object fresh: the caller's copy may be stale.
+    `seen`: its children as kopf's watches hold them."""
     body = kube.get_isvc(api, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
@@ -80,7 +89,7 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
     try:
         if p.handover is not None:
             kube.apply(api, DEPLOYMENT, p.handover, manager=HANDOVER_MANAGER)
-        applied = apply_children(api, body, s, p.objects, present)
+        applied = apply_children(api, body, s, p.objects, present, seen)
     except kube.ApiException as e:
         error = f"applying children failed: {e.status} {e.reason}: {_api_message(e)}"
         kube.event(body, type="Warning", reason="ApplyFailed", message=error)
@@ -104,50 +113,60 @@ def reconcile_now(api: ApiClient, namespace: str, name: str) -> None:
     )
 
 
+# Per InferenceService, the children its reconciles applied, as their answers said: a watch may
+# bring a child after the next reconcile has begun, which must still prune it and not call it new.
+_applied: dict[tuple[str, str], dict[tuple[str, str], Child]] = {}
+
+
+def forget(namespace: str, name: str) -> None:
+    _applied.pop((namespace, name), None)
+
+
+def reset() -> None:
+    """A second operator run in this process (tests) knows only what its watches bring."""
+    _applied.clear()
+
+
 def apply_children(
     api: ApiClient,
     body: dict[str, Any],
     s: Spec,
     want: list[dict[str, Any]],
     present: set[Kind],
+    seen: list[Child],
 ) -> list[dict[str, Any]]:
     """`present`: the OPTIONAL kinds whose CRDs are served (the others are neither listed nor
-    pruned)."""
+    pruned). `seen`: the children kopf's watches hold; the OPTIONAL kinds are not watched (their
+    CRDs may be missing), so they are listed."""
     uid = body["metadata"]["uid"]
-    selector = f"{SELECTOR_LABEL}={s.name}"
-    existing: dict[tuple[str, str], str] = {}
-    owned: list[tuple[Any, str]] = []
-    for kind in KINDS:
-        if kind in OPTIONAL and kind not in present:
-            continue
-        for o in kube.list_(api, kind, s.namespace, selector):
-            if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences", [])):
-                existing[(kind.kind, o["metadata"]["name"])] = o["metadata"]["resourceVersion"]
-                owned.append((kind, o["metadata"]["name"]))
-    applied = []
-    for obj in want:
-        kopf.append_owner_reference(obj, owner=kopf.Body(cast(kopf.RawBody, body)))
-        out = kube.apply(api, kind_of(obj), obj)
-        applied.append(out)
-        key = (obj["kind"], obj["metadata"]["name"])
-        if key not in existing:
-            kube.event(
-                body, type="Normal", reason="Created", message=f"created {obj['kind']} {key[1]}"
-            )
-        elif existing[key] != out["metadata"]["resourceVersion"]:
-            kube.event(
-                body, type="Normal", reason="Updated", message=f"updated {obj['kind']} {key[1]}"
-            )
-    keep = {(o["kind"], o["metadata"]["name"]) for o in want}
-    for kind, child in owned:
-        if (kind.kind, child) not in keep:
-            kube.delete(api, kind, s.namespace, child)
+    mine = _applied.setdefault((s.namespace, s.name), {})
+    known = [*seen, *mine.values()]
+    for kind in OPTIONAL:
+        if kind in present:
+            listed = kube.list_(api, kind, s.namespace, f"{SELECTOR_LABEL}={s.name}")
+            # A list's items need not carry their kind (built-in kinds' do not).
+            known += [c for o in listed if (c := child_of({**o, "kind": kind.kind}))]
+    applied: list[dict[str, Any]] = []
+    try:
+        for obj in want:
+            kopf.append_owner_reference(obj, owner=kopf.Body(cast(kopf.RawBody, body)))
+            out = kube.apply(api, kind_of(obj), obj)
+            applied.append(out)
+            child = child_of(out)
+            if child is not None:
+                mine[(child.kind, child.name)] = child
+    finally:
+        for ev in plan.applied_events(known, uid, applied):
+            kube.event(body, type=ev.type, reason=ev.reason, message=ev.message)
+    for gone, child_name in plan.prune(known, uid, want):
+        if kube.delete(api, kind_named(gone), s.namespace, child_name):
             kube.event(
                 body,
                 type="Normal",
                 reason="Deleted",
-                message=f"deleted {kind.kind} {child}: the spec no longer asks for it",
+                message=f"deleted {gone} {child_name}: the spec no longer asks for it",
             )
+        mine.pop((gone, child_name), None)
     return applied
 
 

@@ -8,12 +8,20 @@ docs/performance.md.
 It starts the integration tier's control plane (e2e/controlplane.py: etcd, kube-apiserver,
 controller-manager, scheduler; no node, so engine pods stay Pending), runs `pagoda operator` as a
 process of its own, creates COUNT CPU InferenceServices, and reports:
-- apply-to-children: from each create call's return to its Deployment showing up on a watch;
+- apply-to-children: from each create call's return to its Deployment, its Service and both
+  (the later of the two) showing up on a watch;
 - the steady state over --steady seconds once every status is written: the operator's API requests
   per second by verb and resource (the apiserver's own apiserver_request_total, nothing else
   talking), status writes per InferenceService per minute, CPU (share of one core), RSS, and the
   INFO log lines per second;
 - delete: from deleting every InferenceService to the last one gone (the finalizer released).
+
+`--audit` also turns on the apiserver's audit log (metadata of every request, kept in
+--audit-log) and reports where a create's time goes: the operator's requests per InferenceService
+in the create phase by verb and resource, the apiserver's time on each kind of request, and per
+InferenceService the times from its create to kopf's first patch of it, to the reconcile's read of
+it, to its ConfigMap's, Deployment's and Service's applies and to its status write, the
+reconcile's end (p50 / p99 of each).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import kubernetes
@@ -37,6 +46,16 @@ import urllib3
 ROOT = Path(__file__).resolve().parents[3]
 GROUP, VERSION, PLURAL = "pagoda.dev", "v1alpha1", "inferenceservices"
 SPEC = {"model": {"uri": "default"}, "replicas": 1, "resources": {"cpu": "1", "memory": "1Gi"}}
+BENCH_AGENT = "pagoda-scale-bench"  # this script's own requests, told apart in the audit log
+# The operator's two clients: kopf's and the kubernetes package's (the rest of the audit log is
+# the control plane's own and this script's).
+OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+"""
 
 
 def controlplane_module():
@@ -88,6 +107,74 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def _ts(s: str) -> float:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def audit_report(path: Path, count: int, until: float) -> dict:
+    """Where the creates' time went, from the audit log. Requests are counted up to `until`
+    (epoch seconds: the last Deployment seen); the times run to each object's first of each."""
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    created: dict[tuple[str, str], float] = {}
+    by_kind: Counter = Counter()
+    server_ms: dict[str, list[float]] = {}
+    # Per InferenceService, when its first of each happened.
+    marks: dict[str, dict[tuple[str, str], float]] = {
+        "kopf_first_patch": {},  # kopf's finalizer (received)
+        "reconcile_read": {},  # the reconcile's GET of it (received)
+        "configmap_applied": {},
+        "deployment_applied": {},
+        "service_applied": {},
+        "status_written": {},  # the reconcile's end: every child applied
+    }
+    for e in events:
+        agent, ref, verb = e.get("userAgent", ""), e.get("objectRef") or {}, e["verb"]
+        received, done = _ts(e["requestReceivedTimestamp"]), _ts(e["stageTimestamp"])
+        resource, sub = ref.get("resource", ""), ref.get("subresource", "")
+        key = (ref.get("namespace", ""), ref.get("name", "").removesuffix("-engine"))
+        if agent == BENCH_AGENT:
+            if verb == "create" and resource == PLURAL:
+                created[key] = done  # the apiserver names a created object in its objectRef
+            continue
+        if not agent.startswith(OPERATOR_AGENTS) or verb == "watch":
+            continue
+        if received <= until:
+            what = f"{verb} {resource}" + (f"/{sub}" if sub else "")
+            by_kind[f"{what} ({agent.split('/')[0]})"] += 1
+            server_ms.setdefault(what, []).append((done - received) * 1000)
+        if resource == PLURAL:
+            if verb == "patch" and not sub:
+                marks["kopf_first_patch"].setdefault(key, received)
+            if verb == "get":
+                marks["reconcile_read"].setdefault(key, received)
+            if verb == "patch" and sub == "status":
+                marks["status_written"].setdefault(key, done)
+        for child in ("configmap", "deployment", "service"):
+            if resource == f"{child}s" and verb == "patch":
+                marks[f"{child}_applied"].setdefault(key, done)
+    phases = {}
+    for mark, at in marks.items():
+        lags = [at[k] - t for k, t in created.items() if k in at]
+        if lags:
+            phases[f"create_to_{mark}_s"] = {
+                "p50": round(statistics.median(lags), 2),
+                "p99": round(pct(lags, 0.99), 2),
+                "n": len(lags),
+            }
+    return {
+        "operator_requests_per_create": {
+            k: round(n / count, 2) for k, n in sorted(by_kind.items(), key=lambda kv: -kv[1])
+        },
+        "operator_requests_per_create_total": round(sum(by_kind.values()) / count, 2),
+        "apiserver_ms_p50_p99": {
+            what: [round(statistics.median(ms), 1), round(pct(ms, 0.99), 1)]
+            for what, ms in sorted(server_ms.items())
+            if len(ms) >= count / 2  # the create's own requests, not the odd discovery call
+        },
+        "phases": phases,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=200)
@@ -100,17 +187,36 @@ def main() -> None:
         help="the `pagoda` command to run the operator with (another checkout's, to compare)",
     )
     p.add_argument("--log", default="/tmp/operator-scale.log", help="the operator's log")
+    p.add_argument("--audit", action="store_true", help="where the creates' time goes (above)")
+    p.add_argument("--audit-log", default="/tmp/operator-scale-audit.log", help="with --audit")
     args = p.parse_args()
 
     cpmod = controlplane_module()
-    with cpmod.ControlPlane() as cp:
+    audit_log = Path(args.audit_log)
+    audit_flags = []
+    if args.audit:
+        audit_log.unlink(missing_ok=True)
+        policy = audit_log.with_suffix(".policy.yaml")
+        policy.write_text(AUDIT_POLICY)
+        audit_flags = [f"--audit-policy-file={policy}", f"--audit-log-path={audit_log}"]
+    with cpmod.ControlPlane(apiserver_args=audit_flags) as cp:
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "inferenceservice.yaml"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.pagoda.dev")
+        # `kubectl wait` right after the create can miss the object (as in conftest.py): poll.
+        established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+        while (
+            "True"
+            not in cp.kubectl(
+                "get", "crd/inferenceservices.pagoda.dev", "-o", established, check=False
+            ).stdout
+        ):
+            time.sleep(0.2)
         namespaces = [f"scale-{i}" for i in range(args.namespaces)]
         for ns in namespaces:
             cp.kubectl("create", "namespace", ns)
         api = kubernetes.config.new_client_from_config(config_file=cp.kubeconfig)
-        custom, apps = kubernetes.client.CustomObjectsApi(api), kubernetes.client.AppsV1Api(api)
+        api.user_agent = BENCH_AGENT
+        custom = kubernetes.client.CustomObjectsApi(api)
+        apps, core = kubernetes.client.AppsV1Api(api), kubernetes.client.CoreV1Api(api)
 
         log_path = Path(args.log)
         log = open(log_path, "w")  # noqa: SIM115  (the operator process writes it until the end)
@@ -134,23 +240,33 @@ def main() -> None:
         )
         try:
             time.sleep(5)  # the operator's startup: login, CRD discovery, watches
-            seen: dict[tuple[str, str], float] = {}
+            # When each Deployment and each Service first showed up on a watch (the Service is
+            # the slowest child to make: the apiserver allocates its ClusterIP).
+            seen: dict[str, dict[tuple[str, str], float]] = {"Deployment": {}, "Service": {}}
+            lists = {
+                "Deployment": apps.list_namespaced_deployment,
+                "Service": core.list_namespaced_service,
+            }
             stop = threading.Event()
 
-            def watch_deployments(ns: str) -> None:
+            def watch(kind: str, ns: str) -> None:
                 w = kubernetes.watch.Watch()
                 try:
-                    for ev in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=600):
-                        seen.setdefault((ns, ev["object"].metadata.name), time.monotonic())
+                    for ev in w.stream(lists[kind], ns, timeout_seconds=600):
+                        seen[kind].setdefault((ns, ev["object"].metadata.name), time.monotonic())
                         if stop.is_set():
                             w.stop()
                 except urllib3.exceptions.ProtocolError:
                     pass  # the control plane stopped under the watch: the run is over
 
             for ns in namespaces:
-                threading.Thread(target=watch_deployments, args=(ns,), daemon=True).start()
+                for kind in lists:
+                    threading.Thread(target=watch, args=(kind, ns), daemon=True).start()
             time.sleep(1)
             created: dict[tuple[str, str], float] = {}
+            pids = {"operator": operator.pid, "bench": os.getpid()}
+            pids.update({n: p.pid for n, p in cp.procs.items()})
+            cpu_before = {n: proc_cpu_seconds(pid) for n, pid in pids.items()}
             t0 = time.monotonic()
             for i in range(args.count):
                 ns, name = namespaces[i % len(namespaces)], f"m{i:04d}"
@@ -164,12 +280,22 @@ def main() -> None:
                 created[(ns, name)] = time.monotonic()
             create_s = time.monotonic() - t0
             deadline = time.monotonic() + 600
-            while len([k for k in created if k in seen]) < len(created):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"only {len(seen)}/{len(created)} Deployments after 600 s")
-                time.sleep(0.5)
-            lags = [seen[k] - created[k] for k in created]
-            all_children_s = max(seen[k] for k in created) - t0
+            for kind, at in seen.items():
+                while len([k for k in created if k in at]) < len(created):
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"only {len(at)}/{len(created)} {kind}s after 600 s")
+                    time.sleep(0.5)
+            # An InferenceService's children are all there when the later of the two is.
+            done = {k: max(at[k] for at in seen.values()) for k in created}
+            lags = {kind: [at[k] - created[k] for k in created] for kind, at in seen.items()}
+            lags["children"] = [done[k] - created[k] for k in created]
+            all_children_s = max(done.values()) - t0
+            # CPU seconds each process spent from the first create until now (all children made).
+            create_cpu = {
+                n: round(proc_cpu_seconds(pid) - cpu_before[n], 1) for n, pid in pids.items()
+            }
+            # The audit log's clock is the wall clock: the last child seen, in its time.
+            until = time.time() - (time.monotonic() - max(done.values()))
 
             # Steady state: every status written, the Deployments' status settled (Pending pods).
             def converged() -> int:
@@ -220,9 +346,13 @@ def main() -> None:
                 "inferenceservices": args.count,
                 "namespaces": args.namespaces,
                 "create_calls_s": round(create_s, 1),
-                "apply_to_deployment_p50_s": round(statistics.median(lags), 2),
-                "apply_to_deployment_p99_s": round(pct(lags, 0.99), 2),
+                **{
+                    f"apply_to_{kind.lower()}_{q}_s": round(pct(xs, p), 2)
+                    for kind, xs in lags.items()
+                    for q, p in (("p50", 0.5), ("p99", 0.99))
+                },
                 "all_children_after_first_create_s": round(all_children_s, 1),
+                "create_phase_cpu_s": create_cpu,
                 "steady_seconds": args.steady,
                 "steady_api_requests_per_s": round(sum(delta.values()) / args.steady, 2),
                 "steady_requests_by_kind": {
@@ -237,6 +367,8 @@ def main() -> None:
                 "log_lines_per_s": round(lines / args.steady, 2),
                 "delete_all_s": round(delete_s, 1),
             }
+            if args.audit:
+                report["audit"] = audit_report(audit_log, args.count, until)
             print(json.dumps(report, indent=2))
         finally:
             operator.terminate()

@@ -179,7 +179,11 @@ def test_create_makes_every_child(api, kube, kube_ns, operator):
             and events(api, kube_ns, "smol")
         ),
     )
-    assert ("Normal", "Created", "created Deployment smol") in reasons
+    # One Event names every child the create made (not one Event a child).
+    created = [m for t, r, m in reasons if (t, r) == ("Normal", "Created")]
+    assert len(created) == 1, created
+    for child in ("ConfigMap smol-engine", "Service smol", "Deployment smol", "Ingress smol"):
+        assert child in created[0], created
     # ServiceMonitor: its CRD is not installed here, so it was skipped, with a warning.
     assert any(t == "Warning" and r == "ServiceMonitorSkipped" for t, r, _ in reasons)
 
@@ -242,6 +246,28 @@ def test_edit_flows_to_children_and_removed_features_are_pruned(api, kube, kube_
     # With an owner other than the spec, `kubectl scale` is refused instead of fighting it.
     out = kube.kubectl("scale", "pisvc/edit", "-n", kube_ns, "--replicas=2", check=False)
     assert out.returncode != 0 and "mutually exclusive" in out.stderr
+
+
+def test_a_restarted_operator_knows_the_children_from_its_watches(api, isvc_crd, kube_ns):
+    """A new operator process has no memory of its applies: what it prunes, and what it calls
+    created, comes from kopf's index of the children alone."""
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", kube_ns, "-m", "pagoda.operator.handlers"]
+    with KopfRunner(args, timeout=60) as first:
+        create_isvc(api, kube_ns, "away", FULL)
+        wait_for("the Ingress", lambda: "Ingress" in children(api, kube_ns, "away"))
+        wait_for("status", lambda: converged(api, kube_ns, "away"))
+    assert first.exit_code == 0, first.output
+    patch_isvc(api, kube_ns, "away", {"spec": {"exposure": None}})  # while no operator runs
+    with KopfRunner(args, timeout=60) as second:
+        wait_for("the Ingress to go", lambda: "Ingress" not in children(api, kube_ns, "away"))
+        wait_for("status", lambda: converged(api, kube_ns, "away"))
+    assert second.exit_code == 0, second.output
+    said = events(api, kube_ns, "away")
+    assert any(r == "Deleted" and "Ingress away" in m for _, r, m in said), said
+    # The second run applied the same children again: none of them is new to it.
+    assert [r for _, r, _ in said].count("Created") == 1, said
 
 
 def test_deleted_or_edited_child_comes_back(api, kube_ns, operator):
@@ -516,7 +542,8 @@ def test_killed_mid_reconcile_restarts_and_converges(api, kube, isvc_crd, kube_n
     )
     try:
         create_isvc(api, kube_ns, "crash", FULL)
-        # The ConfigMap is applied, the Service refused: the reconcile is stuck half-way. Kill it there
+        # The ConfigMap and the Deployment are applied, the Service refused: the reconcile is stuck
+        # half-way (the Ingress and the PDB, applied after the Service, not made). Kill it there
         # (SIGKILL: no cleanup, kopf's progress annotations left as they are).
         obj = wait_for(
             "a half-done reconcile",
@@ -533,7 +560,10 @@ def test_killed_mid_reconcile_restarts_and_converges(api, kube, isvc_crd, kube_n
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert children(api, kube_ns, "crash") == {"ConfigMap": ["crash-engine"]}
+    assert children(api, kube_ns, "crash") == {
+        "ConfigMap": ["crash-engine"],
+        "Deployment": ["crash"],
+    }
     assert any(r == "ApplyFailed" for _, r, _ in events(api, kube_ns, "crash"))
     kube.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy)
 

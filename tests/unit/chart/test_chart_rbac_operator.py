@@ -25,7 +25,8 @@ def needed() -> list[tuple[str, str, set[str]]]:
         (group_of(POD.api_version), POD.plural, {"list", "watch"}),  # kopf's index of pods
         ("", "events", {"create"}),
     ]
-    # kube.apply (server-side apply), kube.get, kube.list_ (pruning), kube.delete on every child kind.
+    # kube.apply (server-side apply), kube.get, kube.list_ (pruning the unwatched kinds; kopf's
+    # watches list the others), kube.delete on every child kind.
     calls += [
         (group_of(k.api_version), k.plural, {"get", "list", "patch", "delete"}) for k in KINDS
     ]

@@ -4,13 +4,16 @@ from pagoda.operator import metrics
 from pagoda.operator.children import (
     DEPLOYMENT,
     KINDS,
+    Child,
     applies_replicas,
+    child_of,
     edited_by_others,
     handover,
+    kind_named,
     kind_of,
     owner_of,
 )
-from pagoda.operator.plan import replicas_to_apply
+from pagoda.operator.plan import Event, applied_events, prune, replicas_to_apply
 from pagoda.operator.spec import parse
 
 AUTO = {"minReplicas": 2, "maxReplicas": 5, "metric": {"type": "WaitingRequests", "target": 4}}
@@ -80,6 +83,61 @@ def test_owner_of():
     assert owner_of({"ownerReferences": [{**ref, "controller": False}]}) is None
     assert owner_of({"ownerReferences": [{**ref, "kind": "Deployment"}]}) is None
     assert owner_of({}) is None
+
+
+def test_child_of():
+    ref = {
+        "apiVersion": "pagoda.dev/v1alpha1",
+        "kind": "InferenceService",
+        "name": "m",
+        "uid": "u1",
+        "controller": True,
+    }
+    obj = {
+        "kind": "Service",
+        "metadata": {"name": "m", "resourceVersion": "7", "ownerReferences": [ref]},
+    }
+    assert child_of(obj) == Child("Service", "m", "u1", "7")
+    not_controlled = {**obj["metadata"], "ownerReferences": [{**ref, "controller": False}]}
+    assert child_of({**obj, "metadata": not_controlled}) is None
+    assert kind_named("Service").plural == "services"
+
+
+def applied(kind, name, rv):
+    return {"kind": kind, "metadata": {"name": name, "resourceVersion": rv}}
+
+
+def test_a_first_apply_is_one_created_event():
+    out = [applied("ConfigMap", "m-engine", "1"), applied("Service", "m", "2")]
+    assert applied_events([], "u1", out) == [
+        Event("Normal", "Created", "created ConfigMap m-engine, Service m")
+    ]
+    # Children of an earlier InferenceService of the same name are not this one's.
+    old = [Child("Service", "m", "u0", "2")]
+    assert [e.reason for e in applied_events(old, "u1", out)] == ["Created"]
+
+
+def test_updated_only_when_the_apply_changed_a_child():
+    # The watch's copy (rv 5) and the last apply's answer (rv 6, not watched yet) are both known:
+    # an apply answering either changed nothing; one answering a new version changed it.
+    known = [Child("Service", "m", "u1", "5"), Child("Service", "m", "u1", "6")]
+    assert applied_events(known, "u1", [applied("Service", "m", "6")]) == []
+    assert applied_events(known, "u1", [applied("Service", "m", "5")]) == []
+    assert applied_events(known, "u1", [applied("Service", "m", "9")]) == [
+        Event("Normal", "Updated", "updated Service m")
+    ]
+
+
+def test_prune_takes_what_the_spec_dropped_of_this_owner_only():
+    known = [
+        Child("Service", "m", "u1", "1"),
+        Child("Ingress", "m", "u1", "2"),
+        Child("Ingress", "m", "u1", "3"),  # seen twice (watch and apply): pruned once
+        Child("PodDisruptionBudget", "m", "u0", "4"),  # an earlier owner's: the GC's
+    ]
+    want = [applied("Service", "m", "")]
+    assert prune(known, "u1", want) == [("Ingress", "m")]
+    assert prune([], "u1", want) == []
 
 
 def test_edited_by_others():

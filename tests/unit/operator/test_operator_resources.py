@@ -49,8 +49,8 @@ def test_example_children_are_valid_kubernetes_objects(obj):
     kinds = [o["kind"] for o in objs if o["kind"] != "NetworkPolicy"]
     assert kinds[:3] == [
         "ConfigMap",
-        "Service",
         "Deployment" if s.nodes == 1 else "LeaderWorkerSet",
+        "Service",
     ]
 
 

@@ -33,11 +33,7 @@ for budget in ${BUDGETS:-8192 1024 512}; do
     python3 -m pagoda.engine.cli serve "${ENGINE[@]}" --port 8014 --uvicorn-log-level warning \
     >/tmp/serve$budget.log 2>&1 &
   SERVER=$!
-  for _ in $(seq 200); do
-    curl -sf http://127.0.0.1:8014/health >/dev/null && break
-    kill -0 "$SERVER" 2>/dev/null || { tail -20 "/tmp/serve$budget.log" | tee -a "$OUT/itl.txt"; break; }
-    sleep 1
-  done
+  serve_up "$SERVER" 8014 "/tmp/serve$budget.log" > >(tee -a "$OUT/itl.txt")
   echo "== --max-num-batched-tokens $budget" | tee -a "$OUT/itl.txt"
   timeout 150 python3 -m pagoda.engine.cli bench serve --base-url http://127.0.0.1:8014 \
     --vocab-size 128000 --disable-tqdm --request-rate 8 --num-prompts "${PROMPTS:-320}" \
@@ -53,10 +49,7 @@ for budget in ${BUDGETS:-8192 1024 512}; do
     wait "$SPY_API" || tail -3 /tmp/spy_api.log
   fi
   wait "$BENCH"; grep -E "ITL|TPOT|Output token throughput|Failed" "/tmp/bench$budget.log" | tee -a "$OUT/itl.txt"
-  kill -TERM "$SERVER"
-  for _ in $(seq 30); do kill -0 "$SERVER" 2>/dev/null || break; sleep 1; done
-  if kill -0 "$SERVER" 2>/dev/null; then echo "server still up 30 s after SIGTERM" | tee -a "$OUT/itl.txt"; kill -9 "$SERVER"; fi
-  wait "$SERVER" || tail -5 "/tmp/serve$budget.log"
+  serve_down "$SERVER" > >(tee -a "$OUT/itl.txt") || tail -5 "/tmp/serve$budget.log"
   python3 benchmarks/gpu/step_trace/summary.py /tmp/steps$budget.* | head -6 | tee -a "$OUT/itl.txt"
   if [ -n "$first" ]; then for f in "$OUT"/spy_*.txt; do [ -f "$f" ] && top "$f"; done; fi
   first=

@@ -15,18 +15,11 @@ python3 -m pagoda.engine.cli bench throughput "${ENGINE[@]}" --result-file "$OUT
 python3 -m pagoda.engine.cli serve "${ENGINE[@]}" --port 8011 --uvicorn-log-level warning \
   >"$OUT/serve.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 600); do
-  curl -sf http://127.0.0.1:8011/health >/dev/null && break
-  kill -0 "$SERVER" 2>/dev/null || { tail -20 "$OUT/serve.log"; exit 1; }  # it died starting
-  sleep 1
-done
+serve_up "$SERVER" 8011 "$OUT/serve.log" || exit 1
 BENCH=(python3 -m pagoda.engine.cli bench serve --base-url http://127.0.0.1:8011 --vocab-size 128000 --disable-tqdm)
 "${BENCH[@]}" --request-rate inf --num-prompts 256 --result-file "$OUT/online_inf.json" | tail -25
 "${BENCH[@]}" --request-rate 8 --num-prompts "${POISSON_PROMPTS:-400}" --result-file "$OUT/online_poisson8.json" | tail -25
-kill -TERM "$SERVER"
-for _ in $(seq 30); do kill -0 "$SERVER" 2>/dev/null || break; sleep 1; done
-kill -0 "$SERVER" 2>/dev/null && { echo "server still up 30 s after SIGTERM"; kill -9 "$SERVER"; }
-wait "$SERVER"
+serve_down "$SERVER"
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]

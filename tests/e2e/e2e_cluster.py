@@ -12,6 +12,10 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "pagoda-operator"
@@ -116,6 +120,33 @@ class Cluster:
                 return last
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+    def say_hello_through_ingress(self, host: str, model: str) -> ChatCompletion:
+        """Once `model` is listed through the Ingress (as `host`), one short greedy chat
+        completion from it, by the official client."""
+        from openai import OpenAI  # as the tests import it: where they run, not at collection
+
+        client = OpenAI(
+            base_url=f"{self.ingress_url}/v1",
+            api_key="unused",
+            timeout=120,
+            max_retries=0,
+            default_headers={"Host": host},
+        )
+
+        def listed() -> bool:
+            try:
+                return any(m.id == model for m in client.models.list().data)
+            except Exception:  # retried until the deadline
+                return False
+
+        self.wait(listed, timeout=60, what="the model list through the Ingress")
+        return client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Say hello in one word."}],
+            max_tokens=16,
+            temperature=0,
+        )
 
     def describe(self, ns: str) -> str:
         out = [

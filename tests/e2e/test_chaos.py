@@ -42,26 +42,21 @@ RUN_DIR = Path("/run/pagoda-e2e")  # e2e/up.sh's pid files
 
 
 def isvc(cluster: Cluster, ns: str, drain_seconds: int = 3) -> dict:
-    return {
-        "apiVersion": "pagoda.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": NAME, "namespace": ns},
-        "spec": {
-            "model": {"uri": "default", "servedName": MODEL},
-            "engine": {
-                "image": cluster.engine_image,
-                "imagePullPolicy": "IfNotPresent",
-                "maxNumSeqs": 4,
-                "maxModelLen": 2048,
-                "args": ["--kv-cache-memory-bytes", str(128 * 2**20)],
-            },
-            "resources": {"memory": "3Gi"},
-            "replicas": 2,
-            # a short drain, so that the rollout cuts the open streams within seconds
-            "lifecycle": {"startupTimeoutSeconds": 600, "drainSeconds": drain_seconds},
-            "exposure": {"ingress": {"path": "/"}},
+    return cluster.default_model_isvc(
+        ns,
+        NAME,
+        MODEL,
+        {
+            "maxNumSeqs": 4,
+            "maxModelLen": 2048,
+            "args": ["--kv-cache-memory-bytes", str(128 * 2**20)],
         },
-    }
+        resources={"memory": "3Gi"},
+        replicas=2,
+        # a short drain, so that the rollout cuts the open streams within seconds
+        lifecycle={"startupTimeoutSeconds": 600, "drainSeconds": drain_seconds},
+        exposure={"ingress": {"path": "/"}},
+    )
 
 
 @dataclass

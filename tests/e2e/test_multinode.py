@@ -42,8 +42,6 @@ def ready(obj: dict | None) -> bool:
 def test_two_pod_pipeline_parallel_engine_answers_through_the_ingress(
     cluster: Cluster, operator, ns: str
 ):
-    from openai import OpenAI
-
     cluster.kubectl("apply", "-f", "-", input=json.dumps(isvc(cluster, ns)))
     try:
         cluster.wait(
@@ -68,26 +66,6 @@ def test_two_pod_pipeline_parallel_engine_answers_through_the_ingress(
     addresses = [a for s in eps.get("subsets") or [] for a in s.get("addresses") or []]
     assert [a["targetRef"]["name"] for a in addresses] == [f"{NAME}-lws-0"]  # LWS's leader pod name
 
-    client = OpenAI(
-        base_url=f"{cluster.ingress_url}/v1",
-        api_key="unused",
-        timeout=120,
-        max_retries=0,
-        default_headers={"Host": HOST},
-    )
-    cluster.wait(lambda: _models_ok(client), timeout=60, what="the model list through the Ingress")
-    out = client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": "Say hello in one word."}],
-        max_tokens=16,
-        temperature=0,
-    )
+    out = cluster.say_hello_through_ingress(HOST, MODEL)
     assert out.choices[0].message.content.strip() and out.usage.completion_tokens >= 1
     cluster.kubectl("delete", "inferenceservice", NAME, "-n", ns, "--wait=true", timeout=180)
-
-
-def _models_ok(client) -> bool:
-    try:
-        return any(m.id == MODEL for m in client.models.list().data)
-    except Exception:  # retried until the deadline
-        return False

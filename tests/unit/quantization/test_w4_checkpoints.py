@@ -231,10 +231,7 @@ def test_a_rank_whose_inputs_split_a_group_is_refused(monkeypatch: pytest.Monkey
 def test_the_kernel_compiles_for_hopper(act_order: bool, split_k: int, block_m: int) -> None:
     """Triton's compiler down to an sm_90 cubin, without a GPU: what the interpreter does not
     check (constexpr branches, layouts, the bit cast) fails here, not first on the GPU."""
-    triton = pytest.importorskip("triton")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+    pytest.importorskip("triton")
     from pagoda.engine.kernels.w4a16_gemm import _w4a16_kernel
 
     pointers = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*fp16", "zero_ptr": "*u8"}
@@ -244,24 +241,13 @@ def test_the_kernel_compiles_for_hopper(act_order: bool, split_k: int, block_m: 
     ints += ["num_groups", "k_per_split"]
     constexprs = {"HAS_G_IDX": act_order, "HAS_BIAS": True, "SPLIT_K": split_k}
     constexprs |= {"BLOCK_M": block_m, "BLOCK_N": 64, "BLOCK_K": 128 if block_m == 1 else 64}
-    signature = pointers | dict.fromkeys(ints, "i32") | dict.fromkeys(constexprs, "constexpr")
-    names = list(signature)
-    source = ASTSource(
-        fn=_w4a16_kernel,
-        signature=signature,
-        constexprs={(names.index(k),): v for k, v in constexprs.items()},
-    )
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
-    assert compiled.asm["cubin"]
+    assert compile_for_hopper(_w4a16_kernel, pointers, ints, constexprs, num_warps=4)
 
 
 @pytest.mark.parametrize(("even", "block_k", "sub"), [(True, 1024, 128), (False, 2048, 2048)])
 def test_the_one_row_gemv_compiles_for_hopper(even: bool, block_k: int, sub: int) -> None:
     """The batch-1 GEMV (kernels/w4_gemv.py) down to an sm_90 cubin, unmasked and masked."""
-    triton = pytest.importorskip("triton")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+    pytest.importorskip("triton")
     from pagoda.engine.kernels.w4_gemv import _w4_gemv_kernel
 
     pointers = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*fp16", "zero_ptr": "*u8"}
@@ -269,12 +255,24 @@ def test_the_one_row_gemv_compiles_for_hopper(even: bool, block_k: int, sub: int
     ints = ["N", "K", "stride_wn", "stride_sg"]
     constexprs = {"GROUP": sub, "HAS_BIAS": True, "EVEN": even, "BLOCK_N": 16}
     constexprs |= {"BLOCK_K": block_k, "SUB": sub}
+    assert compile_for_hopper(_w4_gemv_kernel, pointers, ints, constexprs, num_warps=8)
+
+
+def compile_for_hopper(
+    kernel, pointers: dict[str, str], ints: list[str], constexprs: dict, num_warps: int
+) -> bytes:
+    """The kernel's sm_90 cubin, from its arguments in order: pointers (name -> Triton type),
+    32-bit ints, then constexprs (name -> value)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
     signature = pointers | dict.fromkeys(ints, "i32") | dict.fromkeys(constexprs, "constexpr")
     names = list(signature)
     source = ASTSource(
-        fn=_w4_gemv_kernel,
+        fn=kernel,
         signature=signature,
         constexprs={(names.index(k),): v for k, v in constexprs.items()},
     )
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
-    assert compiled.asm["cubin"]
+    target = GPUTarget("cuda", 90, 32)
+    return triton.compile(source, target=target, options={"num_warps": num_warps}).asm["cubin"]

@@ -10,7 +10,7 @@
 #                 versitygw (the S3 server of the s3:// model tests)
 #   node:         kubelet kube-proxy traefik (ingress controller) coredns (cluster DNS)
 #   kind:         kind (only for running the e2e tier on a kind cluster elsewhere)
-#   adapter:      prometheus-adapter (serves the custom metrics API to the integration tier's HPA test)
+#   adapter:      prometheus-adapter (serves the custom metrics API to the e2e tier's HPA test)
 #   lws:          the LeaderWorkerSet controller (multi-node engines) and its CRD
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

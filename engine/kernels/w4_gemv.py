@@ -17,6 +17,8 @@ exchange through shared memory) ran slower still.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from pagoda.engine.kernels.triton_import import tl, triton
@@ -53,9 +55,12 @@ def _w4_gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SUB: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
     """SUB: input channels of a sub-tile, all in one group (the tile is [BLOCK_N, BLOCK_K / SUB,
-    SUB / 8] words); its sums take the group's scale and zero point once."""
+    SUB / 8] words); its sums take the group's scale and zero point once. NUM_STAGES > 1 has
+    Triton copy the next steps' words, scales and zeros into shared memory (cp.async) while this
+    one is unpacked."""
     pid = tl.program_id(0)
     rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     rg = tl.arange(0, BLOCK_K // SUB)  # sub-tiles of a K step
@@ -63,7 +68,7 @@ def _w4_gemv_kernel(
     words = rg[:, None] * (SUB // 8) + rw[None, :]  # [G, W]: the step's words
     w_rows = w_ptr + rn[:, None, None].to(tl.int64) * stride_wn
     acc = tl.zeros([BLOCK_N, BLOCK_K // SUB], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in tl.range(0, K, BLOCK_K, num_stages=NUM_STAGES):
         word = k0 // 8 + words
         sz = ((k0 + rg * SUB) // GROUP)[None, :] * stride_sg + rn[:, None]  # [BLOCK_N, G]
         if EVEN:
@@ -93,11 +98,18 @@ def _w4_gemv_kernel(
     tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
 
 
-def tiles_for(n: int, k: int) -> tuple[int, int, int]:
-    """(rows a program, K step, warps), from benchmarks/gpu/w4_sweep.py on an H200 at the 8B
-    shapes: 8 warps over 2,048-wide steps where N is small (4,096 rows: o, down), 4 warps over
-    1,024 otherwise."""
-    return (16, 2048, 8) if n <= 4096 and k >= 2048 else (16, 1024, 4)
+class Tiles(NamedTuple):
+    block_n: int  # outputs a program owns
+    block_k: int  # inputs a step
+    num_warps: int
+    num_stages: int  # K steps in flight (1: no software pipelining)
+
+
+def tiles_for(n: int, k: int) -> Tiles:
+    """From benchmarks/gpu/w4_sweep.py on an H200 at the 8B shapes: 8 warps over 2,048-wide steps
+    where N is small (4,096 rows: o, down), 4 warps over 1,024 otherwise. One stage: the sweep
+    that chose these ran before stages were a choice."""
+    return Tiles(16, 2048, 8, 1) if n <= 4096 and k >= 2048 else Tiles(16, 1024, 4, 1)
 
 
 def w4_gemv(
@@ -110,6 +122,7 @@ def w4_gemv(
     block_n: int | None = None,
     block_k: int | None = None,
     num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """x [1, K] @ the 4-bit weight [N, K]^T (+ bias) -> [1, N] in x's dtype; groups of
     `group_size` consecutive input channels (no act-order). Tiles by `tiles_for` unless given."""
@@ -117,9 +130,9 @@ def w4_gemv(
     n = packed.shape[0]
     if x.shape[0] != 1 or x.stride(1) != 1 or packed.shape[1] * 8 != k:
         raise ValueError(f"w4_gemv: x {tuple(x.shape)}, packed {tuple(packed.shape)}")
-    default_n, default_k, default_warps = tiles_for(n, k)
-    block_n, num_warps = block_n or default_n, num_warps or default_warps
-    block_k = min(block_k or default_k, triton.next_power_of_2(k))
+    tiles = tiles_for(n, k)
+    block_n, num_warps = block_n or tiles.block_n, num_warps or tiles.num_warps
+    block_k = min(block_k or tiles.block_k, triton.next_power_of_2(k))
     sub = block_k if group_size >= k else min(group_size, block_k)  # one group: any sub-tile
     if group_size < k and (group_size % sub or sub & (sub - 1) or sub < 8):
         raise ValueError(f"w4_gemv: group size {group_size} does not tile K steps of {block_k}")
@@ -141,6 +154,7 @@ def w4_gemv(
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         SUB=sub,
+        NUM_STAGES=num_stages or tiles.num_stages,
         num_warps=num_warps,
     )
     return y

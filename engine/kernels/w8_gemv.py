@@ -14,6 +14,8 @@ dequantized weight, then a float32 matmul.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from pagoda.engine.kernels.triton_import import tl, triton
@@ -89,16 +91,19 @@ def _w8_gemv_row_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SUM_EACH_STEP: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
     """One row: each program owns BLOCK_N outputs over all of K (no split-K, so no fp32 buffer to
-    zero and convert: one kernel a layer), with products kept per column and summed once."""
+    zero and convert: one kernel a layer), with products kept per column and summed once.
+    NUM_STAGES > 1 has Triton copy the next steps' tiles into shared memory (cp.async) while this
+    one is multiplied: without it a program has one step's bytes in flight at a time."""
     pid = tl.program_id(0)
     rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     w_rows = w_ptr + rn[:, None].to(tl.int64) * stride_wn + rk[None, :]
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     acc_n = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in tl.range(0, K, BLOCK_K, num_stages=NUM_STAGES):
         if EVEN:
             x = tl.load(x_ptr + k0 + rk)
             w = tl.load(w_rows + k0)
@@ -117,11 +122,18 @@ def _w8_gemv_row_kernel(
     tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
 
 
-def row_tiles_for(n: int) -> tuple[int, int, bool]:
-    """(rows a program, K step, sum each step), from benchmarks/gpu/w8_gemv_sweep.py on an H200 at
-    the 8B shapes: wide layers (gate|up) sum 32 rows' 256-wide steps as they go; the others keep
-    8 rows' 1,024 columns of products and sum once."""
-    return (32, 256, True) if n >= 16384 else (8, 1024, False)
+class RowTiles(NamedTuple):
+    block_n: int  # outputs a program owns
+    block_k: int  # inputs a step
+    sum_each_step: bool  # reduce every step, or keep [block_n, block_k] products to the end
+    num_stages: int  # K steps in flight (1: no software pipelining)
+
+
+def row_tiles_for(n: int) -> RowTiles:
+    """From benchmarks/gpu/w8_gemv_sweep.py on an H200 at the 8B shapes: wide layers (gate|up)
+    sum 32 rows' 256-wide steps as they go; the others keep 8 rows' 1,024 columns of products and
+    sum once. One stage: the sweep that chose these ran before stages were a choice."""
+    return RowTiles(32, 256, True, 1) if n >= 16384 else RowTiles(8, 1024, False, 1)
 
 
 def w8_gemv_row(
@@ -133,15 +145,16 @@ def w8_gemv_row(
     block_k: int | None = None,
     num_warps: int = 4,
     sum_each_step: bool | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """x [1, K] @ (weight_q [N, K] 8-bit * scale [N])^T (+ bias) -> [1, N] in x's dtype; tiles by
     `row_tiles_for` unless given."""
     k = x.shape[1]
     n = weight_q.shape[0]
-    default_n, default_k, default_sum = row_tiles_for(n)
-    block_n = block_n or default_n
-    block_k = min(block_k or default_k, triton.next_power_of_2(k))
-    sum_each_step = default_sum if sum_each_step is None else sum_each_step
+    tiles = row_tiles_for(n)
+    block_n = block_n or tiles.block_n
+    block_k = min(block_k or tiles.block_k, triton.next_power_of_2(k))
+    sum_each_step = tiles.sum_each_step if sum_each_step is None else sum_each_step
     y = torch.empty((1, n), dtype=x.dtype, device=x.device)
     _w8_gemv_row_kernel[(triton.cdiv(n, block_n),)](
         x,
@@ -157,6 +170,7 @@ def w8_gemv_row(
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         SUM_EACH_STEP=sum_each_step,
+        NUM_STAGES=num_stages or tiles.num_stages,
         num_warps=num_warps,
     )
     return y

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pagoda.engine.kernels.quant_fp8 import per_token_quant_fp8
-from pagoda.engine.kernels.w8_gemv import w8_gemv
+from pagoda.engine.kernels.w8_gemv import w8_gemv, w8_gemv_row
 from pagoda.engine.quantization.fp8 import (
     dequantize,
     fp8_gemm_supported,
@@ -83,6 +83,21 @@ def test_w8_gemv_fp8_matches_the_weight_only_reference(k, n, batch):
         out.copy_(w8_gemv(x, q, scale, bias, split_k=split_k))
         rel = ((out.float() - ref).norm() / ref.norm()).item()
         assert rel < 5e-3, (split_k, rel)
+
+
+@pytest.mark.parametrize("stages", [2, 3, 4])
+@pytest.mark.parametrize(("k", "n"), SHAPES)
+def test_the_fp8_row_kernel_pipelined(k, n, stages):
+    """One row with K steps in flight (cp.async into shared memory), both ways of summing."""
+    g = torch.Generator("cuda").manual_seed(k + n + stages)
+    w = torch.randn(n, k, device="cuda", generator=g, dtype=torch.bfloat16) * 0.02
+    x = torch.randn(1, k, device="cuda", generator=g, dtype=torch.bfloat16)
+    q, scale = quantize_per_channel(w)
+    ref = x.float() @ dequantize(q, scale).T
+    for tiles in ((8, 1024, 4, False), (32, 256, 4, True)):
+        out = w8_gemv_row(x, q, scale, None, *tiles, stages)
+        rel = ((out.float() - ref).norm() / ref.norm()).item()
+        assert rel < 5e-3, (tiles, stages, rel)
 
 
 def test_w8_gemv_odd_sizes_and_a_layer_without_bias():

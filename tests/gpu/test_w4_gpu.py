@@ -81,6 +81,20 @@ def test_one_group_over_all_inputs_and_fp16(batch: int) -> None:
         assert ((out.float() - want).norm() / want.norm()).item() < 1e-2
 
 
+@pytest.mark.parametrize("stages", [2, 3, 4])
+@pytest.mark.parametrize(("k", "n"), SHAPES)
+def test_the_one_row_gemv_pipelined(k: int, n: int, stages: int) -> None:
+    """The GEMV with K steps in flight (cp.async into shared memory), as the sweep may choose:
+    zero points, bf16, both tile widths."""
+    g = torch.Generator("cuda").manual_seed(k + n + stages)
+    packed, scales, zeros, _ = random_w4(n, k, "zero-point", g)
+    x = torch.randn(1, k, device="cuda", generator=g, dtype=torch.bfloat16)
+    want = x.float() @ dequantize_w4(packed, scales, zeros, GROUP).T
+    for block_k, warps in ((1024, 4), (2048, 8)):
+        out = w4_gemv(x, packed, scales, zeros, GROUP, None, 16, block_k, warps, stages)
+        assert ((out.float() - want).norm() / want.norm()).item() < 1e-2, (block_k, stages)
+
+
 @pytest.mark.parametrize("fmt", ["awq", "gptq-act-order", "gptq-v2-channel"])
 def test_a_four_bit_checkpoint_on_the_gpu_matches_the_dequantized_model(
     tmp_path: Path, fmt: str

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hopper_compile import compile_for_hopper
 from quantized_checkpoint import AWQ_PACK_ORDER, W4_FORMATS, pack_along_columns, write_w4_pair
 from safetensors.torch import load_file
 from tiny_checkpoint import tiny_config
@@ -241,38 +242,4 @@ def test_the_kernel_compiles_for_hopper(act_order: bool, split_k: int, block_m: 
     ints += ["num_groups", "k_per_split"]
     constexprs = {"HAS_G_IDX": act_order, "HAS_BIAS": True, "SPLIT_K": split_k}
     constexprs |= {"BLOCK_M": block_m, "BLOCK_N": 64, "BLOCK_K": 128 if block_m == 1 else 64}
-    assert compile_for_hopper(_w4a16_kernel, pointers, ints, constexprs, num_warps=4)
-
-
-@pytest.mark.parametrize(("even", "block_k", "sub"), [(True, 1024, 128), (False, 2048, 2048)])
-def test_the_one_row_gemv_compiles_for_hopper(even: bool, block_k: int, sub: int) -> None:
-    """The batch-1 GEMV (kernels/w4_gemv.py) down to an sm_90 cubin, unmasked and masked."""
-    pytest.importorskip("triton")
-    from pagoda.engine.kernels.w4_gemv import _w4_gemv_kernel
-
-    pointers = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*fp16", "zero_ptr": "*u8"}
-    pointers |= {"bias_ptr": "*bf16", "y_ptr": "*bf16"}
-    ints = ["N", "K", "stride_wn", "stride_sg"]
-    constexprs = {"GROUP": sub, "HAS_BIAS": True, "EVEN": even, "BLOCK_N": 16}
-    constexprs |= {"BLOCK_K": block_k, "SUB": sub}
-    assert compile_for_hopper(_w4_gemv_kernel, pointers, ints, constexprs, num_warps=8)
-
-
-def compile_for_hopper(
-    kernel, pointers: dict[str, str], ints: list[str], constexprs: dict, num_warps: int
-) -> bytes:
-    """The kernel's sm_90 cubin, from its arguments in order: pointers (name -> Triton type),
-    32-bit ints, then constexprs (name -> value)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    signature = pointers | dict.fromkeys(ints, "i32") | dict.fromkeys(constexprs, "constexpr")
-    names = list(signature)
-    source = ASTSource(
-        fn=kernel,
-        signature=signature,
-        constexprs={(names.index(k),): v for k, v in constexprs.items()},
-    )
-    target = GPUTarget("cuda", 90, 32)
-    return triton.compile(source, target=target, options={"num_warps": num_warps}).asm["cubin"]
+    assert compile_for_hopper(_w4a16_kernel, pointers, ints, constexprs, 4).asm["cubin"]

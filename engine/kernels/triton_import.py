@@ -6,7 +6,13 @@ the `@triton.jit` definitions have to evaluate; calling a kernel without Triton 
 
 from __future__ import annotations
 
+import os
 import types
+
+# Triton 3.9 warns at every compile that the default for fusing a multiply and an add into one
+# FMA is unset, and 3.10 turns the fusion off by default. The kernels were checked and measured
+# with it on: say so, unless the user has chosen.
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 try:
     import triton

@@ -23,8 +23,12 @@ class AttentionBackend(Protocol):
         scale: float,
         sliding_window: int | None = None,
         logits_soft_cap: float | None = None,
+        k_scale: torch.Tensor | None = None,  # [num_kv_heads] float32
+        v_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:  # [T, num_heads, head_dim]
         """Write k, v into the caches at meta.slot_mapping, then attend causally over the context:
         with sliding_window, over the query and the sliding_window - 1 tokens before it only; with
-        logits_soft_cap c, the scaled scores s become c * tanh(s / c) before the softmax."""
+        logits_soft_cap c, the scaled scores s become c * tanh(s / c) before the softmax. An FP8
+        cache stores e4m3(k / k_scale) per KV head and reads it back times k_scale (v likewise;
+        None is 1.0); a cache in the model's dtype ignores the scales."""
         ...

@@ -15,10 +15,13 @@ from pagoda.engine.attention.metadata import AttentionMetadata
 FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
 
 
-def as_cached(x: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
-    """x as the cache stores it: an FP8 cache holds e4m3 (per-tensor scale 1.0), saturated."""
+def as_cached(x: torch.Tensor, cache: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """x [T, kv_heads, head_dim] as the cache stores it: an FP8 cache holds e4m3(x / scale),
+    saturated (scale: one per KV head, quantization/kv_cache.py; None is 1.0)."""
     if cache.dtype == x.dtype:
         return x
+    if scale is not None:
+        x = x.float() / scale[:, None]
     return x.clamp(-FP8_MAX, FP8_MAX).to(cache.dtype)
 
 
@@ -28,12 +31,14 @@ def write_kv(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
     """Store each token's K/V at its slot (block * block_size + offset); slot -1 is padding."""
     valid = slot_mapping >= 0
     slots = slot_mapping[valid]
-    for x, cache in ((k[valid], k_cache), (v[valid], v_cache)):
-        x = as_cached(x, cache)
+    for x, cache, scale in ((k[valid], k_cache, k_scale), (v[valid], v_cache, v_scale)):
+        x = as_cached(x, cache, scale)
         if cache.dtype.itemsize == 1:  # index_copy_ has no float8 kernel: copy the bytes
             x, cache = x.view(torch.uint8), cache.view(torch.uint8)
         cache.view(-1, *cache.shape[2:]).index_copy_(0, slots, x)
@@ -84,9 +89,16 @@ class TorchAttentionBackend:
         scale: float,
         sliding_window: int | None = None,
         logits_soft_cap: float | None = None,
+        k_scale: torch.Tensor | None = None,
+        v_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
-        opts = (sliding_window, logits_soft_cap)
+        write_kv(k, v, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale)
+        # An FP8 cache's scales are folded in: q times k_scale, the output times v_scale (one
+        # multiply a query and an output, not one a cached value).
+        scales = None
+        if k_cache.dtype != k.dtype and k_scale is not None and v_scale is not None:
+            scales = (k_scale, v_scale)
+        opts = (sliding_window, logits_soft_cap, scales)
         starts = meta.query_start_loc_cpu or meta.query_start_loc.tolist()
         seq_lens = meta.seq_lens_cpu or meta.seq_lens.tolist()
         out = torch.empty_like(q)
@@ -99,8 +111,8 @@ class TorchAttentionBackend:
                 continue
             if end - start == seq_lens[i]:  # no earlier context: this step's k, v are all of it
                 # (rounded as the cache holds them, so a later chunk or decode sees the same keys)
-                key = as_cached(k[start:end], k_cache).to(q.dtype)
-                value = as_cached(v[start:end], v_cache).to(q.dtype)
+                key = as_cached(k[start:end], k_cache, k_scale).to(q.dtype)
+                value = as_cached(v[start:end], v_cache, v_scale).to(q.dtype)
             else:
                 key = gather_context(k_cache, meta.block_tables[i], seq_lens[i]).to(q.dtype)
                 value = gather_context(v_cache, meta.block_tables[i], seq_lens[i]).to(q.dtype)
@@ -115,20 +127,26 @@ class TorchAttentionBackend:
         scale: float,
         sliding_window: int | None,
         soft_cap: float | None,
+        kv_scales: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> torch.Tensor:
-        """One sequence: q [Lq, H, d] are the last Lq of the seq_len tokens of key, value [L, kvh, d]."""
+        """One sequence: q [Lq, H, d] are the last Lq of the seq_len tokens of key, value [L, kvh, d]
+        (as cached: times kv_scales, one per KV head, when given)."""
         query_len, num_heads, head_dim = q.shape
         seq_len, num_kv_heads = key.shape[:2]
         group = num_heads // num_kv_heads
         key, value = key.transpose(0, 1), value.transpose(0, 1)  # [kvh, L, d]
         # [L, H, d] -> [kvh, group * L, d]: heads of one KV group are consecutive, as in HF's repeat_kv.
         query = q.transpose(0, 1).reshape(num_kv_heads, group * query_len, head_dim)
+        if kv_scales is not None:
+            query = query * kv_scales[0][:, None, None].to(query.dtype)
         q_pos = torch.arange(seq_len - query_len, seq_len, device=q.device)
         k_pos = torch.arange(seq_len, device=q.device)[None, :]
         mask = k_pos <= q_pos[:, None]  # [L, seq_len]
         if sliding_window is not None:  # the query and the window - 1 keys before it, as HF's
             mask &= k_pos > q_pos[:, None] - sliding_window
         out = attend(query, key, value, mask.repeat(group, 1), scale, soft_cap)
+        if kv_scales is not None:
+            out = out * kv_scales[1][:, None, None].to(out.dtype)
         return out.reshape(num_heads, query_len, head_dim).transpose(0, 1)
 
     @staticmethod
@@ -144,6 +162,7 @@ class TorchAttentionBackend:
         out: torch.Tensor,
         sliding_window: int | None,
         soft_cap: float | None,
+        kv_scales: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> None:
         """All one-token queries at once: one padded gather of their blocks and one SDPA call."""
         num_heads, head_dim = q.shape[1:]
@@ -165,10 +184,14 @@ class TorchAttentionBackend:
         key = gather_blocks(k_cache, tables).view(shape).transpose(1, 2).to(q.dtype)
         value = gather_blocks(v_cache, tables).view(shape).transpose(1, 2).to(q.dtype)
         query = q[tokens].view(len(seqs), num_kv_heads, num_heads // num_kv_heads, head_dim)
+        if kv_scales is not None:
+            query = query * kv_scales[0][:, None, None].to(query.dtype)
         positions = torch.arange(max_blocks * block_size, device=device)
         lens_t = torch.tensor(lens, device=device)[:, None]
         mask = positions[None, :] < lens_t
         if sliding_window is not None:
             mask &= positions[None, :] >= lens_t - sliding_window
         attn = attend(query, key, value, mask[:, None, None, :], scale, soft_cap)
+        if kv_scales is not None:
+            attn = attn * kv_scales[1][:, None, None].to(attn.dtype)
         out[tokens] = attn.reshape(len(seqs), num_heads, head_dim)

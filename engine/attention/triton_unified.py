@@ -41,8 +41,10 @@ class TritonAttentionBackend:
         scale: float,
         sliding_window: int | None = None,
         logits_soft_cap: float | None = None,
+        k_scale: torch.Tensor | None = None,
+        v_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping)
+        reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale)
         # Host-side choices depend only on the batch's shape, so a captured CUDA graph stays valid.
         num_splits = 1
         if meta.max_query_len == 1:
@@ -59,4 +61,6 @@ class TritonAttentionBackend:
             num_splits=num_splits,
             sliding_window=sliding_window,
             soft_cap=logits_soft_cap,
+            k_scale=k_scale,
+            v_scale=v_scale,
         )

@@ -57,6 +57,8 @@ def _attention_kernel(
     part_acc_ptr,
     part_max_ptr,
     part_sum_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
     scale_log2,
     num_seqs,
     stride_qt,
@@ -81,10 +83,15 @@ def _attention_kernel(
     NUM_SPLITS: tl.constexpr,
     SLIDING_WINDOW: tl.constexpr,
     SOFT_CAP: tl.constexpr,
+    KV_SCALED: tl.constexpr,
 ):
     block_id = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
+    v_scale = 1.0
+    if KV_SCALED:  # an FP8 cache's per-head scales, folded into the scores and the output
+        scale_log2 = scale_log2 * tl.load(k_scale_ptr + kv_head)
+        v_scale = tl.load(v_scale_ptr + kv_head)
 
     seq = _find_seq(query_start_loc_ptr, block_id, num_seqs, BLOCK_Q)
     q_start = tl.load(query_start_loc_ptr + seq)
@@ -137,7 +144,7 @@ def _attention_kernel(
             + d[:, None],
             mask=pos_ok[None, :] & d_ok[:, None],
             other=0.0,
-        ).to(q_ptr.dtype.element_ty)  # [DIM_PAD, TILE_N]; an FP8 cache widens (scale 1.0)
+        ).to(q_ptr.dtype.element_ty)  # [DIM_PAD, TILE_N]; an FP8 cache widens (scale folded)
         v = tl.load(
             v_cache_ptr
             + block[:, None] * stride_vb
@@ -165,6 +172,8 @@ def _attention_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m = m_new
 
+    if KV_SCALED:
+        acc = acc * v_scale
     if NUM_SPLITS == 1:
         out = acc / l[:, None]
         tl.store(
@@ -234,6 +243,8 @@ def unified_attention(
     out: torch.Tensor | None = None,
     sliding_window: int | None = None,
     soft_cap: float | None = None,
+    k_scale: torch.Tensor | None = None,  # [num_kv_heads] float32: an FP8 cache holds k / k_scale
+    v_scale: torch.Tensor | None = None,
 ) -> (
     torch.Tensor
 ):  # [T, num_heads, head_dim]; rows of tokens outside every sequence are left unwritten
@@ -276,6 +287,8 @@ def unified_attention(
             (num_tokens, num_heads, num_splits), dtype=torch.float32, device=q.device
         )
         part_sum = torch.empty_like(part_max)
+    # Scales apply to an FP8 cache only, as it was written (reshape_and_cache).
+    kv_scaled = k_cache.dtype.itemsize == 1 and k_scale is not None and v_scale is not None
     _attention_kernel[(num_q_blocks, num_kv_heads, num_splits)](
         out,
         q,
@@ -287,6 +300,8 @@ def unified_attention(
         part_acc,
         part_max,
         part_sum,
+        k_scale if kv_scaled else part_max,
+        v_scale if kv_scaled else part_max,
         scale * _LOG2E,
         num_seqs,
         q.stride(0),
@@ -311,6 +326,7 @@ def unified_attention(
         NUM_SPLITS=num_splits,
         SLIDING_WINDOW=sliding_window or 0,
         SOFT_CAP=float(soft_cap or 0.0),
+        KV_SCALED=kv_scaled,
         num_warps=num_warps,
         num_stages=num_stages,
     )

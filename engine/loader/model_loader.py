@@ -37,6 +37,7 @@ from pagoda.engine.quantization.checkpoint import (
     quantized_layers,
     without_input_scales,
 )
+from pagoda.engine.quantization.kv_cache import describe_kv_scales
 from pagoda.engine.quantization.w4_checkpoint import (
     W4Scheme,
     dummy_w4_scheme,
@@ -115,6 +116,8 @@ def load_model(
     elif config.quantization:
         n = quantize_model(model, config.quantization, device)
         log.info("quantized %d linear layers to %s", n, config.quantization)
+    if (note := describe_kv_scales(model, config.kv_cache_dtype != "auto")) is not None:
+        log.info(note)
     log.info("loaded %s (%s) in %.1f s", resolved.name, resolved.kind, time.perf_counter() - start)
     return model.eval(), model_config
 

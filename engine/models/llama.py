@@ -30,6 +30,7 @@ from pagoda.engine.layers.rotary import RotaryEmbedding
 from pagoda.engine.layers.weights import LoadedWeight, default_weight_loader
 from pagoda.engine.models.config import ModelConfig
 from pagoda.engine.models.pipeline import IntermediateTensors, PPMissingLayer, get_pp_indices
+from pagoda.engine.quantization.kv_cache import kv_scale_target, load_kv_scale
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 
@@ -44,6 +45,9 @@ STACKED_PARAMS = [
 
 
 class LlamaAttention(nn.Module):
+    k_scale: torch.Tensor  # buffers: an FP8 cache's scales, one per KV head of this rank
+    v_scale: torch.Tensor
+
     def __init__(
         self,
         cfg: ModelConfig,
@@ -66,6 +70,11 @@ class LlamaAttention(nn.Module):
         self.o_proj = RowParallelLinear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
         self.rotary = rotary
         self.backend = backend
+        # An FP8 cache's scales (quantization/kv_cache.py), over this rank's KV heads.
+        qkv = self.qkv_proj
+        self.first_kv_head = qkv.tp_rank // qkv.num_kv_head_replicas * self.num_kv_heads
+        self.register_buffer("k_scale", torch.ones(self.num_kv_heads, dtype=torch.float32))
+        self.register_buffer("v_scale", torch.ones(self.num_kv_heads, dtype=torch.float32))
 
     def forward(
         self, positions: torch.Tensor, x: torch.Tensor, kv_cache: KVCache, meta: AttentionMetadata
@@ -77,7 +86,16 @@ class LlamaAttention(nn.Module):
         q, k = self.qk_norm(q, k)
         self.rotary(positions, q, k)
         out = self.backend.forward(
-            q, k, v, *kv_cache, meta, self.scale, self.sliding_window, self.soft_cap
+            q,
+            k,
+            v,
+            *kv_cache,
+            meta,
+            self.scale,
+            self.sliding_window,
+            self.soft_cap,
+            self.k_scale,
+            self.v_scale,
         )
         return self.o_proj(out.reshape(-1, self.q_size))
 
@@ -258,6 +276,9 @@ class LlamaForCausalLM(nn.Module):
                 continue  # old HF checkpoints saved this buffer; we compute it
             if name.startswith(missing_prefixes):
                 continue  # another pipeline stage's
+            if (kv_scale := kv_scale_target(name)) is not None:
+                self.load_kv_scale(name, tensor, *kv_scale)
+                continue
             target, shard = self.checkpoint_target(name)
             if target not in params:
                 raise KeyError(f"checkpoint tensor {name!r} has no place in the model")
@@ -273,6 +294,18 @@ class LlamaForCausalLM(nn.Module):
         if unloaded:
             missing = sorted(f"{n}{list(s)}" if s is not None else n for n, s in unloaded)
             raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+
+    def load_kv_scale(self, name: str, tensor: LoadedWeight, attention: str, which: str) -> None:
+        """An FP8 KV cache's scale: optional, so not among the parameters every checkpoint gives."""
+        try:
+            attn = self.get_submodule(attention)
+        except AttributeError:
+            raise KeyError(f"checkpoint tensor {name!r} has no place in the model") from None
+        assert isinstance(attn, LlamaAttention)
+        total = attn.qkv_proj.total_num_kv_heads
+        scales = {"k": [attn.k_scale], "v": [attn.v_scale], "kv": [attn.k_scale, attn.v_scale]}
+        for scale in scales[which]:
+            load_kv_scale(scale, tensor, attn.first_kv_head, total, name)
 
     def checkpoint_target(self, name: str) -> tuple[str, tuple | None]:
         """(our parameter's name, the extra weight_loader arguments: the shard) for a checkpoint

@@ -13,7 +13,9 @@ beside them: a per-tensor scale is repeated over its projection's rows, which ke
 separate scales exact inside the fused qkv layer. Activations are then quantized per token as they
 arrive (a static `input_scale` is not used: the dynamic scale fits each token at least as well).
 What the layers cannot run (block-wise scales, zero points, 4-bit schemes, layers left
-unquantized other than the LM head, mixtures of experts) is refused with the reason.
+unquantized other than the LM head, mixtures of experts) is refused with the reason. A
+`kv_cache_scheme` (the KV cache's calibrated scales, kv_cache.py) is checked here too, and may
+come alone, over full-precision weights.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pagoda.engine.layers.moe import FusedMoE
 from pagoda.engine.layers.weights import LoadedWeight, copy_checked, set_weight_loader, whole
 from pagoda.engine.quantization.fp8 import FP8, Fp8LinearMethod
 from pagoda.engine.quantization.int8 import Int8LinearMethod
+from pagoda.engine.quantization.kv_cache import check_kv_cache_scheme
 from pagoda.engine.quantization.w4_checkpoint import W4Scheme, w4_scheme
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ def checkpoint_scheme(hf_config: dict[str, Any]) -> CheckpointScheme | W4Scheme 
     qc = hf_config.get("quantization_config")
     if qc is None:
         return None
+    check_kv_cache_scheme(qc.get("kv_cache_scheme"))
     method = qc.get("quant_method")
     if method in ("awq", "gptq"):
         return w4_scheme(qc)
@@ -72,6 +76,8 @@ def checkpoint_scheme(hf_config: dict[str, Any]) -> CheckpointScheme | W4Scheme 
         return CheckpointScheme(method, FP8)
     if method == "compressed-tensors":
         groups = list((qc.get("config_groups") or {}).values())
+        if not groups and qc.get("kv_cache_scheme"):
+            return None  # only the KV cache's scales: the weights are in full precision
         weights = [g.get("weights") or {} for g in groups]
         kind = (weights[0].get("type"), weights[0].get("num_bits")) if len(groups) == 1 else None
         if kind not in (("float", 8), ("int", 8)):

@@ -24,8 +24,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def greedy(folder: Path, prompts: list[list[int]], steps: int) -> tuple[list[list[int]], list]:
-    """All prompts prefilled in one batch, then `steps` batched greedy decodes, on this rank."""
+def greedy(
+    folder: Path, prompts: list[list[int]], steps: int, kv_dtype: torch.dtype = torch.float32
+) -> tuple[list[list[int]], list]:
+    """All prompts prefilled in one batch, then `steps` batched greedy decodes, on this rank,
+    over a KV cache of kv_dtype."""
     from paged_batch import PagedBatch
 
     cfg = hf_model_config(folder)
@@ -34,7 +37,7 @@ def greedy(folder: Path, prompts: list[list[int]], steps: int) -> tuple[list[lis
     batch = PagedBatch(cfg)
     for i, (k, _) in enumerate(batch.kv):  # this rank's KV heads
         shape = (k.shape[0], k.shape[1], model.num_kv_heads, k.shape[3])
-        batch.kv[i] = (torch.zeros(shape), torch.zeros(shape))
+        batch.kv[i] = (torch.zeros(shape, dtype=kv_dtype), torch.zeros(shape, dtype=kv_dtype))
     tokens = [list(p) for p in prompts]
     logits_seen = []
     chunks = [(i, p) for i, p in enumerate(prompts)]
@@ -49,28 +52,30 @@ def greedy(folder: Path, prompts: list[list[int]], steps: int) -> tuple[list[lis
     return tokens, logits_seen
 
 
-def _rank_main(rank, tp, port, folder, prompts, steps, out) -> None:
+def _rank_main(rank, tp, port, folder, prompts, steps, kv_dtype, out) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     init_distributed(rank, tp, 1, "gloo")
     try:
-        tokens, logits = greedy(Path(folder), prompts, steps)
+        tokens, logits = greedy(Path(folder), prompts, steps, kv_dtype)
         if rank == 0:
             out.put((tokens, [t.tolist() for t in logits]))
     finally:
         destroy_distributed()
 
 
-def run_sharded(folder: Path, prompts, steps: int, tp: int):
+def run_sharded(folder: Path, prompts, steps: int, tp: int, kv_dtype=torch.float32):
     """(tokens, logits per step) of the sharded model; tp = 1 runs in this process."""
     if tp == 1:
-        tokens, logits = greedy(folder, prompts, steps)
+        tokens, logits = greedy(folder, prompts, steps, kv_dtype)
         return tokens, [t.tolist() for t in logits]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = free_port()
     procs = [
-        ctx.Process(target=_rank_main, args=(r, tp, port, str(folder), prompts, steps, out))
+        ctx.Process(
+            target=_rank_main, args=(r, tp, port, str(folder), prompts, steps, kv_dtype, out)
+        )
         for r in range(tp)
     ]
     for p in procs:

@@ -80,7 +80,11 @@ VLLM_FLAGS: tuple[VllmFlag, ...] = (
     _refused("--long-prefill-token-threshold", "concurrent partial prefills"),
     _refused("--num-scheduler-steps", "multi-step scheduling (gone from vLLM v1)"),
     _refused("--prefix-caching-hash-algo", "choosing the prefix hash"),
-    _refused("--calculate-kv-scales", "fp8 KV scales", takes_value=False),
+    _refused(
+        "--calculate-kv-scales",
+        "computing FP8 KV scales at run time (the checkpoint's k_scale/v_scale are read)",
+        takes_value=False,
+    ),
     _refused("--otlp-traces-endpoint", "OpenTelemetry traces"),
     _refused("--api-server-count", "several API server processes"),
     _refused("--headless", "headless engines", takes_value=False),

@@ -39,7 +39,8 @@ HELP = {
     "activations per token); checkpoints stored in FP8 (fp8, compressed-tensors) and 4-bit AWQ "
     "and GPTQ checkpoints (awq, gptq, or their _marlin names) load as they are",
     "kv_cache_dtype": "the KV cache's element type: auto (the model's dtype) or fp8 (e4m3, half "
-    "the bytes of bf16: twice the tokens in the same memory)",
+    "the bytes of bf16: twice the tokens in the same memory; scaled by the checkpoint's "
+    "k_scale/v_scale where it has them)",
     "speculative_config": 'JSON, as vLLM\'s: {"method": "ngram", "num_speculative_tokens": 4, '
     '"prompt_lookup_max": 4} or {"method": "draft_model", "model": ..., '
     '"num_speculative_tokens": 4}',

@@ -13,6 +13,8 @@ from tiny_checkpoint import write_tiny_checkpoint, write_tiny_tokenizer
 
 from pagoda.engine.quantization.fp8 import FP8, FP8_MAX, quantize_per_channel
 
+PROMPT = [5, 17, 42, 99, 3, 8, 8, 120, 44, 7, 61, 250, 9, 13, 77, 31]
+
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # name: (vLLM's fp8 config, or compressed-tensors' weight type and strategy)
 FORMATS: dict[str, dict | tuple[str, str]] = {
@@ -233,3 +235,23 @@ def write_w4_pair(root: Path, fmt: str, **overrides) -> tuple[Path, Path]:
                 (folder / f.name).write_bytes(f.read_bytes())
         folders.append(folder)
     return folders[0], folders[1]
+
+
+def prompt_logprobs(folder: Path, **engine_args: object) -> torch.Tensor:
+    """The log-probability of each of PROMPT's tokens after the first, from the model in
+    `folder` on the CPU in float32 (a tiny checkpoint written with its tokenizer)."""
+    from pagoda.engine.llm import LLM
+    from pagoda.engine.sampling_params import SamplingParams
+
+    llm = LLM(
+        str(folder),
+        dtype="float32",
+        device="cpu",
+        num_gpu_blocks_override=16,
+        max_model_len=64,
+        **engine_args,
+    )
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+    got = llm.generate({"prompt_token_ids": PROMPT}, params)[0].prompt_logprobs
+    assert got is not None
+    return torch.tensor([got[i][PROMPT[i]] for i in range(1, len(PROMPT))])

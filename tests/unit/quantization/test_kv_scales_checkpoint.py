@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from quantized_checkpoint import PROMPT, prompt_logprobs
 from safetensors.torch import load_file, save_file
 from tiny_checkpoint import write_tiny_checkpoint, write_tiny_tokenizer
 
 from pagoda.engine.config import EngineConfig
-from pagoda.engine.llm import LLM
 from pagoda.engine.llm_engine import LLMEngine
 from pagoda.engine.loader import load_model
 from pagoda.engine.loader.errors import ModelLoadError
@@ -29,7 +29,6 @@ from pagoda.engine.sampling_params import SamplingParams
 
 FP8 = torch.float8_e4m3fn
 LAYERS, KV_HEADS = 4, 2
-PROMPT = [5, 17, 42, 99, 3, 8, 8, 120, 44, 7, 61, 250, 9, 13, 77, 31]
 SCHEME = {"num_bits": 8, "type": "float", "strategy": "attn_head", "symmetric": True}
 
 
@@ -161,21 +160,6 @@ def amplified(folder: Path) -> tuple[Path, torch.Tensor]:
         engine.step()
     amax = [torch.stack([c.abs().amax((0, 1, 3)) for c in kv]) for kv in engine.runner.kv_caches]
     return folder, torch.stack(amax)  # [layer, k or v, head]
-
-
-def prompt_logprobs(folder: Path, **kw: object) -> torch.Tensor:
-    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-    llm = LLM(
-        str(folder),
-        dtype="float32",
-        device="cpu",
-        num_gpu_blocks_override=16,
-        max_model_len=64,
-        **kw,
-    )
-    got = llm.generate({"prompt_token_ids": PROMPT}, params)[0].prompt_logprobs
-    assert got is not None
-    return torch.tensor([got[i][PROMPT[i]] for i in range(1, len(PROMPT))])
 
 
 def test_calibrated_scales_keep_an_fp8_cache_close_where_scale_one_saturates(

@@ -16,13 +16,18 @@ from pathlib import Path
 import pytest
 import torch
 from hopper_compile import compile_for_hopper
-from quantized_checkpoint import AWQ_PACK_ORDER, W4_FORMATS, pack_along_columns, write_w4_pair
+from quantized_checkpoint import (
+    AWQ_PACK_ORDER,
+    W4_FORMATS,
+    pack_along_columns,
+    prompt_logprobs,
+    write_w4_pair,
+)
 from safetensors.torch import load_file
 from tiny_checkpoint import tiny_config
 
 from pagoda.engine.config import EngineConfig
 from pagoda.engine.layers import linear
-from pagoda.engine.llm import LLM
 from pagoda.engine.loader import load_model
 from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.quantization.w4 import (
@@ -33,9 +38,7 @@ from pagoda.engine.quantization.w4 import (
     unpack_columns,
 )
 from pagoda.engine.quantization.w4_checkpoint import W4Scheme, prepare_w4_parameters
-from pagoda.engine.sampling_params import SamplingParams
 
-PROMPT = [5, 17, 42, 99, 3, 8, 8, 120, 44, 7, 61, 250, 9, 13, 77, 31]
 CPU = torch.device("cpu")
 
 
@@ -83,18 +86,7 @@ def test_layers_hold_packed_weights_equal_to_the_checkpoints(tmp_path: Path, fmt
 @pytest.mark.parametrize("fmt", list(W4_FORMATS))
 def test_logprobs_equal_the_dequantized_model(tmp_path: Path, fmt: str) -> None:
     stored, plain = write_w4_pair(tmp_path, fmt)
-    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-    got, want = (
-        LLM(
-            str(folder), dtype="float32", device="cpu", num_gpu_blocks_override=16, max_model_len=64
-        )
-        .generate({"prompt_token_ids": PROMPT}, params)[0]
-        .prompt_logprobs
-        for folder in (stored, plain)
-    )
-    assert got is not None and want is not None
-    a = torch.tensor([got[i][PROMPT[i]] for i in range(1, len(PROMPT))])
-    b = torch.tensor([want[i][PROMPT[i]] for i in range(1, len(PROMPT))])
+    a, b = prompt_logprobs(stored), prompt_logprobs(plain)
     # The same float32 arithmetic on the same weights: only the summation order may differ.
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 

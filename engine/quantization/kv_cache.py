@@ -86,9 +86,13 @@ def load_kv_scale(
 def describe_kv_scales(model: torch.nn.Module, fp8_cache: bool) -> str | None:
     """A line for the log on what the scales do in this engine, None when there is nothing to
     say (no FP8 cache and no scales)."""
-    scales = [b for n, b in model.named_buffers() if n.endswith(("k_scale", "v_scale"))]
-    calibrated = sum(bool((s != 1.0).any()) for s in scales) // 2 if scales else 0
-    layers = len(scales) // 2
+    scales = [
+        torch.cat([m.get_buffer("k_scale"), m.get_buffer("v_scale")])
+        for m in model.modules()
+        if isinstance(getattr(m, "k_scale", None), torch.Tensor)
+    ]
+    layers = len(scales)
+    calibrated = sum(bool(torch.any(s != 1)) for s in scales)
     if fp8_cache and calibrated:
         return f"FP8 KV cache with the checkpoint's scales ({calibrated} of {layers} layers)"
     if fp8_cache:

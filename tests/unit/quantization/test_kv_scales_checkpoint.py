@@ -22,6 +22,7 @@ from pagoda.engine.loader import load_model
 from pagoda.engine.loader.errors import ModelLoadError
 from pagoda.engine.quantization.kv_cache import (
     check_kv_cache_scheme,
+    describe_kv_scales,
     kv_scale_target,
     load_kv_scale,
 )
@@ -110,6 +111,18 @@ def test_every_naming_loads_into_the_model(tmp_path: Path) -> None:
         ([1.5, 1.5], [2.5, 2.5]),
         ([4.0, 4.0], [1.0, 1.0]),
     ]
+
+
+def test_the_log_line_says_which_scales_a_cache_uses(tmp_path: Path) -> None:
+    folder = write_tiny_checkpoint(tmp_path / "m")
+    model, _ = load_model(
+        EngineConfig(model=str(folder), device="cpu"), torch.device("cpu"), torch.float32
+    )
+    assert describe_kv_scales(model, fp8_cache=False) is None
+    assert "scale 1.0" in str(describe_kv_scales(model, fp8_cache=True))
+    model.model.layers[2].self_attn.v_scale.fill_(0.5)  # one layer, its values only
+    assert "(1 of 4 layers)" in str(describe_kv_scales(model, fp8_cache=True))
+    assert "not used" in str(describe_kv_scales(model, fp8_cache=False))
 
 
 def test_a_kv_only_compressed_tensors_checkpoint_loads_its_weights_as_they_are(

@@ -25,6 +25,8 @@ from pagoda.gateway.scrape import scrape_forever
 log = logging.getLogger(__name__)
 # After the drain's deadline, the time open requests get to write their last events.
 CUT_GRACE_S = 2.0
+# Under the engine's keep-alive timeout (uvicorn's timeout_keep_alive=5 in api_server.py).
+UPSTREAM_KEEPALIVE_SECONDS = 3.0
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 PROXY = web.AppKey("proxy", Proxy)
 
@@ -63,9 +65,11 @@ def build(settings: GatewaySettings, registry: Registry, api: ApiServer | None) 
 
     async def start(app: web.Application) -> None:
         # No read timeout upstream: a long generation is not a failure. Connecting is bounded.
+        # An idle connection is dropped before the engine's own keep-alive timeout (5 s) can
+        # close it under a request this side has just sent on it.
         app[SESSION] = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies (and skips their cost)
             skip_auto_headers=("Accept-Encoding", "User-Agent"),

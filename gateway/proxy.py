@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from pagoda.gateway.hold import Hold
 from pagoda.gateway.prefix import prefix_key
 from pagoda.gateway.registry import Backend, Endpoint, Registry
 from pagoda.gateway.routing import Router
+
+log = logging.getLogger(__name__)
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the client library sets itself.
 _NOT_FORWARDED = {
@@ -244,8 +247,9 @@ async def _relay(
                 last = chunk
                 if not first:
                     first = chunk
-        except aiohttp.ClientError:
+        except aiohttp.ClientError as e:
             if not flight.cut:
+                log.warning("the answer from %s broke off: %r", upstream.url.host, e)
                 if request.transport is not None:
                     request.transport.close()
                 metrics.broken_streams.inc()

@@ -24,33 +24,19 @@ from typing import Any
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from hopper_compile import compile_for_hopper
-
-from pagoda.engine.kernels.w4_gemv import _w4_gemv_kernel
-from pagoda.engine.kernels.w8_gemv import _w8_gemv_row_kernel
+from hopper_compile import compile_w4_gemv, compile_w8_row
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 LINE = re.compile(r"\s+/\*([0-9a-f]{4})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z0-9_.]+)(.*)")
 
 
 def w8(block_n: int, block_k: int, sum_each_step: bool, stages: int) -> tuple[Any, float]:
-    pointers = {"x_ptr": "*bf16", "w_ptr": "*fp8e4nv", "scale_ptr": "*fp32"}
-    pointers |= {"bias_ptr": "*fp32", "y_ptr": "*bf16"}
-    constexprs = {"HAS_BIAS": False, "EVEN": True, "BLOCK_N": block_n, "BLOCK_K": block_k}
-    constexprs |= {"SUM_EACH_STEP": sum_each_step, "NUM_STAGES": stages}
-    kernel = compile_for_hopper(
-        _w8_gemv_row_kernel, pointers, ["N", "K", "stride_wn"], constexprs, 4
-    )
-    return kernel, block_n * block_k / 4 / (32 * 4)
+    kernel = compile_w8_row(block_n, block_k, sum_each_step, stages)
+    return kernel, block_n * block_k / 4 / (32 * 4)  # 32-bit words a thread reads a step
 
 
 def w4(block_n: int, block_k: int, warps: int, stages: int) -> tuple[Any, float]:
-    pointers = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*fp16", "zero_ptr": "*u8"}
-    pointers |= {"bias_ptr": "*bf16", "y_ptr": "*bf16"}
-    ints = ["N", "K", "stride_wn", "stride_sg"]
-    constexprs = {"GROUP": 128, "HAS_BIAS": False, "EVEN": True, "BLOCK_N": block_n}
-    constexprs |= {"BLOCK_K": block_k, "SUB": 128, "NUM_STAGES": stages}
-    kernel = compile_for_hopper(_w4_gemv_kernel, pointers, ints, constexprs, warps)
+    kernel = compile_w4_gemv(block_n, block_k, warps, stages)
     return kernel, block_n * block_k / 8 / (32 * warps)
 
 

@@ -71,8 +71,6 @@ class LlamaAttention(nn.Module):
         self.rotary = rotary
         self.backend = backend
         # An FP8 cache's scales (quantization/kv_cache.py), over this rank's KV heads.
-        qkv = self.qkv_proj
-        self.first_kv_head = qkv.tp_rank // qkv.num_kv_head_replicas * self.num_kv_heads
         self.register_buffer("k_scale", torch.ones(self.num_kv_heads, dtype=torch.float32))
         self.register_buffer("v_scale", torch.ones(self.num_kv_heads, dtype=torch.float32))
 
@@ -302,10 +300,11 @@ class LlamaForCausalLM(nn.Module):
         except AttributeError:
             raise KeyError(f"checkpoint tensor {name!r} has no place in the model") from None
         assert isinstance(attn, LlamaAttention)
-        total = attn.qkv_proj.total_num_kv_heads
+        qkv = attn.qkv_proj  # this rank's KV heads start where its k shard does
+        first = qkv.tp_rank // qkv.num_kv_head_replicas * qkv.num_kv_heads
         scales = {"k": [attn.k_scale], "v": [attn.v_scale], "kv": [attn.k_scale, attn.v_scale]}
         for scale in scales[which]:
-            load_kv_scale(scale, tensor, attn.first_kv_head, total, name)
+            load_kv_scale(scale, tensor, first, qkv.total_num_kv_heads, name)
 
     def checkpoint_target(self, name: str) -> tuple[str, tuple | None]:
         """(our parameter's name, the extra weight_loader arguments: the shard) for a checkpoint

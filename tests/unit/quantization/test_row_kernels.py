@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from hopper_compile import compile_for_hopper
+from hopper_compile import compile_w4_gemv, compile_w8_row
 
 INTERPRETED = r"""
 import torch
@@ -57,30 +57,6 @@ def test_the_row_kernels_match_their_references_under_the_interpreter() -> None:
     assert run.returncode == 0 and "kernels ok" in run.stdout, run.stderr[-3000:]
 
 
-def w8_row_ptx(stages: int, block_n: int, block_k: int, sum_each_step: bool) -> str:
-    from pagoda.engine.kernels.w8_gemv import _w8_gemv_row_kernel
-
-    pointers = {"x_ptr": "*bf16", "w_ptr": "*fp8e4nv", "scale_ptr": "*fp32"}
-    pointers |= {"bias_ptr": "*fp32", "y_ptr": "*bf16"}
-    constexprs = {"HAS_BIAS": False, "EVEN": True, "BLOCK_N": block_n, "BLOCK_K": block_k}
-    constexprs |= {"SUM_EACH_STEP": sum_each_step, "NUM_STAGES": stages}
-    kernel = compile_for_hopper(
-        _w8_gemv_row_kernel, pointers, ["N", "K", "stride_wn"], constexprs, 4
-    )
-    return kernel.asm["ptx"]
-
-
-def w4_ptx(stages: int, even: bool, block_k: int, sub: int) -> str:
-    from pagoda.engine.kernels.w4_gemv import _w4_gemv_kernel
-
-    pointers = {"x_ptr": "*bf16", "w_ptr": "*i32", "scale_ptr": "*fp16", "zero_ptr": "*u8"}
-    pointers |= {"bias_ptr": "*bf16", "y_ptr": "*bf16"}
-    ints = ["N", "K", "stride_wn", "stride_sg"]
-    constexprs = {"GROUP": sub, "HAS_BIAS": True, "EVEN": even, "BLOCK_N": 16}
-    constexprs |= {"BLOCK_K": block_k, "SUB": sub, "NUM_STAGES": stages}
-    return compile_for_hopper(_w4_gemv_kernel, pointers, ints, constexprs, 8).asm["ptx"]
-
-
 @pytest.mark.parametrize(
     ("block_n", "block_k", "sum_each_step"), [(8, 1024, False), (32, 256, True)]
 )
@@ -89,7 +65,7 @@ def test_the_fp8_row_kernel_compiles_to_vector_reads_and_pipelines_on_request(
     stages: int, block_n: int, block_k: int, sum_each_step: bool
 ) -> None:
     pytest.importorskip("triton")
-    ptx = w8_row_ptx(stages, block_n, block_k, sum_each_step)
+    ptx = compile_w8_row(block_n, block_k, sum_each_step, stages).asm["ptx"]
     assert "ld.global.b8" not in ptx  # no byte-wise weight reads
     if stages == 1:
         assert "ld.global.v4.b32" in ptx and "cp.async" not in ptx
@@ -105,7 +81,7 @@ def test_the_4bit_gemv_compiles_for_hopper_and_pipelines_on_request(
     """Unmasked and masked tiles; one stage reads unmasked words in 16-byte vectors, more copy
     them asynchronously."""
     pytest.importorskip("triton")
-    ptx = w4_ptx(stages, even, block_k, sub)
+    ptx = compile_w4_gemv(16, block_k, 8, stages, group=sub, even=even, has_bias=True).asm["ptx"]
     if stages == 1:
         assert "cp.async" not in ptx and ("ld.global.v4.b32" in ptx or not even)
     else:

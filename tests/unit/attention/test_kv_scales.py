@@ -86,8 +86,10 @@ def test_calibrated_scales_keep_what_scale_one_saturates() -> None:
     calibrated = (torch.tensor([1500.0, 60.0]) * 3 / 448,) * 2  # amax over e4m3's max
     scaled = attend(torch.Generator().manual_seed(seed), FP8, calibrated)
     unscaled = attend(torch.Generator().manual_seed(seed), FP8, None)
-    assert rel(scaled, full) < 0.1, seed  # e4m3's rounding
-    assert rel(unscaled, full) > 0.3, seed  # head 0 clipped at 448
+    # Over 2,000 seeds: 0.105 at most with the scales (e4m3's 3 mantissa bits; 0.1 was crossed
+    # once in CI), 0.348 at least at scale 1.0 (head 0 clipped at 448).
+    assert rel(scaled, full) < 0.15, seed
+    assert rel(unscaled, full) > 0.3, seed
 
 
 def test_a_full_precision_cache_ignores_the_scales() -> None:

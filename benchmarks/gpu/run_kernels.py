@@ -44,11 +44,11 @@ from kernel_cases import (
     worst,
 )
 
+from pagoda.engine.attention.rope import Rope
 from pagoda.engine.attention.triton_unified import TritonAttentionBackend
 from pagoda.engine.kernels.activation import silu_and_mul, silu_and_mul_ref
-from pagoda.engine.kernels.reshape_and_cache import reshape_and_cache
+from pagoda.engine.kernels.reshape_and_cache import reshape_and_cache, reshape_and_cache_ref
 from pagoda.engine.kernels.rms_norm import fused_add_rms_norm, fused_add_rms_norm_ref
-from pagoda.engine.kernels.rotary import rotary_embedding, rotary_embedding_ref
 from pagoda.engine.kernels.unified_attention import decode_num_splits, unified_attention
 
 # Llama-3.1-8B: 32 q heads, 8 kv heads, head_dim 128, hidden 4096, intermediate 14336.
@@ -94,7 +94,7 @@ def run_checks(gen: torch.Generator, quick: bool) -> list[tuple[str, int, float,
         ("rms_norm", check_rms_norm, NORM_SHAPES),
         ("fused_add_rms_norm", check_fused_add_rms_norm, NORM_SHAPES),
         ("silu_and_mul", check_silu_and_mul, SILU_SHAPES),
-        ("rotary_embedding", check_rotary, ROTARY_SHAPES),
+        ("reshape_and_cache + rotary", check_rotary, ROTARY_SHAPES),
     ]:
         errs = [fn(*shape, gen) for shape in shapes]
         rows.append((name, len(errs), worst(errs), worst(errs) < TOLERANCE))
@@ -268,28 +268,23 @@ def small_kernel_timings(gen: torch.Generator, bw: float) -> list[dict]:
             lambda: silu_and_mul_ref(x),
         )
         qkv = randn(t, (HQ + 2 * HKV) * D)
-        q, k = qkv[:, : HQ * D].view(t, HQ, D), qkv[:, HQ * D : (HQ + HKV) * D].view(t, HKV, D)
-        pos = torch.randint(0, 8192, (t,), device="cuda")
-        cache = randn(8192, D).float()
-        add(
-            "rotary_embedding",
-            f"T{t} {HQ}/{HKV}x{D}",
-            2 * t * (HQ + HKV) * D * 2,
-            lambda: rotary_embedding(pos, q, k, cache),
-            lambda: rotary_embedding_ref(pos, q, k, cache),
+        q, kn, vn = (
+            x.view(t, h, D)
+            for x, h in zip(qkv.split([HQ * D, HKV * D, HKV * D], dim=-1), (HQ, HKV, HKV))
         )
-        kn, vn = randn(t, HKV, D), randn(t, HKV, D)
+        pos = torch.randint(0, 8192, (t,), device="cuda")
+        table = randn(8192, D).float()
         kc, vc = randn(t // 16 * 4, 16, HKV, D), randn(t // 16 * 4, 16, HKV, D)
         slots = torch.randperm(kc.shape[0] * 16, device="cuda")[:t]
+        rope = Rope(pos, table)
         add(
-            "reshape_and_cache",
-            f"T{t} {HKV}x{D}",
-            4 * t * HKV * D * 2,
-            lambda: reshape_and_cache(kn, vn, kc, vc, slots),
-            lambda: (
-                kc.view(-1, HKV, D).index_copy_(0, slots, kn),
-                vc.view(-1, HKV, D).index_copy_(0, slots, vn),
+            "reshape_and_cache + rotary",
+            f"T{t} {HQ}/{HKV}x{D}",
+            (2 * t * HQ * D + 4 * t * HKV * D) * 2,
+            lambda: reshape_and_cache(
+                kn, vn, kc, vc, slots, q=q, positions=pos, cos_sin_cache=table
             ),
+            lambda: (rope.apply(q, kn), reshape_and_cache_ref(kn, vn, kc, vc, slots)),
         )
     return rows
 

@@ -7,6 +7,7 @@ from typing import Protocol
 import torch
 
 from pagoda.engine.attention.metadata import AttentionMetadata
+from pagoda.engine.attention.rope import Rope
 
 
 class AttentionBackend(Protocol):
@@ -25,10 +26,13 @@ class AttentionBackend(Protocol):
         logits_soft_cap: float | None = None,
         k_scale: torch.Tensor | None = None,  # [num_kv_heads] float32
         v_scale: torch.Tensor | None = None,
+        rope: Rope | None = None,
     ) -> torch.Tensor:  # [T, num_heads, head_dim]
-        """Write k, v into the caches at meta.slot_mapping, then attend causally over the context:
-        with sliding_window, over the query and the sliding_window - 1 tokens before it only; with
-        logits_soft_cap c, the scaled scores s become c * tanh(s / c) before the softmax. An FP8
-        cache stores e4m3(k / k_scale) per KV head and reads it back times k_scale (v likewise;
-        None is 1.0); a cache in the model's dtype ignores the scales."""
+        """Rotate q and k by `rope` when given (q in place, k as it is cached: the GPU backend
+        fuses the rotation into the write), write k, v into the caches at meta.slot_mapping, then
+        attend causally over the context: with sliding_window, over the query and the
+        sliding_window - 1 tokens before it only; with logits_soft_cap c, the scaled scores s
+        become c * tanh(s / c) before the softmax. An FP8 cache stores e4m3(k / k_scale) per KV
+        head and reads it back times k_scale (v likewise; None is 1.0); a cache in the model's
+        dtype ignores the scales."""
         ...

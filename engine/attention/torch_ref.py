@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from pagoda.engine.attention.metadata import AttentionMetadata
+from pagoda.engine.attention.rope import Rope
 
 FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
 
@@ -91,7 +92,10 @@ class TorchAttentionBackend:
         logits_soft_cap: float | None = None,
         k_scale: torch.Tensor | None = None,
         v_scale: torch.Tensor | None = None,
+        rope: Rope | None = None,
     ) -> torch.Tensor:
+        if rope is not None:
+            rope.apply(q, k)
         write_kv(k, v, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale)
         # An FP8 cache's scales are folded in: q times k_scale, the output times v_scale (one
         # multiply a query and an output, not one a cached value).

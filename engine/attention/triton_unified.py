@@ -1,7 +1,8 @@
 """The GPU attention backend: Triton kernels over the paged KV cache.
 
-One launch writes this step's K/V into the cache, one (two when the context is split) attends;
-prefill, chunked prefill, prefix-cache hits and decode all go through the same kernel.
+One launch rotates q and k (RoPE) and writes this step's K/V into the cache, one (two when the
+context is split) attends; prefill, chunked prefill, prefix-cache hits and decode all go through
+the same kernels.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from pagoda.engine.attention.metadata import AttentionMetadata
+from pagoda.engine.attention.rope import Rope
 from pagoda.engine.kernels.reshape_and_cache import reshape_and_cache
 from pagoda.engine.kernels.triton_import import HAS_TRITON
 from pagoda.engine.kernels.unified_attention import decode_num_splits, unified_attention
@@ -43,8 +45,23 @@ class TritonAttentionBackend:
         logits_soft_cap: float | None = None,
         k_scale: torch.Tensor | None = None,
         v_scale: torch.Tensor | None = None,
+        rope: Rope | None = None,
     ) -> torch.Tensor:
-        reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale)
+        if rope is None:
+            reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale)
+        else:  # the rotation fused into the write: q rotated in place, k as it is cached
+            reshape_and_cache(
+                k,
+                v,
+                k_cache,
+                v_cache,
+                meta.slot_mapping,
+                k_scale,
+                v_scale,
+                q=q,
+                positions=rope.positions,
+                cos_sin_cache=rope.cos_sin_cache,
+            )
         # Host-side choices depend only on the batch's shape, so a captured CUDA graph stays valid.
         num_splits = 1
         if meta.max_query_len == 1:

@@ -1,4 +1,10 @@
-"""Write this step's new K and V into the paged cache in one launch (vLLM's reshape_and_cache)."""
+"""Write this step's new K and V into the paged cache in one launch (vLLM's reshape_and_cache),
+with the rotary embedding of q and k fused in: one kernel a layer where there were two.
+
+The rotation is the "rotate_half" layout of HF Llama over a table cos_sin_cache[p] = [cos(p * f) |
+sin(p * f)] built once by the model (layers/rotary.py: any RoPE scaling is in the table);
+attention/rope.py holds the PyTorch path, the reference.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,46 @@ from pagoda.engine.kernels.triton_import import tl, triton
 
 
 @triton.jit
+def _rotate_heads(
+    ptr,
+    stride_t,
+    stride_h,
+    t,
+    cos,
+    sin,
+    NUM_HEADS: tl.constexpr,
+    HALF: tl.constexpr,
+    HALF_PAD: tl.constexpr,
+    HEADS_PAD: tl.constexpr,
+):
+    """Rotate the first 2 * HALF dims of a token's heads in place ("rotate_half" layout)."""
+    h = tl.arange(0, HEADS_PAD)[:, None]
+    i = tl.arange(0, HALF_PAD)[None, :]
+    mask = (h < NUM_HEADS) & (i < HALF)
+    p1 = ptr + t * stride_t + h * stride_h + i
+    x1 = tl.load(p1, mask=mask).to(tl.float32)
+    x2 = tl.load(p1 + HALF, mask=mask).to(tl.float32)
+    tl.store(p1, (x1 * cos - x2 * sin).to(ptr.dtype.element_ty), mask=mask)
+    tl.store(p1 + HALF, (x2 * cos + x1 * sin).to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _as_cached(
+    x, scale_ptr, h, NUM_KV_HEADS: tl.constexpr, FP8_MAX: tl.constexpr, SCALED: tl.constexpr
+):
+    """x as the cache stores it: an e4m3 cache holds x / scale (a scale per KV head), saturated,
+    as the conversion itself would not; a cache in the model's dtype holds x."""
+    if FP8_MAX > 0:
+        x = x.to(tl.float32)
+        if SCALED:
+            x = x / tl.load(scale_ptr + h, mask=h < NUM_KV_HEADS, other=1.0)
+        x = tl.clamp(x, -FP8_MAX, FP8_MAX)
+    return x
+
+
+@triton.jit
 def _reshape_and_cache_kernel(
+    q_ptr,
     k_ptr,
     v_ptr,
     k_cache_ptr,
@@ -16,6 +61,10 @@ def _reshape_and_cache_kernel(
     slot_mapping_ptr,
     k_scale_ptr,
     v_scale_ptr,
+    positions_ptr,
+    cos_sin_ptr,
+    stride_qt,
+    stride_qh,
     stride_kt,
     stride_kh,
     stride_vt,
@@ -26,42 +75,70 @@ def _reshape_and_cache_kernel(
     stride_vcb,
     stride_vcs,
     stride_vch,
+    stride_cos,
+    NUM_HEADS: tl.constexpr,
     NUM_KV_HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     HEADS_PAD: tl.constexpr,
+    KV_HEADS_PAD: tl.constexpr,
     DIM_PAD: tl.constexpr,
+    ROPE: tl.constexpr,
+    HALF: tl.constexpr,
+    HALF_PAD: tl.constexpr,
+    PASS_PAD: tl.constexpr,
     FP8_MAX: tl.constexpr,
     SCALED: tl.constexpr,
 ):
-    t = tl.program_id(0)
+    """One token a program. With ROPE, its q heads are rotated in place and its k heads as they
+    are written (the first 2 * HALF dims; a partial rotary's other dims pass as they are)."""
+    t = tl.program_id(0).to(tl.int64)
+    i = tl.arange(0, HALF_PAD)[None, :]
+    if ROPE:
+        pos = tl.load(positions_ptr + t)
+        cos = tl.load(cos_sin_ptr + pos * stride_cos + i, mask=i < HALF).to(tl.float32)
+        sin = tl.load(cos_sin_ptr + pos * stride_cos + HALF + i, mask=i < HALF).to(tl.float32)
+        _rotate_heads(
+            q_ptr, stride_qt, stride_qh, t, cos, sin, NUM_HEADS, HALF, HALF_PAD, HEADS_PAD
+        )
     slot = tl.load(slot_mapping_ptr + t)
     if slot < 0:  # padding token: nothing to write
         return
     block = slot // BLOCK_SIZE
     offset = slot % BLOCK_SIZE
-    h = tl.arange(0, HEADS_PAD)[:, None]
+    h = tl.arange(0, KV_HEADS_PAD)[:, None]
     d = tl.arange(0, DIM_PAD)[None, :]
-    mask = (h < NUM_KV_HEADS) & (d < HEAD_DIM)
-    k = tl.load(k_ptr + t * stride_kt + h * stride_kh + d, mask=mask)
-    v = tl.load(v_ptr + t * stride_vt + h * stride_vh + d, mask=mask)
-    if FP8_MAX > 0:  # an e4m3 cache: saturate, as the conversion itself would not
-        k = k.to(tl.float32)
-        v = v.to(tl.float32)
-        if SCALED:  # e4m3(x / scale), a scale per KV head
-            k = k / tl.load(k_scale_ptr + h, mask=h < NUM_KV_HEADS, other=1.0)
-            v = v / tl.load(v_scale_ptr + h, mask=h < NUM_KV_HEADS, other=1.0)
-        k = tl.clamp(k, -FP8_MAX, FP8_MAX)
-        v = tl.clamp(v, -FP8_MAX, FP8_MAX)
-    tl.store(
-        k_cache_ptr + block * stride_kcb + offset * stride_kcs + h * stride_kch + d,
-        k.to(k_cache_ptr.dtype.element_ty),
-        mask=mask,
-    )
+    k_row = k_ptr + t * stride_kt + h * stride_kh
+    k_out = k_cache_ptr + block * stride_kcb + offset * stride_kcs + h * stride_kch
+    if ROPE:
+        m = (h < NUM_KV_HEADS) & (i < HALF)
+        x1 = tl.load(k_row + i, mask=m).to(tl.float32)
+        x2 = tl.load(k_row + HALF + i, mask=m).to(tl.float32)
+        # Rounded to the model's dtype first, as a separate rotary kernel's output would be.
+        r1 = (x1 * cos - x2 * sin).to(k_ptr.dtype.element_ty)
+        r2 = (x2 * cos + x1 * sin).to(k_ptr.dtype.element_ty)
+        r1 = _as_cached(r1, k_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED)
+        r2 = _as_cached(r2, k_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED)
+        tl.store(k_out + i, r1.to(k_cache_ptr.dtype.element_ty), mask=m)
+        tl.store(k_out + HALF + i, r2.to(k_cache_ptr.dtype.element_ty), mask=m)
+        if 2 * HALF < HEAD_DIM:
+            p = 2 * HALF + tl.arange(0, PASS_PAD)[None, :]
+            mp = (h < NUM_KV_HEADS) & (p < HEAD_DIM)
+            k = _as_cached(
+                tl.load(k_row + p, mask=mp), k_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED
+            )
+            tl.store(k_out + p, k.to(k_cache_ptr.dtype.element_ty), mask=mp)
+    else:
+        md = (h < NUM_KV_HEADS) & (d < HEAD_DIM)
+        k = _as_cached(tl.load(k_row + d, mask=md), k_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED)
+        tl.store(k_out + d, k.to(k_cache_ptr.dtype.element_ty), mask=md)
+    md = (h < NUM_KV_HEADS) & (d < HEAD_DIM)
+    v = tl.load(v_ptr + t * stride_vt + h * stride_vh + d, mask=md)
+    v = _as_cached(v, v_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED)
     tl.store(
         v_cache_ptr + block * stride_vcb + offset * stride_vcs + h * stride_vch + d,
         v.to(v_cache_ptr.dtype.element_ty),
-        mask=mask,
+        mask=md,
     )
 
 
@@ -93,16 +170,34 @@ def reshape_and_cache(
     slot_mapping: torch.Tensor,  # [T] int64, block * block_size + offset; -1 skips the token
     k_scale: torch.Tensor | None = None,  # [num_kv_heads] float32: an FP8 cache stores k / k_scale
     v_scale: torch.Tensor | None = None,
+    *,
+    q: torch.Tensor | None = None,  # [T, num_heads, head_dim]: rotated in place, with
+    positions: torch.Tensor | None = None,  # [T] int64
+    cos_sin_cache: torch.Tensor | None = None,  # [max_position, rotary_dim]: [cos | sin]
 ) -> None:
+    """Write K and V at their slots. Given q, positions and cos_sin_cache, the rotary embedding is
+    fused in: q is rotated in place and k as it is written (k itself is left as it is); the first
+    rotary_dim dims of each head are rotated, "rotate_half" layout."""
     _check(k, v, k_cache, v_cache, slot_mapping)
     if k.stride(2) != 1 or v.stride(2) != 1 or k_cache.stride(3) != 1 or v_cache.stride(3) != 1:
         raise ValueError("k, v and the caches need a contiguous last (head_dim) dimension")
     num_tokens, num_kv_heads, head_dim = k.shape
+    # Without the rotation, its pointers are stand-ins the kernel never reads.
+    rope_args: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = (k, slot_mapping, k)
+    num_heads, rotary_dim = 1, 2
+    if q is not None:
+        if positions is None or cos_sin_cache is None:
+            raise ValueError("reshape_and_cache: q needs positions and cos_sin_cache")
+        _check_rope(q, k, positions, cos_sin_cache)
+        rope_args = (q, positions, cos_sin_cache)
+        num_heads, rotary_dim = q.shape[1], cos_sin_cache.shape[1]
     if num_tokens == 0:
         return
     fp8 = k_cache.dtype.itemsize == 1
     scaled = fp8 and k_scale is not None and v_scale is not None
+    q_arg, positions_arg, table_arg = rope_args
     _reshape_and_cache_kernel[(num_tokens,)](
+        q_arg,
         k,
         v,
         k_cache,
@@ -110,6 +205,10 @@ def reshape_and_cache(
         slot_mapping,
         k_scale if scaled else slot_mapping,
         v_scale if scaled else slot_mapping,
+        positions_arg,
+        table_arg,
+        q_arg.stride(0),
+        q_arg.stride(1),
         k.stride(0),
         k.stride(1),
         v.stride(0),
@@ -120,14 +219,41 @@ def reshape_and_cache(
         v_cache.stride(0),
         v_cache.stride(1),
         v_cache.stride(2),
+        table_arg.stride(0),
+        NUM_HEADS=num_heads,
         NUM_KV_HEADS=num_kv_heads,
         HEAD_DIM=head_dim,
         BLOCK_SIZE=k_cache.shape[1],
-        HEADS_PAD=triton.next_power_of_2(num_kv_heads),
+        HEADS_PAD=triton.next_power_of_2(num_heads),
+        KV_HEADS_PAD=triton.next_power_of_2(num_kv_heads),
         DIM_PAD=triton.next_power_of_2(head_dim),
+        ROPE=q is not None,
+        HALF=rotary_dim // 2,
+        HALF_PAD=triton.next_power_of_2(rotary_dim // 2),
+        PASS_PAD=triton.next_power_of_2(max(head_dim - rotary_dim, 1)),
         FP8_MAX=torch.finfo(k_cache.dtype).max if fp8 else 0.0,
         SCALED=scaled,
     )
+
+
+def _check_rope(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor
+) -> None:
+    if q.dim() != 3 or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.stride(2) != 1:
+        raise ValueError(
+            f"q must be [{k.shape[0]}, num_heads, {k.shape[2]}] with a contiguous last dimension, "
+            f"got {tuple(q.shape)}"
+        )
+    if positions.shape != (k.shape[0],):
+        raise ValueError(f"positions must be [{k.shape[0]}], got {tuple(positions.shape)}")
+    rotary_dim = cos_sin_cache.shape[-1]
+    if cos_sin_cache.dim() != 2 or rotary_dim % 2 or not 0 < rotary_dim <= k.shape[2]:
+        raise ValueError(
+            f"cos_sin_cache must be [max_position, an even rotary_dim <= {k.shape[2]}], "
+            f"got {tuple(cos_sin_cache.shape)}"
+        )
+    if cos_sin_cache.stride(1) != 1:
+        raise ValueError("cos_sin_cache needs a contiguous last dimension")
 
 
 def reshape_and_cache_ref(

@@ -3,9 +3,10 @@ and HF: default, linear, dynamic (NTK), llama3, yarn, longrope, and GGUF's freq_
 
 The table cos_sin_cache[p] = [cos(p * f) | sin(p * f)] * m over the rotary_dim / 2 frequencies f
 is built once; scaling only changes the frequencies f and the factor m (YaRN's and LongRoPE's
-attention scaling), so the apply step (and a fused kernel) never sees it. rotary_dim is head_dim,
-or less with a partial_rotary_factor (Phi-4-mini): the first rotary_dim dims of each head are
-rotated, as if they were the whole head, and the others pass through.
+attention scaling), so the apply step (attention/rope.py, and the kernel that fuses it into the
+KV-cache write) never sees it. rotary_dim is head_dim, or less with a partial_rotary_factor
+(Phi-4-mini): the first rotary_dim dims of each head are rotated, as if they were the whole head,
+and the others pass through.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pagoda.engine.kernels.rotary import rotary_embedding
+from pagoda.engine.attention.rope import Rope
 
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope", "freq_factors")
 
@@ -162,12 +163,6 @@ class RotaryEmbedding(nn.Module):
         cache = (cache * scale if scale != 1.0 else cache).to(torch.get_default_device())
         self.register_buffer("cos_sin_cache", cache, persistent=False)
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
-        """Rotate q [T, heads, head_dim] and k [T, kv_heads, head_dim] in place."""
-        q, k = q[..., : self.rotary_dim], k[..., : self.rotary_dim]
-        if q.is_cuda:
-            return rotary_embedding(positions, q, k, self.cos_sin_cache)
-        cos, sin = self.cos_sin_cache[positions][:, None, :].chunk(2, dim=-1)
-        for x in (q, k):
-            x1, x2 = x.float().chunk(2, dim=-1)
-            x.copy_(torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1))
+    def forward(self, positions: torch.Tensor) -> Rope:
+        """The rotation of tokens at these positions, for the attention backend to apply."""
+        return Rope(positions, self.cos_sin_cache)

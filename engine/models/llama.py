@@ -82,7 +82,6 @@ class LlamaAttention(nn.Module):
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         q, k = self.qk_norm(q, k)
-        self.rotary(positions, q, k)
         out = self.backend.forward(
             q,
             k,
@@ -94,6 +93,7 @@ class LlamaAttention(nn.Module):
             self.soft_cap,
             self.k_scale,
             self.v_scale,
+            self.rotary(positions),
         )
         return self.o_proj(out.reshape(-1, self.q_size))
 

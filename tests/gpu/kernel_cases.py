@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from pagoda.engine.attention.metadata import AttentionMetadata
+from pagoda.engine.attention.rope import Rope
 from pagoda.engine.attention.torch_ref import TorchAttentionBackend
 from pagoda.engine.kernels.activation import silu_and_mul, silu_and_mul_ref
 from pagoda.engine.kernels.reshape_and_cache import reshape_and_cache, reshape_and_cache_ref
@@ -23,7 +24,6 @@ from pagoda.engine.kernels.rms_norm import (
     rms_norm,
     rms_norm_ref,
 )
-from pagoda.engine.kernels.rotary import rotary_embedding, rotary_embedding_ref
 from pagoda.engine.kernels.unified_attention import unified_attention
 
 TOLERANCE = 1e-2  # bf16 operands
@@ -287,27 +287,38 @@ def check_rotary(
     gen: torch.Generator,
     rotary_dim: int | None = None,
 ) -> float:
-    """q and k are views into one fused qkv tensor, as the model's projection leaves them; with
-    rotary_dim, views of each head's first rotary_dim dims (partial rotary: the rest untouched)."""
+    """The rotary embedding fused into the cache write, against the PyTorch rotation and then the
+    reference write: q, k and v are views into one fused qkv tensor, as the model's projection
+    leaves them; with rotary_dim, each head's first rotary_dim dims only (partial rotary). Error
+    over the rotated q and both caches; k itself must be left as it is."""
     max_pos = 8192
     rot = rotary_dim or head_dim
     inv_freq = 1.0 / (500000.0 ** (torch.arange(0, rot, 2, device="cuda").float() / rot))
     freqs = torch.outer(torch.arange(max_pos, device="cuda").float(), inv_freq)
-    cache = torch.cat((freqs.cos(), freqs.sin()), dim=-1)
+    table = torch.cat((freqs.cos(), freqs.sin()), dim=-1)
     positions = torch.randint(1, max_pos, (n,), generator=gen, device="cuda")
     qkv = _randn(gen, n, (num_heads + 2 * num_kv_heads) * head_dim)
     want = qkv.clone()
 
-    def views(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = t[:, : num_heads * head_dim].view(n, num_heads, head_dim)
-        k = t[:, num_heads * head_dim : (num_heads + num_kv_heads) * head_dim].view(
-            n, num_kv_heads, head_dim
-        )
-        return q[..., :rot], k[..., :rot]
+    def views(t: torch.Tensor) -> list[torch.Tensor]:
+        sizes = [num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim]
+        heads = [num_heads, num_kv_heads, num_kv_heads]
+        return [x.view(n, h, head_dim) for x, h in zip(t.split(sizes, dim=-1), heads, strict=True)]
 
-    rotary_embedding(positions, *views(qkv), cache)
-    rotary_embedding_ref(positions, *views(want), cache)
-    return rel_err(qkv, want)
+    num_blocks = n // BLOCK_SIZE + 9
+    slots = torch.randperm(num_blocks * BLOCK_SIZE, generator=gen, device="cuda")[:n]
+    slots[torch.rand(n, generator=gen, device="cuda") < 0.1] = -1
+    caches = [_randn(gen, num_blocks, BLOCK_SIZE, num_kv_heads, head_dim) for _ in range(2)]
+    want_caches = [c.clone() for c in caches]
+    q, k, v = views(qkv)
+    k_before = k.clone()
+    reshape_and_cache(k, v, *caches, slots, q=q, positions=positions, cos_sin_cache=table)
+    wq, wk, wv = views(want)
+    Rope(positions, table).apply(wq, wk)
+    reshape_and_cache_ref(wk, wv, *want_caches, slots)
+    assert torch.equal(k, k_before), "the fused kernel changed k"
+    errs = [rel_err(q, wq)] + [rel_err(g, w) for g, w in zip(caches, want_caches, strict=True)]
+    return worst(errs)
 
 
 def check_reshape_and_cache(n: int, num_kv_heads: int, head_dim: int, gen: torch.Generator) -> bool:

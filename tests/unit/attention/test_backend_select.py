@@ -35,7 +35,7 @@ import torch
 from pagoda.engine.attention.triton_unified import TritonAttentionBackend
 from pagoda.engine.kernels.activation import silu_and_mul, silu_and_mul_ref
 from pagoda.engine.kernels.rms_norm import rms_norm_ref
-from pagoda.engine.kernels.rotary import rotary_embedding_ref
+from pagoda.engine.attention.rope import Rope
 from pagoda.engine.kernels.reshape_and_cache import reshape_and_cache_ref
 x = torch.tensor([[1.0, -2.0, 3.0, 0.5]])
 assert torch.allclose(silu_and_mul_ref(x), torch.nn.functional.silu(x[:, :2]) * x[:, 2:])

@@ -79,7 +79,7 @@ def test_partial_rotary_rotates_the_first_dims_only() -> None:
     rotary = RotaryEmbedding(HEAD_DIM, MAX_POS, THETA, rotary_dim=HEAD_DIM // 2)
     q, k = torch.randn(3, 4, HEAD_DIM), torch.randn(3, 2, HEAD_DIM)
     q0, k0 = q.clone(), k.clone()
-    rotary(torch.tensor([0, 5, 9]), q, k)
+    rotary(torch.tensor([0, 5, 9])).apply(q, k)
     assert torch.equal(q[..., HEAD_DIM // 2 :], q0[..., HEAD_DIM // 2 :])
     assert torch.equal(k[..., HEAD_DIM // 2 :], k0[..., HEAD_DIM // 2 :])
     assert not torch.allclose(q[1:, :, : HEAD_DIM // 2], q0[1:, :, : HEAD_DIM // 2])

@@ -281,9 +281,7 @@ def small_kernel_timings(gen: torch.Generator, bw: float) -> list[dict]:
             "reshape_and_cache + rotary",
             f"T{t} {HQ}/{HKV}x{D}",
             (2 * t * HQ * D + 4 * t * HKV * D) * 2,
-            lambda: reshape_and_cache(
-                kn, vn, kc, vc, slots, q=q, positions=pos, cos_sin_cache=table
-            ),
+            lambda: reshape_and_cache(kn, vn, kc, vc, slots, rotate=(q, pos, table)),
             lambda: (rope.apply(q, kn), reshape_and_cache_ref(kn, vn, kc, vc, slots)),
         )
     return rows

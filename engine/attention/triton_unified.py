@@ -47,21 +47,9 @@ class TritonAttentionBackend:
         v_scale: torch.Tensor | None = None,
         rope: Rope | None = None,
     ) -> torch.Tensor:
-        if rope is None:
-            reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale)
-        else:  # the rotation fused into the write: q rotated in place, k as it is cached
-            reshape_and_cache(
-                k,
-                v,
-                k_cache,
-                v_cache,
-                meta.slot_mapping,
-                k_scale,
-                v_scale,
-                q=q,
-                positions=rope.positions,
-                cos_sin_cache=rope.cos_sin_cache,
-            )
+        # The rotation is fused into the write: q rotated in place, k as it is cached.
+        rotate = None if rope is None else (q, rope.positions, rope.cos_sin_cache)
+        reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale, rotate)
         # Host-side choices depend only on the batch's shape, so a captured CUDA graph stays valid.
         num_splits = 1
         if meta.max_query_len == 1:

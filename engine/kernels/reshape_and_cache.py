@@ -86,7 +86,6 @@ def _reshape_and_cache_kernel(
     ROPE: tl.constexpr,
     HALF: tl.constexpr,
     HALF_PAD: tl.constexpr,
-    PASS_PAD: tl.constexpr,
     FP8_MAX: tl.constexpr,
     SCALED: tl.constexpr,
 ):
@@ -108,31 +107,26 @@ def _reshape_and_cache_kernel(
     offset = slot % BLOCK_SIZE
     h = tl.arange(0, KV_HEADS_PAD)[:, None]
     d = tl.arange(0, DIM_PAD)[None, :]
-    k_row = k_ptr + t * stride_kt + h * stride_kh
-    k_out = k_cache_ptr + block * stride_kcb + offset * stride_kcs + h * stride_kch
-    if ROPE:
-        m = (h < NUM_KV_HEADS) & (i < HALF)
-        x1 = tl.load(k_row + i, mask=m).to(tl.float32)
-        x2 = tl.load(k_row + HALF + i, mask=m).to(tl.float32)
-        # Rounded to the model's dtype first, as a separate rotary kernel's output would be.
-        r1 = (x1 * cos - x2 * sin).to(k_ptr.dtype.element_ty)
-        r2 = (x2 * cos + x1 * sin).to(k_ptr.dtype.element_ty)
-        r1 = _as_cached(r1, k_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED)
-        r2 = _as_cached(r2, k_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED)
-        tl.store(k_out + i, r1.to(k_cache_ptr.dtype.element_ty), mask=m)
-        tl.store(k_out + HALF + i, r2.to(k_cache_ptr.dtype.element_ty), mask=m)
-        if 2 * HALF < HEAD_DIM:
-            p = 2 * HALF + tl.arange(0, PASS_PAD)[None, :]
-            mp = (h < NUM_KV_HEADS) & (p < HEAD_DIM)
-            k = _as_cached(
-                tl.load(k_row + p, mask=mp), k_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED
-            )
-            tl.store(k_out + p, k.to(k_cache_ptr.dtype.element_ty), mask=mp)
-    else:
-        md = (h < NUM_KV_HEADS) & (d < HEAD_DIM)
-        k = _as_cached(tl.load(k_row + d, mask=md), k_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED)
-        tl.store(k_out + d, k.to(k_cache_ptr.dtype.element_ty), mask=md)
     md = (h < NUM_KV_HEADS) & (d < HEAD_DIM)
+    k_row = k_ptr + t * stride_kt + h * stride_kh
+    k = tl.load(k_row + d, mask=md)
+    if ROPE:  # dim d < HALF pairs with d + HALF, d < 2 * HALF with d - HALF; the rest pass
+        first = d < HALF
+        rotated = d < 2 * HALF
+        f = tl.where(first, d, d - HALF)  # the frequency
+        partner = tl.load(k_row + tl.where(first, d + HALF, d - HALF), mask=md & rotated)
+        c = tl.load(cos_sin_ptr + pos * stride_cos + f, mask=rotated, other=1.0)
+        s = tl.load(cos_sin_ptr + pos * stride_cos + HALF + f, mask=rotated, other=0.0)
+        partner = tl.where(first, -partner.to(tl.float32), partner.to(tl.float32))
+        # Rounded to the model's dtype, as a separate rotary kernel's output would be.
+        r = (k.to(tl.float32) * c + partner * s).to(k_ptr.dtype.element_ty)
+        k = tl.where(rotated, r, k)
+    k = _as_cached(k, k_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED)
+    tl.store(
+        k_cache_ptr + block * stride_kcb + offset * stride_kcs + h * stride_kch + d,
+        k.to(k_cache_ptr.dtype.element_ty),
+        mask=md,
+    )
     v = tl.load(v_ptr + t * stride_vt + h * stride_vh + d, mask=md)
     v = _as_cached(v, v_scale_ptr, h, NUM_KV_HEADS, FP8_MAX, SCALED)
     tl.store(
@@ -170,34 +164,28 @@ def reshape_and_cache(
     slot_mapping: torch.Tensor,  # [T] int64, block * block_size + offset; -1 skips the token
     k_scale: torch.Tensor | None = None,  # [num_kv_heads] float32: an FP8 cache stores k / k_scale
     v_scale: torch.Tensor | None = None,
-    *,
-    q: torch.Tensor | None = None,  # [T, num_heads, head_dim]: rotated in place, with
-    positions: torch.Tensor | None = None,  # [T] int64
-    cos_sin_cache: torch.Tensor | None = None,  # [max_position, rotary_dim]: [cos | sin]
+    rotate: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
-    """Write K and V at their slots. Given q, positions and cos_sin_cache, the rotary embedding is
-    fused in: q is rotated in place and k as it is written (k itself is left as it is); the first
-    rotary_dim dims of each head are rotated, "rotate_half" layout."""
+    """Write K and V at their slots. Given rotate = (q [T, num_heads, head_dim], positions [T]
+    int64, cos_sin_cache [max_position, rotary_dim]), the rotary embedding is fused in: q is
+    rotated in place and k as it is written (k itself is left as it is); the first rotary_dim
+    dims of each head are rotated, "rotate_half" layout."""
     _check(k, v, k_cache, v_cache, slot_mapping)
     if k.stride(2) != 1 or v.stride(2) != 1 or k_cache.stride(3) != 1 or v_cache.stride(3) != 1:
         raise ValueError("k, v and the caches need a contiguous last (head_dim) dimension")
     num_tokens, num_kv_heads, head_dim = k.shape
     # Without the rotation, its pointers are stand-ins the kernel never reads.
-    rope_args: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = (k, slot_mapping, k)
+    q, positions, table = rotate if rotate is not None else (k, slot_mapping, k)
     num_heads, rotary_dim = 1, 2
-    if q is not None:
-        if positions is None or cos_sin_cache is None:
-            raise ValueError("reshape_and_cache: q needs positions and cos_sin_cache")
-        _check_rope(q, k, positions, cos_sin_cache)
-        rope_args = (q, positions, cos_sin_cache)
-        num_heads, rotary_dim = q.shape[1], cos_sin_cache.shape[1]
+    if rotate is not None:
+        _check_rope(q, k, positions, table)
+        num_heads, rotary_dim = q.shape[1], table.shape[1]
     if num_tokens == 0:
         return
     fp8 = k_cache.dtype.itemsize == 1
     scaled = fp8 and k_scale is not None and v_scale is not None
-    q_arg, positions_arg, table_arg = rope_args
     _reshape_and_cache_kernel[(num_tokens,)](
-        q_arg,
+        q,
         k,
         v,
         k_cache,
@@ -205,10 +193,10 @@ def reshape_and_cache(
         slot_mapping,
         k_scale if scaled else slot_mapping,
         v_scale if scaled else slot_mapping,
-        positions_arg,
-        table_arg,
-        q_arg.stride(0),
-        q_arg.stride(1),
+        positions,
+        table,
+        q.stride(0),
+        q.stride(1),
         k.stride(0),
         k.stride(1),
         v.stride(0),
@@ -219,7 +207,7 @@ def reshape_and_cache(
         v_cache.stride(0),
         v_cache.stride(1),
         v_cache.stride(2),
-        table_arg.stride(0),
+        table.stride(0),
         NUM_HEADS=num_heads,
         NUM_KV_HEADS=num_kv_heads,
         HEAD_DIM=head_dim,
@@ -227,10 +215,9 @@ def reshape_and_cache(
         HEADS_PAD=triton.next_power_of_2(num_heads),
         KV_HEADS_PAD=triton.next_power_of_2(num_kv_heads),
         DIM_PAD=triton.next_power_of_2(head_dim),
-        ROPE=q is not None,
+        ROPE=rotate is not None,
         HALF=rotary_dim // 2,
         HALF_PAD=triton.next_power_of_2(rotary_dim // 2),
-        PASS_PAD=triton.next_power_of_2(max(head_dim - rotary_dim, 1)),
         FP8_MAX=torch.finfo(k_cache.dtype).max if fp8 else 0.0,
         SCALED=scaled,
     )

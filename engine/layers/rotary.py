@@ -149,12 +149,11 @@ class RotaryEmbedding(nn.Module):
         rotary_dim: int | None = None,
     ) -> None:
         super().__init__()
-        self.rotary_dim = rotary_dim or head_dim
         # Computed on the CPU whatever the default device, then moved: on the meta device (the
         # loader's dry build, check_fits) the first use of these ops costs seconds of setup.
         with torch.device("cpu"):
             inv_freq, scale = inv_frequencies(
-                self.rotary_dim, theta, rope_scaling, max_position, max_model_len
+                rotary_dim or head_dim, theta, rope_scaling, max_position, max_model_len
             )
             positions = torch.arange(table_length(max_position, rope_scaling, max_model_len))
             freqs = torch.outer(positions.float(), inv_freq)

